@@ -1,0 +1,1 @@
+//! gnomon exporter service.

@@ -1,0 +1,3 @@
+//! gnomon-shared: the parts every gnomon service uses.
+
+pub mod proto;
