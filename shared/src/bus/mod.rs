@@ -1,0 +1,95 @@
+//! The message bus between collectors and exporters: NATS in production, an in-process
+//! bus for the single-process demo and tests. Both carry the same headers (target,
+//! subscription, fencing token) so exporters can reject data from a stale owner.
+
+mod memory;
+mod nats;
+mod subject;
+
+pub use memory::MemoryBus;
+pub use nats::{decode_headers, NatsBus, NatsOptions, NatsTls};
+pub use subject::{subject_matches, validate_subject};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::Stream;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+/// Header naming the target a message was collected from.
+pub const HEADER_TARGET: &str = "Gnomon-Target";
+/// Header naming the subscription a message belongs to.
+pub const HEADER_SUBSCRIPTION: &str = "Gnomon-Subscription";
+/// Header with the fencing token of the target lock held when the message was published.
+pub const HEADER_FENCING_TOKEN: &str = "Gnomon-Fencing-Token";
+/// W3C trace context header, carried so a consume span joins the publish trace.
+pub const HEADER_TRACEPARENT: &str = "traceparent";
+
+/// Metadata carried with every message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MessageHeaders {
+    /// Target name (the `source` of gnmic's events).
+    pub target: Option<String>,
+    /// Subscription name.
+    pub subscription: Option<String>,
+    /// Fencing token of the publisher's target lock; 0 when not clustered.
+    pub fencing_token: u64,
+    /// W3C `traceparent` of the publishing span, when tracing is on.
+    pub traceparent: Option<String>,
+}
+
+/// One message on the bus.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BusMessage {
+    pub subject: String,
+    pub headers: MessageHeaders,
+    pub payload: Bytes,
+}
+
+/// Why a bus operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("invalid subject {subject:?}: {reason}")]
+    InvalidSubject { subject: String, reason: &'static str },
+    #[error("cannot connect to NATS at {address}: {reason}")]
+    Connect { address: String, reason: String },
+    #[error("publish to {subject:?} failed: {reason}")]
+    Publish { subject: String, reason: String },
+    #[error("subscribe to {subject:?} failed: {reason}")]
+    Subscribe { subject: String, reason: String },
+    #[error("invalid NATS option {option}: {reason}")]
+    Options { option: &'static str, reason: String },
+}
+
+/// A publish/subscribe transport.
+#[async_trait]
+pub trait Bus: Send + Sync {
+    /// Publishes one message. Returns once the message is handed to the transport.
+    async fn publish(&self, message: BusMessage) -> Result<(), BusError>;
+
+    /// Flushes what was published so far (NATS: waits for the server's PONG).
+    async fn flush(&self) -> Result<(), BusError>;
+
+    /// Subscribes to `subject` (NATS wildcards `*` and `>` allowed). Subscribers that
+    /// share a `queue` name split the stream; without one every subscriber gets every message.
+    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<BusSubscription, BusError>;
+}
+
+/// A stream of messages from one subscription.
+pub struct BusSubscription {
+    inner: Pin<Box<dyn Stream<Item = BusMessage> + Send>>,
+}
+
+impl BusSubscription {
+    pub(crate) fn new(stream: impl Stream<Item = BusMessage> + Send + 'static) -> Self {
+        Self { inner: Box::pin(stream) }
+    }
+}
+
+impl Stream for BusSubscription {
+    type Item = BusMessage;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<BusMessage>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
