@@ -1,1 +1,20 @@
-//! gnomon coordinator service.
+//! gnomon coordinator: leader election, target placement, failover, rebalance and drain.
+//!
+//! The leader watches the registered members (`<cluster>-gnmic-api`), the target locks
+//! (`gnmic/<cluster>/targets/…`) and the target configs kept in the store
+//! (`gnmic/<cluster>/config/targets/…`), and places every target without an owner through
+//! the members' REST APIs (gnmic's handshake), reacting to watch events within milliseconds
+//! and reconciling everything every `targets-watch-timer` as a safety net.
+
+pub mod api;
+pub mod election;
+pub mod leader;
+pub mod member_client;
+pub mod members;
+pub mod placement;
+pub mod settings;
+pub mod target_store;
+
+pub use election::{spawn, CoordinatorHandle, LeaderRequestError};
+pub use settings::CoordinatorSettings;
+pub use target_store::TargetStore;

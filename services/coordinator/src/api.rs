@@ -1,0 +1,176 @@
+//! The cluster operations API in gnmic's shapes: `/api/v1/cluster…`. Read-only routes answer
+//! on any instance from the coordination store; leader-only routes answer 400 "not leader"
+//! elsewhere, as gnmic does.
+
+use crate::election::{CoordinatorHandle, LeaderRequestError};
+use crate::members::Member;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use gnomon_shared::coordination::{keys, Coordination};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// What the cluster routes need.
+#[derive(Clone)]
+pub struct ClusterApiState {
+    pub cluster_name: String,
+    pub coordination: Arc<dyn Coordination>,
+    pub handle: CoordinatorHandle,
+}
+
+/// gnmic's member object.
+#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+pub struct MemberView {
+    pub name: String,
+    #[serde(rename = "api-endpoint")]
+    pub api_endpoint: String,
+    #[serde(rename = "is-leader", skip_serializing_if = "std::ops::Not::not")]
+    pub is_leader: bool,
+    #[serde(rename = "number-of-locked-nodes")]
+    pub number_of_locked_nodes: usize,
+    #[serde(rename = "locked-targets")]
+    pub locked_targets: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ClusterView {
+    name: String,
+    #[serde(rename = "number-of-locked-targets")]
+    number_of_locked_targets: usize,
+    leader: String,
+    members: Vec<MemberView>,
+}
+
+fn error(status: StatusCode, message: impl ToString) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "errors": [message.to_string()] })),
+    )
+        .into_response()
+}
+
+fn leader_error(e: LeaderRequestError) -> Response {
+    match e {
+        LeaderRequestError::NotLeader => error(StatusCode::BAD_REQUEST, "not leader"),
+        LeaderRequestError::Rejected(m) => error(StatusCode::BAD_REQUEST, m),
+    }
+}
+
+/// The `/api/v1/cluster…` routes.
+pub fn router(state: ClusterApiState) -> Router {
+    Router::new()
+        .route("/api/v1/cluster", get(cluster))
+        .route("/api/v1/cluster/members", get(members))
+        .route("/api/v1/cluster/leader", get(leader).delete(step_down))
+        .route("/api/v1/cluster/rebalance", post(rebalance))
+        .route("/api/v1/cluster/members/{name}/drain", post(drain))
+        .with_state(state)
+}
+
+async fn snapshot(state: &ClusterApiState) -> Result<(String, Vec<MemberView>, usize), Response> {
+    let unavailable = |e: gnomon_shared::coordination::CoordinationError| {
+        error(StatusCode::SERVICE_UNAVAILABLE, e)
+    };
+    let cluster = &state.cluster_name;
+    let leader = state
+        .coordination
+        .holder(&keys::leader(cluster))
+        .await
+        .map_err(unavailable)?
+        .unwrap_or_default();
+    let services = state
+        .coordination
+        .services(
+            &keys::api_service_name(cluster),
+            &[format!("cluster-name={cluster}")],
+        )
+        .await
+        .map_err(unavailable)?;
+    let locks = state
+        .coordination
+        .list(&format!("{}/", keys::targets_prefix(cluster)))
+        .await
+        .map_err(unavailable)?;
+    let mut owned: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, owner) in &locks {
+        owned
+            .entry(owner.clone())
+            .or_default()
+            .push(keys::target_name_from_key(key).to_string());
+    }
+    let mut views: Vec<MemberView> = services
+        .iter()
+        .map(Member::from_service)
+        .map(|m| {
+            let mut locked = owned.get(&m.name).cloned().unwrap_or_default();
+            locked.sort();
+            MemberView {
+                is_leader: m.name == leader,
+                number_of_locked_nodes: locked.len(),
+                locked_targets: locked,
+                api_endpoint: m.api,
+                name: m.name,
+            }
+        })
+        .collect();
+    views.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok((leader, views, locks.len()))
+}
+
+async fn cluster(State(state): State<ClusterApiState>) -> Response {
+    match snapshot(&state).await {
+        Ok((leader, members, locked)) => Json(ClusterView {
+            name: state.cluster_name.clone(),
+            number_of_locked_targets: locked,
+            leader,
+            members,
+        })
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn members(State(state): State<ClusterApiState>) -> Response {
+    match snapshot(&state).await {
+        Ok((_, members, _)) => Json(members).into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn leader(State(state): State<ClusterApiState>) -> Response {
+    match snapshot(&state).await {
+        Ok((_, members, _)) => Json(
+            members
+                .into_iter()
+                .filter(|m| m.is_leader)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Err(response) => response,
+    }
+}
+
+async fn step_down(State(state): State<ClusterApiState>) -> Response {
+    match state.handle.step_down().await {
+        Ok(()) => StatusCode::OK.into_response(),
+        Err(e) => leader_error(e),
+    }
+}
+
+async fn rebalance(State(state): State<ClusterApiState>) -> Response {
+    match state.handle.rebalance().await {
+        Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
+        Err(e) => leader_error(e),
+    }
+}
+
+async fn drain(State(state): State<ClusterApiState>, Path(name): Path<String>) -> Response {
+    match state.handle.drain(&name).await {
+        Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
+        Err(e) => leader_error(e),
+    }
+}

@@ -1,0 +1,179 @@
+//! The election loop: campaign for `gnmic/<cluster>/leader`, lead while holding it, and
+//! campaign again after losing it or stepping down.
+
+use crate::leader::{run_term, LeaderCommand, TermEnd};
+use crate::member_client::MemberClient;
+use crate::settings::CoordinatorSettings;
+use gnomon_shared::coordination::{keys, Coordination};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// After stepping down, wait this long before campaigning again, so another instance wins.
+const STEP_DOWN_COOLDOWN: Duration = Duration::from_secs(3);
+
+/// Talks to the running coordinator (the API uses it).
+#[derive(Clone)]
+pub struct CoordinatorHandle {
+    commands: mpsc::Sender<LeaderCommand>,
+    leading: watch::Receiver<bool>,
+}
+
+/// Why a leader-only request was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum LeaderRequestError {
+    #[error("not leader")]
+    NotLeader,
+    #[error("{0}")]
+    Rejected(String),
+}
+
+impl CoordinatorHandle {
+    /// Whether this instance leads now.
+    pub fn is_leader(&self) -> bool {
+        *self.leading.borrow()
+    }
+
+    /// Waits until this instance's leadership is `leading`.
+    pub async fn wait_leading(&mut self, leading: bool) {
+        let _ = self.leading.wait_for(|l| *l == leading).await;
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> LeaderCommand,
+    ) -> Result<T, LeaderRequestError> {
+        if !self.is_leader() {
+            return Err(LeaderRequestError::NotLeader);
+        }
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| LeaderRequestError::NotLeader)?;
+        tokio::time::timeout(Duration::from_secs(10), answer)
+            .await
+            .map_err(|_| LeaderRequestError::Rejected("the leader did not answer in time".into()))?
+            .map_err(|_| LeaderRequestError::NotLeader)
+    }
+
+    /// Starts a rebalance; returns the number of planned moves.
+    pub async fn rebalance(&self) -> Result<usize, LeaderRequestError> {
+        self.ask(|reply| LeaderCommand::Rebalance { reply })
+            .await?
+            .map_err(LeaderRequestError::Rejected)
+    }
+
+    /// Moves every target of `member` away; returns the number of moves.
+    pub async fn drain(&self, member: &str) -> Result<usize, LeaderRequestError> {
+        let member = member.to_string();
+        self.ask(|reply| LeaderCommand::Drain { member, reply })
+            .await?
+            .map_err(LeaderRequestError::Rejected)
+    }
+
+    /// Gives up the leader lock.
+    pub async fn step_down(&self) -> Result<(), LeaderRequestError> {
+        self.ask(|reply| LeaderCommand::StepDown { reply }).await
+    }
+}
+
+/// Starts the election loop in the background.
+pub fn spawn(
+    settings: CoordinatorSettings,
+    coordination: Arc<dyn Coordination>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<(CoordinatorHandle, tokio::task::JoinHandle<()>)> {
+    let client = MemberClient::new(&settings.member_client)?;
+    let (commands_tx, commands) = mpsc::channel(16);
+    let (leading_tx, leading) = watch::channel(false);
+    let task = tokio::spawn(campaign_loop(
+        settings,
+        coordination,
+        client,
+        commands,
+        leading_tx,
+        shutdown,
+    ));
+    Ok((
+        CoordinatorHandle {
+            commands: commands_tx,
+            leading,
+        },
+        task,
+    ))
+}
+
+async fn campaign_loop(
+    settings: CoordinatorSettings,
+    coordination: Arc<dyn Coordination>,
+    client: MemberClient,
+    mut commands: mpsc::Receiver<LeaderCommand>,
+    leading: watch::Sender<bool>,
+    shutdown: CancellationToken,
+) {
+    let leader_key = keys::leader(&settings.cluster_name);
+    loop {
+        let span =
+            tracing::info_span!("election", key = %leader_key, instance = %settings.instance_name);
+        let guard = match coordination
+            .acquire_blocking(&leader_key, &settings.instance_name, &shutdown)
+            .instrument(span)
+            .await
+        {
+            Ok(Some(guard)) => guard,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "campaign failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                }
+            }
+        };
+        tracing::info!(fencing_token = guard.fencing_token(), "elected leader");
+        leading.send_replace(true);
+        let end = run_term(
+            settings.clone(),
+            coordination.clone(),
+            client.clone(),
+            &guard,
+            &mut commands,
+            &shutdown,
+        )
+        .instrument(tracing::info_span!(
+            "leadership",
+            fencing_token = guard.fencing_token()
+        ))
+        .await;
+        leading.send_replace(false);
+        match end {
+            Ok(TermEnd::Shutdown) => {
+                let _ = guard.release().await;
+                return;
+            }
+            Ok(TermEnd::SteppedDown) => {
+                tracing::info!("stepping down");
+                let _ = guard.release().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(STEP_DOWN_COOLDOWN) => {}
+                }
+            }
+            Ok(TermEnd::LockLost) => {
+                tracing::warn!("leader lock lost");
+                drop(guard);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "leadership ended on an error");
+                let _ = guard.release().await;
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}

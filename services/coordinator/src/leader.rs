@@ -1,0 +1,611 @@
+//! One leadership term: watch members, target locks and target configs; place every target
+//! that has no owner; rebalance, drain and step down on request. The term ends when the
+//! leader lock is lost, on step-down, or at shutdown.
+
+use crate::member_client::MemberClient;
+use crate::members::Member;
+use crate::placement::{plan_rebalance, select_member, Candidate, Move, PlacementError};
+use crate::settings::CoordinatorSettings;
+use crate::target_store::{target_tags, TargetStore};
+use bytes::Bytes;
+use futures::StreamExt;
+use gnomon_shared::coordination::{keys, Coordination, LockGuard, WatchEvent};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Requests the API sends to the leader.
+#[derive(Debug)]
+pub enum LeaderCommand {
+    Rebalance {
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    Drain {
+        member: String,
+        reply: oneshot::Sender<Result<usize, String>>,
+    },
+    StepDown {
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// How a term ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TermEnd {
+    LockLost,
+    SteppedDown,
+    Shutdown,
+}
+
+/// Outcome of one assignment handshake.
+enum Assignment {
+    Placed,
+    /// The member refused or did not take the lock in time.
+    Failed {
+        member: String,
+        reason: String,
+    },
+}
+
+struct Placement {
+    member: String,
+    denied: HashSet<String>,
+}
+
+struct Term {
+    settings: CoordinatorSettings,
+    coordination: Arc<dyn Coordination>,
+    client: MemberClient,
+    store: TargetStore,
+    members: BTreeMap<String, Member>,
+    targets: BTreeMap<String, serde_json::Value>,
+    holders: BTreeMap<String, String>,
+    holders_tx: watch::Sender<BTreeMap<String, String>>,
+    in_flight: HashMap<String, Placement>,
+    results: mpsc::Sender<(String, Assignment)>,
+    limit: Arc<tokio::sync::Semaphore>,
+    cancel: CancellationToken,
+}
+
+/// Runs one leadership term while `guard` is held.
+pub async fn run_term(
+    settings: CoordinatorSettings,
+    coordination: Arc<dyn Coordination>,
+    client: MemberClient,
+    guard: &LockGuard,
+    commands: &mut mpsc::Receiver<LeaderCommand>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<TermEnd> {
+    let cancel = shutdown.child_token();
+    let result = lead(
+        settings,
+        coordination,
+        client,
+        guard,
+        commands,
+        shutdown,
+        cancel.clone(),
+    )
+    .await;
+    cancel.cancel();
+    result
+}
+
+async fn lead(
+    settings: CoordinatorSettings,
+    coordination: Arc<dyn Coordination>,
+    client: MemberClient,
+    guard: &LockGuard,
+    commands: &mut mpsc::Receiver<LeaderCommand>,
+    shutdown: &CancellationToken,
+    cancel: CancellationToken,
+) -> anyhow::Result<TermEnd> {
+    let cluster = settings.cluster_name.clone();
+    let mut member_watch = coordination
+        .watch_services(
+            &keys::api_service_name(&cluster),
+            &[format!("cluster-name={cluster}")],
+        )
+        .await?;
+    tokio::select! {
+        _ = guard.lost() => return Ok(TermEnd::LockLost),
+        _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
+        _ = tokio::time::sleep(settings.leader_wait_timer) => {}
+    }
+    let store = TargetStore::new(coordination.clone(), &cluster);
+    let mut lock_watch = coordination
+        .watch_prefix(&format!("{}/", keys::targets_prefix(&cluster)))
+        .await?;
+    let mut config_watch = store.watch().await?;
+    let (results_tx, mut results) = mpsc::channel(1024);
+    let (holders_tx, _) = watch::channel(BTreeMap::new());
+    let mut term = Term {
+        limit: Arc::new(tokio::sync::Semaphore::new(
+            settings.max_parallel_placements.max(1),
+        )),
+        settings,
+        coordination,
+        client,
+        store,
+        members: BTreeMap::new(),
+        targets: BTreeMap::new(),
+        holders: BTreeMap::new(),
+        holders_tx,
+        in_flight: HashMap::new(),
+        results: results_tx,
+        cancel,
+    };
+    let mut reconcile_tick = tokio::time::interval(
+        term.settings
+            .targets_watch_timer
+            .max(Duration::from_millis(100)),
+    );
+    let mut members_refresh = tokio::time::interval(
+        term.settings
+            .services_watch_timer
+            .max(Duration::from_millis(100)),
+    );
+    tracing::info!(cluster = %cluster, "leading: placing targets");
+    loop {
+        tokio::select! {
+            _ = guard.lost() => return Ok(TermEnd::LockLost),
+            _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
+            Some(list) = member_watch.next() => {
+                let joined = term.set_members(list.iter().map(Member::from_service).collect());
+                if joined { term.auto_rebalance().await; }
+                term.reconcile();
+            }
+            Some(event) = lock_watch.next() => { term.apply_lock_event(event); term.reconcile(); }
+            Some(event) = config_watch.next() => { term.apply_config_event(event).await; term.reconcile(); }
+            Some((target, outcome)) = results.recv() => term.finish_assignment(target, outcome),
+            Some(command) = commands.recv() => {
+                if let Some(end) = term.command(command).await { return Ok(end); }
+            }
+            _ = reconcile_tick.tick() => { term.refresh().await; term.reconcile(); }
+            _ = members_refresh.tick() => {
+                let list = term.coordination
+                    .services(&keys::api_service_name(&cluster), &[format!("cluster-name={cluster}")])
+                    .await;
+                if let Ok(list) = list {
+                    term.set_members(list.iter().map(Member::from_service).collect());
+                }
+            }
+        }
+    }
+}
+
+impl Term {
+    /// Replaces the member list; returns whether a member joined.
+    fn set_members(&mut self, list: Vec<Member>) -> bool {
+        let new: BTreeMap<String, Member> = list.into_iter().map(|m| (m.name.clone(), m)).collect();
+        let joined = new.keys().any(|name| !self.members.contains_key(name));
+        if new.keys().ne(self.members.keys()) {
+            tracing::info!(members = ?new.keys().collect::<Vec<_>>(), "members changed");
+        }
+        self.members = new;
+        joined
+    }
+
+    fn apply_lock_event(&mut self, event: WatchEvent) {
+        match event {
+            WatchEvent::Put { key, value } => {
+                self.holders
+                    .insert(keys::target_name_from_key(&key).to_string(), value);
+            }
+            WatchEvent::Delete { key } => {
+                let target = keys::target_name_from_key(&key).to_string();
+                if let Some(previous) = self.holders.remove(&target) {
+                    tracing::info!(target = %target, previous_owner = %previous, "target lock gone");
+                }
+            }
+        }
+        self.holders_tx.send_replace(self.holders.clone());
+    }
+
+    async fn apply_config_event(&mut self, event: WatchEvent) {
+        match event {
+            WatchEvent::Put { key, value } => {
+                if let Some((name, config)) = self.store.decode(&key, &value) {
+                    self.targets.insert(name, config);
+                }
+            }
+            WatchEvent::Delete { key } => {
+                let Some(name) = self.store.name_of(&key).map(str::to_string) else {
+                    return;
+                };
+                if self.targets.remove(&name).is_some() {
+                    self.remove_everywhere(&name);
+                }
+            }
+        }
+    }
+
+    /// A target was deleted from the cluster: stop it on its owner and forget it everywhere.
+    fn remove_everywhere(&self, name: &str) {
+        let owner_api = self
+            .holders
+            .get(name)
+            .and_then(|owner| self.members.get(owner))
+            .map(|m| m.api.clone());
+        let all_apis: Vec<String> = self.members.values().map(|m| m.api.clone()).collect();
+        let client = self.client.clone();
+        let name = name.to_string();
+        tokio::spawn(
+            async move {
+                if let Some(api) = owner_api {
+                    if let Err(e) = client.stop_target(&api, &name).await {
+                        tracing::warn!(error = %e, "stopping a deleted target failed");
+                    }
+                }
+                for api in all_apis {
+                    let _ = client.forget_target(&api, &name).await;
+                }
+            }
+            .instrument(tracing::info_span!("target_removal")),
+        );
+    }
+
+    /// Re-reads everything from the store (the periodic safety net).
+    async fn refresh(&mut self) {
+        match self.store.list().await {
+            Ok(targets) => {
+                let removed: Vec<String> = self
+                    .targets
+                    .keys()
+                    .filter(|t| !targets.contains_key(*t))
+                    .cloned()
+                    .collect();
+                self.targets = targets;
+                for name in removed {
+                    self.remove_everywhere(&name);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list target configs"),
+        }
+        match self
+            .coordination
+            .list(&format!(
+                "{}/",
+                keys::targets_prefix(&self.settings.cluster_name)
+            ))
+            .await
+        {
+            Ok(locks) => {
+                self.holders = locks
+                    .into_iter()
+                    .map(|(k, v)| (keys::target_name_from_key(&k).to_string(), v))
+                    .collect();
+                self.holders_tx.send_replace(self.holders.clone());
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list target locks"),
+        }
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        let mut load: HashMap<&str, usize> = HashMap::new();
+        for owner in self.holders.values() {
+            *load.entry(owner.as_str()).or_default() += 1;
+        }
+        for placement in self.in_flight.values() {
+            *load.entry(placement.member.as_str()).or_default() += 1;
+        }
+        self.members
+            .values()
+            .map(|m| Candidate {
+                name: m.name.clone(),
+                tags: m.tags.clone(),
+                load: load.get(m.name.as_str()).copied().unwrap_or(0),
+            })
+            .collect()
+    }
+
+    /// Starts a placement for every target without an owner.
+    fn reconcile(&mut self) {
+        if self.members.is_empty() {
+            return;
+        }
+        let unowned: Vec<String> = self
+            .targets
+            .keys()
+            .filter(|t| !self.holders.contains_key(*t) && !self.in_flight.contains_key(*t))
+            .cloned()
+            .collect();
+        for target in unowned {
+            self.place(target, HashSet::new());
+        }
+    }
+
+    fn place(&mut self, target: String, denied: HashSet<String>) {
+        let Some(config) = self.targets.get(&target) else {
+            return;
+        };
+        let tags = target_tags(config);
+        let candidates = self.candidates();
+        let member = match select_member(&candidates, &tags, &denied) {
+            Ok(candidate) => candidate.name.clone(),
+            Err(e @ (PlacementError::NoMembers | PlacementError::NoSuitableMember)) => {
+                tracing::warn!(target = %target, error = %e, "target not placed; retrying at the next reconcile");
+                return;
+            }
+        };
+        let Some(api) = self.members.get(&member).map(|m| m.api.clone()) else {
+            return;
+        };
+        let body = Bytes::from(serde_json::to_vec(config).unwrap_or_default());
+        self.in_flight.insert(
+            target.clone(),
+            Placement {
+                member: member.clone(),
+                denied,
+            },
+        );
+        let span = tracing::info_span!("placement", target = %target, member = %member);
+        let handshake = Handshake {
+            client: self.client.clone(),
+            holders: self.holders_tx.subscribe(),
+            timeout: self.settings.target_assignment_timeout,
+            limit: self.limit.clone(),
+        };
+        let results = self.results.clone();
+        let cancel = self.cancel.clone();
+        tokio::spawn(
+            async move {
+                let outcome = tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    outcome = handshake.assign(&api, &target, &member, body) => outcome,
+                };
+                let _ = results.send((target, outcome)).await;
+            }
+            .instrument(span),
+        );
+    }
+
+    fn finish_assignment(&mut self, target: String, outcome: Assignment) {
+        let Some(placement) = self.in_flight.remove(&target) else {
+            return;
+        };
+        match outcome {
+            Assignment::Placed => {
+                tracing::info!(target = %target, member = %placement.member, "target placed")
+            }
+            Assignment::Failed { member, reason } => {
+                tracing::warn!(target = %target, member = %member, reason = %reason, "assignment failed; choosing another member");
+                let mut denied = placement.denied;
+                denied.insert(member);
+                if !self.holders.contains_key(&target) {
+                    self.place(target, denied);
+                }
+            }
+        }
+    }
+
+    async fn command(&mut self, command: LeaderCommand) -> Option<TermEnd> {
+        match command {
+            LeaderCommand::StepDown { reply } => {
+                let _ = reply.send(());
+                Some(TermEnd::SteppedDown)
+            }
+            LeaderCommand::Rebalance { reply } => {
+                let moves = self.plan_rebalance(2);
+                let count = moves.len();
+                self.execute_moves(moves);
+                let _ = reply.send(Ok(count));
+                None
+            }
+            LeaderCommand::Drain { member, reply } => {
+                if !self.members.contains_key(&member) {
+                    let _ = reply.send(Err(format!("unknown instance: {member}")));
+                    return None;
+                }
+                let moves = self.plan_drain(&member);
+                let count = moves.len();
+                self.execute_moves(moves);
+                let _ = reply.send(Ok(count));
+                None
+            }
+        }
+    }
+
+    fn owned_by_members(&self) -> BTreeMap<String, Vec<String>> {
+        let mut owned: BTreeMap<String, Vec<String>> = self
+            .members
+            .keys()
+            .map(|m| (m.clone(), Vec::new()))
+            .collect();
+        for (target, owner) in &self.holders {
+            if let Some(list) = owned.get_mut(owner) {
+                list.push(target.clone());
+            }
+        }
+        owned
+    }
+
+    fn plan_rebalance(&self, max_spread: usize) -> Vec<Move> {
+        plan_rebalance(&self.owned_by_members(), max_spread)
+    }
+
+    fn plan_drain(&self, member: &str) -> Vec<Move> {
+        let denied: HashSet<String> = [member.to_string()].into();
+        let mut candidates: Vec<Candidate> = self
+            .candidates()
+            .into_iter()
+            .filter(|c| c.name != member)
+            .collect();
+        let mut moves = Vec::new();
+        let mut targets: Vec<&String> = self
+            .holders
+            .iter()
+            .filter(|(_, o)| *o == member)
+            .map(|(t, _)| t)
+            .collect();
+        targets.sort();
+        for target in targets {
+            let tags = self
+                .targets
+                .get(target)
+                .map(target_tags)
+                .unwrap_or_default();
+            let Ok(chosen) = select_member(&candidates, &tags, &denied) else {
+                break;
+            };
+            let to = chosen.name.clone();
+            if let Some(c) = candidates.iter_mut().find(|c| c.name == to) {
+                c.load += 1;
+            }
+            moves.push(Move {
+                target: target.clone(),
+                from: member.to_string(),
+                to,
+            });
+        }
+        moves
+    }
+
+    async fn auto_rebalance(&mut self) {
+        let Some(threshold) = self.settings.rebalance_threshold else {
+            return;
+        };
+        let moves = self.plan_rebalance(threshold);
+        if !moves.is_empty() {
+            tracing::info!(moves = moves.len(), "member joined: rebalancing");
+            self.execute_moves(moves);
+        }
+    }
+
+    /// Moves targets with a handover: the new owner is started first (it waits for the
+    /// lock), then the old owner stops and releases the lock, so the new owner takes over at once.
+    fn execute_moves(&mut self, moves: Vec<Move>) {
+        for mv in moves {
+            let (Some(from), Some(to)) = (self.members.get(&mv.from), self.members.get(&mv.to))
+            else {
+                continue;
+            };
+            let Some(config) = self.targets.get(&mv.target) else {
+                tracing::warn!(target = %mv.target, "not moved: its config is not in the store");
+                continue;
+            };
+            let body = Bytes::from(serde_json::to_vec(config).unwrap_or_default());
+            self.in_flight.insert(
+                mv.target.clone(),
+                Placement {
+                    member: mv.to.clone(),
+                    denied: HashSet::new(),
+                },
+            );
+            let handshake = Handshake {
+                client: self.client.clone(),
+                holders: self.holders_tx.subscribe(),
+                timeout: self.settings.target_assignment_timeout,
+                limit: self.limit.clone(),
+            };
+            let (from_api, to_api) = (from.api.clone(), to.api.clone());
+            let results = self.results.clone();
+            let cancel = self.cancel.clone();
+            let span =
+                tracing::info_span!("move", target = %mv.target, from = %mv.from, to = %mv.to);
+            tokio::spawn(
+                async move {
+                    let outcome = tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        outcome = handshake.hand_over(&from_api, &to_api, &mv.target, &mv.to, body) => outcome,
+                    };
+                    let _ = results.send((mv.target, outcome)).await;
+                }
+                .instrument(span),
+            );
+        }
+    }
+}
+
+/// The calls of one assignment, bounded by the placement concurrency limit.
+struct Handshake {
+    client: MemberClient,
+    holders: watch::Receiver<BTreeMap<String, String>>,
+    timeout: Duration,
+    limit: Arc<tokio::sync::Semaphore>,
+}
+
+impl Handshake {
+    /// gnmic's handshake: push the config, start the target, wait for the member's lock;
+    /// after the assignment timeout, unassign.
+    async fn assign(mut self, api: &str, target: &str, member: &str, config: Bytes) -> Assignment {
+        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
+            return Assignment::Failed {
+                member: member.into(),
+                reason: "shutting down".into(),
+            };
+        };
+        if let Err(e) = self.start(api, target, config).await {
+            return Assignment::Failed {
+                member: member.into(),
+                reason: e,
+            };
+        }
+        if self.wait_for_owner(target, member).await {
+            return Assignment::Placed;
+        }
+        if let Err(e) = self.client.stop_target(api, target).await {
+            tracing::warn!(error = %e, "unassigning after the timeout failed");
+        }
+        Assignment::Failed {
+            member: member.into(),
+            reason: format!("no lock within {:?}", self.timeout),
+        }
+    }
+
+    /// Starts the target on the new member before stopping it on the old one.
+    async fn hand_over(
+        mut self,
+        from_api: &str,
+        to_api: &str,
+        target: &str,
+        to: &str,
+        config: Bytes,
+    ) -> Assignment {
+        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
+            return Assignment::Failed {
+                member: to.into(),
+                reason: "shutting down".into(),
+            };
+        };
+        if let Err(e) = self.start(to_api, target, config).await {
+            return Assignment::Failed {
+                member: to.into(),
+                reason: e,
+            };
+        }
+        if let Err(e) = self.client.stop_target(from_api, target).await {
+            tracing::warn!(error = %e, "stopping the old owner failed; waiting for its lock to expire");
+        }
+        if self.wait_for_owner(target, to).await {
+            return Assignment::Placed;
+        }
+        let _ = self.client.stop_target(to_api, target).await;
+        Assignment::Failed {
+            member: to.into(),
+            reason: format!("no lock within {:?}", self.timeout),
+        }
+    }
+
+    async fn start(&self, api: &str, target: &str, config: Bytes) -> Result<(), String> {
+        self.client
+            .push_target_config(api, config)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.client
+            .start_target(api, target)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn wait_for_owner(&mut self, target: &str, member: &str) -> bool {
+        let owned =
+            |holders: &BTreeMap<String, String>| holders.get(target).is_some_and(|h| h == member);
+        tokio::time::timeout(self.timeout, self.holders.wait_for(owned))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}

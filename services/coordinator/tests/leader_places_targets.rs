@@ -1,0 +1,254 @@
+//! The leader against in-process members (memory coordination): members that take the
+//! target lock when told to start, as collectors do.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
+use gnomon_shared::coordination::{
+    keys, Coordination, LockGuard, LockerConfig, MemoryCoordination, MemoryStore, ServiceHandle,
+    ServiceRegistration,
+};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CLUSTER: &str = "c1";
+
+/// A member that locks targets when started and releases them when stopped.
+struct FakeMember {
+    coordination: Arc<MemoryCoordination>,
+    _registration: ServiceHandle,
+    server: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone)]
+struct MemberState {
+    name: String,
+    coordination: Arc<MemoryCoordination>,
+    running: Arc<
+        Mutex<
+            HashMap<
+                String,
+                (
+                    CancellationToken,
+                    tokio::task::JoinHandle<Option<LockGuard>>,
+                ),
+            >,
+        >,
+    >,
+}
+
+async fn config(Json(_body): Json<serde_json::Value>) -> StatusCode {
+    StatusCode::OK
+}
+
+async fn start(State(state): State<MemberState>, Path(target): Path<String>) -> StatusCode {
+    let cancel = CancellationToken::new();
+    let key = keys::target(CLUSTER, &target);
+    let (coordination, name, token) = (
+        state.coordination.clone(),
+        state.name.clone(),
+        cancel.clone(),
+    );
+    let task = tokio::spawn(async move {
+        coordination
+            .acquire_blocking(&key, &name, &token)
+            .await
+            .ok()
+            .flatten()
+    });
+    if let Some((old, _)) = state.running.lock().unwrap().insert(target, (cancel, task)) {
+        old.cancel();
+    }
+    StatusCode::OK
+}
+
+async fn stop(State(state): State<MemberState>, Path(target): Path<String>) -> StatusCode {
+    let entry = state.running.lock().unwrap().remove(&target);
+    match entry {
+        Some((cancel, task)) => {
+            cancel.cancel();
+            if let Ok(Some(guard)) = task.await {
+                let _ = guard.release().await;
+            }
+            StatusCode::OK
+        }
+        None => StatusCode::NOT_FOUND,
+    }
+}
+
+impl FakeMember {
+    async fn start(store: &MemoryStore, name: &str, custom_tags: &[&str]) -> Self {
+        let cfg: LockerConfig = serde_json::from_value(serde_json::json!({
+            "type": "memory", "session-ttl": "1s", "delay": "200ms", "retry-timer": "100ms"
+        }))
+        .unwrap();
+        let coordination = Arc::new(MemoryCoordination::with_store(store.clone(), &cfg, name));
+        let state = MemberState {
+            name: name.to_string(),
+            coordination: coordination.clone(),
+            running: Default::default(),
+        };
+        let router = Router::new()
+            .route("/api/v1/config/targets", post(config))
+            .route("/api/v1/targets/{name}", post(start).merge(delete(stop)))
+            .with_state(state);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        let mut tags = vec![
+            format!("cluster-name={CLUSTER}"),
+            format!("instance-name={name}"),
+            "__protocol=http".into(),
+        ];
+        tags.extend(custom_tags.iter().map(|t| t.to_string()));
+        let registration = coordination
+            .register_service(ServiceRegistration {
+                name: keys::api_service_name(CLUSTER),
+                id: keys::api_service_id(name),
+                address: "127.0.0.1".into(),
+                port,
+                tags,
+                ttl: Duration::from_secs(1),
+            })
+            .await
+            .unwrap();
+        Self {
+            coordination,
+            _registration: registration,
+            server,
+        }
+    }
+
+    /// Dies without releasing anything (its session expires).
+    fn crash(self) {
+        self.server.abort();
+        self.coordination.disconnect();
+    }
+}
+
+fn settings(instance: &str) -> CoordinatorSettings {
+    let mut s = CoordinatorSettings::new(CLUSTER, instance);
+    s.leader_wait_timer = Duration::from_millis(100);
+    s.targets_watch_timer = Duration::from_secs(2);
+    s.target_assignment_timeout = Duration::from_secs(3);
+    s.member_client.timeout = Duration::from_secs(2);
+    s
+}
+
+async fn owners(coordination: &dyn Coordination) -> BTreeMap<String, String> {
+    coordination
+        .list(&format!("{}/", keys::targets_prefix(CLUSTER)))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (keys::target_name_from_key(&k).to_string(), v))
+        .collect()
+}
+
+async fn wait_owners<F: Fn(&BTreeMap<String, String>) -> bool>(
+    coordination: &dyn Coordination,
+    what: &str,
+    ok: F,
+) -> BTreeMap<String, String> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let current = owners(coordination).await;
+        if ok(&current) {
+            return current;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}; owners: {current:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leader_places_balances_fails_over_drains_and_follows_runtime_changes() {
+    let store = MemoryStore::new();
+    let observer = MemoryCoordination::with_store(
+        store.clone(),
+        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
+        "observer",
+    );
+    let m1 = FakeMember::start(&store, "m1", &[]).await;
+    let m2 = FakeMember::start(&store, "m2", &[]).await;
+    let m3 = FakeMember::start(&store, "m3", &["site=dc3"]).await;
+
+    let coordination: Arc<dyn Coordination> = m1.coordination.clone();
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    for i in 0..29 {
+        targets.put(&serde_json::json!({ "name": format!("r{i}.example.com:57400"), "address": format!("10.0.0.{i}:57400") })).await.unwrap();
+    }
+    // Pinned to m3 by its custom tag (after gnmic's three registration tags).
+    targets
+        .put(
+            &serde_json::json!({ "name": "pinned", "address": "10.0.1.1:57400",
+            "tags": ["cluster-name=c1", "instance-name=m3", "__protocol=http", "site=dc3"] }),
+        )
+        .await
+        .unwrap();
+
+    let shutdown = CancellationToken::new();
+    let (handle, _task) = spawn(
+        settings("coordinator-a"),
+        coordination.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+
+    let placed = wait_owners(&observer, "30 targets placed", |o| o.len() == 30).await;
+    assert_eq!(placed.get("pinned").map(String::as_str), Some("m3"));
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for owner in placed.values() {
+        *load.entry(owner.as_str()).or_default() += 1;
+    }
+    assert_eq!(load.len(), 3, "every member gets targets: {load:?}");
+    assert!(
+        load.values().all(|n| (9..=11).contains(n)),
+        "balanced: {load:?}"
+    );
+    assert!(handle.is_leader());
+
+    // Runtime add and remove.
+    targets
+        .put(&serde_json::json!({ "name": "late", "address": "10.0.2.1:57400" }))
+        .await
+        .unwrap();
+    wait_owners(&observer, "late target placed", |o| o.contains_key("late")).await;
+    targets.delete("late").await.unwrap();
+    wait_owners(&observer, "late target released", |o| {
+        !o.contains_key("late") && o.len() == 30
+    })
+    .await;
+
+    // Drain m2: all of its targets move to m1 / m3.
+    let moves = handle.drain("m2").await.unwrap();
+    assert!(moves >= 9);
+    wait_owners(&observer, "m2 drained", |o| {
+        o.len() == 30 && o.values().all(|m| m != "m2")
+    })
+    .await;
+    assert_eq!(
+        handle.drain("nobody").await.unwrap_err().to_string(),
+        "unknown instance: nobody"
+    );
+
+    // m3 crashes: its targets (including the pinned one) are re-placed on the survivors.
+    m3.crash();
+    let after = wait_owners(&observer, "m3's targets re-placed", |o| {
+        o.len() == 30 && o.values().all(|m| m != "m3")
+    })
+    .await;
+    assert!(after.values().all(|m| m == "m1" || m == "m2"));
+
+    shutdown.cancel();
+    drop((m1, m2));
+}
