@@ -17,7 +17,9 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         let recorder = PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
-            tracing::debug!("a metrics recorder was already installed; /metrics shows a detached one");
+            tracing::debug!(
+                "a metrics recorder was already installed; /metrics shows a detached one"
+            );
         }
         handle
     })
@@ -49,9 +51,12 @@ impl Drop for TelemetryGuard {
 }
 
 fn otlp_endpoint_from_env() -> Option<String> {
-    ["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT"]
-        .iter()
-        .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
 /// Installs the global tracing subscriber (log filter from `RUST_LOG`, default `info`) and,
@@ -59,11 +64,19 @@ fn otlp_endpoint_from_env() -> Option<String> {
 pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt_layer = if options.json_logs {
-        tracing_subscriber::fmt::layer().json().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_writer(std::io::stderr).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
     };
-    let endpoint = options.otlp_endpoint.clone().or_else(otlp_endpoint_from_env);
+    let endpoint = options
+        .otlp_endpoint
+        .clone()
+        .or_else(otlp_endpoint_from_env);
     let provider = match endpoint {
         Some(endpoint) => {
             use opentelemetry_otlp::WithExportConfig;

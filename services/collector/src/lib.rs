@@ -1,1 +1,66 @@
-//! gnomon collector service.
+//! gnomon collector: subscribes to gNMI targets as gnmic does and publishes what it
+//! receives to the configured outputs (NATS, file), with gnmic's REST API.
+//!
+//! * [`CollectorHandle`]: start / stop targets (a coordinator passes [`Ownership`]).
+//! * [`run`]: the standalone collector — every configured target, API on `api`.
+//! * [`api_router`]: the REST routes, to serve alone or merge.
+
+mod api;
+mod backoff;
+mod client;
+pub mod codec;
+mod collector;
+pub mod outputs;
+mod request;
+mod server;
+mod state;
+mod target;
+
+pub use api::api_router;
+pub use backoff::Backoff;
+pub use collector::{CollectorError, CollectorHandle, TargetView};
+pub use outputs::nats_subject;
+pub use request::subscribe_request;
+pub use server::serve_api;
+pub use state::{StatusView, TargetState};
+pub use target::{describe_status, Ownership};
+
+use anyhow::Context;
+use gnomon_shared::config::GnomonConfig;
+use tokio_util::sync::CancellationToken;
+
+/// Runs the collector alone (not clustered: every configured target is subscribed)
+/// until `shutdown` fires, with the REST API when `api` / `api-server` is configured.
+pub async fn run(config: GnomonConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let api = config.api.clone();
+    let collector = CollectorHandle::new(config.clone()).context("starting outputs")?;
+    let server = match &api {
+        Some(api) => match serve_api(api, api_router(collector.clone()), shutdown.clone()).await {
+            Ok(server) => Some(server),
+            Err(error) => {
+                collector.shutdown().await;
+                return Err(error);
+            }
+        },
+        None => None,
+    };
+    for name in config.targets.keys() {
+        collector
+            .start_target(name, None)
+            .with_context(|| format!("starting target {name}"))?;
+    }
+    tracing::info!(
+        targets = config.targets.len(),
+        outputs = config.outputs.len(),
+        "collector running"
+    );
+    shutdown.cancelled().await;
+    collector.shutdown().await;
+    if let Some(server) = server {
+        if let Err(error) = server.await {
+            tracing::warn!(%error, "API server task failed");
+        }
+    }
+    Ok(())
+}
+pub mod cluster_member;

@@ -1,1 +1,388 @@
-//! gnomon exporter service.
+//! gnomon exporter: reads the collectors' telemetry back from NATS (gnmic's `nats` input)
+//! and serves it as Prometheus metrics (gnmic's `prometheus` output), optionally registered
+//! for discovery with `use-lock` so exactly one exporter of a cluster is scraped.
+//!
+//! Modules: [`wire`] decodes payloads, [`naming`] applies gnmic's metric names and labels,
+//! [`exposition`] keeps the exposition rendered, [`output`] ties them into one output,
+//! [`input`] runs the NATS subscriptions (with fencing), [`http`] serves scrapes and the
+//! http_sd endpoint `/sd`, [`registration`] registers the output, [`stats`] names the
+//! exporter's own metrics.
+
+pub mod exposition;
+pub mod http;
+pub mod input;
+pub mod naming;
+pub mod output;
+pub mod registration;
+pub mod stats;
+pub mod wire;
+
+pub use input::{BusSource, Fencing};
+pub use output::{PrometheusOutput, TARGET_UP};
+pub use stats::ExporterStats;
+
+use anyhow::Context;
+use gnomon_shared::bus::Bus;
+use gnomon_shared::config::nats_input::NatsInputConfig;
+use gnomon_shared::config::prometheus_output::PrometheusOutputConfig;
+use gnomon_shared::config::{GnomonConfig, InputConfig, OutputConfig};
+use gnomon_shared::coordination::{self, Coordination, LockerConfig, LockerType};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// What the exporter runs: its NATS inputs and Prometheus outputs, by name.
+#[derive(Clone, Debug, Default)]
+pub struct ExporterSettings {
+    /// gnmic's instance name (queue names, service IDs).
+    pub instance_name: String,
+    /// gnmic's cluster name (the `use-lock` key).
+    pub cluster_name: String,
+    pub inputs: BTreeMap<String, NatsInputConfig>,
+    pub outputs: BTreeMap<String, PrometheusOutputConfig>,
+    /// `clustering.locker`, used for service registration when present.
+    pub locker: Option<LockerConfig>,
+}
+
+impl ExporterSettings {
+    /// The exporter's part of a gnmic-style configuration: every `type: nats` input and
+    /// every `type: prometheus` output.
+    pub fn from_config(config: &GnomonConfig) -> anyhow::Result<Self> {
+        let mut settings = ExporterSettings {
+            instance_name: config.globals.instance_name.clone().unwrap_or_default(),
+            cluster_name: config.globals.cluster_name.clone(),
+            ..Default::default()
+        };
+        if let Some(clustering) = &config.clustering {
+            if !clustering.instance_name.is_empty() {
+                settings.instance_name = clustering.instance_name.clone();
+            }
+            if !clustering.cluster_name.is_empty() {
+                settings.cluster_name = clustering.cluster_name.clone();
+            }
+            if !clustering.locker.is_null() {
+                let locker: LockerConfig = serde_json::from_value(clustering.locker.clone())
+                    .map_err(|e| anyhow::anyhow!("clustering.locker: {e}"))?;
+                settings.locker = Some(locker);
+            }
+        }
+        for (name, input) in &config.inputs {
+            let InputConfig::Nats(parsed) = input;
+            settings.inputs.insert(name.clone(), parsed.clone());
+        }
+        for (name, output) in &config.outputs {
+            if let OutputConfig::Prometheus(parsed) = output {
+                settings.outputs.insert(name.clone(), parsed.clone());
+            }
+        }
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Checks every input and output, naming the key at fault.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, input) in &self.inputs {
+            input.validate(name).map_err(anyhow::Error::msg)?;
+            for output in &input.outputs {
+                if !self.outputs.contains_key(output) {
+                    tracing::info!(input = %name, output = %output, "input output is not a Prometheus output; ignored by the exporter");
+                }
+            }
+        }
+        for (name, output) in &self.outputs {
+            output.validate(name).map_err(anyhow::Error::msg)?;
+        }
+        Ok(())
+    }
+
+    /// Whether there is anything to run.
+    pub fn is_empty(&self) -> bool {
+        self.outputs.is_empty()
+    }
+}
+
+/// Shared pieces a host process may hand in (`gnomon all`, tests).
+#[derive(Clone, Default)]
+pub struct ExporterDeps {
+    /// Coordination for service registration; otherwise one is connected from the locker
+    /// settings, or from the registration block (Consul at `address`).
+    pub coordination: Option<Arc<dyn Coordination>>,
+    /// A bus to subscribe on instead of connecting to NATS per input settings.
+    pub bus: Option<Arc<dyn Bus>>,
+}
+
+struct RunningOutput {
+    output: Arc<PrometheusOutput>,
+    listen: SocketAddr,
+    registered: Arc<AtomicBool>,
+}
+
+/// A running exporter.
+pub struct Exporter {
+    outputs: BTreeMap<String, RunningOutput>,
+    stats: Arc<ExporterStats>,
+    tasks: JoinSet<()>,
+    shutdown: CancellationToken,
+    owned_coordination: Vec<Arc<dyn Coordination>>,
+}
+
+fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
+    let registration = output.service_registration.as_ref()?;
+    let mut locker = LockerConfig::new(LockerType::Consul);
+    locker.address = Some(registration.address.clone());
+    let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
+    locker.datacenter = non_empty(&registration.datacenter);
+    locker.token = non_empty(&registration.token);
+    locker.username = non_empty(&registration.username);
+    locker.password = non_empty(&registration.password);
+    // gnmic: session TTL = 2 × check-interval.
+    locker.session_ttl = registration.effective_check_interval() * 2;
+    Some(locker)
+}
+
+impl Exporter {
+    /// Binds every output's listener, starts registrations and subscribes every input.
+    /// Returns once messages published from now on will be received.
+    pub async fn start(
+        settings: ExporterSettings,
+        deps: ExporterDeps,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        settings.validate()?;
+        let shutdown = shutdown.child_token();
+        let stats = Arc::new(ExporterStats::default());
+        let mut tasks = JoinSet::new();
+        let mut outputs = BTreeMap::new();
+        let mut owned_coordination: Vec<Arc<dyn Coordination>> = Vec::new();
+        let instance_name = if settings.instance_name.is_empty() {
+            format!("gnomon-exporter-{}", uuid::Uuid::new_v4())
+        } else {
+            settings.instance_name.clone()
+        };
+
+        for (name, config) in &settings.outputs {
+            if !config.event_processors.is_empty() {
+                tracing::warn!(output = %name, "event-processors are not supported by gnomon; ignored");
+            }
+            let output = Arc::new(PrometheusOutput::new(name, config.clone()));
+            let address = config.listen_socket_address();
+            let listener = tokio::net::TcpListener::bind(&address)
+                .await
+                .with_context(|| format!("outputs.{name}.listen: cannot listen on {address}"))?;
+            let bound = listener
+                .local_addr()
+                .with_context(|| format!("outputs.{name}.listen: no local address"))?;
+            let registered = Arc::new(AtomicBool::new(false));
+
+            let discovery = match &config.service_registration {
+                None => http::Discovery::Itself {
+                    target: bound.to_string(),
+                },
+                Some(registration_config) => {
+                    let coordination = match (&deps.coordination, &settings.locker) {
+                        (Some(shared), _) => shared.clone(),
+                        (None, Some(locker)) => {
+                            let c = coordination::connect(locker, &instance_name)
+                                .await
+                                .with_context(|| {
+                                    format!(
+                                        "outputs.{name}.service-registration: clustering.locker"
+                                    )
+                                })?;
+                            owned_coordination.push(c.clone());
+                            c
+                        }
+                        (None, None) => {
+                            let locker = consul_locker_for(config)
+                                .context("registration without settings")?;
+                            let c = coordination::connect(&locker, &instance_name)
+                                .await
+                                .with_context(|| {
+                                    format!("outputs.{name}.service-registration.address")
+                                })?;
+                            owned_coordination.push(c.clone());
+                            c
+                        }
+                    };
+                    let announced =
+                        registration::announced_address(registration_config, &config.listen, bound);
+                    let service = registration::service_registration(
+                        registration_config,
+                        name,
+                        &settings.instance_name,
+                        &settings.cluster_name,
+                        announced,
+                    );
+                    let registrar = registration::Registrar {
+                        coordination: coordination.clone(),
+                        service: service.clone(),
+                        use_lock: registration_config.use_lock,
+                        lock_key: registration::Registrar::lock_key(&settings.cluster_name),
+                        registered: registered.clone(),
+                    };
+                    tasks.spawn(registrar.run(shutdown.clone()));
+                    http::Discovery::Registered {
+                        coordination,
+                        service_name: service.name,
+                    }
+                }
+            };
+
+            let app = http::router(output.clone(), discovery);
+            let stop = shutdown.clone();
+            let output_name = name.clone();
+            tasks.spawn(async move {
+                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
+                if let Err(e) = serve.await {
+                    tracing::error!(output = %output_name, error = %e, "Prometheus listener failed");
+                }
+            });
+            if let Some(expiration) = output.expiration() {
+                let expiring = output.clone();
+                let stop = shutdown.clone();
+                tasks.spawn(async move {
+                    let mut timer = tokio::time::interval(expiration);
+                    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    loop {
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            _ = timer.tick() => {
+                                let dropped = expiring.expire();
+                                let labels = [("output", expiring.name().to_string())];
+                                metrics::counter!(stats::EXPIRED, &labels).increment(dropped as u64);
+                                metrics::gauge!(stats::SERIES, &labels).set(expiring.series_count() as f64);
+                            }
+                        }
+                    }
+                });
+            }
+            tracing::info!(output = %name, listen = %bound, path = %config.normalized_path(), "Prometheus output listening");
+            outputs.insert(
+                name.clone(),
+                RunningOutput {
+                    output,
+                    listen: bound,
+                    registered,
+                },
+            );
+        }
+
+        let fencing = Arc::new(Fencing::default());
+        for (name, config) in &settings.inputs {
+            let fed: Vec<Arc<PrometheusOutput>> = outputs
+                .iter()
+                .filter(|(output_name, _)| config.feeds(output_name))
+                .map(|(_, running)| running.output.clone())
+                .collect();
+            if fed.is_empty() {
+                tracing::info!(input = %name, "NATS input feeds no Prometheus output; not started by the exporter");
+                continue;
+            }
+            if !config.event_processors.is_empty() {
+                tracing::warn!(input = %name, "event-processors are not supported by gnomon; ignored");
+            }
+            let input = Arc::new(input::NatsInput {
+                name: name.clone(),
+                queue: config.effective_queue(name, &settings.instance_name),
+                client_name: config.client_name(name, &settings.instance_name),
+                config: config.clone(),
+                outputs: fed,
+                fencing: fencing.clone(),
+                stats: stats.clone(),
+            });
+            let source = match &deps.bus {
+                Some(bus) => BusSource::Shared(bus.clone()),
+                None => BusSource::Nats,
+            };
+            if let Err(e) = input.start(source, &mut tasks, shutdown.clone()).await {
+                shutdown.cancel();
+                return Err(e);
+            }
+        }
+        Ok(Self {
+            outputs,
+            stats,
+            tasks,
+            shutdown,
+            owned_coordination,
+        })
+    }
+
+    /// The bound address of output `name`'s listener.
+    pub fn listen_addr(&self, output: &str) -> Option<SocketAddr> {
+        self.outputs.get(output).map(|o| o.listen)
+    }
+
+    /// The output called `name`.
+    pub fn output(&self, name: &str) -> Option<Arc<PrometheusOutput>> {
+        self.outputs.get(name).map(|o| o.output.clone())
+    }
+
+    /// Whether output `name` is currently registered for discovery.
+    pub fn is_registered(&self, output: &str) -> bool {
+        self.outputs
+            .get(output)
+            .is_some_and(|o| o.registered.load(Ordering::SeqCst))
+    }
+
+    /// The exporter's counters.
+    pub fn stats(&self) -> Arc<ExporterStats> {
+        self.stats.clone()
+    }
+
+    /// Stops everything (deregistering, releasing the lock) and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        self.join().await;
+    }
+
+    /// Waits until shut down from outside, then for every task.
+    pub async fn wait(mut self) {
+        self.shutdown.cancelled().await;
+        self.join().await;
+    }
+
+    async fn join(&mut self) {
+        while let Some(result) = self.tasks.join_next().await {
+            if let Err(e) = result {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "exporter task panicked");
+                }
+            }
+        }
+        for coordination in self.owned_coordination.drain(..) {
+            coordination.shutdown().await;
+        }
+    }
+
+    /// Simulates a crash for tests: tasks are aborted, nothing is deregistered or released
+    /// gracefully (owned coordination sessions are left to expire).
+    pub fn abort(mut self) {
+        self.tasks.abort_all();
+        self.owned_coordination.clear();
+    }
+}
+
+/// Runs the exporter described by `settings` until `shutdown`.
+pub async fn run(settings: ExporterSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with(settings, ExporterDeps::default(), shutdown).await
+}
+
+/// [`run`] with shared dependencies (the in-process bus / coordination of `gnomon all`).
+pub async fn run_with(
+    settings: ExporterSettings,
+    deps: ExporterDeps,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    if settings.is_empty() {
+        anyhow::bail!(
+            "no output of type prometheus is configured; the exporter has nothing to serve"
+        );
+    }
+    let exporter = Exporter::start(settings, deps, shutdown).await?;
+    exporter.wait().await;
+    Ok(())
+}

@@ -58,7 +58,10 @@ impl Bus for MemoryBus {
         };
         subscribers.retain(|s| !s.sender.is_closed());
         let mut groups: HashMap<&str, Vec<&Subscriber>> = HashMap::new();
-        for subscriber in subscribers.iter().filter(|s| subject_matches(&s.pattern, &message.subject)) {
+        for subscriber in subscribers
+            .iter()
+            .filter(|s| subject_matches(&s.pattern, &message.subject))
+        {
             match &subscriber.queue {
                 Some(queue) => groups.entry(queue.as_str()).or_default().push(subscriber),
                 None => self.deliver(&subscriber.sender, message.clone()),
@@ -75,7 +78,11 @@ impl Bus for MemoryBus {
         Ok(())
     }
 
-    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<BusSubscription, BusError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<BusSubscription, BusError> {
         validate_subject(subject, true)?;
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_QUEUE);
         let mut subscribers = match self.inner.subscribers.lock() {
@@ -87,7 +94,9 @@ impl Bus for MemoryBus {
             queue: queue.map(str::to_string),
             sender,
         });
-        Ok(BusSubscription::new(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+        Ok(BusSubscription::new(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        ))
     }
 }
 
@@ -100,7 +109,11 @@ mod tests {
     fn message(subject: &str) -> BusMessage {
         BusMessage {
             subject: subject.to_string(),
-            headers: MessageHeaders { target: Some("r1".into()), fencing_token: 7, ..Default::default() },
+            headers: MessageHeaders {
+                target: Some("r1".into()),
+                fencing_token: 7,
+                ..Default::default()
+            },
             payload: bytes::Bytes::from_static(b"x"),
         }
     }

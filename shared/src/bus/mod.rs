@@ -50,7 +50,10 @@ pub struct BusMessage {
 #[derive(Debug, thiserror::Error)]
 pub enum BusError {
     #[error("invalid subject {subject:?}: {reason}")]
-    InvalidSubject { subject: String, reason: &'static str },
+    InvalidSubject {
+        subject: String,
+        reason: &'static str,
+    },
     #[error("cannot connect to NATS at {address}: {reason}")]
     Connect { address: String, reason: String },
     #[error("publish to {subject:?} failed: {reason}")]
@@ -58,7 +61,10 @@ pub enum BusError {
     #[error("subscribe to {subject:?} failed: {reason}")]
     Subscribe { subject: String, reason: String },
     #[error("invalid NATS option {option}: {reason}")]
-    Options { option: &'static str, reason: String },
+    Options {
+        option: &'static str,
+        reason: String,
+    },
 }
 
 /// A publish/subscribe transport.
@@ -72,7 +78,11 @@ pub trait Bus: Send + Sync {
 
     /// Subscribes to `subject` (NATS wildcards `*` and `>` allowed). Subscribers that
     /// share a `queue` name split the stream; without one every subscriber gets every message.
-    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<BusSubscription, BusError>;
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<BusSubscription, BusError>;
 }
 
 /// A stream of messages from one subscription.
@@ -82,7 +92,9 @@ pub struct BusSubscription {
 
 impl BusSubscription {
     pub(crate) fn new(stream: impl Stream<Item = BusMessage> + Send + 'static) -> Self {
-        Self { inner: Box::pin(stream) }
+        Self {
+            inner: Box::pin(stream),
+        }
     }
 }
 

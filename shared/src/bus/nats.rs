@@ -1,8 +1,8 @@
 //! The NATS transport (core NATS, as gnmic's nats output and input use it).
 
 use super::{
-    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders, HEADER_FENCING_TOKEN,
-    HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
+    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders,
+    HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
 use async_nats::{HeaderMap, ServerAddr};
 use async_trait::async_trait;
@@ -52,7 +52,11 @@ impl fmt::Debug for NatsOptions {
 impl NatsOptions {
     /// Options for `address` with defaults everywhere else.
     pub fn new(address: impl Into<String>) -> Self {
-        Self { address: address.into(), connect_timeout: Duration::from_secs(5), ..Default::default() }
+        Self {
+            address: address.into(),
+            connect_timeout: Duration::from_secs(5),
+            ..Default::default()
+        }
     }
 
     fn server_addrs(&self) -> Result<Vec<ServerAddr>, BusError> {
@@ -62,7 +66,11 @@ impl NatsOptions {
             .map(str::trim)
             .filter(|a| !a.is_empty())
             .map(|a| {
-                let url = if a.contains("://") { a.to_string() } else { format!("nats://{a}") };
+                let url = if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("nats://{a}")
+                };
                 url.parse::<ServerAddr>().map_err(|e| BusError::Options {
                     option: "address",
                     reason: format!("{a:?} is not a NATS address: {e}"),
@@ -71,7 +79,10 @@ impl NatsOptions {
             .collect();
         let addrs = addrs?;
         if addrs.is_empty() {
-            return Err(BusError::Options { option: "address", reason: "no server address given".into() });
+            return Err(BusError::Options {
+                option: "address",
+                reason: "no server address given".into(),
+            });
         }
         Ok(addrs)
     }
@@ -104,10 +115,13 @@ impl NatsBus {
             connect = connect.token(token.clone());
         }
         if let Some(path) = &options.credentials_file {
-            connect = connect.credentials_file(path).await.map_err(|e| BusError::Options {
-                option: "credentials-file",
-                reason: format!("{}: {e}", path.display()),
-            })?;
+            connect = connect
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Options {
+                    option: "credentials-file",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
         }
         if let Some(tls) = &options.tls {
             connect = connect.require_tls(true);
@@ -125,7 +139,10 @@ impl NatsBus {
                 address: options.address.clone(),
                 reason: format!("no connection within {:?}", options.connect_timeout),
             })?
-            .map_err(|e| BusError::Connect { address: options.address.clone(), reason: e.to_string() })?;
+            .map_err(|e| BusError::Connect {
+                address: options.address.clone(),
+                reason: e.to_string(),
+            })?;
         Ok(Self { client })
     }
 
@@ -143,7 +160,10 @@ fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
     if let Some(subscription) = &headers.subscription {
         map.insert(HEADER_SUBSCRIPTION, subscription.as_str());
     }
-    map.insert(HEADER_FENCING_TOKEN, headers.fencing_token.to_string().as_str());
+    map.insert(
+        HEADER_FENCING_TOKEN,
+        headers.fencing_token.to_string().as_str(),
+    );
     if let Some(traceparent) = &headers.traceparent {
         map.insert(HEADER_TRACEPARENT, traceparent.as_str());
     }
@@ -152,12 +172,16 @@ fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
 
 /// Reads our headers from a NATS message; a missing or malformed fencing token reads as 0.
 pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
-    let Some(map) = map else { return MessageHeaders::default() };
+    let Some(map) = map else {
+        return MessageHeaders::default();
+    };
     let text = |name: &str| map.get(name).map(|v| v.as_str().to_string());
     MessageHeaders {
         target: text(HEADER_TARGET),
         subscription: text(HEADER_SUBSCRIPTION),
-        fencing_token: text(HEADER_FENCING_TOKEN).and_then(|t| t.parse().ok()).unwrap_or(0),
+        fencing_token: text(HEADER_FENCING_TOKEN)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
         traceparent: text(HEADER_TRACEPARENT),
     }
 }
@@ -170,17 +194,30 @@ impl Bus for NatsBus {
         self.client
             .publish_with_headers(message.subject.clone(), headers, message.payload)
             .await
-            .map_err(|e| BusError::Publish { subject: message.subject, reason: e.to_string() })
+            .map_err(|e| BusError::Publish {
+                subject: message.subject,
+                reason: e.to_string(),
+            })
     }
 
     async fn flush(&self) -> Result<(), BusError> {
         tokio::time::timeout(Duration::from_secs(10), self.client.flush())
             .await
-            .map_err(|_| BusError::Publish { subject: String::new(), reason: "flush timed out".into() })?
-            .map_err(|e| BusError::Publish { subject: String::new(), reason: e.to_string() })
+            .map_err(|_| BusError::Publish {
+                subject: String::new(),
+                reason: "flush timed out".into(),
+            })?
+            .map_err(|e| BusError::Publish {
+                subject: String::new(),
+                reason: e.to_string(),
+            })
     }
 
-    async fn subscribe(&self, subject: &str, queue: Option<&str>) -> Result<BusSubscription, BusError> {
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<BusSubscription, BusError> {
         validate_subject(subject, true)?;
         let subscribe_error = |e: async_nats::SubscribeError| BusError::Subscribe {
             subject: subject.to_string(),
@@ -192,7 +229,11 @@ impl Bus for NatsBus {
                 .queue_subscribe(subject.to_string(), queue.to_string())
                 .await
                 .map_err(subscribe_error)?,
-            None => self.client.subscribe(subject.to_string()).await.map_err(subscribe_error)?,
+            None => self
+                .client
+                .subscribe(subject.to_string())
+                .await
+                .map_err(subscribe_error)?,
         };
         Ok(BusSubscription::new(subscriber.map(|m| BusMessage {
             subject: m.subject.to_string(),

@@ -5,7 +5,12 @@ use super::BusError;
 /// Checks that `subject` is a valid NATS subject (or subscription pattern when
 /// `allow_wildcards`): non-empty tokens separated by `.`, no whitespace, `>` only last.
 pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<(), BusError> {
-    let invalid = |reason| Err(BusError::InvalidSubject { subject: subject.to_string(), reason });
+    let invalid = |reason| {
+        Err(BusError::InvalidSubject {
+            subject: subject.to_string(),
+            reason,
+        })
+    };
     if subject.is_empty() {
         return invalid("empty subject");
     }

@@ -3,6 +3,10 @@
 
 // Benchmark modules (one per area).
 // (modules)
+mod coordination;
+mod collector;
+mod exporter;
+mod simulator;
 
 type Benchmark = fn() -> anyhow::Result<()>;
 
@@ -10,6 +14,12 @@ type Benchmark = fn() -> anyhow::Result<()>;
 fn benchmarks() -> Vec<(&'static str, Benchmark)> {
     vec![
         // (benchmarks)
+        ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
+        ("collector_cpu_us_per_update", collector::cpu_us_per_update),
+        ("scrape_1m_series_s", exporter::scrape_1m_series),
+        ("exporter_bytes_per_series", exporter::bytes_per_series),
+        ("exporter_cpu_us_per_update", exporter::cpu_us_per_update),
+        ("simulator_updates_per_s", simulator::updates_per_s),
     ]
 }
 

@@ -1,0 +1,202 @@
+//! The collector as a cluster member: it registers its API for the leader to find, and for
+//! every target the leader assigns it takes the target's lock before subscribing, stops the
+//! subscription the moment the lock is lost, and releases every lock on shutdown so the
+//! targets move at once.
+
+use crate::collector::CollectorHandle;
+use crate::target::Ownership;
+use gnomon_shared::coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// TTL of the API registration's health check (gnmic uses 5 s).
+pub const API_CHECK_TTL: Duration = Duration::from_secs(5);
+
+struct Claim {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Inner {
+    collector: CollectorHandle,
+    coordination: Arc<dyn Coordination>,
+    cluster: String,
+    instance: String,
+    claims: Mutex<HashMap<String, Claim>>,
+    registration: tokio::sync::Mutex<Option<ServiceHandle>>,
+}
+
+/// The clustered side of a collector.
+#[derive(Clone)]
+pub struct ClusterMember {
+    inner: Arc<Inner>,
+}
+
+/// Where and how this member's API is reachable.
+#[derive(Clone, Debug)]
+pub struct MemberAddress {
+    pub address: String,
+    pub port: u16,
+    /// `https` when the API serves TLS.
+    pub protocol: &'static str,
+    /// `clustering.tags`, appended after gnmic's three registration tags.
+    pub tags: Vec<String>,
+}
+
+impl ClusterMember {
+    pub fn new(
+        collector: CollectorHandle,
+        coordination: Arc<dyn Coordination>,
+        cluster: &str,
+        instance: &str,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                collector,
+                coordination,
+                cluster: cluster.to_string(),
+                instance: instance.to_string(),
+                claims: Mutex::new(HashMap::new()),
+                registration: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    pub fn collector(&self) -> &CollectorHandle {
+        &self.inner.collector
+    }
+
+    /// Registers the API as `<cluster>-gnmic-api` with gnmic's tags, in gnmic's order.
+    pub async fn register(&self, address: &MemberAddress) -> anyhow::Result<()> {
+        let mut tags = vec![
+            format!("cluster-name={}", self.inner.cluster),
+            format!("instance-name={}", self.inner.instance),
+            format!("__protocol={}", address.protocol),
+        ];
+        tags.extend(address.tags.iter().cloned());
+        let handle = self
+            .inner
+            .coordination
+            .register_service(ServiceRegistration {
+                name: keys::api_service_name(&self.inner.cluster),
+                id: keys::api_service_id(&self.inner.instance),
+                address: address.address.clone(),
+                port: address.port,
+                tags,
+                ttl: API_CHECK_TTL,
+            })
+            .await?;
+        *self.inner.registration.lock().await = Some(handle);
+        Ok(())
+    }
+
+    /// Claims target `name` (its config must be known to the collector): waits for the
+    /// lock in the background, then collects with the lock's fencing token until the lock
+    /// is lost or the claim is dropped. A new claim replaces an earlier one.
+    pub fn claim(&self, name: &str) {
+        let cancel = CancellationToken::new();
+        let inner = self.inner.clone();
+        let target = name.to_string();
+        let token = cancel.clone();
+        let span =
+            tracing::info_span!("target_claim", target = %target, instance = %inner.instance);
+        let task = tokio::spawn(
+            async move { hold_and_collect(inner, target, token).await }.instrument(span),
+        );
+        let previous = self
+            .claims()
+            .insert(name.to_string(), Claim { cancel, task });
+        if let Some(previous) = previous {
+            previous.cancel.cancel();
+        }
+    }
+
+    /// Drops the claim on `name`: stops collecting and releases the lock at once.
+    /// Returns whether there was a claim.
+    pub async fn unclaim(&self, name: &str) -> bool {
+        let claim = self.claims().remove(name);
+        match claim {
+            Some(claim) => {
+                claim.cancel.cancel();
+                let _ = claim.task.await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Targets claimed (held or waited for).
+    pub fn claimed(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.claims().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Graceful exit: release every lock and deregister, so the leader moves the targets at once.
+    pub async fn shutdown(&self) {
+        let claims: Vec<Claim> = self.claims().drain().map(|(_, c)| c).collect();
+        for claim in &claims {
+            claim.cancel.cancel();
+        }
+        for claim in claims {
+            let _ = claim.task.await;
+        }
+        if let Some(handle) = self.inner.registration.lock().await.take() {
+            if let Err(e) = handle.deregister().await {
+                tracing::warn!(error = %e, "deregistering the API failed");
+            }
+        }
+    }
+
+    fn claims(&self) -> std::sync::MutexGuard<'_, HashMap<String, Claim>> {
+        self.inner
+            .claims
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+async fn hold_and_collect(inner: Arc<Inner>, target: String, cancel: CancellationToken) {
+    let key = keys::target(&inner.cluster, &target);
+    let guard = match inner
+        .coordination
+        .acquire_blocking(&key, &inner.instance, &cancel)
+        .await
+    {
+        Ok(Some(guard)) => guard,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot take the target lock");
+            return;
+        }
+    };
+    let ownership = Ownership {
+        fencing_token: guard.fencing_token(),
+        lost: guard.lost_token(),
+    };
+    if let Err(e) = inner.collector.start_target(&target, Some(ownership)) {
+        tracing::warn!(error = %e, "cannot start the target; giving its lock back");
+        let _ = guard.release().await;
+        return;
+    }
+    tokio::select! {
+        _ = guard.lost() => {
+            tracing::warn!(fencing_token = guard.fencing_token(), "target lock lost: stopping the subscription");
+            inner.collector.stop_target(&target).await;
+        }
+        _ = cancel.cancelled() => {
+            inner.collector.stop_target(&target).await;
+            if let Err(e) = guard.release().await {
+                tracing::warn!(error = %e, "releasing the target lock failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,290 @@
+//! The collector: the configuration it knows, the outputs, and the targets it runs.
+//! A coordinator drives it through [`CollectorHandle::start_target`] /
+//! [`CollectorHandle::stop_target`]; standalone, every configured target is started.
+
+use crate::outputs::{OutputError, Outputs};
+use crate::state::{StatusView, TargetStatus};
+use crate::target::{Ownership, SubscriptionPlan, TargetRun};
+use gnomon_shared::config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// How long a stopping target may take before its task is aborted.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a collector operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectorError {
+    #[error("target {0:?} not found")]
+    UnknownTarget(String),
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("the collector is shut down")]
+    ShutDown,
+}
+
+struct RunningTarget {
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+    status: Arc<TargetStatus>,
+    config: TargetConfig,
+    subscriptions: Vec<SubscriptionConfig>,
+    fencing_token: u64,
+}
+
+struct Inner {
+    config: RwLock<GnomonConfig>,
+    outputs: Mutex<Option<Outputs>>,
+    running: Mutex<HashMap<String, RunningTarget>>,
+}
+
+/// A runtime target as the API shows it (gnmic's shape plus gnomon's state).
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct TargetView {
+    pub config: TargetConfig,
+    pub subscriptions: BTreeMap<String, SubscriptionConfig>,
+    #[serde(flatten)]
+    pub status: StatusView,
+    pub fencing_token: u64,
+}
+
+/// Cheap to clone; all clones drive the same collector.
+#[derive(Clone)]
+pub struct CollectorHandle {
+    inner: Arc<Inner>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    match mutex.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+impl CollectorHandle {
+    /// Starts the outputs of `config` (no target yet). Needs a tokio runtime.
+    pub fn new(config: GnomonConfig) -> Result<Self, OutputError> {
+        // The recorder must exist before any metric handle is created.
+        let _ = gnomon_shared::telemetry::metrics_handle();
+        let outputs = Outputs::start(&config.outputs)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config: RwLock::new(config),
+                outputs: Mutex::new(Some(outputs)),
+                running: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    fn config(&self) -> std::sync::RwLockReadGuard<'_, GnomonConfig> {
+        match self.inner.config.read() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    fn config_mut(&self) -> std::sync::RwLockWriteGuard<'_, GnomonConfig> {
+        match self.inner.config.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        }
+    }
+
+    /// A copy of the current configuration (targets include posted ones).
+    pub fn config_snapshot(&self) -> GnomonConfig {
+        self.config().clone()
+    }
+
+    /// Parses a posted target (JSON, durations as ns or strings) against the globals.
+    pub fn parse_target(&self, body: &serde_json::Value) -> Result<TargetConfig, ConfigError> {
+        self.config().target_from_json(body)
+    }
+
+    /// Adds a target configuration if none of that name exists (gnmic: no update).
+    /// Returns whether it was added.
+    pub fn add_target_config(&self, target: TargetConfig) -> Result<bool, ConfigError> {
+        let mut config = self.config_mut();
+        config.check_target_references(&target, "")?;
+        if config.targets.contains_key(&target.name) {
+            return Ok(false);
+        }
+        config.targets.insert(target.name.clone(), target);
+        Ok(true)
+    }
+
+    /// A known target configuration.
+    pub fn target_config(&self, name: &str) -> Option<TargetConfig> {
+        self.config().targets.get(name).cloned()
+    }
+
+    /// Every known target configuration.
+    pub fn target_configs(&self) -> BTreeMap<String, TargetConfig> {
+        self.config().targets.clone()
+    }
+
+    /// Starts (or restarts) the configured target `name`. With `ownership`, published
+    /// messages carry its fencing token and the target stops when the lock is lost.
+    pub fn start_target(
+        &self,
+        name: &str,
+        ownership: Option<Ownership>,
+    ) -> Result<(), CollectorError> {
+        let target = self
+            .target_config(name)
+            .ok_or_else(|| CollectorError::UnknownTarget(name.to_string()))?;
+        self.start(target, ownership)
+    }
+
+    /// Adds or replaces `target`'s configuration and starts it.
+    pub fn start_target_config(
+        &self,
+        target: TargetConfig,
+        ownership: Option<Ownership>,
+    ) -> Result<(), CollectorError> {
+        {
+            let mut config = self.config_mut();
+            config.check_target_references(&target, "")?;
+            config.targets.insert(target.name.clone(), target.clone());
+        }
+        self.start(target, ownership)
+    }
+
+    fn start(
+        &self,
+        target: TargetConfig,
+        ownership: Option<Ownership>,
+    ) -> Result<(), CollectorError> {
+        let subscriptions = self.config().subscriptions_for(&target);
+        let (plans, slots) = {
+            let outputs = lock(&self.inner.outputs);
+            let Some(outputs) = outputs.as_ref() else {
+                return Err(CollectorError::ShutDown);
+            };
+            let plans: Vec<SubscriptionPlan> = subscriptions
+                .iter()
+                .map(|subscription| {
+                    let names = if subscription.outputs.is_empty() {
+                        &target.outputs
+                    } else {
+                        &subscription.outputs
+                    };
+                    SubscriptionPlan {
+                        config: subscription.clone(),
+                        outputs: outputs.select(names),
+                    }
+                })
+                .collect();
+            (plans, outputs.slot_count())
+        };
+        if subscriptions.is_empty() {
+            tracing::warn!(target = %target.name, "target has no subscriptions; nothing to collect");
+        }
+        let status = Arc::new(TargetStatus::new(&target.name));
+        let cancel = CancellationToken::new();
+        let fencing_token = ownership.as_ref().map_or(0, |o| o.fencing_token);
+        let run = TargetRun {
+            config: target.clone(),
+            subscriptions: plans,
+            status: status.clone(),
+            ownership,
+            output_slots: slots,
+        };
+        let task = tokio::spawn(run.run(cancel.clone()));
+        let previous = lock(&self.inner.running).insert(
+            target.name.clone(),
+            RunningTarget {
+                cancel,
+                task,
+                status,
+                config: target,
+                subscriptions,
+                fencing_token,
+            },
+        );
+        if let Some(previous) = previous {
+            previous.cancel.cancel();
+            tokio::spawn(finish(previous));
+        }
+        Ok(())
+    }
+
+    /// Stops target `name`. Returns false if it was not running.
+    pub async fn stop_target(&self, name: &str) -> bool {
+        let Some(running) = lock(&self.inner.running).remove(name) else {
+            return false;
+        };
+        running.cancel.cancel();
+        finish(running).await;
+        true
+    }
+
+    /// Stops target `name` and forgets its configuration (gnmic's DELETE).
+    pub async fn delete_target(&self, name: &str) -> bool {
+        let known = self.config_mut().targets.remove(name).is_some();
+        let running = self.stop_target(name).await;
+        known || running
+    }
+
+    /// Names of the running targets.
+    pub fn running_targets(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.inner.running).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// One running target.
+    pub fn target(&self, name: &str) -> Option<TargetView> {
+        lock(&self.inner.running).get(name).map(view)
+    }
+
+    /// Every running target by name.
+    pub fn targets(&self) -> BTreeMap<String, TargetView> {
+        lock(&self.inner.running)
+            .iter()
+            .map(|(name, running)| (name.clone(), view(running)))
+            .collect()
+    }
+
+    /// Stops every target, then lets the outputs send what is queued.
+    pub async fn shutdown(&self) {
+        let all: Vec<RunningTarget> = lock(&self.inner.running).drain().map(|(_, r)| r).collect();
+        for running in &all {
+            running.cancel.cancel();
+        }
+        futures::future::join_all(all.into_iter().map(finish)).await;
+        let outputs = lock(&self.inner.outputs).take();
+        if let Some(outputs) = outputs {
+            outputs.close(STOP_GRACE).await;
+        }
+    }
+}
+
+fn view(running: &RunningTarget) -> TargetView {
+    TargetView {
+        config: running.config.clone(),
+        subscriptions: running
+            .subscriptions
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect(),
+        status: running.status.view(),
+        fencing_token: running.fencing_token,
+    }
+}
+
+async fn finish(running: RunningTarget) {
+    let abort = running.task.abort_handle();
+    if tokio::time::timeout(STOP_GRACE, running.task)
+        .await
+        .is_err()
+    {
+        tracing::warn!(target = %running.config.name, "target did not stop in time; aborted");
+        abort.abort();
+    }
+    running.status.set(crate::state::TargetState::Stopped, None);
+}

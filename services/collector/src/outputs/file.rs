@@ -1,0 +1,125 @@
+//! gnmic's `file` output: events as JSON lines, to a file (appended) or stdout / stderr.
+//! Writing is blocking I/O, so the worker is a plain thread.
+
+use super::{dropped_counter, Collected, OutputError, OutputSender};
+use gnomon_shared::config::{FileDestination, FileOutputConfig};
+use gnomon_shared::gnmi::event::response_to_events;
+use std::io::{BufWriter, Write};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// A file output waits this long for queue space before dropping.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn open(destination: &FileDestination) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match destination {
+        FileDestination::Stdout => Box::new(std::io::stdout()),
+        FileDestination::Stderr => Box::new(std::io::stderr()),
+        FileDestination::Path(path) => {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                std::fs::create_dir_all(parent)?;
+            }
+            Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?,
+            )
+        }
+    })
+}
+
+/// Opens the destination (failing now if it cannot) and starts the writer thread.
+pub fn start(
+    name: &str,
+    config: &FileOutputConfig,
+    stop: CancellationToken,
+) -> Result<(OutputSender, JoinHandle<()>), OutputError> {
+    let sink = open(&config.destination).map_err(|e| OutputError {
+        output: name.to_string(),
+        reason: format!("cannot open {:?}: {e}", config.destination),
+    })?;
+    let (sender, receiver) = mpsc::channel(config.buffer_size.max(1));
+    let writer = FileWriter {
+        output: name.to_string(),
+        split_events: config.split_events,
+        sink: BufWriter::with_capacity(64 * 1024, sink),
+        write_errors: dropped_counter(name, "write_error"),
+        written: metrics::counter!("gnomon_output_messages_total", "output" => name.to_string()),
+    };
+    let handle = tokio::task::spawn_blocking(move || writer.run(receiver, stop));
+    Ok((OutputSender::new(name, vec![sender], WRITE_TIMEOUT), handle))
+}
+
+struct FileWriter {
+    output: String,
+    split_events: bool,
+    sink: BufWriter<Box<dyn Write + Send>>,
+    write_errors: metrics::Counter,
+    written: metrics::Counter,
+}
+
+impl FileWriter {
+    fn run(mut self, mut receiver: mpsc::Receiver<Arc<Collected>>, stop: CancellationToken) {
+        loop {
+            let item = match receiver.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    self.flush();
+                    if stop.is_cancelled() {
+                        None
+                    } else {
+                        // Wake up now and then to notice a stop while senders are still alive.
+                        match tokio::runtime::Handle::current().block_on(async {
+                            tokio::time::timeout(Duration::from_millis(200), receiver.recv()).await
+                        }) {
+                            Ok(Some(item)) => Some(item),
+                            Ok(None) => None,
+                            Err(_) => continue,
+                        }
+                    }
+                }
+            };
+            let Some(item) = item else { break };
+            self.write(&item);
+        }
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Err(error) = self.sink.flush() {
+            tracing::warn!(output = %self.output, %error, "file output flush failed");
+        }
+    }
+
+    fn write(&mut self, item: &Collected) {
+        let Some(response) = item.response.decoded() else {
+            return;
+        };
+        let events = response_to_events(response, &item.stream.meta);
+        if events.is_empty() {
+            return;
+        }
+        let result = if self.split_events {
+            events.iter().try_for_each(|event| {
+                serde_json::to_writer(&mut self.sink, event).map_err(std::io::Error::other)?;
+                self.sink.write_all(b"\n")
+            })
+        } else {
+            serde_json::to_writer(&mut self.sink, &events)
+                .map_err(std::io::Error::other)
+                .and_then(|()| self.sink.write_all(b"\n"))
+        };
+        match result {
+            Ok(()) => self.written.increment(1),
+            Err(error) => {
+                self.write_errors.increment(1);
+                tracing::warn!(output = %self.output, %error, "file output write failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! Outputs: where collected responses go. Each output has bounded per-worker queues; a
+//! writer waits at most the output's write-timeout for space, then drops and counts
+//! (`gnomon_output_dropped_total{output,reason}`). Responses are shared (`Arc`) between
+//! outputs and decoded at most once.
+
+mod file;
+mod nats;
+
+pub use nats::subject_for as nats_subject;
+
+use crate::codec::RawResponse;
+use gnomon_shared::config::OutputConfig;
+use gnomon_shared::gnmi::event::EventMeta;
+use metrics::Counter;
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use tokio::sync::mpsc::{self, error::SendTimeoutError, error::TrySendError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Where a response came from; shared by every response of one subscription stream.
+#[derive(Debug)]
+pub struct StreamInfo {
+    pub target: String,
+    pub subscription: String,
+    /// Fencing token of the target lock (0 when not clustered).
+    pub fencing_token: u64,
+    pub meta: EventMeta,
+    /// Spreads streams over an output's workers (keeps one stream's order).
+    route: usize,
+    /// Subject per output index, computed on first use.
+    subjects: Vec<OnceLock<String>>,
+}
+
+impl StreamInfo {
+    pub fn new(meta: EventMeta, fencing_token: u64, output_count: usize) -> Self {
+        let route = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            meta.source.hash(&mut hasher);
+            meta.subscription_name.hash(&mut hasher);
+            hasher.finish() as usize
+        };
+        Self {
+            target: meta.source.clone(),
+            subscription: meta.subscription_name.clone(),
+            fencing_token,
+            meta,
+            route,
+            subjects: (0..output_count).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn subject(&self, output_index: usize, make: impl FnOnce() -> String) -> &str {
+        match self.subjects.get(output_index) {
+            Some(cell) => cell.get_or_init(make),
+            None => {
+                // Only if outputs were added after the stream started; never in practice.
+                static FALLBACK: OnceLock<String> = OnceLock::new();
+                FALLBACK.get_or_init(|| "telemetry".to_string())
+            }
+        }
+    }
+}
+
+/// One collected response on its way to the outputs.
+#[derive(Debug)]
+pub struct Collected {
+    pub stream: Arc<StreamInfo>,
+    pub response: RawResponse,
+}
+
+/// The writing end of one output.
+#[derive(Clone)]
+pub struct OutputSender {
+    name: Arc<str>,
+    workers: Arc<[mpsc::Sender<Arc<Collected>>]>,
+    write_timeout: Duration,
+    dropped_full: Counter,
+    dropped_closed: Counter,
+}
+
+impl std::fmt::Debug for OutputSender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputSender")
+            .field("name", &self.name)
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+/// `gnomon_output_dropped_total{output,reason}`.
+pub(crate) fn dropped_counter(output: &str, reason: &'static str) -> Counter {
+    metrics::counter!("gnomon_output_dropped_total", "output" => output.to_string(), "reason" => reason)
+}
+
+impl OutputSender {
+    fn new(
+        name: &str,
+        workers: Vec<mpsc::Sender<Arc<Collected>>>,
+        write_timeout: Duration,
+    ) -> Self {
+        Self {
+            name: name.into(),
+            workers: workers.into(),
+            write_timeout,
+            dropped_full: dropped_counter(name, "buffer_full"),
+            dropped_closed: dropped_counter(name, "closed"),
+        }
+    }
+
+    /// The output's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queues `item`; waits up to the write-timeout for space, then drops it.
+    pub async fn write(&self, item: &Arc<Collected>) {
+        let worker = &self.workers[item.stream.route % self.workers.len()];
+        match worker.try_send(item.clone()) {
+            Ok(()) => {}
+            Err(TrySendError::Full(item)) => {
+                match worker.send_timeout(item, self.write_timeout).await {
+                    Ok(()) => {}
+                    Err(SendTimeoutError::Timeout(_)) => self.dropped_full.increment(1),
+                    Err(SendTimeoutError::Closed(_)) => self.dropped_closed.increment(1),
+                }
+            }
+            Err(TrySendError::Closed(_)) => self.dropped_closed.increment(1),
+        }
+    }
+}
+
+/// Every running output.
+pub struct Outputs {
+    senders: BTreeMap<String, OutputSender>,
+    slots: usize,
+    workers: Vec<JoinHandle<()>>,
+    stop: CancellationToken,
+}
+
+/// Why outputs could not start.
+#[derive(Debug, thiserror::Error)]
+#[error("output {output}: {reason}")]
+pub struct OutputError {
+    pub output: String,
+    pub reason: String,
+}
+
+impl Outputs {
+    /// Starts a worker set per output. The Prometheus output is the exporter's and is
+    /// skipped here.
+    pub fn start(configs: &BTreeMap<String, OutputConfig>) -> Result<Self, OutputError> {
+        let stop = CancellationToken::new();
+        let mut senders = BTreeMap::new();
+        let mut workers = Vec::new();
+        for (index, (name, config)) in configs.iter().enumerate() {
+            match config {
+                OutputConfig::Nats(nats_config) => {
+                    let (sender, handles) = nats::start(index, name, nats_config, stop.clone());
+                    senders.insert(name.clone(), sender);
+                    workers.extend(handles);
+                }
+                OutputConfig::File(file_config) => {
+                    let (sender, handle) = file::start(name, file_config, stop.clone())?;
+                    senders.insert(name.clone(), sender);
+                    workers.push(handle);
+                }
+                OutputConfig::Prometheus(_) => {
+                    tracing::info!(output = %name, "prometheus output is served by the exporter, not the collector");
+                }
+            }
+        }
+        Ok(Self {
+            senders,
+            slots: configs.len(),
+            workers,
+            stop,
+        })
+    }
+
+    /// Number of slots a [`StreamInfo`] needs (one per configured output).
+    pub fn slot_count(&self) -> usize {
+        self.slots
+    }
+
+    /// The outputs named by `names` (all when empty); unknown names are skipped.
+    pub fn select(&self, names: &[String]) -> Vec<OutputSender> {
+        if names.is_empty() {
+            self.senders.values().cloned().collect()
+        } else {
+            names
+                .iter()
+                .filter_map(|n| self.senders.get(n).cloned())
+                .collect()
+        }
+    }
+
+    /// Whether an output of that name runs here.
+    pub fn contains(&self, name: &str) -> bool {
+        self.senders.contains_key(name)
+    }
+
+    /// Stops accepting, lets workers send what is queued (bounded wait), and flushes.
+    pub async fn close(mut self, grace: Duration) {
+        self.senders.clear();
+        self.stop.cancel();
+        let all = futures::future::join_all(self.workers.drain(..));
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("outputs did not finish within {grace:?}; queued messages dropped");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gnomon_shared::proto::gnmi::SubscribeResponse;
+
+    #[tokio::test]
+    async fn a_full_queue_drops_after_the_write_timeout_and_counts() {
+        let handle = gnomon_shared::telemetry::metrics_handle();
+        let (sender, mut receiver) = mpsc::channel(1);
+        let output = OutputSender::new("drop-test", vec![sender], Duration::from_millis(20));
+        let info = Arc::new(StreamInfo::new(EventMeta::new("t", "s"), 0, 1));
+        let item = Arc::new(Collected {
+            stream: info,
+            response: RawResponse::from_message(&SubscribeResponse::default()),
+        });
+        for _ in 0..3 {
+            output.write(&item).await;
+        }
+        let rendered = handle.render();
+        assert!(
+            rendered.contains(
+                "gnomon_output_dropped_total{output=\"drop-test\",reason=\"buffer_full\"} 2"
+            ),
+            "{rendered}"
+        );
+        assert!(receiver.try_recv().is_ok(), "the first item was queued");
+        drop(receiver);
+        output.write(&item).await;
+        assert!(handle
+            .render()
+            .contains("gnomon_output_dropped_total{output=\"drop-test\",reason=\"closed\"} 1"));
+    }
+}

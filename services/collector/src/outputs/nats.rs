@@ -1,0 +1,264 @@
+//! gnmic's `nats` output: core NATS publishes, one connection per worker, subject
+//! `subject` or `<subject-prefix>.<source>.<subscription>`, payload `event` JSON or the
+//! SubscribeResponse bytes (`proto`, forwarded as received). Every message carries the
+//! target / subscription / fencing-token headers.
+
+use super::{dropped_counter, Collected, OutputSender};
+use bytes::Bytes;
+use gnomon_shared::bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
+use gnomon_shared::config::{NatsFormat, NatsOutputConfig};
+use gnomon_shared::gnmi::event::{event_to_json, events_to_json, response_to_events};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Messages taken from the queue per wake-up.
+const BATCH: usize = 256;
+
+/// gnmic's subject for a response: `<prefix>.<source with . → - and space → _>.<subscription with space → _>`.
+pub fn subject_for(config: &NatsOutputConfig, target: &str, subscription: &str) -> String {
+    match &config.subject_prefix {
+        Some(prefix) => {
+            let source = target.replace('.', "-").replace(' ', "_");
+            let subscription = subscription.replace(' ', "_");
+            let mut subject = prefix.replace(' ', "_");
+            if !source.is_empty() {
+                subject.push('.');
+                subject.push_str(&source);
+            }
+            if !subscription.is_empty() {
+                subject.push('.');
+                subject.push_str(&subscription);
+            }
+            subject
+        }
+        None => config.subject.clone(),
+    }
+}
+
+fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
+    let mut options = NatsOptions::new(config.address.clone());
+    options.name = Some(format!("{}-{worker}", config.name));
+    options.username = config.username.clone();
+    options.password = config.password.as_ref().map(|p| p.expose().to_string());
+    options.token = config.token.as_ref().map(|t| t.expose().to_string());
+    options.credentials_file = config.credentials_file.clone();
+    options.tls = config.tls.as_ref().map(|tls| NatsTls {
+        ca_file: tls.ca_file.clone(),
+        cert_file: tls.cert_file.clone(),
+        key_file: tls.key_file.clone(),
+    });
+    options.connect_timeout = Duration::from_secs(5);
+    options
+}
+
+/// Starts the workers of output `name` (slot `index` in stream subject caches).
+pub fn start(
+    index: usize,
+    name: &str,
+    config: &NatsOutputConfig,
+    stop: CancellationToken,
+) -> (OutputSender, Vec<JoinHandle<()>>) {
+    if config.tls.as_ref().is_some_and(|t| t.skip_verify) {
+        tracing::warn!(output = %name, "tls.skip-verify is not supported for NATS; the server certificate is verified");
+    }
+    let per_worker = (config.buffer_size / config.num_workers).max(1);
+    let config = Arc::new(config.clone());
+    let mut senders = Vec::with_capacity(config.num_workers);
+    let mut handles = Vec::with_capacity(config.num_workers);
+    for worker in 0..config.num_workers {
+        let (sender, receiver) = mpsc::channel(per_worker);
+        senders.push(sender);
+        let worker_state = Worker::new(index, name, worker, config.clone());
+        handles.push(tokio::spawn(worker_state.run(receiver, stop.clone())));
+    }
+    (
+        OutputSender::new(name, senders, config.write_timeout),
+        handles,
+    )
+}
+
+struct Worker {
+    slot: usize,
+    output: String,
+    index: usize,
+    config: Arc<NatsOutputConfig>,
+    sent: metrics::Counter,
+    bytes: metrics::Counter,
+    publish_errors: metrics::Counter,
+    not_connected: metrics::Counter,
+}
+
+impl Worker {
+    fn new(slot: usize, output: &str, index: usize, config: Arc<NatsOutputConfig>) -> Self {
+        let labels = [("output", output.to_string())];
+        Self {
+            slot,
+            output: output.to_string(),
+            index,
+            config,
+            sent: metrics::counter!("gnomon_output_messages_total", &labels),
+            bytes: metrics::counter!("gnomon_output_bytes_total", &labels),
+            publish_errors: dropped_counter(output, "publish_error"),
+            not_connected: dropped_counter(output, "not_connected"),
+        }
+    }
+
+    /// Connects (retrying every connect-time-wait until stopped). While unconnected,
+    /// queued messages are dropped and counted so the queue keeps moving.
+    async fn connect(
+        &self,
+        receiver: &mut mpsc::Receiver<Arc<Collected>>,
+        stop: &CancellationToken,
+    ) -> Option<NatsBus> {
+        let options = options(&self.config, self.index);
+        loop {
+            match NatsBus::connect(&options).await {
+                Ok(bus) => {
+                    tracing::info!(output = %self.output, worker = self.index, address = %self.config.address, "connected to NATS");
+                    return Some(bus);
+                }
+                Err(error) => {
+                    tracing::warn!(output = %self.output, worker = self.index, %error, "NATS connection failed; retrying");
+                }
+            }
+            let wait = tokio::time::sleep(self.config.connect_time_wait);
+            tokio::pin!(wait);
+            loop {
+                tokio::select! {
+                    _ = stop.cancelled() => return None,
+                    _ = &mut wait => break,
+                    item = receiver.recv() => match item {
+                        Some(_) => self.not_connected.increment(1),
+                        None => return None,
+                    },
+                }
+            }
+        }
+    }
+
+    async fn run(self, mut receiver: mpsc::Receiver<Arc<Collected>>, stop: CancellationToken) {
+        let Some(bus) = self.connect(&mut receiver, &stop).await else {
+            return;
+        };
+        let mut batch = Vec::with_capacity(BATCH);
+        loop {
+            let received = tokio::select! {
+                biased;
+                n = receiver.recv_many(&mut batch, BATCH) => n,
+                _ = stop.cancelled() => {
+                    // Send what is already queued, then finish.
+                    while let Ok(item) = receiver.try_recv() {
+                        batch.push(item);
+                    }
+                    for item in batch.drain(..) {
+                        self.publish(&bus, &item).await;
+                    }
+                    break;
+                }
+            };
+            if received == 0 {
+                break;
+            }
+            for item in batch.drain(..) {
+                self.publish(&bus, &item).await;
+            }
+        }
+        if let Err(error) = bus.flush().await {
+            tracing::warn!(output = %self.output, %error, "final NATS flush failed");
+        }
+    }
+
+    async fn publish(&self, bus: &NatsBus, item: &Collected) {
+        let stream = &item.stream;
+        let subject = stream.subject(self.slot, || {
+            subject_for(&self.config, &stream.target, &stream.subscription)
+        });
+        let headers = || MessageHeaders {
+            target: Some(stream.target.clone()),
+            subscription: Some(stream.subscription.clone()),
+            fencing_token: stream.fencing_token,
+            traceparent: None,
+        };
+        match self.config.format {
+            NatsFormat::Proto => {
+                self.send(bus, subject, headers(), item.response.bytes.clone())
+                    .await
+            }
+            NatsFormat::Event => {
+                let Some(response) = item.response.decoded() else {
+                    return;
+                };
+                let events = response_to_events(response, &stream.meta);
+                if events.is_empty() {
+                    return;
+                }
+                if self.config.split_events {
+                    for event in &events {
+                        self.send(bus, subject, headers(), Bytes::from(event_to_json(event)))
+                            .await;
+                    }
+                } else {
+                    self.send(
+                        bus,
+                        subject,
+                        headers(),
+                        Bytes::from(events_to_json(&events)),
+                    )
+                    .await;
+                }
+            }
+        }
+    }
+
+    async fn send(&self, bus: &NatsBus, subject: &str, headers: MessageHeaders, payload: Bytes) {
+        let size = payload.len() as u64;
+        let message = BusMessage {
+            subject: subject.to_string(),
+            headers,
+            payload,
+        };
+        match bus.publish(message).await {
+            Ok(()) => {
+                self.sent.increment(1);
+                self.bytes.increment(size);
+            }
+            Err(error) => {
+                self.publish_errors.increment(1);
+                tracing::debug!(output = %self.output, %error, "NATS publish failed; message dropped");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gnomon_shared::config::{load_config_with_env, ConfigFormat, OutputConfig};
+
+    fn nats_config(yaml: &str) -> NatsOutputConfig {
+        let config = load_config_with_env(yaml, ConfigFormat::Yaml, &[]).unwrap();
+        match config.outputs.into_values().next() {
+            Some(OutputConfig::Nats(c)) => c,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn subjects_follow_gnmic() {
+        let prefixed =
+            nats_config("outputs:\n  n:\n    type: nats\n    subject-prefix: telemetry\n");
+        assert_eq!(
+            subject_for(&prefixed, "172.17.0.100:57400", "port-stats"),
+            "telemetry.172-17-0-100:57400.port-stats"
+        );
+        assert_eq!(
+            subject_for(&prefixed, "my router", "a sub"),
+            "telemetry.my_router.a_sub"
+        );
+        let single = nats_config("outputs:\n  n:\n    type: nats\n");
+        assert_eq!(subject_for(&single, "10.0.0.1:57400", "s"), "telemetry");
+    }
+}

@@ -1,0 +1,319 @@
+//! One target's life: dial, open every subscription, push responses to the outputs,
+//! and on failure wait (exponential backoff with jitter) and start over. Stops when
+//! cancelled or when the target lock is lost.
+
+use crate::backoff::Backoff;
+use crate::client::{dial, TargetClient};
+use crate::codec::ResponseKind;
+use crate::outputs::{Collected, OutputSender, StreamInfo};
+use crate::request::{poll_request, subscribe_request};
+use crate::state::{TargetState, TargetStatus};
+use gnomon_shared::config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
+use gnomon_shared::gnmi::event::EventMeta;
+use gnomon_shared::proto::gnmi::SubscribeRequest;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// Ownership of a target granted by a coordinator: the lock's fencing token, and a
+/// token cancelled when the lock is lost.
+#[derive(Clone, Debug)]
+pub struct Ownership {
+    pub fencing_token: u64,
+    pub lost: CancellationToken,
+}
+
+/// One subscription of a target with the outputs it feeds.
+pub struct SubscriptionPlan {
+    pub config: SubscriptionConfig,
+    pub outputs: Vec<OutputSender>,
+}
+
+/// Everything a target run needs.
+pub struct TargetRun {
+    pub config: TargetConfig,
+    pub subscriptions: Vec<SubscriptionPlan>,
+    pub status: Arc<TargetStatus>,
+    pub ownership: Option<Ownership>,
+    /// Slots for per-output caches in each stream.
+    pub output_slots: usize,
+}
+
+/// How one subscription stream ended without error.
+enum StreamEnd {
+    /// ONCE finished.
+    Completed,
+    /// Stopped from our side.
+    Cancelled,
+}
+
+/// Per-target counters, created once per run.
+#[derive(Clone)]
+struct Counters {
+    responses: metrics::Counter,
+    updates: metrics::Counter,
+    errors: metrics::Counter,
+}
+
+impl Counters {
+    fn new(target: &str) -> Self {
+        let labels = [("target", target.to_string())];
+        Self {
+            responses: metrics::counter!("gnomon_target_responses_total", &labels),
+            updates: metrics::counter!("gnomon_target_updates_total", &labels),
+            errors: metrics::counter!("gnomon_target_errors_total", &labels),
+        }
+    }
+}
+
+/// `UNAUTHENTICATED: wrong username or password` from a gRPC status.
+pub fn describe_status(status: &tonic::Status) -> String {
+    let code = format!("{:?}", status.code());
+    let mut name = String::new();
+    for (i, c) in code.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    if status.message().is_empty() {
+        name
+    } else {
+        format!("{name}: {}", status.message())
+    }
+}
+
+impl TargetRun {
+    /// Runs until `cancel` fires or the ownership is lost.
+    #[tracing::instrument(name = "target", skip_all, fields(target = %self.config.name))]
+    pub async fn run(self, cancel: CancellationToken) {
+        let stop = match &self.ownership {
+            Some(ownership) => {
+                let combined = cancel.child_token();
+                let lost = ownership.lost.clone();
+                let trigger = combined.clone();
+                tokio::spawn(async move {
+                    tokio::select! {
+                        _ = lost.cancelled() => trigger.cancel(),
+                        _ = trigger.cancelled() => {}
+                    }
+                });
+                combined
+            }
+            None => cancel.clone(),
+        };
+        let counters = Counters::new(&self.config.name);
+        let mut backoff = Backoff::new(self.config.retry_timer);
+        loop {
+            self.status.set(TargetState::Connecting, None);
+            let client = tokio::select! {
+                _ = stop.cancelled() => break,
+                result = dial(&self.config) => result,
+            };
+            let error = match client {
+                Err(error) => error.to_string(),
+                Ok(client) => match self
+                    .run_subscriptions(&client, &stop, &counters, &mut backoff)
+                    .await
+                {
+                    Ok(StreamEnd::Cancelled) => break,
+                    Ok(StreamEnd::Completed) => {
+                        self.status.set(TargetState::Completed, None);
+                        stop.cancelled().await;
+                        break;
+                    }
+                    Err(error) => error,
+                },
+            };
+            counters.errors.increment(1);
+            self.status.set(TargetState::Failed, Some(error.clone()));
+            let delay = backoff.next_delay();
+            tracing::warn!(%error, retry_in = ?delay, "target failed");
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let lost = self
+            .ownership
+            .as_ref()
+            .is_some_and(|o| o.lost.is_cancelled())
+            && !cancel.is_cancelled();
+        self.status.set(
+            TargetState::Stopped,
+            lost.then(|| "target lock lost".to_string()),
+        );
+        tracing::info!(lock_lost = lost, "target stopped");
+    }
+
+    /// Opens every subscription; returns when all ended (ONCE), when stopped, or at the
+    /// first failure (the others are then cancelled too).
+    async fn run_subscriptions(
+        &self,
+        client: &TargetClient,
+        stop: &CancellationToken,
+        counters: &Counters,
+        backoff: &mut Backoff,
+    ) -> Result<StreamEnd, String> {
+        let round = stop.child_token();
+        let mut streams = JoinSet::new();
+        let fencing_token = self.ownership.as_ref().map_or(0, |o| o.fencing_token);
+        for plan in &self.subscriptions {
+            let request =
+                subscribe_request(&plan.config, self.config.encoding).map_err(|e| e.to_string())?;
+            let meta = EventMeta {
+                source: self.config.name.clone(),
+                subscription_name: plan.config.name.clone(),
+                subscription_target: plan.config.target.clone(),
+                extra_tags: self.config.event_tags.clone(),
+            };
+            let stream = SubscriptionStream {
+                client: client.clone(),
+                request,
+                config: plan.config.clone(),
+                outputs: plan.outputs.clone(),
+                info: Arc::new(StreamInfo::new(meta, fencing_token, self.output_slots)),
+                status: self.status.clone(),
+                counters: counters.clone(),
+                cancel: round.clone(),
+            };
+            let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
+            streams.spawn(stream.run().instrument(span));
+        }
+        let mut healthy = false;
+        let mut result = Ok(StreamEnd::Completed);
+        while let Some(joined) = streams.join_next().await {
+            let outcome =
+                joined.unwrap_or_else(|e| Err((format!("subscription task failed: {e}"), false)));
+            match outcome {
+                Ok((StreamEnd::Completed, got_data)) => healthy |= got_data,
+                Ok((StreamEnd::Cancelled, got_data)) => {
+                    healthy |= got_data;
+                    result = Ok(StreamEnd::Cancelled);
+                }
+                Err((error, got_data)) => {
+                    healthy |= got_data;
+                    if result.is_ok() && !stop.is_cancelled() {
+                        result = Err(error);
+                    }
+                    round.cancel();
+                }
+            }
+        }
+        if healthy {
+            backoff.reset();
+        }
+        if stop.is_cancelled() {
+            return Ok(StreamEnd::Cancelled);
+        }
+        result
+    }
+}
+
+struct SubscriptionStream {
+    client: TargetClient,
+    request: SubscribeRequest,
+    config: SubscriptionConfig,
+    outputs: Vec<OutputSender>,
+    info: Arc<StreamInfo>,
+    status: Arc<TargetStatus>,
+    counters: Counters,
+    cancel: CancellationToken,
+}
+
+impl SubscriptionStream {
+    /// Returns how it ended and whether any response arrived (for the backoff reset).
+    async fn run(self) -> Result<(StreamEnd, bool), (String, bool)> {
+        // The request side stays open for the stream's life (some targets end the
+        // stream when the client half-closes); POLL sends its polls through it.
+        let (requests, request_stream) = mpsc::channel::<SubscribeRequest>(4);
+        if requests.send(self.request.clone()).await.is_err() {
+            return Err(("request channel closed".into(), false));
+        }
+        let opened = tokio::select! {
+            _ = self.cancel.cancelled() => return Ok((StreamEnd::Cancelled, false)),
+            opened = self.client.subscribe(tokio_stream::wrappers::ReceiverStream::new(request_stream)) => opened,
+        };
+        let mut responses = opened.map_err(|status| {
+            (
+                format!(
+                    "subscription {:?}: {}",
+                    self.config.name,
+                    describe_status(&status)
+                ),
+                false,
+            )
+        })?;
+        self.status.set(TargetState::Streaming, None);
+        tracing::info!(target = %self.info.target, subscription = %self.config.name, "subscribed");
+        let polling = self.config.mode == SubscriptionMode::Poll;
+        let once = self.config.mode == SubscriptionMode::Once;
+        let mut poll_timer = tokio::time::interval(self.config.effective_poll_interval());
+        poll_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        poll_timer.reset();
+        let mut got_data = false;
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.cancel.cancelled() => return Ok((StreamEnd::Cancelled, got_data)),
+                _ = poll_timer.tick(), if polling => {
+                    // splice-gnmi answers polls without a sync_response: never wait for one.
+                    if requests.send(poll_request()).await.is_err() {
+                        return Err(("poll request channel closed".into(), got_data));
+                    }
+                }
+                message = responses.message() => match message {
+                    Ok(Some(response)) => {
+                        got_data = true;
+                        self.counters.responses.increment(1);
+                        self.status.responses.fetch_add(1, Ordering::Relaxed);
+                        let kind = response.kind;
+                        match kind {
+                            ResponseKind::Notification { updates, .. } => {
+                                self.counters.updates.increment(u64::from(updates));
+                                self.status.updates.fetch_add(u64::from(updates), Ordering::Relaxed);
+                            }
+                            ResponseKind::Error => self.counters.errors.increment(1),
+                            ResponseKind::Sync | ResponseKind::Other => {}
+                        }
+                        let item = Arc::new(Collected { stream: self.info.clone(), response });
+                        for output in &self.outputs {
+                            output.write(&item).await;
+                        }
+                        if once && kind == ResponseKind::Sync {
+                            return Ok((StreamEnd::Completed, got_data));
+                        }
+                    }
+                    Ok(None) if once => return Ok((StreamEnd::Completed, got_data)),
+                    Ok(None) => {
+                        return Err((format!("subscription {:?}: stream closed by the target", self.config.name), got_data))
+                    }
+                    Err(status) => {
+                        return Err((format!("subscription {:?}: {}", self.config.name, describe_status(&status)), got_data))
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_codes_read_like_grpc_names() {
+        let status = tonic::Status::unauthenticated("wrong username or password");
+        assert_eq!(
+            describe_status(&status),
+            "UNAUTHENTICATED: wrong username or password"
+        );
+        assert_eq!(
+            describe_status(&tonic::Status::invalid_argument("")),
+            "INVALID_ARGUMENT"
+        );
+    }
+}

@@ -1,0 +1,352 @@
+//! gnmic's NATS input: `num-workers` subscriptions (each its own connection) to `subject` in
+//! queue group `queue`, each feeding a bounded buffer drained by a decoder that writes into
+//! the selected Prometheus outputs.
+//!
+//! Fencing: collectors stamp each message with the fencing token of their target lock.
+//! A message whose token is lower than the highest seen for its target comes from a
+//! collector that lost the target; it is dropped and counted.
+
+use crate::output::{PrometheusOutput, TARGET_UP};
+use crate::stats::ExporterStats;
+use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
+use futures::StreamExt;
+use gnomon_shared::bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
+use gnomon_shared::config::nats_input::{NatsInputConfig, NatsInputFormat};
+use gnomon_shared::config::prometheus_output::split_host_port;
+use gnomon_shared::gnmi::event::{Event, EventMeta};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How long a worker waits for room in its buffer before dropping a message.
+pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Highest fencing token seen per target.
+#[derive(Debug, Default)]
+pub struct Fencing {
+    highest: Mutex<HashMap<String, u64>>,
+}
+
+impl Fencing {
+    /// Whether a message of `target` with `token` may be applied; records the token.
+    pub fn admit(&self, target: &str, token: u64) -> bool {
+        let mut highest = self.highest.lock().unwrap_or_else(|p| p.into_inner());
+        match highest.get_mut(target) {
+            Some(seen) if token < *seen => false,
+            Some(seen) => {
+                *seen = token;
+                true
+            }
+            None => {
+                highest.insert(target.to_string(), token);
+                true
+            }
+        }
+    }
+}
+
+/// Where an input's subscriptions come from.
+#[derive(Clone)]
+pub enum BusSource {
+    /// Connect to NATS with the input's own settings (one connection per worker).
+    Nats,
+    /// Use an existing bus (in-process bus of `gnomon all`, or tests).
+    Shared(Arc<dyn Bus>),
+}
+
+/// Everything one input needs to run.
+pub struct NatsInput {
+    pub name: String,
+    pub config: NatsInputConfig,
+    pub queue: String,
+    pub client_name: String,
+    pub outputs: Vec<Arc<PrometheusOutput>>,
+    pub fencing: Arc<Fencing>,
+    pub stats: Arc<ExporterStats>,
+}
+
+impl NatsInput {
+    fn nats_options(&self, worker: usize) -> NatsOptions {
+        let config = &self.config;
+        let mut options = NatsOptions::new(config.address.clone());
+        options.name = Some(format!("{}-{worker}", self.client_name));
+        if !config.username.is_empty() {
+            options.username = Some(config.username.clone());
+            options.password = Some(config.password.clone());
+        }
+        if !config.token.is_empty() {
+            options.token = Some(config.token.clone());
+        }
+        options.credentials_file = config.credentials_file.clone();
+        options.tls = config.tls.as_ref().map(|tls| NatsTls {
+            ca_file: tls.ca_file.clone(),
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+        });
+        options
+    }
+
+    /// Starts every worker in `tasks`, running until `shutdown`. Workers whose NATS is
+    /// reachable are subscribed when this returns (messages published afterwards arrive);
+    /// the others keep retrying every `connect-time-wait` in the background.
+    pub async fn start(
+        self: Arc<Self>,
+        source: BusSource,
+        tasks: &mut JoinSet<()>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
+        for worker in 0..self.config.effective_num_workers() {
+            // Subscribe now when NATS is reachable, so messages published after `start`
+            // returns are received; otherwise keep retrying in the background.
+            let ready = match self.subscribe_once(&source, worker).await {
+                Ok(ready) => Some(ready),
+                Err(e) => {
+                    tracing::warn!(input = %self.name, worker, error = %e, "NATS subscription failed; retrying in the background");
+                    None
+                }
+            };
+            let (sender, receiver) =
+                mpsc::channel::<BusMessage>(self.config.effective_buffer_size());
+            let reader = self.clone();
+            let stop = shutdown.clone();
+            let source_for_task = source.clone();
+            let span = tracing::info_span!("nats_input_reader", input = %self.name, worker);
+            tasks.spawn(
+                async move {
+                    let ready = match ready {
+                        Some(ready) => Some(ready),
+                        None => {
+                            reader
+                                .subscribe_retrying(&source_for_task, worker, &stop)
+                                .await
+                        }
+                    };
+                    // Keep the bus (connection) alive as long as the subscription is read.
+                    let Some((_bus, mut subscription)) = ready else {
+                        return;
+                    };
+                    loop {
+                        let message = tokio::select! {
+                            _ = stop.cancelled() => break,
+                            message = subscription.next() => message,
+                        };
+                        let Some(message) = message else {
+                            tracing::warn!(input = %reader.name, "subscription ended");
+                            break;
+                        };
+                        reader.stats.message();
+                        match sender.send_timeout(message, ENQUEUE_TIMEOUT).await {
+                            Ok(()) => {}
+                            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                                reader.stats.dropped("buffer_full")
+                            }
+                            Err(mpsc::error::SendTimeoutError::Closed(_)) => break,
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+            let processor = self.clone();
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                let mut receiver = receiver;
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        message = receiver.recv() => message,
+                    };
+                    let Some(message) = message else { break };
+                    processor.process(&message);
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// One attempt to connect (unless the bus is shared) and subscribe worker `worker`.
+    async fn subscribe_once(
+        &self,
+        source: &BusSource,
+        worker: usize,
+    ) -> anyhow::Result<(Arc<dyn Bus>, BusSubscription)> {
+        let bus: Arc<dyn Bus> = match source {
+            BusSource::Shared(bus) => bus.clone(),
+            BusSource::Nats => Arc::new(NatsBus::connect(&self.nats_options(worker)).await?),
+        };
+        let subscription = bus
+            .subscribe(&self.config.subject, Some(&self.queue))
+            .await?;
+        tracing::info!(input = %self.name, subject = %self.config.subject, queue = %self.queue, worker, "subscribed");
+        Ok((bus, subscription))
+    }
+
+    /// Retries [`Self::subscribe_once`] every `connect-time-wait` until it works or `shutdown`.
+    async fn subscribe_retrying(
+        &self,
+        source: &BusSource,
+        worker: usize,
+        shutdown: &CancellationToken,
+    ) -> Option<(Arc<dyn Bus>, BusSubscription)> {
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = tokio::time::sleep(self.config.effective_connect_time_wait()) => {}
+            }
+            match self.subscribe_once(source, worker).await {
+                Ok(ready) => return Some(ready),
+                Err(e) => {
+                    tracing::warn!(input = %self.name, worker, error = %e, "NATS subscription failed; retrying")
+                }
+            }
+        }
+    }
+
+    /// Decodes one message and hands its events to the outputs.
+    pub fn process(&self, message: &BusMessage) {
+        if message.payload.is_empty() {
+            return;
+        }
+        if let Some(target) = &message.headers.target {
+            if !self.fencing.admit(target, message.headers.fencing_token) {
+                tracing::debug!(input = %self.name, target, token = message.headers.fencing_token, "stale fencing token");
+                self.stats.stale();
+                return;
+            }
+        }
+        let is_status = message.headers.subscription.as_deref() == Some(TARGET_UP);
+        if self.config.format == NatsInputFormat::Event || is_status {
+            match decode_events(&message.payload) {
+                Ok(events) => self.deliver(&events),
+                Err(e) => self.malformed(message, &e),
+            }
+            return;
+        }
+        let meta = match (&message.headers.target, &message.headers.subscription) {
+            (Some(target), subscription) => {
+                EventMeta::new(target.clone(), subscription.clone().unwrap_or_default())
+            }
+            (None, _) => meta_from_subject(&message.subject),
+        };
+        match decode_proto(&message.payload, &meta) {
+            Ok(events) => {
+                let views: Vec<WireEvent<'_>> = events.iter().map(WireEvent::borrowed).collect();
+                for output in &self.outputs {
+                    match add_target_mode(output) {
+                        None => self.deliver_to(output, &views),
+                        Some(mode) => {
+                            let mut targeted = events.clone();
+                            for event in &mut targeted {
+                                apply_add_target(event, mode);
+                            }
+                            let targeted_views: Vec<WireEvent<'_>> =
+                                targeted.iter().map(WireEvent::borrowed).collect();
+                            self.deliver_to(output, &targeted_views);
+                        }
+                    }
+                }
+            }
+            Err(e) => self.malformed(message, &e),
+        }
+    }
+
+    fn malformed(&self, message: &BusMessage, error: &crate::wire::DecodeError) {
+        tracing::debug!(input = %self.name, subject = %message.subject, error = %error, "malformed message skipped");
+        self.stats.malformed(error.reason());
+    }
+
+    fn deliver(&self, events: &[WireEvent<'_>]) {
+        for output in &self.outputs {
+            self.deliver_to(output, events);
+        }
+    }
+
+    fn deliver_to(&self, output: &PrometheusOutput, events: &[WireEvent<'_>]) {
+        let counts = output.ingest(events);
+        if counts.stored > 0 {
+            self.stats.updates(output.updates_counter(), counts.stored);
+        }
+        if counts.inserted > 0 {
+            metrics::gauge!(crate::stats::SERIES, "output" => output.name().to_string())
+                .set(output.series_count() as f64);
+        }
+    }
+}
+
+/// gnmic's `add-target` of the Prometheus output, applied to proto messages only (as gnmic
+/// applies it in its proto `Write` path).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum AddTarget {
+    Overwrite,
+    IfNotPresent,
+}
+
+fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget> {
+    match output.config().add_target.as_deref() {
+        Some("overwrite") => Some(AddTarget::Overwrite),
+        Some("if-not-present") => Some(AddTarget::IfNotPresent),
+        _ => None,
+    }
+}
+
+/// Sets the `target` tag from gnmic's default target template: the subscription's
+/// `subscription-target` if set, else the `source` without its port.
+fn apply_add_target(event: &mut Event, mode: AddTarget) {
+    if mode == AddTarget::IfNotPresent && event.tags.contains_key("target") {
+        return;
+    }
+    let value = match event
+        .tags
+        .get("subscription-target")
+        .filter(|t| !t.is_empty())
+    {
+        Some(subscription_target) => subscription_target.clone(),
+        None => {
+            let source = event
+                .tags
+                .get("source")
+                .map(String::as_str)
+                .unwrap_or_default();
+            split_host_port(source).0.to_string()
+        }
+    };
+    if !value.is_empty() {
+        event.tags.insert("target".to_string(), value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fencing_drops_only_older_tokens() {
+        let fencing = Fencing::default();
+        assert!(fencing.admit("r1", 5));
+        assert!(fencing.admit("r1", 5));
+        assert!(!fencing.admit("r1", 4));
+        assert!(fencing.admit("r1", 9));
+        assert!(!fencing.admit("r1", 5));
+        assert!(fencing.admit("r2", 1));
+    }
+
+    #[test]
+    fn add_target_uses_the_default_template() {
+        let mut event = Event::default();
+        event.tags.insert("source".into(), "10.0.0.1:57400".into());
+        event.tags.insert("target".into(), "from-prefix".into());
+        let mut kept = event.clone();
+        apply_add_target(&mut kept, AddTarget::IfNotPresent);
+        assert_eq!(kept.tags["target"], "from-prefix");
+        apply_add_target(&mut event, AddTarget::Overwrite);
+        assert_eq!(event.tags["target"], "10.0.0.1");
+        event
+            .tags
+            .insert("subscription-target".into(), "sub-t".into());
+        apply_add_target(&mut event, AddTarget::Overwrite);
+        assert_eq!(event.tags["target"], "sub-t");
+    }
+}

@@ -1,0 +1,346 @@
+//! One Prometheus output: events in, rendered exposition out.
+//!
+//! `gnomon_target_up` is carried through from the collector rather than derived here,
+//! because only the collector knows whether its gNMI stream is alive. The mechanism: the
+//! collector publishes, on the same subject as the target's data and with the usual
+//! headers (target, fencing token; subscription header `gnomon_target_up`), an event-format
+//! JSON payload (whatever the data format) such as
+//! `[{"name":"gnomon_target_up","timestamp":<ns>,"tags":{"target":"r1"},"values":{"gnomon_target_up":1}}]`.
+//! Every event named `gnomon_target_up` becomes the gauge `gnomon_target_up{target="r1"}`
+//! (fixed name: no metric-prefix, no subscription name, only the `target` label, taken from
+//! the `target` tag, else `source`). These series never expire; an event with
+//! `"deletes":["gnomon_target_up"]` removes the target's series (target deleted).
+
+use crate::exposition::{Exposition, FamilyKind, Upsert};
+use crate::naming::{NamingOptions, SeriesBuilder};
+use crate::wire::WireEvent;
+use gnomon_shared::config::prometheus_output::PrometheusOutputConfig;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Event name (and value key) of the per-target status the collector publishes.
+pub const TARGET_UP: &str = "gnomon_target_up";
+
+/// What one ingest call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IngestCounts {
+    /// Samples stored (new or updated series).
+    pub stored: u64,
+    /// New series among them.
+    pub inserted: u64,
+    /// Samples older than the stored ones (ignored).
+    pub older: u64,
+    /// Values that are not samples (non-numeric without strings-as-labels, bad names).
+    pub skipped: u64,
+}
+
+struct State {
+    exposition: Exposition,
+    builder: SeriesBuilder,
+    scratch: Vec<u8>,
+}
+
+/// A Prometheus output's series, kept rendered.
+pub struct PrometheusOutput {
+    name: String,
+    config: PrometheusOutputConfig,
+    expiration: Option<Duration>,
+    state: Mutex<State>,
+    updates_counter: metrics::Counter,
+}
+
+fn unix_now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+impl PrometheusOutput {
+    pub fn new(name: &str, config: PrometheusOutputConfig) -> Self {
+        let options = NamingOptions {
+            metric_prefix: config.metric_prefix.clone(),
+            append_subscription_name: config.append_subscription_name,
+            strings_as_labels: config.strings_as_labels,
+        };
+        Self {
+            name: name.to_string(),
+            expiration: config.effective_expiration(),
+            state: Mutex::new(State {
+                exposition: Exposition::new(config.export_timestamps),
+                builder: SeriesBuilder::new(options),
+                scratch: Vec::new(),
+            }),
+            updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
+            config,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The registered `gnomon_exporter_updates_total{output}` handle.
+    pub fn updates_counter(&self) -> &metrics::Counter {
+        &self.updates_counter
+    }
+
+    pub fn config(&self) -> &PrometheusOutputConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock leaves plain data behind; keep serving it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Stores the samples of `events` (one NATS message's worth).
+    pub fn ingest(&self, events: &[WireEvent<'_>]) -> IngestCounts {
+        let mut counts = IngestCounts::default();
+        let override_now =
+            (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns);
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = state.exposition.now();
+        for event in events {
+            if event.name == TARGET_UP {
+                ingest_target_status(state, event, now, &mut counts);
+                continue;
+            }
+            let timestamp = override_now.unwrap_or(event.timestamp);
+            state.builder.start_event(
+                event.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
+                &event.values,
+            );
+            for (key, value) in &event.values {
+                let Some(series) = state.builder.series(&event.name, key, value) else {
+                    counts.skipped += 1;
+                    continue;
+                };
+                match state.exposition.upsert(
+                    FamilyKind::Telemetry,
+                    series.text,
+                    series.name_len,
+                    series.value,
+                    timestamp,
+                    now,
+                ) {
+                    Ok(Upsert::Inserted) => {
+                        counts.stored += 1;
+                        counts.inserted += 1;
+                    }
+                    Ok(Upsert::Updated) => counts.stored += 1,
+                    Ok(Upsert::Older) => counts.older += 1,
+                    Err(e) => {
+                        tracing::warn!(output = %self.name, error = %e, "series not stored");
+                        counts.skipped += 1;
+                    }
+                }
+            }
+        }
+        counts
+    }
+
+    /// Drops expired series (gnmic expires on a timer and before every scrape).
+    pub fn expire(&self) -> usize {
+        let Some(expiration) = self.expiration else {
+            return 0;
+        };
+        let mut state = self.lock();
+        let now = state.exposition.now();
+        state.exposition.expire(expiration, now, unix_now_ns())
+    }
+
+    /// Expires, then renders the exposition into `out`.
+    pub fn render_into(&self, out: &mut Vec<u8>) -> usize {
+        self.expire();
+        let state = self.lock();
+        state.exposition.render_into(out);
+        state.exposition.len()
+    }
+
+    /// The exposition text (for tests).
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.render_into(&mut out);
+        out
+    }
+
+    /// Number of series.
+    pub fn series_count(&self) -> usize {
+        self.lock().exposition.len()
+    }
+
+    /// Heap bytes held by the exposition.
+    pub fn heap_bytes(&self) -> usize {
+        self.lock().exposition.heap_bytes()
+    }
+
+    /// How often the expiry timer runs (gnmic: every `expiration`), None when series never expire.
+    pub fn expiration(&self) -> Option<Duration> {
+        self.expiration
+    }
+}
+
+fn ingest_target_status(
+    state: &mut State,
+    event: &WireEvent<'_>,
+    now: crate::exposition::Tick,
+    counts: &mut IngestCounts,
+) {
+    let Some(target) = event.tag("target").or_else(|| event.tag("source")) else {
+        counts.skipped += 1;
+        return;
+    };
+    state.scratch.clear();
+    state.scratch.extend_from_slice(TARGET_UP.as_bytes());
+    state.scratch.extend_from_slice(b"{target=\"");
+    for &byte in target.as_bytes() {
+        match byte {
+            b'\\' => state.scratch.extend_from_slice(b"\\\\"),
+            b'"' => state.scratch.extend_from_slice(b"\\\""),
+            b'\n' => state.scratch.extend_from_slice(b"\\n"),
+            other => state.scratch.push(other),
+        }
+    }
+    state.scratch.extend_from_slice(b"\"}");
+    if event.deletes.iter().any(|d| d == TARGET_UP) {
+        state.exposition.remove(&state.scratch);
+        return;
+    }
+    for (key, value) in &event.values {
+        if key != TARGET_UP {
+            continue;
+        }
+        let Some(number) = value.to_f64() else {
+            counts.skipped += 1;
+            continue;
+        };
+        match state.exposition.upsert(
+            FamilyKind::TargetStatus,
+            &state.scratch,
+            TARGET_UP.len(),
+            number,
+            0,
+            now,
+        ) {
+            Ok(Upsert::Inserted) => {
+                counts.stored += 1;
+                counts.inserted += 1;
+            }
+            Ok(_) => counts.stored += 1,
+            Err(_) => counts.skipped += 1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::decode_events;
+
+    fn output(yaml: &str) -> PrometheusOutput {
+        PrometheusOutput::new("prom", serde_yaml::from_str(yaml).unwrap())
+    }
+
+    fn text(output: &PrometheusOutput) -> String {
+        String::from_utf8(output.render()).unwrap()
+    }
+
+    #[test]
+    fn gnmic_event_becomes_the_documented_series() {
+        let out = output("metric-prefix: gnmic\nappend-subscription-name: true");
+        let payload = br#"[{"name":"port-stats","timestamp":1700000000123456789,
+            "tags":{"interface_name":"ethernet-1/1","source":"10.0.0.1:57400","subscription-name":"port-stats"},
+            "values":{"/interfaces/interface/state/counters/in-octets":"123456","/interfaces/interface/state/oper-status":"UP"}}]"#;
+        let counts = out.ingest(&decode_events(payload).unwrap());
+        assert_eq!(
+            counts,
+            IngestCounts {
+                stored: 1,
+                inserted: 1,
+                older: 0,
+                skipped: 1
+            }
+        );
+        assert_eq!(
+            text(&out),
+            "# HELP gnmic_port_stats_interfaces_interface_state_counters_in_octets gNMIc generated metric\n\
+             # TYPE gnmic_port_stats_interfaces_interface_state_counters_in_octets untyped\n\
+             gnmic_port_stats_interfaces_interface_state_counters_in_octets{interface_name=\"ethernet-1/1\",source=\"10.0.0.1:57400\",subscription_name=\"port-stats\"} 123456\n"
+        );
+    }
+
+    #[test]
+    fn export_timestamps_render_milliseconds() {
+        // Old samples expire by their own timestamp; keep this one by never expiring.
+        let out = output("export-timestamps: true\nexpiration: -1s");
+        out.ingest(
+            &decode_events(br#"[{"name":"s","timestamp":1700000000123456789,"values":{"/a":1}}]"#)
+                .unwrap(),
+        );
+        assert!(
+            text(&out).ends_with("\na 1 1700000000123\n"),
+            "{}",
+            text(&out)
+        );
+    }
+
+    #[test]
+    fn target_status_is_fixed_named_and_deletable() {
+        let out = output("metric-prefix: gnmic\nappend-subscription-name: true");
+        out.ingest(
+            &decode_events(br#"[{"name":"gnomon_target_up","tags":{"target":"r1","source":"x"},"values":{"gnomon_target_up":1}}]"#)
+                .unwrap(),
+        );
+        out.ingest(&decode_events(br#"[{"name":"gnomon_target_up","tags":{"source":"r2"},"values":{"gnomon_target_up":0}}]"#).unwrap());
+        let rendered = text(&out);
+        assert!(
+            rendered.contains("# TYPE gnomon_target_up gauge\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("gnomon_target_up{target=\"r1\"} 1\n"),
+            "{rendered}"
+        );
+        assert!(
+            rendered.contains("gnomon_target_up{target=\"r2\"} 0\n"),
+            "{rendered}"
+        );
+        out.ingest(&decode_events(br#"[{"name":"gnomon_target_up","tags":{"target":"r1"},"deletes":["gnomon_target_up"]}]"#).unwrap());
+        assert!(!text(&out).contains("r1"));
+        assert_eq!(out.series_count(), 1);
+    }
+
+    #[test]
+    fn export_timestamps_expire_by_sample_time() {
+        let out = output("export-timestamps: true\nexpiration: 60s");
+        out.ingest(
+            &decode_events(
+                br#"[{"name":"s","timestamp":1700000000123456789,"values":{"/old":1}}]"#,
+            )
+            .unwrap(),
+        );
+        let recent = unix_now_ns();
+        out.ingest(
+            &decode_events(
+                format!(r#"[{{"name":"s","timestamp":{recent},"values":{{"/new":1}}}}]"#)
+                    .as_bytes(),
+            )
+            .unwrap(),
+        );
+        assert_eq!(out.expire(), 1);
+        assert!(text(&out).contains("\nnew 1 "));
+    }
+
+    #[test]
+    fn negative_expiration_never_expires() {
+        let out = output("expiration: -1s");
+        assert_eq!(out.expiration(), None);
+        out.ingest(&decode_events(br#"[{"name":"s","values":{"/a":1}}]"#).unwrap());
+        assert_eq!(out.expire(), 0);
+        assert_eq!(out.series_count(), 1);
+    }
+}

@@ -1,0 +1,99 @@
+//! The exporter's own metrics. They go to the process-wide `metrics` recorder (served by the
+//! API's `/metrics`), never into the gNMI exposition; the same counts are kept in atomics so
+//! tests and callers can read them without a recorder.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Messages received from NATS.
+pub const MESSAGES: &str = "gnomon_exporter_messages_total";
+/// Samples stored into an output.
+pub const UPDATES: &str = "gnomon_exporter_updates_total";
+/// Messages dropped because their fencing token is older than the target's newest.
+pub const STALE_DROPPED: &str = "gnomon_exporter_stale_dropped_total";
+/// Messages that could not be decoded, by `reason`.
+pub const MALFORMED: &str = "gnomon_exporter_malformed_total";
+/// Messages dropped because the input buffer stayed full.
+pub const DROPPED: &str = "gnomon_exporter_dropped_total";
+/// Series currently held, per output.
+pub const SERIES: &str = "gnomon_exporter_series";
+/// Series removed by expiry.
+pub const EXPIRED: &str = "gnomon_exporter_expired_total";
+/// Scrape duration, per output.
+pub const SCRAPE_DURATION: &str = "gnomon_exporter_scrape_duration_seconds";
+/// Bytes of the last scrape body (before compression).
+pub const SCRAPE_BYTES: &str = "gnomon_exporter_scrape_bytes";
+
+/// Counters shared by an exporter's inputs. The hot-path metric handles are registered
+/// once (with the recorder installed when the stats are created), not per message.
+#[derive(Debug)]
+pub struct ExporterStats {
+    messages: AtomicU64,
+    updates: AtomicU64,
+    stale_dropped: AtomicU64,
+    malformed: AtomicU64,
+    dropped: AtomicU64,
+    messages_counter: metrics::Counter,
+    stale_counter: metrics::Counter,
+}
+
+impl Default for ExporterStats {
+    fn default() -> Self {
+        Self {
+            messages: AtomicU64::new(0),
+            updates: AtomicU64::new(0),
+            stale_dropped: AtomicU64::new(0),
+            malformed: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            messages_counter: metrics::counter!(MESSAGES),
+            stale_counter: metrics::counter!(STALE_DROPPED),
+        }
+    }
+}
+
+impl ExporterStats {
+    pub fn message(&self) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.messages_counter.increment(1);
+    }
+
+    /// Samples stored into an output; `counter` is the output's registered handle.
+    pub fn updates(&self, counter: &metrics::Counter, count: u64) {
+        self.updates.fetch_add(count, Ordering::Relaxed);
+        counter.increment(count);
+    }
+
+    pub fn stale(&self) {
+        self.stale_dropped.fetch_add(1, Ordering::Relaxed);
+        self.stale_counter.increment(1);
+    }
+
+    pub fn malformed(&self, reason: &'static str) {
+        self.malformed.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(MALFORMED, "reason" => reason).increment(1);
+    }
+
+    pub fn dropped(&self, reason: &'static str) {
+        self.dropped.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(DROPPED, "reason" => reason).increment(1);
+    }
+
+    pub fn messages_total(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+
+    pub fn updates_total(&self) -> u64 {
+        self.updates.load(Ordering::Relaxed)
+    }
+
+    pub fn stale_dropped_total(&self) -> u64 {
+        self.stale_dropped.load(Ordering::Relaxed)
+    }
+
+    pub fn malformed_total(&self) -> u64 {
+        self.malformed.load(Ordering::Relaxed)
+    }
+
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,132 @@
+//! The REST API settings: `api: "<addr>"` or an `api-server` block.
+
+use super::duration::serialize_ns;
+use super::reader::Section;
+use super::ConfigError;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// gnmic's default API address.
+pub const DEFAULT_API_ADDRESS: &str = ":7890";
+
+/// Server TLS of the API.
+#[derive(Clone, Debug, Serialize, PartialEq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApiTls {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_auth: Option<String>,
+}
+
+/// The API server settings.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct ApiConfig {
+    /// gnmic form (`:7890` listens on every interface).
+    pub address: String,
+    #[serde(serialize_with = "serialize_ns")]
+    pub timeout: Duration,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ApiTls>,
+    pub enable_metrics: bool,
+    pub enable_profiling: bool,
+    pub debug: bool,
+    pub healthz_disable_logging: bool,
+    /// Accepted for compatibility; gnomon never returns secrets whatever this says.
+    pub expose_target_secrets: bool,
+}
+
+impl ApiConfig {
+    /// Defaults at `address`.
+    pub fn at(address: &str) -> Self {
+        Self {
+            address: address.to_string(),
+            timeout: Duration::from_secs(10),
+            tls: None,
+            enable_metrics: false,
+            enable_profiling: false,
+            debug: false,
+            healthz_disable_logging: false,
+            expose_target_secrets: false,
+        }
+    }
+
+    /// Reads `api` and `api-server` from the root section; `None` when neither is set.
+    pub fn from_root(root: &Section<'_>) -> Result<Option<Self>, ConfigError> {
+        let flag = root.string("api")?.filter(|s| !s.trim().is_empty());
+        let Some(block) = root.section("api-server")? else {
+            return Ok(flag.map(|address| Self::at(&address)));
+        };
+        let address = block
+            .string("address")?
+            .filter(|s| !s.trim().is_empty())
+            .or(flag)
+            .unwrap_or_else(|| DEFAULT_API_ADDRESS.to_string());
+        let mut config = Self::at(&address);
+        if let Some(timeout) = block.duration("timeout")? {
+            config.timeout = timeout;
+        }
+        if let Some(tls) = block.section("tls")? {
+            config.tls = Some(ApiTls {
+                ca_file: tls
+                    .string("ca-file")?
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                cert_file: tls
+                    .string("cert-file")?
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                key_file: tls
+                    .string("key-file")?
+                    .filter(|s| !s.is_empty())
+                    .map(PathBuf::from),
+                client_auth: tls.string("client-auth")?.filter(|s| !s.is_empty()),
+            });
+            if let Some(mode) = config.tls.as_ref().and_then(|t| t.client_auth.clone()) {
+                if crate::tls::ClientAuth::parse(&mode).is_none() {
+                    return Err(ConfigError::invalid(
+                        tls.key_path("client-auth"),
+                        &serde_json::Value::String(mode),
+                        "is not a client-auth mode (expected request, require, verify-if-given or require-verify)",
+                    ));
+                }
+            }
+            tls.warn_unknown_keys();
+        }
+        config.enable_metrics = block.bool("enable-metrics")?.unwrap_or(false);
+        config.enable_profiling = block.bool("enable-profiling")?.unwrap_or(false);
+        config.debug = block.bool("debug")?.unwrap_or(false);
+        config.healthz_disable_logging = block.bool("healthz-disable-logging")?.unwrap_or(false);
+        config.expose_target_secrets = block.bool("expose-target-secrets")?.unwrap_or(false);
+        block.warn_unknown_keys();
+        Ok(Some(config))
+    }
+
+    /// The server TLS options, when TLS is configured.
+    pub fn server_tls(&self) -> Option<crate::tls::ServerTlsOptions> {
+        self.tls.as_ref().map(|tls| crate::tls::ServerTlsOptions {
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            ca_file: tls.ca_file.clone(),
+            client_auth: tls
+                .client_auth
+                .as_deref()
+                .and_then(crate::tls::ClientAuth::parse),
+        })
+    }
+
+    /// The socket address to bind: gnmic's `:7890` means every interface.
+    pub fn bind_address(&self) -> String {
+        if self.address.starts_with(':') {
+            format!("0.0.0.0{}", self.address)
+        } else {
+            self.address.clone()
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! The `clustering` section, with gnmic's defaults and timer floors.
+
+use super::duration::serialize_ns;
+use super::output::TlsFiles;
+use super::reader::Section;
+use super::ConfigError;
+use serde::Serialize;
+use std::time::Duration;
+
+/// gnmic's clustering settings (timers are raised to their floors as gnmic does).
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct ClusteringConfig {
+    pub cluster_name: String,
+    pub instance_name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_address: Option<String>,
+    #[serde(serialize_with = "serialize_ns")]
+    pub services_watch_timer: Duration,
+    #[serde(serialize_with = "serialize_ns")]
+    pub targets_watch_timer: Duration,
+    #[serde(serialize_with = "serialize_ns")]
+    pub target_assignment_timeout: Duration,
+    #[serde(serialize_with = "serialize_ns")]
+    pub leader_wait_timer: Duration,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The `locker` map, env-expanded (its `type` picks the coordination backend).
+    pub locker: serde_json::Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+}
+
+fn floor(value: Option<Duration>, default: Duration, minimum: Duration) -> Duration {
+    value.unwrap_or(default).max(minimum)
+}
+
+impl ClusteringConfig {
+    /// Reads the section; `global_cluster_name` / `global_instance_name` fill blanks.
+    pub fn from_section(
+        section: &Section<'_>,
+        global_cluster_name: &str,
+        global_instance_name: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let locker = match section.expanded_value("locker") {
+            Some(value @ serde_json::Value::Object(_)) => {
+                match value.get("type") {
+                    Some(serde_json::Value::String(t)) if !t.is_empty() => {}
+                    other => {
+                        return Err(ConfigError::invalid(
+                            section.key_path("locker.type"),
+                            other.unwrap_or(&serde_json::Value::Null),
+                            "is not a locker type (expected e.g. consul or etcd)",
+                        ))
+                    }
+                }
+                // Validate with the coordination module's model so a bad locker fails at load.
+                let parsed: crate::coordination::LockerConfig =
+                    serde_json::from_value(value.clone()).map_err(|e| {
+                        ConfigError::Message(format!("{}: {e}", section.key_path("locker")))
+                    })?;
+                parsed.validate().map_err(|e| {
+                    ConfigError::Message(format!("{}: {e}", section.key_path("locker")))
+                })?;
+                value
+            }
+            Some(other) => {
+                return Err(ConfigError::invalid(
+                    section.key_path("locker"),
+                    &other,
+                    "is not a map of locker settings",
+                ))
+            }
+            None => {
+                return Err(ConfigError::Missing {
+                    key: section.key_path("locker"),
+                    expected: "clustering needs a locker, e.g. {type: consul, address: ...}".into(),
+                })
+            }
+        };
+        let instance_name = section
+            .string("instance-name")?
+            .filter(|s| !s.is_empty())
+            .or_else(|| global_instance_name.map(str::to_string))
+            .unwrap_or_else(|| format!("gnomon-{}", uuid::Uuid::new_v4()));
+        let config = Self {
+            cluster_name: section
+                .string("cluster-name")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| global_cluster_name.to_string()),
+            instance_name,
+            service_address: section.string("service-address")?.filter(|s| !s.is_empty()),
+            services_watch_timer: floor(
+                section.duration("services-watch-timer")?,
+                Duration::from_secs(60),
+                Duration::from_secs(60),
+            ),
+            targets_watch_timer: floor(
+                section.duration("targets-watch-timer")?,
+                Duration::from_secs(20),
+                Duration::from_secs(20),
+            ),
+            target_assignment_timeout: floor(
+                section.duration("target-assignment-timeout")?,
+                Duration::from_secs(10),
+                Duration::from_secs(10),
+            ),
+            leader_wait_timer: floor(
+                section.duration("leader-wait-timer")?,
+                Duration::from_secs(5),
+                Duration::from_secs(5),
+            ),
+            tags: section.string_list("tags")?,
+            locker,
+            tls: TlsFiles::read(section, "tls")?,
+        };
+        section.warn_unknown_keys();
+        Ok(config)
+    }
+}

@@ -1,0 +1,39 @@
+//! Inputs (gnmic's `inputs` section); only `nats`, which the exporter consumes.
+
+use super::nats_input::NatsInputConfig;
+use super::output::deserialize_section;
+use super::reader::Section;
+use super::ConfigError;
+use serde::Serialize;
+
+/// One input by type.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum InputConfig {
+    /// The exporter's NATS input.
+    Nats(NatsInputConfig),
+}
+
+impl InputConfig {
+    /// Reads the input called `name`.
+    pub fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+        let Some(kind) = section.string("type")? else {
+            return Err(ConfigError::Missing {
+                key: section.key_path("type"),
+                expected: "expected nats".into(),
+            });
+        };
+        match kind.trim().to_ascii_lowercase().as_str() {
+            "nats" => {
+                let config: NatsInputConfig = deserialize_section(section)?;
+                config.validate(name).map_err(ConfigError::Message)?;
+                Ok(Self::Nats(config))
+            }
+            _ => Err(ConfigError::invalid(
+                section.key_path("type"),
+                &serde_json::Value::String(kind),
+                "is not a supported input type (expected nats)",
+            )),
+        }
+    }
+}

@@ -1,0 +1,308 @@
+//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` is the
+//! exporter's.
+
+use super::duration::serialize_ns;
+use super::prometheus_output::PrometheusOutputConfig;
+use super::reader::Section;
+use super::secret::Secret;
+use super::ConfigError;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Client TLS files (gnmic's `tls` block of outputs, inputs and clustering).
+#[derive(Clone, Debug, Serialize, PartialEq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct TlsFiles {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+    pub skip_verify: bool,
+}
+
+impl TlsFiles {
+    /// Reads an optional `tls` block from `section`.
+    pub fn read(section: &Section<'_>, key: &str) -> Result<Option<Self>, ConfigError> {
+        let Some(tls) = section.section(key)? else {
+            return Ok(None);
+        };
+        let files = Self {
+            ca_file: tls
+                .string("ca-file")?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            cert_file: tls
+                .string("cert-file")?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            key_file: tls
+                .string("key-file")?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
+        };
+        if files.cert_file.is_some() != files.key_file.is_some() {
+            let missing = if files.cert_file.is_some() {
+                "key-file"
+            } else {
+                "cert-file"
+            };
+            return Err(ConfigError::Missing {
+                key: tls.key_path(missing),
+                expected: "cert-file and key-file go together".into(),
+            });
+        }
+        tls.warn_unknown_keys();
+        Ok(Some(files))
+    }
+}
+
+/// Payload format of the NATS output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsFormat {
+    /// gnmic's event JSON: one array of events per SubscribeResponse.
+    #[default]
+    Event,
+    /// The SubscribeResponse protobuf bytes.
+    Proto,
+}
+
+/// gnmic's `nats` output.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct NatsOutputConfig {
+    /// Client name prefix (`<name>-<worker>`); defaults to the output name.
+    pub name: String,
+    pub address: String,
+    /// Single subject, used when `subject-prefix` is empty.
+    pub subject: String,
+    /// Per-target / per-subscription subjects: `<prefix>.<source>.<subscription>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_prefix: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFiles>,
+    pub format: NatsFormat,
+    /// With `event`: one message per event instead of one array per response.
+    pub split_events: bool,
+    pub num_workers: usize,
+    /// How long a write waits for buffer space before the message is dropped.
+    #[serde(serialize_with = "serialize_ns")]
+    pub write_timeout: Duration,
+    pub buffer_size: usize,
+    #[serde(serialize_with = "serialize_ns")]
+    pub connect_time_wait: Duration,
+}
+
+/// Buffer used when `buffer-size` is 0: gnmic's channel would be unbuffered and block the
+/// gNMI stream on every message; a small bounded buffer keeps the same back-pressure.
+pub const DEFAULT_OUTPUT_BUFFER: usize = 1000;
+
+impl NatsOutputConfig {
+    fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+        let format = match section.string("format")? {
+            None => NatsFormat::Event,
+            Some(text) => match text.trim().to_ascii_lowercase().as_str() {
+                "" | "event" => NatsFormat::Event,
+                "proto" => NatsFormat::Proto,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        section.key_path("format"),
+                        &serde_json::Value::String(text),
+                        "is not a supported NATS output format (expected event or proto)",
+                    ))
+                }
+            },
+        };
+        let num_workers = section.u64("num-workers")?.unwrap_or(1).clamp(1, 64) as usize;
+        let buffer_size = section.u64("buffer-size")?.unwrap_or(0) as usize;
+        let subject = section
+            .string("subject")?
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "telemetry".into());
+        let config = Self {
+            name: section
+                .string("name")?
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| name.to_string()),
+            address: section
+                .non_empty_string("address", "host:port of a NATS server")?
+                .unwrap_or_else(|| "localhost:4222".into()),
+            subject: subject.replace(' ', "_"),
+            subject_prefix: section.string("subject-prefix")?.filter(|s| !s.is_empty()),
+            username: section.string("username")?.filter(|s| !s.is_empty()),
+            password: section
+                .string("password")?
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            token: section
+                .string("token")?
+                .filter(|s| !s.is_empty())
+                .map(Secret::new),
+            credentials_file: section
+                .string("credentials-file")?
+                .filter(|s| !s.is_empty())
+                .map(PathBuf::from),
+            tls: TlsFiles::read(section, "tls")?,
+            format,
+            split_events: section.bool("split-events")?.unwrap_or(false),
+            num_workers,
+            write_timeout: section
+                .duration("write-timeout")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(5)),
+            buffer_size: if buffer_size == 0 {
+                DEFAULT_OUTPUT_BUFFER
+            } else {
+                buffer_size.min(1_000_000)
+            },
+            connect_time_wait: section
+                .duration("connect-time-wait")?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(Duration::from_secs(2)),
+        };
+        section.accept(&["type", "enable-metrics", "debug"]);
+        section.warn_unknown_keys();
+        Ok(config)
+    }
+}
+
+/// Where the file output writes.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "lowercase")]
+pub enum FileDestination {
+    Stdout,
+    Stderr,
+    Path(PathBuf),
+}
+
+/// gnmic's `file` output: JSON lines of events.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileOutputConfig {
+    pub destination: FileDestination,
+    /// One event object per line when true (default); one array per response otherwise.
+    pub split_events: bool,
+    pub buffer_size: usize,
+}
+
+impl FileOutputConfig {
+    fn from_section(section: &Section<'_>) -> Result<Self, ConfigError> {
+        let filename = section.string("filename")?.filter(|s| !s.is_empty());
+        let file_type = section.string("file-type")?.filter(|s| !s.is_empty());
+        let destination = match (filename, file_type) {
+            (Some(path), _) => FileDestination::Path(PathBuf::from(path)),
+            (None, Some(t)) => match t.trim().to_ascii_lowercase().as_str() {
+                "stdout" => FileDestination::Stdout,
+                "stderr" => FileDestination::Stderr,
+                _ => {
+                    return Err(ConfigError::invalid(
+                        section.key_path("file-type"),
+                        &serde_json::Value::String(t),
+                        "is not a file type (expected stdout or stderr, or set filename)",
+                    ))
+                }
+            },
+            (None, None) => {
+                return Err(ConfigError::Missing {
+                    key: section.key_path("filename"),
+                    expected: "expected a file path, or file-type: stdout".into(),
+                })
+            }
+        };
+        if let Some(format) = section.string("format")? {
+            if !matches!(format.trim().to_ascii_lowercase().as_str(), "" | "event") {
+                return Err(ConfigError::invalid(
+                    section.key_path("format"),
+                    &serde_json::Value::String(format),
+                    "is not a supported file output format (expected event)",
+                ));
+            }
+        }
+        let buffer_size = section.u64("buffer-size")?.unwrap_or(0) as usize;
+        let config = Self {
+            destination,
+            split_events: section.bool("split-events")?.unwrap_or(true),
+            buffer_size: if buffer_size == 0 {
+                DEFAULT_OUTPUT_BUFFER
+            } else {
+                buffer_size.min(1_000_000)
+            },
+        };
+        section.accept(&["type", "enable-metrics", "debug"]);
+        section.warn_unknown_keys();
+        Ok(config)
+    }
+}
+
+/// One output by type.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[allow(clippy::large_enum_variant)] // built once at start; never moved in a hot path
+pub enum OutputConfig {
+    Nats(NatsOutputConfig),
+    File(FileOutputConfig),
+    /// The exporter's Prometheus output.
+    Prometheus(PrometheusOutputConfig),
+}
+
+impl OutputConfig {
+    /// Reads the output called `name` (env expansion on, as gnmic does for outputs).
+    pub fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+        let Some(kind) = section.string("type")? else {
+            return Err(ConfigError::Missing {
+                key: section.key_path("type"),
+                expected: "expected one of nats, file, prometheus".into(),
+            });
+        };
+        match kind.trim().to_ascii_lowercase().as_str() {
+            "nats" => Ok(Self::Nats(NatsOutputConfig::from_section(name, section)?)),
+            "file" => Ok(Self::File(FileOutputConfig::from_section(section)?)),
+            "prometheus" => {
+                let config: PrometheusOutputConfig = deserialize_section(section)?;
+                config.validate(name).map_err(ConfigError::Message)?;
+                Ok(Self::Prometheus(config))
+            }
+            _ => Err(ConfigError::invalid(
+                section.key_path("type"),
+                &serde_json::Value::String(kind),
+                "is not a supported output type (expected nats, file or prometheus)",
+            )),
+        }
+    }
+
+    /// The output's type name.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Nats(_) => "nats",
+            Self::File(_) => "file",
+            Self::Prometheus(_) => "prometheus",
+        }
+    }
+}
+
+/// Deserializes a whole (env-expanded) section with serde, for section types that define
+/// their keys with serde attributes; the error names the section.
+pub(crate) fn deserialize_section<T: serde::de::DeserializeOwned>(
+    section: &Section<'_>,
+) -> Result<T, ConfigError> {
+    let mut map = serde_json::Map::new();
+    for key in section.keys() {
+        if let Some(value) = section.expanded_value(key) {
+            map.insert(key.clone(), value);
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| ConfigError::Message(format!("{}: {e}", section.path())))
+}

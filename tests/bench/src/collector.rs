@@ -1,0 +1,159 @@
+//! `collector_cpu_us_per_update`: CPU the collector spends per update it receives from
+//! the simulator (load mode, 16 updates per notification) and publishes to a real
+//! nats-server in `proto` format; and `prost_decode_us_per_update`: what a plain prost
+//! decode of the same SubscribeResponses costs, for comparison.
+//!
+//! The simulator runs as a separate process (this executable re-run with
+//! `GNOMON_BENCH_SIMULATOR` set) so its CPU is not counted; the collector runs in this
+//! process and is measured with getrusage.
+
+use anyhow::Context;
+use futures::StreamExt;
+use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
+use gnomon_shared::config::{load_config_with_env, ConfigFormat};
+use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_testkit::{free_port, wait_for_tcp, ChildProcess, NatsServer};
+use prost::Message;
+use std::time::{Duration, Instant};
+
+const DEVICES: u32 = 2;
+const UPDATES_PER_NOTIFICATION: u32 = 16;
+const WARM_UP: Duration = Duration::from_secs(2);
+const MEASURE: Duration = Duration::from_secs(6);
+const SIMULATOR_ENV: &str = "GNOMON_BENCH_SIMULATOR";
+
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes into the struct we pass.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
+}
+
+fn thread_cpu() -> Duration {
+    // SAFETY: clock_gettime writes into the timespec we pass.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// The child role: serve load-mode devices until killed.
+fn serve_simulator(listen: &str) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let args = gnomon_simulator::SimulatorArgs {
+            listen: listen.parse().context("simulator listen address")?,
+            count: DEVICES,
+            load: true,
+            updates_per_notification: UPDATES_PER_NOTIFICATION,
+            ..gnomon_simulator::SimulatorArgs::default()
+        };
+        let simulator = gnomon_simulator::Simulator::start(args).await?;
+        println!("simulator ready on {:?}", simulator.device_addresses());
+        std::future::pending::<()>().await;
+        Ok(())
+    })
+}
+
+pub fn cpu_us_per_update() -> anyhow::Result<()> {
+    if let Ok(listen) = std::env::var(SIMULATOR_ENV) {
+        return serve_simulator(&listen);
+    }
+    let logs = tempfile::tempdir()?;
+    let nats = NatsServer::start()?;
+    let first_port = loop {
+        let port = free_port();
+        if port < 65000 && std::net::TcpListener::bind(("127.0.0.1", port + 1)).is_ok() {
+            break port;
+        }
+    };
+    let mut command = std::process::Command::new(std::env::current_exe()?);
+    command
+        .arg("collector_cpu_us_per_update")
+        .env(SIMULATOR_ENV, format!("127.0.0.1:{first_port}"));
+    let simulator = ChildProcess::spawn("simulator", command, logs.path())?;
+    for i in 0..DEVICES as u16 {
+        wait_for_tcp(
+            &format!("127.0.0.1:{}", first_port + i),
+            Duration::from_secs(20),
+        )
+        .with_context(|| format!("simulator did not start: {}", simulator.log()))?;
+    }
+    let targets: String = (0..DEVICES as u16)
+        .map(|i| format!("  dev{i}:\n    address: 127.0.0.1:{}\n", first_port + i))
+        .collect();
+    let yaml = format!(
+        "insecure: true\nencoding: proto\ntargets:\n{targets}subscriptions:\n  counters:\n    paths: [\"/interfaces/interface/state/counters\"]\n    stream-mode: sample\n    sample-interval: 1s\noutputs:\n  nats:\n    type: nats\n    address: {}\n    subject-prefix: bench\n    format: proto\n    buffer-size: 20000\n",
+        nats.address()
+    );
+    let config = load_config_with_env(&yaml, ConfigFormat::Yaml, &[])?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let simulator_ref = &simulator;
+    let (cpu_us, decode_us) = runtime.block_on(async move {
+        let collector = gnomon_collector::CollectorHandle::new(config.clone())?;
+        for name in config.targets.keys() {
+            collector.start_target(name, None)?;
+        }
+        let updates = || collector.targets().values().map(|t| t.status.updates).sum::<u64>();
+        tokio::time::sleep(WARM_UP).await;
+        let (updates_before, cpu_before, started) = (updates(), process_cpu(), Instant::now());
+        tokio::time::sleep(MEASURE).await;
+        let (updates_after, cpu_after) = (updates(), process_cpu());
+        let elapsed = started.elapsed();
+        let dropped: f64 = gnomon_shared::telemetry::metrics_handle()
+            .render()
+            .lines()
+            .filter(|l| l.starts_with("gnomon_output_dropped_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        let received = updates_after - updates_before;
+        anyhow::ensure!(received > 0, "no updates received: {}", simulator_ref.log());
+        let published = (received as f64 - dropped * f64::from(UPDATES_PER_NOTIFICATION)).max(1.0);
+        let cpu_us = (cpu_after - cpu_before).as_secs_f64() * 1e6 / published;
+        eprintln!(
+            "collector: {received} updates in {elapsed:?} ({:.0}/s), {dropped} messages dropped, CPU {:?}",
+            received as f64 / elapsed.as_secs_f64(),
+            cpu_after - cpu_before
+        );
+
+        // Grab the same SubscribeResponses from NATS and time a plain prost decode.
+        let bus = NatsBus::connect(&NatsOptions::new(nats.url())).await?;
+        let mut subscription = bus.subscribe("bench.>", None).await?;
+        let mut payloads = Vec::with_capacity(20_000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while payloads.len() < 20_000 && Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_secs(1), subscription.next()).await {
+                Ok(Some(message)) => payloads.push(message.payload),
+                Ok(None) => break,
+                Err(_) => {}
+            }
+        }
+        collector.shutdown().await;
+        anyhow::ensure!(!payloads.is_empty(), "no messages on NATS");
+        let decode_us = tokio::task::spawn_blocking(move || {
+            let mut decoded_updates = 0u64;
+            let start = thread_cpu();
+            for _ in 0..5 {
+                for payload in &payloads {
+                    if let Ok(SubscribeResponse { response: Some(Response::Update(n)), .. }) =
+                        SubscribeResponse::decode(payload.clone())
+                    {
+                        decoded_updates += n.update.len() as u64;
+                    }
+                }
+            }
+            (thread_cpu() - start).as_secs_f64() * 1e6 / decoded_updates.max(1) as f64
+        })
+        .await?;
+        Ok::<_, anyhow::Error>((cpu_us, decode_us))
+    })?;
+    drop(simulator);
+    crate::report("collector_cpu_us_per_update", cpu_us, "us");
+    crate::report("prost_decode_us_per_update", decode_us, "us");
+    Ok(())
+}

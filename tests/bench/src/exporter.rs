@@ -1,0 +1,267 @@
+//! Exporter benchmarks (issue 6): scrape time at 1 M series against
+//! metrics-exporter-prometheus rendering the same series, memory per series, and CPU per
+//! ingested update.
+//!
+//! Series shape (as in the reference measurement): 10 counter names × 1000 sources × 100
+//! interfaces, labels `interface_name`, `source`, `subscription_name`. Data enters through
+//! the real ingest path: gnmic event JSON (one event per update, 10 updates per message)
+//! handed to the NATS input's message handler with collector headers.
+
+use crate::report;
+use bytes::Bytes;
+use gnomon_exporter::input::{Fencing, NatsInput};
+use gnomon_exporter::{ExporterStats, PrometheusOutput};
+use gnomon_shared::bus::{BusMessage, MessageHeaders};
+use gnomon_shared::config::nats_input::NatsInputConfig;
+use std::sync::Arc;
+use std::time::Instant;
+
+const COUNTERS: [&str; 10] = [
+    "in-octets",
+    "out-octets",
+    "in-unicast-pkts",
+    "out-unicast-pkts",
+    "in-broadcast-pkts",
+    "out-broadcast-pkts",
+    "in-multicast-pkts",
+    "out-multicast-pkts",
+    "in-errors",
+    "out-errors",
+];
+const SOURCES: usize = 1000;
+const INTERFACES: usize = 100;
+const TS: u64 = 1_700_000_000_000_000_000;
+
+/// One gnmic event-format message: one notification of `interface` on `source` with an
+/// update per counter, each becoming its own event.
+fn message(source: usize, interface: usize, round: u64) -> BusMessage {
+    let mut json = String::with_capacity(3000);
+    json.push('[');
+    for (i, counter) in COUNTERS.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        let value = round * 1_000_003 + (source * INTERFACES + interface) as u64 * 7 + i as u64;
+        json.push_str(&format!(
+            r#"{{"name":"port-stats","timestamp":{ts},"tags":{{"interface_name":"ethernet-1/{interface}","source":"router-{source}.lab:57400","subscription-name":"port-stats"}},"values":{{"/interfaces/interface/state/counters/{counter}":"{value}"}}}}"#,
+            ts = TS + round
+        ));
+    }
+    json.push(']');
+    BusMessage {
+        subject: format!("telemetry.router-{source}.port-stats"),
+        headers: MessageHeaders {
+            target: Some(format!("router-{source}")),
+            subscription: Some("port-stats".into()),
+            fencing_token: 1,
+            traceparent: None,
+        },
+        payload: Bytes::from(json),
+    }
+}
+
+fn exporter_input(output: Arc<PrometheusOutput>) -> NatsInput {
+    NatsInput {
+        name: "bench".into(),
+        config: NatsInputConfig::default(),
+        queue: "bench".into(),
+        client_name: "bench".into(),
+        outputs: vec![output],
+        fencing: Arc::new(Fencing::default()),
+        stats: Arc::new(ExporterStats::default()),
+    }
+}
+
+fn new_output() -> Arc<PrometheusOutput> {
+    // Series must survive the whole run; the scrape still walks them for expiry.
+    let config =
+        serde_json::from_value(serde_json::json!({"expiration": "1h"})).expect("static config");
+    Arc::new(PrometheusOutput::new("bench", config))
+}
+
+/// Loads `sources` × 100 × 10 series through the ingest path.
+fn load(input: &NatsInput, sources: usize, round: u64) {
+    for source in 0..sources {
+        for interface in 0..INTERFACES {
+            input.process(&message(source, interface, round));
+        }
+    }
+}
+
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    pages * page.max(0) as u64
+}
+
+fn thread_cpu_seconds() -> f64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+/// `scrape_1m_series_s` (ours) and `scrape_1m_series_crate_s` (metrics-exporter-prometheus)
+/// on the same 1 M series.
+pub fn scrape_1m_series() -> anyhow::Result<()> {
+    let output = new_output();
+    let input = exporter_input(output.clone());
+    load(&input, SOURCES, 1);
+    let series = output.series_count();
+    anyhow::ensure!(
+        series == SOURCES * INTERFACES * COUNTERS.len(),
+        "expected 1M series, have {series}"
+    );
+
+    let mut plain = Vec::new();
+    let mut body_len = 0;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let (body, _) = gnomon_exporter::http::render_body(&output, false)?;
+        plain.push(started.elapsed().as_secs_f64());
+        body_len = body.len();
+    }
+    let mut gzip = Vec::new();
+    let mut gzip_len = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let (body, _) = gnomon_exporter::http::render_body(&output, true)?;
+        gzip.push(started.elapsed().as_secs_f64());
+        gzip_len = body.len();
+    }
+    let ours = median(plain);
+    drop(input);
+    drop(output);
+    report("scrape_1m_series_s", ours, "s");
+    report("scrape_1m_series_gzip_s", median(gzip), "s");
+    report("scrape_1m_series_body_bytes", body_len as f64, "bytes");
+    report("scrape_1m_series_gzip_body_bytes", gzip_len as f64, "bytes");
+
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        for source in 0..SOURCES {
+            let source_label = format!("router-{source}.lab:57400");
+            for interface in 0..INTERFACES {
+                let interface_label = format!("ethernet-1/{interface}");
+                for (i, counter) in COUNTERS.iter().enumerate() {
+                    let name = format!(
+                        "interfaces_interface_state_counters_{}",
+                        counter.replace('-', "_")
+                    );
+                    metrics::gauge!(
+                        name,
+                        "interface_name" => interface_label.clone(),
+                        "source" => source_label.clone(),
+                        "subscription_name" => "port-stats"
+                    )
+                    .set(((source * INTERFACES + interface) * 7 + i) as f64);
+                }
+            }
+        }
+    });
+    let mut crate_times = Vec::new();
+    let mut crate_len = 0;
+    for _ in 0..2 {
+        let started = Instant::now();
+        let body = handle.render();
+        crate_times.push(started.elapsed().as_secs_f64());
+        crate_len = body.len();
+    }
+    let theirs = crate_times.iter().copied().fold(f64::INFINITY, f64::min);
+    report("scrape_1m_series_crate_s", theirs, "s");
+    report(
+        "scrape_1m_series_crate_body_bytes",
+        crate_len as f64,
+        "bytes",
+    );
+    report("scrape_1m_series_speedup", theirs / ours, "x");
+    Ok(())
+}
+
+/// `exporter_bytes_per_series`: resident memory growth per series at 1 M series.
+pub fn bytes_per_series() -> anyhow::Result<()> {
+    let before = resident_bytes();
+    let output = new_output();
+    let input = exporter_input(output.clone());
+    load(&input, SOURCES, 1);
+    let after = resident_bytes();
+    let series = output.series_count() as f64;
+    report(
+        "exporter_bytes_per_series",
+        (after.saturating_sub(before)) as f64 / series,
+        "bytes",
+    );
+    report(
+        "exporter_heap_bytes_per_series",
+        output.heap_bytes() as f64 / series,
+        "bytes",
+    );
+    Ok(())
+}
+
+/// `exporter_cpu_us_per_update`: thread CPU time per sample update of existing series,
+/// from the NATS message (JSON decode, fencing, naming, store) — 100 k series, 3 rounds.
+pub fn cpu_us_per_update() -> anyhow::Result<()> {
+    const BENCH_SOURCES: usize = 100;
+    let output = new_output();
+    let input = exporter_input(output.clone());
+    let rounds: Vec<Vec<BusMessage>> = (0..4)
+        .map(|round| {
+            (0..BENCH_SOURCES)
+                .flat_map(|s| (0..INTERFACES).map(move |i| message(s, i, round)))
+                .collect()
+        })
+        .collect();
+    let started = thread_cpu_seconds();
+    for message in &rounds[0] {
+        input.process(message);
+    }
+    let inserted = output.series_count();
+    let insert_us = (thread_cpu_seconds() - started) * 1e6 / inserted as f64;
+    let started = thread_cpu_seconds();
+    for round in &rounds[1..] {
+        for message in round {
+            input.process(message);
+        }
+    }
+    let updates = (rounds.len() - 1) * inserted;
+    let update_us = (thread_cpu_seconds() - started) * 1e6 / updates as f64;
+    anyhow::ensure!(
+        output.series_count() == inserted,
+        "updates must not add series"
+    );
+    // Share of the JSON decode alone, for attribution.
+    let started = thread_cpu_seconds();
+    let mut decoded = 0usize;
+    for round in &rounds[1..] {
+        for message in round {
+            decoded += gnomon_exporter::wire::decode_events(&message.payload)
+                .map(|e| e.len())
+                .unwrap_or(0);
+        }
+    }
+    let decode_us = (thread_cpu_seconds() - started) * 1e6 / decoded.max(1) as f64;
+    report("exporter_cpu_us_per_update", update_us, "us");
+    report(
+        "exporter_cpu_us_per_update_json_decode_part",
+        decode_us,
+        "us",
+    );
+    report("exporter_cpu_us_per_insert", insert_us, "us");
+    Ok(())
+}

@@ -1,0 +1,213 @@
+//! Issue 5 acceptance on real etcd and nats-server with `gnomon all` processes; the
+//! simulator's `/stats` judges who subscribes to which device.
+
+mod support;
+
+use futures::StreamExt;
+use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
+use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use prost::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use support::cluster::{exactly_one_each, Harness};
+
+/// Per target: (fencing token, notification timestamp in ns) in arrival order.
+type Samples = Arc<Mutex<BTreeMap<String, Vec<(u64, i64)>>>>;
+
+async fn record_samples(nats: &str) -> anyhow::Result<Samples> {
+    let bus = NatsBus::connect(&NatsOptions::new(nats)).await?;
+    let mut subscription = bus.subscribe("telemetry.>", None).await?;
+    let samples: Samples = Arc::default();
+    let sink = samples.clone();
+    tokio::spawn(async move {
+        let _bus = bus;
+        while let Some(message) = subscription.next().await {
+            let Ok(response) = SubscribeResponse::decode(message.payload.as_ref()) else { continue };
+            let Some(Response::Update(notification)) = response.response else { continue };
+            let Some(target) = message.headers.target.clone() else { continue };
+            sink.lock().unwrap().entry(target).or_default().push((message.headers.fencing_token, notification.timestamp));
+        }
+    });
+    Ok(samples)
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, harness: &Harness, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n{}", harness.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = start.elapsed();
+    println!("{what}: {took:?}");
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
+    let mut h = Harness::start(31).await.unwrap();
+    let pinned = vec!["cluster-name=it".to_string(), "instance-name=g3".to_string()];
+    let targets: BTreeMap<String, Vec<String>> = (0..30)
+        .map(|i| (format!("t{i}"), if i < 2 { pinned.clone() } else { vec![] }))
+        .collect();
+    let names: Vec<String> = targets.keys().cloned().collect();
+    let samples = record_samples(&h.nats.url()).await.unwrap();
+
+    for member in ["g1", "g2", "g3"] {
+        h.start_member(member, &[], &targets).unwrap();
+    }
+    // Observer of double subscriptions, for the whole test.
+    let stop_observer = tokio_util::sync::CancellationToken::new();
+    let probe = Probe { stats_url: h.stats_url.clone(), devices: h.devices.clone(), http: reqwest::Client::new() };
+    let observer = {
+        let stop = stop_observer.clone();
+        tokio::spawn(async move { probe.worst_duplicate(stop).await })
+    };
+    wait_until("30 targets with exactly one subscriber", Duration::from_secs(30), &h, || async {
+        h.target_stats().await.map(|s| exactly_one_each(&s, &names)).unwrap_or(false)
+    })
+    .await;
+    let owners = h.owners().await.unwrap();
+    assert_eq!(owners.len(), 30, "{owners:?}");
+    assert_eq!(owners["t0"], "g3");
+    assert_eq!(owners["t1"], "g3");
+
+    // Drain g1: its targets move with no missing sample (1 s sample interval).
+    let drained: Vec<String> = owners.iter().filter(|(_, m)| *m == "g1").map(|(t, _)| t.clone()).collect();
+    assert!(!drained.is_empty());
+    let leader_api = leader_api(&h).await;
+    let drain_started = Instant::now();
+    let response = h.http.post(format!("{leader_api}/api/v1/cluster/members/g1/drain")).send().await.unwrap();
+    assert!(response.status().is_success(), "drain: {}", response.text().await.unwrap_or_default());
+    wait_until("g1 drained", Duration::from_secs(30), &h, || async {
+        h.owners().await.map(|o| o.len() == 30 && o.values().all(|m| m != "g1")).unwrap_or(false)
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    {
+        let samples = samples.lock().unwrap();
+        for target in &drained {
+            let mut stamps: Vec<i64> = samples.get(target).map(|s| s.iter().map(|(_, ts)| *ts).collect()).unwrap_or_default();
+            stamps.sort();
+            stamps.dedup();
+            let window: Vec<i64> = stamps
+                .iter()
+                .copied()
+                .filter(|ts| *ts >= unix_ns(drain_started) - 3_000_000_000)
+                .collect();
+            let worst_gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+            assert!(worst_gap < 1_600_000_000, "{target}: a sample was missed during the drain (gap {worst_gap} ns)");
+        }
+    }
+
+    // SIGKILL the member holding the most targets: its targets come back with one subscriber.
+    let owners = h.owners().await.unwrap();
+    let mut load: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (t, m) in &owners {
+        load.entry(m.clone()).or_default().push(t.clone());
+    }
+    let (victim, orphans) = load.iter().max_by_key(|(_, ts)| ts.len()).map(|(m, ts)| (m.clone(), ts.clone())).unwrap();
+    let tokens_before: BTreeMap<String, u64> = {
+        let samples = samples.lock().unwrap();
+        orphans.iter().map(|t| (t.clone(), samples.get(t).and_then(|s| s.iter().map(|(k, _)| *k).max()).unwrap_or(0))).collect()
+    };
+    h.member(&victim).process.kill();
+    wait_until(&format!("{victim}'s {} targets back with one subscriber", orphans.len()), Duration::from_secs(30), &h, || async {
+        let stats = h.target_stats().await.unwrap_or_default();
+        let owners = h.owners().await.unwrap_or_default();
+        exactly_one_each(&stats, &orphans) && orphans.iter().all(|t| owners.get(t).is_some_and(|m| *m != victim))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    {
+        let samples = samples.lock().unwrap();
+        for t in &orphans {
+            let newest = samples.get(t).and_then(|s| s.iter().map(|(k, _)| *k).max()).unwrap_or(0);
+            assert!(newest > tokens_before[t], "{t}: the new owner's fencing token must be higher");
+        }
+    }
+
+    // SIGKILL the leader: a new one is elected and places a target added afterwards.
+    let cluster = h.cluster().await.unwrap();
+    let leader = cluster["leader"].as_str().unwrap().to_string();
+    if leader != victim {
+        h.member(&leader).process.kill();
+    }
+    let survivor = h.members.iter().find(|m| m.name != leader && m.name != victim).map(|m| m.api()).unwrap();
+    wait_until("a new leader", Duration::from_secs(30), &h, || async {
+        h.cluster().await.ok().and_then(|c| c["leader"].as_str().map(str::to_string)).is_some_and(|l| !l.is_empty() && l != leader && l != victim)
+    })
+    .await;
+    let late = serde_json::json!({"name": "t30", "address": h.devices[30]});
+    let response = h.http.post(format!("{survivor}/api/v1/config/targets")).json(&late).send().await.unwrap();
+    assert!(response.status().is_success(), "add: {}", response.text().await.unwrap_or_default());
+    wait_until("t30 placed after the leader change", Duration::from_secs(30), &h, || async {
+        h.target_stats().await.map(|s| exactly_one_each(&s, &["t30".to_string()])).unwrap_or(false)
+    })
+    .await;
+
+    // Runtime removal through the API stops the subscription and frees the lock.
+    let response = h.http.delete(format!("{survivor}/api/v1/config/targets/t30")).send().await.unwrap();
+    assert!(response.status().is_success());
+    wait_until("t30 removed", Duration::from_secs(30), &h, || async {
+        let stats = h.target_stats().await.unwrap_or_default();
+        let owners = h.owners().await.unwrap_or_default();
+        stats.get("t30").is_some_and(|s| s.subscriptions == 0) && !owners.contains_key("t30")
+    })
+    .await;
+
+    let delay = h.delay;
+    drop(h);
+    stop_observer.cancel();
+    let worst = observer.await.unwrap();
+    println!("longest double subscription: {worst:?}");
+    assert!(worst <= delay + Duration::from_millis(500), "a target had two subscribers for {worst:?}");
+    let all: BTreeSet<String> = names.into_iter().collect();
+    assert_eq!(all.len(), 30);
+}
+
+fn unix_ns(at: Instant) -> i64 {
+    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    now_ns - at.elapsed().as_nanos() as i64
+}
+
+async fn leader_api(h: &Harness) -> String {
+    let cluster = h.cluster().await.unwrap();
+    let leader = cluster["leader"].as_str().unwrap().to_string();
+    h.members.iter().find(|m| m.name == leader).map(|m| m.api()).unwrap()
+}
+
+/// Reads `/stats` without the harness lock.
+struct Probe {
+    stats_url: String,
+    devices: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl Probe {
+    async fn worst_duplicate(&self, stop: tokio_util::sync::CancellationToken) -> Duration {
+        let mut since: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut worst = Duration::ZERO;
+        while !stop.is_cancelled() {
+            if let Ok(response) = self.http.get(&self.stats_url).send().await {
+                if let Ok(report) = response.json::<serde_json::Value>().await {
+                    for device in &self.devices {
+                        let subs = report["targets"][device]["subscriptions"].as_u64().unwrap_or(0);
+                        if subs >= 2 {
+                            let start = *since.entry(device.clone()).or_insert_with(Instant::now);
+                            worst = worst.max(start.elapsed());
+                        } else {
+                            since.remove(device);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worst
+    }
+}

@@ -1,0 +1,190 @@
+//! A multi-process gnomon cluster for tests: real etcd and nats-server, a `gnomon simulator`
+//! process whose `/stats` is the independent judge of who subscribes to which device, and
+//! `gnomon all` members started from generated gnmic-style configs.
+
+#![allow(dead_code)]
+
+use gnomon_testkit::{free_port, gnomon_binary, ChildProcess, EtcdServer, NatsServer};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub const CLUSTER: &str = "it";
+
+/// One gnomon member process.
+pub struct Member {
+    pub name: String,
+    pub api_port: u16,
+    pub process: ChildProcess,
+}
+
+impl Member {
+    pub fn api(&self) -> String {
+        format!("http://127.0.0.1:{}", self.api_port)
+    }
+}
+
+pub struct Harness {
+    pub dir: tempfile::TempDir,
+    pub etcd: EtcdServer,
+    pub nats: NatsServer,
+    pub simulator: ChildProcess,
+    pub stats_url: String,
+    /// Device addresses in port order; target `t<i>` is device i.
+    pub devices: Vec<String>,
+    pub members: Vec<Member>,
+    pub http: reqwest::Client,
+    /// Session TTL and lock-delay of the cluster's locker.
+    pub ttl: Duration,
+    pub delay: Duration,
+}
+
+/// Per-device subscription state from the simulator.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct DeviceStats {
+    pub subscriptions: usize,
+    pub peers: Vec<String>,
+}
+
+impl Harness {
+    /// Starts etcd, nats-server and a simulator with `devices` devices (1 s counter steps).
+    pub async fn start(devices: usize) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let etcd = EtcdServer::start()?;
+        let nats = NatsServer::start()?;
+        let stats_port = free_port();
+        let mut cmd = Command::new(gnomon_binary()?);
+        cmd.args(["simulator", "--listen", "127.0.0.1:0", "--count", &devices.to_string(), "--interfaces", "2"])
+            .args(["--update-rate", "1s", "--stats-listen", &format!("127.0.0.1:{stats_port}")]);
+        let simulator = ChildProcess::spawn("simulator", cmd, dir.path())?;
+        let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let mut harness = Self {
+            dir,
+            etcd,
+            nats,
+            simulator,
+            stats_url,
+            devices: Vec::new(),
+            members: Vec::new(),
+            http,
+            ttl: Duration::from_secs(2),
+            delay: Duration::from_secs(1),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(stats) = harness.stats().await {
+                if stats.len() == devices {
+                    let mut addrs: Vec<String> = stats.keys().cloned().collect();
+                    addrs.sort_by_key(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0));
+                    harness.devices = addrs;
+                    break;
+                }
+            }
+            anyhow::ensure!(Instant::now() < deadline, "simulator did not come up: {}", harness.simulator.log());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(harness)
+    }
+
+    /// Device stats by address.
+    pub async fn stats(&self) -> anyhow::Result<BTreeMap<String, DeviceStats>> {
+        #[derive(serde::Deserialize)]
+        struct Report {
+            targets: BTreeMap<String, DeviceStats>,
+        }
+        let report: Report = self.http.get(&self.stats_url).send().await?.json().await?;
+        Ok(report.targets)
+    }
+
+    /// Stats keyed by target name (`t<i>` for device i).
+    pub async fn target_stats(&self) -> anyhow::Result<BTreeMap<String, DeviceStats>> {
+        let stats = self.stats().await?;
+        Ok(self
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, addr)| (format!("t{i}"), stats.get(addr).cloned().unwrap_or(DeviceStats { subscriptions: 0, peers: vec![] })))
+            .collect())
+    }
+
+    /// The gnmic-style config of member `name` with `targets` (name → tags).
+    pub fn config(&self, name: &str, member_tags: &[&str], targets: &BTreeMap<String, Vec<String>>) -> String {
+        let mut text = String::new();
+        text.push_str("insecure: true\nencoding: proto\ntargets:\n");
+        for (target, tags) in targets {
+            let index: usize = target.trim_start_matches('t').parse().unwrap_or(0);
+            text.push_str(&format!("  {target}:\n    address: {}\n", self.devices[index]));
+            if !tags.is_empty() {
+                text.push_str(&format!("    tags: {tags:?}\n"));
+            }
+        }
+        text.push_str(
+            "subscriptions:\n  counters:\n    paths: [/interfaces/interface/state/counters]\n    stream-mode: sample\n    sample-interval: 1s\n",
+        );
+        text.push_str(&format!(
+            "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  targets-watch-timer: 2s\n  leader-wait-timer: 300ms\n  target-assignment-timeout: 5s\n  services-watch-timer: 5s\n  tags: {member_tags:?}\n  locker:\n    type: etcd\n    address: {}\n    session-ttl: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
+            self.etcd.address(),
+            self.ttl.as_secs(),
+            self.delay.as_millis()
+        ));
+        text.push_str(&format!(
+            "outputs:\n  nats-out:\n    type: nats\n    address: {}\n    subject-prefix: telemetry\n    format: proto\n",
+            self.nats.address()
+        ));
+        text
+    }
+
+    /// Starts member `name` (`gnomon all`) with its own config file.
+    pub fn start_member(&mut self, name: &str, member_tags: &[&str], targets: &BTreeMap<String, Vec<String>>) -> anyhow::Result<()> {
+        let config: PathBuf = self.dir.path().join(format!("{name}.yaml"));
+        std::fs::write(&config, self.config(name, member_tags, targets))?;
+        let api_port = free_port();
+        let mut cmd = Command::new(gnomon_binary()?);
+        cmd.args(["all", "--config"]).arg(&config).env("GNMIC_API", format!("127.0.0.1:{api_port}"));
+        let process = ChildProcess::spawn(name, cmd, self.dir.path())?;
+        gnomon_testkit::wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20))?;
+        self.members.push(Member { name: name.to_string(), api_port, process });
+        Ok(())
+    }
+
+    pub fn member(&mut self, name: &str) -> &mut Member {
+        self.members.iter_mut().find(|m| m.name == name).expect("unknown member")
+    }
+
+    /// `GET /api/v1/cluster` from any live member.
+    pub async fn cluster(&self) -> anyhow::Result<serde_json::Value> {
+        for member in &self.members {
+            if let Ok(response) = self.http.get(format!("{}/api/v1/cluster", member.api())).send().await {
+                if response.status().is_success() {
+                    return Ok(response.json().await?);
+                }
+            }
+        }
+        anyhow::bail!("no member answered /api/v1/cluster")
+    }
+
+    /// Target → owner, from the cluster API.
+    pub async fn owners(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let cluster = self.cluster().await?;
+        let mut owners = BTreeMap::new();
+        for member in cluster["members"].as_array().cloned().unwrap_or_default() {
+            let name = member["name"].as_str().unwrap_or_default().to_string();
+            for target in member["locked-targets"].as_array().cloned().unwrap_or_default() {
+                owners.insert(target.as_str().unwrap_or_default().to_string(), name.clone());
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Logs of every member, for failure messages.
+    pub fn logs(&self) -> String {
+        self.members.iter().map(|m| format!("==== {} ====\n{}\n", m.name, m.process.log())).collect()
+    }
+}
+
+/// Whether every one of `targets` has exactly one Subscribe stream.
+pub fn exactly_one_each(stats: &BTreeMap<String, DeviceStats>, targets: &[String]) -> bool {
+    targets.iter().all(|t| stats.get(t).is_some_and(|s| s.subscriptions == 1))
+}
