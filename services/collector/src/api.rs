@@ -2,12 +2,15 @@
 //! Every response is JSON; errors are `{"errors":["..."]}`; successful mutations return
 //! 200 with an empty body. No GET ever shows a password or token (`****`).
 
+use crate::cluster_member::ClusterMember;
 use crate::collector::{CollectorError, CollectorHandle};
+use axum::http::HeaderMap;
+use gnomon_shared::coordination::{TargetStore, ASSIGNMENT_HEADER};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::Router;
 use serde::Serialize;
 
@@ -35,8 +38,27 @@ fn ok_empty() -> Response {
     (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")]).into_response()
 }
 
-/// The collector's routes; merge them into a bigger router (`gnomon all`) or serve alone.
-pub fn api_router(collector: CollectorHandle) -> Router {
+/// What the handlers need: the collector and, when clustered, its member side and the
+/// cluster's target store.
+#[derive(Clone)]
+struct ApiState {
+    collector: CollectorHandle,
+    cluster: Option<ClusterApi>,
+}
+
+/// The clustered side of the API.
+#[derive(Clone)]
+struct ClusterApi {
+    member: ClusterMember,
+    store: TargetStore,
+}
+
+/// Whether a request comes from the leader's assignment handshake.
+fn is_assignment(headers: &HeaderMap) -> bool {
+    headers.contains_key(ASSIGNMENT_HEADER)
+}
+
+fn routes(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/healthz", get(healthz))
         .route("/api/v1/targets", get(list_targets))
@@ -53,11 +75,46 @@ pub fn api_router(collector: CollectorHandle) -> Router {
             get(get_target_config).delete(delete_target_config),
         )
         .route("/metrics", get(metrics))
-        .fallback(post(not_found).get(not_found))
-        .with_state(collector)
+        .with_state(state)
 }
 
-async fn not_found() -> Response {
+/// The standalone collector's API (every route, with a JSON 404 for anything else).
+pub fn api_router(collector: CollectorHandle) -> Router {
+    api_routes(collector).fallback(not_found)
+}
+
+/// The standalone collector's routes, to merge with others (no fallback).
+pub fn api_routes(collector: CollectorHandle) -> Router {
+    routes(ApiState {
+        collector,
+        cluster: None,
+    })
+}
+
+/// `/api/v1/healthz` and `/metrics`, for processes without a collector.
+pub fn base_routes() -> Router {
+    Router::new()
+        .route("/api/v1/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+/// The routes of a clustered collector, to merge with the cluster routes (no fallback):
+/// starting a target claims its lock first; adding or deleting a target config through the
+/// API changes the cluster's target store (the leader then places or removes it), except
+/// when the leader itself pushes a config during an assignment.
+pub fn clustered_api_routes(
+    collector: CollectorHandle,
+    member: ClusterMember,
+    store: TargetStore,
+) -> Router {
+    routes(ApiState {
+        collector,
+        cluster: Some(ClusterApi { member, store }),
+    })
+}
+
+/// A JSON 404, the fallback for composed routers.
+pub async fn not_found() -> Response {
     errors(StatusCode::NOT_FOUND, "not found")
 }
 
@@ -75,12 +132,12 @@ async fn metrics() -> Response {
         .into_response()
 }
 
-async fn list_targets(State(collector): State<CollectorHandle>) -> Response {
+async fn list_targets(State(ApiState { collector, .. }): State<ApiState>) -> Response {
     json(StatusCode::OK, &collector.targets())
 }
 
 async fn get_target(
-    State(collector): State<CollectorHandle>,
+    State(ApiState { collector, .. }): State<ApiState>,
     Path(name): Path<String>,
 ) -> Response {
     match collector.target(&name) {
@@ -90,9 +147,16 @@ async fn get_target(
 }
 
 async fn start_target(
-    State(collector): State<CollectorHandle>,
+    State(ApiState { collector, cluster }): State<ApiState>,
     Path(name): Path<String>,
 ) -> Response {
+    if let Some(cluster) = cluster {
+        if collector.target_config(&name).is_none() {
+            return errors(StatusCode::NOT_FOUND, format!("target {name:?} not found"));
+        }
+        cluster.member.claim(&name);
+        return ok_empty();
+    }
     match collector.start_target(&name, None) {
         Ok(()) => ok_empty(),
         Err(CollectorError::UnknownTarget(_)) => {
@@ -103,9 +167,20 @@ async fn start_target(
 }
 
 async fn delete_target(
-    State(collector): State<CollectorHandle>,
+    State(ApiState { collector, cluster }): State<ApiState>,
     Path(name): Path<String>,
 ) -> Response {
+    if let Some(cluster) = cluster {
+        let claimed = cluster.member.unclaim(&name).await;
+        let known = collector.delete_target(&name).await;
+        if !claimed && !known {
+            return errors(
+                StatusCode::NOT_FOUND,
+                format!("target {name:?} not running"),
+            );
+        }
+        return ok_empty();
+    }
     if collector.target(&name).is_none() {
         return errors(
             StatusCode::NOT_FOUND,
@@ -116,12 +191,12 @@ async fn delete_target(
     ok_empty()
 }
 
-async fn list_target_configs(State(collector): State<CollectorHandle>) -> Response {
+async fn list_target_configs(State(ApiState { collector, .. }): State<ApiState>) -> Response {
     json(StatusCode::OK, &collector.target_configs())
 }
 
 async fn get_target_config(
-    State(collector): State<CollectorHandle>,
+    State(ApiState { collector, .. }): State<ApiState>,
     Path(name): Path<String>,
 ) -> Response {
     match collector.target_config(&name) {
@@ -131,9 +206,22 @@ async fn get_target_config(
 }
 
 async fn delete_target_config(
-    State(collector): State<CollectorHandle>,
+    State(ApiState { collector, cluster }): State<ApiState>,
+    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Response {
+    if let Some(cluster) = cluster {
+        cluster.member.unclaim(&name).await;
+        let known_here = collector.delete_target(&name).await;
+        if is_assignment(&headers) {
+            return ok_empty();
+        }
+        return match cluster.store.delete(&name).await {
+            Ok(known) if known || known_here => ok_empty(),
+            Ok(_) => errors(StatusCode::NOT_FOUND, format!("target {name:?} not found")),
+            Err(error) => errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        };
+    }
     if collector.delete_target(&name).await {
         ok_empty()
     } else {
@@ -141,7 +229,11 @@ async fn delete_target_config(
     }
 }
 
-async fn post_target_config(State(collector): State<CollectorHandle>, body: Bytes) -> Response {
+async fn post_target_config(
+    State(ApiState { collector, cluster }): State<ApiState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let value: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(value) => value,
         Err(error) => {
@@ -155,6 +247,12 @@ async fn post_target_config(State(collector): State<CollectorHandle>, body: Byte
         Ok(target) => target,
         Err(error) => return errors(StatusCode::BAD_REQUEST, error.to_string()),
     };
+    if let Some(cluster) = cluster.filter(|_| !is_assignment(&headers)) {
+        // A user's change: the cluster store is the source of truth; the leader places it.
+        if let Err(error) = cluster.store.put(&target.to_wire_json()).await {
+            return errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        }
+    }
     match collector.add_target_config(target) {
         Ok(_) => ok_empty(),
         Err(error) => errors(StatusCode::BAD_REQUEST, error.to_string()),

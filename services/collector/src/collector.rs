@@ -5,6 +5,8 @@
 use crate::outputs::{OutputError, Outputs};
 use crate::state::{StatusView, TargetStatus};
 use crate::target::{Ownership, SubscriptionPlan, TargetRun};
+use crate::target_up::{TargetUpReporter, TargetUpState, REPORT_INTERVAL};
+use gnomon_shared::bus::Bus;
 use gnomon_shared::config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -27,6 +29,16 @@ pub enum CollectorError {
     ShutDown,
 }
 
+/// Shared pieces a host process may hand in (`gnomon demo`, tests).
+#[derive(Clone, Default)]
+pub struct CollectorDeps {
+    /// A bus every `type: nats` output publishes on instead of connecting to NATS
+    /// (subjects, format and headers unchanged).
+    pub bus: Option<Arc<dyn Bus>>,
+    /// How often each target's `gnomon_target_up` is published again; 10 s when `None`.
+    pub target_up_interval: Option<Duration>,
+}
+
 struct RunningTarget {
     cancel: CancellationToken,
     task: JoinHandle<()>,
@@ -34,12 +46,27 @@ struct RunningTarget {
     config: TargetConfig,
     subscriptions: Vec<SubscriptionConfig>,
     fencing_token: u64,
+    /// Whether a coordinator granted the target (it may then move to another member).
+    owned_by_lock: bool,
+    up_reporter: Option<TargetUpReporter>,
+}
+
+/// What to publish about a target once it is stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FinalReport {
+    /// Nothing: it was replaced, or it moves to another member that reports it.
+    Nothing,
+    /// Down (not clustered: nobody else will collect it).
+    Down,
+    /// Deleted: the exporter drops its series.
+    Deleted,
 }
 
 struct Inner {
     config: RwLock<GnomonConfig>,
     outputs: Mutex<Option<Outputs>>,
     running: Mutex<HashMap<String, RunningTarget>>,
+    target_up_interval: Duration,
 }
 
 /// A runtime target as the API shows it (gnmic's shape plus gnomon's state).
@@ -69,14 +96,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 impl CollectorHandle {
     /// Starts the outputs of `config` (no target yet). Needs a tokio runtime.
     pub fn new(config: GnomonConfig) -> Result<Self, OutputError> {
+        Self::with_deps(config, CollectorDeps::default())
+    }
+
+    /// Like [`CollectorHandle::new`], with pieces handed in by the host process.
+    pub fn with_deps(config: GnomonConfig, deps: CollectorDeps) -> Result<Self, OutputError> {
         // The recorder must exist before any metric handle is created.
         let _ = gnomon_shared::telemetry::metrics_handle();
-        let outputs = Outputs::start(&config.outputs)?;
+        let outputs = Outputs::start(&config.outputs, deps.bus)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 config: RwLock::new(config),
                 outputs: Mutex::new(Some(outputs)),
                 running: Mutex::new(HashMap::new()),
+                target_up_interval: deps.target_up_interval.unwrap_or(REPORT_INTERVAL),
             }),
         })
     }
@@ -187,12 +220,20 @@ impl CollectorHandle {
         let status = Arc::new(TargetStatus::new(&target.name));
         let cancel = CancellationToken::new();
         let fencing_token = ownership.as_ref().map_or(0, |o| o.fencing_token);
+        let owned_by_lock = ownership.is_some();
+        let up_reporter = TargetUpReporter::new(
+            &target.name,
+            fencing_token,
+            plans.iter().flat_map(|plan| plan.outputs.iter().cloned()),
+            self.inner.target_up_interval,
+        );
         let run = TargetRun {
             config: target.clone(),
             subscriptions: plans,
             status: status.clone(),
             ownership,
             output_slots: slots,
+            up_reporter: up_reporter.clone(),
         };
         let task = tokio::spawn(run.run(cancel.clone()));
         let previous = lock(&self.inner.running).insert(
@@ -204,30 +245,45 @@ impl CollectorHandle {
                 config: target,
                 subscriptions,
                 fencing_token,
+                owned_by_lock,
+                up_reporter,
             },
         );
         if let Some(previous) = previous {
             previous.cancel.cancel();
-            tokio::spawn(finish(previous));
+            tokio::spawn(finish(previous, FinalReport::Nothing));
         }
         Ok(())
     }
 
-    /// Stops target `name`. Returns false if it was not running.
+    /// Stops target `name`. Returns false if it was not running. Not clustered, the
+    /// target is then reported down on the bus; a clustered one is left for its next owner.
     pub async fn stop_target(&self, name: &str) -> bool {
+        self.stop(name, false).await
+    }
+
+    /// Stops target `name` and forgets its configuration (gnmic's DELETE); its
+    /// `gnomon_target_up` series is deleted on the bus.
+    pub async fn delete_target(&self, name: &str) -> bool {
+        let known = self.config_mut().targets.remove(name).is_some();
+        let running = self.stop(name, true).await;
+        known || running
+    }
+
+    async fn stop(&self, name: &str, deleted: bool) -> bool {
         let Some(running) = lock(&self.inner.running).remove(name) else {
             return false;
         };
+        let report = if deleted {
+            FinalReport::Deleted
+        } else if running.owned_by_lock {
+            FinalReport::Nothing
+        } else {
+            FinalReport::Down
+        };
         running.cancel.cancel();
-        finish(running).await;
+        finish(running, report).await;
         true
-    }
-
-    /// Stops target `name` and forgets its configuration (gnmic's DELETE).
-    pub async fn delete_target(&self, name: &str) -> bool {
-        let known = self.config_mut().targets.remove(name).is_some();
-        let running = self.stop_target(name).await;
-        known || running
     }
 
     /// Names of the running targets.
@@ -250,13 +306,22 @@ impl CollectorHandle {
             .collect()
     }
 
-    /// Stops every target, then lets the outputs send what is queued.
+    /// Stops every target (reporting the unclustered ones down), then lets the outputs
+    /// send what is queued.
     pub async fn shutdown(&self) {
         let all: Vec<RunningTarget> = lock(&self.inner.running).drain().map(|(_, r)| r).collect();
         for running in &all {
             running.cancel.cancel();
         }
-        futures::future::join_all(all.into_iter().map(finish)).await;
+        futures::future::join_all(all.into_iter().map(|running| {
+            let report = if running.owned_by_lock {
+                FinalReport::Nothing
+            } else {
+                FinalReport::Down
+            };
+            finish(running, report)
+        }))
+        .await;
         let outputs = lock(&self.inner.outputs).take();
         if let Some(outputs) = outputs {
             outputs.close(STOP_GRACE).await;
@@ -277,7 +342,9 @@ fn view(running: &RunningTarget) -> TargetView {
     }
 }
 
-async fn finish(running: RunningTarget) {
+/// Waits for a cancelled target to end, then publishes `report` (after the run's own
+/// reports, so the final one is last).
+async fn finish(running: RunningTarget, report: FinalReport) {
     let abort = running.task.abort_handle();
     if tokio::time::timeout(STOP_GRACE, running.task)
         .await
@@ -287,4 +354,11 @@ async fn finish(running: RunningTarget) {
         abort.abort();
     }
     running.status.set(crate::state::TargetState::Stopped, None);
+    if let Some(reporter) = &running.up_reporter {
+        match report {
+            FinalReport::Nothing => {}
+            FinalReport::Down => reporter.report(TargetUpState::Down).await,
+            FinalReport::Deleted => reporter.report(TargetUpState::Deleted).await,
+        }
+    }
 }

@@ -15,10 +15,11 @@ mod request;
 mod server;
 mod state;
 mod target;
+pub mod target_up;
 
-pub use api::api_router;
+pub use api::{api_router, api_routes, base_routes, clustered_api_routes, not_found};
 pub use backoff::Backoff;
-pub use collector::{CollectorError, CollectorHandle, TargetView};
+pub use collector::{CollectorDeps, CollectorError, CollectorHandle, TargetView};
 pub use outputs::nats_subject;
 pub use request::subscribe_request;
 pub use server::serve_api;

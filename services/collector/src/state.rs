@@ -4,6 +4,7 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// Lifecycle of a target's subscriptions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -28,6 +29,8 @@ pub struct TargetStatus {
     pub responses: AtomicU64,
     pub updates: AtomicU64,
     up: metrics::Gauge,
+    /// Up (`Some(true)`) or down after the first attempt ended; feeds the bus reports.
+    reported_up: watch::Sender<Option<bool>>,
 }
 
 #[derive(Debug, Clone)]
@@ -71,6 +74,7 @@ impl TargetStatus {
             responses: AtomicU64::new(0),
             updates: AtomicU64::new(0),
             up,
+            reported_up: watch::Sender::new(None),
         }
     }
 
@@ -96,6 +100,24 @@ impl TargetStatus {
         } else {
             0.0
         });
+        // Connecting is transient, and a stop is reported by whoever stopped the target.
+        let reported = match state {
+            TargetState::Streaming => Some(true),
+            TargetState::Failed | TargetState::Completed => Some(false),
+            TargetState::Connecting | TargetState::Stopped => None,
+        };
+        if let Some(up) = reported {
+            self.reported_up.send_if_modified(|current| {
+                let changed = *current != Some(up);
+                *current = Some(up);
+                changed
+            });
+        }
+    }
+
+    /// Follows whether the target is up: `None` until its first attempt ends.
+    pub fn watch_up(&self) -> watch::Receiver<Option<bool>> {
+        self.reported_up.subscribe()
     }
 
     pub fn view(&self) -> StatusView {

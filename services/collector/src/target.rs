@@ -8,6 +8,7 @@ use crate::codec::ResponseKind;
 use crate::outputs::{Collected, OutputSender, StreamInfo};
 use crate::request::{poll_request, subscribe_request};
 use crate::state::{TargetState, TargetStatus};
+use crate::target_up::TargetUpReporter;
 use gnomon_shared::config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
 use gnomon_shared::gnmi::event::EventMeta;
 use gnomon_shared::proto::gnmi::SubscribeRequest;
@@ -40,6 +41,8 @@ pub struct TargetRun {
     pub ownership: Option<Ownership>,
     /// Slots for per-output caches in each stream.
     pub output_slots: usize,
+    /// Publishes `gnomon_target_up` while the target runs (when an output carries it).
+    pub up_reporter: Option<TargetUpReporter>,
 }
 
 /// How one subscription stream ended without error.
@@ -105,6 +108,27 @@ impl TargetRun {
             }
             None => cancel.clone(),
         };
+        match &self.up_reporter {
+            Some(reporter) => {
+                let up = self.status.watch_up();
+                futures::future::join(self.collect(&stop), reporter.run(up, stop.clone())).await;
+            }
+            None => self.collect(&stop).await,
+        }
+        let lost = self
+            .ownership
+            .as_ref()
+            .is_some_and(|o| o.lost.is_cancelled())
+            && !cancel.is_cancelled();
+        self.status.set(
+            TargetState::Stopped,
+            lost.then(|| "target lock lost".to_string()),
+        );
+        tracing::info!(lock_lost = lost, "target stopped");
+    }
+
+    /// Dials and subscribes, retrying with backoff, until `stop` fires.
+    async fn collect(&self, stop: &CancellationToken) {
         let counters = Counters::new(&self.config.name);
         let mut backoff = Backoff::new(self.config.retry_timer);
         loop {
@@ -116,7 +140,7 @@ impl TargetRun {
             let error = match client {
                 Err(error) => error.to_string(),
                 Ok(client) => match self
-                    .run_subscriptions(&client, &stop, &counters, &mut backoff)
+                    .run_subscriptions(&client, stop, &counters, &mut backoff)
                     .await
                 {
                     Ok(StreamEnd::Cancelled) => break,
@@ -137,16 +161,6 @@ impl TargetRun {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        let lost = self
-            .ownership
-            .as_ref()
-            .is_some_and(|o| o.lost.is_cancelled())
-            && !cancel.is_cancelled();
-        self.status.set(
-            TargetState::Stopped,
-            lost.then(|| "target lock lost".to_string()),
-        );
-        tracing::info!(lock_lost = lost, "target stopped");
     }
 
     /// Opens every subscription; returns when all ended (ONCE), when stopped, or at the

@@ -80,6 +80,11 @@ async fn simulator(args: SimulatorArgs) -> Simulator {
     Simulator::start(args).await.expect("simulator starts")
 }
 
+/// A `gnomon_target_up` report (event JSON whatever the output's format), not data.
+fn is_target_up(message: &BusMessage) -> bool {
+    message.headers.subscription.as_deref() == Some(gnomon_collector::target_up::TARGET_UP)
+}
+
 /// Collects every message on `subject` for a while.
 async fn collect(bus: &NatsBus, subject: &str) -> tokio::sync::mpsc::Receiver<BusMessage> {
     let mut subscription = bus.subscribe(subject, None).await.unwrap();
@@ -153,6 +158,9 @@ outputs:
         else {
             continue;
         };
+        if is_target_up(&message) {
+            continue;
+        }
         let response =
             SubscribeResponse::decode(message.payload.clone()).expect("proto payload decodes");
         let target = message.headers.target.clone().expect("target header");
@@ -185,6 +193,9 @@ outputs:
             continue;
         };
         assert_eq!(message.subject, "events");
+        if is_target_up(&message) {
+            continue;
+        }
         let events = events_from_json(&message.payload).expect("event payload decodes");
         assert!(!events.is_empty());
         for event in events {
@@ -575,6 +586,9 @@ outputs:
         else {
             continue;
         };
+        if is_target_up(&message) {
+            continue;
+        }
         let events = events_from_json(&message.payload).expect("events decode");
         let Some(subscription) = message.headers.subscription.clone() else {
             continue;
@@ -668,6 +682,9 @@ outputs:
             continue;
         };
         assert_eq!(message.headers.fencing_token, 42, "fencing token header");
+        if is_target_up(&message) {
+            continue;
+        }
         let response = SubscribeResponse::decode(message.payload).unwrap();
         if message.headers.subscription.as_deref() == Some("polled")
             && matches!(response.response, Some(Response::Update(_)))

@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gnomon_shared::coordination::{keys, Coordination};
+use gnomon_shared::coordination::target_store::TargetConfigError;
+use gnomon_shared::coordination::{keys, Coordination, TargetStore};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,7 +20,15 @@ use std::sync::Arc;
 pub struct ClusterApiState {
     pub cluster_name: String,
     pub coordination: Arc<dyn Coordination>,
-    pub handle: CoordinatorHandle,
+    /// The local coordinator, when this process campaigns; leader-only routes answer
+    /// "not leader" without one.
+    pub handle: Option<CoordinatorHandle>,
+}
+
+impl ClusterApiState {
+    fn handle(&self) -> Result<&CoordinatorHandle, LeaderRequestError> {
+        self.handle.as_ref().ok_or(LeaderRequestError::NotLeader)
+    }
 }
 
 /// gnmic's member object.
@@ -155,22 +164,94 @@ async fn leader(State(state): State<ClusterApiState>) -> Response {
 }
 
 async fn step_down(State(state): State<ClusterApiState>) -> Response {
-    match state.handle.step_down().await {
+    let result = match state.handle() {
+        Ok(handle) => handle.step_down().await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(()) => StatusCode::OK.into_response(),
         Err(e) => leader_error(e),
     }
 }
 
 async fn rebalance(State(state): State<ClusterApiState>) -> Response {
-    match state.handle.rebalance().await {
+    let result = match state.handle() {
+        Ok(handle) => handle.rebalance().await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
         Err(e) => leader_error(e),
     }
 }
 
 async fn drain(State(state): State<ClusterApiState>, Path(name): Path<String>) -> Response {
-    match state.handle.drain(&name).await {
+    let result = match state.handle() {
+        Ok(handle) => handle.drain(&name).await,
+        Err(e) => Err(e),
+    };
+    match result {
         Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
         Err(e) => leader_error(e),
+    }
+}
+
+/// Target-config routes for an instance without a collector (a coordinator alone): they
+/// read and change the cluster's target store. GETs never show passwords or tokens.
+pub fn target_config_router(store: TargetStore) -> Router {
+    Router::new()
+        .route("/api/v1/config/targets", get(list_configs).post(add_config))
+        .route("/api/v1/config/targets/{name}", get(get_config).delete(delete_config))
+        .with_state(store)
+}
+
+fn redacted(mut config: serde_json::Value) -> serde_json::Value {
+    if let Some(object) = config.as_object_mut() {
+        for key in ["password", "token"] {
+            if object.get(key).is_some_and(|v| !v.is_null()) {
+                object.insert(key.into(), serde_json::Value::String("****".into()));
+            }
+        }
+    }
+    config
+}
+
+async fn list_configs(State(store): State<TargetStore>) -> Response {
+    match store.list().await {
+        Ok(targets) => Json(
+            targets.into_iter().map(|(name, config)| (name, redacted(config))).collect::<BTreeMap<_, _>>(),
+        )
+        .into_response(),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn get_config(State(store): State<TargetStore>, Path(name): Path<String>) -> Response {
+    match store.list().await {
+        Ok(mut targets) => match targets.remove(&name) {
+            Some(config) => Json(redacted(config)).into_response(),
+            None => error(StatusCode::NOT_FOUND, format!("target {name:?} not found")),
+        },
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+    }
+}
+
+async fn add_config(State(store): State<TargetStore>, body: axum::body::Bytes) -> Response {
+    let config: serde_json::Value = match serde_json::from_slice(&body) {
+        Ok(config) => config,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid JSON body: {e}")),
+    };
+    match store.put(&config).await {
+        Ok(_) => StatusCode::OK.into_response(),
+        Err(TargetConfigError::Store(e)) => error(StatusCode::SERVICE_UNAVAILABLE, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn delete_config(State(store): State<TargetStore>, Path(name): Path<String>) -> Response {
+    match store.delete(&name).await {
+        Ok(true) => StatusCode::OK.into_response(),
+        Ok(false) => error(StatusCode::NOT_FOUND, format!("target {name:?} not found")),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }

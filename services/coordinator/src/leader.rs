@@ -6,7 +6,7 @@ use crate::member_client::MemberClient;
 use crate::members::Member;
 use crate::placement::{plan_rebalance, select_member, Candidate, Move, PlacementError};
 use crate::settings::CoordinatorSettings;
-use crate::target_store::{target_tags, TargetStore};
+use gnomon_shared::coordination::target_store::{target_tags, TargetStore};
 use bytes::Bytes;
 use futures::StreamExt;
 use gnomon_shared::coordination::{keys, Coordination, LockGuard, WatchEvent};

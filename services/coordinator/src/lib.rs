@@ -13,8 +13,7 @@ pub mod member_client;
 pub mod members;
 pub mod placement;
 pub mod settings;
-pub mod target_store;
 
 pub use election::{spawn, CoordinatorHandle, LeaderRequestError};
 pub use settings::CoordinatorSettings;
-pub use target_store::TargetStore;
+pub use gnomon_shared::coordination::TargetStore;

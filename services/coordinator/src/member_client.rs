@@ -16,7 +16,12 @@ pub struct MemberCall {
     pub method: reqwest::Method,
     pub url: String,
     pub body: Option<Bytes>,
+    /// Marks the call as part of the leader's assignment handshake, so the member does not
+    /// write the pushed config back into the cluster store.
+    pub assignment: bool,
 }
+
+use gnomon_shared::coordination::ASSIGNMENT_HEADER;
 
 /// A member's answer: status and body.
 #[derive(Clone, Debug)]
@@ -68,6 +73,9 @@ impl Service<MemberCall> for HttpService {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
                     .body(body);
+            }
+            if call.assignment {
+                request = request.header(ASSIGNMENT_HEADER, "true");
             }
             for (name, value) in trace_context_headers() {
                 request = request.header(name, value);
@@ -220,6 +228,7 @@ impl MemberClient {
             method: reqwest::Method::POST,
             url: format!("{api}/api/v1/config/targets"),
             body: Some(config_json),
+            assignment: true,
         })
         .await
         .map(|_| ())
@@ -241,6 +250,7 @@ impl MemberClient {
             method: reqwest::Method::DELETE,
             url: format!("{api}/api/v1/config/targets/{}", encode_segment(name)),
             body: None,
+            assignment: true,
         })
         .await
         .map(|_| ())
@@ -256,6 +266,7 @@ impl MemberClient {
             method,
             url: format!("{api}/api/v1/targets/{}", encode_segment(name)),
             body: None,
+            assignment: true,
         })
         .await
         .map(|_| ())

@@ -1,4 +1,5 @@
-//! The `clustering` section, with gnmic's defaults and timer floors.
+//! The `clustering` section, with gnmic's defaults. Unlike gnmic, timers are not raised to
+//! floors: short timers are what make failover fast.
 
 use super::duration::serialize_ns;
 use super::output::TlsFiles;
@@ -7,7 +8,7 @@ use super::ConfigError;
 use serde::Serialize;
 use std::time::Duration;
 
-/// gnmic's clustering settings (timers are raised to their floors as gnmic does).
+/// gnmic's clustering settings (gnmic's defaults; any positive timer is allowed).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub struct ClusteringConfig {
@@ -31,8 +32,8 @@ pub struct ClusteringConfig {
     pub tls: Option<TlsFiles>,
 }
 
-fn floor(value: Option<Duration>, default: Duration, minimum: Duration) -> Duration {
-    value.unwrap_or(default).max(minimum)
+fn or_default(value: Option<Duration>, default: Duration) -> Duration {
+    value.filter(|d| !d.is_zero()).unwrap_or(default)
 }
 
 impl ClusteringConfig {
@@ -90,24 +91,20 @@ impl ClusteringConfig {
                 .unwrap_or_else(|| global_cluster_name.to_string()),
             instance_name,
             service_address: section.string("service-address")?.filter(|s| !s.is_empty()),
-            services_watch_timer: floor(
+            services_watch_timer: or_default(
                 section.duration("services-watch-timer")?,
                 Duration::from_secs(60),
-                Duration::from_secs(60),
             ),
-            targets_watch_timer: floor(
+            targets_watch_timer: or_default(
                 section.duration("targets-watch-timer")?,
                 Duration::from_secs(20),
-                Duration::from_secs(20),
             ),
-            target_assignment_timeout: floor(
+            target_assignment_timeout: or_default(
                 section.duration("target-assignment-timeout")?,
                 Duration::from_secs(10),
-                Duration::from_secs(10),
             ),
-            leader_wait_timer: floor(
+            leader_wait_timer: or_default(
                 section.duration("leader-wait-timer")?,
-                Duration::from_secs(5),
                 Duration::from_secs(5),
             ),
             tags: section.string_list("tags")?,

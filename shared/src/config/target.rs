@@ -192,6 +192,21 @@ pub struct TargetConfig {
 }
 
 impl TargetConfig {
+    /// The config as gnmic sends it between instances (the coordinator's assignment push and
+    /// the cluster store): like the API's JSON, but with the password and token in clear.
+    /// Never log or return it from a GET.
+    pub fn to_wire_json(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        if let Some(object) = value.as_object_mut() {
+            for (key, secret) in [("password", &self.password), ("token", &self.token)] {
+                if let Some(secret) = secret {
+                    object.insert(key.to_string(), serde_json::Value::String(secret.expose().to_string()));
+                }
+            }
+        }
+        value
+    }
+
     /// A target at `address` with every other value from `globals`.
     pub fn new(name: &str, address: &str, globals: &GlobalConfig) -> Self {
         Self {

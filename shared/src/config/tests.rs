@@ -121,6 +121,16 @@ fn secrets_are_redacted_in_debug_and_json() {
 }
 
 #[test]
+fn wire_json_carries_secrets_and_parses_back_to_the_same_target() {
+    let config = load(GNMIC_YAML).unwrap();
+    let target = &config.targets["router2"];
+    let wire = target.to_wire_json();
+    assert_eq!(wire["password"], "hunter2pw");
+    let parsed = config.target_from_json(&wire).unwrap();
+    assert_eq!(&parsed, target);
+}
+
+#[test]
 fn env_overrides_apply() {
     let env: Vec<(String, String)> = [
         ("GNMIC_API", ":7999"),
@@ -244,7 +254,7 @@ fn posted_target_accepts_ns_integers() {
 }
 
 #[test]
-fn clustering_defaults_and_floors() {
+fn clustering_defaults_and_short_timers() {
     let config = load(
         "instance-name: top\nclustering:\n  targets-watch-timer: 5s\n  locker:\n    type: consul\n    address: 127.0.0.1:8500\n",
     )
@@ -252,7 +262,9 @@ fn clustering_defaults_and_floors() {
     let clustering = config.clustering.unwrap();
     assert_eq!(clustering.cluster_name, "default-cluster");
     assert_eq!(clustering.instance_name, "top");
-    assert_eq!(clustering.targets_watch_timer, Duration::from_secs(20));
+    // gnomon allows timers below gnmic's floors (20 s here).
+    assert_eq!(clustering.targets_watch_timer, Duration::from_secs(5));
+    assert_eq!(clustering.leader_wait_timer, Duration::from_secs(5));
     assert_eq!(clustering.locker["type"], "consul");
     let err = error_of("clustering:\n  cluster-name: c\n");
     assert!(err.starts_with("clustering.locker: missing"), "{err}");

@@ -26,9 +26,15 @@ pub mod etcd;
 pub mod keys;
 mod kv_services;
 pub mod memory;
+pub mod target_store;
 
 pub use config::{LockerConfig, LockerType, TlsConfig};
 pub use memory::{MemoryCoordination, MemoryStore};
+pub use target_store::TargetStore;
+
+/// HTTP header the leader sets on its assignment calls to members, so a member does not
+/// write a config the leader pushes back into the cluster's target store.
+pub const ASSIGNMENT_HEADER: &str = "gnomon-assignment";
 /// Re-exported: `acquire_blocking` takes one.
 pub use tokio_util::sync::CancellationToken;
 

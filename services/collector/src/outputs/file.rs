@@ -1,11 +1,10 @@
 //! gnmic's `file` output: events as JSON lines, to a file (appended) or stdout / stderr.
 //! Writing is blocking I/O, so the worker is a plain thread.
 
-use super::{dropped_counter, Collected, OutputError, OutputSender};
+use super::{dropped_counter, Collected, OutputError, OutputItem, OutputSender};
 use gnomon_shared::config::{FileDestination, FileOutputConfig};
 use gnomon_shared::gnmi::event::response_to_events;
 use std::io::{BufWriter, Write};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -51,7 +50,10 @@ pub fn start(
         written: metrics::counter!("gnomon_output_messages_total", "output" => name.to_string()),
     };
     let handle = tokio::task::spawn_blocking(move || writer.run(receiver, stop));
-    Ok((OutputSender::new(name, vec![sender], WRITE_TIMEOUT), handle))
+    Ok((
+        OutputSender::new(name, vec![sender], false, WRITE_TIMEOUT),
+        handle,
+    ))
 }
 
 struct FileWriter {
@@ -63,7 +65,7 @@ struct FileWriter {
 }
 
 impl FileWriter {
-    fn run(mut self, mut receiver: mpsc::Receiver<Arc<Collected>>, stop: CancellationToken) {
+    fn run(mut self, mut receiver: mpsc::Receiver<OutputItem>, stop: CancellationToken) {
         loop {
             let item = match receiver.try_recv() {
                 Ok(item) => Some(item),
@@ -84,8 +86,12 @@ impl FileWriter {
                     }
                 }
             };
-            let Some(item) = item else { break };
-            self.write(&item);
+            match item {
+                None => break,
+                Some(OutputItem::Response(collected)) => self.write(&collected),
+                // Never queued here: the file output does not carry target status.
+                Some(OutputItem::TargetUp(_)) => {}
+            }
         }
         self.flush();
     }

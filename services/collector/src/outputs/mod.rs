@@ -9,6 +9,8 @@ mod nats;
 pub use nats::subject_for as nats_subject;
 
 use crate::codec::RawResponse;
+use crate::target_up::TargetUpReport;
+use gnomon_shared::bus::Bus;
 use gnomon_shared::config::OutputConfig;
 use gnomon_shared::gnmi::event::EventMeta;
 use metrics::Counter;
@@ -71,11 +73,21 @@ pub struct Collected {
     pub response: RawResponse,
 }
 
+/// What an output worker receives: collected data, or a target's up/down report
+/// (only NATS outputs carry those).
+#[derive(Clone, Debug)]
+pub enum OutputItem {
+    Response(Arc<Collected>),
+    TargetUp(Arc<TargetUpReport>),
+}
+
 /// The writing end of one output.
 #[derive(Clone)]
 pub struct OutputSender {
     name: Arc<str>,
-    workers: Arc<[mpsc::Sender<Arc<Collected>>]>,
+    workers: Arc<[mpsc::Sender<OutputItem>]>,
+    /// Whether `gnomon_target_up` reports go to this output (NATS outputs).
+    carries_target_up: bool,
     write_timeout: Duration,
     dropped_full: Counter,
     dropped_closed: Counter,
@@ -98,12 +110,14 @@ pub(crate) fn dropped_counter(output: &str, reason: &'static str) -> Counter {
 impl OutputSender {
     fn new(
         name: &str,
-        workers: Vec<mpsc::Sender<Arc<Collected>>>,
+        workers: Vec<mpsc::Sender<OutputItem>>,
+        carries_target_up: bool,
         write_timeout: Duration,
     ) -> Self {
         Self {
             name: name.into(),
             workers: workers.into(),
+            carries_target_up,
             write_timeout,
             dropped_full: dropped_counter(name, "buffer_full"),
             dropped_closed: dropped_counter(name, "closed"),
@@ -115,10 +129,28 @@ impl OutputSender {
         &self.name
     }
 
+    /// Whether this output publishes `gnomon_target_up` reports.
+    pub fn carries_target_up(&self) -> bool {
+        self.carries_target_up
+    }
+
     /// Queues `item`; waits up to the write-timeout for space, then drops it.
     pub async fn write(&self, item: &Arc<Collected>) {
-        let worker = &self.workers[item.stream.route % self.workers.len()];
-        match worker.try_send(item.clone()) {
+        self.enqueue(item.stream.route, OutputItem::Response(item.clone()))
+            .await;
+    }
+
+    /// Queues a target's up/down report when this output carries them (else does nothing).
+    pub async fn report_target_up(&self, report: &Arc<TargetUpReport>) {
+        if self.carries_target_up {
+            self.enqueue(report.route(), OutputItem::TargetUp(report.clone()))
+                .await;
+        }
+    }
+
+    async fn enqueue(&self, route: usize, item: OutputItem) {
+        let worker = &self.workers[route % self.workers.len()];
+        match worker.try_send(item) {
             Ok(()) => {}
             Err(TrySendError::Full(item)) => {
                 match worker.send_timeout(item, self.write_timeout).await {
@@ -150,15 +182,19 @@ pub struct OutputError {
 
 impl Outputs {
     /// Starts a worker set per output. The Prometheus output is the exporter's and is
-    /// skipped here.
-    pub fn start(configs: &BTreeMap<String, OutputConfig>) -> Result<Self, OutputError> {
+    /// skipped here. With `shared_bus`, NATS outputs publish on it instead of connecting.
+    pub fn start(
+        configs: &BTreeMap<String, OutputConfig>,
+        shared_bus: Option<Arc<dyn Bus>>,
+    ) -> Result<Self, OutputError> {
         let stop = CancellationToken::new();
         let mut senders = BTreeMap::new();
         let mut workers = Vec::new();
         for (index, (name, config)) in configs.iter().enumerate() {
             match config {
                 OutputConfig::Nats(nats_config) => {
-                    let (sender, handles) = nats::start(index, name, nats_config, stop.clone());
+                    let (sender, handles) =
+                        nats::start(index, name, nats_config, shared_bus.clone(), stop.clone());
                     senders.insert(name.clone(), sender);
                     workers.extend(handles);
                 }
@@ -222,7 +258,7 @@ mod tests {
     async fn a_full_queue_drops_after_the_write_timeout_and_counts() {
         let handle = gnomon_shared::telemetry::metrics_handle();
         let (sender, mut receiver) = mpsc::channel(1);
-        let output = OutputSender::new("drop-test", vec![sender], Duration::from_millis(20));
+        let output = OutputSender::new("drop-test", vec![sender], false, Duration::from_millis(20));
         let info = Arc::new(StreamInfo::new(EventMeta::new("t", "s"), 0, 1));
         let item = Arc::new(Collected {
             stream: info,

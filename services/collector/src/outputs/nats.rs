@@ -1,9 +1,13 @@
 //! gnmic's `nats` output: core NATS publishes, one connection per worker, subject
 //! `subject` or `<subject-prefix>.<source>.<subscription>`, payload `event` JSON or the
 //! SubscribeResponse bytes (`proto`, forwarded as received). Every message carries the
-//! target / subscription / fencing-token headers.
+//! target / subscription / fencing-token headers. Target up/down reports go to
+//! `subject_for(target, "gnomon_target_up")` with that subscription header, always as
+//! event JSON (what the exporter expects). A host process may hand in a shared bus
+//! (`gnomon demo`, tests); the workers then publish on it instead of connecting.
 
-use super::{dropped_counter, Collected, OutputSender};
+use super::{dropped_counter, Collected, OutputItem, OutputSender};
+use crate::target_up::{TargetUpReport, TARGET_UP};
 use bytes::Bytes;
 use gnomon_shared::bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
 use gnomon_shared::config::{NatsFormat, NatsOutputConfig};
@@ -54,11 +58,13 @@ fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
     options
 }
 
-/// Starts the workers of output `name` (slot `index` in stream subject caches).
+/// Starts the workers of output `name` (slot `index` in stream subject caches), publishing
+/// on `shared_bus` when given, else each on its own NATS connection.
 pub fn start(
     index: usize,
     name: &str,
     config: &NatsOutputConfig,
+    shared_bus: Option<Arc<dyn Bus>>,
     stop: CancellationToken,
 ) -> (OutputSender, Vec<JoinHandle<()>>) {
     if config.tls.as_ref().is_some_and(|t| t.skip_verify) {
@@ -72,10 +78,14 @@ pub fn start(
         let (sender, receiver) = mpsc::channel(per_worker);
         senders.push(sender);
         let worker_state = Worker::new(index, name, worker, config.clone());
-        handles.push(tokio::spawn(worker_state.run(receiver, stop.clone())));
+        handles.push(tokio::spawn(worker_state.run(
+            receiver,
+            shared_bus.clone(),
+            stop.clone(),
+        )));
     }
     (
-        OutputSender::new(name, senders, config.write_timeout),
+        OutputSender::new(name, senders, true, config.write_timeout),
         handles,
     )
 }
@@ -110,15 +120,15 @@ impl Worker {
     /// queued messages are dropped and counted so the queue keeps moving.
     async fn connect(
         &self,
-        receiver: &mut mpsc::Receiver<Arc<Collected>>,
+        receiver: &mut mpsc::Receiver<OutputItem>,
         stop: &CancellationToken,
-    ) -> Option<NatsBus> {
+    ) -> Option<Arc<dyn Bus>> {
         let options = options(&self.config, self.index);
         loop {
             match NatsBus::connect(&options).await {
                 Ok(bus) => {
                     tracing::info!(output = %self.output, worker = self.index, address = %self.config.address, "connected to NATS");
-                    return Some(bus);
+                    return Some(Arc::new(bus));
                 }
                 Err(error) => {
                     tracing::warn!(output = %self.output, worker = self.index, %error, "NATS connection failed; retrying");
@@ -139,10 +149,20 @@ impl Worker {
         }
     }
 
-    async fn run(self, mut receiver: mpsc::Receiver<Arc<Collected>>, stop: CancellationToken) {
-        let Some(bus) = self.connect(&mut receiver, &stop).await else {
-            return;
+    async fn run(
+        self,
+        mut receiver: mpsc::Receiver<OutputItem>,
+        shared_bus: Option<Arc<dyn Bus>>,
+        stop: CancellationToken,
+    ) {
+        let bus = match shared_bus {
+            Some(bus) => bus,
+            None => match self.connect(&mut receiver, &stop).await {
+                Some(bus) => bus,
+                None => return,
+            },
         };
+        let bus = bus.as_ref();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let received = tokio::select! {
@@ -154,7 +174,7 @@ impl Worker {
                         batch.push(item);
                     }
                     for item in batch.drain(..) {
-                        self.publish(&bus, &item).await;
+                        self.publish(bus, &item).await;
                     }
                     break;
                 }
@@ -163,7 +183,7 @@ impl Worker {
                 break;
             }
             for item in batch.drain(..) {
-                self.publish(&bus, &item).await;
+                self.publish(bus, &item).await;
             }
         }
         if let Err(error) = bus.flush().await {
@@ -171,7 +191,26 @@ impl Worker {
         }
     }
 
-    async fn publish(&self, bus: &NatsBus, item: &Collected) {
+    async fn publish(&self, bus: &dyn Bus, item: &OutputItem) {
+        match item {
+            OutputItem::Response(collected) => self.publish_response(bus, collected).await,
+            OutputItem::TargetUp(report) => self.publish_target_up(bus, report).await,
+        }
+    }
+
+    async fn publish_target_up(&self, bus: &dyn Bus, report: &TargetUpReport) {
+        let headers = MessageHeaders {
+            target: Some(report.target().to_string()),
+            subscription: Some(TARGET_UP.to_string()),
+            fencing_token: report.fencing_token(),
+            traceparent: None,
+        };
+        let subject = subject_for(&self.config, report.target(), TARGET_UP);
+        self.send(bus, &subject, headers, report.payload().clone())
+            .await;
+    }
+
+    async fn publish_response(&self, bus: &dyn Bus, item: &Collected) {
         let stream = &item.stream;
         let subject = stream.subject(self.slot, || {
             subject_for(&self.config, &stream.target, &stream.subscription)
@@ -213,7 +252,7 @@ impl Worker {
         }
     }
 
-    async fn send(&self, bus: &NatsBus, subject: &str, headers: MessageHeaders, payload: Bytes) {
+    async fn send(&self, bus: &dyn Bus, subject: &str, headers: MessageHeaders, payload: Bytes) {
         let size = payload.len() as u64;
         let message = BusMessage {
             subject: subject.to_string(),

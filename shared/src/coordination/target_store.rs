@@ -2,7 +2,7 @@
 //! `gnmic/<cluster>/config/targets/<name>` (JSON), so whichever instance leads knows every
 //! target, and any instance's API can add or remove one.
 
-use gnomon_shared::coordination::{Coordination, CoordinationError, WatchEvents};
+use super::{Coordination, CoordinationError, WatchEvents};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

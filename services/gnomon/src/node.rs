@@ -1,0 +1,254 @@
+//! One gnomon process: any combination of collector, coordinator and exporter over one
+//! configuration, one coordination session and one REST API.
+
+use anyhow::Context;
+use axum::Router;
+use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
+use gnomon_collector::{clustered_api_routes, CollectorHandle};
+use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
+use gnomon_coordinator::member_client::MemberClientOptions;
+use gnomon_coordinator::CoordinatorSettings;
+use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
+use gnomon_shared::bus::Bus;
+use gnomon_shared::config::{ApiConfig, ClusteringConfig, GnomonConfig};
+use gnomon_shared::coordination::{self, Coordination, LockerConfig, TargetStore};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Which services this process runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    pub collector: bool,
+    pub coordinator: bool,
+    pub exporter: bool,
+}
+
+/// Pieces a host may hand in instead of connecting them from the config (the demo).
+#[derive(Clone, Default)]
+pub struct NodeDeps {
+    pub bus: Option<Arc<dyn Bus>>,
+    pub coordination: Option<Arc<dyn Coordination>>,
+}
+
+/// The locker settings of the `clustering` block.
+fn locker_config(clustering: &ClusteringConfig) -> anyhow::Result<LockerConfig> {
+    serde_json::from_value(clustering.locker.clone())
+        .map_err(|e| anyhow::anyhow!("clustering.locker: {e}"))
+}
+
+fn coordinator_settings(clustering: &ClusteringConfig) -> CoordinatorSettings {
+    let mut settings =
+        CoordinatorSettings::new(&clustering.cluster_name, &clustering.instance_name);
+    settings.services_watch_timer = clustering.services_watch_timer;
+    settings.targets_watch_timer = clustering.targets_watch_timer;
+    settings.target_assignment_timeout = clustering.target_assignment_timeout;
+    settings.leader_wait_timer = clustering.leader_wait_timer;
+    settings.member_client = MemberClientOptions {
+        accept_invalid_certs: clustering.tls.as_ref().is_none_or(|tls| tls.skip_verify),
+        ..MemberClientOptions::default()
+    };
+    settings
+}
+
+/// Where members reach this instance's API: `service-address` if set, else the API's host
+/// (an unspecified host registers as 127.0.0.1), and the API's port.
+fn member_address(clustering: &ClusteringConfig, api: &ApiConfig) -> anyhow::Result<MemberAddress> {
+    let bind = api.bind_address();
+    let (host, port) = bind
+        .rsplit_once(':')
+        .with_context(|| format!("api address {:?} has no port", api.address))?;
+    let port: u16 = port
+        .parse()
+        .with_context(|| format!("api address {:?}: bad port", api.address))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let address = match &clustering.service_address {
+        Some(service) => service.clone(),
+        None if host.is_empty() || host == "0.0.0.0" || host == "::" => "127.0.0.1".to_string(),
+        None => host.to_string(),
+    };
+    Ok(MemberAddress {
+        address,
+        port,
+        protocol: if api.tls.is_some() { "https" } else { "http" },
+        tags: clustering.tags.clone(),
+    })
+}
+
+/// Copies the file's targets into the cluster store where they are missing (runtime changes
+/// made through the API are kept).
+async fn seed_targets(store: &TargetStore, config: &GnomonConfig) -> anyhow::Result<()> {
+    let existing = store.list().await?;
+    for (name, target) in &config.targets {
+        if !existing.contains_key(name) {
+            store
+                .put(&target.to_wire_json())
+                .await
+                .with_context(|| format!("storing target {name}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the services of `roles` until `shutdown`, then stops them in order: the member
+/// releases its locks and deregisters first, so its targets move at once.
+pub async fn run_node(
+    config: GnomonConfig,
+    roles: Roles,
+    deps: NodeDeps,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let clustering = config.clustering.clone();
+    if roles.coordinator && clustering.is_none() {
+        anyhow::bail!("the coordinator needs a `clustering` block (with a `locker`)");
+    }
+    let coordination: Option<Arc<dyn Coordination>> = match (&clustering, deps.coordination.clone())
+    {
+        (Some(_), Some(given)) => Some(given),
+        (Some(clustering), None) => {
+            let locker = locker_config(clustering)?;
+            Some(
+                coordination::connect(&locker, &clustering.instance_name)
+                    .await
+                    .with_context(|| {
+                        format!("connecting the {:?} coordination store", locker.kind)
+                    })?,
+            )
+        }
+        (None, _) => None,
+    };
+    let api = match (&config.api, &clustering) {
+        (Some(api), _) => Some(api.clone()),
+        (None, Some(_)) => {
+            anyhow::bail!("clustering needs the REST API: set `api` or `api-server`")
+        }
+        (None, None) => None,
+    };
+
+    let collector = if roles.collector {
+        Some(
+            CollectorHandle::with_deps(
+                config.clone(),
+                gnomon_collector::CollectorDeps {
+                    bus: deps.bus.clone(),
+                    ..Default::default()
+                },
+            )
+            .context("starting outputs")?,
+        )
+    } else {
+        None
+    };
+    let store = match (&clustering, &coordination) {
+        (Some(c), Some(coord)) => Some(TargetStore::new(coord.clone(), &c.cluster_name)),
+        _ => None,
+    };
+    let member = match (&collector, &clustering, &coordination) {
+        (Some(collector), Some(c), Some(coord)) => Some(ClusterMember::new(
+            collector.clone(),
+            coord.clone(),
+            &c.cluster_name,
+            &c.instance_name,
+        )),
+        _ => None,
+    };
+
+    let mut coordinator = None;
+    if roles.coordinator {
+        if let (Some(c), Some(coord), Some(store)) = (&clustering, &coordination, &store) {
+            seed_targets(store, &config).await?;
+            coordinator = Some(gnomon_coordinator::spawn(
+                coordinator_settings(c),
+                coord.clone(),
+                shutdown.clone(),
+            )?);
+        }
+    }
+
+    let exporter_settings = ExporterSettings::from_config(&config)?;
+    let exporter = if roles.exporter && !exporter_settings.is_empty() {
+        let deps = ExporterDeps {
+            coordination: coordination.clone(),
+            bus: deps.bus.clone(),
+        };
+        Some(
+            Exporter::start(exporter_settings, deps, shutdown.clone())
+                .await
+                .context("starting the exporter")?,
+        )
+    } else {
+        None
+    };
+
+    let mut server = None;
+    if let Some(api) = &api {
+        let mut router = Router::new();
+        match (&collector, &member, &store) {
+            (Some(collector), Some(member), Some(store)) => {
+                router = router.merge(clustered_api_routes(
+                    collector.clone(),
+                    member.clone(),
+                    store.clone(),
+                ));
+            }
+            (Some(collector), _, _) => {
+                router = router.merge(gnomon_collector::api_routes(collector.clone()))
+            }
+            (None, _, Some(store)) => {
+                router = router
+                    .merge(target_config_router(store.clone()))
+                    .merge(gnomon_collector::base_routes());
+            }
+            (None, _, None) => router = router.merge(gnomon_collector::base_routes()),
+        }
+        if let (Some(c), Some(coord)) = (&clustering, &coordination) {
+            router = router.merge(cluster_router(ClusterApiState {
+                cluster_name: c.cluster_name.clone(),
+                coordination: coord.clone(),
+                handle: coordinator.as_ref().map(|(handle, _)| handle.clone()),
+            }));
+        }
+        let router = router.fallback(gnomon_collector::not_found);
+        server = Some(gnomon_collector::serve_api(api, router, shutdown.clone()).await?);
+    }
+
+    if let (Some(member), Some(c), Some(api)) = (&member, &clustering, &api) {
+        member
+            .register(&member_address(c, api)?)
+            .await
+            .context("registering the API service")?;
+    } else if let Some(collector) = &collector {
+        for name in config.targets.keys() {
+            collector
+                .start_target(name, None)
+                .with_context(|| format!("starting target {name}"))?;
+        }
+    }
+    tracing::info!(
+        collector = roles.collector,
+        coordinator = roles.coordinator,
+        exporter = exporter.is_some(),
+        clustered = clustering.is_some(),
+        "gnomon running"
+    );
+
+    shutdown.cancelled().await;
+    if let Some(member) = &member {
+        member.shutdown().await;
+    }
+    if let Some(collector) = &collector {
+        collector.shutdown().await;
+    }
+    if let Some(exporter) = exporter {
+        exporter.stop().await;
+    }
+    if let Some((_, task)) = coordinator {
+        let _ = task.await;
+    }
+    if let Some(server) = server {
+        let _ = server.await;
+    }
+    if let Some(coordination) = coordination {
+        coordination.shutdown().await;
+    }
+    Ok(())
+}
