@@ -101,9 +101,25 @@ fn target_up_value(message: &BusMessage) -> Option<i64> {
     event["values"][TARGET_UP].as_i64()
 }
 
-/// Everything already delivered to `rx`.
-fn drain(rx: &mut mpsc::Receiver<BusMessage>) -> Vec<BusMessage> {
-    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+/// Everything published on `bus` so far: a marker is published after it and the
+/// messages are read up to the marker (one subscriber receives in publish order).
+async fn drain(bus: &MemoryBus, rx: &mut mpsc::Receiver<BusMessage>) -> Vec<BusMessage> {
+    const MARKER: &str = "telemetry.test-end";
+    bus.publish(BusMessage {
+        subject: MARKER.to_string(),
+        headers: Default::default(),
+        payload: Default::default(),
+    })
+    .await
+    .unwrap();
+    let mut messages = Vec::new();
+    loop {
+        let message = next_matching(rx, "the end marker", |_| true).await;
+        if message.subject == MARKER {
+            return messages;
+        }
+        messages.push(message);
+    }
 }
 
 fn deps(bus: &MemoryBus) -> CollectorDeps {
@@ -154,7 +170,8 @@ async fn nats_outputs_publish_on_an_injected_bus_with_headers_and_target_status(
     // Not clustered: stopping the target reports it down, after everything else it sent.
     assert!(collector.stop_target("dev").await);
     collector.shutdown().await;
-    let last_report = drain(&mut rx)
+    let last_report = drain(&bus, &mut rx)
+        .await
         .into_iter()
         .filter(is_target_up)
         .last()
@@ -176,7 +193,8 @@ async fn deleting_a_target_deletes_its_status_series() {
 
     assert!(collector.delete_target("dev").await);
     collector.shutdown().await;
-    let last_report = drain(&mut rx)
+    let last_report = drain(&bus, &mut rx)
+        .await
         .into_iter()
         .filter(is_target_up)
         .last()
@@ -218,7 +236,11 @@ async fn a_clustered_target_that_moves_away_is_not_reported_down() {
     assert!(collector.stop_target("dev").await);
     // Shutdown sends everything queued: whatever was reported is in `rx` now.
     collector.shutdown().await;
-    for report in drain(&mut rx).iter().filter(|m| is_target_up(m)) {
+    for report in drain(&bus, &mut rx)
+        .await
+        .iter()
+        .filter(|m| is_target_up(m))
+    {
         assert_eq!(report.headers.fencing_token, 9);
         assert_eq!(target_up_value(report), Some(1), "no down report");
     }
