@@ -1,9 +1,9 @@
 //! gnomon-shared: the parts every gnomon service uses.
 
 pub mod bus;
+pub mod config;
+pub mod coordination;
 pub mod gnmi;
 pub mod proto;
 pub mod telemetry;
-pub mod config;
 pub mod tls;
-pub mod coordination;

@@ -4,14 +4,14 @@
 
 use crate::cluster_member::ClusterMember;
 use crate::collector::{CollectorError, CollectorHandle};
-use axum::http::HeaderMap;
-use gnomon_shared::coordination::{TargetStore, ASSIGNMENT_HEADER};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use gnomon_shared::coordination::{TargetStore, ASSIGNMENT_HEADER};
 use serde::Serialize;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
@@ -211,12 +211,17 @@ async fn delete_target_config(
     Path(name): Path<String>,
 ) -> Response {
     if let Some(cluster) = cluster {
+        // Remove it from the cluster first, so the leader does not re-place it when our
+        // lock goes away below.
+        let stored = if is_assignment(&headers) {
+            Ok(false)
+        } else {
+            cluster.store.delete(&name).await
+        };
         cluster.member.unclaim(&name).await;
         let known_here = collector.delete_target(&name).await;
-        if is_assignment(&headers) {
-            return ok_empty();
-        }
-        return match cluster.store.delete(&name).await {
+        return match stored {
+            _ if is_assignment(&headers) => ok_empty(),
             Ok(known) if known || known_here => ok_empty(),
             Ok(_) => errors(StatusCode::NOT_FOUND, format!("target {name:?} not found")),
             Err(error) => errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),

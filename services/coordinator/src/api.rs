@@ -201,7 +201,10 @@ async fn drain(State(state): State<ClusterApiState>, Path(name): Path<String>) -
 pub fn target_config_router(store: TargetStore) -> Router {
     Router::new()
         .route("/api/v1/config/targets", get(list_configs).post(add_config))
-        .route("/api/v1/config/targets/{name}", get(get_config).delete(delete_config))
+        .route(
+            "/api/v1/config/targets/{name}",
+            get(get_config).delete(delete_config),
+        )
         .with_state(store)
 }
 
@@ -219,7 +222,10 @@ fn redacted(mut config: serde_json::Value) -> serde_json::Value {
 async fn list_configs(State(store): State<TargetStore>) -> Response {
     match store.list().await {
         Ok(targets) => Json(
-            targets.into_iter().map(|(name, config)| (name, redacted(config))).collect::<BTreeMap<_, _>>(),
+            targets
+                .into_iter()
+                .map(|(name, config)| (name, redacted(config)))
+                .collect::<BTreeMap<_, _>>(),
         )
         .into_response(),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e),

@@ -6,9 +6,9 @@ use crate::member_client::MemberClient;
 use crate::members::Member;
 use crate::placement::{plan_rebalance, select_member, Candidate, Move, PlacementError};
 use crate::settings::CoordinatorSettings;
-use gnomon_shared::coordination::target_store::{target_tags, TargetStore};
 use bytes::Bytes;
 use futures::StreamExt;
+use gnomon_shared::coordination::target_store::{target_tags, TargetStore};
 use gnomon_shared::coordination::{keys, Coordination, LockGuard, WatchEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -116,10 +116,12 @@ async fn lead(
         _ = tokio::time::sleep(settings.leader_wait_timer) => {}
     }
     let store = TargetStore::new(coordination.clone(), &cluster);
-    let mut lock_watch = coordination
-        .watch_prefix(&format!("{}/", keys::targets_prefix(&cluster)))
+    // One watch over the cluster's keys keeps config and lock changes in store order (a
+    // deleted target's config goes before its lock, so it is not re-placed).
+    let locks_prefix = format!("{}/", keys::targets_prefix(&cluster));
+    let mut cluster_watch = coordination
+        .watch_prefix(&format!("gnmic/{cluster}/"))
         .await?;
-    let mut config_watch = store.watch().await?;
     let (results_tx, mut results) = mpsc::channel(1024);
     let (holders_tx, _) = watch::channel(BTreeMap::new());
     let mut term = Term {
@@ -158,8 +160,16 @@ async fn lead(
                 if joined { term.auto_rebalance().await; }
                 term.reconcile();
             }
-            Some(event) = lock_watch.next() => { term.apply_lock_event(event); term.reconcile(); }
-            Some(event) = config_watch.next() => { term.apply_config_event(event).await; term.reconcile(); }
+            Some(event) = cluster_watch.next() => {
+                if event.key().starts_with(&locks_prefix) {
+                    term.apply_lock_event(event);
+                } else if term.store.name_of(event.key()).is_some() {
+                    term.apply_config_event(event).await;
+                } else {
+                    continue;
+                }
+                term.reconcile();
+            }
             Some((target, outcome)) = results.recv() => term.finish_assignment(target, outcome),
             Some(command) = commands.recv() => {
                 if let Some(end) = term.command(command).await { return Ok(end); }
@@ -281,6 +291,27 @@ impl Term {
                 self.holders_tx.send_replace(self.holders.clone());
             }
             Err(e) => tracing::warn!(error = %e, "cannot list target locks"),
+        }
+        self.stop_orphans();
+    }
+
+    /// Stops targets that are collected but no longer configured (their config was deleted
+    /// while an assignment was in flight, or by an older leader).
+    fn stop_orphans(&self) {
+        for (target, owner) in &self.holders {
+            if self.targets.contains_key(target) || self.in_flight.contains_key(target) {
+                continue;
+            }
+            let Some(api) = self.members.get(owner).map(|m| m.api.clone()) else {
+                continue;
+            };
+            tracing::warn!(target = %target, owner = %owner, "collected but not configured: stopping it");
+            let (client, target) = (self.client.clone(), target.clone());
+            tokio::spawn(async move {
+                if let Err(e) = client.stop_target(&api, &target).await {
+                    tracing::warn!(error = %e, "stopping an unconfigured target failed");
+                }
+            });
         }
     }
 

@@ -200,7 +200,10 @@ impl TargetConfig {
         if let Some(object) = value.as_object_mut() {
             for (key, secret) in [("password", &self.password), ("token", &self.token)] {
                 if let Some(secret) = secret {
-                    object.insert(key.to_string(), serde_json::Value::String(secret.expose().to_string()));
+                    object.insert(
+                        key.to_string(),
+                        serde_json::Value::String(secret.expose().to_string()),
+                    );
                 }
             }
         }

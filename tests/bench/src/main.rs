@@ -3,8 +3,8 @@
 
 // Benchmark modules (one per area).
 // (modules)
-mod coordination;
 mod collector;
+mod coordination;
 mod exporter;
 mod simulator;
 
@@ -24,7 +24,9 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let name = std::env::args().nth(1).unwrap_or_else(|| "list".to_string());
+    let name = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "list".to_string());
     let all = benchmarks();
     if name == "list" {
         for (known, _) in &all {

@@ -23,23 +23,42 @@ async fn record_samples(nats: &str) -> anyhow::Result<Samples> {
     tokio::spawn(async move {
         let _bus = bus;
         while let Some(message) = subscription.next().await {
-            let Ok(response) = SubscribeResponse::decode(message.payload.as_ref()) else { continue };
-            let Some(Response::Update(notification)) = response.response else { continue };
-            let Some(target) = message.headers.target.clone() else { continue };
-            sink.lock().unwrap().entry(target).or_default().push((message.headers.fencing_token, notification.timestamp));
+            let Ok(response) = SubscribeResponse::decode(message.payload.as_ref()) else {
+                continue;
+            };
+            let Some(Response::Update(notification)) = response.response else {
+                continue;
+            };
+            let Some(target) = message.headers.target.clone() else {
+                continue;
+            };
+            sink.lock()
+                .unwrap()
+                .entry(target)
+                .or_default()
+                .push((message.headers.fencing_token, notification.timestamp));
         }
     });
     Ok(samples)
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, harness: &Harness, mut check: F) -> Duration
+async fn wait_until<F, Fut>(
+    what: &str,
+    timeout: Duration,
+    harness: &Harness,
+    mut check: F,
+) -> Duration
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
     let start = Instant::now();
     while !check().await {
-        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}\n{}", harness.logs());
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}\n{}",
+            harness.logs()
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let took = start.elapsed();
@@ -50,7 +69,10 @@ where
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     let mut h = Harness::start(31).await.unwrap();
-    let pinned = vec!["cluster-name=it".to_string(), "instance-name=g3".to_string()];
+    let pinned = vec![
+        "cluster-name=it".to_string(),
+        "instance-name=g3".to_string(),
+    ];
     let targets: BTreeMap<String, Vec<String>> = (0..30)
         .map(|i| (format!("t{i}"), if i < 2 { pinned.clone() } else { vec![] }))
         .collect();
@@ -62,14 +84,26 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     }
     // Observer of double subscriptions, for the whole test.
     let stop_observer = tokio_util::sync::CancellationToken::new();
-    let probe = Probe { stats_url: h.stats_url.clone(), devices: h.devices.clone(), http: reqwest::Client::new() };
+    let probe = Probe {
+        stats_url: h.stats_url.clone(),
+        devices: h.devices.clone(),
+        http: reqwest::Client::new(),
+    };
     let observer = {
         let stop = stop_observer.clone();
         tokio::spawn(async move { probe.worst_duplicate(stop).await })
     };
-    wait_until("30 targets with exactly one subscriber", Duration::from_secs(30), &h, || async {
-        h.target_stats().await.map(|s| exactly_one_each(&s, &names)).unwrap_or(false)
-    })
+    wait_until(
+        "30 targets with exactly one subscriber",
+        Duration::from_secs(30),
+        &h,
+        || async {
+            h.target_stats()
+                .await
+                .map(|s| exactly_one_each(&s, &names))
+                .unwrap_or(false)
+        },
+    )
     .await;
     let owners = h.owners().await.unwrap();
     assert_eq!(owners.len(), 30, "{owners:?}");
@@ -77,21 +111,40 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     assert_eq!(owners["t1"], "g3");
 
     // Drain g1: its targets move with no missing sample (1 s sample interval).
-    let drained: Vec<String> = owners.iter().filter(|(_, m)| *m == "g1").map(|(t, _)| t.clone()).collect();
+    let drained: Vec<String> = owners
+        .iter()
+        .filter(|(_, m)| *m == "g1")
+        .map(|(t, _)| t.clone())
+        .collect();
     assert!(!drained.is_empty());
     let leader_api = leader_api(&h).await;
     let drain_started = Instant::now();
-    let response = h.http.post(format!("{leader_api}/api/v1/cluster/members/g1/drain")).send().await.unwrap();
-    assert!(response.status().is_success(), "drain: {}", response.text().await.unwrap_or_default());
+    let response = h
+        .http
+        .post(format!("{leader_api}/api/v1/cluster/members/g1/drain"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "drain: {}",
+        response.text().await.unwrap_or_default()
+    );
     wait_until("g1 drained", Duration::from_secs(30), &h, || async {
-        h.owners().await.map(|o| o.len() == 30 && o.values().all(|m| m != "g1")).unwrap_or(false)
+        h.owners()
+            .await
+            .map(|o| o.len() == 30 && o.values().all(|m| m != "g1"))
+            .unwrap_or(false)
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     {
         let samples = samples.lock().unwrap();
         for target in &drained {
-            let mut stamps: Vec<i64> = samples.get(target).map(|s| s.iter().map(|(_, ts)| *ts).collect()).unwrap_or_default();
+            let mut stamps: Vec<i64> = samples
+                .get(target)
+                .map(|s| s.iter().map(|(_, ts)| *ts).collect())
+                .unwrap_or_default();
             stamps.sort();
             stamps.dedup();
             let window: Vec<i64> = stamps
@@ -100,7 +153,10 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
                 .filter(|ts| *ts >= unix_ns(drain_started) - 3_000_000_000)
                 .collect();
             let worst_gap = window.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-            assert!(worst_gap < 1_600_000_000, "{target}: a sample was missed during the drain (gap {worst_gap} ns)");
+            assert!(
+                worst_gap < 1_600_000_000,
+                "{target}: a sample was missed during the drain (gap {worst_gap} ns)"
+            );
         }
     }
 
@@ -110,24 +166,56 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     for (t, m) in &owners {
         load.entry(m.clone()).or_default().push(t.clone());
     }
-    let (victim, orphans) = load.iter().max_by_key(|(_, ts)| ts.len()).map(|(m, ts)| (m.clone(), ts.clone())).unwrap();
+    let (victim, orphans) = load
+        .iter()
+        .max_by_key(|(_, ts)| ts.len())
+        .map(|(m, ts)| (m.clone(), ts.clone()))
+        .unwrap();
     let tokens_before: BTreeMap<String, u64> = {
         let samples = samples.lock().unwrap();
-        orphans.iter().map(|t| (t.clone(), samples.get(t).and_then(|s| s.iter().map(|(k, _)| *k).max()).unwrap_or(0))).collect()
+        orphans
+            .iter()
+            .map(|t| {
+                (
+                    t.clone(),
+                    samples
+                        .get(t)
+                        .and_then(|s| s.iter().map(|(k, _)| *k).max())
+                        .unwrap_or(0),
+                )
+            })
+            .collect()
     };
     h.member(&victim).process.kill();
-    wait_until(&format!("{victim}'s {} targets back with one subscriber", orphans.len()), Duration::from_secs(30), &h, || async {
-        let stats = h.target_stats().await.unwrap_or_default();
-        let owners = h.owners().await.unwrap_or_default();
-        exactly_one_each(&stats, &orphans) && orphans.iter().all(|t| owners.get(t).is_some_and(|m| *m != victim))
-    })
+    wait_until(
+        &format!(
+            "{victim}'s {} targets back with one subscriber",
+            orphans.len()
+        ),
+        Duration::from_secs(30),
+        &h,
+        || async {
+            let stats = h.target_stats().await.unwrap_or_default();
+            let owners = h.owners().await.unwrap_or_default();
+            exactly_one_each(&stats, &orphans)
+                && orphans
+                    .iter()
+                    .all(|t| owners.get(t).is_some_and(|m| *m != victim))
+        },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     {
         let samples = samples.lock().unwrap();
         for t in &orphans {
-            let newest = samples.get(t).and_then(|s| s.iter().map(|(k, _)| *k).max()).unwrap_or(0);
-            assert!(newest > tokens_before[t], "{t}: the new owner's fencing token must be higher");
+            let newest = samples
+                .get(t)
+                .and_then(|s| s.iter().map(|(k, _)| *k).max())
+                .unwrap_or(0);
+            assert!(
+                newest > tokens_before[t],
+                "{t}: the new owner's fencing token must be higher"
+            );
         }
     }
 
@@ -137,21 +225,53 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     if leader != victim {
         h.member(&leader).process.kill();
     }
-    let survivor = h.members.iter().find(|m| m.name != leader && m.name != victim).map(|m| m.api()).unwrap();
+    let survivor = h
+        .members
+        .iter()
+        .find(|m| m.name != leader && m.name != victim)
+        .map(|m| m.api())
+        .unwrap();
     wait_until("a new leader", Duration::from_secs(30), &h, || async {
-        h.cluster().await.ok().and_then(|c| c["leader"].as_str().map(str::to_string)).is_some_and(|l| !l.is_empty() && l != leader && l != victim)
+        h.cluster()
+            .await
+            .ok()
+            .and_then(|c| c["leader"].as_str().map(str::to_string))
+            .is_some_and(|l| !l.is_empty() && l != leader && l != victim)
     })
     .await;
     let late = serde_json::json!({"name": "t30", "address": h.devices[30]});
-    let response = h.http.post(format!("{survivor}/api/v1/config/targets")).json(&late).send().await.unwrap();
-    assert!(response.status().is_success(), "add: {}", response.text().await.unwrap_or_default());
-    wait_until("t30 placed after the leader change", Duration::from_secs(30), &h, || async {
-        h.target_stats().await.map(|s| exactly_one_each(&s, &["t30".to_string()])).unwrap_or(false)
-    })
+    let response = h
+        .http
+        .post(format!("{survivor}/api/v1/config/targets"))
+        .json(&late)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "add: {}",
+        response.text().await.unwrap_or_default()
+    );
+    wait_until(
+        "t30 placed after the leader change",
+        Duration::from_secs(30),
+        &h,
+        || async {
+            h.target_stats()
+                .await
+                .map(|s| exactly_one_each(&s, &["t30".to_string()]))
+                .unwrap_or(false)
+        },
+    )
     .await;
 
     // Runtime removal through the API stops the subscription and frees the lock.
-    let response = h.http.delete(format!("{survivor}/api/v1/config/targets/t30")).send().await.unwrap();
+    let response = h
+        .http
+        .delete(format!("{survivor}/api/v1/config/targets/t30"))
+        .send()
+        .await
+        .unwrap();
     assert!(response.status().is_success());
     wait_until("t30 removed", Duration::from_secs(30), &h, || async {
         let stats = h.target_stats().await.unwrap_or_default();
@@ -165,20 +285,30 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
     stop_observer.cancel();
     let worst = observer.await.unwrap();
     println!("longest double subscription: {worst:?}");
-    assert!(worst <= delay + Duration::from_millis(500), "a target had two subscribers for {worst:?}");
+    assert!(
+        worst <= delay + Duration::from_millis(500),
+        "a target had two subscribers for {worst:?}"
+    );
     let all: BTreeSet<String> = names.into_iter().collect();
     assert_eq!(all.len(), 30);
 }
 
 fn unix_ns(at: Instant) -> i64 {
-    let now_ns = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64;
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i64;
     now_ns - at.elapsed().as_nanos() as i64
 }
 
 async fn leader_api(h: &Harness) -> String {
     let cluster = h.cluster().await.unwrap();
     let leader = cluster["leader"].as_str().unwrap().to_string();
-    h.members.iter().find(|m| m.name == leader).map(|m| m.api()).unwrap()
+    h.members
+        .iter()
+        .find(|m| m.name == leader)
+        .map(|m| m.api())
+        .unwrap()
 }
 
 /// Reads `/stats` without the harness lock.
@@ -196,9 +326,18 @@ impl Probe {
             if let Ok(response) = self.http.get(&self.stats_url).send().await {
                 if let Ok(report) = response.json::<serde_json::Value>().await {
                     for device in &self.devices {
-                        let subs = report["targets"][device]["subscriptions"].as_u64().unwrap_or(0);
+                        let subs = report["targets"][device]["subscriptions"]
+                            .as_u64()
+                            .unwrap_or(0);
                         if subs >= 2 {
                             let start = *since.entry(device.clone()).or_insert_with(Instant::now);
+                            if start.elapsed() > worst {
+                                println!(
+                                    "double subscription on {device} for {:?}: {}",
+                                    start.elapsed(),
+                                    report["targets"][device]
+                                );
+                            }
                             worst = worst.max(start.elapsed());
                         } else {
                             since.remove(device);

@@ -68,7 +68,11 @@ impl ChildProcess {
         let child = command
             .spawn()
             .map_err(|e| anyhow::anyhow!("cannot start {name} ({command:?}): {e}"))?;
-        Ok(Self { name: name.to_string(), child: Some(child), log_path })
+        Ok(Self {
+            name: name.to_string(),
+            child: Some(child),
+            log_path,
+        })
     }
 
     /// The process id.

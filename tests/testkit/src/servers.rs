@@ -24,7 +24,14 @@ impl NatsServer {
 
     fn spawn(port: u16, dir: &TempDir) -> anyhow::Result<ChildProcess> {
         let mut cmd = Command::new("nats-server");
-        cmd.args(["-a", "127.0.0.1", "-p", &port.to_string(), "-n", "gnomon-test"]);
+        cmd.args([
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-n",
+            "gnomon-test",
+        ]);
         let process = ChildProcess::spawn("nats-server", cmd, dir.path())?;
         wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(10))?;
         Ok(process)
@@ -68,7 +75,12 @@ impl EtcdServer {
         let client_port = free_port();
         let peer_port = free_port();
         let process = Self::spawn(client_port, peer_port, &dir)?;
-        Ok(Self { process, client_port, peer_port, dir })
+        Ok(Self {
+            process,
+            client_port,
+            peer_port,
+            dir,
+        })
     }
 
     fn spawn(client_port: u16, peer_port: u16, dir: &TempDir) -> anyhow::Result<ChildProcess> {
@@ -77,8 +89,18 @@ impl EtcdServer {
         let mut cmd = Command::new("etcd");
         cmd.arg("--data-dir")
             .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
             .args(["--initial-cluster", &format!("default={peer}")])
             .args(["--listen-metrics-urls", ""]);
         let process = ChildProcess::spawn("etcd", cmd, dir.path())?;
@@ -125,12 +147,19 @@ impl PrometheusServer {
         std::fs::write(&config_path, config_yaml)?;
         let mut cmd = Command::new("prometheus");
         cmd.arg(format!("--config.file={}", config_path.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.path().join("data").display()
+            ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--storage.tsdb.retention.time=1h");
         let process = ChildProcess::spawn("prometheus", cmd, dir.path())?;
         wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(20))?;
-        Ok(Self { _process: process, port, _dir: dir })
+        Ok(Self {
+            _process: process,
+            port,
+            _dir: dir,
+        })
     }
 
     /// `http://127.0.0.1:<port>`.

@@ -55,11 +55,26 @@ impl Harness {
         let nats = NatsServer::start()?;
         let stats_port = free_port();
         let mut cmd = Command::new(gnomon_binary()?);
-        cmd.args(["simulator", "--listen", "127.0.0.1:0", "--count", &devices.to_string(), "--interfaces", "2"])
-            .args(["--update-rate", "1s", "--stats-listen", &format!("127.0.0.1:{stats_port}")]);
+        cmd.args([
+            "simulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--count",
+            &devices.to_string(),
+            "--interfaces",
+            "2",
+        ])
+        .args([
+            "--update-rate",
+            "1s",
+            "--stats-listen",
+            &format!("127.0.0.1:{stats_port}"),
+        ]);
         let simulator = ChildProcess::spawn("simulator", cmd, dir.path())?;
         let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
-        let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build()?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
         let mut harness = Self {
             dir,
             etcd,
@@ -77,12 +92,21 @@ impl Harness {
             if let Ok(stats) = harness.stats().await {
                 if stats.len() == devices {
                     let mut addrs: Vec<String> = stats.keys().cloned().collect();
-                    addrs.sort_by_key(|a| a.rsplit(':').next().and_then(|p| p.parse::<u16>().ok()).unwrap_or(0));
+                    addrs.sort_by_key(|a| {
+                        a.rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse::<u16>().ok())
+                            .unwrap_or(0)
+                    });
                     harness.devices = addrs;
                     break;
                 }
             }
-            anyhow::ensure!(Instant::now() < deadline, "simulator did not come up: {}", harness.simulator.log());
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "simulator did not come up: {}",
+                harness.simulator.log()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         Ok(harness)
@@ -105,17 +129,33 @@ impl Harness {
             .devices
             .iter()
             .enumerate()
-            .map(|(i, addr)| (format!("t{i}"), stats.get(addr).cloned().unwrap_or(DeviceStats { subscriptions: 0, peers: vec![] })))
+            .map(|(i, addr)| {
+                (
+                    format!("t{i}"),
+                    stats.get(addr).cloned().unwrap_or(DeviceStats {
+                        subscriptions: 0,
+                        peers: vec![],
+                    }),
+                )
+            })
             .collect())
     }
 
     /// The gnmic-style config of member `name` with `targets` (name → tags).
-    pub fn config(&self, name: &str, member_tags: &[&str], targets: &BTreeMap<String, Vec<String>>) -> String {
+    pub fn config(
+        &self,
+        name: &str,
+        member_tags: &[&str],
+        targets: &BTreeMap<String, Vec<String>>,
+    ) -> String {
         let mut text = String::new();
         text.push_str("insecure: true\nencoding: proto\ntargets:\n");
         for (target, tags) in targets {
             let index: usize = target.trim_start_matches('t').parse().unwrap_or(0);
-            text.push_str(&format!("  {target}:\n    address: {}\n", self.devices[index]));
+            text.push_str(&format!(
+                "  {target}:\n    address: {}\n",
+                self.devices[index]
+            ));
             if !tags.is_empty() {
                 text.push_str(&format!("    tags: {tags:?}\n"));
             }
@@ -137,26 +177,45 @@ impl Harness {
     }
 
     /// Starts member `name` (`gnomon all`) with its own config file.
-    pub fn start_member(&mut self, name: &str, member_tags: &[&str], targets: &BTreeMap<String, Vec<String>>) -> anyhow::Result<()> {
+    pub fn start_member(
+        &mut self,
+        name: &str,
+        member_tags: &[&str],
+        targets: &BTreeMap<String, Vec<String>>,
+    ) -> anyhow::Result<()> {
         let config: PathBuf = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&config, self.config(name, member_tags, targets))?;
         let api_port = free_port();
         let mut cmd = Command::new(gnomon_binary()?);
-        cmd.args(["all", "--config"]).arg(&config).env("GNMIC_API", format!("127.0.0.1:{api_port}"));
+        cmd.args(["all", "--config"])
+            .arg(&config)
+            .env("GNMIC_API", format!("127.0.0.1:{api_port}"));
         let process = ChildProcess::spawn(name, cmd, self.dir.path())?;
         gnomon_testkit::wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20))?;
-        self.members.push(Member { name: name.to_string(), api_port, process });
+        self.members.push(Member {
+            name: name.to_string(),
+            api_port,
+            process,
+        });
         Ok(())
     }
 
     pub fn member(&mut self, name: &str) -> &mut Member {
-        self.members.iter_mut().find(|m| m.name == name).expect("unknown member")
+        self.members
+            .iter_mut()
+            .find(|m| m.name == name)
+            .expect("unknown member")
     }
 
     /// `GET /api/v1/cluster` from any live member.
     pub async fn cluster(&self) -> anyhow::Result<serde_json::Value> {
         for member in &self.members {
-            if let Ok(response) = self.http.get(format!("{}/api/v1/cluster", member.api())).send().await {
+            if let Ok(response) = self
+                .http
+                .get(format!("{}/api/v1/cluster", member.api()))
+                .send()
+                .await
+            {
                 if response.status().is_success() {
                     return Ok(response.json().await?);
                 }
@@ -171,8 +230,15 @@ impl Harness {
         let mut owners = BTreeMap::new();
         for member in cluster["members"].as_array().cloned().unwrap_or_default() {
             let name = member["name"].as_str().unwrap_or_default().to_string();
-            for target in member["locked-targets"].as_array().cloned().unwrap_or_default() {
-                owners.insert(target.as_str().unwrap_or_default().to_string(), name.clone());
+            for target in member["locked-targets"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+            {
+                owners.insert(
+                    target.as_str().unwrap_or_default().to_string(),
+                    name.clone(),
+                );
             }
         }
         Ok(owners)
@@ -180,11 +246,16 @@ impl Harness {
 
     /// Logs of every member, for failure messages.
     pub fn logs(&self) -> String {
-        self.members.iter().map(|m| format!("==== {} ====\n{}\n", m.name, m.process.log())).collect()
+        self.members
+            .iter()
+            .map(|m| format!("==== {} ====\n{}\n", m.name, m.process.log()))
+            .collect()
     }
 }
 
 /// Whether every one of `targets` has exactly one Subscribe stream.
 pub fn exactly_one_each(stats: &BTreeMap<String, DeviceStats>, targets: &[String]) -> bool {
-    targets.iter().all(|t| stats.get(t).is_some_and(|s| s.subscriptions == 1))
+    targets
+        .iter()
+        .all(|t| stats.get(t).is_some_and(|s| s.subscriptions == 1))
 }
