@@ -24,21 +24,17 @@ struct FakeMember {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// A started target: its cancel token and the task holding (or waiting for) its lock.
+type Claim = (
+    CancellationToken,
+    tokio::task::JoinHandle<Option<LockGuard>>,
+);
+
 #[derive(Clone)]
 struct MemberState {
     name: String,
     coordination: Arc<MemoryCoordination>,
-    running: Arc<
-        Mutex<
-            HashMap<
-                String,
-                (
-                    CancellationToken,
-                    tokio::task::JoinHandle<Option<LockGuard>>,
-                ),
-            >,
-        >,
-    >,
+    running: Arc<Mutex<HashMap<String, Claim>>>,
 }
 
 async fn config(Json(_body): Json<serde_json::Value>) -> StatusCode {

@@ -3,6 +3,7 @@
 
 // Benchmark modules (one per area).
 // (modules)
+mod cluster;
 mod collector;
 mod coordination;
 mod exporter;
@@ -14,6 +15,8 @@ type Benchmark = fn() -> anyhow::Result<()>;
 fn benchmarks() -> Vec<(&'static str, Benchmark)> {
     vec![
         // (benchmarks)
+        ("failover_p99_s", cluster::failover_p99_s),
+        ("place_1000_targets_s", cluster::place_1000_targets_s),
         ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
         ("collector_cpu_us_per_update", collector::cpu_us_per_update),
         ("scrape_1m_series_s", exporter::scrape_1m_series),

@@ -1,10 +1,11 @@
 //! Test support: starts real servers (nats-server, etcd, prometheus, the gnomon binary)
 //! on random 127.0.0.1 ports in temporary directories, and stops them when dropped.
 
+pub mod cluster;
 mod process;
 mod servers;
 
-pub use process::{free_port, gnomon_binary, wait_for_tcp, ChildProcess};
+pub use process::{free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess};
 pub use servers::{EtcdServer, NatsServer, PrometheusServer};
 
 use std::time::{Duration, Instant};

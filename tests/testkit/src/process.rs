@@ -28,15 +28,21 @@ pub fn wait_for_tcp(addr: &str, timeout: Duration) -> anyhow::Result<()> {
 }
 
 /// The `gnomon` binary built next to the running test executable
-/// (`target/<profile>/gnomon`). `scripts/test` builds it before the tests run.
+/// (`target/<profile>/gnomon`; `GNOMON_BIN` overrides). `scripts/test` builds it first.
 pub fn gnomon_binary() -> anyhow::Result<PathBuf> {
     if let Ok(path) = std::env::var("GNOMON_BIN") {
         return Ok(PathBuf::from(path));
     }
+    workspace_binary("gnomon")
+}
+
+/// A binary of this workspace (e.g. `consul-double`) built next to the running test
+/// executable; `cargo build --workspace` builds them all.
+pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe()?;
     let mut dir = exe.parent().map(Path::to_path_buf);
     while let Some(d) = dir {
-        let candidate = d.join("gnomon");
+        let candidate = d.join(name);
         if candidate.is_file() {
             return Ok(candidate);
         }
@@ -45,7 +51,7 @@ pub fn gnomon_binary() -> anyhow::Result<PathBuf> {
             break;
         }
     }
-    anyhow::bail!("gnomon binary not found next to {exe:?}: run `cargo build -p gnomon` first")
+    anyhow::bail!("{name} binary not found next to {exe:?}: run `cargo build --workspace` first")
 }
 
 /// A child process that is killed (SIGKILL) and reaped when dropped.

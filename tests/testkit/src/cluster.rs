@@ -2,14 +2,15 @@
 //! process whose `/stats` is the independent judge of who subscribes to which device, and
 //! `gnomon all` members started from generated gnmic-style configs.
 
-#![allow(dead_code)]
-
-use gnomon_testkit::{free_port, gnomon_binary, ChildProcess, EtcdServer, NatsServer};
+use crate::{
+    free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess, EtcdServer, NatsServer,
+};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// The cluster name the harness uses.
 pub const CLUSTER: &str = "it";
 
 /// One gnomon member process.
@@ -25,9 +26,52 @@ impl Member {
     }
 }
 
+/// The coordination store the cluster runs on.
+pub enum Store {
+    Etcd(EtcdServer),
+    /// The Consul test double as its own process (session TTLs down to 1 s allowed).
+    ConsulDouble {
+        process: ChildProcess,
+        address: String,
+    },
+}
+
+impl Store {
+    /// Which store a test asks for.
+    pub fn start(kind: &str, dir: &std::path::Path) -> anyhow::Result<Self> {
+        match kind {
+            "etcd" => Ok(Store::Etcd(EtcdServer::start()?)),
+            "consul" => {
+                let port = free_port();
+                let address = format!("127.0.0.1:{port}");
+                let mut cmd = Command::new(workspace_binary("consul-double")?);
+                cmd.args(["--listen", &address, "--session-ttl-min", "1s"]);
+                let process = ChildProcess::spawn("consul-double", cmd, dir)?;
+                wait_for_tcp(&address, Duration::from_secs(10))?;
+                Ok(Store::ConsulDouble { process, address })
+            }
+            other => anyhow::bail!("unknown store {other}"),
+        }
+    }
+
+    fn locker_type(&self) -> &'static str {
+        match self {
+            Store::Etcd(_) => "etcd",
+            Store::ConsulDouble { .. } => "consul",
+        }
+    }
+
+    fn address(&self) -> String {
+        match self {
+            Store::Etcd(etcd) => etcd.address(),
+            Store::ConsulDouble { address, .. } => address.clone(),
+        }
+    }
+}
+
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub etcd: EtcdServer,
+    pub store: Store,
     pub nats: NatsServer,
     pub simulator: ChildProcess,
     pub stats_url: String,
@@ -48,10 +92,11 @@ pub struct DeviceStats {
 }
 
 impl Harness {
-    /// Starts etcd, nats-server and a simulator with `devices` devices (1 s counter steps).
-    pub async fn start(devices: usize) -> anyhow::Result<Self> {
+    /// Starts the store (`etcd` or `consul`), nats-server and a simulator with `devices`
+    /// devices (1 s counter steps).
+    pub async fn start(store: &str, devices: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let etcd = EtcdServer::start()?;
+        let store = Store::start(store, dir.path())?;
         let nats = NatsServer::start()?;
         let stats_port = free_port();
         let mut cmd = Command::new(gnomon_binary()?);
@@ -77,7 +122,7 @@ impl Harness {
             .build()?;
         let mut harness = Self {
             dir,
-            etcd,
+            store,
             nats,
             simulator,
             stats_url,
@@ -164,8 +209,9 @@ impl Harness {
             "subscriptions:\n  counters:\n    paths: [/interfaces/interface/state/counters]\n    stream-mode: sample\n    sample-interval: 1s\n",
         );
         text.push_str(&format!(
-            "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  targets-watch-timer: 2s\n  leader-wait-timer: 300ms\n  target-assignment-timeout: 5s\n  services-watch-timer: 5s\n  tags: {member_tags:?}\n  locker:\n    type: etcd\n    address: {}\n    session-ttl: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
-            self.etcd.address(),
+            "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  targets-watch-timer: 2s\n  leader-wait-timer: 300ms\n  target-assignment-timeout: 5s\n  services-watch-timer: 5s\n  tags: {member_tags:?}\n  locker:\n    type: {}\n    address: {}\n    session-ttl: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
+            self.store.locker_type(),
+            self.store.address(),
             self.ttl.as_secs(),
             self.delay.as_millis()
         ));
@@ -185,13 +231,24 @@ impl Harness {
     ) -> anyhow::Result<()> {
         let config: PathBuf = self.dir.path().join(format!("{name}.yaml"));
         std::fs::write(&config, self.config(name, member_tags, targets))?;
+        self.spawn_member(name)
+    }
+
+    /// Starts member `name` again from the config file it was first started with (after a kill).
+    pub fn restart_member(&mut self, name: &str) -> anyhow::Result<()> {
+        self.members.retain(|m| m.name != name);
+        self.spawn_member(name)
+    }
+
+    fn spawn_member(&mut self, name: &str) -> anyhow::Result<()> {
+        let config: PathBuf = self.dir.path().join(format!("{name}.yaml"));
         let api_port = free_port();
         let mut cmd = Command::new(gnomon_binary()?);
         cmd.args(["all", "--config"])
             .arg(&config)
             .env("GNMIC_API", format!("127.0.0.1:{api_port}"));
         let process = ChildProcess::spawn(name, cmd, self.dir.path())?;
-        gnomon_testkit::wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20))?;
+        wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20))?;
         self.members.push(Member {
             name: name.to_string(),
             api_port,

@@ -1,16 +1,15 @@
-//! Issue 5 acceptance on real etcd and nats-server with `gnomon all` processes; the
+//! Issue 5 acceptance on real etcd (and the Consul double) and nats-server with `gnomon all`
+//! processes; the
 //! simulator's `/stats` judges who subscribes to which device.
-
-mod support;
 
 use futures::StreamExt;
 use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
 use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_testkit::cluster::{exactly_one_each, Harness};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::cluster::{exactly_one_each, Harness};
 
 /// Per target: (fencing token, notification timestamp in ns) in arrival order.
 type Samples = Arc<Mutex<BTreeMap<String, Vec<(u64, i64)>>>>;
@@ -67,8 +66,17 @@ where
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cluster_places_fails_over_drains_and_follows_runtime_changes() {
-    let mut h = Harness::start(31).await.unwrap();
+async fn on_etcd() {
+    cluster_places_fails_over_drains_and_follows_runtime_changes("etcd").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_consul_double() {
+    cluster_places_fails_over_drains_and_follows_runtime_changes("consul").await;
+}
+
+async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &str) {
+    let mut h = Harness::start(store, 31).await.unwrap();
     let pinned = vec![
         "cluster-name=it".to_string(),
         "instance-name=g3".to_string(),

@@ -1,0 +1,159 @@
+//! Cluster benchmarks on real etcd, nats-server, a simulator and `gnomon all` processes
+//! (the gnomon binary must be built: `cargo build --release -p gnomon`).
+
+use crate::report;
+use gnomon_testkit::cluster::{exactly_one_each, Harness};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn plain_targets(count: usize) -> BTreeMap<String, Vec<String>> {
+    (0..count).map(|i| (format!("t{i}"), Vec::new())).collect()
+}
+
+async fn wait_for(
+    what: &str,
+    timeout: Duration,
+    mut ok: impl AsyncFnMut() -> bool,
+) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    while !ok().await {
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(start.elapsed())
+}
+
+fn percentile(samples: &mut [f64], p: f64) -> f64 {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((p / 100.0) * samples.len() as f64).ceil() as usize;
+    samples[rank.clamp(1, samples.len()) - 1]
+}
+
+/// SIGKILL a member ≥ 20 times (etcd, session TTL 2 s); one sample per kill: the time until
+/// every target of the killed member has exactly one subscriber again (simulator `/stats`).
+pub fn failover_p99_s() -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let targets = plain_targets(30);
+        let names: Vec<String> = targets.keys().cloned().collect();
+        let mut h = Harness::start("etcd", 30).await?;
+        for member in ["g1", "g2", "g3"] {
+            h.start_member(member, &[], &targets)?;
+        }
+        wait_for("initial placement", Duration::from_secs(60), async || {
+            h.target_stats()
+                .await
+                .map(|s| exactly_one_each(&s, &names))
+                .unwrap_or(false)
+        })
+        .await?;
+        let mut samples = Vec::new();
+        for trial in 0..20 {
+            let owners = h.owners().await?;
+            let victim = ["g1", "g2", "g3"][trial % 3].to_string();
+            let orphans: Vec<String> = owners
+                .iter()
+                .filter(|(_, m)| **m == victim)
+                .map(|(t, _)| t.clone())
+                .collect();
+            if orphans.is_empty() {
+                h.http
+                    .post(format!(
+                        "{}/api/v1/cluster/rebalance",
+                        leader_api(&h).await?
+                    ))
+                    .send()
+                    .await?;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                continue;
+            }
+            h.member(&victim).process.kill();
+            let took = wait_for("failover", Duration::from_secs(60), async || {
+                h.target_stats()
+                    .await
+                    .map(|s| exactly_one_each(&s, &orphans))
+                    .unwrap_or(false)
+            })
+            .await?;
+            eprintln!(
+                "kill {trial}: {victim} with {} targets, back in {took:?}",
+                orphans.len()
+            );
+            samples.push(took.as_secs_f64());
+            h.restart_member(&victim)?;
+            // Give the restarted member its share back before the next kill.
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            if let Ok(api) = leader_api(&h).await {
+                let _ = h
+                    .http
+                    .post(format!("{api}/api/v1/cluster/rebalance"))
+                    .send()
+                    .await;
+            }
+            wait_for("rebalance", Duration::from_secs(60), async || {
+                h.target_stats()
+                    .await
+                    .map(|s| exactly_one_each(&s, &names))
+                    .unwrap_or(false)
+            })
+            .await?;
+        }
+        anyhow::ensure!(samples.len() >= 20, "only {} kills measured", samples.len());
+        eprintln!("failover samples (s): {samples:?}");
+        report("failover_p99_s", percentile(&mut samples, 99.0), "s");
+        Ok(())
+    })
+}
+
+async fn leader_api(h: &Harness) -> anyhow::Result<String> {
+    let cluster = h.cluster().await?;
+    let leader = cluster["leader"].as_str().unwrap_or_default().to_string();
+    h.members
+        .iter()
+        .find(|m| m.name == leader)
+        .map(|m| m.api())
+        .ok_or_else(|| anyhow::anyhow!("no leader"))
+}
+
+/// 1000 simulated devices, 3 members: time from starting the members until every target has
+/// exactly one subscriber.
+pub fn place_1000_targets_s() -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let targets = plain_targets(1000);
+        let names: Vec<String> = targets.keys().cloned().collect();
+        let mut h = Harness::start("etcd", 1000).await?;
+        let start = Instant::now();
+        for member in ["g1", "g2", "g3"] {
+            h.start_member(member, &[], &targets)?;
+        }
+        wait_for(
+            "1000 targets placed",
+            Duration::from_secs(300),
+            async || {
+                h.target_stats()
+                    .await
+                    .map(|s| exactly_one_each(&s, &names))
+                    .unwrap_or(false)
+            },
+        )
+        .await?;
+        let took = start.elapsed();
+        let owners = h.owners().await?;
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        for owner in owners.values() {
+            *load.entry(owner).or_default() += 1;
+        }
+        eprintln!("placement of 1000 targets: {took:?}, load {load:?}");
+        report("place_1000_targets_s", took.as_secs_f64(), "s");
+        Ok(())
+    })
+}
