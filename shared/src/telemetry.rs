@@ -2,8 +2,11 @@
 //! trace export, and the process-wide `metrics` recorder rendered at `/metrics`.
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::propagation::{Extractor, Injector};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -102,9 +105,7 @@ pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> 
         tracing_opentelemetry::layer().with_tracer(tracer)
     });
     if provider.is_some() {
-        opentelemetry::global::set_text_map_propagator(
-            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
-        );
+        enable_trace_propagation();
     }
     tracing_subscriber::registry()
         .with(filter)
@@ -113,4 +114,167 @@ pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> 
         .try_init()
         .map_err(|e| anyhow::anyhow!("tracing already initialised: {e}"))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Set once spans leave the process. Hot paths (per-message publish and consume) check it
+/// before doing any trace-context work, so with export off they pay one relaxed load.
+static TRACE_EXPORT: AtomicBool = AtomicBool::new(false);
+
+/// Turns on W3C trace-context propagation (HTTP headers, bus `traceparent`) process-wide.
+/// [`init_tracing`] calls it when OTLP export is configured; a host that installs its own
+/// OpenTelemetry layer (tests, embedders) calls it after doing so.
+pub fn enable_trace_propagation() {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    TRACE_EXPORT.store(true, Ordering::Release);
+}
+
+/// Whether spans are exported and trace context is propagated.
+pub fn trace_propagation_enabled() -> bool {
+    TRACE_EXPORT.load(Ordering::Relaxed)
+}
+
+/// HTTP headers as a propagation carrier.
+struct HeaderCarrier<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// A lone `traceparent` value as a propagation carrier (bus messages carry only that).
+struct TraceparentCarrier<'a>(Option<&'a str>);
+
+const TRACEPARENT: &str = "traceparent";
+
+impl Extractor for TraceparentCarrier<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        if key == TRACEPARENT {
+            self.0
+        } else {
+            None
+        }
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        vec![TRACEPARENT]
+    }
+}
+
+/// Collects the injected `traceparent`.
+#[derive(Default)]
+struct TraceparentSink(Option<String>);
+
+impl Injector for TraceparentSink {
+    fn set(&mut self, key: &str, value: String) {
+        if key == TRACEPARENT {
+            self.0 = Some(value);
+        }
+    }
+}
+
+/// Makes `span` a child of the caller's span from the W3C context in the request
+/// `headers`. Returns whether a valid remote parent was found (and propagation is on);
+/// the span must not have been entered yet.
+pub fn adopt_remote_parent(span: &tracing::Span, headers: &http::HeaderMap) -> bool {
+    if !trace_propagation_enabled() || !headers.contains_key(TRACEPARENT) {
+        return false;
+    }
+    let parent =
+        opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderCarrier(headers)));
+    set_valid_parent(span, parent)
+}
+
+/// Makes `span` a child of the span that wrote `traceparent` (a bus message's header).
+/// Returns whether it was a valid context (and propagation is on).
+pub fn adopt_traceparent(span: &tracing::Span, traceparent: &str) -> bool {
+    if !trace_propagation_enabled() {
+        return false;
+    }
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&TraceparentCarrier(Some(traceparent)))
+    });
+    set_valid_parent(span, parent)
+}
+
+fn set_valid_parent(span: &tracing::Span, parent: opentelemetry::Context) -> bool {
+    if !parent.span().span_context().is_valid() {
+        return false;
+    }
+    match span.set_parent(parent) {
+        Ok(()) => true,
+        Err(error) => {
+            tracing::debug!(%error, "cannot attach the remote trace context");
+            false
+        }
+    }
+}
+
+/// The W3C `traceparent` of `span`, for a bus message header; `None` when propagation is
+/// off or the span is not recorded.
+pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
+    if !trace_propagation_enabled() {
+        return None;
+    }
+    let context = span.context();
+    if !context.span().span_context().is_valid() {
+        return None;
+    }
+    let mut sink = TraceparentSink::default();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut sink));
+    sink.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    #[test]
+    fn traceparent_round_trips_through_headers_and_bus_values() {
+        let exporter = opentelemetry_sdk::trace::InMemorySpanExporter::default();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+            .with_simple_exporter(exporter.clone())
+            .build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _default = tracing::subscriber::set_default(subscriber);
+
+        let parent = tracing::info_span!("origin");
+        assert_eq!(traceparent_of(&parent), None, "off until enabled");
+        enable_trace_propagation();
+        let value = traceparent_of(&parent).expect("a traceparent once enabled");
+        assert!(value.starts_with("00-"), "{value}");
+
+        let consumer = tracing::info_span!("consumer");
+        assert!(adopt_traceparent(&consumer, &value));
+        let mut headers = http::HeaderMap::new();
+        headers.insert("traceparent", value.parse().unwrap());
+        let handler = tracing::info_span!("handler");
+        assert!(adopt_remote_parent(&handler, &headers));
+        assert!(!adopt_traceparent(&tracing::info_span!("bad"), "garbage"));
+        assert!(!adopt_remote_parent(
+            &tracing::info_span!("none"),
+            &http::HeaderMap::new()
+        ));
+        drop((parent, consumer, handler));
+
+        let spans = exporter.get_finished_spans().unwrap();
+        let by_name = |name: &str| spans.iter().find(|s| s.name == name).unwrap().clone();
+        let origin = by_name("origin");
+        for child in ["consumer", "handler"] {
+            let child = by_name(child);
+            assert_eq!(
+                child.span_context.trace_id(),
+                origin.span_context.trace_id()
+            );
+            assert_eq!(child.parent_span_id, origin.span_context.span_id());
+        }
+    }
 }

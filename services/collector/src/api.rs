@@ -5,14 +5,16 @@
 use crate::cluster_member::ClusterMember;
 use crate::collector::{CollectorError, CollectorHandle};
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use gnomon_shared::coordination::{TargetStore, ASSIGNMENT_HEADER};
 use serde::Serialize;
+use tracing::Instrument;
 
 fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     match serde_json::to_vec(value) {
@@ -75,7 +77,25 @@ fn routes(state: ApiState) -> Router {
             get(get_target_config).delete(delete_target_config),
         )
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn(join_caller_trace))
         .with_state(state)
+}
+
+/// Runs a request that carries a W3C trace context (the leader's assignment calls) in an
+/// `api_request` span continuing the caller's trace, so what the handler starts (a target
+/// claim, its lock and subscriptions) belongs to the caller's placement trace. Requests
+/// without one (scrapes, operators) get no span.
+async fn join_caller_trace(request: Request, next: Next) -> Response {
+    let span = tracing::info_span!(
+        "api_request",
+        method = %request.method(),
+        path = %request.uri().path()
+    );
+    if gnomon_shared::telemetry::adopt_remote_parent(&span, request.headers()) {
+        next.run(request).instrument(span).await
+    } else {
+        next.run(request).await
+    }
 }
 
 /// The standalone collector's API (every route, with a JSON 404 for anything else).

@@ -90,9 +90,15 @@ pub fn describe_status(status: &tonic::Status) -> String {
 }
 
 impl TargetRun {
-    /// Runs until `cancel` fires or the ownership is lost.
-    #[tracing::instrument(name = "target", skip_all, fields(target = %self.config.name))]
-    pub async fn run(self, cancel: CancellationToken) {
+    /// Runs until `cancel` fires or the ownership is lost, in a `target` span opened at the
+    /// call (not at the first poll), so it is a child of the caller's span (a target claim)
+    /// even when spawned.
+    pub fn run(self, cancel: CancellationToken) -> impl std::future::Future<Output = ()> {
+        let span = tracing::info_span!("target", target = %self.config.name);
+        self.run_in_span(cancel).instrument(span)
+    }
+
+    async fn run_in_span(self, cancel: CancellationToken) {
         let stop = match &self.ownership {
             Some(ownership) => {
                 let combined = cancel.child_token();
@@ -178,6 +184,7 @@ impl TargetRun {
         for plan in &self.subscriptions {
             let request =
                 subscribe_request(&plan.config, self.config.encoding).map_err(|e| e.to_string())?;
+            let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
             let meta = EventMeta {
                 source: self.config.name.clone(),
                 subscription_name: plan.config.name.clone(),
@@ -189,13 +196,30 @@ impl TargetRun {
                 request,
                 config: plan.config.clone(),
                 outputs: plan.outputs.clone(),
-                info: Arc::new(StreamInfo::new(meta, fencing_token, self.output_slots)),
+                info: Arc::new(
+                    StreamInfo::new(meta, fencing_token, self.output_slots)
+                        .with_traceparent(gnomon_shared::telemetry::traceparent_of(&span)),
+                ),
                 status: self.status.clone(),
                 counters: counters.clone(),
                 cancel: round.clone(),
             };
-            let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
-            streams.spawn(stream.run().instrument(span));
+            streams.spawn(
+                async move {
+                    let outcome = stream.run().await;
+                    match &outcome {
+                        Ok((StreamEnd::Completed, _)) => {
+                            tracing::info!(reason = "completed", "subscription ended")
+                        }
+                        Ok((StreamEnd::Cancelled, _)) => {
+                            tracing::info!(reason = "stopped", "subscription ended")
+                        }
+                        Err((error, _)) => tracing::info!(reason = %error, "subscription ended"),
+                    }
+                    outcome
+                }
+                .instrument(span),
+            );
         }
         let mut healthy = false;
         let mut result = Ok(StreamEnd::Completed);

@@ -115,6 +115,7 @@ async fn campaign_loop(
     shutdown: CancellationToken,
 ) {
     let leader_key = keys::leader(&settings.cluster_name);
+    metrics::gauge!("gnmic_cluster_is_leader").set(0.0);
     loop {
         let span =
             tracing::info_span!("election", key = %leader_key, instance = %settings.instance_name);
@@ -135,6 +136,7 @@ async fn campaign_loop(
         };
         tracing::info!(fencing_token = guard.fencing_token(), "elected leader");
         leading.send_replace(true);
+        metrics::gauge!("gnmic_cluster_is_leader").set(1.0);
         let end = run_term(
             settings.clone(),
             coordination.clone(),
@@ -149,6 +151,7 @@ async fn campaign_loop(
         ))
         .await;
         leading.send_replace(false);
+        metrics::gauge!("gnmic_cluster_is_leader").set(0.0);
         match end {
             Ok(TermEnd::Shutdown) => {
                 let _ = guard.release().await;

@@ -191,6 +191,10 @@ impl Term {
     /// Replaces the member list; returns whether a member joined.
     fn set_members(&mut self, list: Vec<Member>) -> bool {
         let new: BTreeMap<String, Member> = list.into_iter().map(|m| (m.name.clone(), m)).collect();
+        for gone in self.members.keys().filter(|name| !new.contains_key(*name)) {
+            metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => gone.clone())
+                .set(0.0);
+        }
         let joined = new.keys().any(|name| !self.members.contains_key(name));
         if new.keys().ne(self.members.keys()) {
             tracing::info!(members = ?new.keys().collect::<Vec<_>>(), "members changed");
@@ -333,8 +337,21 @@ impl Term {
             .collect()
     }
 
+    /// Publishes the cluster's shape as metrics (the leader's view).
+    fn record_metrics(&self) {
+        metrics::gauge!("gnomon_cluster_members").set(self.members.len() as f64);
+        metrics::gauge!("gnomon_cluster_targets").set(self.targets.len() as f64);
+        metrics::gauge!("gnmic_cluster_number_of_locked_targets").set(self.holders.len() as f64);
+        metrics::gauge!("gnomon_cluster_placements_in_flight").set(self.in_flight.len() as f64);
+        for candidate in self.candidates() {
+            metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => candidate.name)
+                .set(candidate.load as f64);
+        }
+    }
+
     /// Starts a placement for every target without an owner.
     fn reconcile(&mut self) {
+        self.record_metrics();
         if self.members.is_empty() {
             return;
         }
@@ -373,7 +390,8 @@ impl Term {
                 denied,
             },
         );
-        let span = tracing::info_span!("placement", target = %target, member = %member);
+        let span =
+            tracing::info_span!(parent: None, "placement", target = %target, member = %member);
         let handshake = Handshake {
             client: self.client.clone(),
             holders: self.holders_tx.subscribe(),
@@ -420,6 +438,8 @@ impl Term {
                 Some(TermEnd::SteppedDown)
             }
             LeaderCommand::Rebalance { reply } => {
+                // Plan from the store's current state, not from watch events still in flight.
+                self.refresh().await;
                 let moves = self.plan_rebalance(2);
                 let count = moves.len();
                 self.execute_moves(moves);
@@ -427,6 +447,8 @@ impl Term {
                 None
             }
             LeaderCommand::Drain { member, reply } => {
+                self.refresh().await;
+                tracing::debug!(holders = self.holders.len(), member = %member, "draining");
                 if !self.members.contains_key(&member) {
                     let _ = reply.send(Err(format!("unknown instance: {member}")));
                     return None;
@@ -535,8 +557,7 @@ impl Term {
             let (from_api, to_api) = (from.api.clone(), to.api.clone());
             let results = self.results.clone();
             let cancel = self.cancel.clone();
-            let span =
-                tracing::info_span!("move", target = %mv.target, from = %mv.from, to = %mv.to);
+            let span = tracing::info_span!(parent: None, "move", target = %mv.target, from = %mv.from, to = %mv.to);
             tokio::spawn(
                 async move {
                     let outcome = tokio::select! {

@@ -160,7 +160,20 @@ impl NatsInput {
                         message = receiver.recv() => message,
                     };
                     let Some(message) = message else { break };
-                    processor.process(&message);
+                    match message.headers.traceparent.as_deref() {
+                        // Only a stream's first message carries one, and only when the
+                        // publisher traces: continue its trace for this message.
+                        Some(parent) if gnomon_shared::telemetry::trace_propagation_enabled() => {
+                            let span = tracing::info_span!(
+                                "bus_consume",
+                                input = %processor.name,
+                                subject = %message.subject
+                            );
+                            gnomon_shared::telemetry::adopt_traceparent(&span, parent);
+                            span.in_scope(|| processor.process(&message));
+                        }
+                        _ => processor.process(&message),
+                    }
                 }
             });
         }

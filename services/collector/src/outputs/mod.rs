@@ -33,6 +33,16 @@ pub struct StreamInfo {
     route: usize,
     /// Subject per output index, computed on first use.
     subjects: Vec<OnceLock<String>>,
+    /// Trace context of the subscription, when propagation is on.
+    trace: Option<StreamTrace>,
+}
+
+/// The subscription span's `traceparent`, handed to each output once: only a stream's first
+/// published message carries it, so tracing adds no per-message cost.
+#[derive(Debug)]
+struct StreamTrace {
+    traceparent: String,
+    handed_out: Vec<std::sync::atomic::AtomicBool>,
 }
 
 impl StreamInfo {
@@ -51,7 +61,26 @@ impl StreamInfo {
             meta,
             route,
             subjects: (0..output_count).map(|_| OnceLock::new()).collect(),
+            trace: None,
         }
+    }
+
+    /// Attaches the subscription span's `traceparent` (`None`: propagation off).
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
+        self.trace = traceparent.map(|traceparent| StreamTrace {
+            traceparent,
+            handed_out: (0..self.subjects.len())
+                .map(|_| std::sync::atomic::AtomicBool::new(false))
+                .collect(),
+        });
+        self
+    }
+
+    /// The subscription's `traceparent` the first time output `output_index` asks, then `None`.
+    pub fn first_traceparent(&self, output_index: usize) -> Option<&str> {
+        let trace = self.trace.as_ref()?;
+        let flag = trace.handed_out.get(output_index)?;
+        (!flag.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(&*trace.traceparent)
     }
 
     fn subject(&self, output_index: usize, make: impl FnOnce() -> String) -> &str {

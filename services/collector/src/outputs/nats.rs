@@ -17,6 +17,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 256;
@@ -193,7 +194,26 @@ impl Worker {
 
     async fn publish(&self, bus: &dyn Bus, item: &OutputItem) {
         match item {
-            OutputItem::Response(collected) => self.publish_response(bus, collected).await,
+            OutputItem::Response(collected) => {
+                match collected.stream.first_traceparent(self.slot) {
+                    None => self.publish_response(bus, collected, None).await,
+                    Some(parent) => {
+                        // A stream's first message: publish it in a span continuing the
+                        // subscription's trace, and hand that span's context to the consumer.
+                        let span = tracing::info_span!(
+                            "bus_publish",
+                            output = %self.output,
+                            target = %collected.stream.target,
+                            subscription = %collected.stream.subscription
+                        );
+                        gnomon_shared::telemetry::adopt_traceparent(&span, parent);
+                        let traceparent = gnomon_shared::telemetry::traceparent_of(&span);
+                        self.publish_response(bus, collected, traceparent)
+                            .instrument(span)
+                            .await
+                    }
+                }
+            }
             OutputItem::TargetUp(report) => self.publish_target_up(bus, report).await,
         }
     }
@@ -210,16 +230,22 @@ impl Worker {
             .await;
     }
 
-    async fn publish_response(&self, bus: &dyn Bus, item: &Collected) {
+    /// Publishes one response; `traceparent` (if any) goes on its first message only.
+    async fn publish_response(
+        &self,
+        bus: &dyn Bus,
+        item: &Collected,
+        mut traceparent: Option<String>,
+    ) {
         let stream = &item.stream;
         let subject = stream.subject(self.slot, || {
             subject_for(&self.config, &stream.target, &stream.subscription)
         });
-        let headers = || MessageHeaders {
+        let mut headers = || MessageHeaders {
             target: Some(stream.target.clone()),
             subscription: Some(stream.subscription.clone()),
             fencing_token: stream.fencing_token,
-            traceparent: None,
+            traceparent: traceparent.take(),
         };
         match self.config.format {
             NatsFormat::Proto => {
