@@ -1,0 +1,165 @@
+//! What arrives over NATS, in both formats, on every decoder that reads it:
+//! * `event` JSON: the shared owned and zero-copy decoders and the exporter's wire decoder,
+//!   then the exporter's Prometheus naming of each decoded event;
+//! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion, the
+//!   exporter's proto path and the collector's raw top-level scan.
+//!
+//! None may panic. Cheap cross-checks: owned and zero-copy JSON decoders agree, decoded
+//! events survive an encode/decode round trip, the direct response→JSON encoder matches
+//! encoding the converted events, and every series the exporter would expose is valid
+//! Prometheus text.
+#![no_main]
+
+use bytes::Bytes;
+use gnomon_collector::codec::RawResponse;
+use gnomon_exporter::naming::{NamingOptions, SampleValue, SeriesBuilder};
+use gnomon_exporter::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
+use gnomon_shared::gnmi::event::{
+    event_views_from_json, events_from_json, events_to_json, response_to_events,
+    response_to_json, EventMeta,
+};
+use gnomon_shared::proto::gnmi::SubscribeResponse;
+use libfuzzer_sys::fuzz_target;
+use prost::Message;
+
+fuzz_target!(|data: &[u8]| {
+    json_payload(data);
+    proto_payload(data);
+});
+
+fn json_payload(data: &[u8]) {
+    let owned = events_from_json(data);
+    if let Ok(events) = &owned {
+        let encoded = events_to_json(events);
+        let again = events_from_json(&encoded).expect("re-decoding encoded events failed");
+        assert_eq!(&again, events, "events changed in an encode/decode round trip");
+    }
+    if let (Ok(views), Ok(events)) = (event_views_from_json(data), &owned) {
+        let from_views: Vec<_> = views.into_iter().map(|v| v.into_event()).collect();
+        assert_eq!(&from_views, events, "zero-copy and owned decoders disagree");
+    }
+    if let Ok(events) = decode_events(data) {
+        for options in naming_variants() {
+            expose(options, &events);
+        }
+    }
+}
+
+fn proto_payload(data: &[u8]) {
+    let meta = EventMeta::new("router1", "ifcounters");
+    if let Ok(response) = SubscribeResponse::decode(data) {
+        let events = response_to_events(&response, &meta);
+        match response_to_json(&response, &meta) {
+            Some(json) => assert_eq!(
+                json,
+                events_to_json(&events),
+                "direct JSON encoding differs from encoding the events"
+            ),
+            None => assert!(events.is_empty(), "events dropped by the direct encoder"),
+        }
+    }
+    let subject_meta = meta_from_subject("telemetry.router-1.ifcounters");
+    if let Ok(events) = decode_proto(data, &subject_meta) {
+        let views: Vec<WireEvent<'_>> = events.iter().map(WireEvent::borrowed).collect();
+        expose(NamingOptions::default(), &views);
+    }
+    if let Ok(raw) = RawResponse::scan(Bytes::copy_from_slice(data)) {
+        let _ = raw.update_count();
+        let _ = raw.decoded();
+    }
+}
+
+fn naming_variants() -> [NamingOptions; 2] {
+    [
+        NamingOptions::default(),
+        NamingOptions {
+            metric_prefix: "gnmic".to_string(),
+            append_subscription_name: true,
+            strings_as_labels: true,
+        },
+    ]
+}
+
+/// Runs the exporter's naming over `events` (tags and values sorted by key, as the exporter
+/// does) and checks every series text.
+fn expose(options: NamingOptions, events: &[WireEvent<'_>]) {
+    let mut builder = SeriesBuilder::new(options);
+    for event in events {
+        let mut tags: Vec<(&str, &str)> =
+            event.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())).collect();
+        tags.sort_by(|a, b| a.0.cmp(b.0));
+        let mut values: Vec<(&str, SampleValue<'_>)> = event
+            .values
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.clone()))
+            .collect();
+        values.sort_by(|a, b| a.0.cmp(b.0));
+        builder.start_event(tags.into_iter(), &values);
+        for (key, value) in &values {
+            if let Some(series) = builder.series(&event.name, key, value) {
+                check_series(series.text, series.name_len);
+            }
+        }
+    }
+}
+
+fn is_name(bytes: &[u8]) -> bool {
+    match bytes.split_first() {
+        Some((first, rest)) => {
+            (first.is_ascii_alphabetic() || *first == b'_')
+                && rest.iter().all(|b| b.is_ascii_alphanumeric() || *b == b'_')
+        }
+        None => false,
+    }
+}
+
+/// `name` or `name{label="value",...}` with valid names, escaped values, unique labels.
+fn check_series(text: &[u8], name_len: usize) {
+    let shown = String::from_utf8_lossy(text);
+    assert!(std::str::from_utf8(text).is_ok(), "series is not UTF-8: {shown}");
+    let (name, labels) = text.split_at(name_len);
+    assert!(is_name(name), "bad metric name in {shown}");
+    if labels.is_empty() {
+        return;
+    }
+    assert!(
+        labels.first() == Some(&b'{') && labels.last() == Some(&b'}'),
+        "bad label block in {shown}"
+    );
+    let mut rest = &labels[1..labels.len() - 1];
+    let mut seen: Vec<&[u8]> = Vec::new();
+    loop {
+        let eq = rest
+            .iter()
+            .position(|&b| b == b'=')
+            .unwrap_or_else(|| panic!("label without '=' in {shown}"));
+        let label = &rest[..eq];
+        assert!(is_name(label), "bad label name in {shown}");
+        assert!(!seen.contains(&label), "duplicate label in {shown}");
+        seen.push(label);
+        rest = &rest[eq + 1..];
+        assert_eq!(rest.first(), Some(&b'"'), "unquoted label value in {shown}");
+        let mut i = 1;
+        loop {
+            match rest.get(i) {
+                Some(b'\\') => {
+                    assert!(
+                        matches!(rest.get(i + 1), Some(b'\\' | b'"' | b'n')),
+                        "bad escape in {shown}"
+                    );
+                    i += 2;
+                }
+                Some(b'"') => break,
+                Some(b'\n') => panic!("raw newline in label value of {shown}"),
+                Some(_) => i += 1,
+                None => panic!("unterminated label value in {shown}"),
+            }
+        }
+        rest = &rest[i + 1..];
+        match rest.split_first() {
+            None => break,
+            Some((b',', after)) => rest = after,
+            Some(_) => panic!("junk after label value in {shown}"),
+        }
+    }
+}
