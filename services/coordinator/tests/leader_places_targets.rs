@@ -248,3 +248,45 @@ async fn leader_places_balances_fails_over_drains_and_follows_runtime_changes() 
     shutdown.cancel();
     drop((m1, m2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_joining_member_gets_a_share_when_the_spread_reaches_the_threshold() {
+    let store = MemoryStore::new();
+    let observer = MemoryCoordination::with_store(
+        store.clone(),
+        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
+        "observer",
+    );
+    let m1 = FakeMember::start(&store, "m1", &[]).await;
+    let m2 = FakeMember::start(&store, "m2", &[]).await;
+    let coordination: Arc<dyn Coordination> = m1.coordination.clone();
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    for i in 0..12 {
+        targets.put(&serde_json::json!({ "name": format!("t{i}"), "address": format!("10.0.0.{i}:57400") })).await.unwrap();
+    }
+    let shutdown = CancellationToken::new();
+    let (_handle, _task) = spawn(
+        settings("coordinator-a"),
+        coordination.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    wait_owners(&observer, "12 targets on 2 members", |o| o.len() == 12).await;
+
+    // m3 joins: the spread (6 vs 0) reaches the default threshold of 2, so targets move to it.
+    let m3 = FakeMember::start(&store, "m3", &[]).await;
+    let after = wait_owners(&observer, "m3 gets its share", |o| {
+        o.len() == 12 && o.values().filter(|m| *m == "m3").count() >= 3
+    })
+    .await;
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for owner in after.values() {
+        *load.entry(owner.as_str()).or_default() += 1;
+    }
+    assert!(
+        load.values().max().unwrap() - load.values().min().unwrap() < 2,
+        "{load:?}"
+    );
+    shutdown.cancel();
+    drop((m1, m2, m3));
+}
