@@ -3,6 +3,7 @@
 pub mod bus;
 pub mod config;
 pub mod coordination;
+pub mod duration;
 pub mod gnmi;
 pub mod proto;
 pub mod telemetry;

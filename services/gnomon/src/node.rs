@@ -43,6 +43,10 @@ fn coordinator_settings(clustering: &ClusteringConfig) -> CoordinatorSettings {
     settings.targets_watch_timer = clustering.targets_watch_timer;
     settings.target_assignment_timeout = clustering.target_assignment_timeout;
     settings.leader_wait_timer = clustering.leader_wait_timer;
+    settings.rebalance_threshold = match clustering.rebalance_threshold {
+        0 => None,
+        threshold => Some(threshold as usize),
+    };
     settings.member_client = MemberClientOptions {
         accept_invalid_certs: clustering.tls.as_ref().is_none_or(|tls| tls.skip_verify),
         ..MemberClientOptions::default()

@@ -74,19 +74,10 @@ impl ApiConfig {
         }
         if let Some(tls) = block.section("tls")? {
             config.tls = Some(ApiTls {
-                ca_file: tls
-                    .string("ca-file")?
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                cert_file: tls
-                    .string("cert-file")?
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                key_file: tls
-                    .string("key-file")?
-                    .filter(|s| !s.is_empty())
-                    .map(PathBuf::from),
-                client_auth: tls.string("client-auth")?.filter(|s| !s.is_empty()),
+                ca_file: tls.path_if_set("ca-file")?,
+                cert_file: tls.path_if_set("cert-file")?,
+                key_file: tls.path_if_set("key-file")?,
+                client_auth: tls.string_if_set("client-auth")?,
             });
             if let Some(mode) = config.tls.as_ref().and_then(|t| t.client_auth.clone()) {
                 if crate::tls::ClientAuth::parse(&mode).is_none() {

@@ -26,11 +26,17 @@ pub struct ClusteringConfig {
     pub leader_wait_timer: Duration,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
+    /// gnomon: when a member joins and the most and least loaded members differ by at least
+    /// this many targets, the leader rebalances (`rebalance-threshold`, default 2; 0 disables).
+    pub rebalance_threshold: u64,
     /// The `locker` map, env-expanded (its `type` picks the coordination backend).
     pub locker: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }
+
+/// Default `rebalance-threshold`: gnmic's rebalance stops below a spread of 2.
+pub const DEFAULT_REBALANCE_THRESHOLD: u64 = 2;
 
 fn or_default(value: Option<Duration>, default: Duration) -> Duration {
     value.filter(|d| !d.is_zero()).unwrap_or(default)
@@ -80,17 +86,15 @@ impl ClusteringConfig {
             }
         };
         let instance_name = section
-            .string("instance-name")?
-            .filter(|s| !s.is_empty())
+            .string_if_set("instance-name")?
             .or_else(|| global_instance_name.map(str::to_string))
             .unwrap_or_else(|| format!("gnomon-{}", uuid::Uuid::new_v4()));
         let config = Self {
             cluster_name: section
-                .string("cluster-name")?
-                .filter(|s| !s.is_empty())
+                .string_if_set("cluster-name")?
                 .unwrap_or_else(|| global_cluster_name.to_string()),
             instance_name,
-            service_address: section.string("service-address")?.filter(|s| !s.is_empty()),
+            service_address: section.string_if_set("service-address")?,
             services_watch_timer: or_default(
                 section.duration("services-watch-timer")?,
                 Duration::from_secs(60),
@@ -108,6 +112,9 @@ impl ClusteringConfig {
                 Duration::from_secs(5),
             ),
             tags: section.string_list("tags")?,
+            rebalance_threshold: section
+                .u64("rebalance-threshold")?
+                .unwrap_or(DEFAULT_REBALANCE_THRESHOLD),
             locker,
             tls: TlsFiles::read(section, "tls")?,
         };

@@ -83,6 +83,7 @@ const CLUSTERING_KEYS: &[(&str, Shape)] = &[
     ("target-assignment-timeout", Shape::Leaf),
     ("leader-wait-timer", Shape::Leaf),
     ("tags", Shape::Leaf),
+    ("rebalance-threshold", Shape::Leaf),
     ("locker", Shape::Free),
     ("tls", Shape::Fixed(TLS_KEYS)),
 ];

@@ -10,7 +10,6 @@
 
 mod api;
 mod clustering;
-pub mod duration;
 mod env;
 mod error;
 mod input;
@@ -22,6 +21,7 @@ mod secret;
 mod subscription;
 mod target;
 
+pub use crate::duration;
 pub use api::{ApiConfig, ApiTls, DEFAULT_API_ADDRESS};
 pub use clustering::ClusteringConfig;
 pub use env::apply_env_overrides;
@@ -183,48 +183,51 @@ fn parse_tree(text: &str, format: ConfigFormat, source_name: &str) -> Result<Val
     }
 }
 
+/// Calls `each` with the name and block of every entry of the map section `key`
+/// (`subscriptions`, `outputs`, `inputs`); an entry without a value reads as an empty block.
+fn for_each_block(
+    root: &Section<'_>,
+    key: &str,
+    expand_env: bool,
+    mut each: impl FnMut(&str, &Section<'_>) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    let Some(section) = root.section(key)? else {
+        return Ok(());
+    };
+    for name in section.keys() {
+        let value = section
+            .raw(name)
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let entry = Section::from_value(section.key_path(name), &value, expand_env)?;
+        each(name, &entry)?;
+    }
+    Ok(())
+}
+
 /// Builds the typed configuration from a JSON tree (file after environment overrides).
 pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
     let root = Section::from_value("", tree, false)?;
     let globals = GlobalConfig::from_section(&root)?;
 
     let mut subscriptions = BTreeMap::new();
-    if let Some(section) = root.section("subscriptions")? {
-        for name in section.keys() {
-            let entry_path = section.key_path(name);
-            let value = section
-                .raw(name)
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            let entry = Section::from_value(entry_path, &value, false)?;
-            let subscription = SubscriptionConfig::from_section(name, &entry)?;
-            subscriptions.insert(subscription.name.clone(), subscription);
-        }
-    }
+    for_each_block(&root, "subscriptions", false, |name, entry| {
+        let subscription = SubscriptionConfig::from_section(name, entry)?;
+        subscriptions.insert(subscription.name.clone(), subscription);
+        Ok(())
+    })?;
 
     let mut outputs = BTreeMap::new();
-    if let Some(section) = root.section("outputs")? {
-        for name in section.keys() {
-            let value = section
-                .raw(name)
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            let entry = Section::from_value(section.key_path(name), &value, true)?;
-            outputs.insert(name.clone(), OutputConfig::from_section(name, &entry)?);
-        }
-    }
+    for_each_block(&root, "outputs", true, |name, entry| {
+        outputs.insert(name.to_string(), OutputConfig::from_section(name, entry)?);
+        Ok(())
+    })?;
 
     let mut inputs = BTreeMap::new();
-    if let Some(section) = root.section("inputs")? {
-        for name in section.keys() {
-            let value = section
-                .raw(name)
-                .cloned()
-                .unwrap_or(Value::Object(Default::default()));
-            let entry = Section::from_value(section.key_path(name), &value, true)?;
-            inputs.insert(name.clone(), InputConfig::from_section(name, &entry)?);
-        }
-    }
+    for_each_block(&root, "inputs", true, |name, entry| {
+        inputs.insert(name.to_string(), InputConfig::from_section(name, entry)?);
+        Ok(())
+    })?;
 
     let mut targets = BTreeMap::new();
     match root.raw("targets") {

@@ -30,18 +30,9 @@ impl TlsFiles {
             return Ok(None);
         };
         let files = Self {
-            ca_file: tls
-                .string("ca-file")?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            cert_file: tls
-                .string("cert-file")?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
-            key_file: tls
-                .string("key-file")?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
+            ca_file: tls.path_if_set("ca-file")?,
+            cert_file: tls.path_if_set("cert-file")?,
+            key_file: tls.path_if_set("key-file")?,
             skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
         };
         if files.cert_file.is_some() != files.key_file.is_some() {
@@ -128,32 +119,21 @@ impl NatsOutputConfig {
         let num_workers = section.u64("num-workers")?.unwrap_or(1).clamp(1, 64) as usize;
         let buffer_size = section.u64("buffer-size")?.unwrap_or(0) as usize;
         let subject = section
-            .string("subject")?
-            .filter(|s| !s.is_empty())
+            .string_if_set("subject")?
             .unwrap_or_else(|| "telemetry".into());
         let config = Self {
             name: section
-                .string("name")?
-                .filter(|s| !s.is_empty())
+                .string_if_set("name")?
                 .unwrap_or_else(|| name.to_string()),
             address: section
                 .non_empty_string("address", "host:port of a NATS server")?
                 .unwrap_or_else(|| "localhost:4222".into()),
             subject: subject.replace(' ', "_"),
-            subject_prefix: section.string("subject-prefix")?.filter(|s| !s.is_empty()),
-            username: section.string("username")?.filter(|s| !s.is_empty()),
-            password: section
-                .string("password")?
-                .filter(|s| !s.is_empty())
-                .map(Secret::new),
-            token: section
-                .string("token")?
-                .filter(|s| !s.is_empty())
-                .map(Secret::new),
-            credentials_file: section
-                .string("credentials-file")?
-                .filter(|s| !s.is_empty())
-                .map(PathBuf::from),
+            subject_prefix: section.string_if_set("subject-prefix")?,
+            username: section.string_if_set("username")?,
+            password: section.string_if_set("password")?.map(Secret::new),
+            token: section.string_if_set("token")?.map(Secret::new),
+            credentials_file: section.path_if_set("credentials-file")?,
             tls: TlsFiles::read(section, "tls")?,
             format,
             split_events: section.bool("split-events")?.unwrap_or(false),
@@ -199,8 +179,8 @@ pub struct FileOutputConfig {
 
 impl FileOutputConfig {
     fn from_section(section: &Section<'_>) -> Result<Self, ConfigError> {
-        let filename = section.string("filename")?.filter(|s| !s.is_empty());
-        let file_type = section.string("file-type")?.filter(|s| !s.is_empty());
+        let filename = section.string_if_set("filename")?;
+        let file_type = section.string_if_set("file-type")?;
         let destination = match (filename, file_type) {
             (Some(path), _) => FileDestination::Path(PathBuf::from(path)),
             (None, Some(t)) => match t.trim().to_ascii_lowercase().as_str() {

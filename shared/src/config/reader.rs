@@ -7,6 +7,7 @@ use super::ConfigError;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A view on one object of the configuration tree.
@@ -111,6 +112,16 @@ impl<'a> Section<'a> {
         Ok(Some(self.expand(&text)))
     }
 
+    /// A string; an empty one counts as unset (gnmic's zero value).
+    pub fn string_if_set(&self, key: &str) -> Result<Option<String>, ConfigError> {
+        Ok(self.string(key)?.filter(|s| !s.is_empty()))
+    }
+
+    /// A file path; an empty string counts as unset.
+    pub fn path_if_set(&self, key: &str) -> Result<Option<PathBuf>, ConfigError> {
+        Ok(self.string_if_set(key)?.map(PathBuf::from))
+    }
+
     /// A string that must not be empty when present.
     pub fn non_empty_string(
         &self,
@@ -177,7 +188,7 @@ impl<'a> Section<'a> {
                 let text = self.expand(s);
                 match text.trim().parse::<u64>() {
                     Ok(ns) => Some(Duration::from_nanos(ns)),
-                    Err(_) => parse_go_duration(&text),
+                    Err(_) => parse_go_duration(&text).ok(),
                 }
             }
             _ => None,

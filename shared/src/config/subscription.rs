@@ -166,7 +166,7 @@ impl SubscriptionConfig {
                 ));
             }
         }
-        let prefix = section.string("prefix")?.filter(|s| !s.is_empty());
+        let prefix = section.string_if_set("prefix")?;
         if let Some(text) = &prefix {
             if let Err(error) = crate::gnmi::path::parse_path(text) {
                 return Err(ConfigError::invalid(
@@ -232,7 +232,7 @@ impl SubscriptionConfig {
                 .unwrap_or_else(|| name.to_string()),
             paths,
             prefix,
-            target: section.string("target")?.filter(|s| !s.is_empty()),
+            target: section.string_if_set("target")?,
             set_target: section.bool("set-target")?.unwrap_or(false),
             models: section.string_list("models")?,
             mode,

@@ -129,10 +129,9 @@ impl GlobalConfig {
             timeout: root.duration("timeout")?.unwrap_or(defaults.timeout),
             retry: root.duration("retry")?.unwrap_or(defaults.retry),
             cluster_name: root
-                .string("cluster-name")?
-                .filter(|s| !s.is_empty())
+                .string_if_set("cluster-name")?
                 .unwrap_or(defaults.cluster_name),
-            instance_name: root.string("instance-name")?.filter(|s| !s.is_empty()),
+            instance_name: root.string_if_set("instance-name")?,
             debug: root.bool("debug")?.unwrap_or(false),
         })
     }
@@ -267,6 +266,14 @@ impl TargetConfig {
             .or_else(|| key.map(str::to_string))
             .unwrap_or_else(|| address.clone());
         let mut target = Self::new(&name, &address, globals);
+        if target.address.is_empty() {
+            // Only commas and blanks (e.g. a name "," standing in for the address).
+            return Err(ConfigError::invalid(
+                section.key_path("address"),
+                &serde_json::Value::String(address),
+                "names no host (expected host:port)",
+            ));
+        }
         if let Some(v) = section.string("username")? {
             target.username = Some(v);
         }
@@ -357,35 +364,35 @@ impl TargetConfig {
     }
 }
 
-/// Appends `:port` to each comma-separated address that has none (`unix://` kept as is).
+/// Appends `:port` to each comma-separated address that has none, as gnmic does with Go's
+/// `net.JoinHostPort`: `host` → `host:port`, a bare IPv6 `::1` → `[::1]:port`, `[::1]` →
+/// `[::1]:port` (`unix://` kept as is). An address that has a port (even one that is not a
+/// number; the dial reports it) or malformed brackets is kept as written, so applying this
+/// to its own output changes nothing (members re-parse each other's target configs).
 pub fn with_default_port(address: &str, port: u16) -> String {
     address
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
-        .map(|a| {
-            if a.starts_with("unix://") || has_port(a) {
-                a.to_string()
-            } else {
-                format!("{a}:{port}")
-            }
-        })
+        .map(|a| add_port(a, port))
         .collect::<Vec<_>>()
         .join(",")
 }
 
-fn has_port(address: &str) -> bool {
-    if let Some(rest) = address.strip_prefix('[') {
-        // [v6]:port
-        return rest
-            .split_once(']')
-            .is_some_and(|(_, tail)| tail.starts_with(':'));
+fn add_port(address: &str, port: u16) -> String {
+    if address.starts_with("unix://") {
+        return address.to_string();
     }
-    match address.rsplit_once(':') {
-        Some((host, port)) => {
-            !host.contains(':') && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
-        }
-        None => false,
+    if let Some(inner) = address.strip_prefix('[') {
+        return match inner.strip_suffix(']') {
+            Some(host) if !host.contains(['[', ']']) => format!("[{host}]:{port}"),
+            _ => address.to_string(),
+        };
+    }
+    match address.matches(':').count() {
+        0 => format!("{address}:{port}"),
+        1 => address.to_string(),
+        _ => format!("[{address}]:{port}"),
     }
 }
 
@@ -401,5 +408,49 @@ mod tests {
         assert_eq!(with_default_port("[::1]", 57400), "[::1]:57400");
         assert_eq!(with_default_port("[::1]:9", 57400), "[::1]:9");
         assert_eq!(with_default_port("unix:///tmp/s", 57400), "unix:///tmp/s");
+        assert_eq!(with_default_port("::1", 57400), "[::1]:57400");
+    }
+
+    /// Found by the `rest_bodies` fuzzer: a posted target named "," (so its address was
+    /// ",") was accepted with an empty address, which its own wire form then failed.
+    #[test]
+    fn an_address_of_only_commas_is_rejected() {
+        for body in [
+            serde_json::json!({"name": ","}),
+            serde_json::json!({"name": "r1", "address": " , ,"}),
+        ] {
+            let section = Section::from_value("", &body, false).unwrap();
+            let error = TargetConfig::from_section(None, &section, &GlobalConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                error.starts_with("address: ") && error.contains("names no host"),
+                "{error}"
+            );
+        }
+    }
+
+    /// Found by the `rest_bodies` fuzzer: a port that is not a number got the default port
+    /// appended on every parse, so a target changed each time members exchanged it.
+    #[test]
+    fn adding_the_default_port_twice_changes_nothing() {
+        for address in [
+            "10.0.0.1:57s3cret",
+            "host:",
+            "10.0.0.1",
+            "::1",
+            "[::1]",
+            "[::1]x",
+            "[::1",
+            "a]:b:c",
+            "a, b:1,,[fe80::1]:9",
+        ] {
+            let once = with_default_port(address, 57400);
+            assert_eq!(with_default_port(&once, 57400), once, "{address:?}");
+        }
+        assert_eq!(
+            with_default_port("10.0.0.1:57s3cret", 57400),
+            "10.0.0.1:57s3cret"
+        );
     }
 }

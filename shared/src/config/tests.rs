@@ -265,6 +265,7 @@ fn clustering_defaults_and_short_timers() {
     // gnomon allows timers below gnmic's floors (20 s here).
     assert_eq!(clustering.targets_watch_timer, Duration::from_secs(5));
     assert_eq!(clustering.leader_wait_timer, Duration::from_secs(5));
+    assert_eq!(clustering.rebalance_threshold, 2);
     assert_eq!(clustering.locker["type"], "consul");
     let err = error_of("clustering:\n  cluster-name: c\n");
     assert!(err.starts_with("clustering.locker: missing"), "{err}");

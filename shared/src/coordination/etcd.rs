@@ -21,7 +21,7 @@
 //!   differences, then watch again from the listed revision + 1.
 
 use super::{
-    acquire_until, check_key, keys, kv_services, memory::diff, Attempt, Coordination,
+    acquire_once, acquire_until, check_key, keys, kv_services, memory::diff, Attempt, Coordination,
     CoordinationError, LockAttempts, LockGuard, LockRelease, LockerConfig, Result,
     ServiceDeregister, ServiceHandle, ServiceInstance, ServiceRegistration, ServiceWatch,
     WatchEvent, WatchEvents,
@@ -543,6 +543,10 @@ impl LockAttempts for EtcdCoordination {
     fn retry_timer(&self) -> Duration {
         self.inner.retry
     }
+
+    fn instance(&self) -> &str {
+        &self.inner.instance
+    }
 }
 
 struct EtcdDeregister {
@@ -563,15 +567,10 @@ impl Coordination for EtcdCoordination {
         "etcd"
     }
 
-    #[tracing::instrument(skip(self), fields(backend = "etcd", instance = %self.inner.instance))]
     async fn acquire(&self, key: &str, value: &str) -> Result<Option<LockGuard>> {
-        Ok(match self.attempt(key, value).await? {
-            Attempt::Acquired(guard) => Some(guard),
-            Attempt::Busy { .. } => None,
-        })
+        acquire_once(self, key, value).await
     }
 
-    #[tracing::instrument(skip(self, cancel), fields(backend = "etcd", instance = %self.inner.instance))]
     async fn acquire_blocking(
         &self,
         key: &str,

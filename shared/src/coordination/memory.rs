@@ -5,9 +5,10 @@
 //! calls fail; the session expires after its TTL).
 
 use super::{
-    acquire_until, check_key, keys, kv_services, Attempt, Coordination, CoordinationError,
-    LockAttempts, LockGuard, LockRelease, LockerConfig, Result, ServiceDeregister, ServiceHandle,
-    ServiceInstance, ServiceRegistration, ServiceWatch, WatchEvent, WatchEvents,
+    acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination,
+    CoordinationError, LockAttempts, LockGuard, LockRelease, LockerConfig, Result,
+    ServiceDeregister, ServiceHandle, ServiceInstance, ServiceRegistration, ServiceWatch,
+    WatchEvent, WatchEvents,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -363,6 +364,10 @@ impl LockAttempts for MemoryCoordination {
     fn retry_timer(&self) -> Duration {
         self.inner.retry
     }
+
+    fn instance(&self) -> &str {
+        &self.inner.instance
+    }
 }
 
 #[async_trait]
@@ -371,15 +376,10 @@ impl Coordination for MemoryCoordination {
         "memory"
     }
 
-    #[tracing::instrument(skip(self), fields(backend = "memory", instance = %self.inner.instance))]
     async fn acquire(&self, key: &str, value: &str) -> Result<Option<LockGuard>> {
-        Ok(match self.attempt(key, value).await? {
-            Attempt::Acquired(guard) => Some(guard),
-            Attempt::Busy { .. } => None,
-        })
+        acquire_once(self, key, value).await
     }
 
-    #[tracing::instrument(skip(self, cancel), fields(backend = "memory", instance = %self.inner.instance))]
     async fn acquire_blocking(
         &self,
         key: &str,

@@ -21,12 +21,13 @@
 
 pub mod config;
 pub mod consul;
-pub mod duration;
 pub mod etcd;
 pub mod keys;
 mod kv_services;
 pub mod memory;
 pub mod target_store;
+
+pub use crate::duration;
 
 pub use config::{LockerConfig, LockerType, TlsConfig};
 pub use memory::{MemoryCoordination, MemoryStore};
@@ -398,16 +399,43 @@ pub(crate) enum Attempt {
     },
 }
 
-/// Backends implement this; [`acquire_until`] builds `acquire_blocking` from it.
+/// Backends implement this; [`acquire_once`] and [`acquire_until`] build
+/// [`Coordination::acquire`] and [`Coordination::acquire_blocking`] from it.
 #[async_trait]
 pub(crate) trait LockAttempts: Send + Sync {
     async fn attempt(&self, key: &str, value: &str) -> Result<Attempt>;
     /// Returns when `key` may have changed after `since`, or after `max_wait`.
     async fn wait_change(&self, key: &str, since: u64, max_wait: Duration);
     fn retry_timer(&self) -> Duration;
+    /// The member name this session was opened for (a field of the lock spans).
+    fn instance(&self) -> &str;
 }
 
-pub(crate) async fn acquire_until<B: LockAttempts + ?Sized>(
+/// [`Coordination::acquire`]: one attempt; `None` while another session holds the key.
+#[tracing::instrument(
+    name = "acquire",
+    skip(backend),
+    fields(backend = backend.backend(), instance = %backend.instance())
+)]
+pub(crate) async fn acquire_once<B: LockAttempts + Coordination + ?Sized>(
+    backend: &B,
+    key: &str,
+    value: &str,
+) -> Result<Option<LockGuard>> {
+    Ok(match backend.attempt(key, value).await? {
+        Attempt::Acquired(guard) => Some(guard),
+        Attempt::Busy { .. } => None,
+    })
+}
+
+/// [`Coordination::acquire_blocking`]: attempts until acquired, cancelled or a
+/// non-transient error, waiting for the key to change between attempts.
+#[tracing::instrument(
+    name = "acquire_blocking",
+    skip(backend, cancel),
+    fields(backend = backend.backend(), instance = %backend.instance())
+)]
+pub(crate) async fn acquire_until<B: LockAttempts + Coordination + ?Sized>(
     backend: &B,
     key: &str,
     value: &str,

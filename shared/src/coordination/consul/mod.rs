@@ -25,9 +25,9 @@ use client::{ConsulClient, KvWrite, MAX_BLOCKING_WAIT};
 use super::keys::{escape_key, unescape_key};
 use super::memory::diff;
 use super::{
-    acquire_until, check_key, Attempt, Coordination, CoordinationError, LockAttempts, LockGuard,
-    LockRelease, LockerConfig, Result, ServiceDeregister, ServiceHandle, ServiceInstance,
-    ServiceRegistration, ServiceWatch, WatchEvents,
+    acquire_once, acquire_until, check_key, Attempt, Coordination, CoordinationError, LockAttempts,
+    LockGuard, LockRelease, LockerConfig, Result, ServiceDeregister, ServiceHandle,
+    ServiceInstance, ServiceRegistration, ServiceWatch, WatchEvents,
 };
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -313,6 +313,10 @@ impl LockAttempts for ConsulCoordination {
     fn retry_timer(&self) -> Duration {
         self.inner.retry
     }
+
+    fn instance(&self) -> &str {
+        &self.inner.instance
+    }
 }
 
 struct ConsulDeregister {
@@ -338,15 +342,10 @@ impl Coordination for ConsulCoordination {
         "consul"
     }
 
-    #[tracing::instrument(skip(self), fields(backend = "consul", instance = %self.inner.instance))]
     async fn acquire(&self, key: &str, value: &str) -> Result<Option<LockGuard>> {
-        Ok(match self.attempt(key, value).await? {
-            Attempt::Acquired(guard) => Some(guard),
-            Attempt::Busy { .. } => None,
-        })
+        acquire_once(self, key, value).await
     }
 
-    #[tracing::instrument(skip(self, cancel), fields(backend = "consul", instance = %self.inner.instance))]
     async fn acquire_blocking(
         &self,
         key: &str,
