@@ -446,10 +446,18 @@ pub(crate) async fn acquire_until<B: LockAttempts + Coordination + ?Sized>(
         if cancel.is_cancelled() {
             return Ok(None);
         }
-        let attempt = tokio::select! {
-            _ = cancel.cancelled() => return Ok(None),
-            attempt = backend.attempt(key, value) => attempt,
-        };
+        // An attempt is never abandoned half-way: a dropped acquire whose write already
+        // reached the store would leave a lock that nobody holds a guard for. Attempts are
+        // bounded by the store's request timeout; a lock won after cancellation is given back.
+        let attempt = backend.attempt(key, value).await;
+        if cancel.is_cancelled() {
+            if let Ok(Attempt::Acquired(guard)) = attempt {
+                if let Err(e) = guard.release().await {
+                    tracing::warn!(key, error = %e, "releasing a lock won after cancellation failed");
+                }
+            }
+            return Ok(None);
+        }
         match attempt {
             Ok(Attempt::Acquired(guard)) => return Ok(Some(guard)),
             Ok(Attempt::Busy { since }) => {

@@ -99,13 +99,25 @@ pub fn failover_p99_s() -> anyhow::Result<()> {
                     .send()
                     .await;
             }
-            wait_for("rebalance", Duration::from_secs(60), async || {
+            let settled = wait_for("rebalance", Duration::from_secs(60), async || {
                 h.target_stats()
                     .await
                     .map(|s| exactly_one_each(&s, &names))
                     .unwrap_or(false)
             })
-            .await?;
+            .await;
+            if let Err(e) = settled {
+                match h.target_stats().await {
+                    Ok(stats) => {
+                        let odd: Vec<_> =
+                            stats.iter().filter(|(_, s)| s.subscriptions != 1).collect();
+                        eprintln!("not exactly one subscriber: {odd:?}");
+                    }
+                    Err(stats_error) => eprintln!("simulator /stats failed: {stats_error:#}"),
+                }
+                eprintln!("owners: {:?}\n{}", h.owners().await, h.logs());
+                return Err(e);
+            }
         }
         anyhow::ensure!(samples.len() >= 20, "only {} kills measured", samples.len());
         eprintln!("failover samples (s): {samples:?}");
