@@ -40,7 +40,8 @@ fn percentile(samples: &mut [f64], p: f64) -> f64 {
 }
 
 /// SIGKILL a member ≥ 20 times (etcd, session TTL 2 s); one sample per kill: the time until
-/// every target of the killed member has exactly one subscriber again (simulator `/stats`).
+/// every target of the killed member is owned by a survivor and has exactly one subscriber
+/// again (simulator `/stats`).
 pub fn failover_p99_s() -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let targets = plain_targets(30);
@@ -78,10 +79,20 @@ pub fn failover_p99_s() -> anyhow::Result<()> {
             }
             h.member(&victim).process.kill();
             let took = wait_for("failover", Duration::from_secs(60), async || {
-                h.target_stats()
+                let moved = h
+                    .owners()
                     .await
-                    .map(|s| exactly_one_each(&s, &orphans))
-                    .unwrap_or(false)
+                    .map(|o| {
+                        orphans
+                            .iter()
+                            .all(|t| o.get(t).is_some_and(|m| *m != victim))
+                    })
+                    .unwrap_or(false);
+                moved
+                    && h.target_stats()
+                        .await
+                        .map(|s| exactly_one_each(&s, &orphans))
+                        .unwrap_or(false)
             })
             .await?;
             eprintln!(
