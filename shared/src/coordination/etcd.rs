@@ -345,15 +345,25 @@ async fn keep_session_alive(
     };
     session.lost.cancel();
     tracing::warn!(instance = %me.inner.instance, lease = session.lease, reason, "etcd session lost; every lock of this instance is lost");
-    // Free the old lease's keys sooner than its TTL if etcd is reachable.
-    for _ in 0..3 {
+    // Free the old lease's keys as soon as etcd answers. This matters after an outage: a
+    // restarted etcd restores the lease with a fresh TTL, so without the revoke its locks
+    // would block everyone (this instance included) for another TTL.
+    loop {
         let mut client = me.client();
         match me
             .call("lease revoke", client.lease_revoke(session.lease))
             .await
         {
-            Ok(_) | Err(CoordinationError::SessionLost(_)) => break,
-            Err(_) => {}
+            Err(CoordinationError::Unavailable(_)) => {}
+            Ok(_) => {
+                tracing::info!(lease = session.lease, "lost session's lease revoked");
+                break;
+            }
+            Err(CoordinationError::SessionLost(_)) => break,
+            Err(error) => {
+                tracing::warn!(lease = session.lease, %error, "cannot revoke the lost session's lease; etcd expires it after its TTL");
+                break;
+            }
         }
         tokio::select! {
             _ = me.inner.shutdown.cancelled() => break,

@@ -92,11 +92,7 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
     }
     // Observer of double subscriptions, for the whole test.
     let stop_observer = tokio_util::sync::CancellationToken::new();
-    let probe = Probe {
-        stats_url: h.stats_url.clone(),
-        devices: h.devices.clone(),
-        http: reqwest::Client::new(),
-    };
+    let probe = h.duplicate_probe();
     let observer = {
         let stop = stop_observer.clone();
         tokio::spawn(async move { probe.worst_duplicate(stop).await })
@@ -317,44 +313,4 @@ async fn leader_api(h: &Harness) -> String {
         .find(|m| m.name == leader)
         .map(|m| m.api())
         .unwrap()
-}
-
-/// Reads `/stats` without the harness lock.
-struct Probe {
-    stats_url: String,
-    devices: Vec<String>,
-    http: reqwest::Client,
-}
-
-impl Probe {
-    async fn worst_duplicate(&self, stop: tokio_util::sync::CancellationToken) -> Duration {
-        let mut since: BTreeMap<String, Instant> = BTreeMap::new();
-        let mut worst = Duration::ZERO;
-        while !stop.is_cancelled() {
-            if let Ok(response) = self.http.get(&self.stats_url).send().await {
-                if let Ok(report) = response.json::<serde_json::Value>().await {
-                    for device in &self.devices {
-                        let subs = report["targets"][device]["subscriptions"]
-                            .as_u64()
-                            .unwrap_or(0);
-                        if subs >= 2 {
-                            let start = *since.entry(device.clone()).or_insert_with(Instant::now);
-                            if start.elapsed() > worst {
-                                println!(
-                                    "double subscription on {device} for {:?}: {}",
-                                    start.elapsed(),
-                                    report["targets"][device]
-                                );
-                            }
-                            worst = worst.max(start.elapsed());
-                        } else {
-                            since.remove(device);
-                        }
-                    }
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        worst
-    }
 }

@@ -308,6 +308,34 @@ impl Harness {
         Ok(owners)
     }
 
+    /// Stops the coordination store abruptly (SIGKILL), keeping its data for a restart.
+    pub fn store_stop(&mut self) {
+        match &mut self.store {
+            Store::Etcd(etcd) => etcd.stop(),
+            Store::ConsulDouble { process, .. } => process.kill(),
+        }
+    }
+
+    /// Starts etcd again on its address and data. The Consul double keeps no data across
+    /// processes, so it cannot be restarted meaningfully.
+    pub fn store_restart(&mut self) -> anyhow::Result<()> {
+        match &mut self.store {
+            Store::Etcd(etcd) => etcd.restart(),
+            Store::ConsulDouble { .. } => {
+                anyhow::bail!("the Consul double cannot be restarted with its state")
+            }
+        }
+    }
+
+    /// A `/stats` reader that can run in its own task while the harness is used elsewhere.
+    pub fn duplicate_probe(&self) -> DuplicateProbe {
+        DuplicateProbe {
+            stats_url: self.stats_url.clone(),
+            devices: self.devices.clone(),
+            http: self.http.clone(),
+        }
+    }
+
     /// Logs of every member, for failure messages.
     pub fn logs(&self) -> String {
         self.members
@@ -322,4 +350,46 @@ pub fn exactly_one_each(stats: &BTreeMap<String, DeviceStats>, targets: &[String
     targets
         .iter()
         .all(|t| stats.get(t).is_some_and(|s| s.subscriptions == 1))
+}
+
+/// Watches the simulator's `/stats` for devices with two or more Subscribe streams.
+pub struct DuplicateProbe {
+    stats_url: String,
+    devices: Vec<String>,
+    http: reqwest::Client,
+}
+
+impl DuplicateProbe {
+    /// Polls every 100 ms until `stop`; returns the longest time any device had two or more
+    /// subscribers (zero when it never happened).
+    pub async fn worst_duplicate(&self, stop: tokio_util::sync::CancellationToken) -> Duration {
+        let mut since: BTreeMap<String, Instant> = BTreeMap::new();
+        let mut worst = Duration::ZERO;
+        while !stop.is_cancelled() {
+            if let Ok(response) = self.http.get(&self.stats_url).send().await {
+                if let Ok(report) = response.json::<serde_json::Value>().await {
+                    for device in &self.devices {
+                        let subs = report["targets"][device]["subscriptions"]
+                            .as_u64()
+                            .unwrap_or(0);
+                        if subs >= 2 {
+                            let start = *since.entry(device.clone()).or_insert_with(Instant::now);
+                            if start.elapsed() > worst {
+                                println!(
+                                    "double subscription on {device} for {:?}: {}",
+                                    start.elapsed(),
+                                    report["targets"][device]
+                                );
+                            }
+                            worst = worst.max(start.elapsed());
+                        } else {
+                            since.remove(device);
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        worst
+    }
 }
