@@ -187,7 +187,22 @@ async fn renew_session(me: ConsulCoordination, session: Arc<ConsulSession>, mut 
     };
     session.lost.cancel();
     tracing::warn!(instance = %me.inner.instance, session = %session.id, reason, "consul session lost; every lock of this instance is lost");
-    let _ = me.client().session_destroy(&session.id).await;
+    // Destroy the session as soon as Consul answers, so its locks are free at once after an
+    // outage instead of after another TTL (destroying a gone session succeeds too).
+    loop {
+        match me.client().session_destroy(&session.id).await {
+            Ok(()) => break,
+            Err(CoordinationError::Unavailable(_)) => {}
+            Err(error) => {
+                tracing::warn!(session = %session.id, %error, "cannot destroy the lost session; Consul invalidates it after its TTL");
+                break;
+            }
+        }
+        tokio::select! {
+            _ = me.inner.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(me.inner.retry) => {}
+        }
+    }
 }
 
 struct ConsulRelease {
