@@ -6,6 +6,7 @@
 //! * [`api_router`]: the REST routes, to serve alone or merge.
 
 mod api;
+pub mod auth;
 mod backoff;
 mod client;
 pub mod codec;

@@ -1,5 +1,6 @@
 //! Serving the REST API: plain HTTP, or HTTPS when `api-server.tls` is set (a
 //! self-signed certificate when no cert is given; client certificates per `client-auth`).
+//! With `api-server.token`, changing requests need the bearer token ([`crate::auth`]).
 
 use anyhow::Context;
 use axum::Router;
@@ -20,12 +21,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_GRACE: Duration = Duration::from_secs(5);
 
 /// Binds `api`'s address and serves `router` until `shutdown` fires. Binding and TLS
-/// errors are returned now; the returned task ends after shutdown.
+/// errors are returned now; the returned task ends after shutdown. Every router served
+/// here gets the bearer-token check when `api-server.token` is set.
 pub async fn serve_api(
     api: &ApiConfig,
     router: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<JoinHandle<()>> {
+    let router = crate::auth::require_token_for_changes(router, api.token.clone());
+    let token_required = api.token.is_some();
     let address = api.bind_address();
     let listener = TcpListener::bind(&address)
         .await
@@ -35,7 +39,7 @@ pub async fn serve_api(
         .map(|a| a.to_string())
         .unwrap_or(address);
     let Some(options) = api.server_tls() else {
-        tracing::info!(address = %local, "REST API listening (http)");
+        tracing::info!(address = %local, token_required, "REST API listening (http)");
         return Ok(tokio::spawn(async move {
             let serving =
                 axum::serve(listener, router).with_graceful_shutdown(shutdown.cancelled_owned());
@@ -46,7 +50,7 @@ pub async fn serve_api(
     };
     let config = server_config(&options, &[b"h2", b"http/1.1"]).context("api-server.tls")?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
-    tracing::info!(address = %local, "REST API listening (https)");
+    tracing::info!(address = %local, token_required, "REST API listening (https)");
     Ok(tokio::spawn(async move {
         let mut connections = JoinSet::new();
         loop {

@@ -1,8 +1,16 @@
 //! The leader's calls to members' REST APIs (gnmic's assignment handshake), through reqwest
 //! wrapped in tower layers: a concurrency limit, retries with backoff for failures that are
 //! safe to repeat, and a timeout on every attempt.
+//!
+//! Members registered with `__protocol=https` are called over TLS. Without `clustering.tls`
+//! their certificates are not verified (gnmic's behaviour); with it the leader trusts its
+//! `ca-file` (else the system roots), presents `cert-file`/`key-file` to members that ask for
+//! a client certificate, and skips verification only with `skip-verify`. Members share
+//! `api-server.token`; the leader sends it as a bearer token on every call.
 
 use bytes::Bytes;
+use gnomon_shared::config::Secret;
+use gnomon_shared::tls::ClientTlsOptions;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -54,6 +62,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Clone)]
 struct HttpService {
     client: reqwest::Client,
+    /// The cluster's `api-server.token`, sent as `Authorization: Bearer`.
+    token: Option<Secret>,
 }
 
 impl Service<MemberCall> for HttpService {
@@ -67,8 +77,12 @@ impl Service<MemberCall> for HttpService {
 
     fn call(&mut self, call: MemberCall) -> Self::Future {
         let client = self.client.clone();
+        let token = self.token.clone();
         Box::pin(async move {
             let mut request = client.request(call.method.clone(), &call.url);
+            if let Some(token) = &token {
+                request = request.bearer_auth(token.expose());
+            }
             if let Some(body) = call.body {
                 request = request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -152,8 +166,11 @@ pub struct MemberClientOptions {
     pub retries: u32,
     /// Calls in flight at once across all members.
     pub concurrency: usize,
-    /// Skip verification of members' TLS certificates (gnmic's behaviour without `clustering.tls`).
-    pub accept_invalid_certs: bool,
+    /// `clustering.tls` for https members; `None` accepts any member certificate (gnmic's
+    /// behaviour without `clustering.tls`).
+    pub tls: Option<ClientTlsOptions>,
+    /// The cluster's `api-server.token`, sent on every call.
+    pub token: Option<Secret>,
 }
 
 impl Default for MemberClientOptions {
@@ -162,22 +179,30 @@ impl Default for MemberClientOptions {
             timeout: Duration::from_secs(10),
             retries: 2,
             concurrency: 64,
-            accept_invalid_certs: true,
+            tls: None,
+            token: None,
         }
     }
 }
 
 impl MemberClient {
     pub fn new(options: &MemberClientOptions) -> Result<Self, MemberCallError> {
+        let setup_error = |reason: String| MemberCallError::Transport {
+            method: reqwest::Method::GET,
+            url: String::new(),
+            reason,
+        };
+        let tls = options.tls.clone().unwrap_or(ClientTlsOptions {
+            skip_verify: true,
+            ..ClientTlsOptions::default()
+        });
+        let tls = gnomon_shared::tls::client_config(&tls, &[b"http/1.1"])
+            .map_err(|e| setup_error(format!("clustering.tls: {e}")))?;
         let client = reqwest::Client::builder()
             .connect_timeout(options.timeout)
-            .danger_accept_invalid_certs(options.accept_invalid_certs)
+            .tls_backend_preconfigured(tls)
             .build()
-            .map_err(|e| MemberCallError::Transport {
-                method: reqwest::Method::GET,
-                url: String::new(),
-                reason: format!("cannot build the HTTP client: {e}"),
-            })?;
+            .map_err(|e| setup_error(format!("cannot build the HTTP client: {e}")))?;
         let service = ServiceBuilder::new()
             .concurrency_limit(options.concurrency.max(1))
             .retry(RetryWithBackoff {
@@ -185,7 +210,10 @@ impl MemberClient {
                 delay: Duration::from_millis(100),
             })
             .timeout(options.timeout)
-            .service(HttpService { client });
+            .service(HttpService {
+                client,
+                token: options.token.clone(),
+            });
         Ok(Self {
             service: BoxCloneSyncService::new(service),
         })
@@ -352,6 +380,94 @@ mod tests {
             err.to_string().contains(&format!("127.0.0.1:{port}")),
             "{err}"
         );
+    }
+
+    /// A member API over TLS with a certificate from `pki`, requiring `token` for changes;
+    /// counts the calls that reached the handler.
+    async fn serve_tls_member(
+        pki: &gnomon_testkit::TestPki,
+        token: &str,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> (String, Arc<AtomicUsize>) {
+        let identity = pki.issue("member").unwrap();
+        let port = gnomon_testkit::free_port();
+        let yaml = format!(
+            "api-server:\n  address: 127.0.0.1:{port}\n  token: {token}\n  tls:\n    cert-file: {}\n    key-file: {}\n",
+            identity.cert_file.display(),
+            identity.key_file.display()
+        );
+        let config = gnomon_shared::config::load_config_with_env(
+            &yaml,
+            gnomon_shared::config::ConfigFormat::Yaml,
+            &[],
+        )
+        .unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let router = axum::Router::new().route(
+            "/api/v1/targets/{name}",
+            axum::routing::post(move || {
+                let counter = counter.clone();
+                async move {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        gnomon_collector::serve_api(config.api.as_ref().unwrap(), router, shutdown)
+            .await
+            .unwrap();
+        (format!("https://127.0.0.1:{port}"), hits)
+    }
+
+    #[tokio::test]
+    async fn https_members_are_verified_with_the_cluster_ca_and_get_the_token() {
+        let pki = gnomon_testkit::TestPki::new("members").unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (api, hits) = serve_tls_member(&pki, "cluster-tok-1", shutdown.clone()).await;
+        let options = |tls: Option<ClientTlsOptions>, token: Option<&str>| MemberClientOptions {
+            retries: 0,
+            timeout: Duration::from_secs(5),
+            tls,
+            token: token.map(Secret::new),
+            ..Default::default()
+        };
+        let trusting = Some(ClientTlsOptions {
+            ca_file: Some(pki.ca_file().to_path_buf()),
+            ..Default::default()
+        });
+
+        // The cluster CA and the token: accepted.
+        let client = MemberClient::new(&options(trusting.clone(), Some("cluster-tok-1"))).unwrap();
+        client.start_target(&api, "r1").await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+
+        // Without `clustering.tls` the certificate is not verified (gnmic's behaviour).
+        let client = MemberClient::new(&options(None, Some("cluster-tok-1"))).unwrap();
+        client.start_target(&api, "r1").await.unwrap();
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // A CA that did not sign the member's certificate: refused before any request.
+        let other = gnomon_testkit::TestPki::new("other").unwrap();
+        let distrusting = Some(ClientTlsOptions {
+            ca_file: Some(other.ca_file().to_path_buf()),
+            ..Default::default()
+        });
+        let client = MemberClient::new(&options(distrusting, Some("cluster-tok-1"))).unwrap();
+        let err = client.start_target(&api, "r1").await.unwrap_err();
+        assert!(matches!(err, MemberCallError::Transport { .. }), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+
+        // The wrong token (or none): the member answers 401, reported without the value.
+        let client = MemberClient::new(&options(trusting.clone(), Some("not-the-token"))).unwrap();
+        let err = client.start_target(&api, "r1").await.unwrap_err();
+        assert!(err.to_string().contains("HTTP 401"), "{err}");
+        assert!(!err.to_string().contains("not-the-token"), "{err}");
+        let client = MemberClient::new(&options(trusting, None)).unwrap();
+        let err = client.start_target(&api, "r1").await.unwrap_err();
+        assert!(err.to_string().contains("missing bearer token"), "{err}");
+        assert_eq!(hits.load(Ordering::SeqCst), 2);
+        shutdown.cancel();
     }
 
     #[test]

@@ -12,6 +12,7 @@ use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
 use gnomon_shared::bus::Bus;
 use gnomon_shared::config::{ApiConfig, ClusteringConfig, GnomonConfig};
 use gnomon_shared::coordination::{self, Coordination, LockerConfig, TargetStore};
+use gnomon_shared::tls::ClientTlsOptions;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -36,7 +37,10 @@ fn locker_config(clustering: &ClusteringConfig) -> anyhow::Result<LockerConfig> 
         .map_err(|e| anyhow::anyhow!("clustering.locker: {e}"))
 }
 
-fn coordinator_settings(clustering: &ClusteringConfig) -> CoordinatorSettings {
+fn coordinator_settings(
+    clustering: &ClusteringConfig,
+    api: Option<&ApiConfig>,
+) -> CoordinatorSettings {
     let mut settings =
         CoordinatorSettings::new(&clustering.cluster_name, &clustering.instance_name);
     settings.services_watch_timer = clustering.services_watch_timer;
@@ -47,8 +51,15 @@ fn coordinator_settings(clustering: &ClusteringConfig) -> CoordinatorSettings {
         0 => None,
         threshold => Some(threshold as usize),
     };
+    // Members share this instance's API token; `clustering.tls` is the leader's client TLS.
     settings.member_client = MemberClientOptions {
-        accept_invalid_certs: clustering.tls.as_ref().is_none_or(|tls| tls.skip_verify),
+        tls: clustering.tls.as_ref().map(|tls| ClientTlsOptions {
+            ca_file: tls.ca_file.clone(),
+            cert_file: tls.cert_file.clone(),
+            key_file: tls.key_file.clone(),
+            skip_verify: tls.skip_verify,
+        }),
+        token: api.and_then(|api| api.token.clone()),
         ..MemberClientOptions::default()
     };
     settings
@@ -161,7 +172,7 @@ pub async fn run_node(
         if let (Some(c), Some(coord), Some(store)) = (&clustering, &coordination, &store) {
             seed_targets(store, &config).await?;
             coordinator = Some(gnomon_coordinator::spawn(
-                coordinator_settings(c),
+                coordinator_settings(c, api.as_ref()),
                 coord.clone(),
                 shutdown.clone(),
             )?);

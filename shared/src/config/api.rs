@@ -1,7 +1,8 @@
 //! The REST API settings: `api: "<addr>"` or an `api-server` block.
 
 use super::duration::serialize_ns;
-use super::reader::Section;
+use super::reader::{expand_env_vars, Section};
+use super::secret::Secret;
 use super::ConfigError;
 use serde::Serialize;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub struct ApiConfig {
     pub healthz_disable_logging: bool,
     /// Accepted for compatibility; gnomon never returns secrets whatever this says.
     pub expose_target_secrets: bool,
+    /// gnomon: bearer token required on every request that changes something (anything but
+    /// GET and HEAD). Cluster members share it: the leader sends it on its calls to members.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Secret>,
 }
 
 impl ApiConfig {
@@ -54,6 +59,7 @@ impl ApiConfig {
             debug: false,
             healthz_disable_logging: false,
             expose_target_secrets: false,
+            token: None,
         }
     }
 
@@ -95,6 +101,12 @@ impl ApiConfig {
         config.debug = block.bool("debug")?.unwrap_or(false);
         config.healthz_disable_logging = block.bool("healthz-disable-logging")?.unwrap_or(false);
         config.expose_target_secrets = block.bool("expose-target-secrets")?.unwrap_or(false);
+        // `$VAR` / `${VAR}` is expanded so the token can stay out of the file.
+        config.token = block
+            .string_if_set("token")?
+            .map(|token| expand_env_vars(&token))
+            .filter(|token| !token.trim().is_empty())
+            .map(Secret::new);
         block.warn_unknown_keys();
         Ok(Some(config))
     }
@@ -119,5 +131,55 @@ impl ApiConfig {
         } else {
             self.address.clone()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{load_config_with_env, ConfigFormat};
+
+    fn env(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn token_is_read_expanded_and_never_shown() {
+        std::env::set_var("APITEST_TOKEN_VALUE_FOR_GNOMON", "tok-from-env-41");
+        let config = load_config_with_env(
+            "api-server:\n  address: 127.0.0.1:7890\n  token: ${APITEST_TOKEN_VALUE_FOR_GNOMON}\n",
+            ConfigFormat::Yaml,
+            &[],
+        )
+        .unwrap();
+        let api = config.api.unwrap();
+        let token = api.token.clone().unwrap();
+        assert_eq!(token.expose(), "tok-from-env-41");
+        let shown = format!("{api:?} {}", serde_json::to_string(&api).unwrap());
+        assert!(!shown.contains("tok-from-env-41"), "{shown}");
+        assert!(shown.contains("****"), "{shown}");
+    }
+
+    #[test]
+    fn token_comes_from_the_environment_override() {
+        let config = load_config_with_env(
+            "api: 127.0.0.1:7890\n",
+            ConfigFormat::Yaml,
+            &env(&[("GNMIC_API_SERVER_TOKEN", "tok-override-7")]),
+        )
+        .unwrap();
+        let api = config.api.unwrap();
+        assert_eq!(api.address, "127.0.0.1:7890");
+        assert_eq!(api.token.unwrap().expose(), "tok-override-7");
+    }
+
+    #[test]
+    fn empty_token_means_no_token() {
+        let config =
+            load_config_with_env("api-server:\n  token: \"\"\n", ConfigFormat::Yaml, &[]).unwrap();
+        assert_eq!(config.api.unwrap().token, None);
+        let config = load_config_with_env("api: :7890\n", ConfigFormat::Yaml, &[]).unwrap();
+        assert_eq!(config.api.unwrap().token, None);
     }
 }

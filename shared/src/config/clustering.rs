@@ -9,7 +9,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// gnmic's clustering settings (gnmic's defaults; any positive timer is allowed).
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
 pub struct ClusteringConfig {
     pub cluster_name: String,
@@ -29,10 +29,31 @@ pub struct ClusteringConfig {
     /// gnomon: when a member joins and the most and least loaded members differ by at least
     /// this many targets, the leader rebalances (`rebalance-threshold`, default 2; 0 disables).
     pub rebalance_threshold: u64,
-    /// The `locker` map, env-expanded (its `type` picks the coordination backend).
+    /// The `locker` map, env-expanded (its `type` picks the coordination backend). Shown
+    /// with its password and token redacted.
+    #[serde(serialize_with = "super::secret::serialize_redacted")]
     pub locker: serde_json::Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
+}
+
+/// Every field, with the locker's secrets redacted.
+impl std::fmt::Debug for ClusteringConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusteringConfig")
+            .field("cluster_name", &self.cluster_name)
+            .field("instance_name", &self.instance_name)
+            .field("service_address", &self.service_address)
+            .field("services_watch_timer", &self.services_watch_timer)
+            .field("targets_watch_timer", &self.targets_watch_timer)
+            .field("target_assignment_timeout", &self.target_assignment_timeout)
+            .field("leader_wait_timer", &self.leader_wait_timer)
+            .field("tags", &self.tags)
+            .field("rebalance_threshold", &self.rebalance_threshold)
+            .field("locker", &super::secret::redact_json(&self.locker))
+            .field("tls", &self.tls)
+            .finish()
+    }
 }
 
 /// Default `rebalance-threshold`: gnmic's rebalance stops below a spread of 2.

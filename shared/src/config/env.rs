@@ -97,6 +97,7 @@ const API_SERVER_KEYS: &[(&str, Shape)] = &[
     ("debug", Shape::Leaf),
     ("healthz-disable-logging", Shape::Leaf),
     ("expose-target-secrets", Shape::Leaf),
+    ("token", Shape::Leaf),
 ];
 
 const ROOT_KEYS: &[(&str, Shape)] = &[
@@ -179,10 +180,15 @@ fn best_match<'k>(
         .map(|(key, exact, _)| (key, exact))
 }
 
+/// Sets the key `rest` names below `node`; `false` (and `node` untouched) when it names none.
 fn apply(node: &mut Value, rest: &str, shape: Shape, value: &str) -> bool {
-    if !node.is_object() {
+    if matches!(shape, Shape::Leaf) {
+        return false;
+    }
+    if node.is_null() {
         *node = Value::Object(Map::new());
     }
+    // A key set to a plain value (e.g. `api: ":7890"`) has no keys below it to override.
     let Value::Object(map) = node else {
         return false;
     };
@@ -224,14 +230,35 @@ fn apply(node: &mut Value, rest: &str, shape: Shape, value: &str) -> bool {
         return true;
     }
     let remaining = &rest[normalize(&key).len() + 1..];
-    let child = map.entry(key).or_insert_with(|| Value::Object(Map::new()));
-    apply(child, remaining, child_shape, value)
+    let created = !map.contains_key(&key);
+    let child = map.entry(key.clone()).or_insert(Value::Null);
+    let applied = apply(child, remaining, child_shape, value);
+    if created && !applied {
+        // Do not leave an empty section behind: it could switch a feature on.
+        map.remove(&key);
+    }
+    applied
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn unknown_variables_change_nothing() {
+        let mut root = json!({"api": ":7890", "outputs": {"o1": {"type": "nats"}}});
+        let before = root.clone();
+        apply_env_overrides(
+            &mut root,
+            &vars(&[
+                ("GNOMON_API_FOO", "x"),
+                ("GNOMON_API_SERVER_BOGUS", "y"),
+                ("GNMIC_TARGETS_T1_NOPE", "z"),
+            ]),
+        );
+        assert_eq!(root, before);
+    }
 
     fn vars(list: &[(&str, &str)]) -> Vec<(String, String)> {
         list.iter()

@@ -35,15 +35,25 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    /// An `Invalid` error; `value` is shown as JSON so strings are quoted.
+    /// An `Invalid` error; `value` is shown as JSON so strings are quoted — except under a
+    /// secret key (`password`, `token`), whose value is never repeated.
     pub fn invalid(
         key: impl Into<String>,
         value: &serde_json::Value,
         problem: impl Into<String>,
     ) -> Self {
+        let key = key.into();
+        let secret = key
+            .rsplit('.')
+            .next()
+            .is_some_and(super::secret::is_secret_key);
         Self::Invalid {
-            key: key.into(),
-            value: value.to_string(),
+            value: if secret {
+                super::REDACTED.to_string()
+            } else {
+                value.to_string()
+            },
+            key,
             problem: problem.into(),
         }
     }
@@ -56,5 +66,21 @@ impl ConfigError {
             | Self::UnknownReference { key, .. } => Some(key),
             Self::Read { .. } | Self::Parse { .. } | Self::Message(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConfigError;
+
+    #[test]
+    fn secret_values_are_not_repeated_in_errors() {
+        let value = serde_json::json!({"nested": "hunter2"});
+        for key in ["targets.r1.password", "token", "outputs.o.password"] {
+            let message = ConfigError::invalid(key, &value, "is not a string").to_string();
+            assert_eq!(message, format!("{key}: **** is not a string"));
+        }
+        let message = ConfigError::invalid("timeout", &value, "is not a duration").to_string();
+        assert!(message.contains("hunter2"), "{message}");
     }
 }

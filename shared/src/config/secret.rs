@@ -40,9 +40,57 @@ impl Serialize for Secret {
     }
 }
 
+/// Whether a config key names a secret (its value is never displayed).
+pub fn is_secret_key(key: &str) -> bool {
+    matches!(key, "password" | "token")
+}
+
+/// A copy of `value` with every secret key's value replaced by `****`, at any depth; for
+/// free-form maps (e.g. `clustering.locker`) that are displayed or serialized.
+pub fn redact_json(value: &serde_json::Value) -> serde_json::Value {
+    match value {
+        serde_json::Value::Object(map) => serde_json::Value::Object(
+            map.iter()
+                .map(|(key, inner)| {
+                    let shown = if is_secret_key(key) && !inner.is_null() {
+                        serde_json::Value::String(REDACTED.to_string())
+                    } else {
+                        redact_json(inner)
+                    };
+                    (key.clone(), shown)
+                })
+                .collect(),
+        ),
+        serde_json::Value::Array(items) => {
+            serde_json::Value::Array(items.iter().map(redact_json).collect())
+        }
+        other => other.clone(),
+    }
+}
+
+/// `serialize_with` for free-form maps that may hold secrets.
+pub fn serialize_redacted<S: Serializer>(
+    value: &serde_json::Value,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    redact_json(value).serialize(serializer)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redacts_secret_keys_at_any_depth() {
+        let value = serde_json::json!({"type": "etcd", "password": "hunter2",
+            "nested": [{"token": "tok-1", "username": "root"}]});
+        let shown = redact_json(&value).to_string();
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("tok-1"),
+            "{shown}"
+        );
+        assert!(shown.contains("root") && shown.contains("etcd"), "{shown}");
+    }
 
     #[test]
     fn never_prints_the_value() {

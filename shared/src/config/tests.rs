@@ -272,6 +272,26 @@ fn clustering_defaults_and_short_timers() {
 }
 
 #[test]
+fn clustering_locker_secrets_never_displayed() {
+    let config = load(
+        "clustering:\n  locker:\n    type: etcd\n    address: 127.0.0.1:2379\n    username: root\n    password: hunter2\n    token: tok-secret\n",
+    )
+    .unwrap();
+    let clustering = config.clustering.clone().unwrap();
+    let shown = format!(
+        "{clustering:?} {} {config:?}",
+        serde_json::to_string(&clustering).unwrap()
+    );
+    assert!(
+        !shown.contains("hunter2") && !shown.contains("tok-secret"),
+        "{shown}"
+    );
+    assert!(shown.contains("root"), "{shown}");
+    // The backend still gets the real values.
+    assert_eq!(clustering.locker["password"], "hunter2");
+}
+
+#[test]
 fn api_server_block_defaults() {
     let config = load("api-server:\n  enable-metrics: true\n").unwrap();
     let api = config.api.unwrap();
