@@ -100,6 +100,10 @@ impl NatsBus {
     #[tracing::instrument(name = "nats.connect", skip(options), fields(address = %options.address))]
     pub async fn connect(options: &NatsOptions) -> Result<Self, BusError> {
         let addrs = options.server_addrs()?;
+        // async-nats builds its rustls config from the process-wide crypto provider, which
+        // rustls cannot pick by itself when both ring and aws-lc-rs are compiled in (reqwest
+        // brings the latter): without this, any TLS connection panics the connecting task.
+        let _already_installed = rustls::crypto::ring::default_provider().install_default();
         let mut connect = async_nats::ConnectOptions::new()
             .connection_timeout(options.connect_timeout)
             .request_timeout(Some(Duration::from_secs(5)))
@@ -141,7 +145,7 @@ impl NatsBus {
             })?
             .map_err(|e| BusError::Connect {
                 address: options.address.clone(),
-                reason: e.to_string(),
+                reason: connect_failure(&e, options.tls.is_some()),
             })?;
         Ok(Self { client })
     }
@@ -149,6 +153,26 @@ impl NatsBus {
     /// The underlying client, for callers that need NATS specifics.
     pub fn client(&self) -> &async_nats::Client {
         &self.client
+    }
+}
+
+/// The reason of a failed connection. With TLS on, handshake failures get a hint: a server
+/// refusing the client certificate shows only as an alert (`BadCertificate`) or a closed
+/// connection. Never contains the credentials (async-nats does not echo them).
+fn connect_failure(error: &async_nats::ConnectError, tls: bool) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    let text = error.to_string();
+    // A server requiring TLS is talked to over TLS even without a `tls` block.
+    let handshake = text.contains("certificate") || text.contains("alert");
+    match error.kind() {
+        Kind::Tls | Kind::Io if tls || handshake => format!(
+            "{text} (TLS: check tls.ca-file, the CA that signed the server's certificate, \
+             and tls.cert-file / tls.key-file when the server verifies client certificates)"
+        ),
+        Kind::AuthorizationViolation => {
+            format!("{text} (check username / password, token or credentials-file)")
+        }
+        _ => text,
     }
 }
 

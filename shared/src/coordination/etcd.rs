@@ -35,6 +35,7 @@ use etcd_client::{
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -61,8 +62,60 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-fn map_error(what: &str, error: etcd_client::Error) -> CoordinationError {
+/// Added to connection failures when TLS is on: an untrusted server certificate is reported
+/// by rustls, but a refused (or missing) client certificate only shows as a closed connection.
+const TLS_HINT: &str = "(TLS is on: check clustering.locker tls.ca-file, the CA that signed \
+etcd's certificate, and tls.cert-file / tls.key-file when etcd requires client certificates)";
+
+/// `error` followed by its sources (tonic's transport errors say only "transport error").
+fn with_sources(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Whether the call failed on the connection (not with an answer from etcd).
+fn is_connection_failure(error: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
+    match error {
+        E::TransportError(_) | E::IoError(_) => true,
+        E::GRpcStatus(status) => std::error::Error::source(status).is_some(),
+        _ => false,
+    }
+}
+
+/// How to read a connection failure: until etcd has answered once, it most likely means a
+/// configuration problem (address, TLS), afterwards an outage.
+#[derive(Clone, Copy)]
+struct Link {
+    tls: bool,
+    answered: bool,
+}
+
+/// Maps a client error; connection failures before etcd ever answered get a configuration
+/// hint ([`TLS_HINT`] when TLS is on).
+fn map_error(what: &str, error: etcd_client::Error, link: Link) -> CoordinationError {
+    use etcd_client::Error as E;
+    let unproven = !link.answered && is_connection_failure(&error);
+    let hint = match &error {
+        _ if unproven && link.tls => format!(" {TLS_HINT}"),
+        _ if unproven => {
+            " (no answer from etcd: check the address, and clustering.locker tls if etcd serves TLS)"
+                .to_string()
+        }
+        E::GRpcStatus(status) if status.message().contains("user name is empty") => {
+            " (etcd has authentication on: set clustering.locker username and password)".to_string()
+        }
+        _ => String::new(),
+    };
     match &error {
         E::GRpcStatus(status) if status.message().contains("lease not found") => {
             CoordinationError::SessionLost(format!("etcd {what}: {}", status.message()))
@@ -73,12 +126,18 @@ fn map_error(what: &str, error: etcd_client::Error) -> CoordinationError {
                 tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
             ) =>
         {
-            CoordinationError::Unavailable(format!("etcd {what}: {}", status.message()))
+            CoordinationError::Unavailable(format!("etcd {what}: {}{hint}", status.message()))
         }
-        E::TransportError(_) | E::IoError(_) => {
-            CoordinationError::Unavailable(format!("etcd {what}: {error}"))
+        E::GRpcStatus(status) if is_connection_failure(&error) => {
+            // e.g. `Cancelled` when the server closes the connection after the handshake.
+            CoordinationError::Unavailable(format!("etcd {what}: {}{hint}", status.message()))
         }
-        _ => CoordinationError::Backend(format!("etcd {what}: {error}")),
+        E::TransportError(transport) => CoordinationError::Unavailable(format!(
+            "etcd {what}: {}{hint}",
+            with_sources(transport)
+        )),
+        E::IoError(_) => CoordinationError::Unavailable(format!("etcd {what}: {error}{hint}")),
+        _ => CoordinationError::Backend(format!("etcd {what}: {error}{hint}")),
     }
 }
 
@@ -95,8 +154,21 @@ struct EtcdInner {
     delay: Duration,
     retry: Duration,
     timeout: Duration,
+    /// Whether the connection uses TLS (for hints in connection errors).
+    tls: bool,
+    /// Whether etcd has answered a call yet (connection errors before that get hints).
+    answered: std::sync::atomic::AtomicBool,
     session: tokio::sync::Mutex<Option<Arc<EtcdSession>>>,
     shutdown: CancellationToken,
+}
+
+impl EtcdInner {
+    fn link(&self) -> Link {
+        Link {
+            tls: self.tls,
+            answered: self.answered.load(Ordering::Relaxed),
+        }
+    }
 }
 
 /// The etcd backend; cheap to clone.
@@ -117,8 +189,11 @@ fn tls_options(tls: &super::TlsConfig) -> Result<TlsOptions> {
         })
     };
     let mut options = TlsOptions::new();
-    if let Some(ca) = &tls.ca_file {
-        options = options.ca_certificate(Certificate::from_pem(read("ca-file", ca)?));
+    match &tls.ca_file {
+        Some(ca) => options = options.ca_certificate(Certificate::from_pem(read("ca-file", ca)?)),
+        // Like gnmic: without ca-file the system's trusted CAs verify etcd's certificate
+        // (tonic otherwise trusts nothing at all).
+        None => options = options.with_native_roots(),
     }
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
@@ -162,7 +237,13 @@ impl EtcdCoordination {
         .map_err(|_| {
             CoordinationError::Unavailable(format!("etcd {endpoints:?}: connect timed out"))
         })?
-        .map_err(|e| map_error("connect", e))?;
+        .map_err(|e| {
+            let link = Link {
+                tls: cfg.tls.is_some(),
+                answered: false,
+            };
+            map_error("connect", e, link)
+        })?;
         let ttl_secs = cfg.session_ttl.as_secs_f64().ceil().max(1.0) as i64;
         Ok(Self {
             inner: Arc::new(EtcdInner {
@@ -173,6 +254,8 @@ impl EtcdCoordination {
                 delay: cfg.effective_delay(),
                 retry: cfg.retry_timer,
                 timeout: cfg.request_timeout,
+                tls: cfg.tls.is_some(),
+                answered: std::sync::atomic::AtomicBool::new(false),
                 session: tokio::sync::Mutex::new(None),
                 shutdown: CancellationToken::new(),
             }),
@@ -196,7 +279,11 @@ impl EtcdCoordination {
         call: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T> {
         match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(result) => result.map_err(|e| map_error(what, e)),
+            Ok(Ok(value)) => {
+                self.inner.answered.store(true, Ordering::Relaxed);
+                Ok(value)
+            }
+            Ok(Err(e)) => Err(map_error(what, e, self.inner.link())),
             Err(_) => Err(CoordinationError::Unavailable(format!(
                 "etcd {what} timed out after {:?}",
                 self.inner.timeout
@@ -384,7 +471,7 @@ async fn renew_once(
             client
                 .lease_keep_alive(lease)
                 .await
-                .map_err(|e| map_error("lease keep-alive", e))?,
+                .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?,
         );
     }
     let Some((keeper, responses)) = stream.as_mut() else {
@@ -396,11 +483,11 @@ async fn renew_once(
     keeper
         .keep_alive()
         .await
-        .map_err(|e| map_error("lease keep-alive", e))?;
+        .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?;
     match responses
         .message()
         .await
-        .map_err(|e| map_error("lease keep-alive", e))?
+        .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?
     {
         Some(answer) if answer.ttl() > 0 => {
             Ok(Some(sent + Duration::from_secs(answer.ttl() as u64)))

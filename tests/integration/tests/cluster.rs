@@ -41,30 +41,6 @@ async fn record_samples(nats: &str) -> anyhow::Result<Samples> {
     Ok(samples)
 }
 
-async fn wait_until<F, Fut>(
-    what: &str,
-    timeout: Duration,
-    harness: &Harness,
-    mut check: F,
-) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}\n{}",
-            harness.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let took = start.elapsed();
-    println!("{what}: {took:?}");
-    took
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_etcd() {
     cluster_places_fails_over_drains_and_follows_runtime_changes("etcd").await;
@@ -97,10 +73,9 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         let stop = stop_observer.clone();
         tokio::spawn(async move { probe.worst_duplicate(stop).await })
     };
-    wait_until(
+    h.wait_until(
         "30 targets with exactly one subscriber",
         Duration::from_secs(30),
-        &h,
         || async {
             h.target_stats()
                 .await
@@ -134,7 +109,7 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         "drain: {}",
         response.text().await.unwrap_or_default()
     );
-    wait_until("g1 drained", Duration::from_secs(30), &h, || async {
+    h.wait_until("g1 drained", Duration::from_secs(30), || async {
         h.owners()
             .await
             .map(|o| o.len() == 30 && o.values().all(|m| m != "g1"))
@@ -191,13 +166,12 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
             .collect()
     };
     h.member(&victim).process.kill();
-    wait_until(
+    h.wait_until(
         &format!(
             "{victim}'s {} targets back with one subscriber",
             orphans.len()
         ),
         Duration::from_secs(30),
-        &h,
         || async {
             let stats = h.target_stats().await.unwrap_or_default();
             let owners = h.owners().await.unwrap_or_default();
@@ -235,7 +209,7 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         .find(|m| m.name != leader && m.name != victim)
         .map(|m| m.api())
         .unwrap();
-    wait_until("a new leader", Duration::from_secs(30), &h, || async {
+    h.wait_until("a new leader", Duration::from_secs(30), || async {
         h.cluster()
             .await
             .ok()
@@ -256,10 +230,9 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         "add: {}",
         response.text().await.unwrap_or_default()
     );
-    wait_until(
+    h.wait_until(
         "t30 placed after the leader change",
         Duration::from_secs(30),
-        &h,
         || async {
             h.target_stats()
                 .await
@@ -277,7 +250,7 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         .await
         .unwrap();
     assert!(response.status().is_success());
-    wait_until("t30 removed", Duration::from_secs(30), &h, || async {
+    h.wait_until("t30 removed", Duration::from_secs(30), || async {
         let stats = h.target_stats().await.unwrap_or_default();
         let owners = h.owners().await.unwrap_or_default();
         stats.get("t30").is_some_and(|s| s.subscriptions == 0) && !owners.contains_key("t30")

@@ -327,6 +327,24 @@ impl Harness {
         }
     }
 
+    /// Freezes the store process (SIGSTOP): it stays connected but answers nothing, like a
+    /// store behind a partition.
+    pub fn store_pause(&mut self) {
+        self.store_process().signal(libc::SIGSTOP);
+    }
+
+    /// Lets a paused store run again (SIGCONT).
+    pub fn store_resume(&mut self) {
+        self.store_process().signal(libc::SIGCONT);
+    }
+
+    fn store_process(&mut self) -> &mut ChildProcess {
+        match &mut self.store {
+            Store::Etcd(etcd) => etcd.process(),
+            Store::ConsulDouble { process, .. } => process,
+        }
+    }
+
     /// A `/stats` reader that can run in its own task while the harness is used elsewhere.
     pub fn duplicate_probe(&self) -> DuplicateProbe {
         DuplicateProbe {
@@ -334,6 +352,34 @@ impl Harness {
             devices: self.devices.clone(),
             http: self.http.clone(),
         }
+    }
+
+    /// Polls `check` every 100 ms until it holds; panics with every member's log after
+    /// `timeout`. Prints and returns how long it took.
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F) -> Duration
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let start = Instant::now();
+        while !check().await {
+            assert!(
+                start.elapsed() < timeout,
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let took = start.elapsed();
+        println!("{what}: {took:?}");
+        took
+    }
+
+    /// Whether every one of `targets` has exactly one Subscribe stream right now.
+    pub async fn collected_once(&self, targets: &[String]) -> bool {
+        self.target_stats()
+            .await
+            .is_ok_and(|stats| exactly_one_each(&stats, targets))
     }
 
     /// Logs of every member, for failure messages.

@@ -6,7 +6,10 @@ mod process;
 mod servers;
 
 pub use process::{free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess};
-pub use servers::{EtcdServer, NatsServer, PrometheusServer};
+pub use servers::{
+    CertFiles, EtcdServer, EtcdServerOptions, NatsOperator, NatsServer, NatsServerOptions,
+    PrometheusServer, ServerTls, TestPki,
+};
 
 use std::time::{Duration, Instant};
 

@@ -177,7 +177,8 @@ fn segment(text: &str) -> String {
 pub(crate) struct ConsulClient {
     base: Url,
     datacenter: Option<String>,
-    token: Option<String>,
+    /// The ACL token as a header value marked sensitive (kept out of debug output).
+    token: Option<reqwest::header::HeaderValue>,
     basic: Option<(String, String)>,
     normal: HttpService,
     blocking: HttpService,
@@ -207,11 +208,24 @@ impl ConsulClient {
             .map_err(|e| {
                 CoordinationError::Config(format!("cannot build the Consul HTTP client: {e}"))
             })?;
+        let token = match cfg.token.as_deref().filter(|t| !t.is_empty()) {
+            None => None,
+            Some(token) => {
+                let mut value = reqwest::header::HeaderValue::from_str(token).map_err(|_| {
+                    CoordinationError::Config(
+                        "the Consul ACL token contains characters not allowed in an HTTP header"
+                            .into(),
+                    )
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+        };
         let blocking_timeout = MAX_BLOCKING_WAIT + MAX_BLOCKING_WAIT / 16 + cfg.request_timeout;
         Ok(Self {
             base,
             datacenter: cfg.datacenter.clone().filter(|d| !d.is_empty()),
-            token: cfg.token.clone().filter(|t| !t.is_empty()),
+            token,
             basic: cfg.username.clone().zip(cfg.password.clone()),
             normal: stack(http.clone(), cfg.request_timeout),
             blocking: stack(http, blocking_timeout),
@@ -251,9 +265,9 @@ impl ConsulClient {
         }
         let mut request = reqwest::Request::new(method, url);
         if let Some(token) = &self.token {
-            if let Ok(value) = token.parse() {
-                request.headers_mut().insert("X-Consul-Token", value);
-            }
+            request
+                .headers_mut()
+                .insert("X-Consul-Token", token.clone());
         }
         if let Some((user, password)) = &self.basic {
             let encoded =
@@ -298,7 +312,7 @@ impl ConsulClient {
         }
         if status == StatusCode::FORBIDDEN {
             return CoordinationError::Backend(format!(
-                "consul {what}: permission denied (check the locker token): {body}"
+                "consul {what}: permission denied (check the ACL token: clustering.locker.token, or service-registration.token): {body}"
             ));
         }
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {

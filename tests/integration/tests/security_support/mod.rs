@@ -1,0 +1,152 @@
+//! Shared by `api_security.rs` and `secrets.rs`: a simulator process, `gnomon` processes
+//! from config text, and HTTPS clients that trust a test CA (optionally with a client
+//! certificate).
+
+#![allow(dead_code)]
+
+use gnomon_testkit::{free_port, gnomon_binary, wait_for_tcp, CertFiles, ChildProcess};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+/// A `gnomon simulator` process and its devices.
+pub struct Simulator {
+    pub process: ChildProcess,
+    pub stats_url: String,
+    /// Device addresses, in port order.
+    pub devices: Vec<String>,
+}
+
+/// Starts `count` simulated devices; with `credentials` every RPC needs that username and
+/// password.
+pub async fn start_simulator(
+    dir: &Path,
+    count: usize,
+    credentials: Option<(&str, &str)>,
+) -> anyhow::Result<Simulator> {
+    let stats_port = free_port();
+    let mut cmd = Command::new(gnomon_binary()?);
+    cmd.args(["simulator", "--listen", "127.0.0.1:0"])
+        .args(["--count", &count.to_string(), "--interfaces", "2"])
+        .args(["--update-rate", "1s"])
+        .args(["--stats-listen", &format!("127.0.0.1:{stats_port}")]);
+    if let Some((user, password)) = credentials {
+        cmd.args(["--username", user, "--password", password]);
+    }
+    let process = ChildProcess::spawn("simulator", cmd, dir)?;
+    let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()?;
+    let devices = gnomon_testkit::eventually("simulated devices", Duration::from_secs(20), || {
+        let (http, url) = (http.clone(), stats_url.clone());
+        async move {
+            let stats = device_stats_with(&http, &url).await.ok()?;
+            let mut devices: Vec<String> = stats.into_keys().collect();
+            devices.sort_by_key(|a| port_of(a));
+            (devices.len() == count).then_some(devices)
+        }
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("{e}: {}", process.log()))?;
+    Ok(Simulator {
+        process,
+        stats_url,
+        devices,
+    })
+}
+
+fn port_of(address: &str) -> u16 {
+    address
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn device_stats_with(
+    http: &reqwest::Client,
+    url: &str,
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    #[derive(serde::Deserialize)]
+    struct Device {
+        subscriptions: usize,
+    }
+    #[derive(serde::Deserialize)]
+    struct Report {
+        targets: BTreeMap<String, Device>,
+    }
+    let report: Report = http.get(url).send().await?.json().await?;
+    Ok(report
+        .targets
+        .into_iter()
+        .map(|(address, device)| (address, device.subscriptions))
+        .collect())
+}
+
+impl Simulator {
+    /// Active Subscribe streams per device address.
+    pub async fn subscriptions(&self) -> anyhow::Result<BTreeMap<String, usize>> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()?;
+        device_stats_with(&http, &self.stats_url).await
+    }
+}
+
+/// Starts `gnomon <command> --config <dir>/<name>.yaml` with debug logging (so span fields
+/// and debug messages are in its log, `<dir>/<name>.log`) and waits for its API port.
+pub fn spawn_gnomon(
+    dir: &Path,
+    name: &str,
+    command: &str,
+    config_text: &str,
+    api_port: u16,
+    env: &[(&str, &str)],
+) -> anyhow::Result<ChildProcess> {
+    let config: PathBuf = dir.join(format!("{name}.yaml"));
+    std::fs::write(&config, config_text)?;
+    let mut cmd = Command::new(gnomon_binary()?);
+    cmd.arg(command).arg("--config").arg(&config);
+    cmd.env("RUST_LOG", "debug");
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let process = ChildProcess::spawn(name, cmd, dir)?;
+    if let Err(error) = wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20)) {
+        anyhow::bail!("{name}: {error}\n{}", process.log());
+    }
+    Ok(process)
+}
+
+/// An HTTPS client trusting `ca_file`, presenting `identity` when given.
+pub fn https_client(ca_file: &Path, identity: Option<&CertFiles>) -> reqwest::Client {
+    let options = gnomon_shared::tls::ClientTlsOptions {
+        ca_file: Some(ca_file.to_path_buf()),
+        cert_file: identity.map(|i| i.cert_file.clone()),
+        key_file: identity.map(|i| i.key_file.clone()),
+        skip_verify: false,
+    };
+    let tls = gnomon_shared::tls::client_config(&options, &[b"http/1.1"]).unwrap();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .tls_backend_preconfigured(tls)
+        .build()
+        .unwrap()
+}
+
+/// `(status, body)` of a request; `None` on a transport error.
+pub async fn send(request: reqwest::RequestBuilder) -> Option<(u16, String)> {
+    let response = request.send().await.ok()?;
+    let status = response.status().as_u16();
+    Some((status, response.text().await.ok()?))
+}
+
+/// The first `errors` entry of gnmic's error body.
+pub fn first_error(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v["errors"][0].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("<no errors in {body:?}>"))
+}
