@@ -68,6 +68,10 @@ struct Term {
     results: mpsc::Sender<(String, Assignment)>,
     limit: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
+    /// Whether targets and locks were read from the store in full at least once this term.
+    /// The watch replays existing keys in key order (configs before locks), so until a full
+    /// read, held targets would look unowned and be placed a second time.
+    synced: bool,
 }
 
 /// Runs one leadership term while `guard` is held.
@@ -139,6 +143,7 @@ async fn lead(
         in_flight: HashMap::new(),
         results: results_tx,
         cancel,
+        synced: false,
     };
     let mut reconcile_tick = tokio::time::interval(
         term.settings
@@ -151,6 +156,8 @@ async fn lead(
             .max(Duration::from_millis(100)),
     );
     tracing::info!(cluster = %cluster, "leading: placing targets");
+    term.refresh().await;
+    term.reconcile();
     loop {
         tokio::select! {
             _ = guard.lost() => return Ok(TermEnd::LockLost),
@@ -263,7 +270,9 @@ impl Term {
     }
 
     /// Re-reads everything from the store (the periodic safety net).
+    /// Re-reads every target config and lock; stops orphans only after a complete read.
     async fn refresh(&mut self) {
+        let mut complete = true;
         match self.store.list().await {
             Ok(targets) => {
                 let removed: Vec<String> = self
@@ -277,7 +286,10 @@ impl Term {
                     self.remove_everywhere(&name);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list target configs"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "cannot list target configs");
+            }
         }
         match self
             .coordination
@@ -294,9 +306,15 @@ impl Term {
                     .collect();
                 self.holders_tx.send_replace(self.holders.clone());
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list target locks"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(error = %e, "cannot list target locks");
+            }
         }
-        self.stop_orphans();
+        if complete {
+            self.synced = true;
+            self.stop_orphans();
+        }
     }
 
     /// Stops targets that are collected but no longer configured (their config was deleted
@@ -352,7 +370,7 @@ impl Term {
     /// Starts a placement for every target without an owner.
     fn reconcile(&mut self) {
         self.record_metrics();
-        if self.members.is_empty() {
+        if self.members.is_empty() || !self.synced {
             return;
         }
         let unowned: Vec<String> = self

@@ -20,6 +20,8 @@ const CLUSTER: &str = "c1";
 /// A member that locks targets when started and releases them when stopped.
 struct FakeMember {
     coordination: Arc<MemoryCoordination>,
+    /// Targets the leader told this member to start.
+    running: Arc<Mutex<HashMap<String, Claim>>>,
     _registration: ServiceHandle,
     server: tokio::task::JoinHandle<()>,
 }
@@ -83,10 +85,11 @@ impl FakeMember {
         }))
         .unwrap();
         let coordination = Arc::new(MemoryCoordination::with_store(store.clone(), &cfg, name));
+        let running: Arc<Mutex<HashMap<String, Claim>>> = Default::default();
         let state = MemberState {
             name: name.to_string(),
             coordination: coordination.clone(),
-            running: Default::default(),
+            running: running.clone(),
         };
         let router = Router::new()
             .route("/api/v1/config/targets", post(config))
@@ -116,9 +119,17 @@ impl FakeMember {
             .unwrap();
         Self {
             coordination,
+            running,
             _registration: registration,
             server,
         }
+    }
+
+    /// Targets the leader has told this member to start, sorted.
+    fn started(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.running.lock().unwrap().keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Dies without releasing anything (its session expires).
@@ -289,4 +300,54 @@ async fn a_joining_member_gets_a_share_when_the_spread_reaches_the_threshold() {
     );
     shutdown.cancel();
     drop((m1, m2, m3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_leaves_held_targets_with_their_holders() {
+    let store = MemoryStore::new();
+    let m1 = FakeMember::start(&store, "m1", &[]).await;
+    let m2 = FakeMember::start(&store, "m2", &[]).await;
+    let coordination: Arc<dyn Coordination> = m1.coordination.clone();
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    for i in 0..13 {
+        targets.put(&serde_json::json!({ "name": format!("t{i}"), "address": format!("10.0.0.{i}:57400") })).await.unwrap();
+    }
+    // t0..t11 are held (as after a leader change), t12 is not.
+    let mut held = Vec::new();
+    for i in 0..12 {
+        let (member, name) = if i % 2 == 0 { (&m1, "m1") } else { (&m2, "m2") };
+        let key = keys::target(CLUSTER, &format!("t{i}"));
+        held.push(
+            member
+                .coordination
+                .acquire(&key, name)
+                .await
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let (_handle, _task) = spawn(
+        settings("coordinator-a"),
+        coordination.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    // Once the one free target is placed, the leader has seen every target.
+    let observer = MemoryCoordination::with_store(
+        store.clone(),
+        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
+        "observer",
+    );
+    let owners = wait_owners(&observer, "t12 placed", |o| o.contains_key("t12")).await;
+    assert_eq!(owners.len(), 13, "{owners:?}");
+    let mut started = m1.started();
+    started.extend(m2.started());
+    assert_eq!(
+        started,
+        vec!["t12".to_string()],
+        "the leader re-placed held targets"
+    );
+    shutdown.cancel();
+    drop((held, m1, m2));
 }
