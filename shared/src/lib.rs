@@ -4,6 +4,7 @@ pub mod bus;
 pub mod config;
 pub mod coordination;
 pub mod duration;
+pub mod error_text;
 pub mod gnmi;
 pub mod proto;
 pub mod telemetry;

@@ -36,20 +36,7 @@ pub struct TargetClient {
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
-/// Flattens an error and its sources into one line (tonic/hyper nest the useful part).
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
+pub use gnomon_shared::error_text::error_chain;
 
 fn uses_tls(target: &TargetConfig) -> bool {
     !target.insecure

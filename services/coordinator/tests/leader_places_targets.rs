@@ -148,6 +148,25 @@ fn settings(instance: &str) -> CoordinatorSettings {
     s
 }
 
+/// A store client that only reads.
+fn observer(store: &MemoryStore) -> MemoryCoordination {
+    MemoryCoordination::with_store(
+        store.clone(),
+        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
+        "observer",
+    )
+}
+
+/// Stores configs for targets `t0` .. `t<count-1>`.
+async fn put_targets(targets: &TargetStore, count: usize) {
+    for i in 0..count {
+        targets
+            .put(&serde_json::json!({ "name": format!("t{i}"), "address": format!("10.0.0.{i}:57400") }))
+            .await
+            .unwrap();
+    }
+}
+
 async fn owners(coordination: &dyn Coordination) -> BTreeMap<String, String> {
     coordination
         .list(&format!("{}/", keys::targets_prefix(CLUSTER)))
@@ -180,11 +199,7 @@ async fn wait_owners<F: Fn(&BTreeMap<String, String>) -> bool>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leader_places_balances_fails_over_drains_and_follows_runtime_changes() {
     let store = MemoryStore::new();
-    let observer = MemoryCoordination::with_store(
-        store.clone(),
-        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
-        "observer",
-    );
+    let observer = observer(&store);
     let m1 = FakeMember::start(&store, "m1", &[]).await;
     let m2 = FakeMember::start(&store, "m2", &[]).await;
     let m3 = FakeMember::start(&store, "m3", &["site=dc3"]).await;
@@ -263,18 +278,12 @@ async fn leader_places_balances_fails_over_drains_and_follows_runtime_changes() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_joining_member_gets_a_share_when_the_spread_reaches_the_threshold() {
     let store = MemoryStore::new();
-    let observer = MemoryCoordination::with_store(
-        store.clone(),
-        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
-        "observer",
-    );
+    let observer = observer(&store);
     let m1 = FakeMember::start(&store, "m1", &[]).await;
     let m2 = FakeMember::start(&store, "m2", &[]).await;
     let coordination: Arc<dyn Coordination> = m1.coordination.clone();
     let targets = TargetStore::new(coordination.clone(), CLUSTER);
-    for i in 0..12 {
-        targets.put(&serde_json::json!({ "name": format!("t{i}"), "address": format!("10.0.0.{i}:57400") })).await.unwrap();
-    }
+    put_targets(&targets, 12).await;
     let shutdown = CancellationToken::new();
     let (_handle, _task) = spawn(
         settings("coordinator-a"),
@@ -309,9 +318,7 @@ async fn a_new_leader_leaves_held_targets_with_their_holders() {
     let m2 = FakeMember::start(&store, "m2", &[]).await;
     let coordination: Arc<dyn Coordination> = m1.coordination.clone();
     let targets = TargetStore::new(coordination.clone(), CLUSTER);
-    for i in 0..13 {
-        targets.put(&serde_json::json!({ "name": format!("t{i}"), "address": format!("10.0.0.{i}:57400") })).await.unwrap();
-    }
+    put_targets(&targets, 13).await;
     // t0..t11 are held (as after a leader change), t12 is not.
     let mut held = Vec::new();
     for i in 0..12 {
@@ -334,11 +341,7 @@ async fn a_new_leader_leaves_held_targets_with_their_holders() {
     )
     .unwrap();
     // Once the one free target is placed, the leader has seen every target.
-    let observer = MemoryCoordination::with_store(
-        store.clone(),
-        &serde_json::from_value(serde_json::json!({"type": "memory"})).unwrap(),
-        "observer",
-    );
+    let observer = observer(&store);
     let owners = wait_owners(&observer, "t12 placed", |o| o.contains_key("t12")).await;
     assert_eq!(owners.len(), 13, "{owners:?}");
     let mut started = m1.started();

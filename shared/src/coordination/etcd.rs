@@ -67,21 +67,6 @@ fn text(bytes: &[u8]) -> String {
 const TLS_HINT: &str = "(TLS is on: check clustering.locker tls.ca-file, the CA that signed \
 etcd's certificate, and tls.cert-file / tls.key-file when etcd requires client certificates)";
 
-/// `error` followed by its sources (tonic's transport errors say only "transport error").
-fn with_sources(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Whether the call failed on the connection (not with an answer from etcd).
 fn is_connection_failure(error: &etcd_client::Error) -> bool {
     use etcd_client::Error as E;
@@ -134,7 +119,7 @@ fn map_error(what: &str, error: etcd_client::Error, link: Link) -> CoordinationE
         }
         E::TransportError(transport) => CoordinationError::Unavailable(format!(
             "etcd {what}: {}{hint}",
-            with_sources(transport)
+            crate::error_text::error_chain(transport)
         )),
         E::IoError(_) => CoordinationError::Unavailable(format!("etcd {what}: {error}{hint}")),
         _ => CoordinationError::Backend(format!("etcd {what}: {error}{hint}")),

@@ -801,19 +801,24 @@ fn dropped_not_connected(output: &str) -> f64 {
         .sum()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nats_mutual_tls_with_user_and_password_carries_collector_data_to_the_exporter() {
-    let pki = TestPki::new("nats").unwrap();
-    let nats = NatsServer::start_with(NatsServerOptions {
+/// nats-server requiring a client certificate from `pki` and the test user's password.
+fn nats_with_mtls_and_user(pki: &TestPki) -> NatsServer {
+    NatsServer::start_with(NatsServerOptions {
         tls: Some(
-            ServerTls::issued_by(&pki, "nats")
+            ServerTls::issued_by(pki, "nats")
                 .unwrap()
                 .verifying_clients(),
         ),
         user: Some((NATS_USER.into(), NATS_PASSWORD.into())),
         ..Default::default()
     })
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_mutual_tls_with_user_and_password_carries_collector_data_to_the_exporter() {
+    let pki = TestPki::new("nats").unwrap();
+    let nats = nats_with_mtls_and_user(&pki);
     let collector_cert = pki.issue("collector").unwrap();
     let exporter_cert = pki.issue("exporter").unwrap();
 
@@ -938,16 +943,7 @@ fn bus_options(nats: &NatsServer) -> NatsOptions {
 async fn nats_connection_errors_name_the_cause_and_hide_the_secret() {
     let pki = TestPki::new("nats").unwrap();
     let other = TestPki::new("other").unwrap();
-    let nats = NatsServer::start_with(NatsServerOptions {
-        tls: Some(
-            ServerTls::issued_by(&pki, "nats")
-                .unwrap()
-                .verifying_clients(),
-        ),
-        user: Some((NATS_USER.into(), NATS_PASSWORD.into())),
-        ..Default::default()
-    })
-    .unwrap();
+    let nats = nats_with_mtls_and_user(&pki);
     let client = pki.issue("client").unwrap();
     let tls = |ca: &std::path::Path, with_cert: bool| NatsTls {
         ca_file: Some(ca.to_path_buf()),
