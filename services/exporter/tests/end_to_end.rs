@@ -709,8 +709,20 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
             }
         },
     )
-    .await
-    .unwrap();
+    .await;
+    let value = match value {
+        Ok(value) => value,
+        Err(error) => {
+            let targets = match reqwest::get(format!("{}/api/v1/targets", prometheus.url())).await {
+                Ok(response) => response.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            };
+            panic!(
+                "{error}\nPrometheus targets: {targets}\nPrometheus log:\n{}",
+                prometheus.log()
+            );
+        }
+    };
     assert_eq!(value.0, "123456");
     assert_eq!(value.1["interface_name"], "ethernet-1/1");
     assert_eq!(value.1["instance"], addr.to_string());

@@ -542,7 +542,7 @@ impl EtcdServer {
 
 /// A Prometheus server on 127.0.0.1 with the given configuration file text.
 pub struct PrometheusServer {
-    _process: ChildProcess,
+    process: ChildProcess,
     port: u16,
     _dir: TempDir,
 }
@@ -562,13 +562,24 @@ impl PrometheusServer {
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
             .arg("--storage.tsdb.retention.time=1h");
-        let process = ChildProcess::spawn("prometheus", cmd, dir.path())?;
+        let mut process = ChildProcess::spawn("prometheus", cmd, dir.path())?;
         wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(20))?;
+        // The port answering is not enough: another process may have taken it first.
+        anyhow::ensure!(
+            process.is_running(),
+            "prometheus exited at start:\n{}",
+            process.log()
+        );
         Ok(Self {
-            _process: process,
+            process,
             port,
             _dir: dir,
         })
+    }
+
+    /// Prometheus' log so far, for diagnosing failed tests.
+    pub fn log(&self) -> String {
+        self.process.log()
     }
 
     /// `http://127.0.0.1:<port>`.
