@@ -5,12 +5,45 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A port that was free on 127.0.0.1 a moment ago.
+/// A port that was free on 127.0.0.1 a moment ago, for a server a test starts later.
+///
+/// Chosen at random below the kernel's ephemeral range: a port from that range (what binding
+/// port 0 returns) can be handed to any process binding port 0 — a simulator, a client —
+/// between this call and the server's bind, which made tests fail with "address in use" or
+/// talk to the wrong server. Ports already handed out by this process are not reused.
 pub fn free_port() -> u16 {
+    use std::collections::hash_map::RandomState;
+    use std::hash::BuildHasher;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let (low, high) = below_ephemeral_range();
+    let random = RandomState::new();
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for attempt in 0u32..1000 {
+        let port = low + (random.hash_one(attempt) % u64::from(high - low)) as u16;
+        if given.contains(&port) {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.push(port);
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
+}
+
+/// `[10000, start of the ephemeral range)`, or `[10000, 32768)` when it cannot be read.
+fn below_ephemeral_range() -> (u16, u16) {
+    let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
+        .filter(|start| *start > 12_000)
+        .unwrap_or(32_768);
+    (10_000, start)
 }
 
 /// Waits until something accepts TCP connections on `addr`.
