@@ -39,6 +39,14 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// Makes ring the process-wide rustls crypto provider, for libraries that build their own
+/// rustls configs (async-nats, tonic's server TLS). rustls cannot pick one itself when
+/// several are compiled in (reqwest brings aws-lc-rs), and such a library then panics.
+/// A no-op once the process has a provider.
+pub fn ensure_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Reads every certificate of a PEM file.
 pub fn load_certificates(
     path: &Path,

@@ -50,13 +50,6 @@ impl TlsMaterial {
         })
     }
 
-    /// rustls needs one process-wide crypto provider; when several are compiled in (the
-    /// workspace pulls in both ring and aws-lc-rs) it cannot pick one itself. Installing
-    /// ring is a no-op if the process already chose a provider.
-    pub fn ensure_crypto_provider() {
-        let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    }
-
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new().identity(Identity::from_pem(
             &self.certificate_pem,

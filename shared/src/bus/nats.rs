@@ -100,10 +100,8 @@ impl NatsBus {
     #[tracing::instrument(name = "nats.connect", skip(options), fields(address = %options.address))]
     pub async fn connect(options: &NatsOptions) -> Result<Self, BusError> {
         let addrs = options.server_addrs()?;
-        // async-nats builds its rustls config from the process-wide crypto provider, which
-        // rustls cannot pick by itself when both ring and aws-lc-rs are compiled in (reqwest
-        // brings the latter): without this, any TLS connection panics the connecting task.
-        let _already_installed = rustls::crypto::ring::default_provider().install_default();
+        // async-nats builds its rustls config from the process-wide crypto provider.
+        crate::tls::ensure_crypto_provider();
         let mut connect = async_nats::ConnectOptions::new()
             .connection_timeout(options.connect_timeout)
             .request_timeout(Some(Duration::from_secs(5)))

@@ -106,6 +106,19 @@ fn etcd_locker(yaml: &str) -> LockerConfig {
     cfg
 }
 
+/// The test locker for `etcd` over TLS with `tls_block(ca, identity)`.
+fn etcd_tls_locker(
+    etcd: &EtcdServer,
+    ca: Option<&std::path::Path>,
+    identity: Option<&gnomon_testkit::CertFiles>,
+) -> LockerConfig {
+    etcd_locker(&format!(
+        "type: etcd\naddress: {}\n{}",
+        etcd.address(),
+        tls_block(ca, identity)
+    ))
+}
+
 fn tls_block(ca: Option<&std::path::Path>, identity: Option<&gnomon_testkit::CertFiles>) -> String {
     let mut text = "tls:\n".to_string();
     if let Some(ca) = ca {
@@ -200,11 +213,7 @@ async fn etcd_over_tls_locks_watches_and_registers_with_the_right_ca() {
     })
     .unwrap();
     // No scheme: `tls` makes it https.
-    let cfg = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(Some(pki.ca_file()), None)
-    ));
+    let cfg = etcd_tls_locker(&etcd, Some(pki.ca_file()), None);
     assert_eq!(cfg.etcd_endpoints(), vec![etcd.endpoint()]);
     let a = coordination::connect(&cfg, "a").await.unwrap();
     let b = coordination::connect(&cfg, "b").await.unwrap();
@@ -224,20 +233,12 @@ async fn etcd_over_tls_rejects_a_client_without_or_with_the_wrong_ca() {
     .unwrap();
 
     // A `tls` block without ca-file: the system roots do not know the test CA.
-    let no_ca = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(None, None)
-    ));
+    let no_ca = etcd_tls_locker(&etcd, None, None);
     let error = first_error(&no_ca, "no-ca").await.expect("must fail");
     assert!(error.contains("certificate"), "{error}");
     assert!(error.contains("TLS") || error.contains("tls"), "{error}");
 
-    let wrong_ca = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(Some(other.ca_file()), None)
-    ));
+    let wrong_ca = etcd_tls_locker(&etcd, Some(other.ca_file()), None);
     let error = first_error(&wrong_ca, "wrong-ca").await.expect("must fail");
     assert!(error.contains("certificate"), "{error}");
     assert!(error.contains("ca-file"), "{error}");
@@ -281,11 +282,7 @@ async fn etcd_tls_without_ca_file_trusts_the_system_roots() {
         ..Default::default()
     })
     .unwrap();
-    let cfg = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(None, None)
-    ));
+    let cfg = etcd_tls_locker(&etcd, None, None);
     let a = coordination::connect(&cfg, "a").await.unwrap();
     a.put("gnmic/lab/config/probe", "ok").await.unwrap();
     assert_eq!(
@@ -304,22 +301,14 @@ async fn etcd_with_client_certificates_requires_one() {
     })
     .unwrap();
 
-    let without_cert = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(Some(pki.ca_file()), None)
-    ));
+    let without_cert = etcd_tls_locker(&etcd, Some(pki.ca_file()), None);
     let error = first_error(&without_cert, "no-cert")
         .await
         .expect("must fail");
     assert!(error.contains("certificate"), "{error}");
 
     let client = pki.issue("gnomon-client").unwrap();
-    let with_cert = etcd_locker(&format!(
-        "type: etcd\naddress: {}\n{}",
-        etcd.address(),
-        tls_block(Some(pki.ca_file()), Some(&client))
-    ));
+    let with_cert = etcd_tls_locker(&etcd, Some(pki.ca_file()), Some(&client));
     let a = coordination::connect(&with_cert, "a").await.unwrap();
     let b = coordination::connect(&with_cert, "b").await.unwrap();
     exercise_coordination(&a, &b).await;
