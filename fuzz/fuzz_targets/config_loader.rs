@@ -2,7 +2,7 @@
 //! never panics. The first byte picks the format (YAML, JSON or TOML), the rest is the text.
 #![no_main]
 
-use gnomon_shared::config::{load_config_with_env, ConfigFormat};
+use gnomon_config::{load_config_with_env, ConfigFormat};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! a string that parses to the same path.
 #![no_main]
 
-use gnomon_shared::gnmi::path::{parse_path, path_to_string, path_without_keys};
+use gnomon_gnmi::path::{parse_path, path_to_string, path_without_keys};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|text: &str| {

@@ -14,11 +14,11 @@ use bytes::Bytes;
 use gnomon_collector::codec::RawResponse;
 use gnomon_exporter::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use gnomon_exporter::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
-use gnomon_shared::gnmi::event::{
+use gnomon_gnmi::event::{
     event_views_from_json, events_from_json, events_to_json, response_to_events, response_to_json,
     Event, EventMeta,
 };
-use gnomon_shared::proto::gnmi::SubscribeResponse;
+use gnomon_gnmi::proto::gnmi::SubscribeResponse;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 

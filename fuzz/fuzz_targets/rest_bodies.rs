@@ -7,9 +7,9 @@
 #![no_main]
 
 use futures::executor::block_on;
-use gnomon_shared::config::{load_config_with_env, ConfigFormat, GnomonConfig, REDACTED};
-use gnomon_shared::coordination::target_store::{target_name, target_tags, TargetConfigError};
-use gnomon_shared::coordination::{MemoryCoordination, TargetStore};
+use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig, REDACTED};
+use gnomon_coordination::target_store::{target_name, target_tags, TargetConfigError};
+use gnomon_coordination::{MemoryCoordination, TargetStore};
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, OnceLock};
 

@@ -12,7 +12,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use gnomon_shared::coordination::{TargetStore, ASSIGNMENT_HEADER};
+use gnomon_coordination::{TargetStore, ASSIGNMENT_HEADER};
 use serde::Serialize;
 use tracing::Instrument;
 
@@ -91,7 +91,7 @@ async fn join_caller_trace(request: Request, next: Next) -> Response {
         method = %request.method(),
         path = %request.uri().path()
     );
-    if gnomon_shared::telemetry::adopt_remote_parent(&span, request.headers()) {
+    if gnomon_telemetry::adopt_remote_parent(&span, request.headers()) {
         next.run(request).instrument(span).await
     } else {
         next.run(request).await
@@ -143,7 +143,7 @@ async fn healthz() -> Response {
 }
 
 async fn metrics() -> Response {
-    let text = gnomon_shared::telemetry::metrics_handle().render();
+    let text = gnomon_telemetry::metrics_handle().render();
     (
         StatusCode::OK,
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

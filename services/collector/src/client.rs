@@ -2,9 +2,9 @@
 //! as gRPC metadata, and the Subscribe call with the raw codec.
 
 use crate::codec::{RawResponse, RawSubscribeCodec};
-use gnomon_shared::config::TargetConfig;
-use gnomon_shared::proto::gnmi::SubscribeRequest;
-use gnomon_shared::tls::{client_config, server_name, ClientTlsOptions};
+use gnomon_common::tls::{client_config, server_name, ClientTlsOptions};
+use gnomon_config::TargetConfig;
+use gnomon_gnmi::proto::gnmi::SubscribeRequest;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,7 +36,7 @@ pub struct TargetClient {
     token: Option<MetadataValue<tonic::metadata::Ascii>>,
 }
 
-pub use gnomon_shared::error_text::error_chain;
+pub use gnomon_common::error_text::error_chain;
 
 fn uses_tls(target: &TargetConfig) -> bool {
     !target.insecure

@@ -5,7 +5,7 @@
 
 use crate::collector::CollectorHandle;
 use crate::target::Ownership;
-use gnomon_shared::coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
+use gnomon_coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;

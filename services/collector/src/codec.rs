@@ -3,7 +3,7 @@
 //! forward the bytes untouched; a full decode happens only when an output needs events.
 
 use bytes::{Buf, Bytes};
-use gnomon_shared::proto::gnmi::{SubscribeRequest, SubscribeResponse};
+use gnomon_gnmi::proto::gnmi::{SubscribeRequest, SubscribeResponse};
 use prost::Message;
 use std::sync::OnceLock;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -197,7 +197,7 @@ impl Decoder for RawResponseDecoder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::proto::gnmi::{subscribe_response::Response, Notification, Path, Update};
+    use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, Notification, Path, Update};
 
     #[test]
     fn scan_counts_updates_and_finds_sync() {

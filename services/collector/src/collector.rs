@@ -6,8 +6,8 @@ use crate::outputs::{OutputError, Outputs};
 use crate::state::{StatusView, TargetStatus};
 use crate::target::{Ownership, SubscriptionPlan, TargetRun};
 use crate::target_up::{TargetUpReporter, TargetUpState, REPORT_INTERVAL};
-use gnomon_shared::bus::Bus;
-use gnomon_shared::config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
+use gnomon_bus::Bus;
+use gnomon_config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -102,7 +102,7 @@ impl CollectorHandle {
     /// Like [`CollectorHandle::new`], with pieces handed in by the host process.
     pub fn with_deps(config: GnomonConfig, deps: CollectorDeps) -> Result<Self, OutputError> {
         // The recorder must exist before any metric handle is created.
-        let _ = gnomon_shared::telemetry::metrics_handle();
+        let _ = gnomon_telemetry::metrics_handle();
         let outputs = Outputs::start(&config.outputs, deps.bus)?;
         Ok(Self {
             inner: Arc::new(Inner {

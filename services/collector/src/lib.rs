@@ -28,7 +28,7 @@ pub use state::{StatusView, TargetState};
 pub use target::{describe_status, Ownership};
 
 use anyhow::Context;
-use gnomon_shared::config::GnomonConfig;
+use gnomon_config::GnomonConfig;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the collector alone (not clustered: every configured target is subscribed)

@@ -1,8 +1,8 @@
 //! Building gNMI SubscribeRequests from gnmic subscription settings.
 
-use gnomon_shared::config::{Encoding, SubscriptionConfig, SubscriptionMode};
-use gnomon_shared::gnmi::path::parse_path;
-use gnomon_shared::proto::gnmi::{
+use gnomon_config::{Encoding, SubscriptionConfig, SubscriptionMode};
+use gnomon_gnmi::path::parse_path;
+use gnomon_gnmi::proto::gnmi::{
     self, subscribe_request, subscription_list, ModelData, Poll, SubscribeRequest, Subscription,
     SubscriptionList,
 };
@@ -93,7 +93,7 @@ pub fn poll_request() -> SubscribeRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::config::{load_config_with_env, ConfigFormat};
+    use gnomon_config::{load_config_with_env, ConfigFormat};
 
     #[test]
     fn request_carries_every_setting() {

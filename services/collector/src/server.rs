@@ -4,8 +4,8 @@
 
 use anyhow::Context;
 use axum::Router;
-use gnomon_shared::config::ApiConfig;
-use gnomon_shared::tls::server_config;
+use gnomon_common::tls::server_config;
+use gnomon_config::ApiConfig;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;

@@ -9,9 +9,9 @@ use crate::outputs::{Collected, OutputSender, StreamInfo};
 use crate::request::{poll_request, subscribe_request};
 use crate::state::{TargetState, TargetStatus};
 use crate::target_up::TargetUpReporter;
-use gnomon_shared::config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
-use gnomon_shared::gnmi::event::EventMeta;
-use gnomon_shared::proto::gnmi::SubscribeRequest;
+use gnomon_config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
+use gnomon_gnmi::event::EventMeta;
+use gnomon_gnmi::proto::gnmi::SubscribeRequest;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::sync::mpsc;
@@ -198,7 +198,7 @@ impl TargetRun {
                 outputs: plan.outputs.clone(),
                 info: Arc::new(
                     StreamInfo::new(meta, fencing_token, self.output_slots)
-                        .with_traceparent(gnomon_shared::telemetry::traceparent_of(&span)),
+                        .with_traceparent(gnomon_telemetry::traceparent_of(&span)),
                 ),
                 status: self.status.clone(),
                 counters: counters.clone(),

@@ -2,11 +2,11 @@
 //! with a real nats-server, checked by an independent NATS subscriber and the REST API.
 
 use futures::StreamExt;
+use gnomon_bus::{Bus, BusMessage, NatsBus, NatsOptions};
 use gnomon_collector::run;
-use gnomon_shared::bus::{Bus, BusMessage, NatsBus, NatsOptions};
-use gnomon_shared::config::{load_config_with_env, ConfigFormat, GnomonConfig};
-use gnomon_shared::gnmi::event::events_from_json;
-use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
+use gnomon_gnmi::event::events_from_json;
+use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
 use gnomon_simulator::{Simulator, SimulatorArgs};
 use gnomon_testkit::{eventually, free_port, ChildProcess, NatsServer};
 use prost::Message;
@@ -39,7 +39,7 @@ impl Running {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(run(config, shutdown.clone()));
         // The API's self-signed certificate is accepted here; what matters is that it is TLS.
-        let http = reqwest::Client::builder()
+        let http = gnomon_testkit::http_client_builder()
             .danger_accept_invalid_certs(true)
             .build()
             .unwrap();

@@ -3,12 +3,12 @@
 //! in-process exporter's scrape.
 
 use futures::StreamExt;
+use gnomon_bus::{Bus, BusMessage, MemoryBus};
 use gnomon_collector::target_up::TARGET_UP;
 use gnomon_collector::{CollectorDeps, CollectorHandle, Ownership, TargetState};
+use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::bus::{Bus, BusMessage, MemoryBus};
-use gnomon_shared::config::{load_config_with_env, ConfigFormat, GnomonConfig};
-use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
 use gnomon_simulator::{Simulator, SimulatorArgs};
 use gnomon_testkit::{eventually, free_port};
 use prost::Message;
@@ -248,7 +248,7 @@ async fn a_clustered_target_that_moves_away_is_not_reported_down() {
 }
 
 async fn scrape(addr: std::net::SocketAddr) -> Option<String> {
-    let response = reqwest::Client::new()
+    let response = gnomon_testkit::http_client()
         .get(format!("http://{addr}/metrics"))
         .timeout(Duration::from_secs(5))
         .send()

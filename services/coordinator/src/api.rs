@@ -9,8 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use gnomon_shared::coordination::target_store::TargetConfigError;
-use gnomon_shared::coordination::{keys, Coordination, TargetStore};
+use gnomon_coordination::target_store::TargetConfigError;
+use gnomon_coordination::{keys, Coordination, TargetStore};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -81,9 +81,8 @@ pub fn router(state: ClusterApiState) -> Router {
 }
 
 async fn snapshot(state: &ClusterApiState) -> Result<(String, Vec<MemberView>, usize), Response> {
-    let unavailable = |e: gnomon_shared::coordination::CoordinationError| {
-        error(StatusCode::SERVICE_UNAVAILABLE, e)
-    };
+    let unavailable =
+        |e: gnomon_coordination::CoordinationError| error(StatusCode::SERVICE_UNAVAILABLE, e);
     let cluster = &state.cluster_name;
     let leader = state
         .coordination

@@ -4,7 +4,7 @@
 use crate::leader::{run_term, LeaderCommand, TermEnd};
 use crate::member_client::MemberClient;
 use crate::settings::CoordinatorSettings;
-use gnomon_shared::coordination::{keys, Coordination};
+use gnomon_coordination::{keys, Coordination};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};

@@ -8,8 +8,8 @@ use crate::placement::{plan_rebalance, select_member, Candidate, Move, Placement
 use crate::settings::CoordinatorSettings;
 use bytes::Bytes;
 use futures::StreamExt;
-use gnomon_shared::coordination::target_store::{target_tags, TargetStore};
-use gnomon_shared::coordination::{keys, Coordination, LockGuard, WatchEvent};
+use gnomon_coordination::target_store::{target_tags, TargetStore};
+use gnomon_coordination::{keys, Coordination, LockGuard, WatchEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

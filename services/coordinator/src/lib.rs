@@ -15,5 +15,5 @@ pub mod placement;
 pub mod settings;
 
 pub use election::{spawn, CoordinatorHandle, LeaderRequestError};
-pub use gnomon_shared::coordination::TargetStore;
+pub use gnomon_coordination::TargetStore;
 pub use settings::CoordinatorSettings;

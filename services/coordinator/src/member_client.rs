@@ -9,8 +9,8 @@
 //! `api-server.token`; the leader sends it as a bearer token on every call.
 
 use bytes::Bytes;
-use gnomon_shared::config::Secret;
-use gnomon_shared::tls::ClientTlsOptions;
+use gnomon_common::tls::ClientTlsOptions;
+use gnomon_config::Secret;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -29,7 +29,7 @@ pub struct MemberCall {
     pub assignment: bool,
 }
 
-use gnomon_shared::coordination::ASSIGNMENT_HEADER;
+use gnomon_coordination::ASSIGNMENT_HEADER;
 
 /// A member's answer: status and body.
 #[derive(Clone, Debug)]
@@ -196,7 +196,7 @@ impl MemberClient {
             skip_verify: true,
             ..ClientTlsOptions::default()
         });
-        let tls = gnomon_shared::tls::client_config(&tls, &[b"http/1.1"])
+        let tls = gnomon_common::tls::client_config(&tls, &[b"http/1.1"])
             .map_err(|e| setup_error(format!("clustering.tls: {e}")))?;
         let client = reqwest::Client::builder()
             .connect_timeout(options.timeout)
@@ -396,12 +396,9 @@ mod tests {
             identity.cert_file.display(),
             identity.key_file.display()
         );
-        let config = gnomon_shared::config::load_config_with_env(
-            &yaml,
-            gnomon_shared::config::ConfigFormat::Yaml,
-            &[],
-        )
-        .unwrap();
+        let config =
+            gnomon_config::load_config_with_env(&yaml, gnomon_config::ConfigFormat::Yaml, &[])
+                .unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let router = axum::Router::new().route(

@@ -1,6 +1,6 @@
 //! Cluster members as registered in the coordination store (service `<cluster>-gnmic-api`).
 
-use gnomon_shared::coordination::ServiceInstance;
+use gnomon_coordination::ServiceInstance;
 
 /// A live member: a registered collector API.
 #[derive(Clone, Debug, PartialEq, Eq)]

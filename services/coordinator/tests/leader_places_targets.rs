@@ -5,11 +5,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, post};
 use axum::{Json, Router};
-use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
-use gnomon_shared::coordination::{
+use gnomon_coordination::{
     keys, Coordination, LockGuard, LockerConfig, MemoryCoordination, MemoryStore, ServiceHandle,
     ServiceRegistration,
 };
+use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

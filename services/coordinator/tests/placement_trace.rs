@@ -7,13 +7,13 @@
 //! in-memory exporter.
 
 use futures::StreamExt;
+use gnomon_bus::{Bus, MemoryBus};
 use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, not_found, CollectorDeps, CollectorHandle};
+use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
+use gnomon_coordination::{Coordination, LockerConfig, MemoryCoordination, MemoryStore};
 use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::bus::{Bus, MemoryBus};
-use gnomon_shared::config::{load_config_with_env, ConfigFormat, GnomonConfig};
-use gnomon_shared::coordination::{Coordination, LockerConfig, MemoryCoordination, MemoryStore};
 use gnomon_simulator::{Simulator, SimulatorArgs};
 use opentelemetry::trace::{SpanId, TraceId, TracerProvider as _};
 use opentelemetry_sdk::trace::{InMemorySpanExporter, SdkTracerProvider, SpanData};
@@ -37,7 +37,7 @@ fn record_spans() -> (SdkTracerProvider, InMemorySpanExporter) {
         .with(tracing_subscriber::filter::LevelFilter::INFO)
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("placement-trace-test")))
         .init();
-    gnomon_shared::telemetry::enable_trace_propagation();
+    gnomon_telemetry::enable_trace_propagation();
     (provider, exporter)
 }
 

@@ -17,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use flate2::write::GzEncoder;
 use flate2::Compression;
-use gnomon_shared::coordination::Coordination;
+use gnomon_coordination::Coordination;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;

@@ -10,10 +10,10 @@ use crate::output::{PrometheusOutput, TARGET_UP};
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
 use futures::StreamExt;
-use gnomon_shared::bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
-use gnomon_shared::config::nats_input::{NatsInputConfig, NatsInputFormat};
-use gnomon_shared::config::prometheus_output::split_host_port;
-use gnomon_shared::gnmi::event::{Event, EventMeta};
+use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
+use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
+use gnomon_config::prometheus_output::split_host_port;
+use gnomon_gnmi::event::{Event, EventMeta};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -163,13 +163,13 @@ impl NatsInput {
                     match message.headers.traceparent.as_deref() {
                         // Only a stream's first message carries one, and only when the
                         // publisher traces: continue its trace for this message.
-                        Some(parent) if gnomon_shared::telemetry::trace_propagation_enabled() => {
+                        Some(parent) if gnomon_telemetry::trace_propagation_enabled() => {
                             let span = tracing::info_span!(
                                 "bus_consume",
                                 input = %processor.name,
                                 subject = %message.subject
                             );
-                            gnomon_shared::telemetry::adopt_traceparent(&span, parent);
+                            gnomon_telemetry::adopt_traceparent(&span, parent);
                             span.in_scope(|| processor.process(&message));
                         }
                         _ => processor.process(&message),

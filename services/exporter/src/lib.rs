@@ -22,11 +22,11 @@ pub use output::{PrometheusOutput, TARGET_UP};
 pub use stats::ExporterStats;
 
 use anyhow::Context;
-use gnomon_shared::bus::Bus;
-use gnomon_shared::config::nats_input::NatsInputConfig;
-use gnomon_shared::config::prometheus_output::PrometheusOutputConfig;
-use gnomon_shared::config::{GnomonConfig, InputConfig, OutputConfig};
-use gnomon_shared::coordination::{self, Coordination, LockerConfig, LockerType};
+use gnomon_bus::Bus;
+use gnomon_config::nats_input::NatsInputConfig;
+use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_config::{GnomonConfig, InputConfig, OutputConfig};
+use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -22,7 +22,7 @@ impl SampleValue<'_> {
         match self {
             SampleValue::Number(n) => Some(*n),
             SampleValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
-            SampleValue::Text(s) => gnomon_shared::gnmi::value::str_to_f64(s),
+            SampleValue::Text(s) => gnomon_gnmi::value::str_to_f64(s),
             SampleValue::Other => None,
         }
     }

@@ -14,7 +14,7 @@
 use crate::exposition::{Exposition, FamilyKind, Upsert};
 use crate::naming::{NamingOptions, SeriesBuilder};
 use crate::wire::WireEvent;
-use gnomon_shared::config::prometheus_output::PrometheusOutputConfig;
+use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -6,8 +6,8 @@
 //! gone) the registration is dropped and the loop goes back to waiting for the lock, so
 //! exactly one exporter of the cluster is discoverable and another takes over when it dies.
 
-use gnomon_shared::config::prometheus_output::{split_host_port, ServiceRegistrationConfig};
-use gnomon_shared::coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
+use gnomon_config::prometheus_output::{split_host_port, ServiceRegistrationConfig};
+use gnomon_coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

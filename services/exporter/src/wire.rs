@@ -3,8 +3,8 @@
 //! `gnmi.SubscribeResponse` (`proto`, converted with the shared event conversion).
 
 use crate::naming::SampleValue;
-use gnomon_shared::gnmi::event::{response_to_events, Event, EventMeta};
-use gnomon_shared::proto::gnmi::SubscribeResponse;
+use gnomon_gnmi::event::{response_to_events, Event, EventMeta};
+use gnomon_gnmi::proto::gnmi::SubscribeResponse;
 use prost::Message;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;

@@ -1,10 +1,10 @@
 //! A gnmic lab-style file (nats output + nats input + prometheus output with use-lock in one
 //! file) gives the exporter its settings; bad values are reported by key.
 
+use gnomon_config::nats_input::NatsInputFormat;
+use gnomon_config::{load_config_from_str, ConfigFormat};
+use gnomon_coordination::LockerType;
 use gnomon_exporter::ExporterSettings;
-use gnomon_shared::config::nats_input::NatsInputFormat;
-use gnomon_shared::config::{load_config_from_str, ConfigFormat};
-use gnomon_shared::coordination::LockerType;
 use std::time::Duration;
 
 const LAB: &str = r#"

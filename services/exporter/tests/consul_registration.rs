@@ -2,8 +2,8 @@
 //! block's `address` names Consul (here the Consul test double).
 
 use gnomon_consul_double::{ConsulDouble, DoubleConfig};
+use gnomon_coordination::{self as coordination, LockerConfig, LockerType};
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::coordination::{self, LockerConfig, LockerType};
 use gnomon_testkit::{eventually, NatsServer};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ async fn registers_in_consul_from_the_registration_block() {
         "/sd to list the exporter",
         Duration::from_secs(10),
         || async move {
-            let groups: serde_json::Value = reqwest::get(format!("http://{addr}/sd"))
+            let groups: serde_json::Value = gnomon_testkit::http_get(format!("http://{addr}/sd"))
                 .await
                 .ok()?
                 .json()

@@ -3,15 +3,15 @@
 //! finds the registered exporter through `/sd` and scrapes it.
 
 use bytes::Bytes;
-use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions};
-use gnomon_shared::config::nats_input::NatsInputConfig;
-use gnomon_shared::config::prometheus_output::PrometheusOutputConfig;
-use gnomon_shared::coordination::{
+use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions};
+use gnomon_config::nats_input::NatsInputConfig;
+use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_coordination::{
     Coordination, LockerConfig, LockerType, MemoryCoordination, MemoryStore,
 };
-use gnomon_shared::gnmi::path::parse_path;
-use gnomon_shared::proto::gnmi::{
+use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
+use gnomon_gnmi::path::parse_path;
+use gnomon_gnmi::proto::gnmi::{
     subscribe_response, typed_value, Notification, SubscribeResponse, TypedValue, Update,
 };
 use gnomon_testkit::{eventually, NatsServer, PrometheusServer};
@@ -126,7 +126,7 @@ async fn scrape_raw(
     addr: SocketAddr,
     gzip: bool,
 ) -> (reqwest::StatusCode, Option<String>, Vec<u8>) {
-    let mut request = reqwest::Client::new()
+    let mut request = gnomon_testkit::http_client()
         .get(format!("http://{addr}/metrics"))
         .timeout(Duration::from_secs(10));
     if gzip {
@@ -301,7 +301,7 @@ async fn collector_messages_become_gnmic_series() {
     assert_eq!(samples(&unzipped), expected);
 
     // Without a registration, /sd lists this exporter.
-    let sd: serde_json::Value = reqwest::get(format!("http://{addr}/sd"))
+    let sd: serde_json::Value = gnomon_testkit::http_get(format!("http://{addr}/sd"))
         .await
         .unwrap()
         .json()
@@ -539,7 +539,7 @@ fn memory_coordination(store: &MemoryStore, instance: &str) -> MemoryCoordinatio
 }
 
 async fn sd_targets(addr: SocketAddr) -> Vec<String> {
-    let groups: serde_json::Value = reqwest::get(format!("http://{addr}/sd"))
+    let groups: serde_json::Value = gnomon_testkit::http_get(format!("http://{addr}/sd"))
         .await
         .unwrap()
         .json()
@@ -700,7 +700,7 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
         || {
             let query = query.clone();
             async move {
-                let body: serde_json::Value = reqwest::get(&query).await.ok()?.json().await.ok()?;
+                let body: serde_json::Value = gnomon_testkit::http_get(&query).await.ok()?.json().await.ok()?;
                 let result = body["data"]["result"].as_array()?.first()?.clone();
                 Some((
                     result["value"][1].as_str()?.to_string(),
@@ -713,7 +713,7 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
     let value = match value {
         Ok(value) => value,
         Err(error) => {
-            let targets = match reqwest::get(format!("{}/api/v1/targets", prometheus.url())).await {
+            let targets = match gnomon_testkit::http_get(format!("{}/api/v1/targets", prometheus.url())).await {
                 Ok(response) => response.text().await.unwrap_or_default(),
                 Err(e) => e.to_string(),
             };

@@ -4,9 +4,9 @@
 
 use crate::node::{run_node, NodeDeps, Roles};
 use anyhow::Context;
-use gnomon_shared::bus::MemoryBus;
-use gnomon_shared::config::{load_config_from_str, ConfigFormat};
-use gnomon_shared::coordination::{self, LockerConfig, LockerType};
+use gnomon_bus::MemoryBus;
+use gnomon_config::{load_config_from_str, ConfigFormat};
+use gnomon_coordination::{self as coordination, LockerConfig, LockerType};
 use gnomon_simulator::{Simulator, SimulatorArgs};
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,8 +4,8 @@ mod demo;
 mod node;
 
 use clap::{Parser, Subcommand};
-use gnomon_shared::config::load_config;
-use gnomon_shared::telemetry::{init_tracing, TracingOptions};
+use gnomon_config::load_config;
+use gnomon_telemetry::{init_tracing, TracingOptions};
 use node::{run_node, NodeDeps, Roles};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -107,7 +107,7 @@ async fn main() -> ExitCode {
         }
     };
     // Install the metrics recorder before any service registers its counters.
-    let _ = gnomon_shared::telemetry::metrics_handle();
+    let _ = gnomon_telemetry::metrics_handle();
     let shutdown = CancellationToken::new();
     cancel_on_signals(shutdown.clone());
     let only = |collector, coordinator, exporter| Roles {

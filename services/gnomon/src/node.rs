@@ -3,16 +3,16 @@
 
 use anyhow::Context;
 use axum::Router;
+use gnomon_bus::Bus;
 use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, CollectorHandle};
+use gnomon_common::tls::ClientTlsOptions;
+use gnomon_config::{ApiConfig, ClusteringConfig, GnomonConfig};
+use gnomon_coordination::{self as coordination, Coordination, LockerConfig, TargetStore};
 use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
 use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::CoordinatorSettings;
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::bus::Bus;
-use gnomon_shared::config::{ApiConfig, ClusteringConfig, GnomonConfig};
-use gnomon_shared::coordination::{self, Coordination, LockerConfig, TargetStore};
-use gnomon_shared::tls::ClientTlsOptions;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 

@@ -1,7 +1,7 @@
 //! How leaf values go on the wire in the three supported encodings, and how Get builds
 //! JSON subtrees (OpenConfig style: lists are arrays of objects that include their keys).
 
-use gnomon_shared::proto::gnmi::{typed_value, Encoding, Path, PathElem, TypedValue};
+use gnomon_gnmi::proto::gnmi::{typed_value, Encoding, Path, PathElem, TypedValue};
 use serde_json::{Map, Value as Json};
 use tonic::Status;
 
@@ -170,7 +170,7 @@ pub fn group_by_instance<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::gnmi::path::parse_path;
+    use gnomon_gnmi::path::parse_path;
     use serde_json::json;
 
     #[test]

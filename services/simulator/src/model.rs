@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gnomon_shared::proto::gnmi::{Path, PathElem};
+use gnomon_gnmi::proto::gnmi::{Path, PathElem};
 
 /// Number of CPUs every simulated device reports.
 pub const CPUS_PER_DEVICE: u32 = 2;

@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use gnomon_shared::gnmi::path::{elems_of, join_paths, path_matches, PathDisplay};
-use gnomon_shared::proto::gnmi::{Path, PathElem};
+use gnomon_gnmi::path::{elems_of, join_paths, path_matches, PathDisplay};
+use gnomon_gnmi::proto::gnmi::{Path, PathElem};
 use tonic::Status;
 
 use crate::model::LeafTable;
@@ -158,7 +158,7 @@ impl Framing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::gnmi::path::parse_path;
+    use gnomon_gnmi::path::parse_path;
     use tonic::Code;
 
     fn selected(prefix: Option<&str>, path: &str) -> Result<Vec<String>, Status> {

@@ -56,7 +56,7 @@ impl Simulator {
             None
         };
         if tls.is_some() {
-            gnomon_shared::tls::ensure_crypto_provider();
+            gnomon_common::tls::ensure_crypto_provider();
         }
         if let (Some(path), Some(material)) = (&args.tls_export_cert, &tls) {
             std::fs::write(path, &material.certificate_pem)

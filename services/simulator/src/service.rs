@@ -3,12 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gnomon_shared::proto::gnmi::g_nmi_server::GNmi;
-use gnomon_shared::proto::gnmi::{
+use gnomon_gnmi::proto::gnmi::g_nmi_server::GNmi;
+use gnomon_gnmi::proto::gnmi::{
     subscribe_request, CapabilityRequest, CapabilityResponse, GetRequest, GetResponse, ModelData,
     Notification, Path, SetRequest, SetResponse, SubscribeRequest, Update,
 };
-use gnomon_shared::proto::GNMI_VERSION;
+use gnomon_gnmi::proto::GNMI_VERSION;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
@@ -185,7 +185,7 @@ pub type SubscribeResponses = futures::stream::Map<
     ReceiverStream<Result<OutgoingResponse, Status>>,
     fn(
         Result<OutgoingResponse, Status>,
-    ) -> Result<gnomon_shared::proto::gnmi::SubscribeResponse, Status>,
+    ) -> Result<gnomon_gnmi::proto::gnmi::SubscribeResponse, Status>,
 >;
 
 impl DeviceService {
@@ -240,8 +240,8 @@ impl DeviceService {
 mod tests {
     use super::*;
     use crate::model::{Clock, LeafTable};
-    use gnomon_shared::gnmi::path::{parse_path, PathDisplay};
-    use gnomon_shared::proto::gnmi::{typed_value, Encoding};
+    use gnomon_gnmi::path::{parse_path, PathDisplay};
+    use gnomon_gnmi::proto::gnmi::{typed_value, Encoding};
     use std::time::Instant;
     use tonic::Code;
 
@@ -337,9 +337,9 @@ mod tests {
     /// pre-encoded load-mode batches, which it decodes back into messages.
     #[tokio::test]
     async fn generic_tonic_path_serves_subscribe() {
-        use gnomon_shared::proto::gnmi::g_nmi_client::GNmiClient;
-        use gnomon_shared::proto::gnmi::g_nmi_server::GNmiServer;
-        use gnomon_shared::proto::gnmi::{subscribe_response, Subscription, SubscriptionList};
+        use gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient;
+        use gnomon_gnmi::proto::gnmi::g_nmi_server::GNmiServer;
+        use gnomon_gnmi::proto::gnmi::{subscribe_response, Subscription, SubscriptionList};
 
         let context = Arc::new(DeviceContext {
             device: device(),

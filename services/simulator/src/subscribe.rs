@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use gnomon_shared::proto::gnmi::{
+use gnomon_gnmi::proto::gnmi::{
     subscribe_request, subscribe_response, subscription_list, Notification, Path, SubscribeRequest,
     SubscribeResponse, SubscriptionList, SubscriptionMode, Update,
 };

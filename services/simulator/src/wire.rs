@@ -9,8 +9,8 @@ use std::convert::Infallible;
 use std::task::{Context, Poll};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gnomon_shared::proto::gnmi::g_nmi_server::{GNmiServer, SERVICE_NAME};
-use gnomon_shared::proto::gnmi::{Path, SubscribeRequest, SubscribeResponse, TypedValue};
+use gnomon_gnmi::proto::gnmi::g_nmi_server::{GNmiServer, SERVICE_NAME};
+use gnomon_gnmi::proto::gnmi::{Path, SubscribeRequest, SubscribeResponse, TypedValue};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, WireType};
 use prost::Message;
 use tokio_stream::wrappers::ReceiverStream;
@@ -215,8 +215,8 @@ impl StreamingService<SubscribeRequest> for SubscribeMethod {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::gnmi::path::parse_path;
-    use gnomon_shared::proto::gnmi::{subscribe_response, typed_value};
+    use gnomon_gnmi::path::parse_path;
+    use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value};
 
     #[test]
     fn written_notifications_decode_like_prost_built_ones() {

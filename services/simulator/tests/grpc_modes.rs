@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::*;
-use gnomon_shared::proto::gnmi::{
+use gnomon_gnmi::proto::gnmi::{
     subscription_list::Mode, typed_value, Encoding, GetRequest, SetRequest, SubscriptionMode,
 };
 use gnomon_simulator::{Simulator, SimulatorArgs};
@@ -31,7 +31,7 @@ async fn capabilities_report_version_encodings_and_models() {
     let simulator = start(quick_args(1)).await;
     let mut client = client(simulator.device_addresses()[0]).await;
     let caps = client
-        .capabilities(gnomon_shared::proto::gnmi::CapabilityRequest::default())
+        .capabilities(gnomon_gnmi::proto::gnmi::CapabilityRequest::default())
         .await
         .unwrap()
         .into_inner();
@@ -166,8 +166,8 @@ async fn get_serves_json_subtrees_typed_leaves_and_error_codes() {
     assert_eq!(status.code(), Code::Unimplemented);
 }
 
-fn path_to_text(path: &gnomon_shared::proto::gnmi::Path) -> String {
-    gnomon_shared::gnmi::path::path_to_string(path)
+fn path_to_text(path: &gnomon_gnmi::proto::gnmi::Path) -> String {
+    gnomon_gnmi::path::path_to_string(path)
 }
 
 #[tokio::test]
@@ -316,7 +316,7 @@ async fn gnmi_cli_style_target_defined_requests_are_accepted() {
     let mut client = client(simulator.device_addresses()[0]).await;
     // As gnmi_cli sends it: TARGET_DEFINED, sample_interval 0, JSON, deprecated element strings.
     #[allow(deprecated)]
-    let legacy = gnomon_shared::proto::gnmi::Path {
+    let legacy = gnomon_gnmi::proto::gnmi::Path {
         element: vec![
             "interfaces".into(),
             "interface[name=Ethernet2]".into(),
@@ -327,11 +327,11 @@ async fn gnmi_cli_style_target_defined_requests_are_accepted() {
     let mut request = list(Mode::Stream, Encoding::Json, Vec::new());
     request
         .subscription
-        .push(gnomon_shared::proto::gnmi::Subscription {
+        .push(gnomon_gnmi::proto::gnmi::Subscription {
             path: Some(legacy),
             ..Default::default()
         });
-    request.prefix = Some(gnomon_shared::proto::gnmi::Path {
+    request.prefix = Some(gnomon_gnmi::proto::gnmi::Path {
         target: "sim-0".into(),
         ..Default::default()
     });
@@ -448,7 +448,7 @@ async fn credentials_and_tls_are_enforced() {
         .connect()
         .await
         .unwrap();
-    let mut client = gnomon_shared::proto::gnmi::g_nmi_client::GNmiClient::new(channel);
+    let mut client = gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient::new(channel);
     let with = |user: &str, password: &str| {
         let mut request = tonic::Request::new(GetRequest {
             path: vec![path("/system/state/hostname")],
@@ -498,7 +498,7 @@ async fn credentials_and_tls_are_enforced() {
 
     // A plaintext client cannot talk to the TLS device.
     let plain =
-        gnomon_shared::proto::gnmi::g_nmi_client::GNmiClient::connect(format!("http://{address}"))
+        gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient::connect(format!("http://{address}"))
             .await;
     if let Ok(mut plain) = plain {
         assert!(plain.get(with("admin", "letmein")).await.is_err());
@@ -515,7 +515,7 @@ async fn stats_track_streams_and_peers_until_they_leave() {
     let stats_url = format!("http://{}/stats", simulator.stats_address().unwrap());
     let device = simulator.device_addresses()[1];
     let fetch = || async {
-        reqwest::get(&stats_url)
+        gnomon_testkit::http_get(&stats_url)
             .await
             .unwrap()
             .json::<serde_json::Value>()

@@ -9,9 +9,9 @@
 
 use anyhow::Context;
 use futures::StreamExt;
-use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
-use gnomon_shared::config::{load_config_with_env, ConfigFormat};
-use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_bus::{Bus, NatsBus, NatsOptions};
+use gnomon_config::{load_config_with_env, ConfigFormat};
+use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
 use gnomon_testkit::{free_port, wait_for_tcp, ChildProcess, NatsServer};
 use prost::Message;
 use std::time::{Duration, Instant};
@@ -105,7 +105,7 @@ pub fn cpu_us_per_update() -> anyhow::Result<()> {
         tokio::time::sleep(MEASURE).await;
         let (updates_after, cpu_after) = (updates(), process_cpu());
         let elapsed = started.elapsed();
-        let dropped: f64 = gnomon_shared::telemetry::metrics_handle()
+        let dropped: f64 = gnomon_telemetry::metrics_handle()
             .render()
             .lines()
             .filter(|l| l.starts_with("gnomon_output_dropped_total"))

@@ -3,7 +3,7 @@
 //! and the time until the contender holds the lock is measured (25 trials, kill moments spread
 //! over the keep-alive cycle). The holder is this same binary re-executed in holder mode.
 
-use gnomon_shared::coordination::{self, CancellationToken, LockerConfig, LockerType};
+use gnomon_coordination::{self as coordination, CancellationToken, LockerConfig, LockerType};
 use gnomon_testkit::{ChildProcess, EtcdServer};
 use std::process::Command;
 use std::time::{Duration, Instant};

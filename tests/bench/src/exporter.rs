@@ -9,10 +9,10 @@
 
 use crate::report;
 use bytes::Bytes;
+use gnomon_bus::{BusMessage, MessageHeaders};
+use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_exporter::input::{Fencing, NatsInput};
 use gnomon_exporter::{ExporterStats, PrometheusOutput};
-use gnomon_shared::bus::{BusMessage, MessageHeaders};
-use gnomon_shared::config::nats_input::NatsInputConfig;
 use std::sync::Arc;
 use std::time::Instant;
 

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use gnomon_shared::proto::gnmi::g_nmi_client::GNmiClient;
-use gnomon_shared::proto::gnmi::{
+use gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient;
+use gnomon_gnmi::proto::gnmi::{
     subscribe_request, subscribe_response, subscription_list, Encoding, Path, PathElem,
     SubscribeRequest, Subscription, SubscriptionList, SubscriptionMode,
 };

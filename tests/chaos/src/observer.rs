@@ -4,7 +4,7 @@
 //! process logs ([`scan_panics`]).
 
 use futures::StreamExt;
-use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
+use gnomon_bus::{Bus, NatsBus, NatsOptions};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -207,7 +207,7 @@ pub struct StatsProbe {
 
 impl StatsProbe {
     pub fn start(stats_url: String, interval: Duration) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+        let http = gnomon_testkit::http_client_builder()
             .timeout(Duration::from_secs(2))
             .build()?;
         let record: Arc<Mutex<StatsRecord>> = Arc::default();

@@ -419,7 +419,7 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
         }
     }
 
-    let http = reqwest::Client::builder()
+    let http = gnomon_testkit::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let mut stale_dropped = Vec::new();

@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
 use base64::Engine;
-use gnomon_shared::coordination::duration::{format_go_duration, parse_go_duration};
+use gnomon_common::duration::{format_go_duration, parse_go_duration};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;

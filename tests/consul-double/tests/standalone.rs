@@ -1,7 +1,7 @@
 //! The double as a separate process (`consul-double --listen ...`), driven by gnomon's Consul
 //! backend: what multi-process cluster tests will use.
 
-use gnomon_shared::coordination::{self, LockerConfig, LockerType};
+use gnomon_coordination::{self as coordination, LockerConfig, LockerType};
 use gnomon_testkit::{free_port, ChildProcess};
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -26,7 +26,7 @@ async fn token_guards_changes_and_leaves_reads_open() {
         &[("GNMIC_API_SERVER_TOKEN", TOKEN)],
     )
     .unwrap();
-    let http = reqwest::Client::new();
+    let http = gnomon_testkit::http_client();
     let base = format!("http://127.0.0.1:{port}");
     let body = serde_json::json!({"name": "r9", "address": "127.0.0.1:1", "subscriptions": ["s"]});
 
@@ -113,7 +113,7 @@ async fn api_tls_with_a_client_ca_refuses_clients_without_a_certificate() {
     let (status, body) = send(trusted.get(&url)).await.unwrap();
     assert_eq!((status, body.as_str()), (200, r#"{"status":"healthy"}"#));
     // Plain HTTP on the TLS port gets no API answer.
-    let plain = reqwest::Client::new()
+    let plain = gnomon_testkit::http_client()
         .get(format!("http://127.0.0.1:{port}/api/v1/healthz"))
         .send()
         .await;

@@ -3,8 +3,8 @@
 //! simulator's `/stats` judges who subscribes to which device.
 
 use futures::StreamExt;
-use gnomon_shared::bus::{Bus, NatsBus, NatsOptions};
-use gnomon_shared::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
+use gnomon_bus::{Bus, NatsBus, NatsOptions};
+use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
 use gnomon_testkit::cluster::{exactly_one_each, Harness};
 use prost::Message;
 use std::collections::{BTreeMap, BTreeSet};

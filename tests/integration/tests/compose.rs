@@ -1,7 +1,7 @@
 //! The compose stacks: Debian's docker-compose accepts every file, and Prometheus, Consul
 //! and the gnomon configs agree on service names and ports.
 
-use gnomon_shared::config::{load_config, OutputConfig};
+use gnomon_config::{load_config, OutputConfig};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

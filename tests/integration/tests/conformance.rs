@@ -7,9 +7,9 @@
 
 use futures::StreamExt;
 use gnomon_consul_double::ConsulDouble;
-use gnomon_shared::coordination::{
-    self, Coordination, LockGuard, LockerConfig, LockerType, MemoryCoordination, MemoryStore,
-    ServiceHandle, ServiceInstance, ServiceRegistration, WatchEvent, WatchEvents,
+use gnomon_coordination::{
+    self as coordination, Coordination, LockGuard, LockerConfig, LockerType, MemoryCoordination,
+    MemoryStore, ServiceHandle, ServiceInstance, ServiceRegistration, WatchEvent, WatchEvents,
 };
 use gnomon_testkit::{ChildProcess, EtcdServer};
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //! the Consul backend's token, datacenter and key escaping against it.
 
 use gnomon_consul_double::{ConsulDouble, DoubleConfig};
-use gnomon_shared::coordination::{self, LockerConfig, LockerType};
+use gnomon_coordination::{self as coordination, LockerConfig, LockerType};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -17,7 +17,7 @@ struct Api {
 impl Api {
     fn new(double: &ConsulDouble) -> Self {
         Self {
-            http: reqwest::Client::new(),
+            http: gnomon_testkit::http_client(),
             base: double.url(),
         }
     }

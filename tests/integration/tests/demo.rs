@@ -18,7 +18,7 @@ async fn demo_serves_simulated_counters_and_the_cluster() {
         &format!("127.0.0.1:{metrics}"),
     ]);
     let mut demo = ChildProcess::spawn("demo", cmd, dir.path()).unwrap();
-    let http = reqwest::Client::builder()
+    let http = gnomon_testkit::http_client_builder()
         .timeout(Duration::from_secs(2))
         .build()
         .unwrap();

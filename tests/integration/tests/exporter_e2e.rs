@@ -52,7 +52,7 @@ async fn simulator_to_prometheus_through_the_registered_exporter() {
     let dir = tempfile::tempdir().unwrap();
     let etcd = EtcdServer::start().unwrap();
     let nats = NatsServer::start().unwrap();
-    let http = reqwest::Client::builder()
+    let http = gnomon_testkit::http_client_builder()
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();

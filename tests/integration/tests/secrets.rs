@@ -302,7 +302,7 @@ impl Scenario {
         )
         .await
         .unwrap();
-        let http = reqwest::Client::builder()
+        let http = gnomon_testkit::http_client_builder()
             .timeout(Duration::from_secs(5))
             .build()
             .unwrap();

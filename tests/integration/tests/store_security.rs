@@ -7,18 +7,18 @@
 //! Every failure case checks that the error names the cause and never contains the secret.
 
 use futures::StreamExt;
+use gnomon_bus::{NatsBus, NatsOptions, NatsTls};
 use gnomon_collector::codec::RawResponse;
 use gnomon_collector::outputs::{Collected, Outputs, StreamInfo};
+use gnomon_config::{load_config_with_env, ConfigFormat};
 use gnomon_consul_double::{ConsulDouble, DoubleConfig};
-use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_shared::bus::{NatsBus, NatsOptions, NatsTls};
-use gnomon_shared::config::{load_config_with_env, ConfigFormat};
-use gnomon_shared::coordination::{
-    self, Coordination, LockerConfig, ServiceRegistration, WatchEvent, WatchEvents,
+use gnomon_coordination::{
+    self as coordination, Coordination, LockerConfig, ServiceRegistration, WatchEvent, WatchEvents,
 };
-use gnomon_shared::gnmi::event::EventMeta;
-use gnomon_shared::gnmi::path::parse_path;
-use gnomon_shared::proto::gnmi::{
+use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
+use gnomon_gnmi::event::EventMeta;
+use gnomon_gnmi::path::parse_path;
+use gnomon_gnmi::proto::gnmi::{
     subscribe_response, typed_value, Notification, SubscribeResponse, TypedValue, Update,
 };
 use gnomon_testkit::{
@@ -636,7 +636,7 @@ async fn exporter_registration_uses_its_own_token() {
         .unwrap();
         assert!(lines[0].contains("permission denied"), "{}", lines[0]);
         assert!(!exporter.is_registered("prom"));
-        let response = reqwest::get(format!("http://{listen}/metrics"))
+        let response = gnomon_testkit::http_get(format!("http://{listen}/metrics"))
             .await
             .unwrap();
         assert!(response.status().is_success());
@@ -729,7 +729,7 @@ async fn exporter_with_input(nats: &NatsServer, extra: &str) -> Exporter {
 }
 
 async fn scrape(addr: SocketAddr) -> Option<String> {
-    let response = reqwest::Client::new()
+    let response = gnomon_testkit::http_client()
         .get(format!("http://{addr}/metrics"))
         .timeout(Duration::from_secs(5))
         .send()
@@ -778,7 +778,7 @@ fn tls_yaml(
 }
 
 fn dropped_not_connected(output: &str) -> f64 {
-    let rendered = gnomon_shared::telemetry::metrics_handle().render();
+    let rendered = gnomon_telemetry::metrics_handle().render();
     rendered
         .lines()
         .filter(|l| {
@@ -990,7 +990,7 @@ async fn nats_connection_errors_name_the_cause_and_hide_the_secret() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_wrong_password_keeps_the_output_and_input_running_and_logs_the_cause() {
     capture_logs();
-    gnomon_shared::telemetry::metrics_handle();
+    gnomon_telemetry::metrics_handle();
     let pki = TestPki::new("nats").unwrap();
     let nats = NatsServer::start_with(NatsServerOptions {
         tls: Some(ServerTls::issued_by(&pki, "nats").unwrap()),

@@ -117,7 +117,7 @@ impl Harness {
         ]);
         let simulator = ChildProcess::spawn("simulator", cmd, dir.path())?;
         let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
-        let http = reqwest::Client::builder()
+        let http = crate::http_client_builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         let mut harness = Self {

@@ -31,3 +31,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Installs ring as the process's rustls provider (gnomon compiles in no other, and reqwest is
+/// built without one of its own), so HTTP clients in tests can be built.
+pub fn install_crypto_provider() {
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// An HTTP client for tests (plain or https with the system roots).
+pub fn http_client() -> reqwest::Client {
+    http_client_builder()
+        .build()
+        .unwrap_or_else(|e| panic!("cannot build a test HTTP client: {e}"))
+}
+
+/// A builder for test HTTP clients that need more settings; the crypto provider is installed.
+pub fn http_client_builder() -> reqwest::ClientBuilder {
+    install_crypto_provider();
+    reqwest::Client::builder()
+}
+
+/// `reqwest::get` with the crypto provider installed.
+pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
+    http_client().get(url).send().await
+}

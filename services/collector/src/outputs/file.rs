@@ -2,8 +2,8 @@
 //! Writing is blocking I/O, so the worker is a plain thread.
 
 use super::{dropped_counter, Collected, OutputError, OutputItem, OutputSender};
-use gnomon_shared::config::{FileDestination, FileOutputConfig};
-use gnomon_shared::gnmi::event::response_to_events;
+use gnomon_config::{FileDestination, FileOutputConfig};
+use gnomon_gnmi::event::response_to_events;
 use std::io::{BufWriter, Write};
 use std::time::Duration;
 use tokio::sync::mpsc;

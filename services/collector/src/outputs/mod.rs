@@ -10,9 +10,9 @@ pub use nats::subject_for as nats_subject;
 
 use crate::codec::RawResponse;
 use crate::target_up::TargetUpReport;
-use gnomon_shared::bus::Bus;
-use gnomon_shared::config::OutputConfig;
-use gnomon_shared::gnmi::event::EventMeta;
+use gnomon_bus::Bus;
+use gnomon_config::OutputConfig;
+use gnomon_gnmi::event::EventMeta;
 use metrics::Counter;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -281,11 +281,11 @@ impl Outputs {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::proto::gnmi::SubscribeResponse;
+    use gnomon_gnmi::proto::gnmi::SubscribeResponse;
 
     #[tokio::test]
     async fn a_full_queue_drops_after_the_write_timeout_and_counts() {
-        let handle = gnomon_shared::telemetry::metrics_handle();
+        let handle = gnomon_telemetry::metrics_handle();
         let (sender, mut receiver) = mpsc::channel(1);
         let output = OutputSender::new("drop-test", vec![sender], false, Duration::from_millis(20));
         let info = Arc::new(StreamInfo::new(EventMeta::new("t", "s"), 0, 1));

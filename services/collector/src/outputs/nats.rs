@@ -9,9 +9,9 @@
 use super::{dropped_counter, Collected, OutputItem, OutputSender};
 use crate::target_up::{TargetUpReport, TARGET_UP};
 use bytes::Bytes;
-use gnomon_shared::bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
-use gnomon_shared::config::{NatsFormat, NatsOutputConfig};
-use gnomon_shared::gnmi::event::{event_to_json, events_to_json, response_to_events};
+use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
+use gnomon_config::{NatsFormat, NatsOutputConfig};
+use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -206,8 +206,8 @@ impl Worker {
                             target = %collected.stream.target,
                             subscription = %collected.stream.subscription
                         );
-                        gnomon_shared::telemetry::adopt_traceparent(&span, parent);
-                        let traceparent = gnomon_shared::telemetry::traceparent_of(&span);
+                        gnomon_telemetry::adopt_traceparent(&span, parent);
+                        let traceparent = gnomon_telemetry::traceparent_of(&span);
                         self.publish_response(bus, collected, traceparent)
                             .instrument(span)
                             .await
@@ -301,7 +301,7 @@ impl Worker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_shared::config::{load_config_with_env, ConfigFormat, OutputConfig};
+    use gnomon_config::{load_config_with_env, ConfigFormat, OutputConfig};
 
     fn nats_config(yaml: &str) -> NatsOutputConfig {
         let config = load_config_with_env(yaml, ConfigFormat::Yaml, &[]).unwrap();

@@ -5,9 +5,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gnomon_shared::gnmi::path::{join_paths, parse_path, path_to_string};
-use gnomon_shared::proto::gnmi::g_nmi_client::GNmiClient;
-use gnomon_shared::proto::gnmi::{
+use gnomon_gnmi::path::{join_paths, parse_path, path_to_string};
+use gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient;
+use gnomon_gnmi::proto::gnmi::{
     subscribe_request, subscribe_response, subscription_list, typed_value, Encoding, Notification,
     Path, Poll, SubscribeRequest, SubscribeResponse, Subscription, SubscriptionList,
     SubscriptionMode, Update,

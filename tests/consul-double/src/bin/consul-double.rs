@@ -3,7 +3,7 @@
 //! ready and serves until SIGTERM/SIGINT.
 
 use gnomon_consul_double::{ConsulDouble, DoubleConfig};
-use gnomon_shared::coordination::duration::parse_go_duration;
+use gnomon_coordination::duration::parse_go_duration;
 use std::net::SocketAddr;
 
 fn usage(problem: &str) -> anyhow::Error {

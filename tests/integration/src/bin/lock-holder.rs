@@ -8,8 +8,8 @@
 //! Prints `ACQUIRED <fencing token>`, `REGISTERED <service id>`, `READY`, and `LOST` if the
 //! lock is lost later.
 
-use gnomon_shared::coordination::{
-    self, duration::parse_go_duration, LockerConfig, ServiceRegistration,
+use gnomon_coordination::{
+    self as coordination, self, duration::parse_go_duration, LockerConfig, ServiceRegistration,
 };
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

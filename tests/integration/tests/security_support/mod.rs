@@ -36,7 +36,7 @@ pub async fn start_simulator(
     }
     let process = ChildProcess::spawn("simulator", cmd, dir)?;
     let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
-    let http = reqwest::Client::builder()
+    let http = gnomon_testkit::http_client_builder()
         .timeout(Duration::from_secs(5))
         .build()?;
     let devices = gnomon_testkit::eventually("simulated devices", Duration::from_secs(20), || {
@@ -88,7 +88,7 @@ async fn device_stats_with(
 impl Simulator {
     /// Active Subscribe streams per device address.
     pub async fn subscriptions(&self) -> anyhow::Result<BTreeMap<String, usize>> {
-        let http = reqwest::Client::builder()
+        let http = gnomon_testkit::http_client_builder()
             .timeout(Duration::from_secs(5))
             .build()?;
         device_stats_with(&http, &self.stats_url).await
@@ -122,14 +122,14 @@ pub fn spawn_gnomon(
 
 /// An HTTPS client trusting `ca_file`, presenting `identity` when given.
 pub fn https_client(ca_file: &Path, identity: Option<&CertFiles>) -> reqwest::Client {
-    let options = gnomon_shared::tls::ClientTlsOptions {
+    let options = gnomon_common::tls::ClientTlsOptions {
         ca_file: Some(ca_file.to_path_buf()),
         cert_file: identity.map(|i| i.cert_file.clone()),
         key_file: identity.map(|i| i.key_file.clone()),
         skip_verify: false,
     };
-    let tls = gnomon_shared::tls::client_config(&options, &[b"http/1.1"]).unwrap();
-    reqwest::Client::builder()
+    let tls = gnomon_common::tls::client_config(&options, &[b"http/1.1"]).unwrap();
+    gnomon_testkit::http_client_builder()
         .timeout(Duration::from_secs(5))
         .tls_backend_preconfigured(tls)
         .build()

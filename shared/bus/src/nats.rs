@@ -1,0 +1,266 @@
+//! The NATS transport (core NATS, as gnmic's nats output and input use it).
+
+use super::{
+    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders,
+    HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
+};
+use async_nats::{HeaderMap, ServerAddr};
+use async_trait::async_trait;
+use futures::StreamExt;
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// TLS settings for the NATS connection (gnmic's `tls` block).
+#[derive(Clone, Debug, Default)]
+pub struct NatsTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+}
+
+/// How to reach and authenticate to NATS.
+#[derive(Clone, Default)]
+pub struct NatsOptions {
+    /// Comma-separated `host:port` or `nats://host:port` list.
+    pub address: String,
+    /// Client name shown by the server.
+    pub name: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub token: Option<String>,
+    pub credentials_file: Option<PathBuf>,
+    pub tls: Option<NatsTls>,
+    /// How long to wait for the first connection.
+    pub connect_timeout: Duration,
+}
+
+impl fmt::Debug for NatsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NatsOptions")
+            .field("address", &self.address)
+            .field("name", &self.name)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "****"))
+            .field("token", &self.token.as_ref().map(|_| "****"))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+impl NatsOptions {
+    /// Options for `address` with defaults everywhere else.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            connect_timeout: Duration::from_secs(5),
+            ..Default::default()
+        }
+    }
+
+    fn server_addrs(&self) -> Result<Vec<ServerAddr>, BusError> {
+        let addrs: Result<Vec<ServerAddr>, BusError> = self
+            .address
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                let url = if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("nats://{a}")
+                };
+                url.parse::<ServerAddr>().map_err(|e| BusError::Options {
+                    option: "address",
+                    reason: format!("{a:?} is not a NATS address: {e}"),
+                })
+            })
+            .collect();
+        let addrs = addrs?;
+        if addrs.is_empty() {
+            return Err(BusError::Options {
+                option: "address",
+                reason: "no server address given".into(),
+            });
+        }
+        Ok(addrs)
+    }
+}
+
+/// A NATS connection used as the bus.
+#[derive(Clone)]
+pub struct NatsBus {
+    client: async_nats::Client,
+}
+
+impl NatsBus {
+    /// Connects (with a bounded wait for the first connection); later disconnects are
+    /// retried in the background by the client.
+    #[tracing::instrument(name = "nats.connect", skip(options), fields(address = %options.address))]
+    pub async fn connect(options: &NatsOptions) -> Result<Self, BusError> {
+        let addrs = options.server_addrs()?;
+        // async-nats builds its rustls config from the process-wide crypto provider.
+        gnomon_common::tls::ensure_crypto_provider();
+        let mut connect = async_nats::ConnectOptions::new()
+            .connection_timeout(options.connect_timeout)
+            .request_timeout(Some(Duration::from_secs(5)))
+            .client_capacity(65_536)
+            .subscription_capacity(65_536);
+        if let Some(name) = &options.name {
+            connect = connect.name(name);
+        }
+        if let (Some(user), Some(pass)) = (&options.username, &options.password) {
+            connect = connect.user_and_password(user.clone(), pass.clone());
+        }
+        if let Some(token) = &options.token {
+            connect = connect.token(token.clone());
+        }
+        if let Some(path) = &options.credentials_file {
+            connect = connect
+                .credentials_file(path)
+                .await
+                .map_err(|e| BusError::Options {
+                    option: "credentials-file",
+                    reason: format!("{}: {e}", path.display()),
+                })?;
+        }
+        if let Some(tls) = &options.tls {
+            connect = connect.require_tls(true);
+            if let Some(ca) = &tls.ca_file {
+                connect = connect.add_root_certificates(ca.clone());
+            }
+            if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
+                connect = connect.add_client_certificate(cert.clone(), key.clone());
+            }
+        }
+        let connecting = connect.connect(addrs);
+        let client = tokio::time::timeout(options.connect_timeout, connecting)
+            .await
+            .map_err(|_| BusError::Connect {
+                address: options.address.clone(),
+                reason: format!("no connection within {:?}", options.connect_timeout),
+            })?
+            .map_err(|e| BusError::Connect {
+                address: options.address.clone(),
+                reason: connect_failure(&e, options.tls.is_some()),
+            })?;
+        Ok(Self { client })
+    }
+
+    /// The underlying client, for callers that need NATS specifics.
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+/// The reason of a failed connection. With TLS on, handshake failures get a hint: a server
+/// refusing the client certificate shows only as an alert (`BadCertificate`) or a closed
+/// connection. Never contains the credentials (async-nats does not echo them).
+fn connect_failure(error: &async_nats::ConnectError, tls: bool) -> String {
+    use async_nats::ConnectErrorKind as Kind;
+    let text = error.to_string();
+    // A server requiring TLS is talked to over TLS even without a `tls` block.
+    let handshake = text.contains("certificate") || text.contains("alert");
+    match error.kind() {
+        Kind::Tls | Kind::Io if tls || handshake => format!(
+            "{text} (TLS: check tls.ca-file, the CA that signed the server's certificate, \
+             and tls.cert-file / tls.key-file when the server verifies client certificates)"
+        ),
+        Kind::AuthorizationViolation => {
+            format!("{text} (check username / password, token or credentials-file)")
+        }
+        _ => text,
+    }
+}
+
+fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
+    let mut map = HeaderMap::new();
+    if let Some(target) = &headers.target {
+        map.insert(HEADER_TARGET, target.as_str());
+    }
+    if let Some(subscription) = &headers.subscription {
+        map.insert(HEADER_SUBSCRIPTION, subscription.as_str());
+    }
+    map.insert(
+        HEADER_FENCING_TOKEN,
+        headers.fencing_token.to_string().as_str(),
+    );
+    if let Some(traceparent) = &headers.traceparent {
+        map.insert(HEADER_TRACEPARENT, traceparent.as_str());
+    }
+    map
+}
+
+/// Reads our headers from a NATS message; a missing or malformed fencing token reads as 0.
+pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
+    let Some(map) = map else {
+        return MessageHeaders::default();
+    };
+    let text = |name: &str| map.get(name).map(|v| v.as_str().to_string());
+    MessageHeaders {
+        target: text(HEADER_TARGET),
+        subscription: text(HEADER_SUBSCRIPTION),
+        fencing_token: text(HEADER_FENCING_TOKEN)
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        traceparent: text(HEADER_TRACEPARENT),
+    }
+}
+
+#[async_trait]
+impl Bus for NatsBus {
+    async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
+        validate_subject(&message.subject, false)?;
+        let headers = encode_headers(&message.headers);
+        self.client
+            .publish_with_headers(message.subject.clone(), headers, message.payload)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: message.subject,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn flush(&self) -> Result<(), BusError> {
+        tokio::time::timeout(Duration::from_secs(10), self.client.flush())
+            .await
+            .map_err(|_| BusError::Publish {
+                subject: String::new(),
+                reason: "flush timed out".into(),
+            })?
+            .map_err(|e| BusError::Publish {
+                subject: String::new(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn subscribe(
+        &self,
+        subject: &str,
+        queue: Option<&str>,
+    ) -> Result<BusSubscription, BusError> {
+        validate_subject(subject, true)?;
+        let subscribe_error = |e: async_nats::SubscribeError| BusError::Subscribe {
+            subject: subject.to_string(),
+            reason: e.to_string(),
+        };
+        let subscriber = match queue {
+            Some(queue) => self
+                .client
+                .queue_subscribe(subject.to_string(), queue.to_string())
+                .await
+                .map_err(subscribe_error)?,
+            None => self
+                .client
+                .subscribe(subject.to_string())
+                .await
+                .map_err(subscribe_error)?,
+        };
+        Ok(BusSubscription::new(subscriber.map(|m| BusMessage {
+            subject: m.subject.to_string(),
+            headers: decode_headers(m.headers.as_ref()),
+            payload: m.payload,
+        })))
+    }
+}

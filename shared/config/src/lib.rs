@@ -1,0 +1,418 @@
+//! gnmic-compatible configuration: the same YAML / JSON / TOML keys, defaults,
+//! `GNMIC_*` (and `GNOMON_*`) environment overrides and `$VAR` expansion.
+//!
+//! Loading goes file text → `config` crate → JSON tree → environment overrides → typed
+//! sections ([`reader::Section`]). Every invalid value gives one error line naming the key,
+//! the value and what was expected; every unknown key gives a warning.
+//!
+//! Sections owned by other services (the Prometheus output, the NATS input) are parsed by
+//! their own modules from the raw maps kept in [`OutputConfig`] / [`InputConfig`].
+
+mod api;
+mod clustering;
+mod env;
+mod error;
+mod input;
+pub mod locker;
+pub mod nats_input;
+mod output;
+pub mod prometheus_output;
+pub mod reader;
+mod subscription;
+mod target;
+
+pub use api::{ApiConfig, ApiTls, DEFAULT_API_ADDRESS};
+pub use clustering::ClusteringConfig;
+pub use env::apply_env_overrides;
+pub use error::ConfigError;
+pub use gnomon_common::duration;
+pub use gnomon_common::secret;
+pub use input::InputConfig;
+pub use output::{
+    FileDestination, FileOutputConfig, NatsFormat, NatsOutputConfig, OutputConfig, TlsFiles,
+    DEFAULT_OUTPUT_BUFFER,
+};
+pub use reader::Section;
+pub use secret::{Secret, REDACTED};
+pub use subscription::{
+    Encoding, StreamMode, SubscriptionConfig, SubscriptionMode, DEFAULT_POLL_INTERVAL,
+};
+pub use target::{
+    with_default_port, GlobalConfig, TargetConfig, DEFAULT_BUFFER_SIZE, DEFAULT_CLUSTER_NAME,
+    DEFAULT_PORT, DEFAULT_RETRY_TIMER, DEFAULT_TIMEOUT,
+};
+
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// File formats the loader reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConfigFormat {
+    Yaml,
+    Json,
+    Toml,
+}
+
+impl ConfigFormat {
+    /// The format named by a file extension (`yaml`/`yml`, `json`, `toml`); YAML otherwise.
+    pub fn from_path(path: &Path) -> Self {
+        match path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            Some("json") => Self::Json,
+            Some("toml") => Self::Toml,
+            _ => Self::Yaml,
+        }
+    }
+
+    fn to_config_crate(self) -> config::FileFormat {
+        match self {
+            Self::Yaml => config::FileFormat::Yaml,
+            Self::Json => config::FileFormat::Json,
+            Self::Toml => config::FileFormat::Toml,
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Serialize, PartialEq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub struct GnomonConfig {
+    #[serde(flatten)]
+    pub globals: GlobalConfig,
+    /// Targets by name, globals applied.
+    pub targets: BTreeMap<String, TargetConfig>,
+    pub subscriptions: BTreeMap<String, SubscriptionConfig>,
+    pub outputs: BTreeMap<String, OutputConfig>,
+    pub inputs: BTreeMap<String, InputConfig>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub clustering: Option<ClusteringConfig>,
+    #[serde(rename = "api-server", skip_serializing_if = "Option::is_none")]
+    pub api: Option<ApiConfig>,
+}
+
+/// Names gnmic looks for when no `--config` is given.
+const DISCOVERY_NAMES: [&str; 4] = [".gnmic.yaml", ".gnmic.yml", ".gnmic.json", ".gnmic.toml"];
+
+fn discover_config_file() -> Option<PathBuf> {
+    let mut dirs = vec![PathBuf::from(".")];
+    if let Some(home) = std::env::var_os("HOME") {
+        dirs.push(PathBuf::from(home));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CONFIG_HOME") {
+        let xdg = PathBuf::from(xdg);
+        dirs.push(xdg.join("gnmic"));
+        dirs.insert(dirs.len() - 1, xdg);
+    }
+    dirs.iter()
+        .flat_map(|d| DISCOVERY_NAMES.iter().map(move |n| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| k.starts_with("GNMIC_") || k.starts_with("GNOMON_"))
+        .collect()
+}
+
+/// Loads the configuration from `path` (or gnmic's discovery locations when `None`; an
+/// absent file then means an empty configuration), applying environment overrides.
+pub fn load_config(path: Option<&Path>) -> Result<GnomonConfig, ConfigError> {
+    let path = match path {
+        Some(p) => Some(p.to_path_buf()),
+        None => discover_config_file(),
+    };
+    let Some(path) = path else {
+        return load_config_with_env("", ConfigFormat::Yaml, &env_vars());
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    parse_tree(
+        &text,
+        ConfigFormat::from_path(&path),
+        &path.display().to_string(),
+    )
+    .and_then(|mut tree| {
+        apply_env_overrides(&mut tree, &env_vars());
+        from_tree(&tree)
+    })
+}
+
+/// Loads the configuration from text, applying the process's `GNMIC_*` / `GNOMON_*` variables.
+pub fn load_config_from_str(text: &str, format: ConfigFormat) -> Result<GnomonConfig, ConfigError> {
+    load_config_with_env(text, format, &env_vars())
+}
+
+/// Loads the configuration from text with an explicit list of environment variables.
+pub fn load_config_with_env(
+    text: &str,
+    format: ConfigFormat,
+    env: &[(String, String)],
+) -> Result<GnomonConfig, ConfigError> {
+    let mut tree = parse_tree(text, format, "configuration")?;
+    apply_env_overrides(&mut tree, env);
+    from_tree(&tree)
+}
+
+fn parse_tree(text: &str, format: ConfigFormat, source_name: &str) -> Result<Value, ConfigError> {
+    if text.trim().is_empty() {
+        return Ok(Value::Object(Default::default()));
+    }
+    let parse_error = |e: config::ConfigError| ConfigError::Parse {
+        source_name: source_name.to_string(),
+        reason: e.to_string().replace('\n', " "),
+    };
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(text, format.to_config_crate()))
+        .build()
+        .map_err(parse_error)?;
+    let tree: Value = built.try_deserialize().map_err(parse_error)?;
+    match tree {
+        Value::Object(_) => Ok(tree),
+        Value::Null => Ok(Value::Object(Default::default())),
+        other => Err(ConfigError::Parse {
+            source_name: source_name.to_string(),
+            reason: format!("the top level is {other}, expected a map of settings"),
+        }),
+    }
+}
+
+/// Calls `each` with the name and block of every entry of the map section `key`
+/// (`subscriptions`, `outputs`, `inputs`); an entry without a value reads as an empty block.
+fn for_each_block(
+    root: &Section<'_>,
+    key: &str,
+    expand_env: bool,
+    mut each: impl FnMut(&str, &Section<'_>) -> Result<(), ConfigError>,
+) -> Result<(), ConfigError> {
+    let Some(section) = root.section(key)? else {
+        return Ok(());
+    };
+    for name in section.keys() {
+        let value = section
+            .raw(name)
+            .cloned()
+            .unwrap_or(Value::Object(Default::default()));
+        let entry = Section::from_value(section.key_path(name), &value, expand_env)?;
+        each(name, &entry)?;
+    }
+    Ok(())
+}
+
+/// Builds the typed configuration from a JSON tree (file after environment overrides).
+pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
+    let root = Section::from_value("", tree, false)?;
+    let globals = GlobalConfig::from_section(&root)?;
+
+    let mut subscriptions = BTreeMap::new();
+    for_each_block(&root, "subscriptions", false, |name, entry| {
+        let subscription = SubscriptionConfig::from_section(name, entry)?;
+        subscriptions.insert(subscription.name.clone(), subscription);
+        Ok(())
+    })?;
+
+    let mut outputs = BTreeMap::new();
+    for_each_block(&root, "outputs", true, |name, entry| {
+        outputs.insert(name.to_string(), OutputConfig::from_section(name, entry)?);
+        Ok(())
+    })?;
+
+    let mut inputs = BTreeMap::new();
+    for_each_block(&root, "inputs", true, |name, entry| {
+        inputs.insert(name.to_string(), InputConfig::from_section(name, entry)?);
+        Ok(())
+    })?;
+
+    let mut targets = BTreeMap::new();
+    match root.raw("targets") {
+        None => {
+            for address in &globals.address {
+                let target = TargetConfig::new(address, address, &globals);
+                targets.insert(target.name.clone(), target);
+            }
+        }
+        // gnmic also takes a space-separated string of addresses.
+        Some(Value::String(list)) => {
+            for address in list.split_whitespace() {
+                let target = TargetConfig::new(address, address, &globals);
+                targets.insert(target.name.clone(), target);
+            }
+        }
+        Some(Value::Object(map)) => {
+            for (key, value) in map {
+                let empty = Value::Object(Default::default());
+                let value = if value.is_null() { &empty } else { value };
+                let entry = Section::from_value(format!("targets.{key}"), value, false)?;
+                let target = TargetConfig::from_section(Some(key), &entry, &globals)?;
+                targets.insert(target.name.clone(), target);
+            }
+        }
+        Some(other) => {
+            return Err(ConfigError::invalid(
+                "targets",
+                other,
+                "is not a map of targets",
+            ))
+        }
+    }
+
+    let clustering = match root.section("clustering")? {
+        None => None,
+        Some(section) => {
+            let section = Section::from_value(
+                section.path().to_string(),
+                root.raw("clustering").unwrap_or(&Value::Null),
+                true,
+            )?;
+            Some(ClusteringConfig::from_section(
+                &section,
+                &globals.cluster_name,
+                globals.instance_name.as_deref(),
+            )?)
+        }
+    };
+    let mut globals = globals;
+    if let Some(clustering) = &clustering {
+        // gnmic: the clustering names overwrite the global ones.
+        globals.cluster_name = clustering.cluster_name.clone();
+        globals.instance_name = Some(clustering.instance_name.clone());
+    }
+    let api = ApiConfig::from_root(&root)?;
+
+    root.accept(&[
+        "processors",
+        "actions",
+        "loader",
+        "gnmi-server",
+        "tunnel-server",
+    ]);
+    for ignored in [
+        "processors",
+        "actions",
+        "loader",
+        "gnmi-server",
+        "tunnel-server",
+    ] {
+        if root.raw(ignored).is_some() {
+            tracing::warn!(
+                key = ignored,
+                "configuration section not supported by gnomon; ignored"
+            );
+        }
+    }
+    root.warn_unknown_keys();
+
+    let config = GnomonConfig {
+        globals,
+        targets,
+        subscriptions,
+        outputs,
+        inputs,
+        clustering,
+        api,
+    };
+    config.check_references()?;
+    Ok(config)
+}
+
+impl GnomonConfig {
+    /// Checks that every subscription and output a target or subscription names exists.
+    pub fn check_references(&self) -> Result<(), ConfigError> {
+        for target in self.targets.values() {
+            self.check_target_references(target, &format!("targets.{}", target.name))?;
+        }
+        for subscription in self.subscriptions.values() {
+            for output in &subscription.outputs {
+                if !self.outputs.contains_key(output) {
+                    return Err(self.unknown_output(
+                        &format!("subscriptions.{}.outputs", subscription.name),
+                        output,
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks one target's subscription and output names (used for posted targets too).
+    pub fn check_target_references(
+        &self,
+        target: &TargetConfig,
+        key: &str,
+    ) -> Result<(), ConfigError> {
+        for name in &target.subscriptions {
+            if !self.subscriptions.contains_key(name) {
+                return Err(ConfigError::UnknownReference {
+                    key: join_key(key, "subscriptions"),
+                    name: name.clone(),
+                    kind: "subscription",
+                    known: known_list(self.subscriptions.keys()),
+                });
+            }
+        }
+        for output in &target.outputs {
+            if !self.outputs.contains_key(output) {
+                return Err(self.unknown_output(&join_key(key, "outputs"), output));
+            }
+        }
+        Ok(())
+    }
+
+    fn unknown_output(&self, key: &str, name: &str) -> ConfigError {
+        ConfigError::UnknownReference {
+            key: key.to_string(),
+            name: name.to_string(),
+            kind: "output",
+            known: known_list(self.outputs.keys()),
+        }
+    }
+
+    /// The subscriptions `target` uses (all when it names none).
+    pub fn subscriptions_for(&self, target: &TargetConfig) -> Vec<SubscriptionConfig> {
+        if target.subscriptions.is_empty() {
+            self.subscriptions.values().cloned().collect()
+        } else {
+            target
+                .subscriptions
+                .iter()
+                .filter_map(|n| self.subscriptions.get(n).cloned())
+                .collect()
+        }
+    }
+
+    /// Parses a target posted as JSON (durations as ns integers or strings) with this
+    /// configuration's globals, and checks the names it refers to.
+    pub fn target_from_json(&self, body: &Value) -> Result<TargetConfig, ConfigError> {
+        let section = Section::from_value("", body, false)?;
+        let target = TargetConfig::from_section(None, &section, &self.globals)?;
+        self.check_target_references(&target, "")?;
+        Ok(target)
+    }
+}
+
+fn join_key(prefix: &str, key: &str) -> String {
+    if prefix.is_empty() {
+        key.to_string()
+    } else {
+        format!("{prefix}.{key}")
+    }
+}
+
+fn known_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let names: Vec<&str> = names.map(String::as_str).collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

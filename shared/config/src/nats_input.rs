@@ -1,0 +1,297 @@
+//! gnmic's `inputs.<name>` block with `type: nats`: keys and defaults as gnmic reads them.
+//!
+//! Queue semantics follow gnmic: without an explicit `queue`, the queue group is
+//! `<instance-name>-<name>-nats-sub`, unique per instance, so every instance receives every
+//! message; instances sharing an explicit `queue` split the stream.
+
+use super::prometheus_output::GoDuration;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default NATS address.
+pub const DEFAULT_ADDRESS: &str = "localhost:4222";
+/// Default subject.
+pub const DEFAULT_SUBJECT: &str = "telemetry";
+/// Default per-worker buffer.
+pub const DEFAULT_BUFFER_SIZE: usize = 100;
+/// Default reconnect wait.
+pub const DEFAULT_CONNECT_TIME_WAIT: Duration = Duration::from_secs(2);
+
+/// Payload format of the NATS messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NatsInputFormat {
+    /// A JSON array of gnmic event objects.
+    #[default]
+    Event,
+    /// A binary `gnmi.SubscribeResponse`.
+    Proto,
+}
+
+impl<'de> Deserialize<'de> for NatsInputFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        match text.to_ascii_lowercase().as_str() {
+            "" | "event" => Ok(Self::Event),
+            "proto" => Ok(Self::Proto),
+            other => Err(serde::de::Error::custom(format!(
+                "format {other:?} is not supported by the NATS input (expected \"event\" or \"proto\")"
+            ))),
+        }
+    }
+}
+
+/// TLS settings of the NATS connection.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct NatsInputTls {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// Accepted for compatibility; gnomon always verifies the server certificate.
+    pub skip_verify: bool,
+}
+
+/// The NATS input: `inputs.<name>` with `type: nats`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct NatsInputConfig {
+    /// `type` key of the input block (`nats`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub input_type: Option<String>,
+    /// Client name; empty means `<instance-name>-<input-name>-nats-sub`.
+    pub name: String,
+    /// Comma-separated NATS servers.
+    pub address: String,
+    /// Subject to subscribe to; wildcards allowed (`telemetry.>` for subject-prefix publishers).
+    pub subject: String,
+    /// Queue group; empty means the per-instance name (every instance gets every message).
+    pub queue: String,
+    pub format: NatsInputFormat,
+    /// Connections (each with its own queue subscription).
+    pub num_workers: usize,
+    /// Per-worker buffer of received messages.
+    pub buffer_size: usize,
+    /// Wait between reconnect attempts.
+    pub connect_time_wait: GoDuration,
+    pub username: String,
+    /// Never serialized (kept out of API responses).
+    #[serde(skip_serializing)]
+    pub password: String,
+    /// NATS token auth (gnomon addition). Never serialized.
+    #[serde(skip_serializing)]
+    pub token: String,
+    /// NATS credentials (JWT + nkey) file (gnomon addition).
+    pub credentials_file: Option<PathBuf>,
+    pub tls: Option<NatsInputTls>,
+    pub debug: bool,
+    /// Event processors for decoded events (event format).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
+    /// Outputs to feed; empty means all.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outputs: Vec<String>,
+}
+
+impl Default for NatsInputConfig {
+    fn default() -> Self {
+        Self {
+            input_type: None,
+            name: String::new(),
+            address: DEFAULT_ADDRESS.to_string(),
+            subject: DEFAULT_SUBJECT.to_string(),
+            queue: String::new(),
+            format: NatsInputFormat::Event,
+            num_workers: 1,
+            buffer_size: DEFAULT_BUFFER_SIZE,
+            connect_time_wait: GoDuration::from_std(DEFAULT_CONNECT_TIME_WAIT),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+            credentials_file: None,
+            tls: None,
+            debug: false,
+            event_processors: Vec::new(),
+            outputs: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for NatsInputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &String| if s.is_empty() { "" } else { "****" };
+        f.debug_struct("NatsInputConfig")
+            .field("name", &self.name)
+            .field("address", &self.address)
+            .field("subject", &self.subject)
+            .field("queue", &self.queue)
+            .field("format", &self.format)
+            .field("num_workers", &self.num_workers)
+            .field("buffer_size", &self.buffer_size)
+            .field("connect_time_wait", &self.connect_time_wait)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("token", &redact(&self.token))
+            .field("credentials_file", &self.credentials_file)
+            .field("tls", &self.tls)
+            .field("event_processors", &self.event_processors)
+            .field("outputs", &self.outputs)
+            .finish()
+    }
+}
+
+impl NatsInputConfig {
+    /// gnmic's rewritten client name: `<instance>-<input>-nats-sub` (or without the
+    /// instance when there is none); an explicit `name` is used as the middle part.
+    pub fn client_name(&self, input_name: &str, instance_name: &str) -> String {
+        let base = if self.name.is_empty() {
+            input_name
+        } else {
+            self.name.as_str()
+        };
+        if instance_name.is_empty() {
+            format!("{base}-nats-sub")
+        } else {
+            format!("{instance_name}-{base}-nats-sub")
+        }
+    }
+
+    /// The queue group: the explicit `queue`, else the per-instance client name.
+    pub fn effective_queue(&self, input_name: &str, instance_name: &str) -> String {
+        if self.queue.is_empty() {
+            self.client_name(input_name, instance_name)
+        } else {
+            self.queue.clone()
+        }
+    }
+
+    /// Reconnect wait; zero or negative falls back to 2 s.
+    pub fn effective_connect_time_wait(&self) -> Duration {
+        self.connect_time_wait
+            .to_std()
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_CONNECT_TIME_WAIT)
+    }
+
+    /// Workers, at least one.
+    pub fn effective_num_workers(&self) -> usize {
+        self.num_workers.max(1)
+    }
+
+    /// Buffer, at least one message.
+    pub fn effective_buffer_size(&self) -> usize {
+        if self.buffer_size == 0 {
+            DEFAULT_BUFFER_SIZE
+        } else {
+            self.buffer_size
+        }
+    }
+
+    /// Whether this input feeds the output called `output_name`.
+    pub fn feeds(&self, output_name: &str) -> bool {
+        self.outputs.is_empty() || self.outputs.iter().any(|o| o == output_name)
+    }
+
+    /// Rejects values gnomon cannot honor, naming the key.
+    pub fn validate(&self, input_name: &str) -> Result<(), String> {
+        let key = |k: &str| format!("inputs.{input_name}.{k}");
+        if let Some(kind) = &self.input_type {
+            if kind != "nats" {
+                return Err(format!(
+                    "{}: expected \"nats\", found {kind:?}",
+                    key("type")
+                ));
+            }
+        }
+        if self.address.split(',').all(|a| a.trim().is_empty()) {
+            return Err(format!("{}: no NATS server given", key("address")));
+        }
+        if let Err(e) = gnomon_bus::validate_subject(&self.subject, true) {
+            return Err(format!("{}: {e}", key("subject")));
+        }
+        if self.queue.contains(char::is_whitespace) {
+            return Err(format!(
+                "{}: {:?} must not contain spaces",
+                key("queue"),
+                self.queue
+            ));
+        }
+        if self.username.is_empty() != self.password.is_empty() {
+            return Err(format!(
+                "{}: username and password must be given together",
+                key("username")
+            ));
+        }
+        if let Some(tls) = &self.tls {
+            if tls.cert_file.is_some() != tls.key_file.is_some() {
+                return Err(format!(
+                    "{}: cert-file and key-file must be given together",
+                    key("tls")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_gnmic() {
+        let config: NatsInputConfig = serde_yaml::from_str("type: nats").unwrap();
+        assert_eq!(config.address, "localhost:4222");
+        assert_eq!(config.subject, "telemetry");
+        assert_eq!(config.format, NatsInputFormat::Event);
+        assert_eq!(config.effective_buffer_size(), 100);
+        assert_eq!(config.effective_connect_time_wait(), Duration::from_secs(2));
+        assert_eq!(
+            config.effective_queue("in1", "gnomon-1"),
+            "gnomon-1-in1-nats-sub"
+        );
+        assert_eq!(config.effective_queue("in1", ""), "in1-nats-sub");
+        config.validate("in1").unwrap();
+        let bad: NatsInputConfig = serde_yaml::from_str("subject: telemetry.>.x").unwrap();
+        assert!(bad
+            .validate("in1")
+            .unwrap_err()
+            .contains("inputs.in1.subject"));
+    }
+
+    #[test]
+    fn explicit_queue_is_shared_and_format_is_case_insensitive() {
+        let config: NatsInputConfig =
+            serde_yaml::from_str("queue: exporters\nformat: PROTO\nsubject: telemetry.>").unwrap();
+        assert_eq!(config.effective_queue("in1", "a"), "exporters");
+        assert_eq!(config.effective_queue("in1", "b"), "exporters");
+        assert_eq!(config.format, NatsInputFormat::Proto);
+        assert!(serde_yaml::from_str::<NatsInputConfig>("format: json").is_err());
+    }
+
+    #[test]
+    fn secrets_are_redacted_and_pairs_checked() {
+        let config: NatsInputConfig =
+            serde_yaml::from_str("username: u\npassword: p4ssw0rd\ntoken: t0k3n").unwrap();
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("p4ssw0rd") && !debug.contains("t0k3n"),
+            "{debug}"
+        );
+        let half: NatsInputConfig = serde_yaml::from_str("username: u").unwrap();
+        assert!(half
+            .validate("in1")
+            .unwrap_err()
+            .contains("inputs.in1.username"));
+    }
+
+    #[test]
+    fn outputs_filter() {
+        let config: NatsInputConfig = serde_yaml::from_str("outputs: [prom]").unwrap();
+        assert!(config.feeds("prom"));
+        assert!(!config.feeds("other"));
+        assert!(NatsInputConfig::default().feeds("any"));
+    }
+}

@@ -1,0 +1,439 @@
+//! gnmic's `outputs.<name>` block with `type: prometheus` (the scrape output), keys and
+//! defaults as gnmic reads them, plus its `service-registration` sub-block.
+//!
+//! Durations are Go duration strings (`"60s"`, `"1m30s"`, `"-1s"`); see [`GoDuration`].
+
+pub use gnomon_common::duration::GoDuration;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::time::Duration;
+
+/// Default `listen` address of the Prometheus output.
+pub const DEFAULT_LISTEN: &str = ":9804";
+/// Default scrape path.
+pub const DEFAULT_PATH: &str = "/metrics";
+/// Default (and "0") expiration.
+pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(60);
+/// Default scrape / enqueue timeout.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default Consul address of the service registration.
+pub const DEFAULT_REGISTRATION_ADDRESS: &str = "localhost:8500";
+/// Smallest check interval gnmic accepts; shorter values are raised to it.
+pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+/// Default number of failed checks before the registration is removed.
+pub const DEFAULT_MAX_FAIL: u32 = 3;
+
+/// The Prometheus (scrape) output: `outputs.<name>` with `type: prometheus`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct PrometheusOutputConfig {
+    /// `type` key of the output block (`prometheus`).
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub output_type: Option<String>,
+    /// HTTP listen address, `host:port` or `:port`.
+    pub listen: String,
+    /// Scrape path.
+    pub path: String,
+    /// How long a series lives without an update; 0 means 60 s, negative means never.
+    pub expiration: GoDuration,
+    /// Prefix of every metric name.
+    pub metric_prefix: String,
+    /// Put the subscription name into metric names.
+    pub append_subscription_name: bool,
+    /// Expose sample timestamps (ms).
+    pub export_timestamps: bool,
+    /// With `export-timestamps`: timestamp = the time the sample was received.
+    pub override_timestamps: bool,
+    /// Non-numeric values become labels of the event's metrics.
+    pub strings_as_labels: bool,
+    /// gnmic's add-target (`overwrite` / `if-not-present`); sets the `target` tag.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub add_target: Option<String>,
+    /// gnmic's target-template (a Go template). Only the default template is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_template: Option<String>,
+    /// Names of event processors to apply.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
+    /// Scrape budget and enqueue wait.
+    pub timeout: GoDuration,
+    /// Number of ingest workers.
+    pub num_workers: usize,
+    /// Capacity of the ingest queue.
+    pub buffer_size: usize,
+    /// Publish the output's own metrics.
+    pub enable_metrics: bool,
+    pub debug: bool,
+    /// gnmic's gNMI cache mode; not supported by gnomon (rejected by [`Self::validate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<serde_yaml::Value>,
+    /// TLS for the listener; not supported by gnomon yet (rejected by [`Self::validate`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls: Option<serde_yaml::Value>,
+    /// Registration of this output as a discoverable service.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_registration: Option<ServiceRegistrationConfig>,
+}
+
+impl Default for PrometheusOutputConfig {
+    fn default() -> Self {
+        Self {
+            output_type: None,
+            listen: DEFAULT_LISTEN.to_string(),
+            path: DEFAULT_PATH.to_string(),
+            expiration: GoDuration::from_std(DEFAULT_EXPIRATION),
+            metric_prefix: String::new(),
+            append_subscription_name: false,
+            export_timestamps: false,
+            override_timestamps: false,
+            strings_as_labels: false,
+            add_target: None,
+            target_template: None,
+            event_processors: Vec::new(),
+            timeout: GoDuration::from_std(DEFAULT_TIMEOUT),
+            num_workers: 1,
+            buffer_size: 10_000,
+            enable_metrics: false,
+            debug: false,
+            cache: None,
+            tls: None,
+            service_registration: None,
+        }
+    }
+}
+
+impl fmt::Debug for PrometheusOutputConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PrometheusOutputConfig")
+            .field("listen", &self.listen)
+            .field("path", &self.path)
+            .field("expiration", &self.expiration)
+            .field("metric_prefix", &self.metric_prefix)
+            .field("append_subscription_name", &self.append_subscription_name)
+            .field("export_timestamps", &self.export_timestamps)
+            .field("override_timestamps", &self.override_timestamps)
+            .field("strings_as_labels", &self.strings_as_labels)
+            .field("add_target", &self.add_target)
+            .field("event_processors", &self.event_processors)
+            .field("timeout", &self.timeout)
+            .field("num_workers", &self.num_workers)
+            .field("buffer_size", &self.buffer_size)
+            .field("service_registration", &self.service_registration)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PrometheusOutputConfig {
+    /// gnmic's rule: 0 ⇒ 60 s, negative ⇒ never (None).
+    pub fn effective_expiration(&self) -> Option<Duration> {
+        if self.expiration.is_zero() {
+            Some(DEFAULT_EXPIRATION)
+        } else {
+            self.expiration.to_std()
+        }
+    }
+
+    /// Scrape budget; zero or negative falls back to the 10 s default.
+    pub fn effective_timeout(&self) -> Duration {
+        self.timeout
+            .to_std()
+            .filter(|d| !d.is_zero())
+            .unwrap_or(DEFAULT_TIMEOUT)
+    }
+
+    /// The listen address with an empty host (`:9804`) turned into `0.0.0.0:9804`.
+    pub fn listen_socket_address(&self) -> String {
+        if self.listen.starts_with(':') {
+            format!("0.0.0.0{}", self.listen)
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    /// The path with a leading `/`.
+    pub fn normalized_path(&self) -> String {
+        if self.path.is_empty() {
+            DEFAULT_PATH.to_string()
+        } else if self.path.starts_with('/') {
+            self.path.clone()
+        } else {
+            format!("/{}", self.path)
+        }
+    }
+
+    /// Rejects values gnomon cannot honor, naming the key.
+    pub fn validate(&self, output_name: &str) -> Result<(), String> {
+        let key = |k: &str| format!("outputs.{output_name}.{k}");
+        if let Some(kind) = &self.output_type {
+            if kind != "prometheus" {
+                return Err(format!(
+                    "{}: expected \"prometheus\", found {kind:?}",
+                    key("type")
+                ));
+            }
+        }
+        if self
+            .listen
+            .rsplit_once(':')
+            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return Err(format!(
+                "{}: {:?} is not host:port or :port",
+                key("listen"),
+                self.listen
+            ));
+        }
+        if self.cache.is_some() {
+            return Err(format!(
+                "{}: gNMI cache mode is not supported by gnomon",
+                key("cache")
+            ));
+        }
+        if self.tls.is_some() {
+            return Err(format!(
+                "{}: TLS on the Prometheus listener is not supported yet",
+                key("tls")
+            ));
+        }
+        if let Some(template) = &self.target_template {
+            if !template.is_empty() {
+                return Err(format!(
+                    "{}: custom Go templates are not supported",
+                    key("target-template")
+                ));
+            }
+        }
+        if let Some(mode) = &self.add_target {
+            if !mode.is_empty() && mode != "overwrite" && mode != "if-not-present" {
+                return Err(format!(
+                    "{}: expected \"overwrite\" or \"if-not-present\", found {mode:?}",
+                    key("add-target")
+                ));
+            }
+        }
+        if let Some(registration) = &self.service_registration {
+            registration.validate(&key("service-registration"))?;
+        }
+        Ok(())
+    }
+}
+
+/// gnmic's `service-registration` block of the Prometheus output.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", default)]
+pub struct ServiceRegistrationConfig {
+    /// Registry address (Consul `host:port`).
+    pub address: String,
+    pub datacenter: String,
+    pub username: String,
+    /// Never serialized (kept out of API responses).
+    #[serde(skip_serializing)]
+    pub password: String,
+    #[serde(skip_serializing)]
+    pub token: String,
+    /// Service name; empty means `prometheus-<output-name>`.
+    pub name: String,
+    /// TTL-check interval; values ≤ 5 s become 5 s.
+    pub check_interval: GoDuration,
+    /// Failed checks before the registration is dropped.
+    pub max_fail: u32,
+    /// Extra service tags.
+    pub tags: Vec<String>,
+    pub enable_http_check: bool,
+    pub http_check_address: String,
+    /// Register only while holding the `gnmic/<cluster>/prometheus-output` lock.
+    pub use_lock: bool,
+    /// Address announced for the service (`host[:port]`); empty means from `listen`.
+    pub service_address: String,
+}
+
+impl Default for ServiceRegistrationConfig {
+    fn default() -> Self {
+        Self {
+            address: DEFAULT_REGISTRATION_ADDRESS.to_string(),
+            datacenter: String::new(),
+            username: String::new(),
+            password: String::new(),
+            token: String::new(),
+            name: String::new(),
+            check_interval: GoDuration::from_std(MIN_CHECK_INTERVAL),
+            max_fail: DEFAULT_MAX_FAIL,
+            tags: Vec::new(),
+            enable_http_check: false,
+            http_check_address: String::new(),
+            use_lock: false,
+            service_address: String::new(),
+        }
+    }
+}
+
+impl fmt::Debug for ServiceRegistrationConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |s: &String| if s.is_empty() { "" } else { "****" };
+        f.debug_struct("ServiceRegistrationConfig")
+            .field("address", &self.address)
+            .field("datacenter", &self.datacenter)
+            .field("username", &self.username)
+            .field("password", &redact(&self.password))
+            .field("token", &redact(&self.token))
+            .field("name", &self.name)
+            .field("check_interval", &self.check_interval)
+            .field("max_fail", &self.max_fail)
+            .field("tags", &self.tags)
+            .field("enable_http_check", &self.enable_http_check)
+            .field("http_check_address", &self.http_check_address)
+            .field("use_lock", &self.use_lock)
+            .field("service_address", &self.service_address)
+            .finish()
+    }
+}
+
+impl ServiceRegistrationConfig {
+    /// The service name, defaulting to `prometheus-<output-name>`.
+    pub fn effective_name(&self, output_name: &str) -> String {
+        if self.name.is_empty() {
+            format!("prometheus-{output_name}")
+        } else {
+            self.name.clone()
+        }
+    }
+
+    /// The check interval with gnmic's floor of 5 s.
+    pub fn effective_check_interval(&self) -> Duration {
+        self.check_interval
+            .to_std()
+            .filter(|d| *d > MIN_CHECK_INTERVAL)
+            .unwrap_or(MIN_CHECK_INTERVAL)
+    }
+
+    /// Failed checks tolerated; 0 means the default 3.
+    pub fn effective_max_fail(&self) -> u32 {
+        if self.max_fail == 0 {
+            DEFAULT_MAX_FAIL
+        } else {
+            self.max_fail
+        }
+    }
+
+    /// How long a registration survives without a refresh: check-interval × max-fail.
+    pub fn deregister_after(&self) -> Duration {
+        self.effective_check_interval() * self.effective_max_fail()
+    }
+
+    fn validate(&self, key: &str) -> Result<(), String> {
+        if self.check_interval.is_negative() {
+            return Err(format!("{key}.check-interval: must not be negative"));
+        }
+        if !self.service_address.is_empty() {
+            let (_, port) = split_host_port(&self.service_address);
+            if let Some(port) = port {
+                if port.parse::<u16>().is_err() {
+                    return Err(format!("{key}.service-address: {port:?} is not a port"));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits `host[:port]` (IPv6 in brackets allowed); the port is None when absent.
+pub fn split_host_port(address: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = address.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            return (host, tail.strip_prefix(':'));
+        }
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (address, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_parse_like_go() {
+        assert_eq!(
+            GoDuration::parse("60s").unwrap().to_std(),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            GoDuration::parse("1m30s").unwrap().to_std(),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            GoDuration::parse("1.5h").unwrap().to_std(),
+            Some(Duration::from_secs(5400))
+        );
+        assert_eq!(
+            GoDuration::parse("250ms").unwrap().to_std(),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(GoDuration::parse("0").unwrap(), GoDuration::default());
+        assert!(GoDuration::parse("-1s").unwrap().is_negative());
+        assert!(GoDuration::parse("10").is_err());
+        assert!(GoDuration::parse("5x").is_err());
+        assert!(GoDuration::parse("").is_err());
+    }
+
+    #[test]
+    fn defaults_match_gnmic() {
+        let config: PrometheusOutputConfig = serde_yaml::from_str("type: prometheus").unwrap();
+        assert_eq!(config.listen, ":9804");
+        assert_eq!(config.normalized_path(), "/metrics");
+        assert_eq!(config.effective_expiration(), Some(Duration::from_secs(60)));
+        assert_eq!(config.effective_timeout(), Duration::from_secs(10));
+        assert_eq!(config.buffer_size, 10_000);
+        config.validate("prom").unwrap();
+    }
+
+    #[test]
+    fn expiration_zero_is_default_and_negative_is_never() {
+        let zero: PrometheusOutputConfig = serde_yaml::from_str("expiration: 0s").unwrap();
+        assert_eq!(zero.effective_expiration(), Some(Duration::from_secs(60)));
+        let never: PrometheusOutputConfig = serde_yaml::from_str("expiration: -1s").unwrap();
+        assert_eq!(never.effective_expiration(), None);
+        let short: PrometheusOutputConfig = serde_yaml::from_str("expiration: 5s").unwrap();
+        assert_eq!(short.effective_expiration(), Some(Duration::from_secs(5)));
+    }
+
+    #[test]
+    fn service_registration_defaults_and_redaction() {
+        let yaml = "service-registration:\n  password: hunter2\n  token: secret-token\n  use-lock: true\n  check-interval: 1s\n";
+        let config: PrometheusOutputConfig = serde_yaml::from_str(yaml).unwrap();
+        let registration = config.service_registration.clone().unwrap();
+        assert_eq!(registration.address, "localhost:8500");
+        assert_eq!(registration.effective_name("prom"), "prometheus-prom");
+        assert_eq!(
+            registration.effective_check_interval(),
+            Duration::from_secs(5)
+        );
+        assert_eq!(registration.deregister_after(), Duration::from_secs(15));
+        assert!(registration.use_lock);
+        let debug = format!("{config:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("secret-token"),
+            "{debug}"
+        );
+    }
+
+    #[test]
+    fn unsupported_modes_are_named() {
+        let config: PrometheusOutputConfig = serde_yaml::from_str("cache: {}").unwrap();
+        assert!(config
+            .validate("prom")
+            .unwrap_err()
+            .contains("outputs.prom.cache"));
+        let config: PrometheusOutputConfig = serde_yaml::from_str("listen: nope").unwrap();
+        assert!(config.validate("prom").unwrap_err().contains("listen"));
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("10.0.0.1:9804"), ("10.0.0.1", Some("9804")));
+        assert_eq!(split_host_port("exporter"), ("exporter", None));
+        assert_eq!(split_host_port("[::1]:80"), ("::1", Some("80")));
+    }
+}

@@ -1,0 +1,494 @@
+//! Cluster coordination: locks with fencing tokens, service registration and discovery,
+//! prefix watches and plain KV, behind one interface with etcd, Consul and in-process backends.
+//!
+//! Semantics shared by every backend:
+//! * Each [`Coordination`] instance owns one **session** (etcd lease, Consul session, memory
+//!   session) renewed in the background. Every lock it holds and every service it registers
+//!   lives as long as that session: when the process dies, they vanish after the session TTL.
+//! * [`LockGuard::lost`] fires as soon as the holder *knows* its session may be gone: when the
+//!   store says so, or when `last successful renewal (send time) + TTL` has passed. The store
+//!   never expires a session earlier than that, so the old holder stops believing before anyone
+//!   else can acquire.
+//! * **Fencing token:** a number that strictly grows with every new holder of a key.
+//!   etcd: the revision of the acquiring txn (= the key's create_revision, cluster-wide
+//!   monotonic). Consul: the key's `ModifyIndex` read right after a successful acquire while
+//!   the session still holds it (the Raft index is global and monotonic; `LockIndex` is not
+//!   used because it restarts at 1 when a `Behavior=delete` key is deleted). Memory: a
+//!   store-wide revision counter.
+//! * **Lock-delay** (`delay`): after a holder's session dies (expiry, invalidation, crash) its
+//!   keys cannot be acquired for `delay`; a graceful [`LockGuard::release`] frees the key at once.
+//!   Consul enforces it server-side; etcd emulates it (see [`etcd`]); memory enforces it exactly.
+
+pub mod consul;
+pub mod etcd;
+pub mod keys;
+mod kv_services;
+pub mod memory;
+pub mod target_store;
+
+pub use gnomon_common::duration;
+
+pub use gnomon_config::locker::{LockerConfig, LockerType, TlsConfig};
+pub use memory::{MemoryCoordination, MemoryStore};
+pub use target_store::TargetStore;
+
+/// HTTP header the leader sets on its assignment calls to members, so a member does not
+/// write a config the leader pushes back into the cluster's target store.
+pub const ASSIGNMENT_HEADER: &str = "gnomon-assignment";
+/// Re-exported: `acquire_blocking` takes one.
+pub use tokio_util::sync::CancellationToken;
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Errors of the coordination layer.
+#[derive(Debug, thiserror::Error)]
+pub enum CoordinationError {
+    #[error("invalid coordination configuration: {0}")]
+    Config(String),
+    #[error("invalid key {key:?}: {reason}")]
+    InvalidKey { key: String, reason: String },
+    #[error("coordination store unavailable: {0}")]
+    Unavailable(String),
+    #[error("coordination store error: {0}")]
+    Backend(String),
+    #[error("coordination session lost: {0}")]
+    SessionLost(String),
+}
+
+impl CoordinationError {
+    /// Whether retrying the same call later can succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CoordinationError::Unavailable(_)
+                | CoordinationError::Backend(_)
+                | CoordinationError::SessionLost(_)
+        )
+    }
+}
+
+pub type Result<T, E = CoordinationError> = std::result::Result<T, E>;
+
+/// A change under a watched prefix. Keys are the caller's (unescaped) keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put { key: String, value: String },
+    Delete { key: String },
+}
+
+impl WatchEvent {
+    pub fn key(&self) -> &str {
+        match self {
+            WatchEvent::Put { key, .. } | WatchEvent::Delete { key } => key,
+        }
+    }
+}
+
+/// Stream of [`WatchEvent`]s. It starts with a `Put` for every key present when the watch
+/// began, then delivers changes in order. After a reconnect or compaction it re-lists the
+/// prefix and emits the differences, so consumers always converge on the store's content.
+/// It ends only when the backend shuts down.
+pub type WatchEvents = BoxStream<'static, WatchEvent>;
+
+/// Stream of the full current list of healthy instances, first the current list, then a new
+/// list whenever it may have changed (a slow consumer only sees the latest list).
+pub type ServiceWatch = BoxStream<'static, Vec<ServiceInstance>>;
+
+/// A service to register (gnmic's `ServiceRegistration`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRegistration {
+    pub name: String,
+    pub id: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+    /// TTL of the health check (Consul). etcd and memory tie liveness to the session TTL.
+    pub ttl: Duration,
+}
+
+/// A healthy registered instance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInstance {
+    pub id: String,
+    pub name: String,
+    pub address: String,
+    pub port: u16,
+    pub tags: Vec<String>,
+}
+
+impl ServiceInstance {
+    /// `address:port` (gnmic's `Service.Address`).
+    pub fn host_port(&self) -> String {
+        if self.address.contains(':') && !self.address.starts_with('[') {
+            format!("[{}]:{}", self.address, self.port)
+        } else {
+            format!("{}:{}", self.address, self.port)
+        }
+    }
+
+    /// Whether every tag in `wanted` is present (gnmic's tag filter).
+    pub fn has_tags(&self, wanted: &[String]) -> bool {
+        wanted.iter().all(|t| self.tags.contains(t))
+    }
+}
+
+/// The coordination interface every gnomon service uses, as `Arc<dyn Coordination>`.
+#[async_trait]
+pub trait Coordination: Send + Sync {
+    /// `etcd`, `consul` or `memory`.
+    fn backend(&self) -> &'static str;
+
+    /// Tries once to take `key` with `value` (normally the instance name).
+    /// `None` when another session holds it or it is inside its lock-delay window.
+    async fn acquire(&self, key: &str, value: &str) -> Result<Option<LockGuard>>;
+
+    /// Retries until acquired (`Some`) or `cancel` fires (`None`). Retries on every change of
+    /// the key and at least every `retry-timer`; transient store errors are logged and retried.
+    async fn acquire_blocking(
+        &self,
+        key: &str,
+        value: &str,
+        cancel: &CancellationToken,
+    ) -> Result<Option<LockGuard>>;
+
+    /// Value of the current holder of lock `key`, if anyone holds it.
+    async fn holder(&self, key: &str) -> Result<Option<String>>;
+
+    /// Whether anyone holds lock `key`.
+    async fn is_locked(&self, key: &str) -> Result<bool> {
+        Ok(self.holder(key).await?.is_some())
+    }
+
+    /// Every held lock under `prefix`: key → holder value (gnmic's `List`).
+    async fn list(&self, prefix: &str) -> Result<BTreeMap<String, String>>;
+
+    /// Watches every key under `prefix` (locks and plain keys).
+    async fn watch_prefix(&self, prefix: &str) -> Result<WatchEvents>;
+
+    /// Registers a service kept alive in the background for as long as the returned handle
+    /// (and this process) lives.
+    async fn register_service(&self, registration: ServiceRegistration) -> Result<ServiceHandle>;
+
+    /// Healthy instances of `name` carrying every tag in `tags`.
+    async fn services(&self, name: &str, tags: &[String]) -> Result<Vec<ServiceInstance>>;
+
+    /// Healthy instances of `name` carrying every tag in `tags`, as they change.
+    async fn watch_services(&self, name: &str, tags: &[String]) -> Result<ServiceWatch>;
+
+    /// Plain KV read.
+    async fn get(&self, key: &str) -> Result<Option<String>>;
+
+    /// Plain KV read of every key under `prefix`.
+    async fn get_prefix(&self, prefix: &str) -> Result<BTreeMap<String, String>>;
+
+    /// Plain KV write (not tied to the session; ignores locks).
+    async fn put(&self, key: &str, value: &str) -> Result<()>;
+
+    /// Plain KV delete (ignores locks).
+    async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Ends the session (best effort): locks still held are freed by the store (lock-delay
+    /// applies to them; release guards first to avoid it), services disappear, background
+    /// tasks stop.
+    async fn shutdown(&self);
+}
+
+/// Connects the backend `cfg.kind` for instance `instance`.
+pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Arc<dyn Coordination>> {
+    cfg.validate().map_err(CoordinationError::Config)?;
+    if instance.is_empty() {
+        return Err(CoordinationError::Config(
+            "instance name is empty".to_string(),
+        ));
+    }
+    Ok(match cfg.kind {
+        LockerType::Etcd => Arc::new(etcd::EtcdCoordination::connect(cfg, instance).await?),
+        LockerType::Consul => Arc::new(consul::ConsulCoordination::connect(cfg, instance).await?),
+        LockerType::Memory => {
+            let store = MemoryStore::named(cfg.address.as_deref().unwrap_or("default"));
+            Arc::new(MemoryCoordination::with_store(store, cfg, instance))
+        }
+    })
+}
+
+/// Backend side of a [`LockGuard`]: gives the key back.
+#[async_trait]
+pub(crate) trait LockRelease: Send + Sync + 'static {
+    async fn release_lock(&self, key: &str, fencing_token: u64) -> Result<()>;
+}
+
+/// Proof of holding a lock. Keep it while acting as the holder; watch [`LockGuard::lost`].
+/// Dropping it releases the lock in the background (best effort); prefer
+/// [`LockGuard::release`] to learn the outcome.
+pub struct LockGuard {
+    key: String,
+    value: String,
+    fencing_token: u64,
+    lost: CancellationToken,
+    releaser: Option<Arc<dyn LockRelease>>,
+}
+
+impl LockGuard {
+    pub(crate) fn new(
+        key: &str,
+        value: &str,
+        fencing_token: u64,
+        lost: CancellationToken,
+        releaser: Arc<dyn LockRelease>,
+    ) -> Self {
+        tracing::info!(key, fencing_token, "lock acquired");
+        Self {
+            key: key.to_string(),
+            value: value.to_string(),
+            fencing_token,
+            lost,
+            releaser: Some(releaser),
+        }
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+
+    /// Grows strictly with every new holder of this key (see the module docs per backend).
+    pub fn fencing_token(&self) -> u64 {
+        self.fencing_token
+    }
+
+    /// Whether the lock is known (or must be assumed) lost.
+    pub fn is_lost(&self) -> bool {
+        self.lost.is_cancelled()
+    }
+
+    /// Completes when the lock is lost (or released).
+    pub async fn lost(&self) {
+        self.lost.cancelled().await
+    }
+
+    /// A token that is cancelled when the lock is lost or released; hand it to the work the
+    /// lock protects.
+    pub fn lost_token(&self) -> CancellationToken {
+        self.lost.clone()
+    }
+
+    /// Frees the key at once (no lock-delay).
+    pub async fn release(mut self) -> Result<()> {
+        let releaser = self.releaser.take();
+        self.lost.cancel();
+        match releaser {
+            Some(releaser) => {
+                use tracing::Instrument;
+                let span = tracing::info_span!("lock_release", key = %self.key, fencing_token = self.fencing_token);
+                let result = releaser
+                    .release_lock(&self.key, self.fencing_token)
+                    .instrument(span)
+                    .await;
+                match &result {
+                    Ok(()) => {
+                        tracing::info!(key = %self.key, fencing_token = self.fencing_token, "lock released")
+                    }
+                    Err(e) => tracing::warn!(key = %self.key, error = %e, "lock release failed"),
+                }
+                result
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("key", &self.key)
+            .field("value", &self.value)
+            .field("fencing_token", &self.fencing_token)
+            .field("lost", &self.is_lost())
+            .finish()
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        self.lost.cancel();
+        if let Some(releaser) = self.releaser.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let key = std::mem::take(&mut self.key);
+                let token = self.fencing_token;
+                runtime.spawn(async move {
+                    if let Err(e) = releaser.release_lock(&key, token).await {
+                        tracing::warn!(key, error = %e, "background release of dropped lock failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Backend side of a [`ServiceHandle`].
+#[async_trait]
+pub(crate) trait ServiceDeregister: Send + Sync + 'static {
+    async fn deregister_service(&self, id: &str) -> Result<()>;
+}
+
+/// A registration kept alive in the background. Dropping it deregisters in the background.
+pub struct ServiceHandle {
+    id: String,
+    keeper: CancellationToken,
+    deregister: Option<Arc<dyn ServiceDeregister>>,
+}
+
+impl ServiceHandle {
+    pub(crate) fn new(
+        id: &str,
+        keeper: CancellationToken,
+        deregister: Arc<dyn ServiceDeregister>,
+    ) -> Self {
+        Self {
+            id: id.to_string(),
+            keeper,
+            deregister: Some(deregister),
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Stops the keep-alive and removes the registration.
+    pub async fn deregister(mut self) -> Result<()> {
+        self.keeper.cancel();
+        match self.deregister.take() {
+            Some(d) => d.deregister_service(&self.id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ServiceHandle {
+    fn drop(&mut self) {
+        self.keeper.cancel();
+        if let Some(d) = self.deregister.take() {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let id = std::mem::take(&mut self.id);
+                runtime.spawn(async move {
+                    if let Err(e) = d.deregister_service(&id).await {
+                        tracing::warn!(id, error = %e, "background deregistration failed");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Outcome of one acquire attempt, with what the blocking loop needs to wait efficiently.
+pub(crate) enum Attempt {
+    Acquired(LockGuard),
+    /// Held or in lock-delay; `since` is the store position (revision / index) observed.
+    Busy {
+        since: u64,
+    },
+}
+
+/// Backends implement this; [`acquire_once`] and [`acquire_until`] build
+/// [`Coordination::acquire`] and [`Coordination::acquire_blocking`] from it.
+#[async_trait]
+pub(crate) trait LockAttempts: Send + Sync {
+    async fn attempt(&self, key: &str, value: &str) -> Result<Attempt>;
+    /// Returns when `key` may have changed after `since`, or after `max_wait`.
+    async fn wait_change(&self, key: &str, since: u64, max_wait: Duration);
+    fn retry_timer(&self) -> Duration;
+    /// The member name this session was opened for (a field of the lock spans).
+    fn instance(&self) -> &str;
+}
+
+/// [`Coordination::acquire`]: one attempt; `None` while another session holds the key.
+#[tracing::instrument(
+    name = "acquire",
+    skip(backend),
+    fields(backend = backend.backend(), instance = %backend.instance())
+)]
+pub(crate) async fn acquire_once<B: LockAttempts + Coordination + ?Sized>(
+    backend: &B,
+    key: &str,
+    value: &str,
+) -> Result<Option<LockGuard>> {
+    Ok(match backend.attempt(key, value).await? {
+        Attempt::Acquired(guard) => Some(guard),
+        Attempt::Busy { .. } => None,
+    })
+}
+
+/// [`Coordination::acquire_blocking`]: attempts until acquired, cancelled or a
+/// non-transient error, waiting for the key to change between attempts.
+#[tracing::instrument(
+    name = "acquire_blocking",
+    skip(backend, cancel),
+    fields(backend = backend.backend(), instance = %backend.instance())
+)]
+pub(crate) async fn acquire_until<B: LockAttempts + Coordination + ?Sized>(
+    backend: &B,
+    key: &str,
+    value: &str,
+    cancel: &CancellationToken,
+) -> Result<Option<LockGuard>> {
+    let retry = backend.retry_timer();
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(None);
+        }
+        // An attempt is never abandoned half-way: a dropped acquire whose write already
+        // reached the store would leave a lock that nobody holds a guard for. Attempts are
+        // bounded by the store's request timeout; a lock won after cancellation is given back.
+        let attempt = backend.attempt(key, value).await;
+        if cancel.is_cancelled() {
+            if let Ok(Attempt::Acquired(guard)) = attempt {
+                if let Err(e) = guard.release().await {
+                    tracing::warn!(key, error = %e, "releasing a lock won after cancellation failed");
+                }
+            }
+            return Ok(None);
+        }
+        match attempt {
+            Ok(Attempt::Acquired(guard)) => return Ok(Some(guard)),
+            Ok(Attempt::Busy { since }) => {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = backend.wait_change(key, since, retry) => {}
+                }
+            }
+            Err(e) if e.is_transient() => {
+                tracing::warn!(key, error = %e, "lock attempt failed; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(retry) => {}
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+pub(crate) fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(CoordinationError::InvalidKey {
+            key: key.to_string(),
+            reason: "empty".into(),
+        });
+    }
+    if key.starts_with(etcd::INTERNAL_PREFIX) {
+        return Err(CoordinationError::InvalidKey {
+            key: key.to_string(),
+            reason: format!("the {} prefix is reserved", etcd::INTERNAL_PREFIX),
+        });
+    }
+    Ok(())
+}
