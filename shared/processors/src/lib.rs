@@ -1,0 +1,1 @@
+//! gnmic's event processors (work in progress).
