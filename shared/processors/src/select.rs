@@ -59,10 +59,6 @@ impl Matcher {
             _ => false,
         }
     }
-
-    pub(crate) fn regexes(&self) -> &[Regex] {
-        &self.regexes
-    }
 }
 
 fn matches_everything(pattern: &str) -> bool {
