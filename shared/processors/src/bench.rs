@@ -57,8 +57,10 @@ pub fn bench_event(i: usize) -> Event {
         e.tags.insert(k.to_string(), v);
     }
     let p = "/interfaces/interface/state/counters/";
-    e.values.insert(format!("{p}in-octets"), json!((i * 1000).to_string()));
-    e.values.insert(format!("{p}out-octets"), json!((i * 2000).to_string()));
+    e.values
+        .insert(format!("{p}in-octets"), json!((i * 1000).to_string()));
+    e.values
+        .insert(format!("{p}out-octets"), json!((i * 2000).to_string()));
     e.values.insert(format!("{p}in-discards"), json!(0));
     e
 }

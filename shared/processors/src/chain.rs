@@ -30,7 +30,13 @@ impl Step {
 fn log_events(name: &str, kind: &str, when: &str, events: &[Event]) {
     for (i, e) in events.iter().enumerate() {
         let json = serde_json::to_string(e).unwrap_or_default();
-        tracing::debug!(processor = name, kind, index = i, event = json.as_str(), "{when}");
+        tracing::debug!(
+            processor = name,
+            kind,
+            index = i,
+            event = json.as_str(),
+            "{when}"
+        );
     }
     if events.is_empty() {
         tracing::debug!(processor = name, kind, "{when}: no events");
@@ -80,7 +86,11 @@ impl Chain {
 impl std::fmt::Debug for Chain {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.steps.iter().map(|s| format!("{} ({})", s.name, s.kind)))
+            .entries(
+                self.steps
+                    .iter()
+                    .map(|s| format!("{} ({})", s.name, s.kind)),
+            )
             .finish()
     }
 }

@@ -33,7 +33,12 @@ impl<'a> Fields<'a> {
     }
 
     /// An error for `key` holding `value`.
-    pub(crate) fn err(&self, key: &str, value: &Value, reason: impl Into<String>) -> ProcessorError {
+    pub(crate) fn err(
+        &self,
+        key: &str,
+        value: &Value,
+        reason: impl Into<String>,
+    ) -> ProcessorError {
         ProcessorError::Field {
             processor: self.processor.to_string(),
             kind: self.kind.to_string(),
@@ -44,7 +49,12 @@ impl<'a> Fields<'a> {
     }
 
     /// An error for `key` holding the string `value`.
-    pub(crate) fn err_str(&self, key: &str, value: &str, reason: impl Into<String>) -> ProcessorError {
+    pub(crate) fn err_str(
+        &self,
+        key: &str,
+        value: &str,
+        reason: impl Into<String>,
+    ) -> ProcessorError {
         self.err(key, &Value::String(value.to_string()), reason)
     }
 
@@ -66,7 +76,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    pub(crate) fn string_or(&self, key: &'static str, default: &str) -> Result<String, ProcessorError> {
+    pub(crate) fn string_or(
+        &self,
+        key: &'static str,
+        default: &str,
+    ) -> Result<String, ProcessorError> {
         Ok(self.string(key)?.unwrap_or_else(|| default.to_string()))
     }
 
@@ -127,9 +141,8 @@ impl<'a> Fields<'a> {
                 .enumerate()
                 .filter(|(_, v)| !v.is_null())
                 .map(|(i, v)| {
-                    scalar_string(v).ok_or_else(|| {
-                        self.err(&format!("{key}[{i}]"), v, "expected a string")
-                    })
+                    scalar_string(v)
+                        .ok_or_else(|| self.err(&format!("{key}[{i}]"), v, "expected a string"))
                 })
                 .collect(),
             Some(v) => scalar_string(v)
@@ -139,7 +152,10 @@ impl<'a> Fields<'a> {
     }
 
     /// A map of string → string.
-    pub(crate) fn string_map(&self, key: &'static str) -> Result<BTreeMap<String, String>, ProcessorError> {
+    pub(crate) fn string_map(
+        &self,
+        key: &'static str,
+    ) -> Result<BTreeMap<String, String>, ProcessorError> {
         match self.raw(key) {
             None => Ok(BTreeMap::new()),
             Some(Value::Object(m)) => m
@@ -151,7 +167,11 @@ impl<'a> Fields<'a> {
                         scalar_string(v)
                     };
                     v.map(|v| (k.clone(), v)).ok_or_else(|| {
-                        self.err(&format!("{key}.{k}"), m.get(k).unwrap_or(&Value::Null), "expected a string")
+                        self.err(
+                            &format!("{key}.{k}"),
+                            m.get(k).unwrap_or(&Value::Null),
+                            "expected a string",
+                        )
                     })
                 })
                 .collect(),
@@ -173,7 +193,9 @@ impl<'a> Fields<'a> {
         match self.string(key)? {
             None => Ok(None),
             Some(p) if p.is_empty() => Ok(None),
-            Some(p) => compile_regex(&p).map(Some).map_err(|e| self.err_str(key, &p, e)),
+            Some(p) => compile_regex(&p)
+                .map(Some)
+                .map_err(|e| self.err_str(key, &p, e)),
         }
     }
 

@@ -19,7 +19,7 @@ pub enum ProcessorError {
         reason: String,
     },
     /// A type gnmic does not have.
-    #[error("processors.{processor}: unknown processor type {kind:?} (known: {known})")]
+    #[error("processors.{processor}: unknown processor type {kind:?} (known: {known}; gnmic plugin processors are not supported)")]
     UnknownType {
         /// Processor name as written.
         processor: String,

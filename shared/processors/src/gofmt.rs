@@ -65,10 +65,18 @@ pub(crate) fn format_float_v(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     if f == 0.0 {
-        return if f.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if f.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     // Rust's `{:e}` gives the shortest round-trip digits: "d.ddde±x".
     let sci = format!("{f:e}");
@@ -88,7 +96,11 @@ pub(crate) fn format_float_f(f: f64) -> String {
         return "NaN".into();
     }
     if f.is_infinite() {
-        return if f > 0.0 { "+Inf".into() } else { "-Inf".into() };
+        return if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
     }
     // Rust's Display prints the shortest round-trip digits without exponent.
     format!("{f}")
@@ -105,7 +117,20 @@ pub(crate) fn title(s: &str) -> String {
     let mut in_word = false;
     let mut prev_mid = false;
     for c in s.chars() {
-        let mid = matches!(c, '\'' | '.' | ':' | '·' | '\u{2019}' | '\u{2027}' | '\u{FE13}' | '\u{FE52}' | '\u{FE55}' | '\u{FF07}' | '\u{FF0E}' | '\u{FF1A}');
+        let mid = matches!(
+            c,
+            '\'' | '.'
+                | ':'
+                | '·'
+                | '\u{2019}'
+                | '\u{2027}'
+                | '\u{FE13}'
+                | '\u{FE52}'
+                | '\u{FE55}'
+                | '\u{FF07}'
+                | '\u{FF0E}'
+                | '\u{FF1A}'
+        );
         if prev_mid && mid {
             // Two mid-word marks in a row end the word.
             in_word = false;
@@ -148,7 +173,10 @@ mod tests {
         assert_eq!(sprint(&json!("x")), "x");
         assert_eq!(sprint(&json!(54)), "54");
         assert_eq!(sprint(&json!(-3)), "-3");
-        assert_eq!(sprint(&json!(18446744073709551615u64)), "18446744073709551615");
+        assert_eq!(
+            sprint(&json!(18446744073709551615u64)),
+            "18446744073709551615"
+        );
         assert_eq!(sprint(&json!(1.5)), "1.5");
         assert_eq!(sprint(&json!(2.0)), "2");
         assert_eq!(sprint(&json!(1e21)), "1e+21");

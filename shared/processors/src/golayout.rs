@@ -52,10 +52,28 @@ enum Chunk {
 }
 
 const LONG_MONTHS: [&str; 12] = [
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
-const LONG_DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+const LONG_DAYS: [&str; 7] = [
+    "Sunday",
+    "Monday",
+    "Tuesday",
+    "Wednesday",
+    "Thursday",
+    "Friday",
+    "Saturday",
+];
 
 /// A parsed Go layout.
 #[derive(Debug, Clone)]
@@ -80,8 +98,12 @@ impl Layout {
                 Chunk::Month => out.push_str(&LONG_MONTHS[t.month() as usize - 1][..3]),
                 Chunk::NumMonth => out.push_str(&t.month().to_string()),
                 Chunk::ZeroMonth => out.push_str(&format!("{:02}", t.month())),
-                Chunk::LongWeekDay => out.push_str(LONG_DAYS[t.weekday().to_sunday_zero_offset() as usize]),
-                Chunk::WeekDay => out.push_str(&LONG_DAYS[t.weekday().to_sunday_zero_offset() as usize][..3]),
+                Chunk::LongWeekDay => {
+                    out.push_str(LONG_DAYS[t.weekday().to_sunday_zero_offset() as usize])
+                }
+                Chunk::WeekDay => {
+                    out.push_str(&LONG_DAYS[t.weekday().to_sunday_zero_offset() as usize][..3])
+                }
                 Chunk::Day => out.push_str(&t.day().to_string()),
                 Chunk::UnderDay => out.push_str(&format!("{:>2}", t.day())),
                 Chunk::ZeroDay => out.push_str(&format!("{:02}", t.day())),
@@ -177,7 +199,11 @@ impl Layout {
                     // Go accepts a fraction after the seconds even when the
                     // layout has none.
                     let next_is_frac = matches!(chunks.get(i + 1), Some(Chunk::Frac { .. }));
-                    if !next_is_frac && rest.len() > 1 && rest.starts_with(['.', ',']) && rest.as_bytes()[1].is_ascii_digit() {
+                    if !next_is_frac
+                        && rest.len() > 1
+                        && rest.starts_with(['.', ','])
+                        && rest.as_bytes()[1].is_ascii_digit()
+                    {
                         let digits = rest[1..].bytes().take_while(u8::is_ascii_digit).count();
                         p.nanos = frac(&rest[1..1 + digits]);
                         rest = &rest[1 + digits..];
@@ -241,11 +267,17 @@ impl Layout {
                     }
                     p.offset = Some(sign * (h * 3600 + m * 60 + s));
                 }
-                Chunk::Frac { sep: _, digits, trim } => {
+                Chunk::Frac {
+                    sep: _,
+                    digits,
+                    trim,
+                } => {
                     if rest.starts_with(['.', ',']) {
                         let n = rest[1..].bytes().take_while(u8::is_ascii_digit).count();
                         if !*trim && n != *digits {
-                            return Err(format!("cannot parse {rest:?} as a {digits}-digit fraction"));
+                            return Err(format!(
+                                "cannot parse {rest:?} as a {digits}-digit fraction"
+                            ));
                         }
                         p.nanos = frac(&rest[1..1 + n]);
                         rest = &rest[1 + n..];
@@ -294,7 +326,8 @@ impl Parsed {
         };
         let dt = DateTime::from_parts(
             date,
-            jiff::civil::Time::new(hour, self.minute, self.second, self.nanos).map_err(|e| e.to_string())?,
+            jiff::civil::Time::new(hour, self.minute, self.second, self.nanos)
+                .map_err(|e| e.to_string())?,
         );
         let offset = Offset::from_seconds(self.offset.unwrap_or(0)).map_err(|e| e.to_string())?;
         dt.to_zoned(TimeZone::fixed(offset))
@@ -310,7 +343,14 @@ fn hour12(h: i8) -> i8 {
     }
 }
 
-fn write_offset(out: &mut String, offset: Offset, iso: bool, colon: bool, minutes: bool, seconds: bool) {
+fn write_offset(
+    out: &mut String,
+    offset: Offset,
+    iso: bool,
+    colon: bool,
+    minutes: bool,
+    seconds: bool,
+) {
     let total = offset.seconds();
     if iso && total == 0 {
         out.push('Z');
@@ -334,7 +374,11 @@ fn write_offset(out: &mut String, offset: Offset, iso: bool, colon: bool, minute
 }
 
 fn num(rest: &mut &str, min: usize, max: usize) -> Result<u32, String> {
-    let n = rest.bytes().take(max).take_while(u8::is_ascii_digit).count();
+    let n = rest
+        .bytes()
+        .take(max)
+        .take_while(u8::is_ascii_digit)
+        .count();
     if n < min {
         return Err(format!("cannot parse {rest:?} as a number"));
     }
@@ -349,7 +393,10 @@ fn name(rest: &mut &str, names: &[&str], short: Option<usize>) -> Result<usize, 
             Some(n) => &full[..n],
             None => full,
         };
-        if rest.len() >= want.len() && rest.is_char_boundary(want.len()) && rest[..want.len()].eq_ignore_ascii_case(want) {
+        if rest.len() >= want.len()
+            && rest.is_char_boundary(want.len())
+            && rest[..want.len()].eq_ignore_ascii_case(want)
+        {
             *rest = &rest[want.len()..];
             return Ok(i);
         }
@@ -492,19 +539,34 @@ mod tests {
         );
         assert_eq!(Layout::new("3:04PM").format(&z), "10:30AM");
         let taipei = at(1743849000, "Asia/Taipei");
-        assert_eq!(Layout::new(RFC3339).format(&taipei), "2025-04-05T18:30:00+08:00");
-        assert_eq!(Layout::new("2006-01-02 15:04:05.000 -0700").format(&taipei), "2025-04-05 18:30:00.000 +0800");
+        assert_eq!(
+            Layout::new(RFC3339).format(&taipei),
+            "2025-04-05T18:30:00+08:00"
+        );
+        assert_eq!(
+            Layout::new("2006-01-02 15:04:05.000 -0700").format(&taipei),
+            "2025-04-05 18:30:00.000 +0800"
+        );
     }
 
     #[test]
     fn parses_go_layouts() {
         let l = Layout::new(RFC3339);
-        assert_eq!(l.parse("2025-04-05T10:30:00Z").unwrap().as_second(), 1743849000);
-        assert_eq!(l.parse("2025-04-05T18:30:00+08:00").unwrap().as_second(), 1743849000);
+        assert_eq!(
+            l.parse("2025-04-05T10:30:00Z").unwrap().as_second(),
+            1743849000
+        );
+        assert_eq!(
+            l.parse("2025-04-05T18:30:00+08:00").unwrap().as_second(),
+            1743849000
+        );
         let t = l.parse("2025-04-05T10:30:00.25Z").unwrap();
         assert_eq!(t.as_millisecond(), 1743849000250);
         assert!(l.parse("2025-04-05 10:30:00").is_err());
         let l = Layout::new("Jan 2, 2006 at 3:04pm (MST)");
-        assert_eq!(l.parse("Apr 5, 2025 at 10:30am (UTC)").unwrap().as_second(), 1743849000);
+        assert_eq!(
+            l.parse("Apr 5, 2025 at 10:30am (UTC)").unwrap().as_second(),
+            1743849000
+        );
     }
 }

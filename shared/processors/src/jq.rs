@@ -82,7 +82,9 @@ impl Jq {
             None => Ok(false),
             Some(Err(e)) => Err(exn_text(e)),
             Some(Ok(Val::Bool(b))) => Ok(b),
-            Some(Ok(other)) => Err(format!("unexpected condition result {other}, expected a boolean")),
+            Some(Ok(other)) => Err(format!(
+                "unexpected condition result {other}, expected a boolean"
+            )),
         }
     }
 }
@@ -105,12 +107,20 @@ fn load_errors(code: &str, errs: load::Errors<&str, ()>) -> String {
             }
             load::Error::Lex(items) => {
                 for (expect, at) in items {
-                    parts.push(format!("expected {} {}", lex_expect(&expect), position(code, at)));
+                    parts.push(format!(
+                        "expected {} {}",
+                        lex_expect(&expect),
+                        position(code, at)
+                    ));
                 }
             }
             load::Error::Parse(items) => {
                 for (expect, at) in items {
-                    parts.push(format!("expected {} {}", parse_expect(&expect), position(code, at)));
+                    parts.push(format!(
+                        "expected {} {}",
+                        parse_expect(&expect),
+                        position(code, at)
+                    ));
                 }
             }
         }
@@ -180,7 +190,11 @@ pub(crate) fn event_to_val(e: &Event) -> Val {
         m.insert(key("tags"), Val::obj(tags));
     }
     if !e.values.is_empty() {
-        let values = e.values.iter().map(|(k, v)| (key(k), json_to_val(v))).collect();
+        let values = e
+            .values
+            .iter()
+            .map(|(k, v)| (key(k), json_to_val(v)))
+            .collect();
         m.insert(key("values"), Val::obj(values));
     }
     if !e.deletes.is_empty() {
@@ -227,7 +241,11 @@ pub(crate) fn val_to_json(v: &Val) -> Json {
         Val::Num(n) => num_to_json(n),
         Val::TStr(b) | Val::BStr(b) => Json::String(String::from_utf8_lossy(b).into_owned()),
         Val::Arr(items) => Json::Array(items.iter().map(val_to_json).collect()),
-        Val::Obj(m) => Json::Object(m.iter().map(|(k, v)| (val_key(k), val_to_json(v))).collect()),
+        Val::Obj(m) => Json::Object(
+            m.iter()
+                .map(|(k, v)| (val_key(k), val_to_json(v)))
+                .collect(),
+        ),
     }
 }
 
@@ -344,7 +362,8 @@ mod tests {
         };
         e.tags.insert("interface_name".into(), "1/1/1".into());
         e.values.insert("counter1".into(), serde_json::json!(91));
-        let q = Jq::compile(r#".tags.interface_name == "1/1/1" and .values.counter1 > 90"#).unwrap();
+        let q =
+            Jq::compile(r#".tags.interface_name == "1/1/1" and .values.counter1 > 90"#).unwrap();
         assert_eq!(q.check(&e), Ok(true));
         let q = Jq::compile(".name").unwrap();
         assert!(q.check(&e).is_err());

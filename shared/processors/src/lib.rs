@@ -42,13 +42,30 @@
 //! * A `condition` (jq) converts the event to a jq value and runs the
 //!   program: microseconds, paid only where a condition is configured.
 //! * event-starlark runs the script on a dedicated thread that owns the
-//!   interpreter (its module globals, like gnmic's `cache`, live across
-//!   calls); a batch crosses threads twice.
+//!   interpreter (module globals such as gnmic's `cache` dict live across
+//!   batches); a batch crosses threads twice. Starlark's collector runs
+//!   between batches once the heap has doubled, so memory is bounded by what
+//!   the script keeps in its globals.
 //! * Stateful processors are bounded: rate-limit's LRU (`cache-size`,
-//!   default 1000), value-tag-v2's rule cache ([`VALUE_TAG_V2_MAX_RULES`] per
-//!   rule), Starlark's heap (collected between batches). Evictions are
-//!   counted in `gnomon_processor_evictions_total{processor}`. Merge,
+//!   default 1000 tag sets), value-tag-v2's remembered values (`cache-size`,
+//!   default [`VALUE_TAG_V2_MAX_RULES`] per rule, oldest evicted). Evictions
+//!   are counted in `gnomon_processor_evictions_total{processor}`. Merge,
 //!   group-by, combine and value-tag work within one batch and keep nothing.
+//!
+//! # Differences from gnmic, on purpose
+//!
+//! Invalid values that gnmic silently ignores are refused at startup
+//! (unknown event-convert type, unknown data unit, precision or time zone);
+//! unknown fields are a warning. Where gnmic's result depends on Go's
+//! random map order, gnomon is deterministic: event-strings transforms each
+//! original name once, group-by keeps first-seen order, value-tag-v2 picks
+//! the most recent shape. event-extract-tags without `overwrite` keeps an
+//! existing tag of the group's name and event-date-string converts tags in
+//! place (both as documented; gnmic's code differs). event-convert supports
+//! `bool` as documented. Events are never lost to a nil map (group-by keeps
+//! events without values). event-write writes a matching event once.
+//! event-rate-limit hashes tags with a 64-bit hash instead of SHA-256.
+//! event-plugin and event-trigger are refused by name.
 
 #![deny(missing_docs)]
 

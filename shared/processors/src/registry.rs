@@ -112,7 +112,10 @@ impl Processors {
             Value::Object(m) => m,
             other => {
                 return Err(ProcessorError::Section {
-                    reason: format!("expected a map of processor names to definitions, got {}", show(other)),
+                    reason: format!(
+                        "expected a map of processor names to definitions, got {}",
+                        show(other)
+                    ),
                 })
             }
         };
@@ -123,7 +126,10 @@ impl Processors {
                 let prev: &Definition = prev;
                 return Err(ProcessorError::Definition {
                     processor: name.clone(),
-                    reason: format!("defined twice (as {:?} too; names are case-insensitive)", prev.name),
+                    reason: format!(
+                        "defined twice (as {:?} too; names are case-insensitive)",
+                        prev.name
+                    ),
                 });
             }
             defs.insert(key, compile_definition(name, def)?);
@@ -164,13 +170,13 @@ impl Processors {
     }
 
     pub(crate) fn step(&self, name: &str, context: &str) -> Result<Step, ProcessorError> {
-        let def = self
-            .defs
-            .get(&name.to_lowercase())
-            .ok_or_else(|| ProcessorError::UnknownName {
-                name: name.to_string(),
-                context: context.to_string(),
-            })?;
+        let def =
+            self.defs
+                .get(&name.to_lowercase())
+                .ok_or_else(|| ProcessorError::UnknownName {
+                    name: name.to_string(),
+                    context: context.to_string(),
+                })?;
         Ok(Step {
             name: def.name.clone(),
             kind: def.kind,
@@ -255,11 +261,13 @@ fn compile_definition(name: &str, def: &Value) -> Result<Definition, ProcessorEr
     };
     let kind_lc = kind.to_lowercase();
     let Some(&kind_static) = SUPPORTED_TYPES.iter().find(|k| **k == kind_lc) else {
-        return Err(refused(name, &kind_lc).unwrap_or_else(|| ProcessorError::UnknownType {
-            processor: name.to_string(),
-            kind: kind.clone(),
-            known: SUPPORTED_TYPES.join(", "),
-        }));
+        return Err(
+            refused(name, &kind_lc).unwrap_or_else(|| ProcessorError::UnknownType {
+                processor: name.to_string(),
+                kind: kind.clone(),
+                known: SUPPORTED_TYPES.join(", "),
+            }),
+        );
     };
     let fields = Fields::new(name, kind_static, fields_map);
     let debug = fields.bool("debug")?;

@@ -62,7 +62,10 @@ impl Matcher {
 }
 
 fn matches_everything(pattern: &str) -> bool {
-    matches!(pattern, "" | ".*" | "^.*" | ".*$" | "^.*$" | "(.*)" | "^(.*)$")
+    matches!(
+        pattern,
+        "" | ".*" | "^.*" | ".*$" | "^.*$" | "(.*)" | "^(.*)$"
+    )
 }
 
 /// The four selector lists most processors take.
@@ -85,7 +88,10 @@ impl Selectors {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.tag_names.is_empty() && self.tags.is_empty() && self.value_names.is_empty() && self.values.is_empty()
+        self.tag_names.is_empty()
+            && self.tags.is_empty()
+            && self.value_names.is_empty()
+            && self.values.is_empty()
     }
 
     /// Some value name, string value, tag name or tag value matches.
@@ -121,7 +127,10 @@ impl Condition {
         Self::from_key(f, "condition")
     }
 
-    pub(crate) fn from_key(f: &Fields<'_>, key: &'static str) -> Result<Option<Self>, ProcessorError> {
+    pub(crate) fn from_key(
+        f: &Fields<'_>,
+        key: &'static str,
+    ) -> Result<Option<Self>, ProcessorError> {
         match f.string(key)? {
             None => Ok(None),
             Some(code) if code.trim().is_empty() => Ok(None),

@@ -60,19 +60,28 @@ fn event_allow() {
     check_one(
         "doc: allow one interface",
         json!({"allow-processor": {"event-allow": {"condition": ".tags.interface_name == \"1/1/1\""}}}),
-        json!([srl_stats("172.23.23.2:57400", "mgmt0"), srl_stats("172.23.23.3:57400", "1/1/1")]),
+        json!([
+            srl_stats("172.23.23.2:57400", "mgmt0"),
+            srl_stats("172.23.23.3:57400", "1/1/1")
+        ]),
         json!([srl_stats("172.23.23.3:57400", "1/1/1")]),
     );
     check_one(
         "doc condition as written matches nothing",
         json!({"allow-processor": {"event-allow": {"condition": ".tags.interface_name == 1/1/1"}}}),
-        json!([srl_stats("172.23.23.2:57400", "mgmt0"), srl_stats("172.23.23.3:57400", "1/1/1")]),
+        json!([
+            srl_stats("172.23.23.2:57400", "mgmt0"),
+            srl_stats("172.23.23.3:57400", "1/1/1")
+        ]),
         json!([]),
     );
     check_one(
         "regex selectors",
         json!({"p": {"event-allow": {"tags": ["^1/1/1$"]}}}),
-        json!([srl_stats("172.23.23.2:57400", "mgmt0"), srl_stats("172.23.23.3:57400", "1/1/1")]),
+        json!([
+            srl_stats("172.23.23.2:57400", "mgmt0"),
+            srl_stats("172.23.23.3:57400", "1/1/1")
+        ]),
         json!([srl_stats("172.23.23.3:57400", "1/1/1")]),
     );
 }
@@ -103,7 +112,11 @@ fn event_combine() {
                "tags": {"interface_name": intf, "subscription-name": sub},
                "values": {key: 100}})
     };
-    let before = json!([ev(1, "sub1", "ethernet-1/1"), ev(2, "sub2", "ethernet-1/1"), ev(3, "sub1", "ethernet-1/2")]);
+    let before = json!([
+        ev(1, "sub1", "ethernet-1/1"),
+        ev(2, "sub2", "ethernet-1/1"),
+        ev(3, "sub1", "ethernet-1/2")
+    ]);
     check(
         "doc: pipeline1 = allow, path-base for sub1, convert",
         config.clone(),
@@ -136,14 +149,44 @@ fn event_convert() {
     };
     let cfg = |t: &str| json!({"convert-int-processor": {"event-convert": {"value-names": [".*octets$"], "type": t}}});
     let cases = [
-        ("doc: string to int", cfg("int"), ev(json!("7753940")), ev(json!(7753940))),
-        ("uint", cfg("uint"), ev(json!("7753940")), ev(json!(7753940u64))),
+        (
+            "doc: string to int",
+            cfg("int"),
+            ev(json!("7753940")),
+            ev(json!(7753940)),
+        ),
+        (
+            "uint",
+            cfg("uint"),
+            ev(json!("7753940")),
+            ev(json!(7753940u64)),
+        ),
         ("float", cfg("float"), ev(json!("1.5")), ev(json!(1.5))),
-        ("float to int truncates", cfg("int"), ev(json!(2.9)), ev(json!(2))),
-        ("int to string", cfg("string"), ev(json!(12)), ev(json!("12"))),
-        ("float to string", cfg("string"), ev(json!(0.5)), ev(json!("0.5"))),
+        (
+            "float to int truncates",
+            cfg("int"),
+            ev(json!(2.9)),
+            ev(json!(2)),
+        ),
+        (
+            "int to string",
+            cfg("string"),
+            ev(json!(12)),
+            ev(json!("12")),
+        ),
+        (
+            "float to string",
+            cfg("string"),
+            ev(json!(0.5)),
+            ev(json!("0.5")),
+        ),
         ("bool", cfg("bool"), ev(json!("true")), ev(json!(true))),
-        ("not a number stays", cfg("int"), ev(json!("n/a")), ev(json!("n/a"))),
+        (
+            "not a number stays",
+            cfg("int"),
+            ev(json!("n/a")),
+            ev(json!("n/a")),
+        ),
     ];
     for (case, config, before, after) in cases {
         check_one(case, config, before, after);
@@ -224,15 +267,28 @@ fn event_delete() {
     let after = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| {
         (!k.contains("multicast") && !k.contains("broadcast")).then(|| k.to_string())
     });
-    check_one("doc: delete multicast and broadcast values", config.clone(), srl_stats("172.23.23.2:57400", "mgmt0"), after);
+    check_one(
+        "doc: delete multicast and broadcast values",
+        config.clone(),
+        srl_stats("172.23.23.2:57400", "mgmt0"),
+        after,
+    );
     // intro.md: the same processor under a different name.
     let intro = json!({"my-processor": {"event-delete": {"value-names": [".*multicast.*", ".*broadcast.*"]}}});
     let after = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| {
         (!k.contains("multicast") && !k.contains("broadcast")).then(|| k.to_string())
     });
-    check_one("intro: delete processor", intro, srl_stats("172.23.23.2:57400", "mgmt0"), after);
+    check_one(
+        "intro: delete processor",
+        intro,
+        srl_stats("172.23.23.2:57400", "mgmt0"),
+        after,
+    );
     let mut no_sub = srl_stats("172.23.23.2:57400", "mgmt0");
-    no_sub["tags"].as_object_mut().unwrap().remove("subscription-name");
+    no_sub["tags"]
+        .as_object_mut()
+        .unwrap()
+        .remove("subscription-name");
     check_one(
         "tag names",
         json!({"p": {"event-delete": {"tag-names": ["^subscription-name"]}}}),
@@ -252,7 +308,10 @@ fn event_drop() {
     check_one(
         "condition",
         json!({"p": {"event-drop": {"condition": ".tags.interface_name == \"mgmt0\""}}}),
-        json!([srl_stats("172.23.23.2:57400", "mgmt0"), srl_stats("172.23.23.3:57400", "1/1/1")]),
+        json!([
+            srl_stats("172.23.23.2:57400", "mgmt0"),
+            srl_stats("172.23.23.3:57400", "1/1/1")
+        ]),
         json!([srl_stats("172.23.23.3:57400", "1/1/1")]),
     );
 }
@@ -265,7 +324,12 @@ fn event_duration_convert() {
                "values": {"connection_uptime": v}})
     };
     let cfg = |keep: bool| json!({"convert-uptime": {"event-duration-convert": {"value-names": [".*_uptime$"], "keep": keep}}});
-    check_one("doc: 1w5s to seconds", cfg(false), ev(json!("1w5s")), ev(json!(604805)));
+    check_one(
+        "doc: 1w5s to seconds",
+        cfg(false),
+        ev(json!("1w5s")),
+        ev(json!(604805)),
+    );
     check_one(
         "keep adds _seconds",
         cfg(true),
@@ -282,7 +346,12 @@ fn event_extract_tags() {
         "value-names": ["/([a-zA-Z0-9-_:]+)/(?P<group>[a-zA-Z0-9-_:]+)/([a-zA-Z0-9-_:]+)"]}}});
     let mut after = srl_stats("172.23.23.2:57400", "mgmt0");
     after["tags"]["group"] = json!("statistics");
-    check_one("doc: named group from value names", config, srl_stats("172.23.23.2:57400", "mgmt0"), after);
+    check_one(
+        "doc: named group from value names",
+        config,
+        srl_stats("172.23.23.2:57400", "mgmt0"),
+        after,
+    );
     check_one(
         "existing tag kept without overwrite",
         json!({"p": {"event-extract-tags": {"tag-names": ["^(?P<source>x)$"]}}}),
@@ -473,14 +542,31 @@ fn event_merge() {
 #[test]
 fn event_override_ts() {
     let config = json!({"set-timestamp-processor": {"event-override-ts": {"precision": "ms"}}});
-    let now_ms = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let now_ms = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64
+    };
     let before = now_ms();
-    let out = apply(&config, &["set-timestamp-processor"], json!([{"name": "a", "timestamp": 5}, {"name": "b"}]));
+    let out = apply(
+        &config,
+        &["set-timestamp-processor"],
+        json!([{"name": "a", "timestamp": 5}, {"name": "b"}]),
+    );
     let after = now_ms();
     for e in &out {
-        assert!(e.timestamp >= before && e.timestamp <= after, "doc: ms precision, got {}", e.timestamp);
+        assert!(
+            e.timestamp >= before && e.timestamp <= after,
+            "doc: ms precision, got {}",
+            e.timestamp
+        );
     }
-    let out = apply(&json!({"p": {"event-override-ts": {}}}), &["p"], json!({"name": "a"}));
+    let out = apply(
+        &json!({"p": {"event-override-ts": {}}}),
+        &["p"],
+        json!({"name": "a"}),
+    );
     assert!(out[0].timestamp > 1_000_000_000_000_000_000, "default ns");
 }
 
@@ -495,8 +581,23 @@ fn event_rate_limit() {
     check_one(
         "doc: 100 per second per tag set",
         config,
-        json!([ev(0, "a"), ev(ms, "a"), ev(ms, "b"), ev(5 * ms, "a"), ev(10 * ms, "a"), ev(10 * ms, "a"), ev(15 * ms, "a"), ev(20 * ms, "a")]),
-        json!([ev(0, "a"), ev(ms, "b"), ev(10 * ms, "a"), ev(10 * ms, "a"), ev(20 * ms, "a")]),
+        json!([
+            ev(0, "a"),
+            ev(ms, "a"),
+            ev(ms, "b"),
+            ev(5 * ms, "a"),
+            ev(10 * ms, "a"),
+            ev(10 * ms, "a"),
+            ev(15 * ms, "a"),
+            ev(20 * ms, "a")
+        ]),
+        json!([
+            ev(0, "a"),
+            ev(ms, "b"),
+            ev(10 * ms, "a"),
+            ev(10 * ms, "a"),
+            ev(20 * ms, "a")
+        ]),
     );
 }
 
@@ -510,14 +611,22 @@ fn event_strings() {
                "tags": {"interface_name": "mgmt0", "source": "172.23.23.2:57400", "subscription-name": "default"},
                "values": values})
     };
-    let replaced: serde_json::Map<String, serde_json::Value> =
-        short.as_object().unwrap().iter().map(|(k, v)| (k.replace('-', "_"), v.clone())).collect();
+    let replaced: serde_json::Map<String, serde_json::Value> = short
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.replace('-', "_"), v.clone()))
+        .collect();
     let stats = srl_stats("172.23.23.2:57400", "mgmt0");
-    let base_names = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| Some(k.trim_start_matches(P).to_string()));
+    let base_names = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| {
+        Some(k.trim_start_matches(P).to_string())
+    });
     let mut upper = stats.clone();
     upper["tags"]["interface_name"] = json!("MGMT0");
     upper["tags"]["subscription-name"] = json!("DEFAULT");
-    let split = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| Some(format!("statistics_{}", k.trim_start_matches(P))));
+    let split = srl_stats_renamed("172.23.23.2:57400", "mgmt0", |k| {
+        Some(format!("statistics_{}", k.trim_start_matches(P)))
+    });
     // gnmic's title casing (x/text cases) starts a word after '-', so
     // "carrier-transitions" → "Carrier-Transitions" → "Carrier_Transitions".
     // The page shows "Carrier_transitions", which gnmic does not produce.
@@ -527,7 +636,9 @@ fn event_strings() {
             .split('-')
             .map(|w| {
                 let mut c = w.chars();
-                c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+                c.next()
+                    .map(|f| f.to_uppercase().chain(c).collect())
+                    .unwrap_or_default()
             })
             .collect();
         Some(t.join("_"))
@@ -622,9 +733,24 @@ fn event_time_epoch() {
     };
     // The page's result (1743849000) is the value in seconds, shown under a
     // renamed key; gnmic keeps the key and honours the precision.
-    check_one("doc: RFC 3339 to epoch seconds", cfg("s"), ev(json!("2025-04-05T10:30:00Z")), ev(json!(1743849000)));
-    check_one("doc config: ms precision", cfg("ms"), ev(json!("2025-04-05T10:30:00Z")), ev(json!(1743849000000i64)));
-    check_one("unparsable stays", cfg("s"), ev(json!("yesterday")), ev(json!("yesterday")));
+    check_one(
+        "doc: RFC 3339 to epoch seconds",
+        cfg("s"),
+        ev(json!("2025-04-05T10:30:00Z")),
+        ev(json!(1743849000)),
+    );
+    check_one(
+        "doc config: ms precision",
+        cfg("ms"),
+        ev(json!("2025-04-05T10:30:00Z")),
+        ev(json!(1743849000000i64)),
+    );
+    check_one(
+        "unparsable stays",
+        cfg("s"),
+        ev(json!("yesterday")),
+        ev(json!("yesterday")),
+    );
 }
 
 #[test]
@@ -656,7 +782,8 @@ fn event_to_tag() {
 
 #[test]
 fn event_value_tag() {
-    let tags = json!({"source": "leaf1:6030", "subscription-name": "sub1", "interface_name": "Ethernet1"});
+    let tags =
+        json!({"source": "leaf1:6030", "subscription-name": "sub1", "interface_name": "Ethernet1"});
     let mut tagged = tags.clone();
     tagged["description"] = json!("Uplink");
     let ev = |ts: i64, t: &serde_json::Value, values: serde_json::Value| json!({"name": "sub1", "timestamp": ts, "tags": t, "values": values});
@@ -666,12 +793,40 @@ fn event_value_tag() {
         "doc: interface description",
         json!({"intf-description": {"event-value-tag": {"value-name": "/interfaces/interface/state/description",
                                                         "tag-name": "description", "consume": false}}}),
-        json!([ev(1, &tags, json!({"/interfaces/interface/state/counters/in-octets": 100})),
-               ev(200, &tags, json!({"/interfaces/interface/state/counters/out-octets": 100})),
-               ev(200, &tags, json!({"/interfaces/interface/state/description": "Uplink"}))]),
-        json!([ev(1, &tagged, json!({"/interfaces/interface/state/counters/in-octets": 100})),
-               ev(200, &tagged, json!({"/interfaces/interface/state/counters/out-octets": 100})),
-               ev(200, &tagged, json!({"/interfaces/interface/state/description": "Uplink"}))]),
+        json!([
+            ev(
+                1,
+                &tags,
+                json!({"/interfaces/interface/state/counters/in-octets": 100})
+            ),
+            ev(
+                200,
+                &tags,
+                json!({"/interfaces/interface/state/counters/out-octets": 100})
+            ),
+            ev(
+                200,
+                &tags,
+                json!({"/interfaces/interface/state/description": "Uplink"})
+            )
+        ]),
+        json!([
+            ev(
+                1,
+                &tagged,
+                json!({"/interfaces/interface/state/counters/in-octets": 100})
+            ),
+            ev(
+                200,
+                &tagged,
+                json!({"/interfaces/interface/state/counters/out-octets": 100})
+            ),
+            ev(
+                200,
+                &tagged,
+                json!({"/interfaces/interface/state/description": "Uplink"})
+            )
+        ]),
     );
     let bgp = json!({"neighbor_peer-address": "2002::1:1:1:1", "network-instance_name": "default",
                      "source": "leaf1:57400", "subscription-name": "sub2"});
@@ -684,7 +839,10 @@ fn event_value_tag() {
     check_one(
         "doc: bgp description consumed",
         json!({"bgp-description": {"event-value-tag": {"value-name": "neighbor_description", "consume": true}}}),
-        json!([b(&bgp, sent.clone()), b(&bgp, json!({"neighbor_description": "PeerRouter"}))]),
+        json!([
+            b(&bgp, sent.clone()),
+            b(&bgp, json!({"neighbor_description": "PeerRouter"}))
+        ]),
         json!([b(&bgp_tagged, sent), b(&bgp_tagged, json!({}))]),
     );
 }
@@ -701,14 +859,20 @@ fn event_value_tag_v2() {
         {"name": "s", "tags": {"source": "r1", "interface_name": "e1"}, "values": {"/interfaces/interface/state/description": "Uplink"}}
     ]));
     chain.apply(&mut first);
-    assert_eq!(first[0].tags.get("description").map(String::as_str), Some("Uplink"));
+    assert_eq!(
+        first[0].tags.get("description").map(String::as_str),
+        Some("Uplink")
+    );
     assert!(first[0].values.is_empty());
     let mut later = common::events(&json!([
         {"name": "s", "tags": {"source": "r1", "interface_name": "e1", "subscription-name": "s"}, "values": {"in": 1}},
         {"name": "s", "tags": {"source": "r1", "interface_name": "e2"}, "values": {"in": 2}}
     ]));
     chain.apply(&mut later);
-    assert_eq!(later[0].tags.get("description").map(String::as_str), Some("Uplink"));
+    assert_eq!(
+        later[0].tags.get("description").map(String::as_str),
+        Some("Uplink")
+    );
     assert_eq!(later[1].tags.get("description"), None);
 }
 
@@ -723,13 +887,21 @@ fn event_write() {
     let ev = json!({"name": "sub1", "timestamp": 1607582483868459381i64,
                     "tags": {"interface_name": "ethernet-1/1", "source": "172.20.20.5:57400", "subscription-name": "sub1"},
                     "values": {format!("{P}carrier-transitions"): "1"}});
-    let out = apply(&config, &["write-processor"], json!([ev.clone(), ev.clone()]));
+    let out = apply(
+        &config,
+        &["write-processor"],
+        json!([ev.clone(), ev.clone()]),
+    );
     assert_eq!(out.len(), 2, "events pass on");
     let text = std::fs::read_to_string(&file).unwrap();
     let one = format!(
         "{{\n  \"name\": \"sub1\",\n  \"timestamp\": 1607582483868459381,\n  \"tags\": {{\n    \"interface_name\": \"ethernet-1/1\",\n    \"source\": \"172.20.20.5:57400\",\n    \"subscription-name\": \"sub1\"\n  }},\n  \"values\": {{\n    \"{P}carrier-transitions\": \"1\"\n  }}\n}}\n####\n"
     );
-    assert_eq!(text, format!("{one}{one}"), "doc: indented events separated by ####");
+    assert_eq!(
+        text,
+        format!("{one}{one}"),
+        "doc: indented events separated by ####"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -744,7 +916,10 @@ fn intro_output_chain() {
     });
     let before = srl_stats("172.23.23.2:57400", "mgmt0");
     let mut after = srl_stats("172.23.23.2:57400", "mgmt0");
-    after["tags"].as_object_mut().unwrap().remove("subscription-name");
+    after["tags"]
+        .as_object_mut()
+        .unwrap()
+        .remove("subscription-name");
     let values = after["values"].as_object().unwrap().clone();
     let mut converted = serde_json::Map::new();
     for (k, v) in values {
@@ -757,7 +932,11 @@ fn intro_output_chain() {
     check(
         "intro: three processors in order",
         config,
-        &["proc-convert-integer", "proc-delete-tag-name", "proc-delete-value-name"],
+        &[
+            "proc-convert-integer",
+            "proc-delete-tag-name",
+            "proc-delete-value-name",
+        ],
         before,
         after,
     );

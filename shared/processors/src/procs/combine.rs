@@ -19,7 +19,11 @@ struct CombineSpec {
 
 pub(crate) fn combine(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
     let Some(raw) = f.raw("processors") else {
-        return Err(f.err("processors", &Value::Null, "missing; expected a list of {name, condition}"));
+        return Err(f.err(
+            "processors",
+            &Value::Null,
+            "missing; expected a list of {name, condition}",
+        ));
     };
     let Value::Array(items) = raw else {
         return Err(f.err("processors", raw, "expected a list of {name, condition}"));
@@ -30,21 +34,36 @@ pub(crate) fn combine(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
     let mut steps = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let Value::Object(m) = item else {
-            return Err(f.err(&format!("processors[{i}]"), item, "expected a map with name and condition"));
+            return Err(f.err(
+                &format!("processors[{i}]"),
+                item,
+                "expected a map with name and condition",
+            ));
         };
         let name = match m.get("name") {
             Some(Value::String(s)) if !s.is_empty() => s.clone(),
             other => {
-                return Err(f.err(&format!("processors[{i}].name"), other.unwrap_or(&Value::Null), "missing processor name"))
+                return Err(f.err(
+                    &format!("processors[{i}].name"),
+                    other.unwrap_or(&Value::Null),
+                    "missing processor name",
+                ))
             }
         };
         let condition = match m.get("condition") {
             None | Some(Value::Null) => None,
             Some(Value::String(c)) if c.trim().is_empty() => None,
             Some(Value::String(c)) => Some(Arc::new(
-                Condition::compile(f.processor, c).map_err(|e| f.err_str(&format!("processors[{i}].condition"), c, e))?,
+                Condition::compile(f.processor, c)
+                    .map_err(|e| f.err_str(&format!("processors[{i}].condition"), c, e))?,
             )),
-            Some(other) => return Err(f.err(&format!("processors[{i}].condition"), other, "expected a jq expression")),
+            Some(other) => {
+                return Err(f.err(
+                    &format!("processors[{i}].condition"),
+                    other,
+                    "expected a jq expression",
+                ))
+            }
         };
         steps.push((name, condition));
     }
@@ -56,7 +75,10 @@ pub(crate) fn combine(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
 
 impl Build for CombineSpec {
     fn build(&self, reg: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
-        let context = format!(" (referenced by processors.{}.event-combine)", self.processor);
+        let context = format!(
+            " (referenced by processors.{}.event-combine)",
+            self.processor
+        );
         let steps = self
             .steps
             .iter()
@@ -83,8 +105,9 @@ impl Apply for Combine {
             match cond {
                 None => step.run(events),
                 Some(c) => {
-                    let (mut selected, rest): (Vec<Event>, Vec<Event>) =
-                        std::mem::take(events).into_iter().partition(|e| c.check(e).unwrap_or(false));
+                    let (mut selected, rest): (Vec<Event>, Vec<Event>) = std::mem::take(events)
+                        .into_iter()
+                        .partition(|e| c.check(e).unwrap_or(false));
                     step.run(&mut selected);
                     events.extend(selected);
                     events.extend(rest);

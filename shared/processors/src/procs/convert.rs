@@ -33,14 +33,26 @@ struct Convert {
 
 pub(crate) fn convert(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
     let target = match f.string("type")? {
-        None => return Err(f.err("type", &Value::Null, "missing; expected int, uint, float, string or bool")),
+        None => {
+            return Err(f.err(
+                "type",
+                &Value::Null,
+                "missing; expected int, uint, float, string or bool",
+            ))
+        }
         Some(t) => match t.as_str() {
             "int" => Target::Int,
             "uint" => Target::Uint,
             "float" => Target::Float,
             "string" => Target::String,
             "bool" => Target::Bool,
-            _ => return Err(f.err_str("type", &t, "unknown type; expected int, uint, float, string or bool")),
+            _ => {
+                return Err(f.err_str(
+                    "type",
+                    &t,
+                    "unknown type; expected int, uint, float, string or bool",
+                ))
+            }
         },
     };
     Ok(pure(Convert {
@@ -95,7 +107,8 @@ impl Target {
                 } else if n.is_u64() {
                     None
                 } else {
-                    n.as_f64().map(|f| Value::from(if f < 0.0 { 0 } else { f as u64 }))
+                    n.as_f64()
+                        .map(|f| Value::from(if f < 0.0 { 0 } else { f as u64 }))
                 }
             }
             (Target::Float, Value::String(s)) => s.parse::<f64>().ok().and_then(float_value),
@@ -107,16 +120,20 @@ impl Target {
                 }
             }
             (Target::String, Value::String(_)) => None,
-            (Target::String, Value::Number(n)) => Some(Value::String(if let Some(i) = n.as_i64() {
-                i.to_string()
-            } else if let Some(u) = n.as_u64() {
-                u.to_string()
-            } else {
-                format_float_f(n.as_f64().unwrap_or(f64::NAN))
-            })),
+            (Target::String, Value::Number(n)) => {
+                Some(Value::String(if let Some(i) = n.as_i64() {
+                    i.to_string()
+                } else if let Some(u) = n.as_u64() {
+                    u.to_string()
+                } else {
+                    format_float_f(n.as_f64().unwrap_or(f64::NAN))
+                }))
+            }
             (Target::String, Value::Bool(b)) => Some(Value::String(b.to_string())),
             (Target::Bool, Value::String(s)) => parse_bool(s).map(Value::Bool),
-            (Target::Bool, Value::Number(n)) => Some(Value::Bool(n.as_f64().is_some_and(|f| f != 0.0))),
+            (Target::Bool, Value::Number(n)) => {
+                Some(Value::Bool(n.as_f64().is_some_and(|f| f != 0.0)))
+            }
             _ => None,
         }
     }
@@ -167,7 +184,10 @@ const UNITS: &[(&str, f64)] = &[
 
 /// A unit written in a value; unknown symbols count as bytes (gnmic).
 fn unit_bytes(symbol: &str) -> f64 {
-    UNITS.iter().find(|(s, _)| *s == symbol).map_or(1.0, |(_, b)| *b)
+    UNITS
+        .iter()
+        .find(|(s, _)| *s == symbol)
+        .map_or(1.0, |(_, b)| *b)
 }
 
 /// event-data-convert: converts sizes between data units.
@@ -219,7 +239,10 @@ pub(crate) fn data_convert(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
 
 fn string_unit_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
-    RE.get_or_init(|| Regex::new(r"([+-]?([0-9]*[.])?[0-9]+)\s?(\S+)").unwrap_or_else(|_| Regex::new("$^").unwrap_or_else(|_| unreachable!())))
+    RE.get_or_init(|| {
+        Regex::new(r"([+-]?([0-9]*[.])?[0-9]+)\s?(\S+)")
+            .unwrap_or_else(|_| Regex::new("$^").unwrap_or_else(|_| unreachable!()))
+    })
 }
 
 impl DataConvert {
@@ -236,7 +259,10 @@ impl DataConvert {
                     if caps.get(0)?.as_str() != s {
                         return None;
                     }
-                    (caps.get(1)?.as_str().parse().ok()?, unit_bytes(caps.get(3)?.as_str()))
+                    (
+                        caps.get(1)?.as_str().parse().ok()?,
+                        unit_bytes(caps.get(3)?.as_str()),
+                    )
                 }
             },
             _ => return None,
@@ -303,14 +329,23 @@ fn duration_regex() -> &'static Regex {
 
 fn duration_seconds(v: &Value) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_u64().map(|u| u as i64)).or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_u64().map(|u| u as i64))
+            .or_else(|| n.as_f64().map(|f| f as i64)),
         Value::String(s) => {
             if let Some(i) = atoi(s) {
                 return Some(i);
             }
             let caps = duration_regex().captures(s)?;
             let mut total: i64 = 0;
-            for (name, secs) in [("weeks", 604800), ("days", 86400), ("hours", 3600), ("minutes", 60), ("seconds", 1)] {
+            for (name, secs) in [
+                ("weeks", 604800),
+                ("days", 86400),
+                ("hours", 3600),
+                ("minutes", 60),
+                ("seconds", 1),
+            ] {
                 if let Some(m) = caps.name(name) {
                     let n: i64 = m.as_str().parse().ok()?;
                     total = total.checked_add(n.checked_mul(secs)?)?;
@@ -412,7 +447,10 @@ mod tests {
     #[test]
     fn durations() {
         assert_eq!(duration_seconds(&json!("1w5s")), Some(604805));
-        assert_eq!(duration_seconds(&json!("2d3h4m")), Some(2 * 86400 + 3 * 3600 + 240));
+        assert_eq!(
+            duration_seconds(&json!("2d3h4m")),
+            Some(2 * 86400 + 3 * 3600 + 240)
+        );
         assert_eq!(duration_seconds(&json!("42")), Some(42));
         assert_eq!(duration_seconds(&json!(7.9)), Some(7));
         assert_eq!(duration_seconds(&json!(true)), None);

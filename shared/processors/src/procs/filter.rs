@@ -82,7 +82,8 @@ impl Pure for Keep {
                     .retain(|k, v| s.value_names.is_match(k) || s.values.is_match_value(v));
             }
             if tags {
-                e.tags.retain(|k, v| s.tag_names.is_match(k) || s.tags.is_match(v));
+                e.tags
+                    .retain(|k, v| s.tag_names.is_match(k) || s.tags.is_match(v));
             }
         }
     }
@@ -112,7 +113,8 @@ impl Pure for Delete {
                     .retain(|k, v| !(s.value_names.is_match(k) || s.values.is_match_value(v)));
             }
             if tags {
-                e.tags.retain(|k, v| !(s.tag_names.is_match(k) || s.tags.is_match(v)));
+                e.tags
+                    .retain(|k, v| !(s.tag_names.is_match(k) || s.tags.is_match(v)));
             }
         }
     }
@@ -145,7 +147,10 @@ pub(crate) fn write(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
         Some(s) if !s.is_empty() => s.into_bytes(),
         _ => b"\n".to_vec(),
     };
-    let indent = f.string("indent")?.filter(|s| !s.is_empty()).map(String::into_bytes);
+    let indent = f
+        .string("indent")?
+        .filter(|s| !s.is_empty())
+        .map(String::into_bytes);
     Ok(pure(Write {
         cond: Condition::from_field(f)?,
         sel: Selectors::from_fields(f)?,
@@ -177,7 +182,11 @@ impl Write {
 impl Pure for Write {
     fn apply(&self, events: &mut Vec<Event>) {
         for e in events.iter() {
-            let hit = self.cond.as_ref().is_some_and(|c| c.check(e).unwrap_or(false)) || self.sel.any_match(e);
+            let hit = self
+                .cond
+                .as_ref()
+                .is_some_and(|c| c.check(e).unwrap_or(false))
+                || self.sel.any_match(e);
             if !hit {
                 continue;
             }

@@ -21,10 +21,15 @@ struct JqProc {
 
 pub(crate) fn jq(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
     let condition = match f.string("condition")? {
-        Some(c) if !c.trim().is_empty() => Some(Jq::compile(&c).map_err(|e| f.err_str("condition", &c, e))?),
+        Some(c) if !c.trim().is_empty() => {
+            Some(Jq::compile(&c).map_err(|e| f.err_str("condition", &c, e))?)
+        }
         _ => None,
     };
-    let expr = f.string("expression")?.filter(|s| !s.trim().is_empty()).unwrap_or_else(|| ".".into());
+    let expr = f
+        .string("expression")?
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| ".".into());
     let expression = Jq::compile(&expr).map_err(|e| f.err_str("expression", &expr, e))?;
     Ok(pure(JqProc {
         processor: f.processor.to_string(),
@@ -46,7 +51,11 @@ impl Pure for JqProc {
             match ok {
                 Ok(true) => selected.push(v),
                 Ok(false) => events.push(e),
-                Err(err) => tracing::warn!(processor = self.processor.as_str(), error = err.as_str(), "event-jq: condition failed; event dropped"),
+                Err(err) => tracing::warn!(
+                    processor = self.processor.as_str(),
+                    error = err.as_str(),
+                    "event-jq: condition failed; event dropped"
+                ),
             }
         }
         if selected.is_empty() {
@@ -56,7 +65,11 @@ impl Pure for JqProc {
             Ok(o) => o,
             Err(err) => {
                 // gnmic drops the whole batch when the expression fails.
-                tracing::warn!(processor = self.processor.as_str(), error = err.as_str(), "event-jq: expression failed; batch dropped");
+                tracing::warn!(
+                    processor = self.processor.as_str(),
+                    error = err.as_str(),
+                    "event-jq: expression failed; batch dropped"
+                );
                 events.clear();
                 return;
             }
@@ -70,7 +83,11 @@ impl Pure for JqProc {
                 match val_to_event(item) {
                     Ok(e) => events.push(e),
                     Err(err) => {
-                        tracing::warn!(processor = self.processor.as_str(), error = err.as_str(), "event-jq: output is not an event");
+                        tracing::warn!(
+                            processor = self.processor.as_str(),
+                            error = err.as_str(),
+                            "event-jq: output is not an event"
+                        );
                     }
                 }
             }

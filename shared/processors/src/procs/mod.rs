@@ -17,7 +17,10 @@ pub(crate) mod tags;
 pub(crate) mod time;
 
 /// Compiles one definition of a supported type.
-pub(crate) fn compile(kind: &'static str, f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
+pub(crate) fn compile(
+    kind: &'static str,
+    f: &Fields<'_>,
+) -> Result<Arc<dyn Build>, ProcessorError> {
     match kind {
         "event-add-tag" => tags::add_tag(f),
         "event-allow" => filter::allow(f),

@@ -17,13 +17,18 @@ use allocative::Allocative;
 use gnomon_gnmi::event::Event;
 use serde_json::Value as Json;
 use starlark::any::ProvidesStaticType;
-use starlark::environment::{FrozenModule, Globals, GlobalsBuilder, LibraryExtension, Methods, MethodsBuilder, MethodsStatic, Module};
+use starlark::environment::{
+    FrozenModule, Globals, GlobalsBuilder, LibraryExtension, Methods, MethodsBuilder,
+    MethodsStatic, Module,
+};
 use starlark::eval::{Evaluator, FileLoader};
 use starlark::starlark_module;
 use starlark::syntax::{AstModule, Dialect};
 use starlark::values::dict::{AllocDict, DictRef};
 use starlark::values::list::{AllocList, ListRef};
-use starlark::values::{starlark_value, Heap, NoSerialize, StarlarkValue, Trace, UnpackValue, Value, ValueLike as _};
+use starlark::values::{
+    starlark_value, Heap, NoSerialize, StarlarkValue, Trace, UnpackValue, Value, ValueLike as _,
+};
 
 use crate::chain::Apply;
 use crate::config::{one_line, Fields};
@@ -49,14 +54,19 @@ pub(crate) fn starlark(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError>
         }
         (Some(src), None) => ("source", format!("{}.star", f.processor), src),
         (None, Some(path)) => {
-            let src = std::fs::read_to_string(&path).map_err(|e| f.err_str("script", &path, format!("cannot read: {e}")))?;
+            let src = std::fs::read_to_string(&path)
+                .map_err(|e| f.err_str("script", &path, format!("cannot read: {e}")))?;
             ("script", path, src)
         }
     };
     // Compile and run the top level once now, so a broken script stops
     // startup instead of every batch.
     check_program(&file, &source).map_err(|e| {
-        let shown = if key == "script" { file.clone() } else { source.clone() };
+        let shown = if key == "script" {
+            file.clone()
+        } else {
+            source.clone()
+        };
         f.err_str(key, &shown, e)
     })?;
     Ok(Arc::new(StarlarkSpec {
@@ -98,12 +108,13 @@ impl Loader {
     fn new() -> Result<Self, String> {
         let one = |name: &str, build: fn(&mut GlobalsBuilder)| -> Result<FrozenModule, String> {
             let globals = GlobalsBuilder::new().with_namespace(name, build).build();
-            let src = format!("{name} = {name}\n");
-            let ast = AstModule::parse(&format!("{name}.star"), src, &Dialect::Standard).map_err(|e| e.to_string())?;
             Module::with_temp_heap(|module| {
-                let mut eval = Evaluator::new(&module);
-                eval.eval_module(ast, &globals).map_err(|e| e.to_string())?;
-                drop(eval);
+                module.frozen_heap().add_reference(globals.heap());
+                for (n, v) in globals.iter() {
+                    if n == name {
+                        module.set(name, v.to_value());
+                    }
+                }
                 module.freeze().map_err(|e| format!("{e:?}"))
             })
         };
@@ -142,20 +153,46 @@ struct Printer {
 
 impl starlark::PrintHandler for Printer {
     fn println(&self, text: &str) -> starlark::Result<()> {
-        tracing::info!(processor = self.processor.as_str(), "starlark print: {text}");
+        tracing::info!(
+            processor = self.processor.as_str(),
+            "starlark print: {text}"
+        );
         Ok(())
     }
 }
 
+/// Starlark's multi-line diagnostics as one line: message and location.
+fn error_line(e: &dyn fmt::Display) -> String {
+    let text = e.to_string();
+    let mut message = None;
+    let mut at = None;
+    for line in text.lines() {
+        let t = line.trim();
+        if message.is_none() && !t.is_empty() {
+            message = Some(t.trim_start_matches("error:").trim().to_string());
+        } else if at.is_none() {
+            if let Some(loc) = t.strip_prefix("-->") {
+                at = Some(loc.trim().to_string());
+            }
+        }
+    }
+    match (message, at) {
+        (Some(m), Some(a)) => format!("{m} at {a}"),
+        (Some(m), None) => m,
+        _ => one_line(&text),
+    }
+}
+
 fn check_program(file: &str, source: &str) -> Result<(), String> {
-    let ast = AstModule::parse(file, source.to_string(), &dialect()).map_err(|e| one_line(&e.to_string()))?;
+    let ast = AstModule::parse(file, source.to_string(), &dialect()).map_err(|e| error_line(&e))?;
     let globals = globals();
-    let loader = Loader::new()?;
+    let loader = Loader::new().map_err(|e| one_line(&e))?;
     Module::with_temp_heap(|module| {
         module.set("cache", module.heap().alloc(AllocDict::EMPTY));
         let mut eval = Evaluator::new(&module);
         eval.set_loader(&loader);
-        eval.eval_module(ast, &globals).map_err(|e| one_line(&e.to_string()))?;
+        eval.eval_module(ast, &globals)
+            .map_err(|e| error_line(&e))?;
         match module.get("apply") {
             Some(f) if f.get_type() == "function" => Ok(()),
             Some(other) => Err(format!("apply is a {}, not a function", other.get_type())),
@@ -205,22 +242,39 @@ impl Apply for StarlarkProc {
         if let Err(mpsc::SendError(batch)) = self.jobs.send(batch) {
             *events = batch;
             self.dead = true;
-            tracing::error!(processor = self.processor.as_str(), "starlark thread is gone; events pass unchanged");
+            tracing::error!(
+                processor = self.processor.as_str(),
+                "starlark thread is gone; events pass unchanged"
+            );
             return;
         }
         match self.results.recv() {
             Ok(out) => *events = out,
             Err(_) => {
                 self.dead = true;
-                tracing::error!(processor = self.processor.as_str(), "starlark thread stopped; batch lost");
+                tracing::error!(
+                    processor = self.processor.as_str(),
+                    "starlark thread stopped; batch lost"
+                );
             }
         }
     }
 }
 
-const GC_MIN_BYTES: usize = 16 << 20;
+/// Each batch runs as one top-level statement of the script's module, so
+/// Starlark's own collector may run before it (it only collects at
+/// top-level statements, where every live value is reachable from the
+/// module). Inputs and outputs stay in module slots, never in Rust locals,
+/// across the evaluation.
+const CALL: &str = "__gnomon_out = apply(*__gnomon_in)\n";
 
-fn worker(processor: String, file: String, source: String, jobs: Receiver<Vec<Event>>, results: SyncSender<Vec<Event>>) {
+fn worker(
+    processor: String,
+    file: String,
+    source: String,
+    jobs: Receiver<Vec<Event>>,
+    results: SyncSender<Vec<Event>>,
+) {
     let globals = globals();
     let printer = Printer {
         processor: processor.clone(),
@@ -228,7 +282,11 @@ fn worker(processor: String, file: String, source: String, jobs: Receiver<Vec<Ev
     let loader = match Loader::new() {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!(processor = processor.as_str(), error = e.as_str(), "starlark modules failed");
+            tracing::error!(
+                processor = processor.as_str(),
+                error = e.as_str(),
+                "starlark modules failed"
+            );
             passthrough(jobs, results);
             return;
         }
@@ -252,19 +310,10 @@ fn worker(processor: String, file: String, source: String, jobs: Receiver<Vec<Ev
             passthrough(jobs, results);
             return;
         }
-        let mut gc_at = GC_MIN_BYTES;
         for batch in jobs.iter() {
-            let out = run_batch(&processor, &mut eval, &module, batch);
+            let out = run_batch(&processor, &mut eval, &module, &globals, batch);
             if results.send(out).is_err() {
                 return;
-            }
-            let used = module.heap().allocated_bytes();
-            if used > gc_at {
-                // SAFETY: no Starlark value is held on the Rust side between
-                // batches (events were converted back to Rust above); every
-                // live value is reachable from the module.
-                unsafe { eval.garbage_collect() };
-                gc_at = (module.heap().allocated_bytes() * 2).max(GC_MIN_BYTES);
             }
         }
     });
@@ -278,14 +327,46 @@ fn passthrough(jobs: Receiver<Vec<Event>>, results: SyncSender<Vec<Event>>) {
     }
 }
 
-fn run_batch<'v>(processor: &str, eval: &mut Evaluator<'v, '_, '_>, module: &Module<'v>, batch: Vec<Event>) -> Vec<Event> {
+fn run_batch<'v>(
+    processor: &str,
+    eval: &mut Evaluator<'v, '_, '_>,
+    module: &Module<'v>,
+    globals: &Globals,
+    batch: Vec<Event>,
+) -> Vec<Event> {
     let heap = module.heap();
-    let args: Vec<Value<'v>> = batch.into_iter().map(|e| heap.alloc(StarEvent::from_event(heap, e))).collect();
-    let Some(apply) = module.get("apply") else {
-        return args.iter().filter_map(|v| to_event(processor, *v)).collect();
+    let input: Vec<Value<'v>> = batch
+        .into_iter()
+        .map(|e| heap.alloc(StarEvent::from_event(heap, e)))
+        .collect();
+    module.set("__gnomon_in", heap.alloc(AllocList(input)));
+    module.set("__gnomon_out", Value::new_none());
+    let ran = AstModule::parse("gnomon-call.star", CALL.to_string(), &dialect())
+        .map_err(|e| error_line(&e))
+        .and_then(|call| {
+            eval.eval_module(call, globals)
+                .map(|_| ())
+                .map_err(|e| error_line(&e))
+        });
+    // Values are re-read from the module: a collection may have moved them.
+    let inputs = || -> Vec<Event> {
+        module
+            .get("__gnomon_in")
+            .and_then(ListRef::from_value)
+            .map(|l| l.iter().filter_map(|v| to_event(processor, v)).collect())
+            .unwrap_or_default()
     };
-    match eval.eval_function(apply, &args, &[]) {
-        Ok(result) => {
+    let out = match ran {
+        Err(e) => {
+            tracing::warn!(
+                processor,
+                error = e.as_str(),
+                "starlark apply failed; batch passed as the script left it"
+            );
+            inputs()
+        }
+        Ok(()) => {
+            let result = module.get("__gnomon_out").unwrap_or_else(Value::new_none);
             let items: Option<Vec<Value<'v>>> = if let Some(list) = ListRef::from_value(result) {
                 Some(list.content().to_vec())
             } else {
@@ -296,23 +377,30 @@ fn run_batch<'v>(processor: &str, eval: &mut Evaluator<'v, '_, '_>, module: &Mod
                     .into_iter()
                     .filter_map(|v| {
                         let e = to_event(processor, v);
-                        if e.is_none() && !v.is_none() {
-                            tracing::warn!(processor, kind = v.get_type(), "starlark apply returned a non-Event item; skipped");
+                        if e.is_none() && v.downcast_ref::<StarEvent>().is_none() {
+                            tracing::warn!(
+                                processor,
+                                kind = v.get_type(),
+                                "starlark apply returned a non-Event item; skipped"
+                            );
                         }
                         e
                     })
                     .collect(),
                 None => {
-                    tracing::warn!(processor, kind = result.get_type(), "starlark apply must return a list of events; batch unchanged");
-                    args.iter().filter_map(|v| to_event(processor, *v)).collect()
+                    tracing::warn!(
+                        processor,
+                        kind = result.get_type(),
+                        "starlark apply must return a list of events; batch unchanged"
+                    );
+                    inputs()
                 }
             }
         }
-        Err(e) => {
-            tracing::warn!(processor, error = %e, "starlark apply failed; batch passed as the script left it");
-            args.iter().filter_map(|v| to_event(processor, *v)).collect()
-        }
-    }
+    };
+    module.set("__gnomon_in", Value::new_none());
+    module.set("__gnomon_out", Value::new_none());
+    out
 }
 
 /// An event as Starlark sees it: `name`, `timestamp`, `tags` (dict),
@@ -330,7 +418,9 @@ struct StarEvent<'v> {
 
 impl<'v> StarEvent<'v> {
     fn from_event(heap: Heap<'v>, e: Event) -> Self {
-        let tags = heap.alloc(AllocDict(e.tags.iter().map(|(k, v)| (k.as_str(), v.as_str()))));
+        let tags = heap.alloc(AllocDict(
+            e.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ));
         let values = heap.alloc(AllocDict(e.values.iter().map(|(k, v)| (k.as_str(), v))));
         let deletes = heap.alloc(AllocList(e.deletes.iter().map(|d| d.as_str())));
         Self {
@@ -372,11 +462,16 @@ impl<'v> StarlarkValue<'v> for StarEvent<'v> {
     }
 
     fn has_attr(&self, attribute: &str, _: Heap<'v>) -> bool {
-        matches!(attribute, "name" | "timestamp" | "tags" | "values" | "deletes")
+        matches!(
+            attribute,
+            "name" | "timestamp" | "tags" | "values" | "deletes"
+        )
     }
 
     fn dir_attr(&self) -> Vec<String> {
-        ["name", "timestamp", "tags", "values", "deletes"].map(String::from).to_vec()
+        ["name", "timestamp", "tags", "values", "deletes"]
+            .map(String::from)
+            .to_vec()
     }
 
     fn set_attr(&self, attribute: &str, value: Value<'v>) -> starlark::Result<()> {
@@ -426,7 +521,11 @@ fn to_event(processor: &str, v: Value<'_>) -> Option<Event> {
     match to_event_ref(se) {
         Ok(e) => Some(e),
         Err(err) => {
-            tracing::warn!(processor, error = err.as_str(), "starlark event has invalid fields; dropped");
+            tracing::warn!(
+                processor,
+                error = err.as_str(),
+                "starlark event has invalid fields; dropped"
+            );
             None
         }
     }
@@ -460,7 +559,11 @@ fn to_event_ref(se: &StarEvent<'_>) -> Result<Event, String> {
     let deletes = *se.deletes.borrow();
     let list = ListRef::from_value(deletes).ok_or("deletes is not a list")?;
     for d in list.iter() {
-        e.deletes.push(d.unpack_str().ok_or("a delete is not a string")?.to_string());
+        e.deletes.push(
+            d.unpack_str()
+                .ok_or("a delete is not a string")?
+                .to_string(),
+        );
     }
     Ok(e)
 }
@@ -492,10 +595,13 @@ fn event_builtins(builder: &mut GlobalsBuilder) {
     }
 
     /// A copy of an event (its tags, values and deletes copied too).
-    fn copy_event<'v>(#[starlark(require = pos)] event: Value<'v>, heap: Heap<'v>) -> anyhow::Result<Value<'v>> {
-        let se = event
-            .downcast_ref::<StarEvent>()
-            .ok_or_else(|| anyhow::anyhow!("copy_event expects an Event, got {}", event.get_type()))?;
+    fn copy_event<'v>(
+        #[starlark(require = pos)] event: Value<'v>,
+        heap: Heap<'v>,
+    ) -> anyhow::Result<Value<'v>> {
+        let se = event.downcast_ref::<StarEvent>().ok_or_else(|| {
+            anyhow::anyhow!("copy_event expects an Event, got {}", event.get_type())
+        })?;
         let copy_dict = |v: Value<'v>| -> Value<'v> {
             match DictRef::from_value(v) {
                 Some(d) => heap.alloc(AllocDict(d.iter().collect::<Vec<_>>())),
@@ -521,16 +627,24 @@ fn math_members(builder: &mut GlobalsBuilder) {
     const e: f64 = std::f64::consts::E;
     const pi: f64 = std::f64::consts::PI;
 
-    fn ceil(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<i64> {
+    fn ceil(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<i64> {
         Ok(x.0.ceil() as i64)
     }
-    fn floor(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<i64> {
+    fn floor(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<i64> {
         Ok(x.0.floor() as i64)
     }
-    fn round(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn round(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.round())
     }
-    fn fabs(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn fabs(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.abs())
     }
     fn copysign(
@@ -558,19 +672,29 @@ fn math_members(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<f64> {
         Ok(x.0.powf(y.0))
     }
-    fn exp(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn exp(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.exp())
     }
-    fn sqrt(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn sqrt(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.sqrt())
     }
-    fn acos(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn acos(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.acos())
     }
-    fn asin(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn asin(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.asin())
     }
-    fn atan(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn atan(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.atan())
     }
     fn atan2(
@@ -579,13 +703,19 @@ fn math_members(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<f64> {
         Ok(y.0.atan2(x.0))
     }
-    fn cos(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn cos(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.cos())
     }
-    fn sin(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn sin(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.sin())
     }
-    fn tan(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn tan(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.tan())
     }
     fn hypot(
@@ -594,28 +724,44 @@ fn math_members(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<f64> {
         Ok(x.0.hypot(y.0))
     }
-    fn degrees(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn degrees(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.to_degrees())
     }
-    fn radians(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn radians(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.to_radians())
     }
-    fn acosh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn acosh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.acosh())
     }
-    fn asinh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn asinh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.asinh())
     }
-    fn atanh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn atanh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.atanh())
     }
-    fn cosh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn cosh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.cosh())
     }
-    fn sinh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn sinh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.sinh())
     }
-    fn tanh(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn tanh(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(x.0.tanh())
     }
     fn log(
@@ -627,7 +773,9 @@ fn math_members(builder: &mut GlobalsBuilder) {
             None => x.0.ln(),
         })
     }
-    fn gamma(#[starlark(require = pos)] x: starlark::values::float::UnpackFloat) -> anyhow::Result<f64> {
+    fn gamma(
+        #[starlark(require = pos)] x: starlark::values::float::UnpackFloat,
+    ) -> anyhow::Result<f64> {
         Ok(gamma_fn(x.0))
     }
 }
@@ -669,7 +817,11 @@ starlark::starlark_simple_value!(StarTime);
 
 impl fmt::Display for StarTime {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", Layout::new("2006-01-02 15:04:05.999999999 -0700 MST").format(&self.zoned))
+        write!(
+            f,
+            "{}",
+            Layout::new("2006-01-02 15:04:05.999999999 -0700 MST").format(&self.zoned)
+        )
     }
 }
 
@@ -701,7 +853,15 @@ impl<'v> StarlarkValue<'v> for StarTime {
     fn has_attr(&self, attribute: &str, _: Heap<'v>) -> bool {
         matches!(
             attribute,
-            "year" | "month" | "day" | "hour" | "minute" | "second" | "nanosecond" | "unix" | "unix_nano"
+            "year"
+                | "month"
+                | "day"
+                | "hour"
+                | "minute"
+                | "second"
+                | "nanosecond"
+                | "unix"
+                | "unix_nano"
         )
     }
 }
@@ -714,7 +874,10 @@ fn time_methods(builder: &mut MethodsBuilder) {
     }
 
     /// The same instant in another time zone.
-    fn in_location(this: &StarTime, #[starlark(require = pos)] location: &str) -> anyhow::Result<StarTime> {
+    fn in_location(
+        this: &StarTime,
+        #[starlark(require = pos)] location: &str,
+    ) -> anyhow::Result<StarTime> {
         let tz = jiff::tz::TimeZone::get(location)?;
         Ok(StarTime {
             zoned: this.zoned.with_time_zone(tz),
@@ -740,7 +903,10 @@ fn time_members(builder: &mut GlobalsBuilder) {
     }
 
     /// The time `sec` seconds and `nsec` nanoseconds after the Unix epoch.
-    fn from_timestamp(#[starlark(require = pos)] sec: i64, #[starlark(require = pos, default = 0)] nsec: i64) -> anyhow::Result<StarTime> {
+    fn from_timestamp(
+        #[starlark(require = pos)] sec: i64,
+        #[starlark(require = pos, default = 0)] nsec: i64,
+    ) -> anyhow::Result<StarTime> {
         let ns = sec as i128 * 1_000_000_000 + nsec as i128;
         Ok(StarTime {
             zoned: jiff::Timestamp::from_nanosecond(ns)?.to_zoned(jiff::tz::TimeZone::system()),
@@ -764,7 +930,9 @@ fn time_members(builder: &mut GlobalsBuilder) {
         #[starlark(default = RFC3339)] format: &str,
         #[starlark(default = "UTC")] location: &str,
     ) -> anyhow::Result<StarTime> {
-        let ts = Layout::new(format).parse(x).map_err(|e| anyhow::anyhow!(e))?;
+        let ts = Layout::new(format)
+            .parse(x)
+            .map_err(|e| anyhow::anyhow!(e))?;
         Ok(StarTime {
             zoned: ts.to_zoned(zone(Some(location))?),
         })
@@ -812,13 +980,19 @@ fn parse_go_duration(s: &str) -> Option<i64> {
     }
     let mut total: f64 = 0.0;
     while !rest.is_empty() {
-        let n = rest.bytes().take_while(|b| b.is_ascii_digit() || *b == b'.').count();
+        let n = rest
+            .bytes()
+            .take_while(|b| b.is_ascii_digit() || *b == b'.')
+            .count();
         if n == 0 {
             return None;
         }
         let num: f64 = rest[..n].parse().ok()?;
         rest = &rest[n..];
-        let u = rest.bytes().take_while(|b| !b.is_ascii_digit() && *b != b'.').count();
+        let u = rest
+            .bytes()
+            .take_while(|b| !b.is_ascii_digit() && *b != b'.')
+            .count();
         let unit = match &rest[..u] {
             "ns" => 1.0,
             "us" | "µs" | "μs" => 1e3,

@@ -24,7 +24,10 @@ enum On {
 
 #[derive(Debug)]
 enum Op {
-    Replace { old: Regex, new: String },
+    Replace {
+        old: Regex,
+        new: String,
+    },
     TrimPrefix(String),
     TrimSuffix(String),
     Title,
@@ -62,7 +65,11 @@ pub(crate) fn strings(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
         };
         for (i, item) in items.into_iter().enumerate() {
             let Value::Object(ops) = item else {
-                return Err(f.err(&format!("transforms[{i}]"), item, "expected a map of one transform"));
+                return Err(f.err(
+                    &format!("transforms[{i}]"),
+                    item,
+                    "expected a map of one transform",
+                ));
             };
             for (name, params) in ops {
                 transforms.push(transform(f, i, name, params)?);
@@ -77,13 +84,24 @@ pub(crate) fn strings(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
     }))
 }
 
-fn transform(f: &Fields<'_>, i: usize, name: &str, params: &Value) -> Result<Transform, ProcessorError> {
+fn transform(
+    f: &Fields<'_>,
+    i: usize,
+    name: &str,
+    params: &Value,
+) -> Result<Transform, ProcessorError> {
     let key = |field: &str| format!("transforms[{i}].{name}.{field}");
     let empty = serde_json::Map::new();
     let p = match params {
         Value::Object(m) => m,
         Value::Null => &empty,
-        other => return Err(f.err(&format!("transforms[{i}].{name}"), other, "expected a map of parameters")),
+        other => {
+            return Err(f.err(
+                &format!("transforms[{i}].{name}"),
+                other,
+                "expected a map of parameters",
+            ))
+        }
     };
     let text = |field: &str| -> Result<String, ProcessorError> {
         match p.get(field) {
@@ -115,7 +133,9 @@ fn transform(f: &Fields<'_>, i: usize, name: &str, params: &Value) -> Result<Tra
         Some(Value::String(s)) if s == "name" => On::Name,
         Some(Value::String(s)) if s == "value" => On::Value,
         Some(Value::String(s)) if s.is_empty() => On::Nothing,
-        Some(other) => return Err(f.err(&key("apply-on"), other, "expected \"name\" or \"value\"")),
+        Some(other) => {
+            return Err(f.err(&key("apply-on"), other, "expected \"name\" or \"value\""))
+        }
     };
     let keep = match p.get("keep") {
         None | Some(Value::Null) => false,
@@ -190,10 +210,17 @@ impl Op {
                     s.to_uppercase()
                 }
             }
-            Op::Split { on, join, first, last } => {
+            Op::Split {
+                on,
+                join,
+                first,
+                last,
+            } => {
                 let items: Vec<&str> = if on.is_empty() {
                     // Go splits into UTF-8 sequences on an empty separator.
-                    s.char_indices().map(|(i, c)| &s[i..i + c.len_utf8()]).collect()
+                    s.char_indices()
+                        .map(|(i, c)| &s[i..i + c.len_utf8()])
+                        .collect()
                 } else {
                     s.split(on.as_str()).collect()
                 };
@@ -270,7 +297,10 @@ impl Strings {
             }
             if !self.any_keep {
                 // Only the last name survives: no intermediate inserts.
-                let (k, v) = self.transforms.iter().fold((k, v), |(k, v), t| t.on_value(k, v));
+                let (k, v) = self
+                    .transforms
+                    .iter()
+                    .fold((k, v), |(k, v), t| t.on_value(k, v));
                 new.insert(k, v);
                 continue;
             }
@@ -302,7 +332,10 @@ impl Strings {
                 continue;
             }
             if !self.any_keep {
-                let (k, v) = self.transforms.iter().fold((k, v), |(k, v), t| t.on_tag(k, v));
+                let (k, v) = self
+                    .transforms
+                    .iter()
+                    .fold((k, v), |(k, v), t| t.on_tag(k, v));
                 new.insert(k, v);
                 continue;
             }

@@ -47,7 +47,9 @@ impl AddTag {
         match &self.cond {
             Some(c) => c.check(e).unwrap_or(false),
             None => {
-                self.sel.any_match(e) || (!self.deletes.is_empty() && e.deletes.iter().any(|d| self.deletes.is_match(d)))
+                self.sel.any_match(e)
+                    || (!self.deletes.is_empty()
+                        && e.deletes.iter().any(|d| self.deletes.is_match(d)))
             }
         }
     }
@@ -199,7 +201,10 @@ struct ValueTag {
 
 pub(crate) fn value_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
     let value_name = f.string_or("value-name", "")?;
-    let tag_name = f.string("tag-name")?.filter(|s| !s.is_empty()).unwrap_or_else(|| value_name.clone());
+    let tag_name = f
+        .string("tag-name")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| value_name.clone());
     Ok(pure(ValueTag {
         value_name,
         tag_name,
@@ -209,7 +214,10 @@ pub(crate) fn value_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError
 
 impl Pure for ValueTag {
     fn apply(&self, events: &mut Vec<Event>) {
-        if !events.iter().any(|e| e.values.contains_key(&self.value_name)) {
+        if !events
+            .iter()
+            .any(|e| e.values.contains_key(&self.value_name))
+        {
             return;
         }
         let mut rules: Vec<(BTreeMap<String, String>, String)> = Vec::new();
@@ -261,7 +269,11 @@ pub(crate) fn value_tag_v2(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
     let mut rules = Vec::new();
     if let Some(raw) = f.raw("rules") {
         let Value::Array(items) = raw else {
-            return Err(f.err("rules", raw, "expected a list of {value-name, tag-name, consume}"));
+            return Err(f.err(
+                "rules",
+                raw,
+                "expected a list of {value-name, tag-name, consume}",
+            ));
         };
         for (i, item) in items.iter().enumerate() {
             let Value::Object(m) = item else {
@@ -281,13 +293,21 @@ pub(crate) fn value_tag_v2(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
                 None | Some(Value::Null) => value_name.clone(),
                 Some(Value::String(s)) if s.is_empty() => value_name.clone(),
                 Some(Value::String(s)) => s.clone(),
-                Some(other) => return Err(f.err(&format!("rules[{i}].tag-name"), other, "expected a string")),
+                Some(other) => {
+                    return Err(f.err(&format!("rules[{i}].tag-name"), other, "expected a string"))
+                }
             };
             let consume = match m.get("consume") {
                 None | Some(Value::Null) => false,
                 Some(Value::Bool(b)) => *b,
                 Some(Value::String(s)) if s == "true" || s == "false" => s == "true",
-                Some(other) => return Err(f.err(&format!("rules[{i}].consume"), other, "expected true or false")),
+                Some(other) => {
+                    return Err(f.err(
+                        &format!("rules[{i}].consume"),
+                        other,
+                        "expected true or false",
+                    ))
+                }
             };
             rules.push(Rule {
                 value_name,
@@ -344,7 +364,11 @@ struct Shape {
 impl RuleCache {
     fn remember(&mut self, tags: &BTreeMap<String, String>, value: String, cap: usize) -> u64 {
         let names: Vec<&String> = tags.keys().collect();
-        let idx = match self.shapes.iter().position(|s| s.names.iter().eq(names.iter().copied())) {
+        let idx = match self
+            .shapes
+            .iter()
+            .position(|s| s.names.iter().eq(names.iter().copied()))
+        {
             Some(i) => i,
             None => {
                 self.shapes.push(Shape {
@@ -365,7 +389,9 @@ impl RuleCache {
         self.len += 1;
         let mut evicted = 0;
         while self.len > cap {
-            let Some((i, k)) = self.order.pop_front() else { break };
+            let Some((i, k)) = self.order.pop_front() else {
+                break;
+            };
             if self.shapes[i].entries.remove(&k).is_some() {
                 self.len -= 1;
                 evicted += 1;

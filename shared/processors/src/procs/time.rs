@@ -84,9 +84,13 @@ pub(crate) fn date_string(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErr
         None => TimeZone::system(),
         Some(s) if s.is_empty() => TimeZone::system(),
         Some(s) if s == "Local" => TimeZone::system(),
-        Some(s) => TimeZone::get(&s).map_err(|e| f.err_str("location", &s, format!("unknown time zone: {e}")))?,
+        Some(s) => TimeZone::get(&s)
+            .map_err(|e| f.err_str("location", &s, format!("unknown time zone: {e}")))?,
     };
-    let format = f.string("format")?.filter(|s| !s.is_empty()).unwrap_or_else(|| RFC3339.to_string());
+    let format = f
+        .string("format")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| RFC3339.to_string());
     Ok(pure(DateString {
         value_names: Matcher::from_field(f, "value-names")?,
         tag_names: Matcher::from_field(f, "tag-names")?,
@@ -146,7 +150,10 @@ struct TimeEpoch {
 }
 
 pub(crate) fn time_epoch(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
-    let format = f.string("format")?.filter(|s| !s.is_empty()).unwrap_or_else(|| RFC3339.to_string());
+    let format = f
+        .string("format")?
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| RFC3339.to_string());
     Ok(pure(TimeEpoch {
         value_names: Matcher::from_field(f, "value-names")?,
         precision: Precision::read(f, "precision")?,
@@ -173,7 +180,11 @@ impl Pure for TimeEpoch {
                         *v = Value::from(n as i64);
                     }
                     Err(err) => {
-                        tracing::debug!(value = s.as_str(), error = err.as_str(), "event-time-epoch: not a time");
+                        tracing::debug!(
+                            value = s.as_str(),
+                            error = err.as_str(),
+                            "event-time-epoch: not a time"
+                        );
                     }
                 }
             }

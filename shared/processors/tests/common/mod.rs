@@ -19,13 +19,22 @@ fn one(v: &Value) -> Event {
 /// Compiles `config`, runs the chain `names` over `before` and compares
 /// with `after` (both through gnmic's JSON rendering).
 pub fn check(case: &str, config: Value, names: &[&str], before: Value, after: Value) {
-    let procs = Processors::from_config(&config).unwrap_or_else(|e| panic!("{case}: config refused: {e}"));
-    let mut chain = procs.chain(names).unwrap_or_else(|e| panic!("{case}: chain: {e}"));
+    let procs =
+        Processors::from_config(&config).unwrap_or_else(|e| panic!("{case}: config refused: {e}"));
+    let mut chain = procs
+        .chain(names)
+        .unwrap_or_else(|e| panic!("{case}: chain: {e}"));
     let mut batch = events(&before);
     chain.apply(&mut batch);
     let got = serde_json::to_value(&batch).unwrap();
     let want = serde_json::to_value(events(&after)).unwrap();
-    assert_eq!(got, want, "{case}:\n got: {}\nwant: {}", pretty(&got), pretty(&want));
+    assert_eq!(
+        got,
+        want,
+        "{case}:\n got: {}\nwant: {}",
+        pretty(&got),
+        pretty(&want)
+    );
 }
 
 /// Runs the only processor defined in `config`.
@@ -78,7 +87,11 @@ pub fn srl_stats(source: &str, interface: &str) -> Value {
 }
 
 /// `srl_stats` with the value names transformed by `f`.
-pub fn srl_stats_renamed(source: &str, interface: &str, f: impl Fn(&str) -> Option<String>) -> Value {
+pub fn srl_stats_renamed(
+    source: &str,
+    interface: &str,
+    f: impl Fn(&str) -> Option<String>,
+) -> Value {
     let mut v = srl_stats(source, interface);
     let values = v["values"].as_object().cloned().unwrap_or_default();
     let mut out = serde_json::Map::new();
