@@ -7,38 +7,15 @@ use crate::collector::{CollectorError, CollectorHandle};
 use axum::body::Bytes;
 use axum::extract::{Path, Request, State};
 use axum::http::HeaderMap;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use gnomon_api_server::{errors, health_routes, json, metrics_route, ok_empty, ApiServerOptions};
+use gnomon_config::ApiConfig;
 use gnomon_coordination::{TargetStore, ASSIGNMENT_HEADER};
-use serde::Serialize;
 use tracing::Instrument;
-
-fn json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    match serde_json::to_vec(value) {
-        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(error) => errors(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("encoding the response failed: {error}"),
-        ),
-    }
-}
-
-fn errors(status: StatusCode, message: impl Into<String>) -> Response {
-    let body = serde_json::json!({ "errors": [message.into()] });
-    (
-        status,
-        [(header::CONTENT_TYPE, "application/json")],
-        body.to_string(),
-    )
-        .into_response()
-}
-
-fn ok_empty() -> Response {
-    (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")]).into_response()
-}
 
 /// What the handlers need: the collector and, when clustered, its member side and the
 /// cluster's target store.
@@ -62,7 +39,6 @@ fn is_assignment(headers: &HeaderMap) -> bool {
 
 fn routes(state: ApiState) -> Router {
     Router::new()
-        .route("/api/v1/healthz", get(healthz))
         .route("/api/v1/targets", get(list_targets))
         .route(
             "/api/v1/targets/{name}",
@@ -76,9 +52,9 @@ fn routes(state: ApiState) -> Router {
             "/api/v1/config/targets/{name}",
             get(get_target_config).delete(delete_target_config),
         )
-        .route("/metrics", get(metrics))
         .layer(middleware::from_fn(join_caller_trace))
         .with_state(state)
+        .merge(base_routes())
 }
 
 /// Runs a request that carries a W3C trace context (the leader's assignment calls) in an
@@ -98,11 +74,6 @@ async fn join_caller_trace(request: Request, next: Next) -> Response {
     }
 }
 
-/// The standalone collector's API (every route, with a JSON 404 for anything else).
-pub fn api_router(collector: CollectorHandle) -> Router {
-    api_routes(collector).fallback(not_found)
-}
-
 /// The standalone collector's routes, to merge with others (no fallback).
 pub fn api_routes(collector: CollectorHandle) -> Router {
     routes(ApiState {
@@ -111,11 +82,20 @@ pub fn api_routes(collector: CollectorHandle) -> Router {
     })
 }
 
-/// `/api/v1/healthz` and `/metrics`, for processes without a collector.
+/// `/healthz`, `/api/v1/healthz` and `/metrics`: what every API serves, whatever its roles.
 pub fn base_routes() -> Router {
-    Router::new()
-        .route("/api/v1/healthz", get(healthz))
-        .route("/metrics", get(metrics))
+    health_routes().merge(metrics_route(|| {
+        gnomon_telemetry::metrics_handle().render()
+    }))
+}
+
+/// How the REST API of `api` is served: address, TLS, token, `api-server.timeout`.
+pub fn api_server_options(api: &ApiConfig) -> ApiServerOptions {
+    let mut options = ApiServerOptions::at(&api.bind_address());
+    options.tls = api.server_tls();
+    options.token = api.token.clone();
+    options.request_timeout = api.timeout;
+    options
 }
 
 /// The routes of a clustered collector, to merge with the cluster routes (no fallback):
@@ -131,25 +111,6 @@ pub fn clustered_api_routes(
         collector,
         cluster: Some(ClusterApi { member, store }),
     })
-}
-
-/// A JSON 404, the fallback for composed routers.
-pub async fn not_found() -> Response {
-    errors(StatusCode::NOT_FOUND, "not found")
-}
-
-async fn healthz() -> Response {
-    json(StatusCode::OK, &serde_json::json!({"status": "healthy"}))
-}
-
-async fn metrics() -> Response {
-    let text = gnomon_telemetry::metrics_handle().render();
-    (
-        StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        text,
-    )
-        .into_response()
 }
 
 async fn list_targets(State(ApiState { collector, .. }): State<ApiState>) -> Response {

@@ -3,27 +3,25 @@
 //!
 //! * [`CollectorHandle`]: start / stop targets (a coordinator passes [`Ownership`]).
 //! * [`run`]: the standalone collector — every configured target, API on `api`.
-//! * [`api_router`]: the REST routes, to serve alone or merge.
+//! * [`api_routes`]: the REST routes, merged with other roles' and served by
+//!   `gnomon_api_server::serve_api`.
 
 mod api;
-pub mod auth;
 mod backoff;
 mod client;
 pub mod codec;
 mod collector;
 pub mod outputs;
 mod request;
-mod server;
 mod state;
 mod target;
 pub mod target_up;
 
-pub use api::{api_router, api_routes, base_routes, clustered_api_routes, not_found};
+pub use api::{api_routes, api_server_options, base_routes, clustered_api_routes};
 pub use backoff::Backoff;
 pub use collector::{CollectorDeps, CollectorError, CollectorHandle, TargetView};
 pub use outputs::nats_subject;
 pub use request::subscribe_request;
-pub use server::serve_api;
 pub use state::{StatusView, TargetState};
 pub use target::{describe_status, Ownership};
 
@@ -37,11 +35,17 @@ pub async fn run(config: GnomonConfig, shutdown: CancellationToken) -> anyhow::R
     let api = config.api.clone();
     let collector = CollectorHandle::new(config.clone()).context("starting outputs")?;
     let server = match &api {
-        Some(api) => match serve_api(api, api_router(collector.clone()), shutdown.clone()).await {
-            Ok(server) => Some(server),
+        Some(api) => match gnomon_api_server::serve_api(
+            &api_server_options(api),
+            api_routes(collector.clone()),
+            shutdown.clone(),
+        )
+        .await
+        {
+            Ok(server) => Some(server.task),
             Err(error) => {
                 collector.shutdown().await;
-                return Err(error);
+                return Err(error.into());
             }
         },
         None => None,

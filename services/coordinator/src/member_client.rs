@@ -411,7 +411,8 @@ mod tests {
                 }
             }),
         );
-        gnomon_collector::serve_api(config.api.as_ref().unwrap(), router, shutdown)
+        let options = gnomon_collector::api_server_options(config.api.as_ref().unwrap());
+        gnomon_api_server::serve_api(&options, router, shutdown)
             .await
             .unwrap();
         (format!("https://127.0.0.1:{port}"), hits)

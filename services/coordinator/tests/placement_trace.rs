@@ -9,7 +9,7 @@
 use futures::StreamExt;
 use gnomon_bus::{Bus, MemoryBus};
 use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
-use gnomon_collector::{clustered_api_routes, not_found, CollectorDeps, CollectorHandle};
+use gnomon_collector::{clustered_api_routes, CollectorDeps, CollectorHandle};
 use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
 use gnomon_coordination::{Coordination, LockerConfig, MemoryCoordination, MemoryStore};
 use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
@@ -107,8 +107,8 @@ async fn start_collector(
         "collector-1",
     );
     let targets = TargetStore::new(coordination, CLUSTER);
-    let router =
-        clustered_api_routes(collector.clone(), member.clone(), targets).fallback(not_found);
+    let router = clustered_api_routes(collector.clone(), member.clone(), targets)
+        .fallback(gnomon_api_server::not_found);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = tokio::spawn(async move {

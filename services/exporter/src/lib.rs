@@ -169,12 +169,10 @@ impl Exporter {
             }
             let output = Arc::new(PrometheusOutput::new(name, config.clone()));
             let address = config.listen_socket_address();
-            let listener = tokio::net::TcpListener::bind(&address)
+            let listener = gnomon_api_server::Listener::bind("prometheus", &address)
                 .await
-                .with_context(|| format!("outputs.{name}.listen: cannot listen on {address}"))?;
-            let bound = listener
-                .local_addr()
-                .with_context(|| format!("outputs.{name}.listen: no local address"))?;
+                .with_context(|| format!("outputs.{name}.listen"))?;
+            let bound = listener.local_addr();
             let registered = Arc::new(AtomicBool::new(false));
 
             let discovery = match &config.service_registration {
@@ -232,13 +230,14 @@ impl Exporter {
             };
 
             let app = http::router(output.clone(), discovery);
-            let stop = shutdown.clone();
-            let output_name = name.clone();
+            let serving = listener.spawn(
+                app,
+                None,
+                gnomon_api_server::ListenerOptions::default(),
+                shutdown.clone(),
+            );
             tasks.spawn(async move {
-                let serve = axum::serve(listener, app).with_graceful_shutdown(async move { stop.cancelled().await });
-                if let Err(e) = serve.await {
-                    tracing::error!(output = %output_name, error = %e, "Prometheus listener failed");
-                }
+                let _ = serving.await;
             });
             if let Some(expiration) = output.expiration() {
                 let expiring = output.clone();

@@ -700,7 +700,12 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
         || {
             let query = query.clone();
             async move {
-                let body: serde_json::Value = gnomon_testkit::http_get(&query).await.ok()?.json().await.ok()?;
+                let body: serde_json::Value = gnomon_testkit::http_get(&query)
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
                 let result = body["data"]["result"].as_array()?.first()?.clone();
                 Some((
                     result["value"][1].as_str()?.to_string(),
@@ -710,19 +715,23 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
         },
     )
     .await;
-    let value = match value {
-        Ok(value) => value,
-        Err(error) => {
-            let targets = match gnomon_testkit::http_get(format!("{}/api/v1/targets", prometheus.url())).await {
-                Ok(response) => response.text().await.unwrap_or_default(),
-                Err(e) => e.to_string(),
-            };
-            panic!(
-                "{error}\nPrometheus targets: {targets}\nPrometheus log:\n{}",
-                prometheus.log()
-            );
-        }
-    };
+    let value =
+        match value {
+            Ok(value) => value,
+            Err(error) => {
+                let targets =
+                    match gnomon_testkit::http_get(format!("{}/api/v1/targets", prometheus.url()))
+                        .await
+                    {
+                        Ok(response) => response.text().await.unwrap_or_default(),
+                        Err(e) => e.to_string(),
+                    };
+                panic!(
+                    "{error}\nPrometheus targets: {targets}\nPrometheus log:\n{}",
+                    prometheus.log()
+                );
+            }
+        };
     assert_eq!(value.0, "123456");
     assert_eq!(value.1["interface_name"], "ethernet-1/1");
     assert_eq!(value.1["instance"], addr.to_string());

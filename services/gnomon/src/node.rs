@@ -222,8 +222,12 @@ pub async fn run_node(
                 handle: coordinator.as_ref().map(|(handle, _)| handle.clone()),
             }));
         }
-        let router = router.fallback(gnomon_collector::not_found);
-        server = Some(gnomon_collector::serve_api(api, router, shutdown.clone()).await?);
+        let options = gnomon_collector::api_server_options(api);
+        server = Some(
+            gnomon_api_server::serve_api(&options, router, shutdown.clone())
+                .await?
+                .task,
+        );
     }
 
     if let (Some(member), Some(c), Some(api)) = (&member, &clustering, &api) {

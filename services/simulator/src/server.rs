@@ -126,15 +126,16 @@ impl Simulator {
         let registry = Arc::new(registry);
         let stats_address = match args.stats_listen {
             Some(wanted) => {
-                let listener = TcpListener::bind(wanted)
+                let listener = gnomon_api_server::Listener::bind("stats", &wanted.to_string())
                     .await
-                    .with_context(|| format!("binding the stats endpoint to {wanted}"))?;
-                let address = listener.local_addr()?;
-                tasks.spawn(crate::stats::serve(
-                    listener,
-                    Arc::clone(&registry),
-                    shutdown.clone(),
-                ));
+                    .context("--stats-listen")?;
+                let address = listener.local_addr();
+                let serving =
+                    crate::stats::serve(listener, Arc::clone(&registry), shutdown.clone());
+                tasks.spawn(async move {
+                    let _ = serving.await;
+                    Ok(())
+                });
                 Some(address)
             }
             None => None,

@@ -107,18 +107,20 @@ async fn stats_handler(State(registry): State<Arc<StatsRegistry>>) -> Json<Stats
 }
 
 /// Serves `GET /stats` on `listener` until `shutdown` is cancelled.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+pub fn serve(
+    listener: gnomon_api_server::Listener,
     registry: Arc<StatsRegistry>,
     shutdown: CancellationToken,
-) -> anyhow::Result<()> {
+) -> tokio::task::JoinHandle<()> {
     let app = Router::new()
         .route("/stats", get(stats_handler))
         .with_state(registry);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await?;
-    Ok(())
+    listener.spawn(
+        app,
+        None,
+        gnomon_api_server::ListenerOptions::default(),
+        shutdown,
+    )
 }
 
 #[cfg(test)]

@@ -7,5 +7,6 @@
 
 pub mod duration;
 pub mod error_text;
+pub mod log;
 pub mod secret;
 pub mod tls;

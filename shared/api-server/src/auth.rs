@@ -8,7 +8,7 @@ use axum::http::{header, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use gnomon_config::Secret;
+use gnomon_common::secret::Secret;
 use std::sync::Arc;
 
 /// Wraps `router` so that, when `token` is set, changing requests need the bearer token.
