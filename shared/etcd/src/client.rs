@@ -6,7 +6,7 @@ use crate::options::{endpoint_uri, tonic_endpoint, ConnectOptions, Credentials};
 use crate::proto::etcdserverpb::{auth_client::AuthClient, AuthenticateRequest};
 use std::borrow::Cow;
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 use tonic::metadata::AsciiMetadataValue;
@@ -24,6 +24,10 @@ pub(crate) type Token = AsciiMetadataValue;
 pub(crate) struct EndpointHandle {
     pub(crate) uri: Arc<str>,
     pub(crate) service: Service,
+    tls: bool,
+    /// Whether etcd answered a call on this endpoint yet (see
+    /// [`Error::closed_before_first_tls_answer`]).
+    answered: Arc<AtomicBool>,
 }
 
 struct Inner {
@@ -110,8 +114,10 @@ impl Client {
             let uri = endpoint_uri(endpoint.as_ref(), tls)?;
             let channel = tonic_endpoint(&uri, &options)?.connect_lazy();
             handles.push(EndpointHandle {
+                tls: uri.starts_with("https://"),
                 uri: uri.into(),
                 service: Timeout::new(channel, options.timeout),
+                answered: Arc::new(AtomicBool::new(false)),
             });
         }
         if handles.is_empty() {
@@ -297,15 +303,21 @@ impl Client {
             match attempt(endpoint.clone(), token.clone()).await {
                 Ok(value) => {
                     self.inner.current.store(index, Ordering::Relaxed);
+                    endpoint.answered.store(true, Ordering::Relaxed);
                     return Ok(value);
                 }
                 Err(status) => {
-                    let error = Error::from_status(
+                    let mut error = Error::from_status(
                         op.describe(),
                         &endpoint.uri,
                         status,
                         self.inner.timeout,
                     );
+                    if error.reached_etcd() {
+                        endpoint.answered.store(true, Ordering::Relaxed);
+                    } else if endpoint.tls && !endpoint.answered.load(Ordering::Relaxed) {
+                        error = error.closed_before_first_tls_answer();
+                    }
                     let last = step + 1 == endpoints.len();
                     if error.try_next_endpoint() && !last {
                         tracing::debug!(operation = %op.describe(), error = %error, "trying the next etcd endpoint");

@@ -75,6 +75,8 @@ pub struct Error {
     endpoint: Option<String>,
     code: Option<tonic::Code>,
     detail: String,
+    /// What probably needs fixing, appended to the message.
+    hint: Option<&'static str>,
     /// Whether etcd itself answered (as opposed to a failure on the way there).
     answered: bool,
     #[source]
@@ -94,6 +96,11 @@ impl Error {
         if !self.detail.is_empty() {
             text.push_str(": ");
             text.push_str(&self.detail);
+        }
+        if let Some(hint) = self.hint {
+            text.push_str(" (");
+            text.push_str(hint);
+            text.push(')');
         }
         text
     }
@@ -158,6 +165,7 @@ impl Error {
             endpoint: None,
             code: None,
             detail: what.into(),
+            hint: None,
             answered: false,
             source,
         }
@@ -178,6 +186,7 @@ impl Error {
             endpoint: Some(endpoint.to_string()),
             code: None,
             detail: detail.into(),
+            hint: None,
             answered: false,
             source,
         }
@@ -204,12 +213,15 @@ impl Error {
         } else {
             (ErrorKind::Unavailable, transport_detail(&status))
         };
+        let hint = (answered && detail.contains("user name is empty"))
+            .then_some("etcd requires authentication: configure a user and password");
         Error {
             kind,
             operation: operation.into(),
             endpoint: Some(endpoint.to_string()),
             code: Some(code),
             detail,
+            hint,
             answered,
             source: Some(Box::new(status)),
         }
@@ -225,6 +237,24 @@ impl Error {
     pub(crate) fn with_endpoints(mut self, endpoints: &[&str]) -> Self {
         if endpoints.len() > 1 {
             self.endpoint = Some(endpoints.join(", "));
+        }
+        self
+    }
+
+    /// Reads a connection that the server closed, on a TLS endpoint that never answered, as a
+    /// TLS failure: with TLS 1.3 the server checks the client certificate after the handshake
+    /// and a refused (or missing) one shows up only as a closed connection or a broken pipe.
+    /// Failures to connect at all keep their kind (tonic reports those as `Unavailable`).
+    pub(crate) fn closed_before_first_tls_answer(mut self) -> Self {
+        if self.kind == ErrorKind::Unavailable
+            && !self.answered
+            && self.code != Some(tonic::Code::Unavailable)
+        {
+            self.kind = ErrorKind::Tls;
+            self.hint = Some(
+                "etcd closed the TLS connection before its first answer: it probably requires \
+                 a client certificate, or refused the one sent",
+            );
         }
         self
     }
@@ -305,8 +335,10 @@ fn tls_cause(status: &tonic::Status) -> Option<String> {
         }
         let text = cause.to_string();
         let lower = text.to_ascii_lowercase();
-        (lower.contains("certificate") || lower.contains("http/2 was not negotiated"))
-            .then_some(text)
+        (lower.contains("certificate")
+            || lower.contains("tls handshake")
+            || lower.contains("http/2 was not negotiated"))
+        .then_some(text)
     })
 }
 

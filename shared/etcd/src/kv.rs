@@ -68,12 +68,18 @@ pub(crate) enum RangeEnd {
 }
 
 impl RangeEnd {
-    pub(crate) fn resolve(&self, key: &[u8]) -> Vec<u8> {
+    /// The key and range end to send. etcd rejects empty keys, so an empty prefix or start
+    /// key becomes "\0" (the smallest key): every key.
+    pub(crate) fn resolve(&self, key: Vec<u8>) -> (Vec<u8>, Vec<u8>) {
         match self {
-            RangeEnd::Key => Vec::new(),
-            RangeEnd::Prefix => prefix_end(key),
-            RangeEnd::FromKey => vec![0],
-            RangeEnd::End(end) => end.clone(),
+            RangeEnd::Key => (key, Vec::new()),
+            RangeEnd::Prefix | RangeEnd::FromKey if key.is_empty() => (vec![0], vec![0]),
+            RangeEnd::Prefix => {
+                let end = prefix_end(&key);
+                (key, end)
+            }
+            RangeEnd::FromKey => (key, vec![0]),
+            RangeEnd::End(end) => (key, end.clone()),
         }
     }
 }
@@ -156,9 +162,10 @@ impl GetOptions {
     }
 
     fn request(&self, key: Vec<u8>) -> pb::RangeRequest {
+        let (key, range_end) = self.range_end.resolve(key);
         pb::RangeRequest {
-            range_end: self.range_end.resolve(&key),
             key,
+            range_end,
             limit: self.limit,
             revision: self.revision,
             keys_only: self.keys_only,
@@ -282,9 +289,10 @@ impl DeleteOptions {
     }
 
     fn request(&self, key: Vec<u8>) -> pb::DeleteRangeRequest {
+        let (key, range_end) = self.range_end.resolve(key);
         pb::DeleteRangeRequest {
-            range_end: self.range_end.resolve(&key),
             key,
+            range_end,
             prev_kv: self.prev_kv,
         }
     }
@@ -635,6 +643,15 @@ mod tests {
         assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
         assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
         assert_eq!(prefix_end(b""), vec![0]);
+        assert_eq!(RangeEnd::Prefix.resolve(Vec::new()), (vec![0], vec![0]));
+        assert_eq!(
+            RangeEnd::FromKey.resolve(b"k".to_vec()),
+            (b"k".to_vec(), vec![0])
+        );
+        assert_eq!(
+            RangeEnd::Key.resolve(b"k".to_vec()),
+            (b"k".to_vec(), Vec::new())
+        );
     }
 
     #[test]

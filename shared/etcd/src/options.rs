@@ -6,7 +6,8 @@ use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 /// How to reach etcd. Defaults: 5 s connect timeout, 5 s per-call timeout, HTTP/2 pings
-/// every 10 s (also while idle) with a 5 s answer timeout, no TLS, no authentication.
+/// every 10 s while a call or stream is open with a 5 s answer timeout, no TLS, no
+/// authentication.
 #[derive(Clone)]
 pub struct ConnectOptions {
     pub(crate) connect_timeout: Duration,
@@ -25,7 +26,7 @@ impl Default for ConnectOptions {
             timeout: Duration::from_secs(5),
             keep_alive_interval: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(5),
-            keep_alive_while_idle: true,
+            keep_alive_while_idle: false,
             tls: None,
             credentials: None,
         }
@@ -68,14 +69,17 @@ impl ConnectOptions {
     }
 
     /// HTTP/2 keep-alive: a ping every `interval`, the connection is dropped when no answer
-    /// comes within `timeout`. Detects dead peers on otherwise idle watch streams.
+    /// comes within `timeout`. Detects dead peers on otherwise quiet watch streams. etcd
+    /// rejects pings more frequent than its `--grpc-keepalive-min-time` (5 s by default).
     pub fn with_keep_alive(mut self, interval: Duration, timeout: Duration) -> Self {
         self.keep_alive_interval = interval;
         self.keep_alive_timeout = timeout;
         self
     }
 
-    /// Whether to ping while no call or stream is open (default true).
+    /// Whether to ping while no call or stream is open (default false): etcd's gRPC server
+    /// counts such pings as abuse unless it permits them, and closes the connection after a
+    /// few (`too_many_pings`). Watch and keep-alive streams keep pings going anyway.
     pub fn with_keep_alive_while_idle(mut self, enabled: bool) -> Self {
         self.keep_alive_while_idle = enabled;
         self

@@ -77,10 +77,11 @@ impl WatchOptions {
     }
 
     fn request(&self, key: Vec<u8>) -> pb::WatchRequest {
+        let (key, range_end) = self.range_end.resolve(key);
         pb::WatchRequest {
             request_union: Some(RequestUnion::CreateRequest(pb::WatchCreateRequest {
-                range_end: self.range_end.resolve(&key),
                 key,
+                range_end,
                 start_revision: self.start_revision,
                 progress_notify: self.progress_notify,
                 prev_kv: self.prev_kv,
@@ -297,6 +298,41 @@ impl Stream for WatchStream {
     }
 }
 
+/// The status etcd put into a watch's cancel reason, e.g. `rpc error: code =
+/// Unauthenticated desc = etcdserver: invalid auth token` (grpc-go's text form).
+fn cancel_status(reason: &str) -> tonic::Status {
+    use tonic::Code;
+    let parsed = reason
+        .strip_prefix("rpc error: code = ")
+        .and_then(|rest| rest.split_once(" desc = "));
+    let Some((name, message)) = parsed else {
+        return if reason.contains("permission denied") {
+            tonic::Status::permission_denied(reason)
+        } else {
+            tonic::Status::failed_precondition(format!("watch cancelled: {reason}"))
+        };
+    };
+    let code = match name {
+        "Canceled" => Code::Cancelled,
+        "InvalidArgument" => Code::InvalidArgument,
+        "DeadlineExceeded" => Code::DeadlineExceeded,
+        "NotFound" => Code::NotFound,
+        "AlreadyExists" => Code::AlreadyExists,
+        "PermissionDenied" => Code::PermissionDenied,
+        "ResourceExhausted" => Code::ResourceExhausted,
+        "FailedPrecondition" => Code::FailedPrecondition,
+        "Aborted" => Code::Aborted,
+        "OutOfRange" => Code::OutOfRange,
+        "Unimplemented" => Code::Unimplemented,
+        "Internal" => Code::Internal,
+        "Unavailable" => Code::Unavailable,
+        "DataLoss" => Code::DataLoss,
+        "Unauthenticated" => Code::Unauthenticated,
+        _ => Code::Unknown,
+    };
+    tonic::Status::new(code, message)
+}
+
 impl Client {
     /// Opens a watch stream with a first watch on `key` and waits (within the call timeout)
     /// until etcd confirms it. A denied watch fails here with `PermissionDenied`; history
@@ -313,7 +349,8 @@ impl Client {
             _ => Vec::new(),
         };
         let timeout = self.timeout();
-        // etcd 3.4 denies a watch made with an expired token instead of rejecting the token.
+        // Older etcd 3.4 releases deny a watch made with an expired token ("permission
+        // denied") instead of rejecting the token.
         self.call(
             Op::key("watch", &key),
             DeniedMeans::MaybeStaleToken,
@@ -337,14 +374,7 @@ impl Client {
                         .map_err(|elapsed| tonic::Status::from_error(Box::new(elapsed)))??;
                     let first = match first {
                         Some(first) if first.canceled => {
-                            let reason = first.cancel_reason;
-                            return Err(if reason.contains("permission denied") {
-                                tonic::Status::permission_denied(reason)
-                            } else {
-                                tonic::Status::failed_precondition(format!(
-                                    "watch cancelled: {reason}"
-                                ))
-                            });
+                            return Err(cancel_status(&first.cancel_reason));
                         }
                         Some(first) => first,
                         None => {
@@ -365,5 +395,32 @@ impl Client {
             },
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cancel_status;
+    use tonic::Code;
+
+    #[test]
+    fn cancel_reasons_become_statuses() {
+        let status = cancel_status(
+            "rpc error: code = Unauthenticated desc = etcdserver: invalid auth token",
+        );
+        assert_eq!(status.code(), Code::Unauthenticated);
+        assert_eq!(status.message(), "etcdserver: invalid auth token");
+        let status = cancel_status(
+            "rpc error: code = PermissionDenied desc = etcdserver: permission denied",
+        );
+        assert_eq!(status.code(), Code::PermissionDenied);
+        assert_eq!(
+            cancel_status("etcdserver: permission denied").code(),
+            Code::PermissionDenied
+        );
+        assert_eq!(
+            cancel_status("something else").code(),
+            Code::FailedPrecondition
+        );
     }
 }
