@@ -7,7 +7,6 @@
 //!   `gnomon_api_server::serve_api`.
 
 mod api;
-mod backoff;
 mod client;
 pub mod codec;
 mod collector;
@@ -18,7 +17,6 @@ mod target;
 pub mod target_up;
 
 pub use api::{api_routes, api_server_options, base_routes, clustered_api_routes};
-pub use backoff::Backoff;
 pub use collector::{CollectorDeps, CollectorError, CollectorHandle, TargetView};
 pub use outputs::nats_subject;
 pub use request::subscribe_request;

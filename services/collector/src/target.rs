@@ -2,13 +2,13 @@
 //! and on failure wait (exponential backoff with jitter) and start over. Stops when
 //! cancelled or when the target lock is lost.
 
-use crate::backoff::Backoff;
 use crate::client::{dial, TargetClient};
 use crate::codec::ResponseKind;
 use crate::outputs::{Collected, OutputSender, StreamInfo};
 use crate::request::{poll_request, subscribe_request};
 use crate::state::{TargetState, TargetStatus};
 use crate::target_up::TargetUpReporter;
+use gnomon_common::retry::Backoff;
 use gnomon_config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
 use gnomon_gnmi::event::EventMeta;
 use gnomon_gnmi::proto::gnmi::SubscribeRequest;
@@ -18,6 +18,10 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// The first reconnect delay (or `retry-timer`, when that is smaller); later ones double up
+/// to `retry-timer`.
+const FIRST_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Ownership of a target granted by a coordinator: the lock's fencing token, and a
 /// token cancelled when the lock is lost.
@@ -136,7 +140,7 @@ impl TargetRun {
     /// Dials and subscribes, retrying with backoff, until `stop` fires.
     async fn collect(&self, stop: &CancellationToken) {
         let counters = Counters::new(&self.config.name);
-        let mut backoff = Backoff::new(self.config.retry_timer);
+        let mut backoff = Backoff::new(FIRST_RECONNECT_DELAY, self.config.retry_timer);
         loop {
             self.status.set(TargetState::Connecting, None);
             let client = tokio::select! {

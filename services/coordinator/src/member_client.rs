@@ -9,6 +9,7 @@
 //! `api-server.token`; the leader sends it as a bearer token on every call.
 
 use bytes::Bytes;
+use gnomon_common::retry::{Backoff, RetryClassify, RetryPolicy};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::Secret;
 use std::future::Future;
@@ -118,36 +119,18 @@ fn trace_context_headers() -> Vec<(String, String)> {
     headers.0
 }
 
-/// Retries transport errors and 5xx answers, with exponential backoff, a bounded number of times.
+/// Which member calls are repeated: transport errors and 5xx answers. Every call of the
+/// assignment handshake is idempotent (pushing the same config, claiming or unclaiming a
+/// target twice changes nothing), so any of them may be repeated.
 #[derive(Clone)]
-struct RetryWithBackoff {
-    remaining: u32,
-    delay: Duration,
-}
+struct TransientMemberFailures;
 
-impl tower::retry::Policy<MemberCall, MemberReply, BoxError> for RetryWithBackoff {
-    type Future = tokio::time::Sleep;
-
-    fn retry(
-        &mut self,
-        _req: &mut MemberCall,
-        result: &mut Result<MemberReply, BoxError>,
-    ) -> Option<Self::Future> {
-        let worth_retrying = match result {
+impl RetryClassify<MemberCall, MemberReply, BoxError> for TransientMemberFailures {
+    fn should_retry(&self, _call: &MemberCall, result: &Result<MemberReply, BoxError>) -> bool {
+        match result {
             Ok(reply) => reply.status.is_server_error(),
             Err(_) => true,
-        };
-        if !worth_retrying || self.remaining == 0 {
-            return None;
         }
-        self.remaining -= 1;
-        let sleep = tokio::time::sleep(self.delay);
-        self.delay = (self.delay * 2).min(Duration::from_secs(2));
-        Some(sleep)
-    }
-
-    fn clone_request(&mut self, req: &MemberCall) -> Option<MemberCall> {
-        Some(req.clone())
     }
 }
 
@@ -205,10 +188,11 @@ impl MemberClient {
             .map_err(|e| setup_error(format!("cannot build the HTTP client: {e}")))?;
         let service = ServiceBuilder::new()
             .concurrency_limit(options.concurrency.max(1))
-            .retry(RetryWithBackoff {
-                remaining: options.retries,
-                delay: Duration::from_millis(100),
-            })
+            .retry(RetryPolicy::new(
+                TransientMemberFailures,
+                options.retries,
+                Backoff::new(Duration::from_millis(100), Duration::from_secs(2)),
+            ))
             .timeout(options.timeout)
             .service(HttpService {
                 client,
