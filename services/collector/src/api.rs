@@ -84,9 +84,7 @@ pub fn api_routes(collector: CollectorHandle) -> Router {
 
 /// `/healthz`, `/api/v1/healthz` and `/metrics`: what every API serves, whatever its roles.
 pub fn base_routes() -> Router {
-    health_routes().merge(metrics_route(|| {
-        gnomon_telemetry::metrics_handle().render()
-    }))
+    health_routes().merge(metrics_route(gnomon_telemetry::render_metrics))
 }
 
 /// How the REST API of `api` is served: address, TLS, token, `api-server.timeout`.

@@ -7,6 +7,7 @@ use crate::collector::CollectorHandle;
 use crate::target::Ownership;
 use gnomon_coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -28,6 +29,22 @@ struct Inner {
     instance: String,
     claims: Mutex<HashMap<String, Claim>>,
     registration: tokio::sync::Mutex<Option<ServiceHandle>>,
+    /// Target locks held right now (gnmic's `gnmic_cluster_number_of_locked_targets`).
+    held: AtomicUsize,
+}
+
+/// gnmic's per-instance count of the target locks it holds.
+const LOCKED_TARGETS: &str = "gnmic_cluster_number_of_locked_targets";
+
+impl Inner {
+    fn count_held(&self, change: isize) {
+        let held = if change >= 0 {
+            self.held.fetch_add(change as usize, Ordering::AcqRel) + change as usize
+        } else {
+            self.held.fetch_sub(change.unsigned_abs(), Ordering::AcqRel) - change.unsigned_abs()
+        };
+        metrics::gauge!(LOCKED_TARGETS).set(held as f64);
+    }
 }
 
 /// The clustered side of a collector.
@@ -54,6 +71,11 @@ impl ClusterMember {
         cluster: &str,
         instance: &str,
     ) -> Self {
+        metrics::describe_gauge!(
+            LOCKED_TARGETS,
+            "Number of target locks this instance holds."
+        );
+        metrics::gauge!(LOCKED_TARGETS).set(0.0);
         Self {
             inner: Arc::new(Inner {
                 collector,
@@ -62,6 +84,7 @@ impl ClusterMember {
                 instance: instance.to_string(),
                 claims: Mutex::new(HashMap::new()),
                 registration: tokio::sync::Mutex::new(None),
+                held: AtomicUsize::new(0),
             }),
         }
     }
@@ -178,11 +201,23 @@ async fn hold_and_collect(inner: Arc<Inner>, target: String, cancel: Cancellatio
             return;
         }
     };
+    inner.count_held(1);
+    held_until_released(&inner, &target, guard, &cancel).await;
+    inner.count_held(-1);
+}
+
+/// Collects `target` under `guard` until the lock is lost or the claim is cancelled.
+async fn held_until_released(
+    inner: &Inner,
+    target: &str,
+    guard: gnomon_coordination::LockGuard,
+    cancel: &CancellationToken,
+) {
     let ownership = Ownership {
         fencing_token: guard.fencing_token(),
         lost: guard.lost_token(),
     };
-    if let Err(e) = inner.collector.start_target(&target, Some(ownership)) {
+    if let Err(e) = inner.collector.start_target(target, Some(ownership)) {
         tracing::warn!(error = %e, "cannot start the target; giving its lock back");
         let _ = guard.release().await;
         return;
@@ -190,10 +225,10 @@ async fn hold_and_collect(inner: Arc<Inner>, target: String, cancel: Cancellatio
     tokio::select! {
         _ = guard.lost() => {
             tracing::warn!(fencing_token = guard.fencing_token(), "target lock lost: stopping the subscription");
-            inner.collector.stop_target(&target).await;
+            inner.collector.stop_target(target).await;
         }
         _ = cancel.cancelled() => {
-            inner.collector.stop_target(&target).await;
+            inner.collector.stop_target(target).await;
             if let Err(e) = guard.release().await {
                 tracing::warn!(error = %e, "releasing the target lock failed");
             }

@@ -5,6 +5,7 @@
 use crate::outputs::{OutputError, Outputs};
 use crate::state::{StatusView, TargetStatus};
 use crate::target::{Ownership, SubscriptionPlan, TargetRun};
+use crate::target_metrics::TargetSample;
 use crate::target_up::{TargetUpReporter, TargetUpState, REPORT_INTERVAL};
 use gnomon_bus::Bus;
 use gnomon_config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
@@ -45,7 +46,7 @@ struct RunningTarget {
     status: Arc<TargetStatus>,
     config: TargetConfig,
     subscriptions: Vec<SubscriptionConfig>,
-    fencing_token: u64,
+    fencing_token: Option<u64>,
     /// Whether a coordinator granted the target (it may then move to another member).
     owned_by_lock: bool,
     up_reporter: Option<TargetUpReporter>,
@@ -67,6 +68,20 @@ struct Inner {
     outputs: Mutex<Option<Outputs>>,
     running: Mutex<HashMap<String, RunningTarget>>,
     target_up_interval: Duration,
+}
+
+impl gnomon_telemetry::ExpositionSource for Inner {
+    fn render(&self, out: &mut String) {
+        let mut targets: Vec<TargetSample> = lock(&self.running)
+            .iter()
+            .map(|(name, running)| TargetSample {
+                name: name.clone(),
+                status: running.status.clone(),
+            })
+            .collect();
+        targets.sort_by(|a, b| a.name.cmp(&b.name));
+        crate::target_metrics::render(&targets, out);
+    }
 }
 
 /// A runtime target as the API shows it (gnmic's shape plus gnomon's state).
@@ -103,15 +118,17 @@ impl CollectorHandle {
     pub fn with_deps(config: GnomonConfig, deps: CollectorDeps) -> Result<Self, OutputError> {
         // The recorder must exist before any metric handle is created.
         let _ = gnomon_telemetry::metrics_handle();
+        crate::outputs::describe_metrics();
         let outputs = Outputs::start(&config.outputs, deps.bus)?;
-        Ok(Self {
-            inner: Arc::new(Inner {
-                config: RwLock::new(config),
-                outputs: Mutex::new(Some(outputs)),
-                running: Mutex::new(HashMap::new()),
-                target_up_interval: deps.target_up_interval.unwrap_or(REPORT_INTERVAL),
-            }),
-        })
+        let inner = Arc::new(Inner {
+            config: RwLock::new(config),
+            outputs: Mutex::new(Some(outputs)),
+            running: Mutex::new(HashMap::new()),
+            target_up_interval: deps.target_up_interval.unwrap_or(REPORT_INTERVAL),
+        });
+        let weak = Arc::downgrade(&inner);
+        gnomon_telemetry::register_exposition_source(weak);
+        Ok(Self { inner })
     }
 
     fn config(&self) -> std::sync::RwLockReadGuard<'_, GnomonConfig> {
@@ -217,9 +234,9 @@ impl CollectorHandle {
         if subscriptions.is_empty() {
             tracing::warn!(target = %target.name, "target has no subscriptions; nothing to collect");
         }
-        let status = Arc::new(TargetStatus::new(&target.name));
+        let status = Arc::new(TargetStatus::new());
         let cancel = CancellationToken::new();
-        let fencing_token = ownership.as_ref().map_or(0, |o| o.fencing_token);
+        let fencing_token = ownership.as_ref().map(|o| o.fencing_token);
         let owned_by_lock = ownership.is_some();
         let up_reporter = TargetUpReporter::new(
             &target.name,
@@ -338,7 +355,7 @@ fn view(running: &RunningTarget) -> TargetView {
             .map(|s| (s.name.clone(), s.clone()))
             .collect(),
         status: running.status.view(),
-        fencing_token: running.fencing_token,
+        fencing_token: running.fencing_token.unwrap_or(0),
     }
 }
 

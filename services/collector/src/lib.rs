@@ -14,6 +14,7 @@ pub mod outputs;
 mod request;
 mod state;
 mod target;
+mod target_metrics;
 pub mod target_up;
 
 pub use api::{api_routes, api_server_options, base_routes, clustered_api_routes};

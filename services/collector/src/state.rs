@@ -1,8 +1,9 @@
 //! What the API shows about each running target.
 
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::watch;
 
@@ -22,13 +23,39 @@ pub enum TargetState {
     Stopped,
 }
 
-/// Shared, cheaply updated status of one target.
+impl TargetState {
+    /// gnmic's `gnmic_target_connection_state` value (gRPC connectivity states):
+    /// 0 UNKNOWN, 1 IDLE, 2 CONNECTING, 3 READY, 4 TRANSIENT_FAILURE, 5 SHUTDOWN.
+    pub fn connection_state(self) -> u8 {
+        match self {
+            TargetState::Connecting => 2,
+            TargetState::Streaming => 3,
+            TargetState::Failed => 4,
+            TargetState::Completed => 1,
+            TargetState::Stopped => 5,
+        }
+    }
+}
+
+/// Counters of one subscription of a target (gnmic's `{source, subscription}` series).
+#[derive(Debug, Default)]
+pub struct SubscriptionCounters {
+    /// SubscribeResponses received.
+    pub received: AtomicU64,
+    /// Subscribe requests that failed (could not open, or the stream ended in an error).
+    pub failed: AtomicU64,
+}
+
+/// Shared, cheaply updated status of one target. Its counters are served on `/metrics`
+/// only while the target runs here ([`crate::CollectorHandle`] renders them), so a target
+/// that moves to another member leaves no series behind.
 #[derive(Debug)]
 pub struct TargetStatus {
     inner: Mutex<StatusInner>,
     pub responses: AtomicU64,
     pub updates: AtomicU64,
-    up: metrics::Gauge,
+    pub errors: AtomicU64,
+    subscriptions: Mutex<BTreeMap<String, Arc<SubscriptionCounters>>>,
     /// Up (`Some(true)`) or down after the first attempt ended; feeds the bus reports.
     reported_up: watch::Sender<Option<bool>>,
 }
@@ -60,11 +87,15 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+impl Default for TargetStatus {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl TargetStatus {
-    /// A connecting target; `gnomon_target_up{target}` is created at 0.
-    pub fn new(target: &str) -> Self {
-        let up = metrics::gauge!("gnomon_target_up", "target" => target.to_string());
-        up.set(0.0);
+    /// A connecting target.
+    pub fn new() -> Self {
         Self {
             inner: Mutex::new(StatusInner {
                 state: TargetState::Connecting,
@@ -73,7 +104,8 @@ impl TargetStatus {
             }),
             responses: AtomicU64::new(0),
             updates: AtomicU64::new(0),
-            up,
+            errors: AtomicU64::new(0),
+            subscriptions: Mutex::new(BTreeMap::new()),
             reported_up: watch::Sender::new(None),
         }
     }
@@ -95,11 +127,6 @@ impl TargetStatus {
         if error.is_some() {
             inner.last_error = error;
         }
-        self.up.set(if state == TargetState::Streaming {
-            1.0
-        } else {
-            0.0
-        });
         // Connecting is transient, and a stop is reported by whoever stopped the target.
         let reported = match state {
             TargetState::Streaming => Some(true),
@@ -118,6 +145,32 @@ impl TargetStatus {
     /// Follows whether the target is up: `None` until its first attempt ends.
     pub fn watch_up(&self) -> watch::Receiver<Option<bool>> {
         self.reported_up.subscribe()
+    }
+
+    /// The current state.
+    pub fn state(&self) -> TargetState {
+        self.lock().state
+    }
+
+    /// The counters of subscription `name` (created on first use).
+    pub fn subscription(&self, name: &str) -> Arc<SubscriptionCounters> {
+        let mut subscriptions = match self.subscriptions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        subscriptions.entry(name.to_string()).or_default().clone()
+    }
+
+    /// Every subscription's counters, by name.
+    pub fn subscriptions(&self) -> Vec<(String, Arc<SubscriptionCounters>)> {
+        let subscriptions = match self.subscriptions.lock() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        subscriptions
+            .iter()
+            .map(|(name, counters)| (name.clone(), counters.clone()))
+            .collect()
     }
 
     pub fn view(&self) -> StatusView {

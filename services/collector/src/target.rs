@@ -6,7 +6,7 @@ use crate::client::{dial, TargetClient};
 use crate::codec::ResponseKind;
 use crate::outputs::{Collected, OutputSender, StreamInfo};
 use crate::request::{poll_request, subscribe_request};
-use crate::state::{TargetState, TargetStatus};
+use crate::state::{SubscriptionCounters, TargetState, TargetStatus};
 use crate::target_up::TargetUpReporter;
 use gnomon_common::retry::Backoff;
 use gnomon_config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
@@ -55,25 +55,6 @@ enum StreamEnd {
     Completed,
     /// Stopped from our side.
     Cancelled,
-}
-
-/// Per-target counters, created once per run.
-#[derive(Clone)]
-struct Counters {
-    responses: metrics::Counter,
-    updates: metrics::Counter,
-    errors: metrics::Counter,
-}
-
-impl Counters {
-    fn new(target: &str) -> Self {
-        let labels = [("target", target.to_string())];
-        Self {
-            responses: metrics::counter!("gnomon_target_responses_total", &labels),
-            updates: metrics::counter!("gnomon_target_updates_total", &labels),
-            errors: metrics::counter!("gnomon_target_errors_total", &labels),
-        }
-    }
 }
 
 /// `UNAUTHENTICATED: wrong username or password` from a gRPC status.
@@ -139,7 +120,6 @@ impl TargetRun {
 
     /// Dials and subscribes, retrying with backoff, until `stop` fires.
     async fn collect(&self, stop: &CancellationToken) {
-        let counters = Counters::new(&self.config.name);
         let mut backoff = Backoff::new(FIRST_RECONNECT_DELAY, self.config.retry_timer);
         loop {
             self.status.set(TargetState::Connecting, None);
@@ -149,10 +129,7 @@ impl TargetRun {
             };
             let error = match client {
                 Err(error) => error.to_string(),
-                Ok(client) => match self
-                    .run_subscriptions(&client, stop, &counters, &mut backoff)
-                    .await
-                {
+                Ok(client) => match self.run_subscriptions(&client, stop, &mut backoff).await {
                     Ok(StreamEnd::Cancelled) => break,
                     Ok(StreamEnd::Completed) => {
                         self.status.set(TargetState::Completed, None);
@@ -162,7 +139,7 @@ impl TargetRun {
                     Err(error) => error,
                 },
             };
-            counters.errors.increment(1);
+            self.status.errors.fetch_add(1, Ordering::Relaxed);
             self.status.set(TargetState::Failed, Some(error.clone()));
             let delay = backoff.next_delay();
             tracing::warn!(%error, retry_in = ?delay, "target failed");
@@ -179,12 +156,11 @@ impl TargetRun {
         &self,
         client: &TargetClient,
         stop: &CancellationToken,
-        counters: &Counters,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, String> {
         let round = stop.child_token();
         let mut streams = JoinSet::new();
-        let fencing_token = self.ownership.as_ref().map_or(0, |o| o.fencing_token);
+        let fencing_token = self.ownership.as_ref().map(|o| o.fencing_token);
         for plan in &self.subscriptions {
             let request =
                 subscribe_request(&plan.config, self.config.encoding).map_err(|e| e.to_string())?;
@@ -204,8 +180,8 @@ impl TargetRun {
                     StreamInfo::new(meta, fencing_token, self.output_slots)
                         .with_traceparent(gnomon_telemetry::traceparent_of(&span)),
                 ),
+                counters: self.status.subscription(&plan.config.name),
                 status: self.status.clone(),
-                counters: counters.clone(),
                 cancel: round.clone(),
             };
             streams.spawn(
@@ -262,13 +238,21 @@ struct SubscriptionStream {
     outputs: Vec<OutputSender>,
     info: Arc<StreamInfo>,
     status: Arc<TargetStatus>,
-    counters: Counters,
+    counters: Arc<SubscriptionCounters>,
     cancel: CancellationToken,
 }
 
 impl SubscriptionStream {
     /// Returns how it ended and whether any response arrived (for the backoff reset).
     async fn run(self) -> Result<(StreamEnd, bool), (String, bool)> {
+        let outcome = self.stream().await;
+        if outcome.is_err() {
+            self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        outcome
+    }
+
+    async fn stream(&self) -> Result<(StreamEnd, bool), (String, bool)> {
         // The request side stays open for the stream's life (some targets end the
         // stream when the client half-closes); POLL sends its polls through it.
         let (requests, request_stream) = mpsc::channel::<SubscribeRequest>(4);
@@ -310,15 +294,16 @@ impl SubscriptionStream {
                 message = responses.message() => match message {
                     Ok(Some(response)) => {
                         got_data = true;
-                        self.counters.responses.increment(1);
+                        self.counters.received.fetch_add(1, Ordering::Relaxed);
                         self.status.responses.fetch_add(1, Ordering::Relaxed);
                         let kind = response.kind;
                         match kind {
                             ResponseKind::Notification { updates, .. } => {
-                                self.counters.updates.increment(u64::from(updates));
                                 self.status.updates.fetch_add(u64::from(updates), Ordering::Relaxed);
                             }
-                            ResponseKind::Error => self.counters.errors.increment(1),
+                            ResponseKind::Error => {
+                                self.status.errors.fetch_add(1, Ordering::Relaxed);
+                            }
                             ResponseKind::Sync | ResponseKind::Other => {}
                         }
                         let item = Arc::new(Collected { stream: self.info.clone(), response });

@@ -1,4 +1,4 @@
-//! `gnomon_target_up` on the bus: whether a target's gNMI stream is alive, published to
+//! `gnomon_target_up` on the bus ([`gnomon_bus::contract`]): whether a target's gNMI stream is alive, published to
 //! the NATS outputs its subscriptions feed so exporters can serve it next to the data.
 //!
 //! A report goes out when the state changes (streaming ⇒ 1, failed / completed ⇒ 0) and
@@ -14,28 +14,17 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// Name of the event, its value, and the subscription header of its messages.
-pub const TARGET_UP: &str = "gnomon_target_up";
+use gnomon_bus::contract::target_status_payload;
+pub use gnomon_bus::contract::TargetStatus as TargetUpState;
 
 /// How often the current state is published again.
 pub const REPORT_INTERVAL: Duration = Duration::from_secs(10);
-
-/// What a report says about the target.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TargetUpState {
-    /// `gnomon_target_up` 1.
-    Up,
-    /// `gnomon_target_up` 0.
-    Down,
-    /// The target was deleted: the exporter removes the series.
-    Deleted,
-}
 
 /// One report, built once and shared by every output that publishes it.
 #[derive(Debug)]
 pub struct TargetUpReport {
     target: String,
-    fencing_token: u64,
+    fencing_token: Option<u64>,
     payload: Bytes,
     route: usize,
 }
@@ -49,22 +38,17 @@ fn unix_now_ns() -> i64 {
 
 impl TargetUpReport {
     /// A report stamped now.
-    pub fn new(target: &str, fencing_token: u64, state: TargetUpState) -> Self {
+    pub fn new(target: &str, fencing_token: Option<u64>, state: TargetUpState) -> Self {
         Self::at(target, fencing_token, state, unix_now_ns())
     }
 
-    fn at(target: &str, fencing_token: u64, state: TargetUpState, timestamp_ns: i64) -> Self {
-        let mut event = serde_json::json!({
-            "name": TARGET_UP,
-            "timestamp": timestamp_ns,
-            "tags": { "target": target },
-        });
-        match state {
-            TargetUpState::Up => event["values"] = serde_json::json!({ TARGET_UP: 1 }),
-            TargetUpState::Down => event["values"] = serde_json::json!({ TARGET_UP: 0 }),
-            TargetUpState::Deleted => event["deletes"] = serde_json::json!([TARGET_UP]),
-        }
-        let payload = Bytes::from(serde_json::Value::Array(vec![event]).to_string());
+    fn at(
+        target: &str,
+        fencing_token: Option<u64>,
+        state: TargetUpState,
+        timestamp_ns: i64,
+    ) -> Self {
+        let payload = target_status_payload(target, state, timestamp_ns);
         let route = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -84,8 +68,8 @@ impl TargetUpReport {
         &self.target
     }
 
-    /// Fencing token of the target lock held when reporting (0 when not clustered).
-    pub fn fencing_token(&self) -> u64 {
+    /// Fencing token of the target lock held when reporting (`None` when not clustered).
+    pub fn fencing_token(&self) -> Option<u64> {
         self.fencing_token
     }
 
@@ -104,7 +88,7 @@ impl TargetUpReport {
 #[derive(Clone, Debug)]
 pub struct TargetUpReporter {
     target: String,
-    fencing_token: u64,
+    fencing_token: Option<u64>,
     outputs: Vec<OutputSender>,
     interval: Duration,
 }
@@ -114,7 +98,7 @@ impl TargetUpReporter {
     /// `None` when there is none.
     pub fn new(
         target: &str,
-        fencing_token: u64,
+        fencing_token: Option<u64>,
         outputs: impl IntoIterator<Item = OutputSender>,
         interval: Duration,
     ) -> Option<Self> {
@@ -179,38 +163,20 @@ impl TargetUpReporter {
 mod tests {
     use super::*;
 
-    fn payload_json(state: TargetUpState) -> serde_json::Value {
-        let report = TargetUpReport::at("r1", 7, state, 1_700_000_000_000_000_000);
-        serde_json::from_slice(report.payload()).unwrap()
-    }
-
     #[test]
-    fn payloads_are_the_event_json_the_exporter_reads() {
+    fn reports_carry_the_contract_payload() {
+        let report = TargetUpReport::at("r1", Some(7), TargetUpState::Down, 5);
         assert_eq!(
-            payload_json(TargetUpState::Up),
-            serde_json::json!([{
-                "name": "gnomon_target_up",
-                "timestamp": 1_700_000_000_000_000_000_i64,
-                "tags": {"target": "r1"},
-                "values": {"gnomon_target_up": 1}
-            }])
+            report.payload(),
+            &target_status_payload("r1", TargetUpState::Down, 5)
         );
-        assert_eq!(
-            payload_json(TargetUpState::Down)[0]["values"]["gnomon_target_up"],
-            0
-        );
-        let deleted = payload_json(TargetUpState::Deleted);
-        assert_eq!(
-            deleted[0]["deletes"],
-            serde_json::json!(["gnomon_target_up"])
-        );
-        assert!(deleted[0].get("values").is_none());
+        assert_eq!(report.fencing_token(), Some(7));
     }
 
     #[test]
     fn a_fresh_report_is_stamped_with_the_current_time() {
         let before = unix_now_ns();
-        let report = TargetUpReport::new("r1", 0, TargetUpState::Up);
+        let report = TargetUpReport::new("r1", None, TargetUpState::Up);
         let json: serde_json::Value = serde_json::from_slice(report.payload()).unwrap();
         let stamped = json[0]["timestamp"].as_i64().unwrap();
         assert!(stamped >= before && stamped <= unix_now_ns());

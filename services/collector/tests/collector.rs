@@ -82,7 +82,7 @@ async fn simulator(args: SimulatorArgs) -> Simulator {
 
 /// A `gnomon_target_up` report (event JSON whatever the output's format), not data.
 fn is_target_up(message: &BusMessage) -> bool {
-    message.headers.subscription.as_deref() == Some(gnomon_collector::target_up::TARGET_UP)
+    message.headers.subscription.as_deref() == Some(gnomon_bus::contract::TARGET_STATUS)
 }
 
 /// Collects every message on `subject` for a while.
@@ -169,7 +169,7 @@ outputs:
             .subscription
             .clone()
             .expect("subscription header");
-        assert_eq!(message.headers.fencing_token, 0);
+        assert_eq!(message.headers.fencing_token, None);
         assert_eq!(
             message.subject,
             format!("gnmi.{}.{subscription}", target.replace('.', "-"))
@@ -240,13 +240,28 @@ outputs:
     assert_eq!(collector.get("/api/v1/targets/nope").await.unwrap().0, 404);
     let metrics = collector.get("/metrics").await.unwrap().1;
     assert!(
-        metrics.contains("gnomon_target_up{target=\"dev-b\"} 1"),
+        metrics.contains("gnmic_target_up{name=\"dev-b\"} 1"),
         "{metrics}"
     );
     assert!(
         metrics.contains("gnomon_target_updates_total{target=\"dev-b\"}"),
         "{metrics}"
     );
+    assert!(
+        metrics.contains(
+            "gnmic_subscribe_number_of_received_subscribe_response_messages_total{source=\"dev-b\","
+        ),
+        "{metrics}"
+    );
+    // The cluster-wide up series is the exporter's; a collector serves gnmic's own only.
+    assert!(!metrics.contains("gnomon_target_up{"), "{metrics}");
+    for family in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap_or_default();
+        assert!(
+            metrics.contains(&format!("# HELP {name} ")),
+            "no HELP for {name}:\n{metrics}"
+        );
+    }
     collector.stop().await;
     sim.stop().await;
 }
@@ -468,7 +483,7 @@ subscriptions:
 "#
     );
     let collector = Running::start(load(&yaml));
-    let series = "gnomon_target_up{target=\"flaky\"}";
+    let series = "gnmic_target_up{name=\"flaky\"}";
     let metric = || async {
         let text = collector.get("/metrics").await?.1;
         metric_value(&text, series)
@@ -681,7 +696,11 @@ outputs:
         else {
             continue;
         };
-        assert_eq!(message.headers.fencing_token, 42, "fencing token header");
+        assert_eq!(
+            message.headers.fencing_token,
+            Some(42),
+            "fencing token header"
+        );
         if is_target_up(&message) {
             continue;
         }
@@ -735,7 +754,7 @@ async fn an_api_address_in_use_is_an_error_naming_it() {
     let config = load(&format!("api: {address}\n"));
     let error = run(config, CancellationToken::new()).await.unwrap_err();
     assert!(
-        format!("{error:#}").contains(&format!("cannot listen on API address {address}")),
+        format!("{error:#}").contains(&format!("cannot listen on api address {address}")),
         "{error:#}"
     );
 }

@@ -3,8 +3,8 @@
 //! in-process exporter's scrape.
 
 use futures::StreamExt;
+use gnomon_bus::contract::TARGET_STATUS as TARGET_UP;
 use gnomon_bus::{Bus, BusMessage, MemoryBus};
-use gnomon_collector::target_up::TARGET_UP;
 use gnomon_collector::{CollectorDeps, CollectorHandle, Ownership, TargetState};
 use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
@@ -152,7 +152,7 @@ async fn nats_outputs_publish_on_an_injected_bus_with_headers_and_target_status(
     assert_eq!(data.subject, "telemetry.dev.counters");
     assert_eq!(data.headers.target.as_deref(), Some("dev"));
     assert_eq!(data.headers.subscription.as_deref(), Some("counters"));
-    assert_eq!(data.headers.fencing_token, 0);
+    assert_eq!(data.headers.fencing_token, None);
     let response = SubscribeResponse::decode(data.payload).expect("proto payload");
     assert!(
         matches!(
@@ -164,7 +164,7 @@ async fn nats_outputs_publish_on_an_injected_bus_with_headers_and_target_status(
 
     assert_eq!(up.subject, "telemetry.dev.gnomon_target_up");
     assert_eq!(up.headers.target.as_deref(), Some("dev"));
-    assert_eq!(up.headers.fencing_token, 0);
+    assert_eq!(up.headers.fencing_token, None);
     assert_eq!(target_up_value(&up), Some(1));
 
     // Not clustered: stopping the target reports it down, after everything else it sent.
@@ -222,7 +222,7 @@ async fn a_clustered_target_that_moves_away_is_not_reported_down() {
         )
         .unwrap();
     let up = next_matching(&mut rx, "target up", is_target_up).await;
-    assert_eq!(up.headers.fencing_token, 9);
+    assert_eq!(up.headers.fencing_token, Some(9));
     assert_eq!(target_up_value(&up), Some(1));
 
     lost.cancel();
@@ -241,7 +241,7 @@ async fn a_clustered_target_that_moves_away_is_not_reported_down() {
         .iter()
         .filter(|m| is_target_up(m))
     {
-        assert_eq!(report.headers.fencing_token, 9);
+        assert_eq!(report.headers.fencing_token, Some(9));
         assert_eq!(target_up_value(report), Some(1), "no down report");
     }
     sim.stop().await;

@@ -106,6 +106,32 @@ pub fn spawn(
     ))
 }
 
+/// Gives the coordinator's metrics their `# HELP` text.
+fn describe_metrics() {
+    use metrics::describe_gauge;
+    describe_gauge!(
+        "gnmic_cluster_is_leader",
+        "Has value 1 if this instance is the cluster leader, 0 otherwise."
+    );
+    describe_gauge!("gnomon_cluster_members", "Healthy members the leader sees.");
+    describe_gauge!(
+        "gnomon_cluster_targets",
+        "Targets configured in the cluster (leader's view)."
+    );
+    describe_gauge!(
+        "gnomon_cluster_locked_targets",
+        "Target locks held in the cluster (leader's view)."
+    );
+    describe_gauge!(
+        "gnomon_cluster_placements_in_flight",
+        "Assignments the leader has started and not yet seen completed."
+    );
+    describe_gauge!(
+        "gnomon_cluster_member_locked_targets",
+        "Target locks held per member (leader's view)."
+    );
+}
+
 async fn campaign_loop(
     settings: CoordinatorSettings,
     coordination: Arc<dyn Coordination>,
@@ -115,6 +141,7 @@ async fn campaign_loop(
     shutdown: CancellationToken,
 ) {
     let leader_key = keys::leader(&settings.cluster_name);
+    describe_metrics();
     metrics::gauge!("gnmic_cluster_is_leader").set(0.0);
     loop {
         let span =

@@ -359,7 +359,7 @@ impl Term {
     fn record_metrics(&self) {
         metrics::gauge!("gnomon_cluster_members").set(self.members.len() as f64);
         metrics::gauge!("gnomon_cluster_targets").set(self.targets.len() as f64);
-        metrics::gauge!("gnmic_cluster_number_of_locked_targets").set(self.holders.len() as f64);
+        metrics::gauge!("gnomon_cluster_locked_targets").set(self.holders.len() as f64);
         metrics::gauge!("gnomon_cluster_placements_in_flight").set(self.in_flight.len() as f64);
         for candidate in self.candidates() {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => candidate.name)

@@ -2,20 +2,21 @@
 //! queue group `queue`, each feeding a bounded buffer drained by a decoder that writes into
 //! the selected Prometheus outputs.
 //!
-//! Fencing: collectors stamp each message with the fencing token of their target lock.
-//! A message whose token is lower than the highest seen for its target comes from a
-//! collector that lost the target; it is dropped and counted.
+//! Fencing ([`crate::fencing`]): collectors stamp each message with the fencing token of
+//! their target lock; a message the judge does not attribute to the lock's current holder is
+//! dropped and counted, before it is decoded.
 
-use crate::output::{PrometheusOutput, TARGET_UP};
+use crate::fencing::{Fencing, Verdict};
+use crate::output::PrometheusOutput;
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
 use futures::StreamExt;
 use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
+use gnomon_common::log::Escaped;
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
 use gnomon_gnmi::event::{Event, EventMeta};
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -24,30 +25,6 @@ use tracing::Instrument;
 
 /// How long a worker waits for room in its buffer before dropping a message.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Highest fencing token seen per target.
-#[derive(Debug, Default)]
-pub struct Fencing {
-    highest: Mutex<HashMap<String, u64>>,
-}
-
-impl Fencing {
-    /// Whether a message of `target` with `token` may be applied; records the token.
-    pub fn admit(&self, target: &str, token: u64) -> bool {
-        let mut highest = self.highest.lock().unwrap_or_else(|p| p.into_inner());
-        match highest.get_mut(target) {
-            Some(seen) if token < *seen => false,
-            Some(seen) => {
-                *seen = token;
-                true
-            }
-            None => {
-                highest.insert(target.to_string(), token);
-                true
-            }
-        }
-    }
-}
 
 /// Where an input's subscriptions come from.
 #[derive(Clone)]
@@ -218,26 +195,60 @@ impl NatsInput {
         }
     }
 
-    /// Decodes one message and hands its events to the outputs.
+    /// Checks the message's fencing token, decodes it and hands its events to the outputs.
     pub fn process(&self, message: &BusMessage) {
         if message.payload.is_empty() {
             return;
         }
-        if let Some(target) = &message.headers.target {
-            if !self.fencing.admit(target, message.headers.fencing_token) {
-                tracing::debug!(input = %self.name, target, token = message.headers.fencing_token, "stale fencing token");
+        let token = message.headers.fencing_token;
+        let target = message.headers.target.as_deref();
+        let verdict = match target {
+            Some(target) => self.fencing.judge(target, token),
+            None if self.fencing.requires_owner() => Verdict::Unconfirmed,
+            None => Verdict::Accept,
+        };
+        match verdict {
+            Verdict::Accept => {}
+            Verdict::Stale => {
+                tracing::debug!(input = %self.name, target = %Escaped(target.unwrap_or_default()), ?token, "stale fencing token");
                 self.stats.stale();
                 return;
             }
-        }
-        let is_status = message.headers.subscription.as_deref() == Some(TARGET_UP);
-        if self.config.format == NatsInputFormat::Event || is_status {
-            match decode_events(&message.payload) {
-                Ok(events) => self.deliver(&events),
-                Err(e) => self.malformed(message, &e),
+            Verdict::Unconfirmed => {
+                tracing::debug!(input = %self.name, target = %Escaped(target.unwrap_or_default()), ?token, "fencing token not confirmed by the store");
+                self.stats.unconfirmed();
+                return;
             }
-            return;
         }
+        let decoded =
+            if self.config.format == NatsInputFormat::Event || message.headers.is_target_status() {
+                self.decode_event_message(message)
+            } else {
+                self.decode_proto_message(message)
+            };
+        if decoded {
+            if let Some(target) = target {
+                self.fencing.record(target, token);
+            }
+        }
+    }
+
+    /// Event-format payload; returns whether it decoded.
+    fn decode_event_message(&self, message: &BusMessage) -> bool {
+        match decode_events(&message.payload) {
+            Ok(events) => {
+                self.deliver(&events);
+                true
+            }
+            Err(e) => {
+                self.malformed(message, &e);
+                false
+            }
+        }
+    }
+
+    /// Proto payload (a SubscribeResponse); returns whether it decoded.
+    fn decode_proto_message(&self, message: &BusMessage) -> bool {
         let meta = match (&message.headers.target, &message.headers.subscription) {
             (Some(target), subscription) => {
                 EventMeta::new(target.clone(), subscription.clone().unwrap_or_default())
@@ -261,8 +272,12 @@ impl NatsInput {
                         }
                     }
                 }
+                true
             }
-            Err(e) => self.malformed(message, &e),
+            Err(e) => {
+                self.malformed(message, &e);
+                false
+            }
         }
     }
 
@@ -334,17 +349,6 @@ fn apply_add_target(event: &mut Event, mode: AddTarget) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn fencing_drops_only_older_tokens() {
-        let fencing = Fencing::default();
-        assert!(fencing.admit("r1", 5));
-        assert!(fencing.admit("r1", 5));
-        assert!(!fencing.admit("r1", 4));
-        assert!(fencing.admit("r1", 9));
-        assert!(!fencing.admit("r1", 5));
-        assert!(fencing.admit("r2", 1));
-    }
 
     #[test]
     fn add_target_uses_the_default_template() {

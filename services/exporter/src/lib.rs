@@ -9,6 +9,7 @@
 //! exporter's own metrics.
 
 pub mod exposition;
+pub mod fencing;
 pub mod http;
 pub mod input;
 pub mod naming;
@@ -17,7 +18,8 @@ pub mod registration;
 pub mod stats;
 pub mod wire;
 
-pub use input::{BusSource, Fencing};
+pub use fencing::{Fencing, LockTable, Verdict};
+pub use input::BusSource;
 pub use output::{PrometheusOutput, TARGET_UP};
 pub use stats::ExporterStats;
 
@@ -152,6 +154,8 @@ impl Exporter {
         shutdown: CancellationToken,
     ) -> anyhow::Result<Self> {
         settings.validate()?;
+        let _ = gnomon_telemetry::metrics_handle();
+        stats::describe_metrics();
         let shutdown = shutdown.child_token();
         let stats = Arc::new(ExporterStats::default());
         let mut tasks = JoinSet::new();

@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Event name (and value key) of the per-target status the collector publishes.
-pub const TARGET_UP: &str = "gnomon_target_up";
+pub use gnomon_bus::contract::TARGET_STATUS as TARGET_UP;
 
 /// What one ingest call did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -10,6 +10,9 @@ pub const MESSAGES: &str = "gnomon_exporter_messages_total";
 pub const UPDATES: &str = "gnomon_exporter_updates_total";
 /// Messages dropped because their fencing token is older than the target's newest.
 pub const STALE_DROPPED: &str = "gnomon_exporter_stale_dropped_total";
+/// Messages dropped because their fencing token could not be matched to the target lock's
+/// current holder (no token, no lock, or a token the store has not confirmed: forged or early).
+pub const UNCONFIRMED_DROPPED: &str = "gnomon_exporter_unconfirmed_dropped_total";
 /// Messages that could not be decoded, by `reason`.
 pub const MALFORMED: &str = "gnomon_exporter_malformed_total";
 /// Messages dropped because the input buffer stayed full.
@@ -23,6 +26,38 @@ pub const SCRAPE_DURATION: &str = "gnomon_exporter_scrape_duration_seconds";
 /// Bytes of the last scrape body (before compression).
 pub const SCRAPE_BYTES: &str = "gnomon_exporter_scrape_bytes";
 
+/// Gives every exporter metric its `# HELP` text (call once the recorder is installed).
+pub fn describe_metrics() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(MESSAGES, "Messages received from the bus.");
+    describe_counter!(UPDATES, "Samples stored into a Prometheus output.");
+    describe_counter!(
+        STALE_DROPPED,
+        "Messages dropped because their fencing token is not the target lock's current one."
+    );
+    describe_counter!(
+        UNCONFIRMED_DROPPED,
+        "Messages dropped because their fencing token is not one the coordination store confirms for the target (missing, forged, or ahead of the store)."
+    );
+    describe_counter!(MALFORMED, "Messages that could not be decoded, by reason.");
+    describe_counter!(
+        DROPPED,
+        "Messages dropped because an input buffer stayed full."
+    );
+    describe_gauge!(SERIES, "Series currently held by a Prometheus output.");
+    describe_counter!(EXPIRED, "Series removed by expiration.");
+    describe_histogram!(
+        SCRAPE_DURATION,
+        Unit::Seconds,
+        "Time to render a scrape of a Prometheus output."
+    );
+    describe_gauge!(
+        SCRAPE_BYTES,
+        Unit::Bytes,
+        "Size of the last scrape body before compression."
+    );
+}
+
 /// Counters shared by an exporter's inputs. The hot-path metric handles are registered
 /// once (with the recorder installed when the stats are created), not per message.
 #[derive(Debug)]
@@ -30,10 +65,12 @@ pub struct ExporterStats {
     messages: AtomicU64,
     updates: AtomicU64,
     stale_dropped: AtomicU64,
+    unconfirmed_dropped: AtomicU64,
     malformed: AtomicU64,
     dropped: AtomicU64,
     messages_counter: metrics::Counter,
     stale_counter: metrics::Counter,
+    unconfirmed_counter: metrics::Counter,
 }
 
 impl Default for ExporterStats {
@@ -42,10 +79,12 @@ impl Default for ExporterStats {
             messages: AtomicU64::new(0),
             updates: AtomicU64::new(0),
             stale_dropped: AtomicU64::new(0),
+            unconfirmed_dropped: AtomicU64::new(0),
             malformed: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             messages_counter: metrics::counter!(MESSAGES),
             stale_counter: metrics::counter!(STALE_DROPPED),
+            unconfirmed_counter: metrics::counter!(UNCONFIRMED_DROPPED),
         }
     }
 }
@@ -65,6 +104,15 @@ impl ExporterStats {
     pub fn stale(&self) {
         self.stale_dropped.fetch_add(1, Ordering::Relaxed);
         self.stale_counter.increment(1);
+    }
+
+    pub fn unconfirmed(&self) {
+        self.unconfirmed_dropped.fetch_add(1, Ordering::Relaxed);
+        self.unconfirmed_counter.increment(1);
+    }
+
+    pub fn unconfirmed_dropped_total(&self) -> u64 {
+        self.unconfirmed_dropped.load(Ordering::Relaxed)
     }
 
     pub fn malformed(&self, reason: &'static str) {

@@ -75,7 +75,7 @@ async fn publish(
     let headers = MessageHeaders {
         target: target.map(str::to_string),
         subscription: Some(PORT_STATS.to_string()),
-        fencing_token: token,
+        fencing_token: Some(token),
         traceparent: None,
     };
     bus.publish(BusMessage {

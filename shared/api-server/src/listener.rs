@@ -42,6 +42,15 @@ pub const CONNECTIONS: &str = "gnomon_http_connections";
 /// Connections closed by the listener rather than by the peer, by reason.
 pub const CONNECTIONS_CLOSED: &str = "gnomon_http_connections_closed_total";
 
+/// Gives the listener metrics their `# HELP` text (call once the recorder is installed).
+pub fn describe_metrics() {
+    metrics::describe_gauge!(CONNECTIONS, "Open connections of an HTTP listener.");
+    metrics::describe_counter!(
+        CONNECTIONS_CLOSED,
+        "Connections an HTTP listener closed itself: idle, evicted for a newer one, or refused while every connection was busy."
+    );
+}
+
 /// Limits of one listener.
 #[derive(Clone, Debug)]
 pub struct ListenerOptions {
@@ -229,6 +238,7 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) {
     let name = listener.name;
+    describe_metrics();
     let epoch = Instant::now();
     let table = Arc::new(ConnectionTable::default());
     let mut connections = JoinSet::new();

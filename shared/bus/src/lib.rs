@@ -1,11 +1,16 @@
 //! The message bus between collectors and exporters: NATS in production, an in-process
 //! bus for the single-process demo and tests. Both carry the same headers (target,
-//! subscription, fencing token) so exporters can reject data from a stale owner.
+//! subscription, fencing token) so exporters can reject data from a stale owner; what the
+//! two sides agree on (subjects, headers, target status) is the [`contract`].
 
+pub mod contract;
 mod memory;
 mod nats;
 mod subject;
 
+pub use contract::{
+    MessageHeaders, HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
+};
 pub use memory::MemoryBus;
 pub use nats::{decode_headers, NatsBus, NatsOptions, NatsTls};
 pub use subject::{subject_matches, validate_subject};
@@ -15,28 +20,6 @@ use bytes::Bytes;
 use futures::Stream;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-/// Header naming the target a message was collected from.
-pub const HEADER_TARGET: &str = "Gnomon-Target";
-/// Header naming the subscription a message belongs to.
-pub const HEADER_SUBSCRIPTION: &str = "Gnomon-Subscription";
-/// Header with the fencing token of the target lock held when the message was published.
-pub const HEADER_FENCING_TOKEN: &str = "Gnomon-Fencing-Token";
-/// W3C trace context header, carried so a consume span joins the publish trace.
-pub const HEADER_TRACEPARENT: &str = "traceparent";
-
-/// Metadata carried with every message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MessageHeaders {
-    /// Target name (the `source` of gnmic's events).
-    pub target: Option<String>,
-    /// Subscription name.
-    pub subscription: Option<String>,
-    /// Fencing token of the publisher's target lock; 0 when not clustered.
-    pub fencing_token: u64,
-    /// W3C `traceparent` of the publishing span, when tracing is on.
-    pub traceparent: Option<String>,
-}
 
 /// One message on the bus.
 #[derive(Clone, Debug, PartialEq, Eq)]

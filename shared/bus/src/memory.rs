@@ -32,6 +32,10 @@ pub struct MemoryBus {
 
 impl MemoryBus {
     pub fn new() -> Self {
+        metrics::describe_counter!(
+            "gnomon_bus_dropped_total",
+            "Messages the in-process bus dropped because a subscriber's queue was full."
+        );
         Self::default()
     }
 
@@ -111,7 +115,7 @@ mod tests {
             subject: subject.to_string(),
             headers: MessageHeaders {
                 target: Some("r1".into()),
-                fencing_token: 7,
+                fencing_token: Some(7),
                 ..Default::default()
             },
             payload: bytes::Bytes::from_static(b"x"),
@@ -133,7 +137,7 @@ mod tests {
         let count = |s: &mut BusSubscription| {
             let mut n = 0;
             while let Some(Some(m)) = s.next().now_or_never() {
-                assert_eq!(m.headers.fencing_token, 7);
+                assert_eq!(m.headers.fencing_token, Some(7));
                 n += 1;
             }
             n

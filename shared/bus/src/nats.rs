@@ -4,6 +4,7 @@ use super::{
     validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders,
     HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
+use crate::contract::{format_fencing_token, parse_fencing_token};
 use async_nats::{HeaderMap, ServerAddr};
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -182,17 +183,17 @@ fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
     if let Some(subscription) = &headers.subscription {
         map.insert(HEADER_SUBSCRIPTION, subscription.as_str());
     }
-    map.insert(
-        HEADER_FENCING_TOKEN,
-        headers.fencing_token.to_string().as_str(),
-    );
+    if let Some(token) = headers.fencing_token {
+        map.insert(HEADER_FENCING_TOKEN, format_fencing_token(token).as_str());
+    }
     if let Some(traceparent) = &headers.traceparent {
         map.insert(HEADER_TRACEPARENT, traceparent.as_str());
     }
     map
 }
 
-/// Reads our headers from a NATS message; a missing or malformed fencing token reads as 0.
+/// Reads our headers from a NATS message; a missing or malformed fencing token reads as
+/// `None`.
 pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
     let Some(map) = map else {
         return MessageHeaders::default();
@@ -201,9 +202,7 @@ pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
     MessageHeaders {
         target: text(HEADER_TARGET),
         subscription: text(HEADER_SUBSCRIPTION),
-        fencing_token: text(HEADER_FENCING_TOKEN)
-            .and_then(|t| t.parse().ok())
-            .unwrap_or(0),
+        fencing_token: text(HEADER_FENCING_TOKEN).and_then(|t| parse_fencing_token(&t)),
         traceparent: text(HEADER_TRACEPARENT),
     }
 }

@@ -5,7 +5,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -26,6 +26,50 @@ pub fn metrics_handle() -> &'static PrometheusHandle {
         }
         handle
     })
+}
+
+/// A part of `/metrics` rendered at scrape time from live state rather than kept in the
+/// recorder: per-target series that must vanish the moment a target leaves this process
+/// (the recorder cannot forget a series once created).
+pub trait ExpositionSource: Send + Sync {
+    /// Appends complete metric families (HELP, TYPE, samples) in the text format.
+    fn render(&self, out: &mut String);
+}
+
+static SOURCES: Mutex<Vec<Weak<dyn ExpositionSource>>> = Mutex::new(Vec::new());
+
+/// Adds `source` to `/metrics` for as long as it lives (it is held weakly).
+pub fn register_exposition_source(source: Weak<dyn ExpositionSource>) {
+    let mut sources = SOURCES.lock().unwrap_or_else(|p| p.into_inner());
+    sources.retain(|s| s.strong_count() > 0);
+    sources.push(source);
+}
+
+/// The process's metrics in the text exposition format: the recorder's, then every live
+/// [`ExpositionSource`].
+pub fn render_metrics() -> String {
+    let mut text = metrics_handle().render();
+    let live: Vec<Arc<dyn ExpositionSource>> = {
+        let mut sources = SOURCES.lock().unwrap_or_else(|p| p.into_inner());
+        sources.retain(|s| s.strong_count() > 0);
+        sources.iter().filter_map(Weak::upgrade).collect()
+    };
+    for source in live {
+        source.render(&mut text);
+    }
+    text
+}
+
+/// Escapes a label value for the text exposition format (`\`, `"`, newline).
+pub fn escape_label_value(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
 }
 
 /// Where to send traces. Export is off unless an endpoint is configured or one of the

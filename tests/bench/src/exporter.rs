@@ -11,7 +11,8 @@ use crate::report;
 use bytes::Bytes;
 use gnomon_bus::{BusMessage, MessageHeaders};
 use gnomon_config::nats_input::NatsInputConfig;
-use gnomon_exporter::input::{Fencing, NatsInput};
+use gnomon_exporter::input::NatsInput;
+use gnomon_exporter::Fencing;
 use gnomon_exporter::{ExporterStats, PrometheusOutput};
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,7 +54,7 @@ fn message(source: usize, interface: usize, round: u64) -> BusMessage {
         headers: MessageHeaders {
             target: Some(format!("router-{source}")),
             subscription: Some("port-stats".into()),
-            fencing_token: 1,
+            fencing_token: Some(1),
             traceparent: None,
         },
         payload: Bytes::from(json),

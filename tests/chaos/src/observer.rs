@@ -125,7 +125,7 @@ impl BusRecorder {
                 lock(&sink).record(
                     Instant::now(),
                     target,
-                    message.headers.fencing_token,
+                    message.headers.fencing_token.unwrap_or(0),
                     is_data,
                 );
             }

@@ -31,11 +31,10 @@ async fn record_samples(nats: &str) -> anyhow::Result<Samples> {
             let Some(target) = message.headers.target.clone() else {
                 continue;
             };
-            sink.lock()
-                .unwrap()
-                .entry(target)
-                .or_default()
-                .push((message.headers.fencing_token, notification.timestamp));
+            sink.lock().unwrap().entry(target).or_default().push((
+                message.headers.fencing_token.unwrap_or(0),
+                notification.timestamp,
+            ));
         }
     });
     Ok(samples)

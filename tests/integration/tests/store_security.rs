@@ -692,7 +692,7 @@ fn collector_outputs(nats: &NatsServer, name: &str, extra: &str) -> Outputs {
 async fn write_sample(outputs: &Outputs, target: &str, octets: u64) {
     let stream = Arc::new(StreamInfo::new(
         EventMeta::new(target, "port-stats"),
-        7,
+        Some(7),
         outputs.slot_count(),
     ));
     let item = Arc::new(Collected {

@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 pub struct StreamInfo {
     pub target: String,
     pub subscription: String,
-    /// Fencing token of the target lock (0 when not clustered).
-    pub fencing_token: u64,
+    /// Fencing token of the target lock (`None` when not clustered).
+    pub fencing_token: Option<u64>,
     pub meta: EventMeta,
     /// Spreads streams over an output's workers (keeps one stream's order).
     route: usize,
@@ -46,7 +46,7 @@ struct StreamTrace {
 }
 
 impl StreamInfo {
-    pub fn new(meta: EventMeta, fencing_token: u64, output_count: usize) -> Self {
+    pub fn new(meta: EventMeta, fencing_token: Option<u64>, output_count: usize) -> Self {
         let route = {
             use std::hash::{Hash, Hasher};
             let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -132,6 +132,23 @@ impl std::fmt::Debug for OutputSender {
 }
 
 /// `gnomon_output_dropped_total{output,reason}`.
+/// Gives every output metric its `# HELP` text (call once the recorder is installed).
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        "gnomon_output_messages_total",
+        "Messages an output published or wrote."
+    );
+    metrics::describe_counter!(
+        "gnomon_output_bytes_total",
+        metrics::Unit::Bytes,
+        "Payload bytes an output published."
+    );
+    metrics::describe_counter!(
+        "gnomon_output_dropped_total",
+        "Messages an output dropped, by reason (queue full, write timeout, publish error)."
+    );
+}
+
 pub(crate) fn dropped_counter(output: &str, reason: &'static str) -> Counter {
     metrics::counter!("gnomon_output_dropped_total", "output" => output.to_string(), "reason" => reason)
 }
@@ -288,7 +305,7 @@ mod tests {
         let handle = gnomon_telemetry::metrics_handle();
         let (sender, mut receiver) = mpsc::channel(1);
         let output = OutputSender::new("drop-test", vec![sender], false, Duration::from_millis(20));
-        let info = Arc::new(StreamInfo::new(EventMeta::new("t", "s"), 0, 1));
+        let info = Arc::new(StreamInfo::new(EventMeta::new("t", "s"), None, 1));
         let item = Arc::new(Collected {
             stream: info,
             response: RawResponse::from_message(&SubscribeResponse::default()),

@@ -3,12 +3,13 @@
 //! SubscribeResponse bytes (`proto`, forwarded as received). Every message carries the
 //! target / subscription / fencing-token headers. Target up/down reports go to
 //! `subject_for(target, "gnomon_target_up")` with that subscription header, always as
-//! event JSON (what the exporter expects). A host process may hand in a shared bus
+//! event JSON (what the exporter expects; see [`gnomon_bus::contract`]). A host process may hand in a shared bus
 //! (`gnomon demo`, tests); the workers then publish on it instead of connecting.
 
 use super::{dropped_counter, Collected, OutputItem, OutputSender};
-use crate::target_up::{TargetUpReport, TARGET_UP};
+use crate::target_up::TargetUpReport;
 use bytes::Bytes;
+use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
 use gnomon_config::{NatsFormat, NatsOutputConfig};
 use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
@@ -22,25 +23,13 @@ use tracing::Instrument;
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 256;
 
-/// gnmic's subject for a response: `<prefix>.<source with . → - and space → _>.<subscription with space → _>`.
+/// gnmic's subject for a message of `target` / `subscription` on this output.
 pub fn subject_for(config: &NatsOutputConfig, target: &str, subscription: &str) -> String {
-    match &config.subject_prefix {
-        Some(prefix) => {
-            let source = target.replace('.', "-").replace(' ', "_");
-            let subscription = subscription.replace(' ', "_");
-            let mut subject = prefix.replace(' ', "_");
-            if !source.is_empty() {
-                subject.push('.');
-                subject.push_str(&source);
-            }
-            if !subscription.is_empty() {
-                subject.push('.');
-                subject.push_str(&subscription);
-            }
-            subject
-        }
-        None => config.subject.clone(),
-    }
+    let scheme = match &config.subject_prefix {
+        Some(prefix) => SubjectScheme::Prefixed(prefix),
+        None => SubjectScheme::Fixed(&config.subject),
+    };
+    contract::subject_for(scheme, target, subscription)
 }
 
 fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
@@ -221,11 +210,11 @@ impl Worker {
     async fn publish_target_up(&self, bus: &dyn Bus, report: &TargetUpReport) {
         let headers = MessageHeaders {
             target: Some(report.target().to_string()),
-            subscription: Some(TARGET_UP.to_string()),
+            subscription: Some(TARGET_STATUS.to_string()),
             fencing_token: report.fencing_token(),
             traceparent: None,
         };
-        let subject = subject_for(&self.config, report.target(), TARGET_UP);
+        let subject = subject_for(&self.config, report.target(), TARGET_STATUS);
         self.send(bus, &subject, headers, report.payload().clone())
             .await;
     }

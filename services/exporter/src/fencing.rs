@@ -1,0 +1,211 @@
+//! Which messages an exporter believes: data from the collector that holds a target's lock,
+//! nothing else.
+//!
+//! Collectors stamp every message with the fencing token of the target lock they hold.
+//! Two ways to judge it:
+//! * **Clustered** ([`Fencing::following`]): the exporter follows the target locks in the
+//!   coordination store ([`LockTable`], fed by a watch) and accepts a message only when its
+//!   token is the current holder's. A higher token than the table knows is a handover the
+//!   watch has not delivered yet, or a forgery: it is dropped (counted as unconfirmed) and
+//!   the table is asked to re-read that lock, so a real new owner is believed within one
+//!   store round trip. A lower token is a stale owner; a message without a token, or for a
+//!   target with no lock, proves nothing. So a forged header — garbage or a valid body —
+//!   can neither inject data nor freeze a target.
+//! * **Not clustered** ([`Fencing::highest_seen`]): there is no store to ask; the highest
+//!   token seen per target wins. A token is recorded only from a message that decoded, so an
+//!   undecodable message with a raised token cannot lock out the real owner.
+//!
+//! Cost on the hot path: one read-locked hash lookup per message.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+
+/// What to do with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// From the current owner: apply it.
+    Accept,
+    /// From a previous owner.
+    Stale,
+    /// Cannot be matched to the current owner (no token, no lock, or a token the store has
+    /// not confirmed).
+    Unconfirmed,
+}
+
+/// The current holder's fencing token of every locked target, as the store says.
+#[derive(Debug, Default)]
+pub struct LockTable {
+    tokens: RwLock<HashMap<String, u64>>,
+    /// Targets whose lock should be re-read (a token above the known one was seen).
+    recheck: Mutex<Vec<String>>,
+    recheck_wake: tokio::sync::Notify,
+}
+
+impl LockTable {
+    /// Records that `target`'s lock is held with `token`.
+    pub fn set(&self, target: &str, token: u64) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        tokens.insert(target.to_string(), token);
+    }
+
+    /// Records that nobody holds `target`'s lock.
+    pub fn remove(&self, target: &str) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        tokens.remove(target);
+    }
+
+    /// Replaces the whole table (after a full read of the store).
+    pub fn replace(&self, all: HashMap<String, u64>) {
+        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        *tokens = all;
+    }
+
+    /// The current holder's token of `target`.
+    pub fn get(&self, target: &str) -> Option<u64> {
+        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
+        tokens.get(target).copied()
+    }
+
+    /// Targets to re-read, taken (each once, however often it was asked for).
+    pub fn take_rechecks(&self) -> Vec<String> {
+        let mut recheck = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
+        let mut targets = std::mem::take(&mut *recheck);
+        targets.sort();
+        targets.dedup();
+        targets
+    }
+
+    /// Waits until a re-read is asked for.
+    pub async fn recheck_requested(&self) {
+        self.recheck_wake.notified().await;
+    }
+
+    fn ask_recheck(&self, target: &str) {
+        let mut recheck = self.recheck.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a flood of forged targets cannot grow it without limit.
+        if recheck.len() < 1024 && !recheck.iter().any(|t| t == target) {
+            recheck.push(target.to_string());
+        }
+        drop(recheck);
+        self.recheck_wake.notify_one();
+    }
+}
+
+enum Mode {
+    HighestSeen(Mutex<HashMap<String, u64>>),
+    Following(std::sync::Arc<LockTable>),
+}
+
+/// The fencing judge of one exporter (shared by its inputs).
+pub struct Fencing {
+    mode: Mode,
+}
+
+impl Default for Fencing {
+    fn default() -> Self {
+        Self::highest_seen()
+    }
+}
+
+impl Fencing {
+    /// Not clustered: the highest token seen per target wins.
+    pub fn highest_seen() -> Self {
+        Self {
+            mode: Mode::HighestSeen(Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// Clustered: only the current lock holder's token is accepted.
+    pub fn following(locks: std::sync::Arc<LockTable>) -> Self {
+        Self {
+            mode: Mode::Following(locks),
+        }
+    }
+
+    /// Whether a message must name its target (and so its owner) to be believed.
+    pub fn requires_owner(&self) -> bool {
+        matches!(self.mode, Mode::Following(_))
+    }
+
+    /// The verdict on a message of `target` carrying `token`, before decoding it.
+    pub fn judge(&self, target: &str, token: Option<u64>) -> Verdict {
+        match &self.mode {
+            Mode::HighestSeen(highest) => {
+                let highest = highest.lock().unwrap_or_else(|p| p.into_inner());
+                match (highest.get(target), token.unwrap_or(0)) {
+                    (Some(seen), token) if token < *seen => Verdict::Stale,
+                    _ => Verdict::Accept,
+                }
+            }
+            Mode::Following(locks) => {
+                let Some(token) = token else {
+                    return Verdict::Unconfirmed;
+                };
+                match locks.get(target) {
+                    Some(current) if token == current => Verdict::Accept,
+                    Some(current) if token < current => Verdict::Stale,
+                    _ => {
+                        locks.ask_recheck(target);
+                        Verdict::Unconfirmed
+                    }
+                }
+            }
+        }
+    }
+
+    /// Records the token of an accepted message that decoded (highest-seen mode only; the
+    /// store is the authority otherwise).
+    pub fn record(&self, target: &str, token: Option<u64>) {
+        if let Mode::HighestSeen(highest) = &self.mode {
+            let token = token.unwrap_or(0);
+            let mut highest = highest.lock().unwrap_or_else(|p| p.into_inner());
+            let seen = highest.entry(target.to_string()).or_insert(token);
+            *seen = (*seen).max(token);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn highest_seen_drops_only_older_tokens_and_records_decoded_ones() {
+        let fencing = Fencing::highest_seen();
+        assert_eq!(fencing.judge("r1", Some(5)), Verdict::Accept);
+        fencing.record("r1", Some(5));
+        assert_eq!(fencing.judge("r1", Some(5)), Verdict::Accept);
+        assert_eq!(fencing.judge("r1", Some(4)), Verdict::Stale);
+        // A raised token that is never recorded (its message did not decode) changes nothing.
+        assert_eq!(fencing.judge("r1", Some(99)), Verdict::Accept);
+        assert_eq!(fencing.judge("r1", Some(5)), Verdict::Accept);
+        fencing.record("r1", Some(9));
+        assert_eq!(fencing.judge("r1", Some(5)), Verdict::Stale);
+        assert_eq!(fencing.judge("r2", None), Verdict::Accept);
+    }
+
+    #[test]
+    fn following_accepts_only_the_current_holder() {
+        let locks = Arc::new(LockTable::default());
+        let fencing = Fencing::following(locks.clone());
+        assert_eq!(fencing.judge("r1", Some(7)), Verdict::Unconfirmed);
+        locks.set("r1", 7);
+        assert_eq!(fencing.judge("r1", Some(7)), Verdict::Accept);
+        assert_eq!(fencing.judge("r1", Some(6)), Verdict::Stale);
+        assert_eq!(fencing.judge("r1", None), Verdict::Unconfirmed);
+        // A raised token (forged, or a handover not yet seen) is not believed, and asks for
+        // a re-read of that lock.
+        assert_eq!(fencing.judge("r1", Some(1_000)), Verdict::Unconfirmed);
+        assert_eq!(locks.take_rechecks(), vec!["r1".to_string()]);
+        assert!(locks.take_rechecks().is_empty());
+        // The real owner keeps being accepted.
+        assert_eq!(fencing.judge("r1", Some(7)), Verdict::Accept);
+        // A handover the store confirms.
+        locks.set("r1", 9);
+        assert_eq!(fencing.judge("r1", Some(9)), Verdict::Accept);
+        assert_eq!(fencing.judge("r1", Some(7)), Verdict::Stale);
+        locks.remove("r1");
+        assert_eq!(fencing.judge("r1", Some(9)), Verdict::Unconfirmed);
+    }
+}
