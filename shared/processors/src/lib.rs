@@ -15,6 +15,30 @@
 //!   list into a [`Chain`] whose [`Chain::apply`] runs the processors in list
 //!   order over one batch.
 //!
+//! # Use
+//!
+//! ```
+//! use gnomon_processors::{Event, Processors};
+//!
+//! // The raw `processors:` map, as the config loader keeps it.
+//! let raw = serde_json::json!({
+//!     "short-names": {"event-strings": {
+//!         "value-names": [".*"],
+//!         "transforms": [{"path-base": {"apply-on": "name"}}]
+//!     }}
+//! });
+//! let procs = Processors::from_config(&raw)?; // once, at startup
+//! let mut chain = procs.chain(&["short-names"])?; // per output / input
+//! let mut batch = vec![Event {
+//!     name: "sub".into(),
+//!     values: [("/a/b/in-octets".to_string(), serde_json::json!(1))].into(),
+//!     ..Default::default()
+//! }];
+//! chain.apply(&mut batch); // per notification
+//! assert!(batch[0].values.contains_key("in-octets"));
+//! # Ok::<(), gnomon_processors::ProcessorError>(())
+//! ```
+//!
 //! # Where gnmic applies processors (and where the integrator should)
 //!
 //! * **Outputs** apply their `event-processors` to the events of each message
@@ -58,8 +82,8 @@
 //! (unknown event-convert type, unknown data unit, precision or time zone);
 //! unknown fields are a warning. Where gnmic's result depends on Go's
 //! random map order, gnomon is deterministic: event-strings transforms each
-//! original name once, group-by keeps first-seen order, value-tag-v2 picks
-//! the most recent shape. event-extract-tags without `overwrite` keeps an
+//! original name once, group-by keeps first-seen order, value-tag-v2 applies
+//! matches in the order their tag sets were first seen. event-extract-tags without `overwrite` keeps an
 //! existing tag of the group's name and event-date-string converts tags in
 //! place (both as documented; gnmic's code differs). event-convert supports
 //! `bool` as documented. Events are never lost to a nil map (group-by keeps
