@@ -27,8 +27,8 @@ use super::{
     WatchEvent, WatchEvents,
 };
 use async_trait::async_trait;
-use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Identity,
+use gnomon_etcd::{
+    Client, Compare, CompareOp, ConnectOptions, ErrorKind, EventType, GetOptions,
     LeaseKeepAliveStream, LeaseKeeper, PutOptions, TlsOptions, Txn, TxnOp, TxnOpResponse,
     WatchOptions,
 };
@@ -62,20 +62,11 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Added to connection failures when TLS is on: an untrusted server certificate is reported
-/// by rustls, but a refused (or missing) client certificate only shows as a closed connection.
+/// Added to TLS failures, and to connection failures when TLS is on: an untrusted server
+/// certificate is reported by rustls, but a refused (or missing) client certificate only
+/// shows as a closed connection.
 const TLS_HINT: &str = "(TLS is on: check clustering.locker tls.ca-file, the CA that signed \
 etcd's certificate, and tls.cert-file / tls.key-file when etcd requires client certificates)";
-
-/// Whether the call failed on the connection (not with an answer from etcd).
-fn is_connection_failure(error: &etcd_client::Error) -> bool {
-    use etcd_client::Error as E;
-    match error {
-        E::TransportError(_) | E::IoError(_) => true,
-        E::GRpcStatus(status) => std::error::Error::source(status).is_some(),
-        _ => false,
-    }
-}
 
 /// How to read a connection failure: until etcd has answered once, it most likely means a
 /// configuration problem (address, TLS), afterwards an outage.
@@ -87,42 +78,33 @@ struct Link {
 
 /// Maps a client error; connection failures before etcd ever answered get a configuration
 /// hint ([`TLS_HINT`] when TLS is on).
-fn map_error(what: &str, error: etcd_client::Error, link: Link) -> CoordinationError {
-    use etcd_client::Error as E;
-    let unproven = !link.answered && is_connection_failure(&error);
-    let hint = match &error {
-        _ if unproven && link.tls => format!(" {TLS_HINT}"),
-        _ if unproven => {
+fn map_error(error: gnomon_etcd::Error, link: Link) -> CoordinationError {
+    let unproven = !link.answered && !error.reached_etcd();
+    let hint = match error.kind() {
+        ErrorKind::Tls => format!(" {TLS_HINT}"),
+        ErrorKind::Unavailable if unproven && link.tls => format!(" {TLS_HINT}"),
+        ErrorKind::Unavailable if unproven => {
             " (no answer from etcd: check the address, and clustering.locker tls if etcd serves TLS)"
                 .to_string()
         }
-        E::GRpcStatus(status) if status.message().contains("user name is empty") => {
+        ErrorKind::AuthenticationFailed
+            if error
+                .etcd_message()
+                .is_some_and(|m| m.contains("user name is empty")) =>
+        {
             " (etcd has authentication on: set clustering.locker username and password)".to_string()
         }
         _ => String::new(),
     };
-    match &error {
-        E::GRpcStatus(status) if status.message().contains("lease not found") => {
-            CoordinationError::SessionLost(format!("etcd {what}: {}", status.message()))
-        }
-        E::GRpcStatus(status)
-            if matches!(
-                status.code(),
-                tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
-            ) =>
-        {
-            CoordinationError::Unavailable(format!("etcd {what}: {}{hint}", status.message()))
-        }
-        E::GRpcStatus(status) if is_connection_failure(&error) => {
-            // e.g. `Cancelled` when the server closes the connection after the handshake.
-            CoordinationError::Unavailable(format!("etcd {what}: {}{hint}", status.message()))
-        }
-        E::TransportError(transport) => CoordinationError::Unavailable(format!(
-            "etcd {what}: {}{hint}",
-            gnomon_common::error_text::error_chain(transport)
-        )),
-        E::IoError(_) => CoordinationError::Unavailable(format!("etcd {what}: {error}{hint}")),
-        _ => CoordinationError::Backend(format!("etcd {what}: {error}{hint}")),
+    match error.kind() {
+        ErrorKind::LeaseNotFound => CoordinationError::SessionLost(error.to_string()),
+        ErrorKind::Unavailable
+        | ErrorKind::Timeout
+        | ErrorKind::TooManyRequests
+        | ErrorKind::InvalidAuthToken
+        | ErrorKind::Tls => CoordinationError::Unavailable(format!("{error}{hint}")),
+        ErrorKind::Config => CoordinationError::Config(error.to_string()),
+        _ => CoordinationError::Backend(format!("{error}{hint}")),
     }
 }
 
@@ -138,7 +120,6 @@ struct EtcdInner {
     renew_period: Duration,
     delay: Duration,
     retry: Duration,
-    timeout: Duration,
     /// Whether the connection uses TLS (for hints in connection errors).
     tls: bool,
     /// Whether etcd has answered a call yet (connection errors before that get hints).
@@ -173,19 +154,14 @@ fn tls_options(tls: &super::TlsConfig) -> Result<TlsOptions> {
             CoordinationError::Config(format!("cannot read locker tls.{field} {path:?}: {e}"))
         })
     };
+    // Like gnmic: without ca-file the system's trusted CAs verify etcd's certificate.
     let mut options = TlsOptions::new();
-    match &tls.ca_file {
-        Some(ca) => options = options.ca_certificate(Certificate::from_pem(read("ca-file", ca)?)),
-        // Like gnmic: without ca-file the system's trusted CAs verify etcd's certificate
-        // (tonic otherwise trusts nothing at all).
-        None => options = options.with_native_roots(),
+    if let Some(ca) = &tls.ca_file {
+        options = options.with_ca_pem(read("ca-file", ca)?);
     }
     match (&tls.cert_file, &tls.key_file) {
         (Some(cert), Some(key)) => {
-            options = options.identity(Identity::from_pem(
-                read("cert-file", cert)?,
-                read("key-file", key)?,
-            ));
+            options = options.with_identity_pem(read("cert-file", cert)?, read("key-file", key)?);
         }
         (None, None) => {}
         _ => {
@@ -200,35 +176,28 @@ fn tls_options(tls: &super::TlsConfig) -> Result<TlsOptions> {
 impl EtcdCoordination {
     /// Connects to the configured endpoints. Fails if none answers within `request-timeout`.
     pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Self> {
-        let endpoints = cfg.etcd_endpoints();
+        // Every call (and the opening of every stream) is bounded by request-timeout. HTTP/2
+        // keep-alive stays at the client's defaults (a ping every 10 s while a call or stream
+        // is open): etcd closes connections that ping more often than every 5 s.
         let mut options = ConnectOptions::new()
             .with_connect_timeout(cfg.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
+            .with_timeout(cfg.request_timeout);
         if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
-            // etcd auth tokens expire (5 min by default); renew them transparently.
-            options = options
-                .with_user(user.clone(), password.clone())
-                .with_auto_token_refresh(true);
+            // The client logs in now and again whenever etcd rejects its (expired) token.
+            options = options.with_user(user.clone(), password.clone());
         }
         if let Some(tls) = &cfg.tls {
             options = options.with_tls(tls_options(tls)?);
         }
-        let client = tokio::time::timeout(
-            cfg.request_timeout,
-            Client::connect(&endpoints, Some(options)),
-        )
-        .await
-        .map_err(|_| {
-            CoordinationError::Unavailable(format!("etcd {endpoints:?}: connect timed out"))
-        })?
-        .map_err(|e| {
-            let link = Link {
-                tls: cfg.tls.is_some(),
-                answered: false,
-            };
-            map_error("connect", e, link)
-        })?;
+        let client = Client::connect(cfg.etcd_endpoints(), options)
+            .await
+            .map_err(|e| {
+                let link = Link {
+                    tls: cfg.tls.is_some(),
+                    answered: false,
+                };
+                map_error(e, link)
+            })?;
         let ttl_secs = cfg.session_ttl.as_secs_f64().ceil().max(1.0) as i64;
         Ok(Self {
             inner: Arc::new(EtcdInner {
@@ -238,7 +207,6 @@ impl EtcdCoordination {
                 renew_period: cfg.effective_renew_period(3),
                 delay: cfg.effective_delay(),
                 retry: cfg.retry_timer,
-                timeout: cfg.request_timeout,
                 tls: cfg.tls.is_some(),
                 answered: std::sync::atomic::AtomicBool::new(false),
                 session: tokio::sync::Mutex::new(None),
@@ -258,26 +226,23 @@ impl EtcdCoordination {
             .map(|s| s.lease)
     }
 
-    async fn call<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = Result<T, etcd_client::Error>>,
-    ) -> Result<T> {
-        match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(value)) => {
+    /// Runs one client call (bounded by the client's request timeout) and maps its error.
+    async fn call<T>(&self, call: impl Future<Output = gnomon_etcd::Result<T>>) -> Result<T> {
+        match call.await {
+            Ok(value) => {
                 self.inner.answered.store(true, Ordering::Relaxed);
                 Ok(value)
             }
-            Ok(Err(e)) => Err(map_error(what, e, self.inner.link())),
-            Err(_) => Err(CoordinationError::Unavailable(format!(
-                "etcd {what} timed out after {:?}",
-                self.inner.timeout
-            ))),
+            Err(e) => Err(self.error(e)),
         }
     }
 
-    fn client(&self) -> Client {
-        self.inner.client.clone()
+    fn error(&self, error: gnomon_etcd::Error) -> CoordinationError {
+        map_error(error, self.inner.link())
+    }
+
+    fn client(&self) -> &Client {
+        &self.inner.client
     }
 
     async fn session(&self) -> Result<Arc<EtcdSession>> {
@@ -293,17 +258,16 @@ impl EtcdCoordination {
             ));
         }
         let sent = Instant::now();
-        let mut client = self.client();
         let grant = self
-            .call("lease grant", client.lease_grant(self.inner.ttl_secs, None))
+            .call(self.client().lease_grant(self.inner.ttl_secs, 0))
             .await?;
-        let granted = Duration::from_secs(grant.ttl().max(1) as u64);
+        let granted = Duration::from_secs(grant.ttl.max(1) as u64);
         let session = Arc::new(EtcdSession {
-            lease: grant.id(),
+            lease: grant.id,
             lost: CancellationToken::new(),
         });
-        tracing::info!(instance = %self.inner.instance, lease = grant.id(), ttl = ?granted, "etcd session started");
-        let span = tracing::info_span!("etcd_session", lease = grant.id());
+        tracing::info!(instance = %self.inner.instance, lease = grant.id, ttl = ?granted, "etcd session started");
+        let span = tracing::info_span!("etcd_session", lease = grant.id);
         tokio::spawn(
             keep_session_alive(self.clone(), session.clone(), sent + granted).instrument(span),
         );
@@ -312,21 +276,16 @@ impl EtcdCoordination {
     }
 
     async fn lease_alive(&self, lease: i64) -> Result<bool> {
-        let mut client = self.client();
         let answer = self
-            .call("lease ttl", client.lease_time_to_live(lease, None))
+            .call(self.client().lease_time_to_live(lease, false))
             .await?;
-        Ok(answer.ttl() > 0)
+        Ok(answer.ttl > 0)
     }
 
     /// Swaps a dead holder's tenure record for a lock-delay marker (see the module docs).
     async fn start_lock_delay(&self, key: &str, tenure_revision: i64) -> Result<()> {
-        let mut client = self.client();
         let secs = self.inner.delay.as_secs_f64().ceil().max(1.0) as i64;
-        let lease = self
-            .call("lease grant", client.lease_grant(secs, None))
-            .await?
-            .id();
+        let lease = self.call(self.client().lease_grant(secs, 0)).await?.id;
         let txn = Txn::new()
             .when([Compare::mod_revision(
                 tenure_key(key),
@@ -341,41 +300,35 @@ impl EtcdCoordination {
                     Some(PutOptions::new().with_lease(lease)),
                 ),
             ]);
-        let started = self
-            .call("lock-delay txn", client.txn(txn))
-            .await?
-            .succeeded();
+        let started = self.call(self.client().txn(txn)).await?.succeeded;
         if started {
             tracing::info!(key, delay = ?self.inner.delay, "holder died; lock-delay started");
         } else {
-            let _ = self.call("lease revoke", client.lease_revoke(lease)).await;
+            let _ = self.call(self.client().lease_revoke(lease)).await;
         }
         Ok(())
     }
 
     async fn range(&self, prefix: &str) -> Result<(BTreeMap<String, (String, i64)>, i64)> {
-        let mut client = self.client();
         let answer = self
             .call(
-                "get",
-                client.get(prefix, Some(GetOptions::new().with_prefix())),
+                self.client()
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
             )
             .await?;
-        let revision = answer.header().map(|h| h.revision()).unwrap_or(0);
         let entries = answer
-            .kvs()
+            .kvs
             .iter()
-            .filter(|kv| !is_internal(&text(kv.key())))
-            .map(|kv| (text(kv.key()), (text(kv.value()), kv.lease())))
+            .filter(|kv| !is_internal(&text(&kv.key)))
+            .map(|kv| (text(&kv.key), (text(&kv.value), kv.lease)))
             .collect();
-        Ok((entries, revision))
+        Ok((entries, answer.revision))
     }
 
     async fn put_service(&self, key: &str, value: &str, lease: i64) -> Result<()> {
-        let mut client = self.client();
         self.call(
-            "put",
-            client.put(key, value, Some(PutOptions::new().with_lease(lease))),
+            self.client()
+                .put(key, value, Some(PutOptions::new().with_lease(lease))),
         )
         .await
         .map(|_| ())
@@ -393,25 +346,24 @@ async fn keep_session_alive(
     let reason = loop {
         tokio::select! {
             _ = me.inner.shutdown.cancelled() => {
-                let mut client = me.client();
-                let _ = me.call("lease revoke", client.lease_revoke(session.lease)).await;
+                let _ = me.call(me.client().lease_revoke(session.lease)).await;
                 session.lost.cancel();
                 return;
             }
             _ = tokio::time::sleep_until(deadline.into()) => break "no keep-alive acknowledged within the TTL",
             _ = tokio::time::sleep(period) => {}
         }
-        let attempt = renew_once(&me, session.lease, &mut stream);
+        // Opening the stream is bounded by the client's request timeout; an answer that never
+        // comes on an open stream is caught by the deadline.
         tokio::select! {
             _ = tokio::time::sleep_until(deadline.into()) => break "no keep-alive acknowledged within the TTL",
-            result = tokio::time::timeout(period.max(Duration::from_millis(500)), attempt) => match result {
-                Ok(Ok(Some(next_deadline))) => deadline = next_deadline,
-                Ok(Ok(None)) => break "etcd reports the lease expired",
-                Ok(Err(e)) => {
+            result = renew_once(&me, session.lease, &mut stream) => match result {
+                Ok(Some(next_deadline)) => deadline = next_deadline,
+                Ok(None) => break "etcd reports the lease expired",
+                Err(e) => {
                     tracing::debug!(error = %e, "etcd keep-alive failed");
                     stream = None;
                 }
-                Err(_) => stream = None,
             }
         }
     };
@@ -421,11 +373,7 @@ async fn keep_session_alive(
     // restarted etcd restores the lease with a fresh TTL, so without the revoke its locks
     // would block everyone (this instance included) for another TTL.
     loop {
-        let mut client = me.client();
-        match me
-            .call("lease revoke", client.lease_revoke(session.lease))
-            .await
-        {
+        match me.call(me.client().lease_revoke(session.lease)).await {
             Err(CoordinationError::Unavailable(_)) => {}
             Ok(_) => {
                 tracing::info!(lease = session.lease, "lost session's lease revoked");
@@ -451,35 +399,25 @@ async fn renew_once(
     stream: &mut Option<(LeaseKeeper, LeaseKeepAliveStream)>,
 ) -> Result<Option<Instant>> {
     if stream.is_none() {
-        let mut client = me.client();
-        *stream = Some(
-            client
-                .lease_keep_alive(lease)
-                .await
-                .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?,
-        );
+        // Opening renews the lease once, and fails with "lease not found" when it is gone.
+        match me.call(me.client().lease_keep_alive(lease)).await {
+            Ok(opened) => *stream = Some(opened),
+            Err(CoordinationError::SessionLost(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
     }
-    let Some((keeper, responses)) = stream.as_mut() else {
+    let Some((keeper, answers)) = stream.as_mut() else {
         return Err(CoordinationError::Unavailable(
             "keep-alive stream missing".into(),
         ));
     };
     let sent = Instant::now();
-    keeper
-        .keep_alive()
-        .await
-        .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?;
-    match responses
-        .message()
-        .await
-        .map_err(|e| map_error("lease keep-alive", e, me.inner.link()))?
-    {
-        Some(answer) if answer.ttl() > 0 => {
-            Ok(Some(sent + Duration::from_secs(answer.ttl() as u64)))
-        }
+    keeper.keep_alive().await.map_err(|e| me.error(e))?;
+    match answers.message().await.map_err(|e| me.error(e))? {
+        Some(answer) if answer.ttl > 0 => Ok(Some(sent + Duration::from_secs(answer.ttl as u64))),
         Some(_) => Ok(None),
         None => Err(CoordinationError::Unavailable(
-            "keep-alive stream closed".into(),
+            "etcd closed the keep-alive stream".into(),
         )),
     }
 }
@@ -487,7 +425,6 @@ async fn renew_once(
 #[async_trait]
 impl LockRelease for EtcdCoordination {
     async fn release_lock(&self, key: &str, fencing_token: u64) -> Result<()> {
-        let mut client = self.client();
         let mut ops = vec![TxnOp::delete(key, None)];
         if !self.inner.delay.is_zero() {
             ops.push(TxnOp::delete(tenure_key(key), None));
@@ -499,7 +436,7 @@ impl LockRelease for EtcdCoordination {
                 fencing_token as i64,
             )])
             .and_then(ops);
-        self.call("release txn", client.txn(txn)).await.map(|_| ())
+        self.call(self.client().txn(txn)).await.map(|_| ())
     }
 }
 
@@ -532,9 +469,8 @@ impl LockAttempts for EtcdCoordination {
                 gets.push(TxnOp::get(tenure_key(key), None));
                 gets.push(TxnOp::get(delay_key(key), None));
             }
-            let mut client = self.client();
             let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
-            let answer = match self.call("acquire txn", client.txn(txn)).await {
+            let answer = match self.call(self.client().txn(txn)).await {
                 Err(CoordinationError::SessionLost(reason)) => {
                     tracing::warn!(reason, "etcd lease vanished; starting a new session");
                     session.lost.cancel();
@@ -542,8 +478,8 @@ impl LockAttempts for EtcdCoordination {
                 }
                 other => other?,
             };
-            let revision = answer.header().map(|h| h.revision()).unwrap_or(0);
-            if answer.succeeded() {
+            let revision = answer.revision;
+            if answer.succeeded {
                 return Ok(Attempt::Acquired(LockGuard::new(
                     key,
                     value,
@@ -554,10 +490,10 @@ impl LockAttempts for EtcdCoordination {
             }
             let since = revision.max(0) as u64;
             let ranges: Vec<_> = answer
-                .op_responses()
+                .responses
                 .into_iter()
                 .map(|op| match op {
-                    TxnOpResponse::Get(get) => get.kvs().first().cloned(),
+                    TxnOpResponse::Get(get) => get.kvs.into_iter().next(),
                     _ => None,
                 })
                 .collect();
@@ -573,7 +509,7 @@ impl LockAttempts for EtcdCoordination {
             let Some(tenure) = ranges.get(1).cloned().flatten() else {
                 continue;
             };
-            let old_lease: i64 = text(tenure.value()).parse().unwrap_or(0);
+            let old_lease: i64 = text(&tenure.value).parse().unwrap_or(0);
             let holder_alive = old_lease == session.lease || self.lease_alive(old_lease).await?;
             if holder_alive {
                 // The key was deleted while its holder lives (plain delete): no crash, no delay.
@@ -581,13 +517,13 @@ impl LockAttempts for EtcdCoordination {
                     .when([Compare::mod_revision(
                         tenure_key(key),
                         CompareOp::Equal,
-                        tenure.mod_revision(),
+                        tenure.mod_revision,
                     )])
                     .and_then([TxnOp::delete(tenure_key(key), None)]);
-                self.call("tenure cleanup", client.txn(cleanup)).await?;
+                self.call(self.client().txn(cleanup)).await?;
                 continue;
             }
-            self.start_lock_delay(key, tenure.mod_revision()).await?;
+            self.start_lock_delay(key, tenure.mod_revision).await?;
             return Ok(Attempt::Busy { since });
         }
         Ok(Attempt::Busy { since: 0 })
@@ -598,12 +534,8 @@ impl LockAttempts for EtcdCoordination {
             if since == 0 {
                 return std::future::pending::<()>().await;
             }
-            let mut client = self.client();
             let options = WatchOptions::new().with_start_revision(since as i64 + 1);
-            let Ok(Ok(mut stream)) =
-                tokio::time::timeout(self.inner.timeout, client.watch(key, Some(options.clone())))
-                    .await
-            else {
+            let Ok(mut stream) = self.client().watch(key, Some(options.clone())).await else {
                 return std::future::pending::<()>().await;
             };
             if !self.inner.delay.is_zero()
@@ -613,7 +545,7 @@ impl LockAttempts for EtcdCoordination {
             }
             loop {
                 match stream.message().await {
-                    Ok(Some(message)) if message.events().is_empty() && !message.canceled() => {}
+                    Ok(Some(message)) if message.events.is_empty() && !message.canceled => {}
                     Ok(Some(_)) => return,
                     _ => return std::future::pending::<()>().await,
                 }
@@ -663,13 +595,12 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn holder(&self, key: &str) -> Result<Option<String>> {
-        let mut client = self.client();
-        let answer = self.call("get", client.get(key, None)).await?;
+        let answer = self.call(self.client().get(key, None)).await?;
         Ok(answer
-            .kvs()
+            .kvs
             .first()
-            .filter(|kv| kv.lease() != 0)
-            .map(|kv| text(kv.value())))
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| text(&kv.value)))
     }
 
     async fn list(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
@@ -713,13 +644,12 @@ impl Coordination for EtcdCoordination {
                     }
                 }
                 known = snapshot;
-                let mut client = me.client();
                 let options = WatchOptions::new()
                     .with_prefix()
-                    .with_prev_key()
+                    .with_prev_kv()
                     .with_start_revision(revision + 1);
                 let mut stream = match me
-                    .call("watch", client.watch(prefix.as_str(), Some(options)))
+                    .call(me.client().watch(prefix.as_str(), Some(options)))
                     .await
                 {
                     Ok(stream) => stream,
@@ -742,23 +672,22 @@ impl Coordination for EtcdCoordination {
                         Ok(Some(message)) => message,
                         Ok(None) | Err(_) => break,
                     };
-                    if message.canceled() {
+                    if message.canceled {
                         tracing::info!(
                             prefix,
-                            compact_revision = message.compact_revision(),
+                            compact_revision = message.compact_revision,
                             "etcd watch cancelled; resyncing"
                         );
                         break;
                     }
-                    for event in message.events() {
-                        let Some(kv) = event.kv() else { continue };
-                        let key = text(kv.key());
+                    for event in message.events {
+                        let key = text(&event.kv.key);
                         if is_internal(&key) {
                             continue;
                         }
-                        let out = match event.event_type() {
+                        let out = match event.event_type {
                             EventType::Put => {
-                                let value = text(kv.value());
+                                let value = text(&event.kv.value);
                                 known.insert(key.clone(), value.clone());
                                 WatchEvent::Put { key, value }
                             }
@@ -845,9 +774,8 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {
-        let mut client = self.client();
-        let answer = self.call("get", client.get(key, None)).await?;
-        Ok(answer.kvs().first().map(|kv| text(kv.value())))
+        let answer = self.call(self.client().get(key, None)).await?;
+        Ok(answer.kvs.first().map(|kv| text(&kv.value)))
     }
 
     async fn get_prefix(&self, prefix: &str) -> Result<BTreeMap<String, String>> {
@@ -857,15 +785,13 @@ impl Coordination for EtcdCoordination {
 
     async fn put(&self, key: &str, value: &str) -> Result<()> {
         check_key(key)?;
-        let mut client = self.client();
-        self.call("put", client.put(key, value, None))
+        self.call(self.client().put(key, value, None))
             .await
             .map(|_| ())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
-        let mut client = self.client();
-        self.call("delete", client.delete(key, None))
+        self.call(self.client().delete(key, None))
             .await
             .map(|_| ())
     }
@@ -874,10 +800,7 @@ impl Coordination for EtcdCoordination {
         self.inner.shutdown.cancel();
         let session = self.inner.session.lock().await.take();
         if let Some(session) = session {
-            let mut client = self.client();
-            let _ = self
-                .call("lease revoke", client.lease_revoke(session.lease))
-                .await;
+            let _ = self.call(self.client().lease_revoke(session.lease)).await;
             session.lost.cancel();
         }
     }

@@ -200,7 +200,8 @@ pub trait Coordination: Send + Sync {
 
 /// Connects the backend `cfg.kind` for instance `instance`.
 pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Arc<dyn Coordination>> {
-    cfg.validate().map_err(CoordinationError::Config)?;
+    cfg.validate()
+        .map_err(|e| CoordinationError::Config(e.to_string()))?;
     if instance.is_empty() {
         return Err(CoordinationError::Config(
             "instance name is empty".to_string(),
