@@ -485,10 +485,10 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
             reason: "empty".into(),
         });
     }
-    if key.starts_with(etcd::INTERNAL_PREFIX) {
+    if keys::is_internal(key) {
         return Err(CoordinationError::InvalidKey {
             key: key.to_string(),
-            reason: format!("the {} prefix is reserved", etcd::INTERNAL_PREFIX),
+            reason: format!("the {} prefix is reserved", keys::INTERNAL_PREFIX),
         });
     }
     Ok(())
