@@ -720,3 +720,58 @@ fn a_huge_document_is_refused() {
         .to_string()
         .contains("nested deeper"));
 }
+
+// ---- issue 14.5: fail closed ----
+
+#[test]
+fn security_settings_that_resolve_to_empty_stop_the_start() {
+    std::env::remove_var("GNOMON_TEST_UNSET_SECRET");
+    for (text, key) in [
+        (
+            "api-server:\n  token: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "api-server.token",
+        ),
+        (
+            "outputs:\n  n:\n    type: nats\n    username: u\n    password: $GNOMON_TEST_UNSET_SECRET\n",
+            "outputs.n.password",
+        ),
+        (
+            "targets:\n  r1:\n    address: 10.0.0.1\n    password: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "targets.r1.password",
+        ),
+        (
+            "targets:\n  r1:\n    address: 10.0.0.1\n    tls-ca: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "targets.r1.tls-ca",
+        ),
+        (
+            "token: $GNOMON_TEST_UNSET_SECRET\n",
+            "token",
+        ),
+        (
+            "clustering:\n  locker:\n    type: etcd\n    address: a:2379\n    username: u\n    password: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "clustering.locker.password",
+        ),
+        (
+            "clustering:\n  locker:\n    type: etcd\n    address: a:2379\n    tls: {ca-file: $GNOMON_TEST_UNSET_SECRET}\n",
+            "clustering.locker.tls.ca-file",
+        ),
+        (
+            "inputs:\n  i:\n    type: nats\n    credentials-file: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "inputs.i.credentials-file",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    service-registration: {token: $GNOMON_TEST_UNSET_SECRET}\n",
+            "outputs.p.service-registration.token",
+        ),
+    ] {
+        let err = load(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{key}: refers to $GNOMON_TEST_UNSET_SECRET")),
+            "{text}: {err}"
+        );
+        assert!(err.contains("must not resolve to empty"), "{err}");
+    }
+    // Written empty means unset (gnmic's zero value), not a mistake.
+    let config = load("api-server:\n  token: \"\"\n").unwrap();
+    assert_eq!(config.api.unwrap().token, None);
+}
