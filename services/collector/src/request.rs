@@ -1,6 +1,6 @@
 //! Building gNMI SubscribeRequests from gnmic subscription settings.
 
-use gnomon_config::{Encoding, SubscriptionConfig, SubscriptionMode};
+use gnomon_config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
 use gnomon_gnmi::path::parse_path;
 use gnomon_gnmi::proto::gnmi::{
     self, subscribe_request, subscription_list, ModelData, Poll, SubscribeRequest, Subscription,
@@ -15,11 +15,13 @@ pub struct RequestError {
     pub reason: String,
 }
 
-/// The SubscribeRequest for `subscription`, with `target_encoding` when it sets none.
+/// The SubscribeRequest for `subscription` sent to `target`: the target's encoding when the
+/// subscription sets none, and with `set-target` the target's name as the prefix target.
 pub fn subscribe_request(
     subscription: &SubscriptionConfig,
-    target_encoding: Encoding,
+    target: &TargetConfig,
 ) -> Result<SubscribeRequest, RequestError> {
+    let target_encoding = target.encoding;
     let error = |reason: String| RequestError {
         subscription: subscription.name.clone(),
         reason,
@@ -30,6 +32,9 @@ pub fn subscribe_request(
     };
     if let Some(target) = &subscription.target {
         prefix.get_or_insert_with(gnmi::Path::default).target = target.clone();
+    } else if subscription.set_target {
+        // gnmic's set-target: the prefix target is the target's name.
+        prefix.get_or_insert_with(gnmi::Path::default).target = target.name.clone();
     }
     let stream_mode = subscription.effective_stream_mode().to_proto();
     let sample_interval = subscription
@@ -103,7 +108,8 @@ mod tests {
             &[],
         )
         .unwrap();
-        let request = subscribe_request(&config.subscriptions["s"], Encoding::Json).unwrap();
+        let target = TargetConfig::new("t1", "127.0.0.1", &config.globals);
+        let request = subscribe_request(&config.subscriptions["s"], &target).unwrap();
         let Some(subscribe_request::Request::Subscribe(list)) = request.request else {
             panic!("not a subscribe")
         };
@@ -121,5 +127,25 @@ mod tests {
         assert_eq!(sub.heartbeat_interval, 10_000_000_000);
         assert!(sub.suppress_redundant);
         assert_eq!(sub.path.as_ref().unwrap().elem[1].key["name"], "Ethernet1");
+    }
+
+    #[test]
+    fn set_target_puts_the_target_name_in_the_prefix() {
+        let config = load_config_with_env(
+            "subscriptions:\n  s:\n    paths: [/a]\n    set-target: true\n  t:\n    paths: [/a]\n",
+            ConfigFormat::Yaml,
+            &[],
+        )
+        .unwrap();
+        let target = TargetConfig::new("leaf1", "10.0.0.1", &config.globals);
+        let prefix_target = |name: &str| {
+            let request = subscribe_request(&config.subscriptions[name], &target).unwrap();
+            let Some(subscribe_request::Request::Subscribe(list)) = request.request else {
+                panic!("not a subscribe")
+            };
+            list.prefix.map(|p| p.target).unwrap_or_default()
+        };
+        assert_eq!(prefix_target("s"), "leaf1");
+        assert_eq!(prefix_target("t"), "");
     }
 }

@@ -163,7 +163,7 @@ impl TargetRun {
         let fencing_token = self.ownership.as_ref().map(|o| o.fencing_token);
         for plan in &self.subscriptions {
             let request =
-                subscribe_request(&plan.config, self.config.encoding).map_err(|e| e.to_string())?;
+                subscribe_request(&plan.config, &self.config).map_err(|e| e.to_string())?;
             let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
             let meta = EventMeta {
                 source: self.config.name.clone(),

@@ -65,11 +65,7 @@ impl ExporterSettings {
             if !clustering.cluster_name.is_empty() {
                 settings.cluster_name = clustering.cluster_name.clone();
             }
-            if !clustering.locker.is_null() {
-                let locker: LockerConfig = serde_json::from_value(clustering.locker.clone())
-                    .map_err(|e| anyhow::anyhow!("clustering.locker: {e}"))?;
-                settings.locker = Some(locker);
-            }
+            settings.locker = Some(clustering.locker.clone());
         }
         for (name, input) in &config.inputs {
             let InputConfig::Nats(parsed) = input;

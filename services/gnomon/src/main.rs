@@ -4,7 +4,7 @@ mod demo;
 mod node;
 
 use clap::{Parser, Subcommand};
-use gnomon_config::load_config;
+use gnomon_config::{load_config, GnomonConfig};
 use gnomon_telemetry::{init_tracing, TracingOptions};
 use node::{run_node, NodeDeps, Roles};
 use std::path::PathBuf;
@@ -82,23 +82,61 @@ fn cancel_on_signals(shutdown: CancellationToken) {
     });
 }
 
-async fn run_config(
-    args: ConfigArg,
-    roles: Roles,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    // The error is one line naming the key, the value and what was expected.
-    let config = load_config(args.config.as_deref()).map_err(|e| anyhow::anyhow!("{e}"))?;
-    run_node(config, roles, NodeDeps::default(), shutdown).await
+/// Loads the configuration on a blocking thread, racing SIGINT/SIGTERM (`shutdown`): a
+/// signal during the load stops the process at once (the load itself is bounded too:
+/// document size and alias expansion).
+async fn load_interruptibly(
+    args: &ConfigArg,
+    shutdown: &CancellationToken,
+) -> Result<GnomonConfig, String> {
+    let path = args.config.clone();
+    let loading = tokio::task::spawn_blocking(move || load_config(path.as_deref()));
+    tokio::select! {
+        // The error is one line naming the key, the value and what was expected.
+        loaded = loading => match loaded {
+            Ok(result) => result.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("loading the configuration failed: {e}")),
+        },
+        _ = shutdown.cancelled() => {
+            eprintln!("gnomon: interrupted while loading the configuration");
+            // The blocking load may still run; do not wait for it.
+            std::process::exit(130);
+        }
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    let shutdown = CancellationToken::new();
+    cancel_on_signals(shutdown.clone());
+    // The configuration is read before logging starts: its `debug` and `log-format` keys
+    // shape the logs. Its warnings are logged once logging runs.
+    let config = match &cli.command {
+        Command::Collector(args)
+        | Command::Coordinator(args)
+        | Command::Exporter(args)
+        | Command::All(args) => match load_interruptibly(args, &shutdown).await {
+            Ok(config) => Some(config),
+            Err(e) => {
+                eprintln!("gnomon: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Simulator(_) | Command::Demo(_) => None,
+    };
+    let globals = config.as_ref().map(|c| &c.globals);
+    if globals.is_some_and(|g| g.debug) && std::env::var_os("RUST_LOG").is_none() {
+        // gnmic's `debug: true`: debug logs unless RUST_LOG says otherwise. Set before the
+        // subscriber reads it, while no other code reads the environment.
+        std::env::set_var("RUST_LOG", "debug");
+    }
+    let json_logs =
+        cli.log_json || globals.is_some_and(|g| g.log_format.as_deref() == Some("json"));
     let _telemetry = match init_tracing(&TracingOptions {
         service_name: cli.command.service_name().to_string(),
         otlp_endpoint: None,
-        json_logs: cli.log_json,
+        json_logs,
     }) {
         Ok(guard) => guard,
         Err(e) => {
@@ -106,21 +144,38 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(config) = &config {
+        for warning in &config.warnings {
+            warning.log();
+        }
+        tracing::debug!(
+            targets = config.targets.len(),
+            subscriptions = config.subscriptions.len(),
+            outputs = config.outputs.len(),
+            inputs = config.inputs.len(),
+            clustered = config.clustering.is_some(),
+            "configuration loaded"
+        );
+    }
     // Install the metrics recorder before any service registers its counters.
     let _ = gnomon_telemetry::metrics_handle();
-    let shutdown = CancellationToken::new();
-    cancel_on_signals(shutdown.clone());
     let only = |collector, coordinator, exporter| Roles {
         collector,
         coordinator,
         exporter,
     };
+    let run = |config: Option<GnomonConfig>, roles: Roles, shutdown: CancellationToken| async move {
+        match config {
+            Some(config) => run_node(config, roles, NodeDeps::default(), shutdown).await,
+            None => Err(anyhow::anyhow!("no configuration loaded")),
+        }
+    };
     let result = match cli.command {
         Command::Simulator(args) => gnomon_simulator::run(args, shutdown).await,
-        Command::Collector(args) => run_config(args, only(true, false, false), shutdown).await,
-        Command::Coordinator(args) => run_config(args, only(false, true, false), shutdown).await,
-        Command::Exporter(args) => run_config(args, only(false, false, true), shutdown).await,
-        Command::All(args) => run_config(args, only(true, true, true), shutdown).await,
+        Command::Collector(_) => run(config, only(true, false, false), shutdown).await,
+        Command::Coordinator(_) => run(config, only(false, true, false), shutdown).await,
+        Command::Exporter(_) => run(config, only(false, false, true), shutdown).await,
+        Command::All(_) => run(config, only(true, true, true), shutdown).await,
         Command::Demo(args) => demo::run(args, shutdown).await,
     };
     match result {

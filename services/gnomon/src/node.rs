@@ -8,7 +8,7 @@ use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, CollectorHandle};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::{ApiConfig, ClusteringConfig, GnomonConfig};
-use gnomon_coordination::{self as coordination, Coordination, LockerConfig, TargetStore};
+use gnomon_coordination::{self as coordination, Coordination, TargetStore};
 use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
 use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::CoordinatorSettings;
@@ -29,12 +29,6 @@ pub struct Roles {
 pub struct NodeDeps {
     pub bus: Option<Arc<dyn Bus>>,
     pub coordination: Option<Arc<dyn Coordination>>,
-}
-
-/// The locker settings of the `clustering` block.
-fn locker_config(clustering: &ClusteringConfig) -> anyhow::Result<LockerConfig> {
-    serde_json::from_value(clustering.locker.clone())
-        .map_err(|e| anyhow::anyhow!("clustering.locker: {e}"))
 }
 
 fn coordinator_settings(
@@ -120,9 +114,9 @@ pub async fn run_node(
     {
         (Some(_), Some(given)) => Some(given),
         (Some(clustering), None) => {
-            let locker = locker_config(clustering)?;
+            let locker = &clustering.locker;
             Some(
-                coordination::connect(&locker, &clustering.instance_name)
+                coordination::connect(locker, &clustering.instance_name)
                     .await
                     .with_context(|| {
                         format!("connecting the {:?} coordination store", locker.kind)

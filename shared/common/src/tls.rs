@@ -105,10 +105,49 @@ fn root_store(options: &ClientTlsOptions) -> Result<RootCertStore, TlsError> {
     Ok(roots)
 }
 
+/// Which TLS versions and cipher suites a client offers (gnmic's `tls-min-version`,
+/// `tls-max-version`, `tls-version` and `cipher-suites`); the default is rustls' safe set.
+#[derive(Clone, Debug, Default)]
+pub struct TlsNegotiation {
+    /// Versions to offer; empty means TLS 1.2 and 1.3.
+    pub versions: Vec<&'static rustls::SupportedProtocolVersion>,
+    /// Cipher suites to offer, in order of preference; empty means the provider's defaults.
+    pub cipher_suites: Vec<rustls::CipherSuite>,
+}
+
 /// A rustls client configuration for `options`, offering `alpn` protocols (e.g. `h2`).
 pub fn client_config(options: &ClientTlsOptions, alpn: &[&[u8]]) -> Result<ClientConfig, TlsError> {
-    let builder = ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
+    client_config_with(options, alpn, &TlsNegotiation::default())
+}
+
+/// [`client_config`] limited to the versions and cipher suites of `negotiation`.
+pub fn client_config_with(
+    options: &ClientTlsOptions,
+    alpn: &[&[u8]],
+    negotiation: &TlsNegotiation,
+) -> Result<ClientConfig, TlsError> {
+    let mut suites_provider = rustls::crypto::ring::default_provider();
+    if !negotiation.cipher_suites.is_empty() {
+        let available = std::mem::take(&mut suites_provider.cipher_suites);
+        suites_provider.cipher_suites = negotiation
+            .cipher_suites
+            .iter()
+            .filter_map(|wanted| available.iter().find(|s| s.suite() == *wanted).copied())
+            .collect();
+        if suites_provider.cipher_suites.is_empty() {
+            return Err(TlsError::Config(
+                "none of the configured cipher suites is available".into(),
+            ));
+        }
+    }
+    let versions: &[&'static rustls::SupportedProtocolVersion] = if negotiation.versions.is_empty()
+    {
+        rustls::DEFAULT_VERSIONS
+    } else {
+        &negotiation.versions
+    };
+    let builder = ClientConfig::builder_with_provider(Arc::new(suites_provider))
+        .with_protocol_versions(versions)
         .map_err(|e| TlsError::Config(e.to_string()))?;
     let builder = if options.skip_verify {
         builder

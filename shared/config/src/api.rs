@@ -1,7 +1,9 @@
 //! The REST API settings: `api: "<addr>"` or an `api-server` block.
 
+use super::address::check_host_port;
+use super::defaults;
 use super::duration::serialize_ns;
-use super::reader::{expand_env_vars, Section};
+use super::reader::Section;
 use super::secret::Secret;
 use super::ConfigError;
 use serde::Serialize;
@@ -9,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// gnmic's default API address.
-pub const DEFAULT_API_ADDRESS: &str = ":7890";
+pub const DEFAULT_API_ADDRESS: &str = defaults::API_ADDRESS;
 
 /// Server TLS of the API.
 #[derive(Clone, Debug, Serialize, PartialEq, Default)]
@@ -52,7 +54,7 @@ impl ApiConfig {
     pub fn at(address: &str) -> Self {
         Self {
             address: address.to_string(),
-            timeout: Duration::from_secs(10),
+            timeout: defaults::API_TIMEOUT,
             tls: None,
             enable_metrics: false,
             enable_profiling: false,
@@ -66,14 +68,19 @@ impl ApiConfig {
     /// Reads `api` and `api-server` from the root section; `None` when neither is set.
     pub fn from_root(root: &Section<'_>) -> Result<Option<Self>, ConfigError> {
         let flag = root.string("api")?.filter(|s| !s.trim().is_empty());
+        if let Some(address) = &flag {
+            check_host_port(&root.key_path("api"), address, true, true)?;
+        }
         let Some(block) = root.section("api-server")? else {
             return Ok(flag.map(|address| Self::at(&address)));
         };
-        let address = block
-            .string("address")?
-            .filter(|s| !s.trim().is_empty())
-            .or(flag)
-            .unwrap_or_else(|| DEFAULT_API_ADDRESS.to_string());
+        let address = match block.string("address")?.filter(|s| !s.trim().is_empty()) {
+            Some(address) => {
+                check_host_port(&block.key_path("address"), &address, true, true)?;
+                address
+            }
+            None => flag.unwrap_or_else(|| DEFAULT_API_ADDRESS.to_string()),
+        };
         let mut config = Self::at(&address);
         if let Some(timeout) = block.duration("timeout")? {
             config.timeout = timeout;
@@ -94,17 +101,49 @@ impl ApiConfig {
                     ));
                 }
             }
+            tls.unsupported_unless(
+                "skip-verify",
+                &serde_json::Value::Bool(false),
+                "it has no meaning for the API's server certificate",
+            );
             tls.warn_unknown_keys();
         }
+        // gnomon serves /metrics on the API whatever this says; it never logs /healthz
+        // requests (gnmic's `healthz-disable-logging: true`).
         config.enable_metrics = block.bool("enable-metrics")?.unwrap_or(false);
+        block.unsupported_unless(
+            "enable-metrics",
+            &serde_json::Value::Bool(true),
+            "gnomon always serves /metrics on the API",
+        );
         config.enable_profiling = block.bool("enable-profiling")?.unwrap_or(false);
+        block.unsupported_unless(
+            "enable-profiling",
+            &serde_json::Value::Bool(false),
+            "there are no profiling endpoints (/debug/pprof)",
+        );
         config.debug = block.bool("debug")?.unwrap_or(false);
+        block.unsupported_unless(
+            "debug",
+            &serde_json::Value::Bool(false),
+            "API requests are not logged (use RUST_LOG=gnomon_api_server=debug for the listener)",
+        );
         config.healthz_disable_logging = block.bool("healthz-disable-logging")?.unwrap_or(false);
+        block.unsupported_unless(
+            "healthz-disable-logging",
+            &serde_json::Value::Bool(true),
+            "/healthz requests are never logged",
+        );
         config.expose_target_secrets = block.bool("expose-target-secrets")?.unwrap_or(false);
-        // `$VAR` / `${VAR}` is expanded so the token can stay out of the file.
+        block.unsupported_unless(
+            "expose-target-secrets",
+            &serde_json::Value::Bool(false),
+            "passwords and tokens are always shown as ****",
+        );
+        // `$VAR` / `${VAR}` was expanded with the whole `api-server` block; a token that
+        // was written but resolved to nothing stopped the load there (fail closed).
         config.token = block
             .string_if_set("token")?
-            .map(|token| expand_env_vars(&token))
             .filter(|token| !token.trim().is_empty())
             .map(Secret::new);
         block.warn_unknown_keys();

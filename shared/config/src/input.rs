@@ -1,7 +1,6 @@
 //! Inputs (gnmic's `inputs` section); only `nats`, which the exporter consumes.
 
 use super::nats_input::NatsInputConfig;
-use super::output::deserialize_section;
 use super::reader::Section;
 use super::ConfigError;
 use serde::Serialize;
@@ -24,11 +23,7 @@ impl InputConfig {
             });
         };
         match kind.trim().to_ascii_lowercase().as_str() {
-            "nats" => {
-                let config: NatsInputConfig = deserialize_section(section)?;
-                config.validate(name).map_err(ConfigError::Message)?;
-                Ok(Self::Nats(config))
-            }
+            "nats" => Ok(Self::Nats(NatsInputConfig::from_section(name, section)?)),
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),

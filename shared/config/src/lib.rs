@@ -8,19 +8,26 @@
 //! Sections owned by other services (the Prometheus output, the NATS input) are parsed by
 //! their own modules from the raw maps kept in [`OutputConfig`] / [`InputConfig`].
 
+mod address;
 mod api;
 mod clustering;
+pub mod defaults;
 mod env;
 mod error;
+pub mod expand;
 mod input;
 pub mod locker;
+pub mod names;
 pub mod nats_input;
 mod output;
 pub mod prometheus_output;
 pub mod reader;
 mod subscription;
 mod target;
+pub mod warning;
+pub mod yaml;
 
+pub use address::{check_host_port, check_nats_servers};
 pub use api::{ApiConfig, ApiTls, DEFAULT_API_ADDRESS};
 pub use clustering::ClusteringConfig;
 pub use env::apply_env_overrides;
@@ -38,14 +45,20 @@ pub use subscription::{
     Encoding, StreamMode, SubscriptionConfig, SubscriptionMode, DEFAULT_POLL_INTERVAL,
 };
 pub use target::{
-    with_default_port, GlobalConfig, TargetConfig, DEFAULT_BUFFER_SIZE, DEFAULT_CLUSTER_NAME,
-    DEFAULT_PORT, DEFAULT_RETRY_TIMER, DEFAULT_TIMEOUT,
+    with_default_port, GlobalConfig, GrpcKeepalive, TargetConfig, TlsVersion, DEFAULT_BUFFER_SIZE,
+    DEFAULT_CLUSTER_NAME, DEFAULT_PORT, DEFAULT_RETRY_TIMER, DEFAULT_TIMEOUT,
+    SUPPORTED_CIPHER_SUITES,
 };
+pub use warning::ConfigWarning;
 
+use names::NameKind;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// The largest configuration file (or text) read, in bytes.
+pub const MAX_DOCUMENT_SIZE: u64 = 16 << 20;
 
 /// File formats the loader reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,6 +107,10 @@ pub struct GnomonConfig {
     pub clustering: Option<ClusteringConfig>,
     #[serde(rename = "api-server", skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiConfig>,
+    /// What the load found worth a warning (keys read but not applied, unknown keys); the
+    /// binary logs them at start.
+    #[serde(skip)]
+    pub warnings: Vec<ConfigWarning>,
 }
 
 /// Names gnmic looks for when no `--config` is given.
@@ -120,6 +137,37 @@ fn env_vars() -> Vec<(String, String)> {
         .collect()
 }
 
+fn too_large(source_name: &str, size: u64) -> ConfigError {
+    ConfigError::Parse {
+        source_name: source_name.to_string(),
+        reason: format!(
+            "{size} bytes is larger than the {} MiB a configuration may have",
+            MAX_DOCUMENT_SIZE >> 20
+        ),
+    }
+}
+
+/// Reads a configuration file, refusing one larger than [`MAX_DOCUMENT_SIZE`] before
+/// reading it.
+fn read_file(path: &Path) -> Result<String, ConfigError> {
+    use std::io::Read;
+    let read_error = |e: std::io::Error| ConfigError::Read {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let mut text = String::new();
+    // One byte more than the limit tells a file that is too large (whatever its metadata
+    // says: a pipe or /proc file has none).
+    file.take(MAX_DOCUMENT_SIZE + 1)
+        .read_to_string(&mut text)
+        .map_err(read_error)?;
+    if text.len() as u64 > MAX_DOCUMENT_SIZE {
+        return Err(too_large(&path.display().to_string(), text.len() as u64));
+    }
+    Ok(text)
+}
+
 /// Loads the configuration from `path` (or gnmic's discovery locations when `None`; an
 /// absent file then means an empty configuration), applying environment overrides.
 pub fn load_config(path: Option<&Path>) -> Result<GnomonConfig, ConfigError> {
@@ -130,19 +178,14 @@ pub fn load_config(path: Option<&Path>) -> Result<GnomonConfig, ConfigError> {
     let Some(path) = path else {
         return load_config_with_env("", ConfigFormat::Yaml, &env_vars());
     };
-    let text = std::fs::read_to_string(&path).map_err(|e| ConfigError::Read {
-        path: path.clone(),
-        reason: e.to_string(),
-    })?;
-    parse_tree(
+    let text = read_file(&path)?;
+    let mut tree = parse_tree(
         &text,
         ConfigFormat::from_path(&path),
         &path.display().to_string(),
-    )
-    .and_then(|mut tree| {
-        apply_env_overrides(&mut tree, &env_vars());
-        from_tree(&tree)
-    })
+    )?;
+    apply_env_overrides(&mut tree, &env_vars());
+    from_tree(&tree)
 }
 
 /// Loads the configuration from text, applying the process's `GNMIC_*` / `GNOMON_*` variables.
@@ -161,26 +204,55 @@ pub fn load_config_with_env(
     from_tree(&tree)
 }
 
-fn parse_tree(text: &str, format: ConfigFormat, source_name: &str) -> Result<Value, ConfigError> {
+/// Parses configuration text into a JSON tree. YAML is read by [`yaml::parse`] (gnmic's merge
+/// keys, bounded aliases) and handed to the `config` crate as JSON; JSON and TOML go to the
+/// `config` crate directly.
+pub fn parse_tree(
+    text: &str,
+    format: ConfigFormat,
+    source_name: &str,
+) -> Result<Value, ConfigError> {
+    if text.len() as u64 > MAX_DOCUMENT_SIZE {
+        return Err(too_large(source_name, text.len() as u64));
+    }
     if text.trim().is_empty() {
         return Ok(Value::Object(Default::default()));
     }
-    let parse_error = |e: config::ConfigError| ConfigError::Parse {
+    let parse_error = |reason: String| ConfigError::Parse {
         source_name: source_name.to_string(),
-        reason: e.to_string().replace('\n', " "),
+        reason: reason.replace('\n', " "),
+    };
+    let (text, format) = match format {
+        ConfigFormat::Yaml => {
+            let value = yaml::parse(text).map_err(parse_error)?;
+            match value {
+                Value::Null => return Ok(Value::Object(Default::default())),
+                Value::Object(_) => {}
+                other => {
+                    return Err(parse_error(format!(
+                        "the top level is {}, expected a map of settings",
+                        reader::type_name(&other)
+                    )))
+                }
+            }
+            (value.to_string(), config::FileFormat::Json)
+        }
+        other => (text.to_string(), other.to_config_crate()),
     };
     let built = config::Config::builder()
-        .add_source(config::File::from_str(text, format.to_config_crate()))
+        .add_source(config::File::from_str(&text, format))
         .build()
-        .map_err(parse_error)?;
-    let tree: Value = built.try_deserialize().map_err(parse_error)?;
+        .map_err(|e| parse_error(e.to_string()))?;
+    let tree: Value = built
+        .try_deserialize()
+        .map_err(|e: config::ConfigError| parse_error(e.to_string()))?;
     match tree {
         Value::Object(_) => Ok(tree),
         Value::Null => Ok(Value::Object(Default::default())),
-        other => Err(ConfigError::Parse {
-            source_name: source_name.to_string(),
-            reason: format!("the top level is {other}, expected a map of settings"),
-        }),
+        other => Err(parse_error(format!(
+            "the top level is {}, expected a map of settings",
+            reader::type_name(&other)
+        ))),
     }
 }
 
@@ -189,43 +261,76 @@ fn parse_tree(text: &str, format: ConfigFormat, source_name: &str) -> Result<Val
 fn for_each_block(
     root: &Section<'_>,
     key: &str,
-    expand_env: bool,
+    kind: NameKind,
     mut each: impl FnMut(&str, &Section<'_>) -> Result<(), ConfigError>,
 ) -> Result<(), ConfigError> {
     let Some(section) = root.section(key)? else {
         return Ok(());
     };
+    let empty = Value::Object(Default::default());
     for name in section.keys() {
-        let value = section
-            .raw(name)
-            .cloned()
-            .unwrap_or(Value::Object(Default::default()));
-        let entry = Section::from_value(section.key_path(name), &value, expand_env)?;
+        names::check(kind, &section.key_path(name), name)?;
+        let value = section.raw(name).unwrap_or(&empty);
+        let entry = Section::from_value(section.key_path(name), value)?;
         each(name, &entry)?;
     }
     Ok(())
 }
 
-/// Builds the typed configuration from a JSON tree (file after environment overrides).
+/// gnmic sections gnomon does not implement.
+const UNSUPPORTED_SECTIONS: [(&str, &str); 5] = [
+    (
+        "processors",
+        "gnmic's event processors are not applied by gnomon yet",
+    ),
+    ("actions", "gnmic's actions are not supported"),
+    (
+        "loader",
+        "target loaders are not supported; targets come from the file and the REST API",
+    ),
+    ("gnmi-server", "gnmic's gNMI server is not supported"),
+    (
+        "tunnel-server",
+        "gnmic's gRPC tunnel server is not supported",
+    ),
+];
+
+/// Builds the typed configuration from a JSON tree (file after environment overrides):
+/// expands `$VAR` where gnmic does, then reads every section. Warnings are returned in
+/// [`GnomonConfig::warnings`].
 pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
-    let root = Section::from_value("", tree, false)?;
+    let mut tree = tree.clone();
+    expand::expand_tree(&mut tree)?;
+    let (config, warnings) = warning::collect(|| read_tree(&tree));
+    let mut config = config?;
+    config.warnings = warnings;
+    Ok(config)
+}
+
+fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
+    let root = Section::from_value("", tree)?;
     let globals = GlobalConfig::from_section(&root)?;
 
     let mut subscriptions = BTreeMap::new();
-    for_each_block(&root, "subscriptions", false, |name, entry| {
-        let subscription = SubscriptionConfig::from_section(name, entry)?;
-        subscriptions.insert(subscription.name.clone(), subscription);
-        Ok(())
-    })?;
+    for_each_block(
+        &root,
+        "subscriptions",
+        NameKind::Subscription,
+        |name, entry| {
+            let subscription = SubscriptionConfig::from_section(name, entry)?;
+            subscriptions.insert(subscription.name.clone(), subscription);
+            Ok(())
+        },
+    )?;
 
     let mut outputs = BTreeMap::new();
-    for_each_block(&root, "outputs", true, |name, entry| {
+    for_each_block(&root, "outputs", NameKind::Output, |name, entry| {
         outputs.insert(name.to_string(), OutputConfig::from_section(name, entry)?);
         Ok(())
     })?;
 
     let mut inputs = BTreeMap::new();
-    for_each_block(&root, "inputs", true, |name, entry| {
+    for_each_block(&root, "inputs", NameKind::Input, |name, entry| {
         inputs.insert(name.to_string(), InputConfig::from_section(name, entry)?);
         Ok(())
     })?;
@@ -234,22 +339,23 @@ pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
     match root.raw("targets") {
         None => {
             for address in &globals.address {
-                let target = TargetConfig::new(address, address, &globals);
+                let target = TargetConfig::from_address(address, &globals)?;
                 targets.insert(target.name.clone(), target);
             }
         }
         // gnmic also takes a space-separated string of addresses.
         Some(Value::String(list)) => {
             for address in list.split_whitespace() {
-                let target = TargetConfig::new(address, address, &globals);
+                let target = TargetConfig::from_address(address, &globals)?;
                 targets.insert(target.name.clone(), target);
             }
         }
         Some(Value::Object(map)) => {
             for (key, value) in map {
+                names::check(NameKind::Target, &format!("targets.{key}"), key)?;
                 let empty = Value::Object(Default::default());
                 let value = if value.is_null() { &empty } else { value };
-                let entry = Section::from_value(format!("targets.{key}"), value, false)?;
+                let entry = Section::from_value(format!("targets.{key}"), value)?;
                 let target = TargetConfig::from_section(Some(key), &entry, &globals)?;
                 targets.insert(target.name.clone(), target);
             }
@@ -265,18 +371,11 @@ pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
 
     let clustering = match root.section("clustering")? {
         None => None,
-        Some(section) => {
-            let section = Section::from_value(
-                section.path().to_string(),
-                root.raw("clustering").unwrap_or(&Value::Null),
-                true,
-            )?;
-            Some(ClusteringConfig::from_section(
-                &section,
-                &globals.cluster_name,
-                globals.instance_name.as_deref(),
-            )?)
-        }
+        Some(section) => Some(ClusteringConfig::from_section(
+            &section,
+            &globals.cluster_name,
+            globals.instance_name.as_deref(),
+        )?),
     };
     let mut globals = globals;
     if let Some(clustering) = &clustering {
@@ -286,26 +385,8 @@ pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
     }
     let api = ApiConfig::from_root(&root)?;
 
-    root.accept(&[
-        "processors",
-        "actions",
-        "loader",
-        "gnmi-server",
-        "tunnel-server",
-    ]);
-    for ignored in [
-        "processors",
-        "actions",
-        "loader",
-        "gnmi-server",
-        "tunnel-server",
-    ] {
-        if root.raw(ignored).is_some() {
-            tracing::warn!(
-                key = ignored,
-                "configuration section not supported by gnomon; ignored"
-            );
-        }
+    for (key, why) in UNSUPPORTED_SECTIONS {
+        root.unsupported(key, why);
     }
     root.warn_unknown_keys();
 
@@ -317,6 +398,7 @@ pub fn from_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
         inputs,
         clustering,
         api,
+        warnings: Vec::new(),
     };
     config.check_references()?;
     Ok(config)
@@ -335,6 +417,14 @@ impl GnomonConfig {
                         &format!("subscriptions.{}.outputs", subscription.name),
                         output,
                     ));
+                }
+            }
+        }
+        for (name, input) in &self.inputs {
+            let InputConfig::Nats(nats) = input;
+            for output in &nats.outputs {
+                if !self.outputs.contains_key(output) {
+                    return Err(self.unknown_output(&format!("inputs.{name}.outputs"), output));
                 }
             }
         }
@@ -389,13 +479,52 @@ impl GnomonConfig {
 
     /// Parses a target posted as JSON (durations as ns integers or strings) with this
     /// configuration's globals, and checks the names it refers to.
+    /// A string field given another JSON type is refused (every such field is named).
     pub fn target_from_json(&self, body: &Value) -> Result<TargetConfig, ConfigError> {
-        let section = Section::from_value("", body, false)?;
+        if let Value::Object(map) = body {
+            let wrong: Vec<String> = STRING_TARGET_FIELDS
+                .iter()
+                .filter_map(|field| {
+                    let value = map.get(*field)?;
+                    (!value.is_string() && !value.is_null()).then(|| {
+                        let shown = if secret::is_secret_key(field) {
+                            REDACTED.to_string()
+                        } else {
+                            value.to_string()
+                        };
+                        format!("{field}: {shown} is {}", reader::type_name(value))
+                    })
+                })
+                .collect();
+            if !wrong.is_empty() {
+                return Err(ConfigError::Message(format!(
+                    "{} (expected a JSON string)",
+                    wrong.join(", ")
+                )));
+            }
+        }
+        let section = Section::strict("", body)?;
         let target = TargetConfig::from_section(None, &section, &self.globals)?;
         self.check_target_references(&target, "")?;
         Ok(target)
     }
 }
+
+/// Fields of a posted target that must be JSON strings.
+const STRING_TARGET_FIELDS: [&str; 12] = [
+    "name",
+    "address",
+    "username",
+    "password",
+    "token",
+    "auth-scheme",
+    "tls-ca",
+    "tls-cert",
+    "tls-key",
+    "tls-server-name",
+    "encoding",
+    "tls-version",
+];
 
 fn join_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
@@ -416,3 +545,5 @@ fn known_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_edge;

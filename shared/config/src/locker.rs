@@ -1,13 +1,19 @@
 //! `clustering.locker` configuration: gnmic's Consul locker keys plus etcd's endpoints and TLS.
+//!
+//! Parsed once, with [`Section`] (errors name `clustering.locker.<key>`); `Deserialize`
+//! goes through the same reader, for callers that build a locker from YAML or JSON.
 
-use super::duration;
+use super::address::{check_host_optional_port, split_host_port};
+use super::defaults;
+use super::reader::Section;
+use super::ConfigError;
 use serde::Deserialize;
+use serde_json::Value;
 use std::fmt;
 use std::time::Duration;
 
 /// Which store backs coordination.
-#[derive(Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockerType {
     /// etcd v3 (leases, txns, watches).
     Etcd,
@@ -17,82 +23,60 @@ pub enum LockerType {
     Memory,
 }
 
-/// The `clustering.locker` block. Durations accept Go strings (`"10s"`) or nanoseconds.
-#[derive(Deserialize, Clone)]
-#[serde(rename_all = "kebab-case")]
-pub struct LockerConfig {
-    #[serde(rename = "type")]
-    pub kind: LockerType,
-    /// One endpoint (`host:port` or URL). Consul: the agent; etcd: one member; memory:
-    /// the name of the in-process store shared by instances in this process.
-    #[serde(default)]
-    pub address: Option<String>,
-    /// etcd members; used together with `address` when both are set.
-    #[serde(default)]
-    pub endpoints: Vec<String>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Option<String>,
-    /// Consul ACL token (sent as `X-Consul-Token`).
-    #[serde(default)]
-    pub token: Option<String>,
-    /// Consul datacenter (`?dc=`).
-    #[serde(default)]
-    pub datacenter: Option<String>,
-    /// Session (Consul) / lease (etcd) time to live.
-    #[serde(default = "default_session_ttl", with = "duration")]
-    pub session_ttl: Duration,
-    /// Lock-delay: after a holder dies, nobody may take its locks for this long.
-    /// Graceful releases never apply it.
-    #[serde(default = "default_delay", with = "duration")]
-    pub delay: Duration,
-    /// Pause between acquire attempts and after errors.
-    #[serde(default = "default_retry_timer", with = "duration")]
-    pub retry_timer: Duration,
-    /// How often the session is renewed; defaults to session-ttl/2 (Consul) or /3 (etcd).
-    #[serde(default, with = "duration::option")]
-    pub renew_period: Option<Duration>,
-    /// Timeout of each request to the store.
-    #[serde(default = "default_request_timeout", with = "duration")]
-    pub request_timeout: Duration,
-    /// etcd client TLS.
-    #[serde(default)]
-    pub tls: Option<TlsConfig>,
-    /// gnmic's `debug` key: logs every store call at debug level.
-    #[serde(default)]
-    pub debug: bool,
+impl LockerType {
+    fn parse(text: &str) -> Option<Self> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "etcd" => Some(Self::Etcd),
+            "consul" => Some(Self::Consul),
+            "memory" => Some(Self::Memory),
+            _ => None,
+        }
+    }
 }
 
 /// Client TLS for etcd.
-#[derive(Deserialize, Clone, Debug, Default)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsConfig {
-    #[serde(default)]
     pub ca_file: Option<String>,
-    #[serde(default)]
     pub cert_file: Option<String>,
-    #[serde(default)]
     pub key_file: Option<String>,
-    #[serde(default)]
     pub skip_verify: bool,
 }
 
-fn default_session_ttl() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_delay() -> Duration {
-    Duration::from_secs(5)
-}
-fn default_retry_timer() -> Duration {
-    Duration::from_secs(2)
-}
-fn default_request_timeout() -> Duration {
-    Duration::from_secs(5)
+/// The `clustering.locker` block. Durations accept Go strings (`"10s"`) or nanoseconds.
+#[derive(Clone, PartialEq)]
+pub struct LockerConfig {
+    pub kind: LockerType,
+    /// One endpoint (`host:port` or URL). Consul: the agent; etcd: one member; memory:
+    /// the name of the in-process store shared by instances in this process.
+    pub address: Option<String>,
+    /// etcd members; used together with `address` when both are set.
+    pub endpoints: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Consul ACL token (sent as `X-Consul-Token`).
+    pub token: Option<String>,
+    /// Consul datacenter (`?dc=`).
+    pub datacenter: Option<String>,
+    /// Session (Consul) / lease (etcd) time to live.
+    pub session_ttl: Duration,
+    /// Lock-delay: after a holder dies, nobody may take its locks for this long.
+    /// Graceful releases never apply it.
+    pub delay: Duration,
+    /// Pause between acquire attempts and after errors.
+    pub retry_timer: Duration,
+    /// How often the session is renewed; defaults to session-ttl/2 (Consul) or /3 (etcd).
+    pub renew_period: Option<Duration>,
+    /// Timeout of each request to the store.
+    pub request_timeout: Duration,
+    /// etcd client TLS.
+    pub tls: Option<TlsConfig>,
+    /// gnmic's `debug` key: logs every store call at debug level.
+    pub debug: bool,
 }
 
 /// Consul ignores lock-delays above this.
-pub const MAX_LOCK_DELAY: Duration = Duration::from_secs(60);
+pub const MAX_LOCK_DELAY: Duration = defaults::MAX_LOCK_DELAY;
 
 impl LockerConfig {
     /// A configuration of `kind` with every other key at its default.
@@ -105,34 +89,139 @@ impl LockerConfig {
             password: None,
             token: None,
             datacenter: None,
-            session_ttl: default_session_ttl(),
-            delay: default_delay(),
-            retry_timer: default_retry_timer(),
+            session_ttl: defaults::LOCKER_SESSION_TTL,
+            delay: defaults::LOCKER_DELAY,
+            retry_timer: defaults::LOCKER_RETRY_TIMER,
             renew_period: None,
-            request_timeout: default_request_timeout(),
+            request_timeout: defaults::LOCKER_REQUEST_TIMEOUT,
             tls: None,
             debug: false,
         }
     }
 
-    /// Checks the values that would otherwise fail later and obscurely.
-    pub fn validate(&self) -> Result<(), String> {
+    /// Reads a `locker` section (its path names every key in errors) and validates it.
+    pub fn from_section(section: &Section<'_>) -> Result<Self, ConfigError> {
+        let kind = match section.string("type")? {
+            Some(text) => LockerType::parse(&text).ok_or_else(|| {
+                ConfigError::invalid(
+                    section.key_path("type"),
+                    &Value::String(text),
+                    "is not a locker type (expected etcd, consul or memory)",
+                )
+            })?,
+            None => {
+                return Err(ConfigError::Missing {
+                    key: section.key_path("type"),
+                    expected: "expected etcd, consul or memory".into(),
+                })
+            }
+        };
+        let mut config = Self::new(kind);
+        config.address = section.string_if_set("address")?;
+        config.endpoints = section.string_list("endpoints")?;
+        config.username = section.string_if_set("username")?;
+        config.password = section.string_if_set("password")?;
+        config.token = section.string_if_set("token")?;
+        config.datacenter = section.string_if_set("datacenter")?;
+        let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(section
+                .duration(key)?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(default))
+        };
+        config.session_ttl = positive("session-ttl", config.session_ttl)?;
+        config.delay = section.duration("delay")?.unwrap_or(config.delay);
+        config.retry_timer = positive("retry-timer", config.retry_timer)?;
+        config.renew_period = section.duration("renew-period")?;
+        config.request_timeout = positive("request-timeout", config.request_timeout)?;
+        config.debug = section.bool("debug")?.unwrap_or(false);
+        if let Some(tls) = section.section("tls")? {
+            let files = TlsConfig {
+                ca_file: tls.string_if_set("ca-file")?,
+                cert_file: tls.string_if_set("cert-file")?,
+                key_file: tls.string_if_set("key-file")?,
+                skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
+            };
+            if files.cert_file.is_some() != files.key_file.is_some() {
+                let missing = if files.cert_file.is_some() {
+                    "key-file"
+                } else {
+                    "cert-file"
+                };
+                return Err(ConfigError::Missing {
+                    key: tls.key_path(missing),
+                    expected: "cert-file and key-file go together".into(),
+                });
+            }
+            if files.skip_verify && kind == LockerType::Etcd {
+                return Err(ConfigError::invalid(
+                    tls.key_path("skip-verify"),
+                    &Value::Bool(true),
+                    "is not supported by the etcd backend (expected false; set tls.ca-file)",
+                ));
+            }
+            tls.warn_unknown_keys();
+            config.tls = Some(files);
+        }
+        config.validate_at(section)?;
+        section.warn_unknown_keys();
+        Ok(config)
+    }
+
+    /// Parses a locker from a JSON value (`path` names it in errors).
+    pub fn from_value(path: &str, value: &Value) -> Result<Self, ConfigError> {
+        Self::from_section(&Section::from_value(path, value)?)
+    }
+
+    fn validate_at(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let ns = |d: Duration| Value::String(super::duration::format_go_duration(d));
         if self.session_ttl < Duration::from_secs(1) {
-            return Err(format!("session-ttl {:?} is below 1s", self.session_ttl));
-        }
-        if self.retry_timer.is_zero() {
-            return Err("retry-timer must be positive".to_string());
-        }
-        if self.request_timeout.is_zero() {
-            return Err("request-timeout must be positive".to_string());
+            return Err(ConfigError::invalid(
+                section.key_path("session-ttl"),
+                &ns(self.session_ttl),
+                "is below 1s (expected at least 1s)",
+            ));
         }
         if self.username.is_some() != self.password.is_some() {
-            return Err("username and password must be set together".to_string());
+            let missing = if self.username.is_some() {
+                "password"
+            } else {
+                "username"
+            };
+            return Err(ConfigError::Missing {
+                key: section.key_path(missing),
+                expected: "username and password go together".into(),
+            });
         }
         if self.kind == LockerType::Etcd && self.etcd_endpoints().is_empty() {
-            return Err("etcd locker needs `address` or `endpoints`".to_string());
+            return Err(ConfigError::Missing {
+                key: section.key_path("address"),
+                expected: "the etcd locker needs `address` or `endpoints`".into(),
+            });
+        }
+        match self.kind {
+            LockerType::Etcd => {
+                for (i, endpoint) in self.endpoints.iter().enumerate() {
+                    check_endpoint(&format!("{}[{i}]", section.key_path("endpoints")), endpoint)?;
+                }
+                if let Some(address) = &self.address {
+                    check_endpoint(&section.key_path("address"), address)?;
+                }
+            }
+            LockerType::Consul => {
+                if let Some(address) = &self.address {
+                    check_endpoint(&section.key_path("address"), address)?;
+                }
+            }
+            // The memory store's address is a name.
+            LockerType::Memory => {}
         }
         Ok(())
+    }
+
+    /// Checks the values that would otherwise fail later and obscurely.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_at(&Section::empty("clustering.locker"))
     }
 
     /// The renew period in use: the configured one when shorter than the TTL (gnmic forces
@@ -169,10 +258,97 @@ impl LockerConfig {
     }
 }
 
+/// A store endpoint: `host[:port]`, optionally as an `http://` / `https://` URL.
+fn check_endpoint(key: &str, endpoint: &str) -> Result<(), ConfigError> {
+    let rest = match endpoint.trim().split_once("://") {
+        Some(("http" | "https", rest)) => rest,
+        Some((scheme, _)) => {
+            return Err(ConfigError::invalid(
+                key,
+                &Value::String(endpoint.to_string()),
+                format!("has scheme {scheme:?} (expected host:port, http:// or https://)"),
+            ))
+        }
+        None => endpoint.trim(),
+    };
+    let rest = rest.trim_end_matches('/');
+    if rest.contains(':') && !rest.starts_with('[') && split_host_port(rest).is_none() {
+        return Err(ConfigError::invalid(
+            key,
+            &Value::String(endpoint.to_string()),
+            "is not host:port (expected host:port)",
+        ));
+    }
+    check_host_optional_port(key, rest)
+}
+
+/// Shown (API, `--print-config`-like dumps) with `password` and `token` as `****`.
+impl serde::Serialize for LockerConfig {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let ns = |d: &Duration| d.as_nanos() as u64;
+        let kind = match self.kind {
+            LockerType::Etcd => "etcd",
+            LockerType::Consul => "consul",
+            LockerType::Memory => "memory",
+        };
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("type", kind)?;
+        if let Some(address) = &self.address {
+            map.serialize_entry("address", address)?;
+        }
+        if !self.endpoints.is_empty() {
+            map.serialize_entry("endpoints", &self.endpoints)?;
+        }
+        if let Some(username) = &self.username {
+            map.serialize_entry("username", username)?;
+        }
+        if self.password.is_some() {
+            map.serialize_entry("password", super::REDACTED)?;
+        }
+        if self.token.is_some() {
+            map.serialize_entry("token", super::REDACTED)?;
+        }
+        if let Some(datacenter) = &self.datacenter {
+            map.serialize_entry("datacenter", datacenter)?;
+        }
+        map.serialize_entry("session-ttl", &ns(&self.session_ttl))?;
+        map.serialize_entry("delay", &ns(&self.delay))?;
+        map.serialize_entry("retry-timer", &ns(&self.retry_timer))?;
+        if let Some(period) = &self.renew_period {
+            map.serialize_entry("renew-period", &ns(period))?;
+        }
+        map.serialize_entry("request-timeout", &ns(&self.request_timeout))?;
+        if let Some(tls) = &self.tls {
+            let mut shown = serde_json::Map::new();
+            for (key, value) in [
+                ("ca-file", &tls.ca_file),
+                ("cert-file", &tls.cert_file),
+                ("key-file", &tls.key_file),
+            ] {
+                if let Some(value) = value {
+                    shown.insert(key.into(), Value::String(value.clone()));
+                }
+            }
+            shown.insert("skip-verify".into(), Value::Bool(tls.skip_verify));
+            map.serialize_entry("tls", &shown)?;
+        }
+        map.serialize_entry("debug", &self.debug)?;
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for LockerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = Value::deserialize(deserializer)?;
+        Self::from_value("locker", &value).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Redacts `password` and `token`.
 impl fmt::Debug for LockerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
+        let redact = |s: &Option<String>| s.as_ref().map(|_| super::REDACTED);
         f.debug_struct("LockerConfig")
             .field("type", &self.kind)
             .field("address", &self.address)
@@ -231,7 +407,10 @@ mod tests {
         let err = serde_yaml::from_str::<LockerConfig>("type: etcd\nsession-ttl: soon\n")
             .err()
             .unwrap();
-        assert!(err.to_string().contains("invalid duration"), "{err}");
+        assert!(
+            err.to_string().contains("locker.session-ttl: \"soon\""),
+            "{err}"
+        );
         assert!(serde_yaml::from_str::<LockerConfig>("type: zookeeper\n").is_err());
     }
 
@@ -250,11 +429,17 @@ mod tests {
     }
 
     #[test]
-    fn validation_names_the_problem() {
+    fn validation_names_the_key() {
         let mut cfg = LockerConfig::new(LockerType::Etcd);
-        assert!(cfg.validate().unwrap_err().contains("address"));
+        assert_eq!(
+            cfg.validate().unwrap_err().key(),
+            Some("clustering.locker.address")
+        );
         cfg.address = Some("127.0.0.1:2379".into());
         cfg.session_ttl = Duration::from_millis(100);
-        assert!(cfg.validate().unwrap_err().contains("session-ttl"));
+        assert_eq!(
+            cfg.validate().unwrap_err().key(),
+            Some("clustering.locker.session-ttl")
+        );
     }
 }

@@ -4,20 +4,26 @@
 //! `<instance-name>-<name>-nats-sub`, unique per instance, so every instance receives every
 //! message; instances sharing an explicit `queue` split the stream.
 
+use super::address::check_nats_servers;
+use super::defaults;
+use super::names::{self, NameKind};
+use super::output::{deserialize_section, warn_unknown_nested, NATS_SKIP_VERIFY};
 use super::prometheus_output::GoDuration;
+use super::reader::Section;
+use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 /// Default NATS address.
-pub const DEFAULT_ADDRESS: &str = "localhost:4222";
+pub const DEFAULT_ADDRESS: &str = defaults::NATS_ADDRESS;
 /// Default subject.
-pub const DEFAULT_SUBJECT: &str = "telemetry";
+pub const DEFAULT_SUBJECT: &str = defaults::NATS_SUBJECT;
 /// Default per-worker buffer.
-pub const DEFAULT_BUFFER_SIZE: usize = 100;
+pub const DEFAULT_BUFFER_SIZE: usize = defaults::NATS_INPUT_BUFFER_SIZE;
 /// Default reconnect wait.
-pub const DEFAULT_CONNECT_TIME_WAIT: Duration = Duration::from_secs(2);
+pub const DEFAULT_CONNECT_TIME_WAIT: Duration = defaults::NATS_CONNECT_TIME_WAIT;
 
 /// Payload format of the NATS messages.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -194,47 +200,120 @@ impl NatsInputConfig {
         self.outputs.is_empty() || self.outputs.iter().any(|o| o == output_name)
     }
 
+    /// Reads `inputs.<name>` (type nats): only gnmic's keys are taken (others get the
+    /// unknown-key warning), each bad value names its key, then [`Self::validate`].
+    pub fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+        let config: Self = deserialize_section(section, KEYS)?;
+        warn_unknown_nested(
+            section,
+            "tls",
+            &["ca-file", "cert-file", "key-file", "skip-verify"],
+        );
+        if let Some(tls) = section.section("tls")? {
+            tls.unsupported_unless(
+                "skip-verify",
+                &serde_json::Value::Bool(false),
+                NATS_SKIP_VERIFY,
+            );
+        }
+        section.unsupported(
+            "event-processors",
+            "gnmic's event processors are not applied by gnomon's inputs yet",
+        );
+        section.unsupported_unless(
+            "debug",
+            &serde_json::Value::Bool(false),
+            "use RUST_LOG=gnomon_exporter=debug",
+        );
+        section.warn_unknown_keys();
+        config.validate(name)?;
+        Ok(config)
+    }
+
     /// Rejects values gnomon cannot honor, naming the key.
-    pub fn validate(&self, input_name: &str) -> Result<(), String> {
+    pub fn validate(&self, input_name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("inputs.{input_name}.{k}");
+        let text = |s: &str| serde_json::Value::String(s.to_string());
         if let Some(kind) = &self.input_type {
             if kind != "nats" {
-                return Err(format!(
-                    "{}: expected \"nats\", found {kind:?}",
-                    key("type")
+                return Err(ConfigError::invalid(
+                    key("type"),
+                    &text(kind),
+                    "is not this input's type (expected nats)",
                 ));
             }
         }
-        if self.address.split(',').all(|a| a.trim().is_empty()) {
-            return Err(format!("{}: no NATS server given", key("address")));
-        }
+        check_nats_servers(&key("address"), &self.address)?;
         if let Err(e) = gnomon_bus::validate_subject(&self.subject, true) {
-            return Err(format!("{}: {e}", key("subject")));
+            return Err(ConfigError::invalid(
+                key("subject"),
+                &text(&self.subject),
+                format!("is not a NATS subject ({e})"),
+            ));
         }
         if self.queue.contains(char::is_whitespace) {
-            return Err(format!(
-                "{}: {:?} must not contain spaces",
+            return Err(ConfigError::invalid(
                 key("queue"),
-                self.queue
+                &text(&self.queue),
+                "contains spaces (expected a NATS queue name)",
             ));
         }
+        for (i, output) in self.outputs.iter().enumerate() {
+            names::check(
+                NameKind::Output,
+                &format!("{}[{i}]", key("outputs")),
+                output,
+            )?;
+        }
         if self.username.is_empty() != self.password.is_empty() {
-            return Err(format!(
-                "{}: username and password must be given together",
-                key("username")
-            ));
+            let missing = if self.username.is_empty() {
+                "username"
+            } else {
+                "password"
+            };
+            return Err(ConfigError::Missing {
+                key: key(missing),
+                expected: "username and password go together".into(),
+            });
         }
         if let Some(tls) = &self.tls {
             if tls.cert_file.is_some() != tls.key_file.is_some() {
-                return Err(format!(
-                    "{}: cert-file and key-file must be given together",
-                    key("tls")
-                ));
+                let missing = if tls.cert_file.is_some() {
+                    "tls.key-file"
+                } else {
+                    "tls.cert-file"
+                };
+                return Err(ConfigError::Missing {
+                    key: key(missing),
+                    expected: "cert-file and key-file go together".into(),
+                });
             }
         }
         Ok(())
     }
 }
+
+/// The keys of gnmic's NATS input that gnomon reads (`token` and `credentials-file` are
+/// gnomon's).
+const KEYS: &[&str] = &[
+    "type",
+    "name",
+    "address",
+    "subject",
+    "queue",
+    "format",
+    "num-workers",
+    "buffer-size",
+    "connect-time-wait",
+    "username",
+    "password",
+    "token",
+    "credentials-file",
+    "tls",
+    "debug",
+    "event-processors",
+    "outputs",
+];
 
 #[cfg(test)]
 mod tests {
@@ -255,10 +334,10 @@ mod tests {
         assert_eq!(config.effective_queue("in1", ""), "in1-nats-sub");
         config.validate("in1").unwrap();
         let bad: NatsInputConfig = serde_yaml::from_str("subject: telemetry.>.x").unwrap();
-        assert!(bad
-            .validate("in1")
-            .unwrap_err()
-            .contains("inputs.in1.subject"));
+        assert_eq!(
+            bad.validate("in1").unwrap_err().key(),
+            Some("inputs.in1.subject")
+        );
     }
 
     #[test]
@@ -281,10 +360,10 @@ mod tests {
             "{debug}"
         );
         let half: NatsInputConfig = serde_yaml::from_str("username: u").unwrap();
-        assert!(half
-            .validate("in1")
-            .unwrap_err()
-            .contains("inputs.in1.username"));
+        assert_eq!(
+            half.validate("in1").unwrap_err().key(),
+            Some("inputs.in1.password")
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` is the
 //! exporter's.
 
+use super::address::check_nats_servers;
+use super::defaults;
 use super::duration::serialize_ns;
 use super::prometheus_output::PrometheusOutputConfig;
 use super::reader::Section;
@@ -26,6 +28,16 @@ pub struct TlsFiles {
 impl TlsFiles {
     /// Reads an optional `tls` block from `section`.
     pub fn read(section: &Section<'_>, key: &str) -> Result<Option<Self>, ConfigError> {
+        Self::read_with(section, key, None)
+    }
+
+    /// Like [`Self::read`]; `skip_verify_unsupported` says why `skip-verify: true` is not
+    /// applied where it is not (a warning naming the key).
+    pub fn read_with(
+        section: &Section<'_>,
+        key: &str,
+        skip_verify_unsupported: Option<&str>,
+    ) -> Result<Option<Self>, ConfigError> {
         let Some(tls) = section.section(key)? else {
             return Ok(None);
         };
@@ -45,6 +57,9 @@ impl TlsFiles {
                 key: tls.key_path(missing),
                 expected: "cert-file and key-file go together".into(),
             });
+        }
+        if let Some(why) = skip_verify_unsupported {
+            tls.unsupported_unless("skip-verify", &serde_json::Value::Bool(false), why);
         }
         tls.warn_unknown_keys();
         Ok(Some(files))
@@ -98,7 +113,38 @@ pub struct NatsOutputConfig {
 
 /// Buffer used when `buffer-size` is 0: gnmic's channel would be unbuffered and block the
 /// gNMI stream on every message; a small bounded buffer keeps the same back-pressure.
-pub const DEFAULT_OUTPUT_BUFFER: usize = 1000;
+pub const DEFAULT_OUTPUT_BUFFER: usize = defaults::OUTPUT_BUFFER;
+
+/// gnmic's NATS skip-verify is not applied: the server certificate is always verified.
+pub(crate) const NATS_SKIP_VERIFY: &str =
+    "the NATS server certificate is always verified (set tls.ca-file for a private CA)";
+
+/// Keys of gnmic's outputs that gnomon does not apply, and why.
+fn warn_unsupported_output_keys(section: &Section<'_>) {
+    for key in ["add-target", "target-template"] {
+        section.unsupported(key, "the target field of messages is never rewritten");
+    }
+    section.unsupported("msg-template", "Go templates are not supported");
+    section.unsupported_unless(
+        "override-timestamps",
+        &serde_json::Value::Bool(false),
+        "timestamps are always the target's",
+    );
+    section.unsupported(
+        "event-processors",
+        "gnmic's event processors are not applied by gnomon's outputs yet",
+    );
+    section.unsupported_unless(
+        "enable-metrics",
+        &serde_json::Value::Bool(true),
+        "gnomon always records output metrics",
+    );
+    section.unsupported_unless(
+        "debug",
+        &serde_json::Value::Bool(false),
+        "use RUST_LOG=gnomon_collector=debug for per-message logs",
+    );
+}
 
 impl NatsOutputConfig {
     fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
@@ -116,32 +162,44 @@ impl NatsOutputConfig {
                 }
             },
         };
-        let num_workers = section.u64("num-workers")?.unwrap_or(1).clamp(1, 64) as usize;
+        let num_workers = match section.u64("num-workers")? {
+            None | Some(0) => 1,
+            Some(n @ 1..=64) => n as usize,
+            Some(n) => {
+                return Err(ConfigError::invalid(
+                    section.key_path("num-workers"),
+                    &n.into(),
+                    "is more than gnomon's 64 NATS publishers per output (expected 1-64)",
+                ))
+            }
+        };
         let buffer_size = section.u64("buffer-size")?.unwrap_or(0) as usize;
         let subject = section
             .string_if_set("subject")?
-            .unwrap_or_else(|| "telemetry".into());
+            .unwrap_or_else(|| defaults::NATS_SUBJECT.into());
+        let address = section
+            .non_empty_string("address", "host:port of a NATS server")?
+            .unwrap_or_else(|| defaults::NATS_ADDRESS.into());
+        check_nats_servers(&section.key_path("address"), &address)?;
         let config = Self {
             name: section
                 .string_if_set("name")?
                 .unwrap_or_else(|| name.to_string()),
-            address: section
-                .non_empty_string("address", "host:port of a NATS server")?
-                .unwrap_or_else(|| "localhost:4222".into()),
+            address,
             subject: subject.replace(' ', "_"),
             subject_prefix: section.string_if_set("subject-prefix")?,
             username: section.string_if_set("username")?,
             password: section.string_if_set("password")?.map(Secret::new),
             token: section.string_if_set("token")?.map(Secret::new),
             credentials_file: section.path_if_set("credentials-file")?,
-            tls: TlsFiles::read(section, "tls")?,
+            tls: TlsFiles::read_with(section, "tls", Some(NATS_SKIP_VERIFY))?,
             format,
             split_events: section.bool("split-events")?.unwrap_or(false),
             num_workers,
             write_timeout: section
                 .duration("write-timeout")?
                 .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(5)),
+                .unwrap_or(defaults::NATS_WRITE_TIMEOUT),
             buffer_size: if buffer_size == 0 {
                 DEFAULT_OUTPUT_BUFFER
             } else {
@@ -150,9 +208,10 @@ impl NatsOutputConfig {
             connect_time_wait: section
                 .duration("connect-time-wait")?
                 .filter(|d| !d.is_zero())
-                .unwrap_or(Duration::from_secs(2)),
+                .unwrap_or(defaults::NATS_CONNECT_TIME_WAIT),
         };
-        section.accept(&["type", "enable-metrics", "debug"]);
+        section.raw("type");
+        warn_unsupported_output_keys(section);
         section.warn_unknown_keys();
         Ok(config)
     }
@@ -220,7 +279,21 @@ impl FileOutputConfig {
                 buffer_size.min(1_000_000)
             },
         };
-        section.accept(&["type", "enable-metrics", "debug"]);
+        section.raw("type");
+        warn_unsupported_output_keys(section);
+        for key in [
+            "multiline",
+            "indent",
+            "separator",
+            "concurrency-limit",
+            "rotation",
+            "calculate-latency",
+        ] {
+            section.unsupported(
+                key,
+                "one JSON value per line is the file output's only layout",
+            );
+        }
         section.warn_unknown_keys();
         Ok(config)
     }
@@ -249,11 +322,9 @@ impl OutputConfig {
         match kind.trim().to_ascii_lowercase().as_str() {
             "nats" => Ok(Self::Nats(NatsOutputConfig::from_section(name, section)?)),
             "file" => Ok(Self::File(FileOutputConfig::from_section(section)?)),
-            "prometheus" => {
-                let config: PrometheusOutputConfig = deserialize_section(section)?;
-                config.validate(name).map_err(ConfigError::Message)?;
-                Ok(Self::Prometheus(config))
-            }
+            "prometheus" => Ok(Self::Prometheus(PrometheusOutputConfig::from_section(
+                name, section,
+            )?)),
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),
@@ -272,17 +343,42 @@ impl OutputConfig {
     }
 }
 
-/// Deserializes a whole (env-expanded) section with serde, for section types that define
-/// their keys with serde attributes; the error names the section.
+/// Deserializes a section with serde, for section types that define their keys with serde
+/// attributes (every field has a default). Only `known` keys are taken (the others get the
+/// unknown-key warning); each is first deserialized alone so a bad value names its key.
 pub(crate) fn deserialize_section<T: serde::de::DeserializeOwned>(
     section: &Section<'_>,
+    known: &[&str],
 ) -> Result<T, ConfigError> {
     let mut map = serde_json::Map::new();
-    for key in section.keys() {
-        if let Some(value) = section.expanded_value(key) {
-            map.insert(key.clone(), value);
+    for key in known {
+        if let Some(value) = section.raw(key) {
+            let alone =
+                serde_json::Value::Object([(key.to_string(), value.clone())].into_iter().collect());
+            if let Err(e) = serde_json::from_value::<T>(alone) {
+                return Err(ConfigError::invalid(
+                    section.key_path(key),
+                    value,
+                    format!("is not valid here ({e})"),
+                ));
+            }
+            map.insert(key.to_string(), value.clone());
         }
     }
     serde_json::from_value(serde_json::Value::Object(map))
         .map_err(|e| ConfigError::Message(format!("{}: {e}", section.path())))
+}
+
+/// Warns about every key of the map at `key` (a nested serde block) that is not in `known`.
+pub(crate) fn warn_unknown_nested(section: &Section<'_>, key: &str, known: &[&str]) {
+    if let Some(serde_json::Value::Object(map)) = section.raw(key) {
+        for name in map.keys() {
+            if !known.contains(&name.as_str()) {
+                super::warning::warn(
+                    format!("{}.{name}", section.key_path(key)),
+                    "unknown configuration key; ignored",
+                );
+            }
+        }
+    }
 }

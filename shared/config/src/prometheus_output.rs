@@ -3,25 +3,30 @@
 //!
 //! Durations are Go duration strings (`"60s"`, `"1m30s"`, `"-1s"`); see [`GoDuration`].
 
+use super::address::{check_host_optional_port, check_host_port};
+use super::defaults;
+use super::output::{deserialize_section, warn_unknown_nested};
+use super::reader::Section;
+use super::ConfigError;
 pub use gnomon_common::duration::GoDuration;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::time::Duration;
 
 /// Default `listen` address of the Prometheus output.
-pub const DEFAULT_LISTEN: &str = ":9804";
+pub const DEFAULT_LISTEN: &str = defaults::PROMETHEUS_LISTEN;
 /// Default scrape path.
-pub const DEFAULT_PATH: &str = "/metrics";
+pub const DEFAULT_PATH: &str = defaults::PROMETHEUS_PATH;
 /// Default (and "0") expiration.
-pub const DEFAULT_EXPIRATION: Duration = Duration::from_secs(60);
+pub const DEFAULT_EXPIRATION: Duration = defaults::PROMETHEUS_EXPIRATION;
 /// Default scrape / enqueue timeout.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_TIMEOUT: Duration = defaults::PROMETHEUS_TIMEOUT;
 /// Default Consul address of the service registration.
-pub const DEFAULT_REGISTRATION_ADDRESS: &str = "localhost:8500";
+pub const DEFAULT_REGISTRATION_ADDRESS: &str = defaults::REGISTRATION_ADDRESS;
 /// Smallest check interval gnmic accepts; shorter values are raised to it.
-pub const MIN_CHECK_INTERVAL: Duration = Duration::from_secs(5);
+pub const MIN_CHECK_INTERVAL: Duration = defaults::MIN_CHECK_INTERVAL;
 /// Default number of failed checks before the registration is removed.
-pub const DEFAULT_MAX_FAIL: u32 = 3;
+pub const DEFAULT_MAX_FAIL: u32 = defaults::MAX_FAIL;
 
 /// The Prometheus (scrape) output: `outputs.<name>` with `type: prometheus`.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -161,53 +166,78 @@ impl PrometheusOutputConfig {
         }
     }
 
+    /// Reads `outputs.<name>` (type prometheus): only gnmic's keys are taken (others get the
+    /// unknown-key warning), each bad value names its key, then [`Self::validate`].
+    pub fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+        let config: Self = deserialize_section(section, KEYS)?;
+        warn_unknown_nested(section, "service-registration", REGISTRATION_KEYS);
+        for key in ["num-workers", "buffer-size"] {
+            section.unsupported(
+                key,
+                "the exporter adds each message to the exposition as it arrives, without \
+                 ingest workers or a queue",
+            );
+        }
+        section.unsupported(
+            "event-processors",
+            "gnmic's event processors are not applied by gnomon's outputs yet",
+        );
+        section.unsupported_unless(
+            "debug",
+            &serde_json::Value::Bool(false),
+            "use RUST_LOG=gnomon_exporter=debug",
+        );
+        section.unsupported_unless(
+            "enable-metrics",
+            &serde_json::Value::Bool(true),
+            "gnomon always records the output's metrics",
+        );
+        section.warn_unknown_keys();
+        config.validate(name)?;
+        Ok(config)
+    }
+
     /// Rejects values gnomon cannot honor, naming the key.
-    pub fn validate(&self, output_name: &str) -> Result<(), String> {
+    pub fn validate(&self, output_name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("outputs.{output_name}.{k}");
+        let text = |s: &str| serde_json::Value::String(s.to_string());
         if let Some(kind) = &self.output_type {
             if kind != "prometheus" {
-                return Err(format!(
-                    "{}: expected \"prometheus\", found {kind:?}",
-                    key("type")
+                return Err(ConfigError::invalid(
+                    key("type"),
+                    &text(kind),
+                    "is not this output's type (expected prometheus)",
                 ));
             }
         }
-        if self
-            .listen
-            .rsplit_once(':')
-            .is_none_or(|(_, port)| port.parse::<u16>().is_err())
-        {
-            return Err(format!(
-                "{}: {:?} is not host:port or :port",
-                key("listen"),
-                self.listen
-            ));
-        }
+        check_host_port(&key("listen"), &self.listen, true, true)?;
         if self.cache.is_some() {
-            return Err(format!(
-                "{}: gNMI cache mode is not supported by gnomon",
+            return Err(ConfigError::Message(format!(
+                "{}: gNMI cache mode is not supported by gnomon (remove the cache block)",
                 key("cache")
-            ));
+            )));
         }
         if self.tls.is_some() {
-            return Err(format!(
-                "{}: TLS on the Prometheus listener is not supported yet",
+            return Err(ConfigError::Message(format!(
+                "{}: TLS on the Prometheus listener is not supported yet (remove the tls block)",
                 key("tls")
-            ));
+            )));
         }
         if let Some(template) = &self.target_template {
             if !template.is_empty() {
-                return Err(format!(
-                    "{}: custom Go templates are not supported",
-                    key("target-template")
+                return Err(ConfigError::invalid(
+                    key("target-template"),
+                    &text(template),
+                    "is a custom Go template, which gnomon does not support (expected none)",
                 ));
             }
         }
         if let Some(mode) = &self.add_target {
             if !mode.is_empty() && mode != "overwrite" && mode != "if-not-present" {
-                return Err(format!(
-                    "{}: expected \"overwrite\" or \"if-not-present\", found {mode:?}",
-                    key("add-target")
+                return Err(ConfigError::invalid(
+                    key("add-target"),
+                    &text(mode),
+                    "is not an add-target mode (expected overwrite or if-not-present)",
                 ));
             }
         }
@@ -217,6 +247,47 @@ impl PrometheusOutputConfig {
         Ok(())
     }
 }
+
+/// The keys of gnmic's Prometheus output that gnomon reads.
+const KEYS: &[&str] = &[
+    "type",
+    "listen",
+    "path",
+    "expiration",
+    "metric-prefix",
+    "append-subscription-name",
+    "export-timestamps",
+    "override-timestamps",
+    "strings-as-labels",
+    "add-target",
+    "target-template",
+    "event-processors",
+    "timeout",
+    "num-workers",
+    "buffer-size",
+    "enable-metrics",
+    "debug",
+    "cache",
+    "tls",
+    "service-registration",
+];
+
+/// The keys of `service-registration`.
+const REGISTRATION_KEYS: &[&str] = &[
+    "address",
+    "datacenter",
+    "username",
+    "password",
+    "token",
+    "name",
+    "check-interval",
+    "max-fail",
+    "tags",
+    "enable-http-check",
+    "http-check-address",
+    "use-lock",
+    "service-address",
+];
 
 /// gnmic's `service-registration` block of the Prometheus output.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -320,17 +391,28 @@ impl ServiceRegistrationConfig {
         self.effective_check_interval() * self.effective_max_fail()
     }
 
-    fn validate(&self, key: &str) -> Result<(), String> {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
         if self.check_interval.is_negative() {
-            return Err(format!("{key}.check-interval: must not be negative"));
+            return Err(ConfigError::invalid(
+                format!("{key}.check-interval"),
+                &serde_json::Value::String(self.check_interval.to_string()),
+                "is negative (expected a duration of at least 5s)",
+            ));
         }
+        check_host_optional_port(&format!("{key}.address"), &self.address)?;
         if !self.service_address.is_empty() {
-            let (_, port) = split_host_port(&self.service_address);
-            if let Some(port) = port {
-                if port.parse::<u16>().is_err() {
-                    return Err(format!("{key}.service-address: {port:?} is not a port"));
-                }
-            }
+            check_host_optional_port(&format!("{key}.service-address"), &self.service_address)?;
+        }
+        if self.username.is_empty() != self.password.is_empty() {
+            let missing = if self.username.is_empty() {
+                "username"
+            } else {
+                "password"
+            };
+            return Err(ConfigError::Missing {
+                key: format!("{key}.{missing}"),
+                expected: "username and password go together".into(),
+            });
         }
         Ok(())
     }
@@ -425,9 +507,13 @@ mod tests {
         assert!(config
             .validate("prom")
             .unwrap_err()
+            .to_string()
             .contains("outputs.prom.cache"));
         let config: PrometheusOutputConfig = serde_yaml::from_str("listen: nope").unwrap();
-        assert!(config.validate("prom").unwrap_err().contains("listen"));
+        assert_eq!(
+            config.validate("prom").unwrap_err().key(),
+            Some("outputs.prom.listen")
+        );
     }
 
     #[test]

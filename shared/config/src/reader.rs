@@ -1,8 +1,9 @@
-//! Typed reading of one configuration section (a JSON object after file parsing and
-//! environment overrides), with the key path in every error and a warning for every key
-//! nobody asked for.
+//! Typed reading of one configuration section (a JSON object after file parsing,
+//! environment overrides and `$VAR` expansion), with the key path in every error and a
+//! warning for every key nobody asked for.
 
-use super::duration::parse_go_duration;
+use super::duration::{parse_go_duration, GoDuration};
+use super::warning;
 use super::ConfigError;
 use serde_json::{Map, Value};
 use std::cell::RefCell;
@@ -14,45 +15,68 @@ use std::time::Duration;
 pub struct Section<'a> {
     path: String,
     map: &'a Map<String, Value>,
-    expand_env: bool,
+    /// A JSON body (REST): strings must be JSON strings (no number or boolean taken as text).
+    strict: bool,
     read_keys: RefCell<Vec<String>>,
 }
 
 /// The empty object, for sections that are absent.
 static EMPTY: std::sync::LazyLock<Map<String, Value>> = std::sync::LazyLock::new(Map::new);
 
+/// The JSON type of a value, for messages.
+pub fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
 impl<'a> Section<'a> {
-    /// A section at `path` (dotted, for messages). `expand_env` turns on `$VAR` expansion
-    /// of the strings read from it (gnmic does this for clustering, outputs, inputs and lockers).
-    pub fn new(path: impl Into<String>, map: &'a Map<String, Value>, expand_env: bool) -> Self {
+    /// A section at `path` (dotted, for messages).
+    pub fn new(path: impl Into<String>, map: &'a Map<String, Value>) -> Self {
         Self {
             path: path.into(),
             map,
-            expand_env,
+            strict: false,
             read_keys: RefCell::new(Vec::new()),
         }
     }
 
     /// An empty section at `path`.
     pub fn empty(path: impl Into<String>) -> Section<'static> {
-        Section::new(path, &EMPTY, false)
+        Section::new(path, &EMPTY)
     }
 
     /// Reads `value` as a section, or fails naming `path`.
-    pub fn from_value(
-        path: impl Into<String>,
-        value: &'a Value,
-        expand_env: bool,
-    ) -> Result<Self, ConfigError> {
+    pub fn from_value(path: impl Into<String>, value: &'a Value) -> Result<Self, ConfigError> {
         let path = path.into();
         match value {
-            Value::Object(map) => Ok(Self::new(path, map, expand_env)),
+            Value::Object(map) => Ok(Self::new(path, map)),
             other => Err(ConfigError::invalid(
                 path,
                 other,
                 "is not a map of settings",
             )),
         }
+    }
+
+    /// A JSON body posted to the REST API: like [`Self::from_value`], but a string key given
+    /// a number or a boolean is refused (gnmic's JSON decoding does the same).
+    pub fn strict(path: impl Into<String>, value: &'a Value) -> Result<Self, ConfigError> {
+        let mut section = Self::from_value(path, value)?;
+        section.strict = true;
+        Ok(section)
+    }
+
+    /// A nested section inherits strictness.
+    fn child(&self, key: &str, value: &'a Value) -> Result<Section<'a>, ConfigError> {
+        let mut section = Section::from_value(self.key_path(key), value)?;
+        section.strict = self.strict;
+        Ok(section)
     }
 
     /// The dotted path of this section.
@@ -69,22 +93,15 @@ impl<'a> Section<'a> {
         }
     }
 
-    /// Whether env expansion is on for this section.
-    pub fn expands_env(&self) -> bool {
-        self.expand_env
-    }
-
     /// The raw value of `key` (null counts as absent); marks the key as known.
     pub fn raw(&self, key: &str) -> Option<&'a Value> {
         self.read_keys.borrow_mut().push(key.to_string());
         self.map.get(key).filter(|v| !v.is_null())
     }
 
-    /// Marks keys as known without reading them (accepted for gnmic compatibility, unused).
-    pub fn accept(&self, keys: &[&str]) {
-        self.read_keys
-            .borrow_mut()
-            .extend(keys.iter().map(|k| k.to_string()));
+    /// Whether `key` is present (not null), without marking it as read.
+    pub fn has(&self, key: &str) -> bool {
+        self.map.get(key).is_some_and(|v| !v.is_null())
     }
 
     /// All keys of this section.
@@ -92,24 +109,49 @@ impl<'a> Section<'a> {
         self.map.keys()
     }
 
-    /// A string (numbers and booleans are taken as their text).
+    /// A gnmic key gnomon does not apply: when present, a warning names it and says why.
+    pub fn unsupported(&self, key: &str, why: &str) {
+        if self.raw(key).is_some() {
+            warning::warn(
+                self.key_path(key),
+                format!("not supported by gnomon: {why}"),
+            );
+        }
+    }
+
+    /// Like [`Self::unsupported`], but only when the key is set to something other than
+    /// `harmless` (a value meaning what gnomon does anyway, e.g. `debug: false`).
+    pub fn unsupported_unless(&self, key: &str, harmless: &Value, why: &str) {
+        if let Some(value) = self.raw(key) {
+            let same = value == harmless
+                || matches!((value, harmless), (Value::String(s), Value::Bool(b)) if s.trim().eq_ignore_ascii_case(&b.to_string()));
+            if !same {
+                warning::warn(
+                    self.key_path(key),
+                    format!("not supported by gnomon: {why}"),
+                );
+            }
+        }
+    }
+
+    /// A string (numbers and booleans are taken as their text, except in a REST body).
     pub fn string(&self, key: &str) -> Result<Option<String>, ConfigError> {
         let Some(value) = self.raw(key) else {
             return Ok(None);
         };
         let text = match value {
             Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
+            Value::Number(n) if !self.strict => n.to_string(),
+            Value::Bool(b) if !self.strict => b.to_string(),
             other => {
                 return Err(ConfigError::invalid(
                     self.key_path(key),
                     other,
-                    "is not a string",
+                    format!("is {} (expected a string)", type_name(other)),
                 ))
             }
         };
-        Ok(Some(self.expand(&text)))
+        Ok(Some(text))
     }
 
     /// A string; an empty one counts as unset (gnmic's zero value).
@@ -145,7 +187,7 @@ impl<'a> Section<'a> {
         };
         match value {
             Value::Bool(b) => Ok(Some(*b)),
-            Value::String(s) => match self.expand(s).trim().to_ascii_lowercase().as_str() {
+            Value::String(s) if !self.strict => match s.trim().to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" => Ok(Some(true)),
                 "false" | "0" | "no" | "" => Ok(Some(false)),
                 _ => Err(ConfigError::invalid(
@@ -169,7 +211,7 @@ impl<'a> Section<'a> {
         };
         let parsed = match value {
             Value::Number(n) => n.as_u64(),
-            Value::String(s) => self.expand(s).trim().parse::<u64>().ok(),
+            Value::String(s) if !self.strict => s.trim().parse::<u64>().ok(),
             _ => None,
         };
         parsed.map(Some).ok_or_else(|| {
@@ -177,20 +219,32 @@ impl<'a> Section<'a> {
         })
     }
 
-    /// A duration: a Go duration string or integer nanoseconds.
+    /// An integer (negative allowed).
+    pub fn i64(&self, key: &str) -> Result<Option<i64>, ConfigError> {
+        let Some(value) = self.raw(key) else {
+            return Ok(None);
+        };
+        let parsed = match value {
+            Value::Number(n) => n.as_i64(),
+            Value::String(s) if !self.strict => s.trim().parse::<i64>().ok(),
+            _ => None,
+        };
+        parsed
+            .map(Some)
+            .ok_or_else(|| ConfigError::invalid(self.key_path(key), value, "is not an integer"))
+    }
+
+    /// A non-negative duration: a Go duration string or integer nanoseconds.
     pub fn duration(&self, key: &str) -> Result<Option<Duration>, ConfigError> {
         let Some(value) = self.raw(key) else {
             return Ok(None);
         };
         let parsed = match value {
             Value::Number(n) => n.as_u64().map(Duration::from_nanos),
-            Value::String(s) => {
-                let text = self.expand(s);
-                match text.trim().parse::<u64>() {
-                    Ok(ns) => Some(Duration::from_nanos(ns)),
-                    Err(_) => parse_go_duration(&text).ok(),
-                }
-            }
+            Value::String(text) => match text.trim().parse::<u64>() {
+                Ok(ns) => Some(Duration::from_nanos(ns)),
+                Err(_) => parse_go_duration(text).ok(),
+            },
             _ => None,
         };
         parsed.map(Some).ok_or_else(|| {
@@ -198,6 +252,28 @@ impl<'a> Section<'a> {
                 self.key_path(key),
                 value,
                 "is not a duration (expected e.g. \"10s\", \"500ms\" or integer nanoseconds)",
+            )
+        })
+    }
+
+    /// A duration that may be negative (keys where a negative value means "off").
+    pub fn signed_duration(&self, key: &str) -> Result<Option<GoDuration>, ConfigError> {
+        let Some(value) = self.raw(key) else {
+            return Ok(None);
+        };
+        let parsed = match value {
+            Value::Number(n) => n.as_i64().map(|ns| GoDuration::from_nanos(ns.into())),
+            Value::String(text) => match text.trim().parse::<i64>() {
+                Ok(ns) => Some(GoDuration::from_nanos(ns.into())),
+                Err(_) => GoDuration::parse(text).ok(),
+            },
+            _ => None,
+        };
+        parsed.map(Some).ok_or_else(|| {
+            ConfigError::invalid(
+                self.key_path(key),
+                value,
+                "is not a duration (expected e.g. \"10s\", \"-1s\" or integer nanoseconds)",
             )
         })
     }
@@ -212,20 +288,16 @@ impl<'a> Section<'a> {
                 .iter()
                 .enumerate()
                 .map(|(i, item)| match item {
-                    Value::String(s) => Ok(self.expand(s)),
-                    Value::Number(n) => Ok(n.to_string()),
+                    Value::String(s) => Ok(s.clone()),
+                    Value::Number(n) if !self.strict => Ok(n.to_string()),
                     other => Err(ConfigError::invalid(
                         format!("{}[{i}]", self.key_path(key)),
                         other,
-                        "is not a string",
+                        format!("is {} (expected a string)", type_name(other)),
                     )),
                 })
                 .collect(),
-            Value::String(s) => Ok(self
-                .expand(s)
-                .split_whitespace()
-                .map(str::to_string)
-                .collect()),
+            Value::String(s) => Ok(s.split_whitespace().map(str::to_string).collect()),
             other => Err(ConfigError::invalid(
                 self.key_path(key),
                 other,
@@ -248,13 +320,13 @@ impl<'a> Section<'a> {
         };
         map.iter()
             .map(|(k, v)| match v {
-                Value::String(s) => Ok((k.clone(), self.expand(s))),
-                Value::Number(n) => Ok((k.clone(), n.to_string())),
-                Value::Bool(b) => Ok((k.clone(), b.to_string())),
+                Value::String(s) => Ok((k.clone(), s.clone())),
+                Value::Number(n) if !self.strict => Ok((k.clone(), n.to_string())),
+                Value::Bool(b) if !self.strict => Ok((k.clone(), b.to_string())),
                 other => Err(ConfigError::invalid(
                     format!("{}.{k}", self.key_path(key)),
                     other,
-                    "is not a string",
+                    format!("is {} (expected a string)", type_name(other)),
                 )),
             })
             .collect()
@@ -264,34 +336,18 @@ impl<'a> Section<'a> {
     pub fn section(&self, key: &str) -> Result<Option<Section<'a>>, ConfigError> {
         match self.raw(key) {
             None => Ok(None),
-            Some(value) => {
-                Section::from_value(self.key_path(key), value, self.expand_env).map(Some)
-            }
+            Some(value) => self.child(key, value).map(Some),
         }
     }
 
-    /// The raw value with `$VAR` expansion applied recursively when on (gnmic's locker map).
-    pub fn expanded_value(&self, key: &str) -> Option<Value> {
-        self.raw(key).map(|v| {
-            if self.expand_env {
-                expand_value(v)
-            } else {
-                v.clone()
-            }
-        })
-    }
-
-    /// Logs a warning for every key that no reader asked for.
+    /// Warns about every key that no reader asked for.
     pub fn warn_unknown_keys(&self) {
-        let read = self.read_keys.borrow();
-        for key in self.map.keys() {
-            if !read.iter().any(|k| k == key) {
-                tracing::warn!(key = %self.key_path(key), "unknown configuration key ignored");
-            }
+        for key in self.unknown_keys() {
+            warning::warn(key, "unknown configuration key; ignored");
         }
     }
 
-    /// Keys nobody read (for tests and callers that collect them).
+    /// Keys nobody read.
     pub fn unknown_keys(&self) -> Vec<String> {
         let read = self.read_keys.borrow();
         self.map
@@ -299,64 +355,6 @@ impl<'a> Section<'a> {
             .filter(|k| !read.iter().any(|r| r == *k))
             .map(|k| self.key_path(k))
             .collect()
-    }
-
-    fn expand(&self, text: &str) -> String {
-        if self.expand_env {
-            expand_env_vars(text)
-        } else {
-            text.to_string()
-        }
-    }
-}
-
-/// Replaces `$VAR` and `${VAR}` with the environment value (empty when unset), like Go's
-/// `os.ExpandEnv`.
-pub fn expand_env_vars(text: &str) -> String {
-    if !text.contains('$') {
-        return text.to_string();
-    }
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(pos) = rest.find('$') {
-        out.push_str(&rest[..pos]);
-        let after = &rest[pos + 1..];
-        if let Some(braced) = after.strip_prefix('{') {
-            if let Some(end) = braced.find('}') {
-                out.push_str(&std::env::var(&braced[..end]).unwrap_or_default());
-                rest = &braced[end + 1..];
-                continue;
-            }
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        let name_len = after
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(after.len());
-        if name_len == 0 {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        out.push_str(&std::env::var(&after[..name_len]).unwrap_or_default());
-        rest = &after[name_len..];
-    }
-    out.push_str(rest);
-    out
-}
-
-/// `$VAR` expansion over every string of a JSON value.
-pub fn expand_value(value: &Value) -> Value {
-    match value {
-        Value::String(s) => Value::String(expand_env_vars(s)),
-        Value::Array(items) => Value::Array(items.iter().map(expand_value).collect()),
-        Value::Object(map) => Value::Object(
-            map.iter()
-                .map(|(k, v)| (k.clone(), expand_value(v)))
-                .collect(),
-        ),
-        other => other.clone(),
     }
 }
 
@@ -368,7 +366,7 @@ mod tests {
     #[test]
     fn errors_name_the_key_and_value() {
         let value = json!({"sample-interval": "10x", "flag": "maybe", "n": -1});
-        let section = Section::from_value("subscriptions.port-stats", &value, false).unwrap();
+        let section = Section::from_value("subscriptions.port-stats", &value).unwrap();
         let err = section.duration("sample-interval").unwrap_err().to_string();
         assert!(
             err.starts_with("subscriptions.port-stats.sample-interval: \"10x\" is not a duration"),
@@ -384,8 +382,8 @@ mod tests {
 
     #[test]
     fn durations_accept_ns_integers_and_strings() {
-        let value = json!({"a": 5_000_000_000u64, "b": "1m", "c": "250"});
-        let section = Section::from_value("", &value, false).unwrap();
+        let value = json!({"a": 5_000_000_000u64, "b": "1m", "c": "250", "d": "-1s"});
+        let section = Section::from_value("", &value).unwrap();
         assert_eq!(section.duration("a").unwrap(), Some(Duration::from_secs(5)));
         assert_eq!(
             section.duration("b").unwrap(),
@@ -395,24 +393,27 @@ mod tests {
             section.duration("c").unwrap(),
             Some(Duration::from_nanos(250))
         );
+        assert!(section.duration("d").is_err());
+        assert!(section.signed_duration("d").unwrap().unwrap().is_negative());
     }
 
     #[test]
     fn unknown_keys_are_reported() {
         let value = json!({"known": 1, "typo": 2});
-        let section = Section::from_value("outputs.o1", &value, false).unwrap();
+        let section = Section::from_value("outputs.o1", &value).unwrap();
         let _ = section.u64("known");
         assert_eq!(section.unknown_keys(), vec!["outputs.o1.typo".to_string()]);
+        let ((), warnings) = warning::collect(|| section.warn_unknown_keys());
+        assert_eq!(warnings[0].key, "outputs.o1.typo");
     }
 
     #[test]
-    fn expands_env_like_go() {
-        std::env::set_var("GNOMON_READER_TEST_VAR", "abc");
-        assert_eq!(
-            expand_env_vars("x-$GNOMON_READER_TEST_VAR-${GNOMON_READER_TEST_VAR}"),
-            "x-abc-abc"
-        );
-        assert_eq!(expand_env_vars("$GNOMON_READER_TEST_UNSET_VAR"), "");
-        assert_eq!(expand_env_vars("cost $"), "cost $");
+    fn strict_sections_refuse_numbers_for_strings() {
+        let value = json!({"name": 123, "address": true});
+        let section = Section::strict("", &value).unwrap();
+        let err = section.string("name").unwrap_err().to_string();
+        assert_eq!(err, "name: 123 is a number (expected a string)");
+        let loose = Section::from_value("", &value).unwrap();
+        assert_eq!(loose.string("name").unwrap().as_deref(), Some("123"));
     }
 }

@@ -246,7 +246,13 @@ impl SubscriptionConfig {
             outputs: section.string_list("outputs")?,
             poll_interval,
         };
-        section.accept(&["history", "depth"]);
+        super::names::check(
+            super::names::NameKind::Subscription,
+            &section.key_path("name"),
+            &subscription.name,
+        )?;
+        section.unsupported("history", "gNMI history extensions are not sent");
+        section.unsupported("depth", "the gNMI depth extension is not sent");
         section.warn_unknown_keys();
         Ok(subscription)
     }

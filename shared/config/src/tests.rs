@@ -266,7 +266,7 @@ fn clustering_defaults_and_short_timers() {
     assert_eq!(clustering.targets_watch_timer, Duration::from_secs(5));
     assert_eq!(clustering.leader_wait_timer, Duration::from_secs(5));
     assert_eq!(clustering.rebalance_threshold, 2);
-    assert_eq!(clustering.locker["type"], "consul");
+    assert_eq!(clustering.locker.kind, locker::LockerType::Consul);
     let err = error_of("clustering:\n  cluster-name: c\n");
     assert!(err.starts_with("clustering.locker: missing"), "{err}");
 }
@@ -288,7 +288,7 @@ fn clustering_locker_secrets_never_displayed() {
     );
     assert!(shown.contains("root"), "{shown}");
     // The backend still gets the real values.
-    assert_eq!(clustering.locker["password"], "hunter2");
+    assert_eq!(clustering.locker.password.as_deref(), Some("hunter2"));
 }
 
 #[test]
@@ -336,4 +336,442 @@ fn load_config_reads_files_by_extension() {
 fn locker_is_validated_at_load() {
     let err = error_of("clustering:\n  locker:\n    type: zookeeper\n");
     assert!(err.starts_with("clustering.locker"), "{err}");
+}
+
+// ---- issue 12.3: every key read is applied or warned about by name ----
+
+fn warnings_of(text: &str) -> Vec<String> {
+    load(text)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
+}
+
+fn assert_warns(text: &str, key: &str, words: &str) {
+    let warnings = warnings_of(text);
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.starts_with(&format!("{key}: ")) && w.contains(words)),
+        "no warning for {key} containing {words:?}: {warnings:#?}"
+    );
+}
+
+#[test]
+fn unapplied_gnmic_keys_are_warned_about_by_name() {
+    let target = |body: &str| format!("targets:\n  r1:\n    address: 10.0.0.1\n{body}");
+    for (text, key, words) in [
+        (
+            target("    proxy: socks5://p:1080\n"),
+            "targets.r1.proxy",
+            "SOCKS5",
+        ),
+        (
+            target("    proto-files: [a.proto]\n"),
+            "targets.r1.proto-files",
+            "not supported",
+        ),
+        (
+            target("    proto-dirs: [/x]\n"),
+            "targets.r1.proto-dirs",
+            "not supported",
+        ),
+        (
+            target("    log-tls-secret: true\n"),
+            "targets.r1.log-tls-secret",
+            "not supported",
+        ),
+        (
+            target("    tunnel-target-type: x\n"),
+            "targets.r1.tunnel-target-type",
+            "tunnel",
+        ),
+        (
+            target("    grpc-read-buffer-size: 1\n"),
+            "targets.r1.grpc-read-buffer-size",
+            "not supported",
+        ),
+        (
+            target("    buffer-size: 500\n"),
+            "targets.r1.buffer-size",
+            "output's buffer-size",
+        ),
+        (
+            target("    cipher-suites: [TLS_RSA_WITH_AES_128_CBC_SHA, TLS_AES_128_GCM_SHA256]\n"),
+            "targets.r1.cipher-suites",
+            "TLS_RSA_WITH_AES_128_CBC_SHA is not supported",
+        ),
+        ("log-file: /tmp/x.log\n".into(), "log-file", "stderr"),
+        ("log: false\n".into(), "log", "stderr"),
+        ("format: json\n".into(), "format", "own format"),
+        ("no-prefix: true\n".into(), "no-prefix", "not supported"),
+        ("proxy-from-env: true\n".into(), "proxy-from-env", "proxy"),
+        (
+            "processors: {p: {event-drop: {}}}\n".into(),
+            "processors",
+            "not applied",
+        ),
+        (
+            "subscriptions:\n  s:\n    paths: [/a]\n    history: {snapshot: x}\n".into(),
+            "subscriptions.s.history",
+            "not supported",
+        ),
+        (
+            "outputs:\n  n:\n    type: nats\n    tls: {skip-verify: true}\n".into(),
+            "outputs.n.tls.skip-verify",
+            "always verified",
+        ),
+        (
+            "outputs:\n  n:\n    type: nats\n    msg-template: x\n".into(),
+            "outputs.n.msg-template",
+            "templates",
+        ),
+        (
+            "outputs:\n  n:\n    type: nats\n    debug: true\n".into(),
+            "outputs.n.debug",
+            "not supported",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    num-workers: 4\n".into(),
+            "outputs.p.num-workers",
+            "without ingest workers",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    buffer-size: 4\n".into(),
+            "outputs.p.buffer-size",
+            "without ingest workers",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    lisen: x\n".into(),
+            "outputs.p.lisen",
+            "unknown",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    service-registration: {adress: x}\n".into(),
+            "outputs.p.service-registration.adress",
+            "unknown",
+        ),
+        (
+            "inputs:\n  i:\n    type: nats\n    tls: {skip-verify: true}\n".into(),
+            "inputs.i.tls.skip-verify",
+            "always verified",
+        ),
+        (
+            "inputs:\n  i:\n    type: nats\n    event-processors: [x]\n".into(),
+            "inputs.i.event-processors",
+            "not applied",
+        ),
+        (
+            "inputs:\n  i:\n    type: nats\n    subjekt: x\n".into(),
+            "inputs.i.subjekt",
+            "unknown",
+        ),
+        (
+            "api-server:\n  enable-profiling: true\n".into(),
+            "api-server.enable-profiling",
+            "profiling",
+        ),
+        (
+            "api-server:\n  debug: true\n".into(),
+            "api-server.debug",
+            "not logged",
+        ),
+        (
+            "api-server:\n  healthz-disable-logging: false\n".into(),
+            "api-server.healthz-disable-logging",
+            "never logged",
+        ),
+        (
+            "api-server:\n  expose-target-secrets: true\n".into(),
+            "api-server.expose-target-secrets",
+            "****",
+        ),
+        (
+            "clustering:\n  locker: {type: memory, sesion-ttl: 1s}\n".into(),
+            "clustering.locker.sesion-ttl",
+            "unknown",
+        ),
+    ] {
+        assert_warns(&text, key, words);
+    }
+}
+
+#[test]
+fn harmless_values_of_unapplied_keys_are_quiet() {
+    let warnings = warnings_of(
+        "log: true\nproxy-from-env: false\ndebug: true\napi-server:\n  enable-profiling: false\n  healthz-disable-logging: true\n  enable-metrics: true\ntargets:\n  r1:\n    address: 10.0.0.1\n    log-tls-secret: false\n    buffer-size: 100\n",
+    );
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn previously_ignored_target_keys_are_applied() {
+    let config = load(
+        "gzip: true\nretry: 3s\nmax-msg-size: 1024\ntls-min-version: \"1.2\"\nauth-scheme: Basic\n\
+         targets:\n  r1:\n    address: 10.0.0.1\n    metadata: {x-a: b}\n    tls-max-version: \"1.2\"\n\
+         \x20   tcp-keepalive: -1s\n    grpc-keepalive: {time: 20s, timeout: 3s, permit-without-stream: true}\n\
+         \x20   cipher-suites: [TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256]\n    grpc-window-size: 1048576\n\
+         \x20 r2:\n    address: 10.0.0.2\n    gzip: false\n    tls-version: \"1.3\"\n",
+    )
+    .unwrap();
+    let r1 = &config.targets["r1"];
+    assert!(r1.gzip);
+    assert_eq!(r1.retry_timer, Duration::from_secs(3));
+    assert_eq!(r1.max_msg_size, 1024);
+    assert_eq!(r1.auth_scheme.as_deref(), Some("Basic"));
+    assert_eq!(r1.metadata["x-a"], "b");
+    assert_eq!(r1.tls_min_version, Some(TlsVersion::V1_2));
+    assert_eq!(r1.tls_max_version, Some(TlsVersion::V1_2));
+    assert!(r1.tcp_keepalive.unwrap().is_negative());
+    let keepalive = r1.grpc_keepalive.unwrap();
+    assert_eq!(keepalive.time, Duration::from_secs(20));
+    assert_eq!(keepalive.timeout, Duration::from_secs(3));
+    assert!(keepalive.permit_without_stream);
+    assert_eq!(r1.grpc_window_size, Some(1_048_576));
+    let r2 = &config.targets["r2"];
+    assert!(!r2.gzip);
+    assert_eq!(
+        (r2.tls_min_version, r2.tls_max_version),
+        (Some(TlsVersion::V1_3), Some(TlsVersion::V1_3))
+    );
+    // The wire form members exchange carries the new keys.
+    assert_eq!(&config.target_from_json(&r1.to_wire_json()).unwrap(), r1);
+}
+
+#[test]
+fn bad_values_of_applied_target_keys_name_the_key() {
+    let target = |body: &str| format!("targets:\n  r1:\n    address: 10.0.0.1\n{body}");
+    for (body, key, words) in [
+        (
+            "    tls-version: \"1.0\"\n",
+            "targets.r1.tls-version",
+            "refuses TLS 1.0 and 1.1",
+        ),
+        (
+            "    tls-min-version: \"1.1\"\n",
+            "targets.r1.tls-min-version",
+            "refuses TLS 1.0 and 1.1",
+        ),
+        (
+            "    tls-max-version: \"2\"\n",
+            "targets.r1.tls-max-version",
+            "not a TLS version",
+        ),
+        (
+            "    tls-min-version: \"1.3\"\n    tls-max-version: \"1.2\"\n",
+            "targets.r1.tls-min-version",
+            "above",
+        ),
+        (
+            "    cipher-suites: [TLS_FANCY]\n",
+            "targets.r1.cipher-suites",
+            "not a cipher suite",
+        ),
+        (
+            "    cipher-suites: [TLS_RSA_WITH_AES_128_CBC_SHA]\n",
+            "targets.r1.cipher-suites",
+            "no cipher suite",
+        ),
+        (
+            "    tls-version: \"1.2\"\n    cipher-suites: [TLS_AES_128_GCM_SHA256]\n",
+            "targets.r1.cipher-suites",
+            "no cipher suite",
+        ),
+        (
+            "    metadata: {\"bad key\": x}\n",
+            "targets.r1.metadata.bad key",
+            "not a gRPC metadata key",
+        ),
+        (
+            "    metadata: {x-bin: x}\n",
+            "targets.r1.metadata.x-bin",
+            "binary",
+        ),
+        (
+            "    tcp-keepalive: soon\n",
+            "targets.r1.tcp-keepalive",
+            "not a duration",
+        ),
+        (
+            "    grpc-keepalive: {time: soon}\n",
+            "targets.r1.grpc-keepalive.time",
+            "not a duration",
+        ),
+    ] {
+        let err = load(&target(body)).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.starts_with(key) && text.contains(words),
+            "{body}: {text}"
+        );
+    }
+}
+
+// ---- issue 12.4 / 14.3: gnmic's YAML ----
+
+#[test]
+fn yaml_merge_keys_merge_like_go_yaml() {
+    let config = load(
+        "defaults: &defaults\n  username: admin\n  insecure: true\n  timeout: 5s\n\
+         tls: &tls\n  insecure: false\n  skip-verify: true\n  timeout: 7s\n\
+         targets:\n\
+         \x20 r1:\n    <<: *defaults\n    address: 10.0.0.1\n    timeout: 2s\n\
+         \x20 r2:\n    address: 10.0.0.2\n    <<: [*tls, *defaults]\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let r1 = &config.targets["r1"];
+    assert_eq!(r1.username.as_deref(), Some("admin"));
+    assert!(r1.insecure);
+    // A key written in the map wins over the merged one.
+    assert_eq!(r1.timeout, Duration::from_secs(2));
+    let r2 = &config.targets["r2"];
+    // In a list, the earlier map wins.
+    assert!(!r2.insecure && r2.skip_verify);
+    assert_eq!(r2.timeout, Duration::from_secs(7));
+    assert_eq!(r2.username.as_deref(), Some("admin"));
+}
+
+#[test]
+fn dollar_expansion_reads_like_gnmic() {
+    std::env::set_var("GNOMON_TEST_EXPAND_PW", "from-env");
+    let config = load(
+        "password: pa$$w0rd\n\
+         targets:\n  r1:\n    address: 10.0.0.1\n    password: pa$$w0rd\n\
+         \x20 r2:\n    address: 10.0.0.2\n    password: $GNOMON_TEST_EXPAND_PW\n\
+         outputs:\n  n:\n    type: nats\n    password: pa$$w0rd\n    username: u-${GNOMON_TEST_EXPAND_PW}-$1-${}-cost$\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let exposed = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_string());
+    // gnmic expands a target's (and the top-level) password only when it starts with `$`.
+    assert_eq!(
+        exposed(&config.targets["r1"].password).as_deref(),
+        Some("pa$$w0rd")
+    );
+    assert_eq!(
+        exposed(&config.targets["r2"].password).as_deref(),
+        Some("from-env")
+    );
+    match &config.outputs["n"] {
+        OutputConfig::Nats(nats) => {
+            // Outputs are expanded whole: `$$` is the (unset) variable `$`.
+            assert_eq!(exposed(&nats.password).as_deref(), Some("paw0rd"));
+            assert_eq!(nats.username.as_deref(), Some("u-from-env---cost$"));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// 600 bytes of nested aliases would expand to 10^9 nodes.
+const ALIAS_BOMB: &str = "a: &a [x,x,x,x,x,x,x,x,x,x]\n\
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a,*a]\n\
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b,*b]\n\
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c,*c]\n\
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d,*d]\n\
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e,*e]\n\
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f,*f]\n\
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g,*g]\n\
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h,*h]\n";
+
+/// The process's peak resident memory (VmHWM), in KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly_with_bounded_memory() {
+    let started = std::time::Instant::now();
+    let before = peak_rss_kib();
+    let err = load(ALIAS_BOMB).unwrap_err().to_string();
+    assert!(err.contains("alias bomb"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // Other tests run in parallel in this process: allow them some growth too.
+    let grown = peak_rss_kib().saturating_sub(before);
+    assert!(grown < 200 * 1024, "peak memory grew by {grown} KiB");
+}
+
+#[test]
+fn a_huge_document_is_refused() {
+    let huge = format!("# {}\n", "x".repeat((MAX_DOCUMENT_SIZE + 1) as usize));
+    let err = load(&huge).unwrap_err().to_string();
+    assert!(err.contains("larger than the 16 MiB"), "{err}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("huge.yaml");
+    std::fs::write(&path, &huge).unwrap();
+    let err = load_config(Some(&path)).unwrap_err().to_string();
+    assert!(err.contains("larger than the 16 MiB"), "{err}");
+    // Deep nesting is refused too (the parser's stack stays small).
+    let deep = format!("a: {}{}\n", "[".repeat(100), "]".repeat(100));
+    assert!(load(&deep)
+        .unwrap_err()
+        .to_string()
+        .contains("nested deeper"));
+}
+
+// ---- issue 14.5: fail closed ----
+
+#[test]
+fn security_settings_that_resolve_to_empty_stop_the_start() {
+    std::env::remove_var("GNOMON_TEST_UNSET_SECRET");
+    for (text, key) in [
+        (
+            "api-server:\n  token: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "api-server.token",
+        ),
+        (
+            "outputs:\n  n:\n    type: nats\n    username: u\n    password: $GNOMON_TEST_UNSET_SECRET\n",
+            "outputs.n.password",
+        ),
+        (
+            "targets:\n  r1:\n    address: 10.0.0.1\n    password: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "targets.r1.password",
+        ),
+        (
+            "targets:\n  r1:\n    address: 10.0.0.1\n    tls-ca: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "targets.r1.tls-ca",
+        ),
+        (
+            "token: $GNOMON_TEST_UNSET_SECRET\n",
+            "token",
+        ),
+        (
+            "clustering:\n  locker:\n    type: etcd\n    address: a:2379\n    username: u\n    password: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "clustering.locker.password",
+        ),
+        (
+            "clustering:\n  locker:\n    type: etcd\n    address: a:2379\n    tls: {ca-file: $GNOMON_TEST_UNSET_SECRET}\n",
+            "clustering.locker.tls.ca-file",
+        ),
+        (
+            "inputs:\n  i:\n    type: nats\n    credentials-file: ${GNOMON_TEST_UNSET_SECRET}\n",
+            "inputs.i.credentials-file",
+        ),
+        (
+            "outputs:\n  p:\n    type: prometheus\n    service-registration: {token: $GNOMON_TEST_UNSET_SECRET}\n",
+            "outputs.p.service-registration.token",
+        ),
+    ] {
+        let err = load(text).unwrap_err().to_string();
+        assert!(
+            err.starts_with(&format!("{key}: refers to $GNOMON_TEST_UNSET_SECRET")),
+            "{text}: {err}"
+        );
+        assert!(err.contains("must not resolve to empty"), "{err}");
+    }
+    // Written empty means unset (gnmic's zero value), not a mistake.
+    let config = load("api-server:\n  token: \"\"\n").unwrap();
+    assert_eq!(config.api.unwrap().token, None);
 }

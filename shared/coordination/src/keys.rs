@@ -42,6 +42,15 @@ pub fn api_service_id(instance: &str) -> String {
     format!("{instance}-api")
 }
 
+/// Keys gnomon keeps for itself (the etcd backend's lock-delay emulation); callers may not
+/// use them, and listings and watches leave them out.
+pub const INTERNAL_PREFIX: &str = "__gnomon/";
+
+/// Whether `key` is one of gnomon's own (see [`INTERNAL_PREFIX`]).
+pub fn is_internal(key: &str) -> bool {
+    key.starts_with(INTERNAL_PREFIX)
+}
+
 /// Where the etcd and memory backends keep a service registration.
 pub fn service(name: &str, id: &str) -> String {
     format!("{}{id}", services_prefix(name))

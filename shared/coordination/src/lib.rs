@@ -200,7 +200,8 @@ pub trait Coordination: Send + Sync {
 
 /// Connects the backend `cfg.kind` for instance `instance`.
 pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Arc<dyn Coordination>> {
-    cfg.validate().map_err(CoordinationError::Config)?;
+    cfg.validate()
+        .map_err(|e| CoordinationError::Config(e.to_string()))?;
     if instance.is_empty() {
         return Err(CoordinationError::Config(
             "instance name is empty".to_string(),
@@ -484,10 +485,10 @@ pub(crate) fn check_key(key: &str) -> Result<()> {
             reason: "empty".into(),
         });
     }
-    if key.starts_with(etcd::INTERNAL_PREFIX) {
+    if keys::is_internal(key) {
         return Err(CoordinationError::InvalidKey {
             key: key.to_string(),
-            reason: format!("the {} prefix is reserved", etcd::INTERNAL_PREFIX),
+            reason: format!("the {} prefix is reserved", keys::INTERNAL_PREFIX),
         });
     }
     Ok(())

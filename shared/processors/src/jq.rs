@@ -46,7 +46,7 @@ impl Jq {
         let filter = Compiler::default()
             .with_funs(funs)
             .compile(modules)
-            .map_err(|errs| compile_errors(errs))?;
+            .map_err(compile_errors)?;
         Ok(Self {
             filter,
             source: code.to_string(),

@@ -15,6 +15,30 @@
 //!   list into a [`Chain`] whose [`Chain::apply`] runs the processors in list
 //!   order over one batch.
 //!
+//! # Use
+//!
+//! ```
+//! use gnomon_processors::{Event, Processors};
+//!
+//! // The raw `processors:` map, as the config loader keeps it.
+//! let raw = serde_json::json!({
+//!     "short-names": {"event-strings": {
+//!         "value-names": [".*"],
+//!         "transforms": [{"path-base": {"apply-on": "name"}}]
+//!     }}
+//! });
+//! let procs = Processors::from_config(&raw)?; // once, at startup
+//! let mut chain = procs.chain(&["short-names"])?; // per output / input
+//! let mut batch = vec![Event {
+//!     name: "sub".into(),
+//!     values: [("/a/b/in-octets".to_string(), serde_json::json!(1))].into(),
+//!     ..Default::default()
+//! }];
+//! chain.apply(&mut batch); // per notification
+//! assert!(batch[0].values.contains_key("in-octets"));
+//! # Ok::<(), gnomon_processors::ProcessorError>(())
+//! ```
+//!
 //! # Where gnmic applies processors (and where the integrator should)
 //!
 //! * **Outputs** apply their `event-processors` to the events of each message
@@ -33,19 +57,23 @@
 //!
 //! * Nothing is compiled on the hot path; [`Chain::apply`] takes `&mut self`
 //!   and needs no lock (the chain is owned by one output or input task).
-//! * Each processor first checks cheap preconditions: regex selectors are
-//!   matched against names before any value is touched, lists of patterns
-//!   are one `RegexSet`, `.*` is recognised as "match everything", and an
-//!   event nothing matches is not modified or reallocated. A chain whose
-//!   processors match nothing costs a few regex scans per event (see
+//! * Each processor first checks cheap preconditions: selectors are matched
+//!   against names before any value is touched; patterns that are plain text
+//!   between anchors (`^x$`, `x$`, `^x`, `.*x.*`) are string comparisons, the
+//!   others one `RegexSet`; `.*` is "match everything"; an event nothing
+//!   matches is not modified or reallocated. A processor that matches
+//!   nothing costs one scan of the names it selects on. What remains is the
+//!   work a transform needs: a `BTreeMap` insert or removal per renamed,
+//!   added or deleted entry, an allocation per new string (see
 //!   [`bench_chain_ns_per_event`]).
 //! * A `condition` (jq) converts the event to a jq value and runs the
 //!   program: microseconds, paid only where a condition is configured.
 //! * event-starlark runs the script on a dedicated thread that owns the
 //!   interpreter (module globals such as gnmic's `cache` dict live across
-//!   batches); a batch crosses threads twice. Starlark's collector runs
-//!   between batches once the heap has doubled, so memory is bounded by what
-//!   the script keeps in its globals.
+//!   batches); a batch crosses threads twice. Each batch is one top-level
+//!   statement of the script's module, where Starlark's collector runs once
+//!   the heap has doubled, so memory is bounded by what the script keeps in
+//!   its globals.
 //! * Stateful processors are bounded: rate-limit's LRU (`cache-size`,
 //!   default 1000 tag sets), value-tag-v2's remembered values (`cache-size`,
 //!   default [`VALUE_TAG_V2_MAX_RULES`] per rule, oldest evicted). Evictions
@@ -58,14 +86,18 @@
 //! (unknown event-convert type, unknown data unit, precision or time zone);
 //! unknown fields are a warning. Where gnmic's result depends on Go's
 //! random map order, gnomon is deterministic: event-strings transforms each
-//! original name once, group-by keeps first-seen order, value-tag-v2 picks
-//! the most recent shape. event-extract-tags without `overwrite` keeps an
-//! existing tag of the group's name and event-date-string converts tags in
-//! place (both as documented; gnmic's code differs). event-convert supports
-//! `bool` as documented. Events are never lost to a nil map (group-by keeps
-//! events without values). event-write writes a matching event once.
+//! original name once, group-by keeps first-seen order, value-tag-v2
+//! applies matches in the order their tag sets were first seen.
+//! event-extract-tags without `overwrite` keeps an existing tag of the
+//! group's name and event-date-string converts tags in place (both as
+//! documented; gnmic's code differs). event-convert supports `bool` as
+//! documented. Events are never lost to a nil map (group-by keeps events
+//! without values). event-write writes a matching event once.
 //! event-rate-limit hashes tags with a 64-bit hash instead of SHA-256.
-//! event-plugin and event-trigger are refused by name.
+//! event-plugin and event-trigger are refused by name. Where the
+//! documentation's examples contradict gnmic's code (event-value-tag also
+//! tags the event carrying the value; title casing starts a word after
+//! `-`), gnomon does what gnmic does: that is what a migrating user sees.
 
 #![deny(missing_docs)]
 

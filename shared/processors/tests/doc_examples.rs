@@ -941,3 +941,25 @@ fn intro_output_chain() {
         after,
     );
 }
+
+#[test]
+fn value_tag_v2_is_bounded() {
+    // gnomon's cap: with cache-size 2, the oldest remembered value goes.
+    let config =
+        json!({"p": {"event-value-tag-v2": {"cache-size": 2, "rules": [{"value-name": "desc"}]}}});
+    let procs = gnomon_processors::Processors::from_config(&config).unwrap();
+    let mut chain = procs.chain(&["p"]).unwrap();
+    for i in 1..=3 {
+        let mut b = common::events(
+            &json!([{"name": "s", "tags": {"if": format!("e{i}")}, "values": {"desc": format!("d{i}")}}]),
+        );
+        chain.apply(&mut b);
+    }
+    let mut later = common::events(&json!([
+        {"name": "s", "tags": {"if": "e1"}, "values": {"x": 1}},
+        {"name": "s", "tags": {"if": "e3"}, "values": {"x": 1}}
+    ]));
+    chain.apply(&mut later);
+    assert_eq!(later[0].tags.get("desc"), None, "evicted");
+    assert_eq!(later[1].tags.get("desc").map(String::as_str), Some("d3"));
+}

@@ -250,3 +250,12 @@ fn empty_and_null_sections() {
     chain.apply(&mut batch);
     assert_eq!(batch.len(), 1);
 }
+
+#[test]
+fn thread_safety_for_the_integrator() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Processors>();
+    send::<gnomon_processors::Chain>();
+    send_sync::<ProcessorError>();
+}

@@ -450,45 +450,35 @@ impl EtcdServer {
         format!("127.0.0.1:{}", self.client_port)
     }
 
-    /// An administrative client: trusts the server's CA and, when client certificates are
+    /// An administrative client (no credentials, so only usable before
+    /// [`EtcdServer::enable_auth`]): trusts the server's CA and, when client certificates are
     /// required, presents the server's own certificate (it is issued for client use too).
-    async fn admin_client(&self) -> anyhow::Result<etcd_client::Client> {
-        let mut options =
-            etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    /// Every call is bounded by a 10 s timeout.
+    async fn admin_client(&self) -> anyhow::Result<gnomon_etcd::Client> {
+        let mut options = gnomon_etcd::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(Duration::from_secs(10));
         if let Some(tls) = &self.options.tls {
-            let mut tls_options = etcd_client::TlsOptions::new().ca_certificate(
-                etcd_client::Certificate::from_pem(std::fs::read(&tls.ca_file)?),
-            );
+            let mut tls_options =
+                gnomon_etcd::TlsOptions::new().with_ca_pem(std::fs::read(&tls.ca_file)?);
             if tls.verify_clients {
-                tls_options = tls_options.identity(etcd_client::Identity::from_pem(
+                tls_options = tls_options.with_identity_pem(
                     std::fs::read(&tls.identity.cert_file)?,
                     std::fs::read(&tls.identity.key_file)?,
-                ));
+                );
             }
             options = options.with_tls(tls_options);
         }
-        let client = tokio::time::timeout(
-            Duration::from_secs(10),
-            etcd_client::Client::connect([self.endpoint()], Some(options)),
-        )
-        .await
-        .map_err(|_| anyhow::anyhow!("etcd admin connection timed out"))??;
-        Ok(client)
+        Ok(gnomon_etcd::Client::connect([self.endpoint()], options).await?)
     }
 
     /// Creates user `root` (role `root`) with `root_password` and switches authentication
     /// on: from then on every client must log in.
     pub async fn enable_auth(&self, root_password: &str) -> anyhow::Result<()> {
-        let mut client = self.admin_client().await?;
-        let calls = async {
-            client.user_add("root", root_password, None).await?;
-            client.user_grant_role("root", "root").await?;
-            client.auth_enable().await?;
-            Ok::<_, etcd_client::Error>(())
-        };
-        tokio::time::timeout(Duration::from_secs(10), calls)
-            .await
-            .map_err(|_| anyhow::anyhow!("enabling etcd auth timed out"))??;
+        let client = self.admin_client().await?;
+        client.user_add("root", root_password).await?;
+        client.user_grant_role("root", "root").await?;
+        client.auth_enable().await?;
         Ok(())
     }
 
@@ -498,27 +488,22 @@ impl EtcdServer {
     }
 
     /// Adds user `name` whose role (also `name`) may read and write only the keys under
-    /// `prefixes`. Call it before [`EtcdServer::enable_auth`].
+    /// `prefixes` (none: a user without any rights). Call it before
+    /// [`EtcdServer::enable_auth`].
     pub async fn add_user(
         &self,
         name: &str,
         password: &str,
         prefixes: &[&str],
     ) -> anyhow::Result<()> {
-        let mut client = self.admin_client().await?;
-        let calls = async {
-            client.role_add(name).await?;
-            for prefix in prefixes {
-                let permission = etcd_client::Permission::read_write(*prefix).with_prefix();
-                client.role_grant_permission(name, permission).await?;
-            }
-            client.user_add(name, password, None).await?;
-            client.user_grant_role(name, name).await?;
-            Ok::<_, etcd_client::Error>(())
-        };
-        tokio::time::timeout(Duration::from_secs(10), calls)
-            .await
-            .map_err(|_| anyhow::anyhow!("adding etcd user {name} timed out"))??;
+        let client = self.admin_client().await?;
+        client.role_add(name).await?;
+        for prefix in prefixes {
+            let permission = gnomon_etcd::Permission::read_write(*prefix).with_prefix();
+            client.role_grant_permission(name, permission).await?;
+        }
+        client.user_add(name, password).await?;
+        client.user_grant_role(name, name).await?;
         Ok(())
     }
 

@@ -240,8 +240,7 @@ pub(crate) fn data_convert(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
 fn string_unit_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
-        Regex::new(r"([+-]?([0-9]*[.])?[0-9]+)\s?(\S+)")
-            .unwrap_or_else(|_| Regex::new("$^").unwrap_or_else(|_| unreachable!()))
+        Regex::new(r"([+-]?([0-9]*[.])?[0-9]+)\s?(\S+)").expect("constant regex compiles")
     })
 }
 
@@ -323,7 +322,7 @@ fn duration_regex() -> &'static Regex {
     static RE: OnceLock<Regex> = OnceLock::new();
     RE.get_or_init(|| {
         Regex::new(r"((?P<weeks>\d+)w)?((?P<days>\d+)d)?((?P<hours>\d+)h)?((?P<minutes>\d+)m)?((?P<seconds>\d+)s)?")
-            .unwrap_or_else(|_| unreachable!())
+            .expect("constant regex compiles")
     })
 }
 

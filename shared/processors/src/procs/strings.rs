@@ -1,7 +1,6 @@
 //! event-strings: Go string functions applied to the names or values of the
 //! selected values and tags.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use gnomon_gnmi::event::Event;
@@ -288,70 +287,86 @@ impl Strings {
         if !e.values.iter().any(|(k, v)| self.value_selected(k, v)) {
             return;
         }
-        let old = std::mem::take(&mut e.values);
-        let mut new = BTreeMap::new();
-        for (k, v) in old {
-            if !self.value_selected(&k, &v) {
-                new.insert(k, v);
-                continue;
+        // Entries are popped into a reused scratch buffer and reinserted: a
+        // BTreeMap keeps its (emptied) root node, so renaming a few values
+        // allocates nothing beyond what the transform itself needs.
+        VALUE_SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            while let Some(kv) = e.values.pop_first() {
+                scratch.push(kv);
             }
-            if !self.any_keep {
-                // Only the last name survives: no intermediate inserts.
-                let (k, v) = self
-                    .transforms
-                    .iter()
-                    .fold((k, v), |(k, v), t| t.on_value(k, v));
-                new.insert(k, v);
-                continue;
-            }
-            // gnmic's sequence: each step removes the current name unless
-            // `keep`, then stores the transformed pair.
-            new.insert(k.clone(), v.clone());
-            let (mut k, mut v) = (k, v);
-            for t in &self.transforms {
-                if !t.keep {
-                    new.remove(&k);
+            for (k, v) in scratch.drain(..) {
+                if !self.value_selected(&k, &v) {
+                    e.values.insert(k, v);
+                    continue;
                 }
-                let (nk, nv) = t.on_value(k, v);
-                new.insert(nk.clone(), nv.clone());
-                (k, v) = (nk, nv);
+                if !self.any_keep {
+                    // Only the last name survives: no intermediate inserts.
+                    let (k, v) = self
+                        .transforms
+                        .iter()
+                        .fold((k, v), |(k, v), t| t.on_value(k, v));
+                    e.values.insert(k, v);
+                    continue;
+                }
+                // gnmic's sequence: each step removes the current name unless
+                // `keep`, then stores the transformed pair.
+                e.values.insert(k.clone(), v.clone());
+                let (mut k, mut v) = (k, v);
+                for t in &self.transforms {
+                    if !t.keep {
+                        e.values.remove(&k);
+                    }
+                    let (nk, nv) = t.on_value(k, v);
+                    e.values.insert(nk.clone(), nv.clone());
+                    (k, v) = (nk, nv);
+                }
             }
-        }
-        e.values = new;
+            cell.set(scratch);
+        });
     }
 
     fn apply_tags(&self, e: &mut Event) {
         if !e.tags.iter().any(|(k, v)| self.tag_selected(k, v)) {
             return;
         }
-        let old = std::mem::take(&mut e.tags);
-        let mut new = BTreeMap::new();
-        for (k, v) in old {
-            if !self.tag_selected(&k, &v) {
-                new.insert(k, v);
-                continue;
+        TAG_SCRATCH.with(|cell| {
+            let mut scratch = cell.take();
+            while let Some(kv) = e.tags.pop_first() {
+                scratch.push(kv);
             }
-            if !self.any_keep {
-                let (k, v) = self
-                    .transforms
-                    .iter()
-                    .fold((k, v), |(k, v), t| t.on_tag(k, v));
-                new.insert(k, v);
-                continue;
-            }
-            new.insert(k.clone(), v.clone());
-            let (mut k, mut v) = (k, v);
-            for t in &self.transforms {
-                if !t.keep {
-                    new.remove(&k);
+            for (k, v) in scratch.drain(..) {
+                if !self.tag_selected(&k, &v) {
+                    e.tags.insert(k, v);
+                    continue;
                 }
-                let (nk, nv) = t.on_tag(k, v);
-                new.insert(nk.clone(), nv.clone());
-                (k, v) = (nk, nv);
+                if !self.any_keep {
+                    let (k, v) = self
+                        .transforms
+                        .iter()
+                        .fold((k, v), |(k, v), t| t.on_tag(k, v));
+                    e.tags.insert(k, v);
+                    continue;
+                }
+                e.tags.insert(k.clone(), v.clone());
+                let (mut k, mut v) = (k, v);
+                for t in &self.transforms {
+                    if !t.keep {
+                        e.tags.remove(&k);
+                    }
+                    let (nk, nv) = t.on_tag(k, v);
+                    e.tags.insert(nk.clone(), nv.clone());
+                    (k, v) = (nk, nv);
+                }
             }
-        }
-        e.tags = new;
+            cell.set(scratch);
+        });
     }
+}
+
+thread_local! {
+    static VALUE_SCRATCH: std::cell::Cell<Vec<(String, Value)>> = const { std::cell::Cell::new(Vec::new()) };
+    static TAG_SCRATCH: std::cell::Cell<Vec<(String, String)>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl Pure for Strings {

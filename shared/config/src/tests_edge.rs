@@ -1,0 +1,140 @@
+//! Issue 14.2 / 14.10 / 14.11: names and values checked once, at load. Each test here failed
+//! on the code before the fix (the report lists how); they use only APIs that existed then.
+
+use super::*;
+
+fn load(text: &str) -> Result<GnomonConfig, ConfigError> {
+    load_config_with_env(text, ConfigFormat::Yaml, &[])
+}
+
+fn error_of(text: &str) -> String {
+    match load(text) {
+        Ok(_) => panic!("accepted: {text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn names_that_break_a_url_segment_or_a_store_key_are_refused() {
+    for (text, key) in [
+        ("targets:\n  a/b:\n    address: 10.0.0.1\n", "targets.a/b"),
+        (
+            "targets:\n  r1:\n    name: ..\n    address: 10.0.0.1\n",
+            "targets.r1.name",
+        ),
+        (
+            "subscriptions:\n  \"s/1\":\n    paths: [/a]\n",
+            "subscriptions.s/1",
+        ),
+        (
+            "outputs:\n  \"o\\n1\":\n    type: file\n    file-type: stdout\n",
+            "outputs.o\n1",
+        ),
+        ("inputs:\n  \".\":\n    type: nats\n", "inputs.."),
+    ] {
+        let err = error_of(text);
+        assert!(err.starts_with(&format!("{key}: ")), "{text}: {err}");
+        assert!(err.contains("name"), "{err}");
+    }
+    let long = format!("targets:\n  {}:\n    address: 10.0.0.1\n", "t".repeat(129));
+    assert!(error_of(&long).contains("longer than 128 bytes"));
+}
+
+#[test]
+fn a_posted_target_with_wrong_json_types_is_refused_naming_the_fields() {
+    let config = load("").unwrap();
+    let err = config
+        .target_from_json(&serde_json::json!({"name": 123, "address": true}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("name: 123 is a number"), "{err}");
+    assert!(err.contains("address: true is a boolean"), "{err}");
+    let err = config
+        .target_from_json(
+            &serde_json::json!({"name": "r1", "address": "10.0.0.1", "insecure": "yes"}),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("insecure: \"yes\""), "{err}");
+    let err = config
+        .target_from_json(&serde_json::json!({"name": "a/b", "address": "10.0.0.1"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("name: \"a/b\" contains '/'"), "{err}");
+}
+
+#[test]
+fn addresses_are_host_port_at_load() {
+    for (text, key) in [
+        (
+            "targets:\n  r1:\n    address: not an address\n",
+            "targets.r1.address",
+        ),
+        (
+            "targets:\n  r1:\n    address: \"10.0.0.1:57s3cret\"\n",
+            "targets.r1.address",
+        ),
+        ("address: [\"bad host\"]\n", "address"),
+        (
+            "targets:\n  r1:\n    address: \"10.0.0.1:1,::::\"\n",
+            "targets.r1.address",
+        ),
+    ] {
+        let err = error_of(text);
+        assert!(err.starts_with(&format!("{key}: ")), "{text}: {err}");
+        assert!(err.contains("expected host:port"), "{err}");
+    }
+    let config = load("").unwrap();
+    let err = config
+        .target_from_json(&serde_json::json!({"name": "r1", "address": "not an address"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("address: "), "{err}");
+}
+
+#[test]
+fn an_api_address_from_the_environment_is_checked_at_load() {
+    let env = vec![("GNMIC_API".to_string(), "notaport".to_string())];
+    let err = load_config_with_env("", ConfigFormat::Yaml, &env)
+        .unwrap_err()
+        .to_string();
+    assert!(err.starts_with("api: \"notaport\""), "{err}");
+    let err = error_of("api-server:\n  address: \"127.0.0.1:http\"\n");
+    assert!(err.starts_with("api-server.address: "), "{err}");
+    // gnmic's forms stay valid.
+    load("api: \":7890\"\n").unwrap();
+    load("api-server:\n  address: \"[::1]:7890\"\n").unwrap();
+}
+
+#[test]
+fn a_nats_address_that_cannot_be_dialed_is_refused_at_load() {
+    let err = error_of("outputs:\n  n:\n    type: nats\n    address: \"nats://::::\"\n");
+    assert!(err.starts_with("outputs.n.address: "), "{err}");
+    let err = error_of("inputs:\n  i:\n    type: nats\n    address: \"nats://::::\"\n");
+    assert!(err.starts_with("inputs.i.address: "), "{err}");
+    load("outputs:\n  n:\n    type: nats\n    address: \"nats://a:4222,b:4223\"\n").unwrap();
+}
+
+#[test]
+fn a_bad_locker_duration_names_its_own_key() {
+    for value in ["-1s", "banana"] {
+        let err = error_of(&format!(
+            "clustering:\n  locker:\n    type: consul\n    session-ttl: {value}\n"
+        ));
+        assert!(
+            err.starts_with(&format!("clustering.locker.session-ttl: \"{value}\"")),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn an_input_feeding_an_undefined_output_is_refused() {
+    let err = error_of(
+        "outputs:\n  prom:\n    type: prometheus\ninputs:\n  in:\n    type: nats\n    outputs: [promm]\n",
+    );
+    assert_eq!(
+        err,
+        "inputs.in.outputs: \"promm\" is not a defined output (defined: prom)"
+    );
+}

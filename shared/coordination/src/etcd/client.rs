@@ -1,0 +1,212 @@
+//! The etcd connection of one backend instance: the gnomon-etcd client built from
+//! `clustering.locker`, the backend's shutdown signal, and the mapping of the client's errors
+//! to [`CoordinationError`]s that say what to check.
+
+use crate::{keys, CoordinationError, LockerConfig, Result, TlsConfig};
+use gnomon_etcd::{Client, ConnectOptions, ErrorKind, GetOptions, TlsOptions};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Added to TLS failures, and to connection failures when TLS is on: an untrusted server
+/// certificate is reported by rustls, but a refused (or missing) client certificate only
+/// shows as a closed connection.
+const TLS_HINT: &str = "(TLS is on: check clustering.locker tls.ca-file, the CA that signed \
+etcd's certificate, and tls.cert-file / tls.key-file when etcd requires client certificates)";
+
+/// Added to connection failures before etcd ever answered, without TLS.
+const ADDRESS_HINT: &str =
+    "(no answer from etcd: check the address, and clustering.locker tls if etcd serves TLS)";
+
+/// Key-values of a prefix read: key → (value, lease), and the revision read at.
+pub(super) type Listing = (BTreeMap<String, (String, i64)>, i64);
+
+/// How to read a failure: until etcd has answered once, a connection failure most likely
+/// means a configuration problem (address, TLS), afterwards an outage.
+struct Link {
+    tls: bool,
+    answered: AtomicBool,
+}
+
+/// The client and what its errors mean; cheap to clone.
+#[derive(Clone)]
+pub(super) struct Etcd {
+    client: Client,
+    link: Arc<Link>,
+    /// Cancelled by [`Coordination::shutdown`](crate::Coordination::shutdown): every
+    /// background task of the backend ends.
+    pub(super) shutdown: CancellationToken,
+}
+
+impl Etcd {
+    /// Prepares the connections; with a user and password, logs in (and fails here on a wrong
+    /// password). Without credentials nothing is sent yet: the first call connects.
+    pub(super) async fn connect(cfg: &LockerConfig) -> Result<Self> {
+        // Every call (and the opening of every stream) is bounded by request-timeout. HTTP/2
+        // keep-alive stays at the client's defaults (a ping every 10 s while a call or stream
+        // is open): etcd closes connections that ping more often than every 5 s.
+        let mut options = ConnectOptions::new()
+            .with_connect_timeout(cfg.request_timeout)
+            .with_timeout(cfg.request_timeout);
+        if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+            // The client logs in now and again whenever etcd rejects its (expired) token.
+            options = options.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &cfg.tls {
+            options = options.with_tls(tls_options(tls)?);
+        }
+        let link = Arc::new(Link {
+            tls: cfg.tls.is_some(),
+            answered: AtomicBool::new(false),
+        });
+        let client = Client::connect(cfg.etcd_endpoints(), options)
+            .await
+            .map_err(|e| map_error(e, &link))?;
+        Ok(Self {
+            client,
+            link,
+            shutdown: CancellationToken::new(),
+        })
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Runs one client call (bounded by the client's request timeout) and maps its error.
+    pub(super) async fn call<T>(
+        &self,
+        call: impl Future<Output = gnomon_etcd::Result<T>>,
+    ) -> Result<T> {
+        match call.await {
+            Ok(value) => {
+                self.link.answered.store(true, Ordering::Relaxed);
+                Ok(value)
+            }
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Maps a client error (for calls not made through [`Etcd::call`], such as streams).
+    pub(super) fn error(&self, error: gnomon_etcd::Error) -> CoordinationError {
+        map_error(error, &self.link)
+    }
+
+    /// Every key under `prefix` except gnomon's internal ones.
+    pub(super) async fn range(&self, prefix: &str) -> Result<Listing> {
+        let answer = self
+            .call(
+                self.client
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        let entries = answer
+            .kvs
+            .iter()
+            .map(|kv| (text(&kv.key), (text(&kv.value), kv.lease)))
+            .filter(|(key, _)| !keys::is_internal(key))
+            .collect();
+        Ok((entries, answer.revision))
+    }
+}
+
+/// Keys and values as text (invalid UTF-8 replaced).
+pub(super) fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn tls_options(tls: &TlsConfig) -> Result<TlsOptions> {
+    if tls.skip_verify {
+        return Err(CoordinationError::Config(
+            "tls.skip-verify is not supported by the etcd backend; set tls.ca-file instead".into(),
+        ));
+    }
+    let read = |field: &str, path: &str| {
+        std::fs::read(path).map_err(|e| {
+            CoordinationError::Config(format!("cannot read locker tls.{field} {path:?}: {e}"))
+        })
+    };
+    // Like gnmic: without ca-file the system's trusted CAs verify etcd's certificate.
+    let mut options = TlsOptions::new();
+    if let Some(ca) = &tls.ca_file {
+        options = options.with_ca_pem(read("ca-file", ca)?);
+    }
+    match (&tls.cert_file, &tls.key_file) {
+        (Some(cert), Some(key)) => {
+            options = options.with_identity_pem(read("cert-file", cert)?, read("key-file", key)?);
+        }
+        (None, None) => {}
+        _ => {
+            return Err(CoordinationError::Config(
+                "locker tls.cert-file and tls.key-file must be set together".into(),
+            ))
+        }
+    }
+    Ok(options)
+}
+
+/// Maps a client error; connection failures before etcd ever answered get a configuration
+/// hint ([`TLS_HINT`] when TLS is on).
+fn map_error(error: gnomon_etcd::Error, link: &Link) -> CoordinationError {
+    if error.reached_etcd() {
+        link.answered.store(true, Ordering::Relaxed);
+    }
+    let unproven = !link.answered.load(Ordering::Relaxed) && !error.reached_etcd();
+    let hint = match error.kind() {
+        ErrorKind::Tls => format!(" {TLS_HINT}"),
+        ErrorKind::Unavailable if unproven && link.tls => format!(" {TLS_HINT}"),
+        ErrorKind::Unavailable if unproven => format!(" {ADDRESS_HINT}"),
+        ErrorKind::AuthenticationFailed
+            if error
+                .etcd_message()
+                .is_some_and(|m| m.contains("user name is empty")) =>
+        {
+            " (etcd has authentication on: set clustering.locker username and password)".to_string()
+        }
+        _ => String::new(),
+    };
+    match error.kind() {
+        ErrorKind::LeaseNotFound => CoordinationError::SessionLost(error.to_string()),
+        ErrorKind::Unavailable
+        | ErrorKind::Timeout
+        | ErrorKind::TooManyRequests
+        | ErrorKind::InvalidAuthToken
+        | ErrorKind::Tls => CoordinationError::Unavailable(format!("{error}{hint}")),
+        ErrorKind::Config => CoordinationError::Config(error.to_string()),
+        _ => CoordinationError::Backend(format!("{error}{hint}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tls_settings_fail_clearly() {
+        let skip = TlsConfig {
+            skip_verify: true,
+            ..Default::default()
+        };
+        let err = tls_options(&skip).unwrap_err().to_string();
+        assert!(err.contains("skip-verify"), "{err}");
+        let missing = TlsConfig {
+            ca_file: Some("/nonexistent/ca.pem".into()),
+            ..Default::default()
+        };
+        let err = tls_options(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("tls.ca-file") && err.contains("/nonexistent/ca.pem"),
+            "{err}"
+        );
+        let half = TlsConfig {
+            cert_file: Some("/x.pem".into()),
+            ..Default::default()
+        };
+        assert!(tls_options(&half)
+            .unwrap_err()
+            .to_string()
+            .contains("together"));
+    }
+}
