@@ -202,21 +202,18 @@ impl TargetRun {
             );
         }
         let mut healthy = false;
-        let mut result = Ok(StreamEnd::Completed);
+        // The first failure wins: the siblings it cancels end as "cancelled", which must not
+        // hide it (a target whose first stream failed would otherwise stop silently while
+        // still shown as streaming).
+        let mut first_error: Option<String> = None;
         while let Some(joined) = streams.join_next().await {
             let outcome =
                 joined.unwrap_or_else(|e| Err((format!("subscription task failed: {e}"), false)));
             match outcome {
-                Ok((StreamEnd::Completed, got_data)) => healthy |= got_data,
-                Ok((StreamEnd::Cancelled, got_data)) => {
-                    healthy |= got_data;
-                    result = Ok(StreamEnd::Cancelled);
-                }
+                Ok((_, got_data)) => healthy |= got_data,
                 Err((error, got_data)) => {
                     healthy |= got_data;
-                    if result.is_ok() && !stop.is_cancelled() {
-                        result = Err(error);
-                    }
+                    first_error.get_or_insert(error);
                     round.cancel();
                 }
             }
@@ -227,7 +224,11 @@ impl TargetRun {
         if stop.is_cancelled() {
             return Ok(StreamEnd::Cancelled);
         }
-        result
+        match first_error {
+            Some(error) => Err(error),
+            // Every stream ended on its own (ONCE): the target is done.
+            None => Ok(StreamEnd::Completed),
+        }
     }
 }
 

@@ -758,3 +758,70 @@ async fn an_api_address_in_use_is_an_error_naming_it() {
         "{error:#}"
     );
 }
+
+/// Issue 14.4: a target address where an HTTP server that is not gNMI answers (here a
+/// Prometheus-style `/metrics` listener) is a failed target with a last error, reported down
+/// and retried — not "streaming" with no data forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_is_not_gnmi_is_a_failed_target_and_retried() {
+    let shutdown = CancellationToken::new();
+    let listener = gnomon_api_server::Listener::bind("not-gnmi", "127.0.0.1:0")
+        .await
+        .unwrap();
+    let port = listener.local_addr().port();
+    let router = axum::Router::new().route("/metrics", axum::routing::get(|| async { "up 1\n" }));
+    let _server = listener.spawn(
+        router,
+        None,
+        gnomon_api_server::ListenerOptions::default(),
+        shutdown.clone(),
+    );
+    let api_port = free_port();
+    let yaml = format!(
+        r#"
+insecure: true
+api: 127.0.0.1:{api_port}
+targets:
+  not-gnmi:
+    address: 127.0.0.1:{port}
+    retry-timer: 500ms
+    timeout: 2s
+subscriptions:
+  counters:
+    paths: ["/interfaces/interface/state/counters"]
+    stream-mode: sample
+    sample-interval: 1s
+  status:
+    paths: ["/interfaces/interface/state/oper-status"]
+    stream-mode: on-change
+"#
+    );
+    let collector = Running::start(load(&yaml));
+    let view = eventually("a failed state with an error", Duration::from_secs(15), || async {
+        let view = collector.target_json("not-gnmi").await?;
+        (view["state"] == "failed" && view["last-error"].is_string()).then_some(view)
+    })
+    .await
+    .unwrap();
+    assert!(
+        view["last-error"].as_str().unwrap_or_default().contains("UNIMPLEMENTED")
+            || view["last-error"].as_str().unwrap_or_default().contains("not a gNMI"),
+        "{view}"
+    );
+    let metrics = collector.get("/metrics").await.unwrap().1;
+    assert!(
+        metrics.contains("gnmic_target_up{name=\"not-gnmi\"} 0"),
+        "{metrics}"
+    );
+    // Retried: the error count keeps growing.
+    let errors = |text: &str| metric_value(text, "gnomon_target_errors_total{target=\"not-gnmi\"}");
+    let first = errors(&metrics).unwrap_or(0.0);
+    eventually("another attempt", Duration::from_secs(15), || async {
+        let text = collector.get("/metrics").await?.1;
+        errors(&text).filter(|n| *n > first)
+    })
+    .await
+    .unwrap();
+    collector.stop().await;
+    shutdown.cancel();
+}

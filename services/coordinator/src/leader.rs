@@ -12,6 +12,8 @@ use gnomon_coordination::target_store::{target_tags, TargetStore};
 use gnomon_coordination::{keys, Coordination, LockGuard, WatchEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use gnomon_common::log::{Escaped, Throttle};
+use gnomon_common::retry::Backoff;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +57,17 @@ struct Placement {
     denied: HashSet<String>,
 }
 
+/// A target that could not be placed: when to try again, and its log throttle, so a target
+/// every member refuses is retried with backoff instead of in a tight loop.
+struct PlacementRetry {
+    not_before: tokio::time::Instant,
+    backoff: Backoff,
+    log: Throttle,
+}
+
+/// First delay before placing a target again after every member refused it.
+const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(200);
+
 struct Term {
     settings: CoordinatorSettings,
     coordination: Arc<dyn Coordination>,
@@ -68,6 +81,10 @@ struct Term {
     results: mpsc::Sender<(String, Assignment)>,
     limit: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
+    /// Targets waiting before their next placement attempt.
+    retries: HashMap<String, PlacementRetry>,
+    /// Target names in the store that can never be placed (logged once each).
+    unplaceable: HashSet<String>,
     /// Whether targets and locks were read from the store in full at least once this term.
     /// The watch replays existing keys in key order (configs before locks), so until a full
     /// read, held targets would look unowned and be placed a second time.
@@ -143,6 +160,8 @@ async fn lead(
         in_flight: HashMap::new(),
         results: results_tx,
         cancel,
+        retries: HashMap::new(),
+        unplaceable: HashSet::new(),
         synced: false,
     };
     let mut reconcile_tick = tokio::time::interval(
@@ -182,6 +201,7 @@ async fn lead(
                 if let Some(end) = term.command(command).await { return Ok(end); }
             }
             _ = reconcile_tick.tick() => { term.refresh().await; term.reconcile(); }
+            _ = term.next_retry() => term.reconcile(),
             _ = members_refresh.tick() => {
                 let list = term.coordination
                     .services(&keys::api_service_name(&cluster), &[format!("cluster-name={cluster}")])
@@ -367,20 +387,57 @@ impl Term {
         }
     }
 
-    /// Starts a placement for every target without an owner.
+    /// Starts a placement for every target without an owner whose retry delay (if any) is over.
     fn reconcile(&mut self) {
         self.record_metrics();
         if self.members.is_empty() || !self.synced {
             return;
         }
+        let now = tokio::time::Instant::now();
         let unowned: Vec<String> = self
             .targets
             .keys()
             .filter(|t| !self.holders.contains_key(*t) && !self.in_flight.contains_key(*t))
+            .filter(|t| self.retries.get(*t).is_none_or(|r| r.not_before <= now))
             .cloned()
             .collect();
         for target in unowned {
+            if let Some(problem) = gnomon_config::names::problem(&target) {
+                if self.unplaceable.insert(target.clone()) {
+                    tracing::error!(target = %Escaped(&target), problem = %problem, "target name in the store cannot be used; not placing it (delete it)");
+                }
+                continue;
+            }
             self.place(target, HashSet::new());
+        }
+    }
+
+    /// When the earliest retry is due (never, when none waits).
+    async fn next_retry(&self) {
+        match self.retries.values().map(|r| r.not_before).min() {
+            Some(due) => tokio::time::sleep_until(due).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Every member refused `target` (or none fits): try again after a growing delay.
+    fn retry_later(&mut self, target: &str, reason: &str) {
+        let cap = self
+            .settings
+            .targets_watch_timer
+            .max(Duration::from_secs(1));
+        let retry = self
+            .retries
+            .entry(target.to_string())
+            .or_insert_with(|| PlacementRetry {
+                not_before: tokio::time::Instant::now(),
+                backoff: Backoff::new(FIRST_PLACEMENT_RETRY, cap),
+                log: Throttle::new(Duration::from_secs(30)),
+            });
+        let delay = retry.backoff.next_delay();
+        retry.not_before = tokio::time::Instant::now() + delay;
+        if let Some(suppressed) = retry.log.allow() {
+            tracing::warn!(target = %Escaped(target), reason = %reason, retry_in = ?delay, suppressed, "target not placed");
         }
     }
 
@@ -391,9 +448,15 @@ impl Term {
         let tags = target_tags(config);
         let candidates = self.candidates();
         let member = match select_member(&candidates, &tags, &denied) {
+            // gnmic's rules pick a lone (or the only matching) member even when it refused;
+            // then every possible member has refused: wait before asking again.
+            Ok(candidate) if denied.contains(&candidate.name) => {
+                self.retry_later(&target, "every eligible member refused it");
+                return;
+            }
             Ok(candidate) => candidate.name.clone(),
             Err(e @ (PlacementError::NoMembers | PlacementError::NoSuitableMember)) => {
-                tracing::warn!(target = %target, error = %e, "target not placed; retrying at the next reconcile");
+                self.retry_later(&target, &e.to_string());
                 return;
             }
         };
@@ -436,10 +499,13 @@ impl Term {
         };
         match outcome {
             Assignment::Placed => {
-                tracing::info!(target = %target, member = %placement.member, "target placed")
+                self.retries.remove(&target);
+                tracing::info!(target = %Escaped(&target), member = %placement.member, "target placed")
             }
             Assignment::Failed { member, reason } => {
-                tracing::warn!(target = %target, member = %member, reason = %reason, "assignment failed; choosing another member");
+                if self.retries.get(&target).is_none_or(|r| r.log.would_allow()) {
+                    tracing::warn!(target = %Escaped(&target), member = %member, reason = %reason, "assignment failed; choosing another member");
+                }
                 let mut denied = placement.denied;
                 denied.insert(member);
                 if !self.holders.contains_key(&target) {

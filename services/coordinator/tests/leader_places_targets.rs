@@ -354,3 +354,106 @@ async fn a_new_leader_leaves_held_targets_with_their_holders() {
     shutdown.cancel();
     drop((held, m1, m2));
 }
+
+/// Issue 14.1: a target every member refuses — or whose name cannot even travel in a URL —
+/// must not send the leader into a tight loop of assignments and log lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_and_unusable_targets_are_retried_with_backoff_not_in_a_loop() {
+    let store = MemoryStore::named("leader-refused-targets");
+    let refusals = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    // A member whose API answers 404 to every start, like a collector that does not know
+    // the target (what `..` became once normalized away from the URL).
+    let cfg: LockerConfig = serde_json::from_value(serde_json::json!({
+        "type": "memory", "session-ttl": "1s", "delay": "200ms", "retry-timer": "100ms"
+    }))
+    .unwrap();
+    let member = Arc::new(MemoryCoordination::with_store(store.clone(), &cfg, "m1"));
+    let counted = refusals.clone();
+    let pushed_dotdot = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let dotdot = pushed_dotdot.clone();
+    let router = Router::new()
+        .route(
+            "/api/v1/config/targets",
+            post(move |Json(body): Json<serde_json::Value>| {
+                let dotdot = dotdot.clone();
+                async move {
+                    if body["name"] == ".." {
+                        dotdot.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/api/v1/targets/{name}",
+            post(move || {
+                let counted = counted.clone();
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    StatusCode::NOT_FOUND
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let _registration = member
+        .register_service(ServiceRegistration {
+            name: keys::api_service_name(CLUSTER),
+            id: keys::api_service_id("m1"),
+            address: "127.0.0.1".into(),
+            port,
+            tags: vec![
+                format!("cluster-name={CLUSTER}"),
+                "instance-name=m1".into(),
+                "__protocol=http".into(),
+            ],
+            ttl: Duration::from_secs(1),
+        })
+        .await
+        .unwrap();
+    let coordination: Arc<dyn Coordination> = Arc::new(MemoryCoordination::with_store(
+        store.clone(),
+        &cfg,
+        "coordinator-a",
+    ));
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    targets
+        .put(&serde_json::json!({"name": "refused", "address": "10.0.0.1:57400"}))
+        .await
+        .unwrap();
+    // Written straight into the store (the API refuses such names): never placeable.
+    coordination
+        .put(
+            &format!("{}..", targets.prefix()),
+            r#"{"name":"..","address":"127.0.0.1:1"}"#,
+        )
+        .await
+        .unwrap();
+    let shutdown = CancellationToken::new();
+    let mut settings = settings("coordinator-a");
+    settings.targets_watch_timer = Duration::from_millis(500);
+    let (_handle, _task) = spawn(settings, coordination.clone(), shutdown.clone()).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while refusals.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+        assert!(tokio::time::Instant::now() < deadline, "no assignment attempt");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let attempts = refusals.load(std::sync::atomic::Ordering::SeqCst);
+    // With backoff (200 ms doubling, capped at 1 s here) about 5 attempts fit in 3 s;
+    // the tight loop made thousands. `..` is never attempted at all.
+    assert!(
+        (2..=12).contains(&attempts),
+        "{attempts} start attempts in 3 s for one refused target"
+    );
+    assert_eq!(
+        pushed_dotdot.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a target named `..` was assigned"
+    );
+    shutdown.cancel();
+    server.abort();
+}

@@ -69,6 +69,12 @@ impl Throttle {
         }
     }
 
+    /// Whether [`Throttle::allow`] would let a line through now (without counting one).
+    pub fn would_allow(&self) -> bool {
+        self.last
+            .is_none_or(|last| Instant::now().duration_since(last) >= self.interval)
+    }
+
     /// Starts over, so the next line is logged at once (e.g. after a success).
     pub fn reset(&mut self) {
         self.last = None;
