@@ -150,6 +150,8 @@ async fn delete_target(
     Path(name): Path<String>,
 ) -> Response {
     if let Some(cluster) = cluster {
+        // A stop (the leader unassigning or moving it): nothing is published, the next owner
+        // reports the target.
         let claimed = cluster.member.unclaim(&name).await;
         let known = collector.delete_target(&name).await;
         if !claimed && !known {
@@ -197,8 +199,10 @@ async fn delete_target_config(
         } else {
             cluster.store.delete(&name).await
         };
-        cluster.member.unclaim(&name).await;
+        // Stop it (publishing its deletion, fenced by the lock still held) before giving the
+        // lock back; the other order published nothing, and exporters kept its up series.
         let known_here = collector.delete_target(&name).await;
+        cluster.member.unclaim(&name).await;
         return match stored {
             _ if is_assignment(&headers) => ok_empty(),
             Ok(known) if known || known_here => ok_empty(),

@@ -276,13 +276,15 @@ impl Term {
         let name = name.to_string();
         tokio::spawn(
             async move {
-                if let Some(api) = owner_api {
-                    if let Err(e) = client.stop_target(&api, &name).await {
+                // The owner first: forgetting the config stops the target and publishes its
+                // deletion while the lock is still held, so exporters drop its series.
+                if let Some(api) = &owner_api {
+                    if let Err(e) = client.forget_target(api, &name).await {
                         tracing::warn!(error = %e, "stopping a deleted target failed");
                     }
                 }
-                for api in all_apis {
-                    let _ = client.forget_target(&api, &name).await;
+                for api in all_apis.iter().filter(|api| Some(*api) != owner_api.as_ref()) {
+                    let _ = client.forget_target(api, &name).await;
                 }
             }
             .instrument(tracing::info_span!("target_removal")),
