@@ -797,15 +797,25 @@ subscriptions:
 "#
     );
     let collector = Running::start(load(&yaml));
-    let view = eventually("a failed state with an error", Duration::from_secs(15), || async {
-        let view = collector.target_json("not-gnmi").await?;
-        (view["state"] == "failed" && view["last-error"].is_string()).then_some(view)
-    })
+    let view = eventually(
+        "a failed state with an error",
+        Duration::from_secs(15),
+        || async {
+            let view = collector.target_json("not-gnmi").await?;
+            (view["state"] == "failed" && view["last-error"].is_string()).then_some(view)
+        },
+    )
     .await
     .unwrap();
     assert!(
-        view["last-error"].as_str().unwrap_or_default().contains("UNIMPLEMENTED")
-            || view["last-error"].as_str().unwrap_or_default().contains("not a gNMI"),
+        view["last-error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("UNIMPLEMENTED")
+            || view["last-error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("not a gNMI"),
         "{view}"
     );
     let metrics = collector.get("/metrics").await.unwrap().1;

@@ -4,16 +4,18 @@
 
 use crate::member_client::MemberClient;
 use crate::members::Member;
-use crate::placement::{plan_rebalance, select_member, Candidate, Move, PlacementError};
+use crate::placement::{
+    plan_rebalance, select_member, tag_prefix_match, Candidate, Move, PlacementError,
+};
 use crate::settings::CoordinatorSettings;
 use bytes::Bytes;
 use futures::StreamExt;
+use gnomon_common::log::{Escaped, Throttle};
+use gnomon_common::retry::Backoff;
 use gnomon_coordination::target_store::{target_tags, TargetStore};
 use gnomon_coordination::{keys, Coordination, LockGuard, WatchEvent};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
-use gnomon_common::log::{Escaped, Throttle};
-use gnomon_common::retry::Backoff;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -183,7 +185,10 @@ async fn lead(
             _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
             Some(list) = member_watch.next() => {
                 let joined = term.set_members(list.iter().map(Member::from_service).collect());
-                if joined { term.auto_rebalance().await; }
+                if joined {
+                    term.follow_affinity();
+                    term.auto_rebalance().await;
+                }
                 term.reconcile();
             }
             Some(event) = cluster_watch.next() => {
@@ -200,7 +205,11 @@ async fn lead(
             Some(command) = commands.recv() => {
                 if let Some(end) = term.command(command).await { return Ok(end); }
             }
-            _ = reconcile_tick.tick() => { term.refresh().await; term.reconcile(); }
+            _ = reconcile_tick.tick() => {
+                term.refresh().await;
+                term.reconcile();
+                term.follow_affinity();
+            }
             _ = term.next_retry() => term.reconcile(),
             _ = members_refresh.tick() => {
                 let list = term.coordination
@@ -283,7 +292,10 @@ impl Term {
                         tracing::warn!(error = %e, "stopping a deleted target failed");
                     }
                 }
-                for api in all_apis.iter().filter(|api| Some(*api) != owner_api.as_ref()) {
+                for api in all_apis
+                    .iter()
+                    .filter(|api| Some(*api) != owner_api.as_ref())
+                {
                     let _ = client.forget_target(api, &name).await;
                 }
             }
@@ -505,7 +517,11 @@ impl Term {
                 tracing::info!(target = %Escaped(&target), member = %placement.member, "target placed")
             }
             Assignment::Failed { member, reason } => {
-                if self.retries.get(&target).is_none_or(|r| r.log.would_allow()) {
+                if self
+                    .retries
+                    .get(&target)
+                    .is_none_or(|r| r.log.would_allow())
+                {
                     tracing::warn!(target = %Escaped(&target), member = %member, reason = %reason, "assignment failed; choosing another member");
                 }
                 let mut denied = placement.denied;
@@ -562,8 +578,23 @@ impl Term {
         owned
     }
 
+    /// Moves that even out the load, never taking a target to a member whose tags match it
+    /// worse than its owner's (affinity would move it back: no flapping).
     fn plan_rebalance(&self, max_spread: usize) -> Vec<Move> {
+        let score = |member: &str, target: &str| {
+            let tags = self
+                .targets
+                .get(target)
+                .map(target_tags)
+                .unwrap_or_default();
+            self.members
+                .get(member)
+                .map_or(0, |m| tag_prefix_match(&m.tags, &tags))
+        };
         plan_rebalance(&self.owned_by_members(), max_spread)
+            .into_iter()
+            .filter(|mv| score(&mv.to, &mv.target) >= score(&mv.from, &mv.target))
+            .collect()
     }
 
     fn plan_drain(&self, member: &str) -> Vec<Move> {
@@ -603,6 +634,54 @@ impl Term {
         moves
     }
 
+    /// Targets held by a member whose tags match them less than another member's: gnmic's
+    /// affinity applied over time, so a pinned target placed while its member was away
+    /// moves to it when it (re)joins. Only strictly better matches move, so nothing flaps.
+    fn affinity_moves(&self) -> Vec<Move> {
+        let candidates = self.candidates();
+        let mut moves = Vec::new();
+        for (target, owner) in &self.holders {
+            if self.in_flight.contains_key(target) {
+                continue;
+            }
+            let tags = self
+                .targets
+                .get(target)
+                .map(target_tags)
+                .unwrap_or_default();
+            if tags.is_empty() {
+                continue;
+            }
+            let owner_score = self
+                .members
+                .get(owner)
+                .map_or(0, |m| tag_prefix_match(&m.tags, &tags));
+            let Ok(best) = select_member(&candidates, &tags, &HashSet::new()) else {
+                continue;
+            };
+            if best.name != *owner && tag_prefix_match(&best.tags, &tags) > owner_score {
+                moves.push(Move {
+                    target: target.clone(),
+                    from: owner.clone(),
+                    to: best.name.clone(),
+                });
+            }
+        }
+        moves
+    }
+
+    /// Moves the targets [`Term::affinity_moves`] finds.
+    fn follow_affinity(&mut self) {
+        let moves = self.affinity_moves();
+        if !moves.is_empty() {
+            tracing::info!(
+                moves = moves.len(),
+                "a better matching member is here: moving pinned targets"
+            );
+            self.execute_moves(moves);
+        }
+    }
+
     async fn auto_rebalance(&mut self) {
         let Some(threshold) = self.settings.rebalance_threshold else {
             return;
@@ -618,6 +697,9 @@ impl Term {
     /// lock), then the old owner stops and releases the lock, so the new owner takes over at once.
     fn execute_moves(&mut self, moves: Vec<Move>) {
         for mv in moves {
+            if self.in_flight.contains_key(&mv.target) {
+                continue;
+            }
             let (Some(from), Some(to)) = (self.members.get(&mv.from), self.members.get(&mv.to))
             else {
                 continue;

@@ -438,7 +438,10 @@ async fn refused_and_unusable_targets_are_retried_with_backoff_not_in_a_loop() {
     let (_handle, _task) = spawn(settings, coordination.clone(), shutdown.clone()).unwrap();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while refusals.load(std::sync::atomic::Ordering::SeqCst) == 0 {
-        assert!(tokio::time::Instant::now() < deadline, "no assignment attempt");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no assignment attempt"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -456,4 +459,57 @@ async fn refused_and_unusable_targets_are_retried_with_backoff_not_in_a_loop() {
     );
     shutdown.cancel();
     server.abort();
+}
+
+/// Issue 16.4 / 12.6: a pinned target placed while its member was away moves to that
+/// member when it joins (gnmic's affinity, applied over time), and nothing else moves back
+/// and forth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pinned_target_follows_its_member_when_it_joins_later() {
+    let store = MemoryStore::named("leader-affinity-over-time");
+    let coordination: Arc<dyn Coordination> = Arc::new(observer(&store));
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    targets
+        .put(
+            &serde_json::json!({ "name": "pinned", "address": "10.0.1.1:57400",
+            "tags": ["cluster-name=c1", "instance-name=m2", "__protocol=http", "site=dc2"] }),
+        )
+        .await
+        .unwrap();
+    put_targets(&targets, 4).await;
+    let m1 = FakeMember::start(&store, "m1", &[]).await;
+    let shutdown = CancellationToken::new();
+    let leader: Arc<dyn Coordination> = Arc::new(MemoryCoordination::with_store(
+        store.clone(),
+        &serde_json::from_value(serde_json::json!({"type": "memory", "session-ttl": "1s"}))
+            .unwrap(),
+        "coordinator-a",
+    ));
+    let mut settings = settings("coordinator-a");
+    settings.rebalance_threshold = None;
+    let (_handle, _task) = spawn(settings, leader, shutdown.clone()).unwrap();
+    let observer = observer(&store);
+    let placed = wait_owners(&observer, "all 5 placed on m1", |o| o.len() == 5).await;
+    assert_eq!(placed["pinned"], "m1");
+    let joined = tokio::time::Instant::now();
+    let m2 = FakeMember::start(&store, "m2", &["site=dc2"]).await;
+    let moved = wait_owners(&observer, "pinned on m2", |o| {
+        o.get("pinned").is_some_and(|m| m == "m2")
+    })
+    .await;
+    println!(
+        "pinned target on its member {:?} after it joined",
+        joined.elapsed()
+    );
+    assert!(
+        joined.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        joined.elapsed()
+    );
+    // Only the pinned target moved (rebalancing is off here).
+    for i in 0..4 {
+        assert_eq!(moved[&format!("t{i}")], "m1", "{moved:?}");
+    }
+    shutdown.cancel();
+    drop((m1, m2));
 }

@@ -98,8 +98,12 @@ async fn deleted_targets_leave_no_up_series_on_the_exporter() {
                 .await,
             200
         );
-        demo.send(reqwest::Method::POST, &format!("/api/v1/targets/{name}"), None)
-            .await;
+        demo.send(
+            reqwest::Method::POST,
+            &format!("/api/v1/targets/{name}"),
+            None,
+        )
+        .await;
     }
     // Every one streams (up 1 on the exporter) before it is deleted.
     eventually("every cycle target up", Duration::from_secs(30), || async {
@@ -122,14 +126,21 @@ async fn deleted_targets_leave_no_up_series_on_the_exporter() {
             200
         );
     }
-    let last = eventually("no up series of a deleted target", Duration::from_secs(15), || async {
-        let text = demo.scrape().await?;
-        (!names
-            .iter()
-            .any(|n| text.contains(&format!("gnomon_target_up{{target=\"{n}\"}}"))))
-        .then_some(text)
-    })
+    let last = eventually(
+        "no up series of a deleted target",
+        Duration::from_secs(15),
+        || async {
+            let text = demo.scrape().await?;
+            (!names
+                .iter()
+                .any(|n| text.contains(&format!("gnomon_target_up{{target=\"{n}\"}}"))))
+            .then_some(text)
+        },
+    )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", demo.process.log()));
-    assert!(last.contains("gnomon_target_up{target=\"device1\"} 1"), "{last}");
+    assert!(
+        last.contains("gnomon_target_up{target=\"device1\"} 1"),
+        "{last}"
+    );
 }
