@@ -81,7 +81,10 @@ impl RetryLoop {
     /// Records a success: the next failure is logged at once and waits start short again.
     pub(crate) fn succeeded(&mut self) {
         if std::mem::take(&mut self.failing) {
-            tracing::info!(activity = self.activity, "coordination store calls succeed again");
+            tracing::info!(
+                activity = self.activity,
+                "coordination store calls succeed again"
+            );
         }
         self.transient.reset();
         self.refused.reset();

@@ -511,7 +511,14 @@ impl ConsulClient {
     pub async fn session_destroy(&self, id: &str) -> Result<()> {
         let url = self.url(&format!("/v1/session/destroy/{}", segment(id)), &[])?;
         let (what, reply) = self
-            .send("session destroy", Method::PUT, url, None, Repeat::Safe, false)
+            .send(
+                "session destroy",
+                Method::PUT,
+                url,
+                None,
+                Repeat::Safe,
+                false,
+            )
             .await?;
         Self::ensure_success(&what, &reply)
     }
@@ -840,7 +847,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_refused_token_fails_at_once_naming_the_token() {
-        let (address, hits) = fake_consul(Duration::ZERO, |_, _, _| (403, "Permission denied")).await;
+        let (address, hits) =
+            fake_consul(Duration::ZERO, |_, _, _| (403, "Permission denied")).await;
         let consul = client(&address, Some("acl-wrong-7f"));
         let error = consul
             .session_create("gnomon-a", Duration::from_secs(10), Duration::ZERO)
@@ -861,10 +869,7 @@ mod tests {
         assert_eq!(error.credential(), Some(&Credential::ConsulToken));
 
         let (address, hits) = fake_consul(Duration::ZERO, |_, _, _| (401, "Unauthorized")).await;
-        let error = client(&address, None)
-            .kv_get("k", None)
-            .await
-            .unwrap_err();
+        let error = client(&address, None).kv_get("k", None).await.unwrap_err();
         assert_eq!(hits.load(Ordering::SeqCst), 1);
         assert_eq!(error.credential(), Some(&Credential::ConsulBasicAuth));
     }
@@ -879,7 +884,10 @@ mod tests {
         .await;
         let consul = client(&address, None);
         let (entry, _) = consul.kv_get("k", None).await.unwrap();
-        assert_eq!(entry.map(|e| (e.value, e.modify_index)), Some(("v".into(), 7)));
+        assert_eq!(
+            entry.map(|e| (e.value, e.modify_index)),
+            Some(("v".into(), 7))
+        );
         assert_eq!(hits.load(Ordering::SeqCst), 3);
 
         // A session create may have been applied before the 503: not repeated.
@@ -907,18 +915,29 @@ mod tests {
         let (address, hits) = fake_consul(Duration::from_secs(5), |_, _, _| (200, "true")).await;
         let consul = client(&address, None);
         let started = Instant::now();
-        let error = consul
-            .kv_put("k", "v", KvWrite::Plain)
-            .await
-            .unwrap_err();
+        let error = consul.kv_put("k", "v", KvWrite::Plain).await.unwrap_err();
         assert_eq!(hits.load(Ordering::SeqCst), 1 + RETRIES as usize);
-        assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
-        assert!(error.to_string().contains("no answer within 300ms"), "{error}");
-        assert!(std::error::Error::source(&error).is_some(), "the timeout is kept as the cause");
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.to_string().contains("no answer within 300ms"),
+            "{error}"
+        );
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "the timeout is kept as the cause"
+        );
 
         hits.store(0, Ordering::SeqCst);
         let error = consul.kv_delete("k", Some(3)).await.unwrap_err();
-        assert_eq!(hits.load(Ordering::SeqCst), 1, "a cas delete is not repeated");
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a cas delete is not repeated"
+        );
         assert!(error.is_transient(), "{error}");
     }
 }

@@ -144,12 +144,10 @@ impl Locks {
                 return std::future::pending::<()>().await;
             }
             let options = WatchOptions::new().with_start_revision(since as i64 + 1);
-            let Ok(mut stream) = self.etcd.client().watch(key, Some(options.clone())).await
-            else {
+            let Ok(mut stream) = self.etcd.client().watch(key, Some(options.clone())).await else {
                 return std::future::pending::<()>().await;
             };
-            if !self.delay.is_zero() && stream.watch(delay_key(key), Some(options)).await.is_err()
-            {
+            if !self.delay.is_zero() && stream.watch(delay_key(key), Some(options)).await.is_err() {
                 return std::future::pending::<()>().await;
             }
             loop {

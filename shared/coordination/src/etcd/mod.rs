@@ -20,9 +20,9 @@ use self::client::{text, Etcd};
 use self::lock::Locks;
 use self::session::Sessions;
 use crate::{
-    acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination,
-    LockAttempts, LockGuard, LockerConfig, Result, ServiceHandle, ServiceInstance,
-    ServiceRegistration, ServiceWatch, WatchEvents,
+    acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination, LockAttempts,
+    LockGuard, LockerConfig, Result, ServiceHandle, ServiceInstance, ServiceRegistration,
+    ServiceWatch, WatchEvents,
 };
 use async_trait::async_trait;
 use std::collections::BTreeMap;
@@ -116,7 +116,10 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn holder(&self, key: &str) -> Result<Option<String>> {
-        let answer = self.etcd().call(self.etcd().client().get(key, None)).await?;
+        let answer = self
+            .etcd()
+            .call(self.etcd().client().get(key, None))
+            .await?;
         Ok(answer
             .kvs
             .first()
@@ -167,7 +170,10 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn get(&self, key: &str) -> Result<Option<String>> {
-        let answer = self.etcd().call(self.etcd().client().get(key, None)).await?;
+        let answer = self
+            .etcd()
+            .call(self.etcd().client().get(key, None))
+            .await?;
         Ok(answer.kvs.first().map(|kv| text(&kv.value)))
     }
 

@@ -104,7 +104,11 @@ impl PrefixWatch {
             .with_start_revision(revision + 1);
         let mut stream = match self
             .etcd
-            .call(self.etcd.client().watch(self.prefix.as_str(), Some(options)))
+            .call(
+                self.etcd
+                    .client()
+                    .watch(self.prefix.as_str(), Some(options)),
+            )
             .await
         {
             Ok(stream) => stream,
