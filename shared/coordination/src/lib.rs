@@ -24,6 +24,7 @@ pub mod etcd;
 pub mod keys;
 mod kv_services;
 pub mod memory;
+mod retry_loop;
 pub mod target_store;
 
 pub use gnomon_common::duration;
@@ -45,30 +46,178 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A boxed error cause, kept as a [`CoordinationError`]'s `source`.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Errors of the coordination layer.
+///
+/// Every message is complete on its own — the store, the call, why it failed and, for
+/// refusals and configuration problems, what to check — because callers log `%error`.
+/// [`source`](std::error::Error::source) keeps the cause (a `gnomon_etcd::Error`, a
+/// `reqwest::Error`, a timeout, ...) for callers that inspect it.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CoordinationError {
-    #[error("invalid coordination configuration: {0}")]
-    Config(String),
+    /// The configuration cannot work: a bad address, an unreadable TLS file, a TTL the store
+    /// refuses. Not transient.
+    #[error("invalid coordination configuration: {reason}")]
+    Config {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// A key the backends cannot store. Not transient.
     #[error("invalid key {key:?}: {reason}")]
     InvalidKey { key: String, reason: String },
-    #[error("coordination store unavailable: {0}")]
-    Unavailable(String),
-    #[error("coordination store error: {0}")]
-    Backend(String),
-    #[error("coordination session lost: {0}")]
-    SessionLost(String),
+    /// The store did not answer (in time), or answered that it cannot serve now. Transient.
+    #[error("coordination store unavailable: {reason}")]
+    Unavailable {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The store answered with an error none of the other variants covers. Treated as
+    /// transient.
+    #[error("coordination store error: {reason}")]
+    Backend {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The session is gone (expired or invalidated); the next call opens a new one. Transient.
+    #[error("coordination session lost: {reason}")]
+    SessionLost {
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The store refused the credential: a wrong etcd password, an etcd user whose roles do
+    /// not cover the keys, a Consul ACL token that is unknown or lacks rights. **Not
+    /// transient**: repeating the call cannot succeed until an operator fixes `credential`,
+    /// so nothing retries it in a tight loop.
+    #[error("coordination store refused the credential: {reason}; check {credential}")]
+    CredentialRefused {
+        credential: Credential,
+        reason: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+/// A credential a store refused, named as it is configured: what an operator must check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Credential {
+    /// etcd's user name and password (`clustering.locker.username` / `password`): wrong, or
+    /// missing while etcd has authentication on.
+    EtcdPassword,
+    /// The roles granted to the etcd user (`user`, when one is configured): it logged in but
+    /// may not touch the keys.
+    EtcdRole { user: Option<String> },
+    /// The Consul ACL token: `clustering.locker.token`, or an output's
+    /// `service-registration.token` when the exporter registers itself.
+    ConsulToken,
+    /// HTTP basic auth in front of Consul: `username` / `password` of the same blocks.
+    ConsulBasicAuth,
+}
+
+impl std::fmt::Display for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const PREFIXES: &str = "it needs read-write on the gnmic/ and gnmic-services/ \
+                                prefixes, and on __gnomon/ with a lock-delay";
+        match self {
+            Credential::EtcdPassword => f.write_str(
+                "clustering.locker.username and password (the etcd user and its password)",
+            ),
+            Credential::EtcdRole { user: Some(user) } => write!(
+                f,
+                "the roles granted to etcd user {:?} (clustering.locker.username): {PREFIXES}",
+                gnomon_common::log::Escaped(user)
+            ),
+            Credential::EtcdRole { user: None } => write!(
+                f,
+                "the roles of the etcd user (clustering.locker.username): {PREFIXES}"
+            ),
+            Credential::ConsulToken => f.write_str(
+                "the Consul ACL token: clustering.locker.token, or the output's \
+                 service-registration.token when the exporter registers itself (it needs write \
+                 access to the keys, sessions and services gnomon uses)",
+            ),
+            Credential::ConsulBasicAuth => f.write_str(
+                "the username and password sent to Consul as HTTP basic auth: \
+                 clustering.locker.username / password, or the output's service-registration \
+                 username / password",
+            ),
+        }
+    }
 }
 
 impl CoordinationError {
-    /// Whether retrying the same call later can succeed.
+    pub(crate) fn config(reason: impl Into<String>) -> Self {
+        CoordinationError::Config {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn unavailable(reason: impl Into<String>) -> Self {
+        CoordinationError::Unavailable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn backend(reason: impl Into<String>) -> Self {
+        CoordinationError::Backend {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn session_lost(reason: impl Into<String>) -> Self {
+        CoordinationError::SessionLost {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    pub(crate) fn refused(credential: Credential, reason: impl Into<String>) -> Self {
+        CoordinationError::CredentialRefused {
+            credential,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with `cause` as its [`source`](std::error::Error::source).
+    pub(crate) fn caused_by(mut self, cause: impl Into<BoxError>) -> Self {
+        match &mut self {
+            CoordinationError::Config { source, .. }
+            | CoordinationError::Unavailable { source, .. }
+            | CoordinationError::Backend { source, .. }
+            | CoordinationError::SessionLost { source, .. }
+            | CoordinationError::CredentialRefused { source, .. } => *source = Some(cause.into()),
+            CoordinationError::InvalidKey { .. } => {}
+        }
+        self
+    }
+
+    /// Whether retrying the same call later can succeed without anyone changing anything.
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CoordinationError::Unavailable(_)
-                | CoordinationError::Backend(_)
-                | CoordinationError::SessionLost(_)
+            CoordinationError::Unavailable { .. }
+                | CoordinationError::Backend { .. }
+                | CoordinationError::SessionLost { .. }
         )
+    }
+
+    /// The credential to check, when the store refused it.
+    pub fn credential(&self) -> Option<&Credential> {
+        match self {
+            CoordinationError::CredentialRefused { credential, .. } => Some(credential),
+            _ => None,
+        }
     }
 }
 
@@ -148,7 +297,10 @@ pub trait Coordination: Send + Sync {
     async fn acquire(&self, key: &str, value: &str) -> Result<Option<LockGuard>>;
 
     /// Retries until acquired (`Some`) or `cancel` fires (`None`). Retries on every change of
-    /// the key and at least every `retry-timer`; transient store errors are logged and retried.
+    /// the key and at least every `retry-timer`; transient store errors are logged and retried
+    /// with backoff (up to `retry-timer`). Any other error ends the call: a refused credential
+    /// ([`CoordinationError::CredentialRefused`]) is logged once at error level and returned
+    /// at once, never retried.
     async fn acquire_blocking(
         &self,
         key: &str,
@@ -201,11 +353,9 @@ pub trait Coordination: Send + Sync {
 /// Connects the backend `cfg.kind` for instance `instance`.
 pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Arc<dyn Coordination>> {
     cfg.validate()
-        .map_err(|e| CoordinationError::Config(e.to_string()))?;
+        .map_err(|e| CoordinationError::config(e.to_string()).caused_by(e))?;
     if instance.is_empty() {
-        return Err(CoordinationError::Config(
-            "instance name is empty".to_string(),
-        ));
+        return Err(CoordinationError::config("instance name is empty"));
     }
     Ok(match cfg.kind {
         LockerType::Etcd => Arc::new(etcd::EtcdCoordination::connect(cfg, instance).await?),
@@ -429,7 +579,8 @@ pub(crate) async fn acquire_once<B: LockAttempts + Coordination + ?Sized>(
 }
 
 /// [`Coordination::acquire_blocking`]: attempts until acquired, cancelled or a
-/// non-transient error, waiting for the key to change between attempts.
+/// non-transient error, waiting for the key to change between attempts and backing off
+/// (up to `retry-timer`) after transient errors.
 #[tracing::instrument(
     name = "acquire_blocking",
     skip(backend, cancel),
@@ -441,7 +592,8 @@ pub(crate) async fn acquire_until<B: LockAttempts + Coordination + ?Sized>(
     value: &str,
     cancel: &CancellationToken,
 ) -> Result<Option<LockGuard>> {
-    let retry = backend.retry_timer();
+    let retry_timer = backend.retry_timer();
+    let mut retry = retry_loop::RetryLoop::new("lock attempt", retry_timer);
     loop {
         if cancel.is_cancelled() {
             return Ok(None);
@@ -461,19 +613,25 @@ pub(crate) async fn acquire_until<B: LockAttempts + Coordination + ?Sized>(
         match attempt {
             Ok(Attempt::Acquired(guard)) => return Ok(Some(guard)),
             Ok(Attempt::Busy { since }) => {
+                retry.succeeded();
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(None),
-                    _ = backend.wait_change(key, since, retry) => {}
+                    _ = backend.wait_change(key, since, retry_timer) => {}
                 }
             }
             Err(e) if e.is_transient() => {
-                tracing::warn!(key, error = %e, "lock attempt failed; retrying");
+                let wait = retry.failed(&e);
                 tokio::select! {
                     _ = cancel.cancelled() => return Ok(None),
-                    _ = tokio::time::sleep(retry) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if e.credential().is_some() {
+                    tracing::error!(key, error = %e, "lock refused; not retrying until the credential is fixed");
+                }
+                return Err(e);
+            }
         }
     }
 }

@@ -250,7 +250,7 @@ impl MemoryCoordination {
 
     fn reachable(&self) -> Result<()> {
         if self.inner.disconnected.load(Ordering::SeqCst) {
-            Err(CoordinationError::Unavailable(format!(
+            Err(CoordinationError::unavailable(format!(
                 "memory store unreachable from {}",
                 self.inner.instance
             )))
@@ -324,9 +324,7 @@ impl LockAttempts for MemoryCoordination {
         let now = Instant::now();
         let outcome = self.inner.store.with_state(|state| {
             if !state.sessions.contains_key(&session.id) {
-                return Err(CoordinationError::SessionLost(
-                    "memory session expired".into(),
-                ));
+                return Err(CoordinationError::session_lost("memory session expired"));
             }
             let delayed = state.lock_delays.get(key).is_some_and(|until| *until > now);
             if state.entries.contains_key(key) || delayed {

@@ -109,6 +109,10 @@ fn gate(shared: &Shared, headers: &HeaderMap, params: &[(String, String)]) -> Re
             .and_then(|v| v.strip_prefix("Bearer "));
         let given = header_token.or(bearer).or(first(params, "token"));
         if given != Some(required.as_str()) {
+            // What Consul answers when the token (or the anonymous token) may not do this.
+            shared
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(plain(StatusCode::FORBIDDEN, "Permission denied"));
         }
     }

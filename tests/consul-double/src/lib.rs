@@ -14,6 +14,7 @@ mod model;
 
 use anyhow::Context;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -27,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) state: Mutex<State>,
     /// Carries the global index; blocking queries wait on it.
     pub(crate) changes: watch::Sender<u64>,
+    /// Requests answered 403 for a missing or wrong ACL token.
+    pub(crate) refused: AtomicU64,
 }
 
 impl Shared {
@@ -82,6 +85,7 @@ impl ConsulDouble {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new()),
             changes: watch::channel(1).0,
+            refused: AtomicU64::new(0),
             cfg,
         });
         let app = handlers::router(shared.clone());
@@ -154,6 +158,12 @@ impl ConsulDouble {
     /// The current global index (test introspection).
     pub fn index(&self) -> u64 {
         self.shared.read(|state| state.index)
+    }
+
+    /// How many requests were refused (403) for a missing or wrong ACL token (test
+    /// introspection: a client must not repeat a refused call).
+    pub fn refused_requests(&self) -> u64 {
+        self.shared.refused.load(Ordering::Relaxed)
     }
 }
 

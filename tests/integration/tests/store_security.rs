@@ -4,7 +4,10 @@
 //! are set), and NATS with TLS, mutual TLS, user / password and tokens through the collector's
 //! NATS output and the exporter's NATS input.
 //!
-//! Every failure case checks that the error names the cause and never contains the secret.
+//! Every failure case checks that the error names the cause and never contains the secret. A
+//! refused credential (etcd permission denied or wrong password, Consul ACL token refused)
+//! must fail a lock attempt at once, naming the credential to check, instead of being retried
+//! until the caller gives up.
 
 use futures::StreamExt;
 use gnomon_bus::{NatsBus, NatsOptions, NatsTls};
@@ -13,7 +16,8 @@ use gnomon_collector::outputs::{Collected, Outputs, StreamInfo};
 use gnomon_config::{load_config_with_env, ConfigFormat};
 use gnomon_consul_double::{ConsulDouble, DoubleConfig};
 use gnomon_coordination::{
-    self as coordination, Coordination, LockerConfig, ServiceRegistration, WatchEvent, WatchEvents,
+    self as coordination, Coordination, CoordinationError, Credential, LockerConfig,
+    ServiceRegistration, WatchEvent, WatchEvents,
 };
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
 use gnomon_gnmi::event::EventMeta;
@@ -407,6 +411,128 @@ async fn etcd_user_limited_to_gnomon_prefixes_is_enough() {
     narrow.shutdown().await;
 }
 
+/// The retry timer of the refusal tests: a refused lock attempt must fail well before one
+/// retry would even start.
+const REFUSAL_RETRY_TIMER: Duration = Duration::from_secs(2);
+
+/// `acquire_blocking` of `key`, given up (cancelled) after 10 retry timers: returns the
+/// outcome and how long it took.
+async fn blocking_acquire(
+    backend: &Arc<dyn Coordination>,
+    key: &str,
+) -> (
+    Result<Option<coordination::LockGuard>, CoordinationError>,
+    Duration,
+) {
+    let cancel = CancellationToken::new();
+    let give_up = cancel.clone();
+    let timer = tokio::spawn(async move {
+        tokio::time::sleep(REFUSAL_RETRY_TIMER * 10).await;
+        give_up.cancel();
+    });
+    let started = std::time::Instant::now();
+    let outcome = backend.acquire_blocking(key, "refused", &cancel).await;
+    let took = started.elapsed();
+    timer.abort();
+    (outcome, took)
+}
+
+/// Fails unless `outcome` is a refusal of `credential` that came before one retry timer.
+fn assert_refused_fast(
+    outcome: Result<Option<coordination::LockGuard>, CoordinationError>,
+    took: Duration,
+    credential: &Credential,
+) -> String {
+    let error = match outcome {
+        Err(error) => error,
+        Ok(Some(guard)) => panic!("lock acquired despite the refusal: {guard:?}"),
+        Ok(None) => panic!("acquire_blocking kept retrying a refusal until cancelled ({took:?})"),
+    };
+    assert_eq!(error.credential(), Some(credential), "{error}");
+    assert!(!error.is_transient(), "{error}");
+    assert!(
+        took < REFUSAL_RETRY_TIMER,
+        "the refusal took {took:?} (retry timer {REFUSAL_RETRY_TIMER:?}): {error}"
+    );
+    eprintln!("refused after {took:?}: {error}");
+    error.to_string()
+}
+
+/// An etcd user without rights on the lock prefix: acquiring fails at once with an error that
+/// names the user's roles, and so do watches and service registrations; a wrong password
+/// fails at connect and names the user name and password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_permission_denied_fails_fast_and_names_the_role() {
+    capture_logs();
+    let etcd = EtcdServer::start().unwrap();
+    // Rights on the service records only, none on gnmic/ (the locks).
+    etcd.add_user("outsider", "Outsider-Pass-58", &["gnmic-services/"])
+        .await
+        .unwrap();
+    etcd.enable_auth("Root-Pass-41").await.unwrap();
+    let config = |password: &str| {
+        let mut cfg = etcd_locker(&format!(
+            "type: etcd\naddress: {}\nusername: outsider\npassword: {password}\n",
+            etcd.address()
+        ));
+        cfg.retry_timer = REFUSAL_RETRY_TIMER;
+        cfg
+    };
+    let outsider = coordination::connect(&config("Outsider-Pass-58"), "o")
+        .await
+        .unwrap();
+    let role = Credential::EtcdRole {
+        user: Some("outsider".into()),
+    };
+
+    let key = "gnmic/lab/targets/refused-etcd";
+    let (outcome, took) = blocking_acquire(&outsider, key).await;
+    let error = assert_refused_fast(outcome, took, &role);
+    assert!(error.contains("permission denied"), "{error}");
+    assert!(error.contains("\"outsider\""), "{error}");
+    assert!(error.contains("clustering.locker.username"), "{error}");
+    assert_secret_absent("Outsider-Pass-58", &error);
+    // Reported once, at error level.
+    let reports = log_lines_with("lock refused")
+        .into_iter()
+        .filter(|l| l.contains("refused-etcd"))
+        .collect::<Vec<_>>();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert!(reports[0].contains("ERROR"), "{}", reports[0]);
+
+    // A single attempt, a watch and a registration of a denied key fail the same way.
+    let error = outsider.acquire(key, "o").await.unwrap_err();
+    assert_eq!(error.credential(), Some(&role), "{error}");
+    let error = outsider.watch_prefix("gnmic/lab/").await.err().unwrap();
+    assert_eq!(error.credential(), Some(&role), "{error}");
+    outsider.shutdown().await;
+
+    // A wrong password is refused when connecting.
+    let started = std::time::Instant::now();
+    let error = coordination::connect(&config("Not-The-Pass-23"), "o")
+        .await
+        .err()
+        .expect("wrong password");
+    assert!(
+        started.elapsed() < REFUSAL_RETRY_TIMER,
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        error.credential(),
+        Some(&Credential::EtcdPassword),
+        "{error}"
+    );
+    let error = error.to_string();
+    assert!(error.contains("authentication failed"), "{error}");
+    assert!(
+        error.contains("clustering.locker.username and password"),
+        "{error}"
+    );
+    assert_secret_absent("Not-The-Pass-23", &error);
+    assert_secret_absent("Outsider-Pass-58", &logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_auth_keeps_locks_and_loss_signal_working_across_token_expiry() {
     capture_logs();
@@ -445,7 +571,9 @@ async fn etcd_auth_keeps_locks_and_loss_signal_working_across_token_expiry() {
     guard.release().await.unwrap();
 
     // The loss signal: the store goes away, the holder learns it within the TTL; after the
-    // restart (all tokens forgotten) the same instance logs in again and locks again.
+    // restart the same instance locks again. (Replaying its log, etcd restores the simple
+    // tokens it issued since its last snapshot, so the old token may still work; if it does
+    // not, the client logs in again by itself.)
     let guard = a.acquire(key, "a").await.unwrap().expect("free lock");
     etcd.stop();
     tokio::time::timeout(PATIENCE, guard.lost())
@@ -542,6 +670,80 @@ async fn consul_locker_token_is_sent_and_a_wrong_or_missing_one_is_reported() {
             c.shutdown().await;
         }
     }
+}
+
+/// The double answers a wrong or missing ACL token like Consul: 403 `Permission denied`.
+/// A lock attempt with such a token fails at once (one refused request, no retries) with an
+/// error naming the token setting; so do watches and service registrations.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consul_refused_token_fails_fast_and_names_the_token() {
+    let double = ConsulDouble::start_with(DoubleConfig {
+        acl_token: Some(ACL_TOKEN.to_string()),
+        session_ttl_min: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let http = gnomon_testkit::http_client();
+    for token in [Some(WRONG_TOKEN), None] {
+        let mut request = http.put(format!("{}/v1/kv/gnmic/lab/probe", double.url()));
+        if let Some(token) = token {
+            request = request.header("X-Consul-Token", token);
+        }
+        let response = request.body("x").send().await.unwrap();
+        assert_eq!(response.status(), 403, "token {token:?}");
+        assert_eq!(response.text().await.unwrap(), "Permission denied");
+    }
+    let right = http
+        .put(format!("{}/v1/kv/gnmic/lab/probe", double.url()))
+        .header("X-Consul-Token", ACL_TOKEN)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(right.status(), 200);
+
+    let mut cfg = consul_locker(&double.address().to_string(), Some(WRONG_TOKEN));
+    cfg.retry_timer = REFUSAL_RETRY_TIMER;
+    let refused = coordination::connect(&cfg, "c").await.unwrap();
+    let before = double.refused_requests();
+    let (outcome, took) = blocking_acquire(&refused, "gnmic/lab/targets/refused-consul").await;
+    let error = assert_refused_fast(outcome, took, &Credential::ConsulToken);
+    assert_eq!(
+        double.refused_requests() - before,
+        1,
+        "a refused call must not be repeated"
+    );
+    assert!(error.contains("permission denied"), "{error}");
+    assert!(error.contains("clustering.locker.token"), "{error}");
+    assert_secret_absent(WRONG_TOKEN, &error);
+    assert_secret_absent(ACL_TOKEN, &error);
+
+    let error = refused.watch_prefix("gnmic/lab/").await.err().unwrap();
+    assert_eq!(
+        error.credential(),
+        Some(&Credential::ConsulToken),
+        "{error}"
+    );
+    let registration = ServiceRegistration {
+        name: "lab-gnmic-api".into(),
+        id: "c-api".into(),
+        address: "127.0.0.1".into(),
+        port: 7890,
+        tags: Vec::new(),
+        ttl: Duration::from_secs(2),
+    };
+    let error = refused.register_service(registration).await.err().unwrap();
+    assert_eq!(
+        error.credential(),
+        Some(&Credential::ConsulToken),
+        "{error}"
+    );
+    assert!(
+        error.to_string().contains("service-registration.token"),
+        "{error}"
+    );
+    refused.shutdown().await;
 }
 
 #[tokio::test]

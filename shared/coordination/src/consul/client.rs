@@ -1,23 +1,44 @@
-//! A thin Consul HTTP client: reqwest inside tower timeout + retry layers, covering the calls
-//! gnomon needs (sessions, KV, agent services and TTL checks, health) with Consul's quirks:
-//! `LockDelay` sent as a string, 500 `invalid session` vs `false`, 404 with `X-Consul-Index`,
-//! blocking queries with per-request timeouts longer than `wait`.
+//! A thin Consul HTTP client covering the calls gnomon needs (sessions, KV, agent services and
+//! TTL checks, health) with Consul's quirks: `LockDelay` sent as a string, 500
+//! `invalid session` vs `false`, 404 with `X-Consul-Index`, blocking queries with per-request
+//! timeouts longer than `wait`.
+//!
+//! The transport is reqwest as a tower service, in gnomon's shared retry policy
+//! ([`RetryPolicy`] with the shared [`Backoff`]) over a timeout per attempt (the answer is read
+//! to the end inside it). At most [`RETRIES`] more attempts, and only when another attempt
+//! may succeed **and** is safe to send ([`ConsulRetry`]):
+//! * 429 (Consul did not process the request): any call;
+//! * transport errors, timeouts, 502/503/504: idempotent calls only (reads, renewals, plain
+//!   writes, an acquire by the same session, deletes without `cas`, agent registrations). A
+//!   call that is not (session create, `cas` delete) is repeated only when it certainly never
+//!   left (connection refused);
+//! * never a refusal (401, 403) or any other answer: a refused ACL token fails at once with
+//!   [`CoordinationError::CredentialRefused`].
 
-use crate::{CoordinationError, LockerConfig, Result, ServiceInstance, ServiceRegistration};
+use crate::{
+    CoordinationError, Credential, LockerConfig, Result, ServiceInstance, ServiceRegistration,
+};
 use base64::Engine;
+use bytes::Bytes;
 use gnomon_common::duration::format_go_duration;
+use gnomon_common::retry::{Backoff, RetryClassify, RetryPolicy};
+use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode, Url};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::json;
+use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tower::util::BoxCloneSyncService;
-use tower::{BoxError, ServiceBuilder, ServiceExt};
-
-type HttpService = BoxCloneSyncService<reqwest::Request, reqwest::Response, BoxError>;
+use tower::{BoxError, Service, ServiceBuilder, ServiceExt};
 
 /// Longest `wait` gnomon asks for in a blocking query.
 pub(crate) const MAX_BLOCKING_WAIT: Duration = Duration::from_secs(60);
+
+/// Repeats of one call after its first attempt, at most.
+const RETRIES: u32 = 2;
 
 /// A KV entry as Consul returns it (`Value` already base64-decoded).
 #[derive(Debug, Clone)]
@@ -47,10 +68,11 @@ impl RawKv {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(encoded.as_bytes())
                     .map_err(|e| {
-                        CoordinationError::Backend(format!(
-                            "consul KV value of {:?} is not base64: {e}",
+                        CoordinationError::backend(format!(
+                            "consul KV value of {:?} is not base64",
                             self.key
                         ))
+                        .caused_by(e)
                     })?;
                 String::from_utf8_lossy(&bytes).into_owned()
             }
@@ -107,53 +129,121 @@ struct SessionEntry {
     ttl: String,
 }
 
-/// Retries idempotent calls on transport errors, timeouts and 429/502/503/504.
+/// One HTTP call to Consul.
+#[derive(Clone, Debug)]
+struct ConsulCall {
+    method: Method,
+    url: Url,
+    body: Option<Bytes>,
+    /// Whether sending it twice has the same effect as once.
+    idempotent: bool,
+}
+
+/// Consul's answer, read to the end.
+struct ConsulReply {
+    status: StatusCode,
+    /// `X-Consul-Index` (0 when absent).
+    index: u64,
+    body: Bytes,
+}
+
+impl ConsulReply {
+    /// The body as text, cut at 300 characters (for error messages).
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body)
+            .trim()
+            .chars()
+            .take(300)
+            .collect()
+    }
+}
+
+/// reqwest as a tower service; every call carries the ACL token and basic auth, if set.
 #[derive(Clone)]
-struct RetryTransient {
-    attempts_left: usize,
-    backoff: Duration,
+struct Http {
+    client: reqwest::Client,
+    /// Marked sensitive, so they stay out of debug output.
+    auth: HeaderMap,
 }
 
-fn retryable(request: &reqwest::Request) -> bool {
-    let url = request.url();
-    if url.path().ends_with("/session/create") {
-        return false;
+impl Service<ConsulCall> for Http {
+    type Response = ConsulReply;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<ConsulReply, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
     }
-    let query = url.query().unwrap_or("");
-    !(query.contains("cas=") || query.contains("release="))
-}
 
-impl tower::retry::Policy<reqwest::Request, reqwest::Response, BoxError> for RetryTransient {
-    type Future = Pin<Box<tokio::time::Sleep>>;
-
-    fn retry(
-        &mut self,
-        request: &mut reqwest::Request,
-        result: &mut std::result::Result<reqwest::Response, BoxError>,
-    ) -> Option<Self::Future> {
-        let transient = match result {
-            Ok(response) => matches!(response.status().as_u16(), 429 | 502 | 503 | 504),
-            Err(_) => true,
-        };
-        if !transient || self.attempts_left == 0 || !retryable(request) {
-            return None;
+    fn call(&mut self, call: ConsulCall) -> Self::Future {
+        let mut request = self
+            .client
+            .request(call.method, call.url)
+            .headers(self.auth.clone());
+        if let Some(body) = call.body {
+            request = request.body(body);
         }
-        self.attempts_left -= 1;
-        Some(Box::pin(tokio::time::sleep(self.backoff)))
-    }
-
-    fn clone_request(&mut self, request: &reqwest::Request) -> Option<reqwest::Request> {
-        request.try_clone()
+        Box::pin(async move {
+            let response = request.send().await?;
+            let status = response.status();
+            let index = response
+                .headers()
+                .get("X-Consul-Index")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let body = response.bytes().await?;
+            Ok(ConsulReply {
+                status,
+                index,
+                body,
+            })
+        })
     }
 }
 
-fn stack(http: reqwest::Client, timeout: Duration) -> HttpService {
+/// Which failed Consul calls are repeated (see the module docs).
+#[derive(Clone)]
+struct ConsulRetry;
+
+impl RetryClassify<ConsulCall, ConsulReply, BoxError> for ConsulRetry {
+    fn should_retry(&self, call: &ConsulCall, result: &Result<ConsulReply, BoxError>) -> bool {
+        match result {
+            // Rate limited: Consul did not process the request.
+            Ok(reply) if reply.status == StatusCode::TOO_MANY_REQUESTS => true,
+            // The request may have been applied before a proxy or an overloaded agent failed.
+            Ok(reply) => {
+                call.idempotent
+                    && matches!(
+                        reply.status,
+                        StatusCode::BAD_GATEWAY
+                            | StatusCode::SERVICE_UNAVAILABLE
+                            | StatusCode::GATEWAY_TIMEOUT
+                    )
+            }
+            Err(error) => call.idempotent || never_sent(error),
+        }
+    }
+}
+
+/// Whether the request certainly never reached Consul (the connection was not established).
+fn never_sent(error: &BoxError) -> bool {
+    error
+        .downcast_ref::<reqwest::Error>()
+        .is_some_and(reqwest::Error::is_connect)
+}
+
+type HttpService = BoxCloneSyncService<ConsulCall, ConsulReply, BoxError>;
+
+/// The retry policy over a timeout per attempt.
+fn stack(http: Http, timeout: Duration) -> HttpService {
     BoxCloneSyncService::new(
         ServiceBuilder::new()
-            .retry(RetryTransient {
-                attempts_left: 2,
-                backoff: Duration::from_millis(200),
-            })
+            .retry(RetryPolicy::new(
+                ConsulRetry,
+                RETRIES,
+                Backoff::new(Duration::from_millis(200), Duration::from_secs(1)),
+            ))
             .timeout(timeout)
             .service(http),
     )
@@ -172,14 +262,20 @@ fn segment(text: &str) -> String {
     out
 }
 
+/// Whether a call may be repeated, for [`ConsulClient::send`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Repeat {
+    Safe,
+    Unsafe,
+}
+
 pub(crate) struct ConsulClient {
     base: Url,
     datacenter: Option<String>,
-    /// The ACL token as a header value marked sensitive (kept out of debug output).
-    token: Option<reqwest::header::HeaderValue>,
-    basic: Option<(String, String)>,
     normal: HttpService,
+    normal_timeout: Duration,
     blocking: HttpService,
+    blocking_timeout: Duration,
     debug: bool,
 }
 
@@ -195,48 +291,54 @@ impl ConsulClient {
             format!("http://{address}")
         };
         let base = Url::parse(&with_scheme).map_err(|e| {
-            CoordinationError::Config(format!(
-                "locker address {address:?} is not a valid URL: {e}"
-            ))
+            CoordinationError::config(format!("locker address {address:?} is not a valid URL"))
+                .caused_by(e)
         })?;
         gnomon_common::tls::ensure_crypto_provider();
-        let http = reqwest::Client::builder()
+        let client = reqwest::Client::builder()
             .connect_timeout(cfg.request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| {
-                CoordinationError::Config(format!("cannot build the Consul HTTP client: {e}"))
+                CoordinationError::config("cannot build the Consul HTTP client").caused_by(e)
             })?;
-        let token = match cfg.token.as_deref().filter(|t| !t.is_empty()) {
-            None => None,
-            Some(token) => {
-                let mut value = reqwest::header::HeaderValue::from_str(token).map_err(|_| {
-                    CoordinationError::Config(
-                        "the Consul ACL token contains characters not allowed in an HTTP header"
-                            .into(),
-                    )
-                })?;
+        let mut auth = HeaderMap::new();
+        if let Some(token) = cfg.token.as_deref().filter(|t| !t.is_empty()) {
+            let mut value = HeaderValue::from_str(token).map_err(|e| {
+                CoordinationError::config(
+                    "the Consul ACL token contains characters not allowed in an HTTP header",
+                )
+                .caused_by(e)
+            })?;
+            value.set_sensitive(true);
+            auth.insert("X-Consul-Token", value);
+        }
+        if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+            let encoded =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            // Base64 is always a valid header value.
+            if let Ok(mut value) = HeaderValue::from_str(&format!("Basic {encoded}")) {
                 value.set_sensitive(true);
-                Some(value)
+                auth.insert(reqwest::header::AUTHORIZATION, value);
             }
-        };
+        }
+        let http = Http { client, auth };
         let blocking_timeout = MAX_BLOCKING_WAIT + MAX_BLOCKING_WAIT / 16 + cfg.request_timeout;
         Ok(Self {
             base,
             datacenter: cfg.datacenter.clone().filter(|d| !d.is_empty()),
-            token,
-            basic: cfg.username.clone().zip(cfg.password.clone()),
             normal: stack(http.clone(), cfg.request_timeout),
+            normal_timeout: cfg.request_timeout,
             blocking: stack(http, blocking_timeout),
+            blocking_timeout,
             debug: cfg.debug,
         })
     }
 
     fn url(&self, path: &str, query: &[(&str, String)]) -> Result<Url> {
-        let mut url = self
-            .base
-            .join(path)
-            .map_err(|e| CoordinationError::Config(format!("bad Consul path {path:?}: {e}")))?;
+        let mut url = self.base.join(path).map_err(|e| {
+            CoordinationError::config(format!("bad Consul path {path:?}")).caused_by(e)
+        })?;
         {
             let mut pairs = url.query_pairs_mut();
             for (k, v) in query {
@@ -252,81 +354,98 @@ impl ConsulClient {
         Ok(url)
     }
 
+    /// Sends one call through the retry and timeout layers; `what` names it in errors (with
+    /// the URL path, never the query or headers).
     async fn send(
         &self,
+        what: &str,
         method: Method,
         url: Url,
-        body: Option<Vec<u8>>,
+        body: Option<Bytes>,
+        repeat: Repeat,
         blocking: bool,
-    ) -> Result<reqwest::Response> {
+    ) -> Result<(String, ConsulReply)> {
         if self.debug {
             tracing::debug!(%method, path = url.path(), "consul call");
         }
-        let mut request = reqwest::Request::new(method, url);
-        if let Some(token) = &self.token {
-            request
-                .headers_mut()
-                .insert("X-Consul-Token", token.clone());
-        }
-        if let Some((user, password)) = &self.basic {
-            let encoded =
-                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-            if let Ok(value) = format!("Basic {encoded}").parse() {
-                request
-                    .headers_mut()
-                    .insert(reqwest::header::AUTHORIZATION, value);
-            }
-        }
-        if let Some(body) = body {
-            *request.body_mut() = Some(body.into());
-        }
-        let service = if blocking {
-            self.blocking.clone()
-        } else {
-            self.normal.clone()
+        let what = format!("consul {what} ({method} {})", url.path());
+        let call = ConsulCall {
+            method,
+            url,
+            body,
+            idempotent: repeat == Repeat::Safe,
         };
-        let path = request.url().path().to_string();
-        service.oneshot(request).await.map_err(|e| {
-            if e.is::<tower::timeout::error::Elapsed>() {
-                CoordinationError::Unavailable(format!("consul {path}: timed out"))
-            } else {
-                CoordinationError::Unavailable(format!("consul {path}: {e}"))
+        let (service, timeout) = if blocking {
+            (&self.blocking, self.blocking_timeout)
+        } else {
+            (&self.normal, self.normal_timeout)
+        };
+        match service.clone().oneshot(call).await {
+            Ok(reply) => Ok((what, reply)),
+            Err(error) => {
+                let reason = if error.is::<tower::timeout::error::Elapsed>() {
+                    format!("{what}: no answer within {timeout:?}")
+                } else {
+                    format!(
+                        "{what}: {}",
+                        gnomon_common::error_text::error_chain(error.as_ref())
+                    )
+                };
+                Err(CoordinationError::unavailable(reason).caused_by(error))
             }
-        })
+        }
     }
 
     /// Maps a non-success answer to an error naming the call.
-    async fn failure(what: &str, response: reqwest::Response) -> CoordinationError {
-        let status = response.status();
-        let mut body = response.text().await.unwrap_or_default();
-        body.truncate(300);
-        let body = body.trim().to_string();
+    fn failure(what: &str, reply: &ConsulReply) -> CoordinationError {
+        let status = reply.status;
+        let body = reply.text();
         if status == StatusCode::INTERNAL_SERVER_ERROR && body.contains("invalid session") {
-            return CoordinationError::SessionLost(format!("consul {what}: {body}"));
+            return CoordinationError::session_lost(format!("{what}: {body}"));
         }
         if body.contains("Invalid Session TTL") {
-            return CoordinationError::Config(format!(
-                "consul {what}: {body} (adjust session-ttl)"
-            ));
+            return CoordinationError::config(format!("{what}: {body} (adjust session-ttl)"));
         }
-        if status == StatusCode::FORBIDDEN {
-            return CoordinationError::Backend(format!(
-                "consul {what}: permission denied (check the ACL token: clustering.locker.token, or service-registration.token): {body}"
-            ));
+        match status {
+            StatusCode::FORBIDDEN => CoordinationError::refused(
+                Credential::ConsulToken,
+                format!("{what}: permission denied (HTTP 403: {body})"),
+            ),
+            StatusCode::UNAUTHORIZED => CoordinationError::refused(
+                Credential::ConsulBasicAuth,
+                format!("{what}: authentication required (HTTP 401: {body})"),
+            ),
+            _ if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS => {
+                CoordinationError::unavailable(format!("{what}: HTTP {status}: {body}"))
+            }
+            _ => CoordinationError::backend(format!("{what}: HTTP {status}: {body}")),
         }
-        if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
-            return CoordinationError::Unavailable(format!("consul {what}: {status}: {body}"));
-        }
-        CoordinationError::Backend(format!("consul {what}: {status}: {body}"))
     }
 
-    fn index_of(response: &reqwest::Response) -> u64 {
-        response
-            .headers()
-            .get("X-Consul-Index")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+    /// The answer's JSON, or an error when it is not a success or does not parse.
+    fn json<T: DeserializeOwned>(what: &str, reply: &ConsulReply) -> Result<T> {
+        if !reply.status.is_success() {
+            return Err(Self::failure(what, reply));
+        }
+        serde_json::from_slice(&reply.body).map_err(|e| {
+            CoordinationError::backend(format!("{what}: unexpected answer")).caused_by(e)
+        })
+    }
+
+    /// `true` / `false` answers of writes.
+    fn bool_answer(what: &str, reply: &ConsulReply) -> Result<bool> {
+        if !reply.status.is_success() {
+            return Err(Self::failure(what, reply));
+        }
+        Ok(reply.text() == "true")
+    }
+
+    fn ensure_success(what: &str, reply: &ConsulReply) -> Result<()> {
+        if reply.status.is_success() {
+            Ok(())
+        } else {
+            Err(Self::failure(what, reply))
+        }
     }
 
     fn blocking_query(block: Option<(u64, Duration)>) -> Vec<(&'static str, String)> {
@@ -341,17 +460,7 @@ impl ConsulClient {
         }
     }
 
-    async fn bool_answer(what: &str, response: reqwest::Response) -> Result<bool> {
-        if !response.status().is_success() {
-            return Err(Self::failure(what, response).await);
-        }
-        let text = response
-            .text()
-            .await
-            .map_err(|e| CoordinationError::Unavailable(format!("consul {what}: {e}")))?;
-        Ok(text.trim() == "true")
-    }
-
+    /// Creates a session (not idempotent: a repeat would create a second one).
     pub async fn session_create(
         &self,
         name: &str,
@@ -370,48 +479,48 @@ impl ConsulClient {
             "LockDelay": format_go_duration(lock_delay),
         });
         let url = self.url("/v1/session/create", &[])?;
-        let response = self
-            .send(Method::PUT, url, Some(body.to_string().into_bytes()), false)
+        let body = Some(Bytes::from(body.to_string()));
+        let (what, reply) = self
+            .send(
+                "session create",
+                Method::PUT,
+                url,
+                body,
+                Repeat::Unsafe,
+                false,
+            )
             .await?;
-        if !response.status().is_success() {
-            return Err(Self::failure("session create", response).await);
-        }
-        let created: Created = response.json().await.map_err(|e| {
-            CoordinationError::Backend(format!("consul session create: bad answer: {e}"))
-        })?;
-        Ok(created.id)
+        Ok(Self::json::<Created>(&what, &reply)?.id)
     }
 
     /// `Some(ttl granted by the server)`, or `None` when the session no longer exists.
     pub async fn session_renew(&self, id: &str) -> Result<Option<Duration>> {
         let url = self.url(&format!("/v1/session/renew/{}", segment(id)), &[])?;
-        let response = self.send(Method::PUT, url, None, false).await?;
-        if response.status() == StatusCode::NOT_FOUND {
+        let (what, reply) = self
+            .send("session renew", Method::PUT, url, None, Repeat::Safe, false)
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
             return Ok(None);
         }
-        if !response.status().is_success() {
-            return Err(Self::failure("session renew", response).await);
-        }
-        let entries: Vec<SessionEntry> = response.json().await.map_err(|e| {
-            CoordinationError::Backend(format!("consul session renew: bad answer: {e}"))
-        })?;
-        let ttl = entries
-            .first()
-            .and_then(|e| gnomon_common::duration::parse_go_duration(&e.ttl).ok())
-            .unwrap_or_default();
-        if entries.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(ttl))
+        let entries: Vec<SessionEntry> = Self::json(&what, &reply)?;
+        Ok(entries.first().map(|entry| {
+            gnomon_common::duration::parse_go_duration(&entry.ttl).unwrap_or_default()
+        }))
     }
 
     pub async fn session_destroy(&self, id: &str) -> Result<()> {
         let url = self.url(&format!("/v1/session/destroy/{}", segment(id)), &[])?;
-        let response = self.send(Method::PUT, url, None, false).await?;
-        if !response.status().is_success() {
-            return Err(Self::failure("session destroy", response).await);
-        }
-        Ok(())
+        let (what, reply) = self
+            .send(
+                "session destroy",
+                Method::PUT,
+                url,
+                None,
+                Repeat::Safe,
+                false,
+            )
+            .await?;
+        Self::ensure_success(&what, &reply)
     }
 
     /// One key (`None` if missing) and the index to block on next.
@@ -421,24 +530,26 @@ impl ConsulClient {
         block: Option<(u64, Duration)>,
     ) -> Result<(Option<KvEntry>, u64)> {
         let url = self.url(&format!("/v1/kv/{key}"), &Self::blocking_query(block))?;
-        let response = self.send(Method::GET, url, None, block.is_some()).await?;
-        let index = Self::index_of(&response);
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok((None, index));
+        let (what, reply) = self
+            .send(
+                "kv get",
+                Method::GET,
+                url,
+                None,
+                Repeat::Safe,
+                block.is_some(),
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok((None, reply.index));
         }
-        if !response.status().is_success() {
-            return Err(Self::failure("kv get", response).await);
-        }
-        let entries: Vec<RawKv> = response
-            .json()
-            .await
-            .map_err(|e| CoordinationError::Backend(format!("consul kv get: bad answer: {e}")))?;
+        let entries: Vec<RawKv> = Self::json(&what, &reply)?;
         let entry = entries
             .into_iter()
             .find(|e| e.key == key)
             .map(RawKv::decode)
             .transpose()?;
-        Ok((entry, index))
+        Ok((entry, reply.index))
     }
 
     /// Every key under `prefix` and the index to block on next.
@@ -450,44 +561,54 @@ impl ConsulClient {
         let mut query = Self::blocking_query(block);
         query.push(("recurse", "true".to_string()));
         let url = self.url(&format!("/v1/kv/{prefix}"), &query)?;
-        let response = self.send(Method::GET, url, None, block.is_some()).await?;
-        let index = Self::index_of(&response);
-        if response.status() == StatusCode::NOT_FOUND {
-            return Ok((Vec::new(), index));
+        let (what, reply) = self
+            .send(
+                "kv list",
+                Method::GET,
+                url,
+                None,
+                Repeat::Safe,
+                block.is_some(),
+            )
+            .await?;
+        if reply.status == StatusCode::NOT_FOUND {
+            return Ok((Vec::new(), reply.index));
         }
-        if !response.status().is_success() {
-            return Err(Self::failure("kv list", response).await);
-        }
-        let entries: Vec<RawKv> = response
-            .json()
-            .await
-            .map_err(|e| CoordinationError::Backend(format!("consul kv list: bad answer: {e}")))?;
+        let entries: Vec<RawKv> = Self::json(&what, &reply)?;
         let entries = entries
             .into_iter()
             .map(RawKv::decode)
             .collect::<Result<Vec<_>>>()?;
-        Ok((entries, index))
+        Ok((entries, reply.index))
     }
 
+    /// Writes a key; with [`KvWrite::Acquire`], only if free or held by that session
+    /// (idempotent either way: the same session may acquire its own key again).
     pub async fn kv_put(&self, key: &str, value: &str, mode: KvWrite<'_>) -> Result<bool> {
-        let query = match mode {
-            KvWrite::Plain => Vec::new(),
-            KvWrite::Acquire(session) => vec![("acquire", session.to_string())],
+        let (what, query) = match mode {
+            KvWrite::Plain => ("kv put", Vec::new()),
+            KvWrite::Acquire(session) => ("kv acquire", vec![("acquire", session.to_string())]),
         };
         let url = self.url(&format!("/v1/kv/{key}"), &query)?;
-        let response = self
-            .send(Method::PUT, url, Some(value.as_bytes().to_vec()), false)
+        let body = Some(Bytes::copy_from_slice(value.as_bytes()));
+        let (what, reply) = self
+            .send(what, Method::PUT, url, body, Repeat::Safe, false)
             .await?;
-        Self::bool_answer("kv put", response).await
+        Self::bool_answer(&what, &reply)
     }
 
+    /// Deletes a key; with `cas`, only at that modify index (not idempotent: a repeat after a
+    /// success answers `false`).
     pub async fn kv_delete(&self, key: &str, cas: Option<u64>) -> Result<bool> {
-        let query = cas
-            .map(|c| vec![("cas", c.to_string())])
-            .unwrap_or_default();
+        let (query, repeat) = match cas {
+            Some(index) => (vec![("cas", index.to_string())], Repeat::Unsafe),
+            None => (Vec::new(), Repeat::Safe),
+        };
         let url = self.url(&format!("/v1/kv/{key}"), &query)?;
-        let response = self.send(Method::DELETE, url, None, false).await?;
-        Self::bool_answer("kv delete", response).await
+        let (what, reply) = self
+            .send("kv delete", Method::DELETE, url, None, repeat, false)
+            .await?;
+        Self::bool_answer(&what, &reply)
     }
 
     pub fn check_id(service_id: &str) -> String {
@@ -510,13 +631,18 @@ impl ConsulClient {
             },
         });
         let url = self.url("/v1/agent/service/register", &[])?;
-        let response = self
-            .send(Method::PUT, url, Some(body.to_string().into_bytes()), false)
+        let body = Some(Bytes::from(body.to_string()));
+        let (what, reply) = self
+            .send(
+                "service register",
+                Method::PUT,
+                url,
+                body,
+                Repeat::Safe,
+                false,
+            )
             .await?;
-        if !response.status().is_success() {
-            return Err(Self::failure("service register", response).await);
-        }
-        Ok(())
+        Self::ensure_success(&what, &reply)
     }
 
     pub async fn service_deregister(&self, id: &str) -> Result<()> {
@@ -524,30 +650,35 @@ impl ConsulClient {
             &format!("/v1/agent/service/deregister/{}", segment(id)),
             &[],
         )?;
-        let response = self.send(Method::PUT, url, None, false).await?;
-        if !response.status().is_success() {
-            return Err(Self::failure("service deregister", response).await);
-        }
-        Ok(())
+        let (what, reply) = self
+            .send(
+                "service deregister",
+                Method::PUT,
+                url,
+                None,
+                Repeat::Safe,
+                false,
+            )
+            .await?;
+        Self::ensure_success(&what, &reply)
     }
 
     /// Marks a TTL check passing; `false` when the agent no longer knows the check (both the
     /// newer 404 and the older 500 "does not have associated TTL" mean "register again").
     pub async fn check_pass(&self, check_id: &str) -> Result<bool> {
         let url = self.url(&format!("/v1/agent/check/pass/{}", segment(check_id)), &[])?;
-        let response = self.send(Method::PUT, url, None, false).await?;
-        let status = response.status();
-        if status.is_success() {
+        let (what, reply) = self
+            .send("check pass", Method::PUT, url, None, Repeat::Safe, false)
+            .await?;
+        if reply.status.is_success() {
             return Ok(true);
         }
-        if status == StatusCode::NOT_FOUND {
+        if reply.status == StatusCode::NOT_FOUND
+            || reply.text().contains("does not have associated TTL")
+        {
             return Ok(false);
         }
-        let error = Self::failure("check pass", response).await;
-        if error.to_string().contains("does not have associated TTL") {
-            return Ok(false);
-        }
-        Err(error)
+        Err(Self::failure(&what, &reply))
     }
 
     /// Passing instances of `name` with all `tags`, and the index to block on next.
@@ -563,14 +694,17 @@ impl ConsulClient {
             query.push(("tag", tag.clone()));
         }
         let url = self.url(&format!("/v1/health/service/{}", segment(name)), &query)?;
-        let response = self.send(Method::GET, url, None, block.is_some()).await?;
-        let index = Self::index_of(&response);
-        if !response.status().is_success() {
-            return Err(Self::failure("health service", response).await);
-        }
-        let entries: Vec<HealthEntry> = response.json().await.map_err(|e| {
-            CoordinationError::Backend(format!("consul health service: bad answer: {e}"))
-        })?;
+        let (what, reply) = self
+            .send(
+                "health service",
+                Method::GET,
+                url,
+                None,
+                Repeat::Safe,
+                block.is_some(),
+            )
+            .await?;
+        let entries: Vec<HealthEntry> = Self::json(&what, &reply)?;
         let mut instances: Vec<ServiceInstance> = entries
             .into_iter()
             .map(|e| ServiceInstance {
@@ -587,7 +721,7 @@ impl ConsulClient {
             .filter(|s| s.has_tags(tags))
             .collect();
         instances.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok((instances, index))
+        Ok((instances, reply.index))
     }
 }
 
@@ -653,6 +787,8 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
     #[test]
     fn blocking_index_follows_consul_rules() {
@@ -677,12 +813,131 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(150));
     }
 
-    #[test]
-    fn only_idempotent_calls_are_retried() {
-        let request = |url: &str| reqwest::Request::new(Method::PUT, Url::parse(url).unwrap());
-        assert!(!retryable(&request("http://a/v1/session/create")));
-        assert!(!retryable(&request("http://a/v1/kv/k?cas=3")));
-        assert!(retryable(&request("http://a/v1/session/renew/x")));
-        assert!(retryable(&request("http://a/v1/kv/k?acquire=s")));
+    /// A fake Consul answering every request with `answer(hit number, method, path)` after
+    /// `delay`; returns its address and the hit counter.
+    async fn fake_consul(
+        delay: Duration,
+        answer: impl Fn(usize, &Method, &str) -> (u16, &'static str) + Send + Sync + 'static,
+    ) -> (String, Arc<AtomicUsize>) {
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let answer = Arc::new(answer);
+        let router = axum::Router::new().fallback(move |request: axum::extract::Request| {
+            let (counter, answer) = (counter.clone(), answer.clone());
+            async move {
+                let hit = counter.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(delay).await;
+                let (status, body) = answer(hit, request.method(), request.uri().path());
+                (axum::http::StatusCode::from_u16(status).unwrap(), body)
+            }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        (address, hits)
+    }
+
+    fn client(address: &str, token: Option<&str>) -> ConsulClient {
+        let mut cfg = LockerConfig::new(crate::LockerType::Consul);
+        cfg.address = Some(address.to_string());
+        cfg.token = token.map(str::to_string);
+        cfg.request_timeout = Duration::from_millis(300);
+        ConsulClient::new(&cfg).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_refused_token_fails_at_once_naming_the_token() {
+        let (address, hits) =
+            fake_consul(Duration::ZERO, |_, _, _| (403, "Permission denied")).await;
+        let consul = client(&address, Some("acl-wrong-7f"));
+        let error = consul
+            .session_create("gnomon-a", Duration::from_secs(10), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1, "a 403 is never repeated");
+        assert_eq!(error.credential(), Some(&Credential::ConsulToken));
+        assert!(!error.is_transient());
+        let text = error.to_string();
+        assert!(text.contains("permission denied"), "{text}");
+        assert!(text.contains("/v1/session/create"), "{text}");
+        assert!(text.contains("clustering.locker.token"), "{text}");
+        assert!(!text.contains("acl-wrong-7f"), "{text}");
+        // Idempotent calls are not repeated either.
+        hits.store(0, Ordering::SeqCst);
+        let error = consul.kv_get("gnmic/lab/leader", None).await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(error.credential(), Some(&Credential::ConsulToken));
+
+        let (address, hits) = fake_consul(Duration::ZERO, |_, _, _| (401, "Unauthorized")).await;
+        let error = client(&address, None).kv_get("k", None).await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert_eq!(error.credential(), Some(&Credential::ConsulBasicAuth));
+    }
+
+    #[tokio::test]
+    async fn unavailable_answers_are_repeated_only_where_safe() {
+        // Twice 503, then the answer.
+        let (address, hits) = fake_consul(Duration::ZERO, |hit, _, _| match hit {
+            0 | 1 => (503, "No cluster leader"),
+            _ => (200, r#"[{"Key":"k","Value":"dg==","ModifyIndex":7}]"#),
+        })
+        .await;
+        let consul = client(&address, None);
+        let (entry, _) = consul.kv_get("k", None).await.unwrap();
+        assert_eq!(
+            entry.map(|e| (e.value, e.modify_index)),
+            Some(("v".into(), 7))
+        );
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+
+        // A session create may have been applied before the 503: not repeated.
+        let (address, hits) = fake_consul(Duration::ZERO, |_, _, _| (503, "busy")).await;
+        let error = client(&address, None)
+            .session_create("gnomon-a", Duration::from_secs(10), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(error.is_transient(), "{error}");
+
+        // 429 means Consul did not process it: repeated even for a session create, and
+        // bounded.
+        let (address, hits) = fake_consul(Duration::ZERO, |_, _, _| (429, "slow down")).await;
+        let error = client(&address, None)
+            .session_create("gnomon-a", Duration::from_secs(10), Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1 + RETRIES as usize);
+        assert!(error.is_transient(), "{error}");
+    }
+
+    #[tokio::test]
+    async fn every_attempt_times_out_and_only_safe_calls_are_repeated() {
+        let (address, hits) = fake_consul(Duration::from_secs(5), |_, _, _| (200, "true")).await;
+        let consul = client(&address, None);
+        let started = Instant::now();
+        let error = consul.kv_put("k", "v", KvWrite::Plain).await.unwrap_err();
+        assert_eq!(hits.load(Ordering::SeqCst), 1 + RETRIES as usize);
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            error.to_string().contains("no answer within 300ms"),
+            "{error}"
+        );
+        assert!(
+            std::error::Error::source(&error).is_some(),
+            "the timeout is kept as the cause"
+        );
+
+        hits.store(0, Ordering::SeqCst);
+        let error = consul.kv_delete("k", Some(3)).await.unwrap_err();
+        assert_eq!(
+            hits.load(Ordering::SeqCst),
+            1,
+            "a cas delete is not repeated"
+        );
+        assert!(error.is_transient(), "{error}");
     }
 }

@@ -16,6 +16,9 @@
 //! * Services: agent registration with one TTL check `service:<id>` (initially passing), marked
 //!   passing every ttl/2, registered again if the agent forgot it; discovery through
 //!   `health/service/<name>?passing&tag=…` blocking queries.
+//! * Errors: a 403 (ACL token refused) is [`CoordinationError::CredentialRefused`] and is never
+//!   repeated by the client; calls return it, and the background loops (renewal, watches, TTL
+//!   checks) log it at error level once per interval and back off (see `retry_loop`).
 
 mod client;
 
@@ -24,6 +27,7 @@ use client::{ConsulClient, KvWrite, MAX_BLOCKING_WAIT};
 
 use super::keys::{escape_key, unescape_key};
 use super::memory::diff;
+use super::retry_loop::RetryLoop;
 use super::{
     acquire_once, acquire_until, check_key, Attempt, Coordination, CoordinationError, LockAttempts,
     LockGuard, LockRelease, LockerConfig, Result, ServiceDeregister, ServiceHandle,
@@ -101,9 +105,7 @@ impl ConsulCoordination {
             }
         }
         if self.inner.shutdown.is_cancelled() {
-            return Err(CoordinationError::Unavailable(
-                "consul backend shut down".into(),
-            ));
+            return Err(CoordinationError::unavailable("consul backend shut down"));
         }
         let sent = Instant::now();
         let id = self
@@ -135,22 +137,29 @@ impl ConsulCoordination {
     async fn keep_service(&self, registration: ServiceRegistration, stop: CancellationToken) {
         let check_id = ConsulClient::check_id(&registration.id);
         let period = (registration.ttl / 2).max(Duration::from_millis(100));
+        let mut retry = RetryLoop::new("consul service check", period);
+        let mut wait = period;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = self.inner.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
-            match self.client().check_pass(&check_id).await {
-                Ok(true) => {}
+            let result = match self.client().check_pass(&check_id).await {
+                Ok(true) => Ok(()),
                 Ok(false) => {
                     tracing::warn!(id = %registration.id, "consul forgot the service check; registering again");
-                    if let Err(e) = self.client().service_register(&registration).await {
-                        tracing::warn!(id = %registration.id, error = %e, "service re-registration failed");
-                    }
+                    self.client().service_register(&registration).await
                 }
-                Err(e) => tracing::debug!(id = %registration.id, error = %e, "check update failed"),
-            }
+                Err(e) => Err(e),
+            };
+            wait = match result {
+                Ok(()) => {
+                    retry.succeeded();
+                    period
+                }
+                Err(e) => retry.failed(&e),
+            };
         }
     }
 }
@@ -158,6 +167,10 @@ impl ConsulCoordination {
 /// Renews the session; fires `session.lost` on a 404 or when the holder-side deadline passes.
 async fn renew_session(me: ConsulCoordination, session: Arc<ConsulSession>, mut deadline: Instant) {
     let mut wait = me.inner.renew_period;
+    // After a failure, renew again sooner (within a second), even while the token is refused:
+    // the session is lost at its deadline anyway.
+    let soon = me.inner.renew_period.min(Duration::from_secs(1));
+    let mut retry = RetryLoop::new("consul session renewal", soon).refusals_wait_at_most(soon);
     let reason = loop {
         tokio::select! {
             _ = me.inner.shutdown.cancelled() => {
@@ -176,12 +189,10 @@ async fn renew_session(me: ConsulCoordination, session: Arc<ConsulSession>, mut 
                     let ttl = if server_ttl.is_zero() { me.inner.ttl } else { server_ttl };
                     deadline = sent + ttl;
                     wait = if ttl > me.inner.ttl { ttl / 2 } else { me.inner.renew_period };
+                    retry.succeeded();
                 }
                 Ok(None) => break "consul invalidated the session",
-                Err(e) => {
-                    tracing::debug!(error = %e, "consul session renew failed");
-                    wait = me.inner.renew_period.min(Duration::from_secs(1));
-                }
+                Err(e) => wait = retry.failed(&e),
             }
         }
     };
@@ -189,18 +200,19 @@ async fn renew_session(me: ConsulCoordination, session: Arc<ConsulSession>, mut 
     tracing::warn!(instance = %me.inner.instance, session = %session.id, reason, "consul session lost; every lock of this instance is lost");
     // Destroy the session as soon as Consul answers, so its locks are free at once after an
     // outage instead of after another TTL (destroying a gone session succeeds too).
+    let mut retry = RetryLoop::new("destroying the lost consul session", me.inner.retry);
     loop {
-        match me.client().session_destroy(&session.id).await {
+        let wait = match me.client().session_destroy(&session.id).await {
             Ok(()) => break,
-            Err(CoordinationError::Unavailable(_)) => {}
+            Err(error @ CoordinationError::Unavailable { .. }) => retry.failed(&error),
             Err(error) => {
                 tracing::warn!(session = %session.id, %error, "cannot destroy the lost session; Consul invalidates it after its TTL");
                 break;
             }
-        }
+        };
         tokio::select! {
             _ = me.inner.shutdown.cancelled() => break,
-            _ = tokio::time::sleep(me.inner.retry) => {}
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -231,8 +243,8 @@ impl LockRelease for ConsulRelease {
                     _ => return Ok(()),
                 }
             }
-            Err(CoordinationError::Backend(format!(
-                "consul release of {key:?}: key kept changing"
+            Err(CoordinationError::backend(format!(
+                "consul release of {key:?}: the key kept changing"
             )))
         }
         .await;
@@ -264,8 +276,8 @@ impl LockAttempts for ConsulCoordination {
                 .kv_put(&escaped, value, KvWrite::Acquire(&session.id))
                 .await
             {
-                Err(CoordinationError::SessionLost(reason)) => {
-                    tracing::warn!(reason, "consul session invalid; creating a new one");
+                Err(error @ CoordinationError::SessionLost { .. }) => {
+                    tracing::warn!(%error, "consul session invalid; creating a new one");
                     session.lost.cancel();
                     continue;
                 }
@@ -400,6 +412,7 @@ impl Coordination for ConsulCoordination {
             let mut known = BTreeMap::new();
             let mut index = BlockingIndex::default();
             let mut limiter = RateLimiter::new(2, Duration::from_millis(200));
+            let mut retry = RetryLoop::new("consul watch", me.inner.retry);
             let mut pending = Some((first, first_index));
             loop {
                 let (entries, returned) = match pending.take() {
@@ -413,13 +426,16 @@ impl Coordination for ConsulCoordination {
                             answer = me.client().kv_list(&escaped, block) => answer,
                         };
                         match answer {
-                            Ok(answer) => answer,
+                            Ok(answer) => {
+                                retry.succeeded();
+                                answer
+                            }
                             Err(e) => {
-                                tracing::debug!(error = %e, "consul watch query failed");
+                                let wait = retry.failed(&e);
                                 tokio::select! {
                                     _ = me.inner.shutdown.cancelled() => return,
                                     _ = tx.closed() => return,
-                                    _ = tokio::time::sleep(me.inner.retry) => continue,
+                                    _ = tokio::time::sleep(wait) => continue,
                                 }
                             }
                         }
@@ -443,7 +459,7 @@ impl Coordination for ConsulCoordination {
     #[tracing::instrument(skip(self, registration), fields(backend = "consul", name = %registration.name, id = %registration.id))]
     async fn register_service(&self, registration: ServiceRegistration) -> Result<ServiceHandle> {
         if registration.ttl.is_zero() {
-            return Err(CoordinationError::Config(format!(
+            return Err(CoordinationError::config(format!(
                 "service {:?} needs a positive check TTL",
                 registration.id
             )));
@@ -481,6 +497,7 @@ impl Coordination for ConsulCoordination {
             let mut index = BlockingIndex::default();
             index.advance(first_index);
             let mut limiter = RateLimiter::new(2, Duration::from_millis(500));
+            let mut retry = RetryLoop::new("consul service watch", me.inner.retry);
             loop {
                 limiter.take().await;
                 let block = Some((index.current(), MAX_BLOCKING_WAIT));
@@ -491,6 +508,7 @@ impl Coordination for ConsulCoordination {
                 };
                 match answer {
                     Ok((list, returned)) => {
+                        retry.succeeded();
                         if index.advance(returned) {
                             tx.send_if_modified(|current| {
                                 let changed = *current != list;
@@ -502,11 +520,11 @@ impl Coordination for ConsulCoordination {
                         }
                     }
                     Err(e) => {
-                        tracing::debug!(error = %e, "consul service watch failed");
+                        let wait = retry.failed(&e);
                         tokio::select! {
                             _ = me.inner.shutdown.cancelled() => return,
                             _ = tx.closed() => return,
-                            _ = tokio::time::sleep(me.inner.retry) => {}
+                            _ = tokio::time::sleep(wait) => {}
                         }
                     }
                 }
@@ -542,7 +560,7 @@ impl Coordination for ConsulCoordination {
         {
             Ok(())
         } else {
-            Err(CoordinationError::Backend(format!(
+            Err(CoordinationError::backend(format!(
                 "consul refused to write {key:?}"
             )))
         }

@@ -1,8 +1,20 @@
 //! The etcd connection of one backend instance: the gnomon-etcd client built from
 //! `clustering.locker`, the backend's shutdown signal, and the mapping of the client's errors
-//! to [`CoordinationError`]s that say what to check.
+//! to [`CoordinationError`]s that say what to check:
+//!
+//! | gnomon-etcd [`ErrorKind`] | [`CoordinationError`] |
+//! |---|---|
+//! | `AuthenticationFailed` | `CredentialRefused` ([`Credential::EtcdPassword`]) |
+//! | `PermissionDenied` | `CredentialRefused` ([`Credential::EtcdRole`]) |
+//! | `LeaseNotFound` | `SessionLost` |
+//! | `Unavailable`, `Timeout`, `TooManyRequests`, `InvalidAuthToken` | `Unavailable` |
+//! | `Tls` | `Unavailable`, with a hint at the TLS settings |
+//! | `Config` | `Config` |
+//! | anything else | `Backend` |
+//!
+//! The gnomon-etcd error is kept as the source.
 
-use crate::{keys, CoordinationError, LockerConfig, Result, TlsConfig};
+use crate::{keys, CoordinationError, Credential, LockerConfig, Result, TlsConfig};
 use gnomon_etcd::{Client, ConnectOptions, ErrorKind, GetOptions, TlsOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -27,6 +39,8 @@ pub(super) type Listing = (BTreeMap<String, (String, i64)>, i64);
 /// means a configuration problem (address, TLS), afterwards an outage.
 struct Link {
     tls: bool,
+    /// The configured user, named when etcd denies it access.
+    user: Option<String>,
     answered: AtomicBool,
 }
 
@@ -59,6 +73,7 @@ impl Etcd {
         }
         let link = Arc::new(Link {
             tls: cfg.tls.is_some(),
+            user: cfg.username.clone(),
             answered: AtomicBool::new(false),
         });
         let client = Client::connect(cfg.etcd_endpoints(), options)
@@ -119,13 +134,14 @@ pub(super) fn text(bytes: &[u8]) -> String {
 
 fn tls_options(tls: &TlsConfig) -> Result<TlsOptions> {
     if tls.skip_verify {
-        return Err(CoordinationError::Config(
-            "tls.skip-verify is not supported by the etcd backend; set tls.ca-file instead".into(),
+        return Err(CoordinationError::config(
+            "tls.skip-verify is not supported by the etcd backend; set tls.ca-file instead",
         ));
     }
     let read = |field: &str, path: &str| {
         std::fs::read(path).map_err(|e| {
-            CoordinationError::Config(format!("cannot read locker tls.{field} {path:?}: {e}"))
+            CoordinationError::config(format!("cannot read locker tls.{field} {path:?}: {e}"))
+                .caused_by(e)
         })
     };
     // Like gnmic: without ca-file the system's trusted CAs verify etcd's certificate.
@@ -139,44 +155,48 @@ fn tls_options(tls: &TlsConfig) -> Result<TlsOptions> {
         }
         (None, None) => {}
         _ => {
-            return Err(CoordinationError::Config(
-                "locker tls.cert-file and tls.key-file must be set together".into(),
+            return Err(CoordinationError::config(
+                "locker tls.cert-file and tls.key-file must be set together",
             ))
         }
     }
     Ok(options)
 }
 
-/// Maps a client error; connection failures before etcd ever answered get a configuration
-/// hint ([`TLS_HINT`] when TLS is on).
+/// Maps a client error (see the module docs); connection failures before etcd ever answered
+/// get a configuration hint ([`TLS_HINT`] when TLS is on).
 fn map_error(error: gnomon_etcd::Error, link: &Link) -> CoordinationError {
     if error.reached_etcd() {
         link.answered.store(true, Ordering::Relaxed);
     }
     let unproven = !link.answered.load(Ordering::Relaxed) && !error.reached_etcd();
     let hint = match error.kind() {
-        ErrorKind::Tls => format!(" {TLS_HINT}"),
-        ErrorKind::Unavailable if unproven && link.tls => format!(" {TLS_HINT}"),
-        ErrorKind::Unavailable if unproven => format!(" {ADDRESS_HINT}"),
-        ErrorKind::AuthenticationFailed
-            if error
-                .etcd_message()
-                .is_some_and(|m| m.contains("user name is empty")) =>
-        {
-            " (etcd has authentication on: set clustering.locker username and password)".to_string()
-        }
-        _ => String::new(),
+        ErrorKind::Tls => Some(TLS_HINT),
+        ErrorKind::Unavailable if unproven && link.tls => Some(TLS_HINT),
+        ErrorKind::Unavailable if unproven => Some(ADDRESS_HINT),
+        _ => None,
     };
-    match error.kind() {
-        ErrorKind::LeaseNotFound => CoordinationError::SessionLost(error.to_string()),
-        ErrorKind::Unavailable
-        | ErrorKind::Timeout
-        | ErrorKind::TooManyRequests
-        | ErrorKind::InvalidAuthToken
-        | ErrorKind::Tls => CoordinationError::Unavailable(format!("{error}{hint}")),
-        ErrorKind::Config => CoordinationError::Config(error.to_string()),
-        _ => CoordinationError::Backend(format!("{error}{hint}")),
-    }
+    let reason = match hint {
+        Some(hint) => format!("{error} {hint}"),
+        None => error.to_string(),
+    };
+    let mapped = match error.kind() {
+        ErrorKind::AuthenticationFailed => {
+            CoordinationError::refused(Credential::EtcdPassword, reason)
+        }
+        ErrorKind::PermissionDenied => CoordinationError::refused(
+            Credential::EtcdRole {
+                user: link.user.clone(),
+            },
+            reason,
+        ),
+        ErrorKind::LeaseNotFound => CoordinationError::session_lost(reason),
+        ErrorKind::Config => CoordinationError::config(reason),
+        ErrorKind::Tls => CoordinationError::unavailable(reason),
+        _ if error.is_transient() => CoordinationError::unavailable(reason),
+        _ => CoordinationError::backend(reason),
+    };
+    mapped.caused_by(error)
 }
 
 #[cfg(test)]

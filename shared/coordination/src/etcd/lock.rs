@@ -78,8 +78,8 @@ impl Locks {
             }
             let txn = Txn::new().when(compares).and_then(puts).or_else(gets);
             let answer = match self.etcd.call(self.etcd.client().txn(txn)).await {
-                Err(CoordinationError::SessionLost(reason)) => {
-                    tracing::warn!(reason, "etcd lease vanished; starting a new session");
+                Err(error @ CoordinationError::SessionLost { .. }) => {
+                    tracing::warn!(%error, "etcd lease vanished; starting a new session");
                     session.lost.cancel();
                     continue;
                 }

@@ -137,7 +137,7 @@ impl Coordination for EtcdCoordination {
     }
 
     async fn watch_prefix(&self, prefix: &str) -> Result<WatchEvents> {
-        watch::watch_prefix(self.etcd(), prefix).await
+        watch::watch_prefix(self.etcd(), prefix, self.inner.retry).await
     }
 
     #[tracing::instrument(skip(self, registration), fields(backend = "etcd", name = %registration.name, id = %registration.id))]

@@ -1,15 +1,18 @@
 //! Service registration: `gnmic-services/<name>/<id>` = JSON record (see `kv_services`)
 //! attached to the instance's lease, so it disappears with the session. When the session is
-//! lost, a background task registers the service again under the next session.
+//! lost, a background task registers the service again under the next session, backing off
+//! (up to `retry-timer`, longer while etcd refuses the credential) between attempts.
 
 use super::client::Etcd;
 use super::session::{Session, Sessions};
+use crate::retry_loop::RetryLoop;
 use crate::{keys, kv_services, Result, ServiceDeregister, ServiceHandle, ServiceRegistration};
 use async_trait::async_trait;
 use gnomon_etcd::PutOptions;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// Writes the registration under the current session and keeps it registered until the
 /// handle is dropped or deregistered, or the backend shuts down.
@@ -33,7 +36,8 @@ pub(super) async fn register(
         retry,
         stop: keeper.clone(),
     };
-    tokio::spawn(task.run(session));
+    let span = tracing::info_span!("etcd_service", key = %gnomon_common::log::Escaped(&record.key));
+    tokio::spawn(task.run(session).instrument(span));
     let deregister = Arc::new(Deregister {
         etcd: etcd.clone(),
         key: record.key,
@@ -74,31 +78,38 @@ struct Reregister {
 impl Reregister {
     async fn run(self, mut session: Arc<Session>) {
         let shutdown = self.record.etcd.shutdown.clone();
+        let mut retry = RetryLoop::new("etcd service re-registration", self.retry);
         loop {
             tokio::select! {
                 _ = self.stop.cancelled() => return,
                 _ = shutdown.cancelled() => return,
                 _ = session.lost.cancelled() => {}
             }
+            // The session is usually lost because etcd is away: start after a first pause.
+            let mut wait = retry.pause();
             loop {
                 tokio::select! {
                     _ = self.stop.cancelled() => return,
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(self.retry) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
-                let Ok(next) = self.sessions.current().await else {
-                    continue;
-                };
-                match self.record.put(next.lease).await {
-                    Ok(()) => {
+                match self.register_again().await {
+                    Ok(next) => {
                         tracing::info!(key = %self.record.key, "service registered again under a new session");
+                        retry.succeeded();
                         session = next;
                         break;
                     }
-                    Err(e) => tracing::debug!(error = %e, "service re-registration failed"),
+                    Err(e) => wait = retry.failed(&e),
                 }
             }
         }
+    }
+
+    async fn register_again(&self) -> Result<Arc<Session>> {
+        let next = self.sessions.current().await?;
+        self.record.put(next.lease).await?;
+        Ok(next)
     }
 }
 

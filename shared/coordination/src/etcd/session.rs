@@ -6,8 +6,13 @@
 //! `send time of the last acknowledged keep-alive + granted TTL`, or at once when etcd reports
 //! the lease gone; the old lease is then revoked (best effort, so its keys go at once when etcd
 //! answers again) and the next call grants a new one.
+//!
+//! A failed renewal is retried with backoff within the renew period; a refused credential is
+//! logged at error level (throttled) and retried at the same pace, since the session is lost
+//! at its deadline anyway.
 
 use super::client::Etcd;
+use crate::retry_loop::RetryLoop;
 use crate::{CoordinationError, LockerConfig, Result};
 use gnomon_etcd::{LeaseKeepAliveStream, LeaseKeeper};
 use std::sync::Arc;
@@ -54,9 +59,7 @@ impl Sessions {
             }
         }
         if self.etcd.shutdown.is_cancelled() {
-            return Err(CoordinationError::Unavailable(
-                "etcd backend shut down".into(),
-            ));
+            return Err(CoordinationError::unavailable("etcd backend shut down"));
         }
         let sent = Instant::now();
         let grant = self
@@ -118,6 +121,9 @@ impl KeepAlive {
     /// deadline, then revokes the lost lease.
     async fn run(self, session: Arc<Session>, mut deadline: Instant) {
         let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
+        let mut retry = RetryLoop::new("etcd session keep-alive", self.period)
+            .refusals_wait_at_most(self.period);
+        let mut wait = self.period;
         let reason = loop {
             tokio::select! {
                 _ = self.etcd.shutdown.cancelled() => {
@@ -125,17 +131,25 @@ impl KeepAlive {
                     return;
                 }
                 _ = tokio::time::sleep_until(deadline.into()) => break "no keep-alive acknowledged within the TTL",
-                _ = tokio::time::sleep(self.period) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             // Opening the stream is bounded by the client's request timeout; an answer that
             // never comes on an open stream is caught by the deadline.
             tokio::select! {
+                _ = self.etcd.shutdown.cancelled() => {
+                    session.lost.cancel();
+                    return;
+                }
                 _ = tokio::time::sleep_until(deadline.into()) => break "no keep-alive acknowledged within the TTL",
                 result = self.renew_once(session.lease, &mut stream) => match result {
-                    Ok(Some(next_deadline)) => deadline = next_deadline,
+                    Ok(Some(next_deadline)) => {
+                        deadline = next_deadline;
+                        wait = self.period;
+                        retry.succeeded();
+                    }
                     Ok(None) => break "etcd reports the lease expired",
                     Err(e) => {
-                        tracing::debug!(error = %e, "etcd keep-alive failed");
+                        wait = retry.failed(&e);
                         stream = None;
                     }
                 }
@@ -161,7 +175,7 @@ impl KeepAlive {
                 .await
             {
                 Ok(opened) => stream.insert(opened),
-                Err(CoordinationError::SessionLost(_)) => return Ok(None),
+                Err(CoordinationError::SessionLost { .. }) => return Ok(None),
                 Err(e) => return Err(e),
             },
         };
@@ -172,8 +186,8 @@ impl KeepAlive {
                 Ok(Some(sent + Duration::from_secs(answer.ttl as u64)))
             }
             Some(_) => Ok(None),
-            None => Err(CoordinationError::Unavailable(
-                "etcd closed the keep-alive stream".into(),
+            None => Err(CoordinationError::unavailable(
+                "etcd closed the lease keep-alive stream",
             )),
         }
     }
@@ -182,22 +196,23 @@ impl KeepAlive {
     /// restarted etcd restores the lease with a fresh TTL, so without the revoke its locks
     /// would block everyone (this instance included) for another TTL.
     async fn revoke_lost(&self, lease: i64) {
+        let mut retry = RetryLoop::new("revoking the lost etcd session", self.retry);
         loop {
-            match self.etcd.call(self.etcd.client().lease_revoke(lease)).await {
-                Err(CoordinationError::Unavailable(_)) => {}
+            let wait = match self.etcd.call(self.etcd.client().lease_revoke(lease)).await {
                 Ok(_) => {
                     tracing::info!(lease, "lost session's lease revoked");
                     return;
                 }
-                Err(CoordinationError::SessionLost(_)) => return,
+                Err(CoordinationError::SessionLost { .. }) => return,
+                Err(error @ CoordinationError::Unavailable { .. }) => retry.failed(&error),
                 Err(error) => {
                     tracing::warn!(lease, %error, "cannot revoke the lost session's lease; etcd expires it after its TTL");
                     return;
                 }
-            }
+            };
             tokio::select! {
                 _ = self.etcd.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(self.retry) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -2,22 +2,31 @@
 //! were listed at. When the stream breaks (disconnect, compaction, cancellation) the task lists
 //! the prefix again, emits the differences to what it reported so far, and watches again from
 //! the new listing's revision + 1, so consumers always converge on the store's content.
+//!
+//! Failures are retried with backoff up to `retry-timer` (longer while etcd refuses the
+//! credential), logged once per interval; the stream itself never ends before shutdown.
 
 use super::client::{text, Etcd, Listing};
 use crate::memory::diff;
-use crate::{keys, Result, WatchEvent, WatchEvents};
+use crate::retry_loop::RetryLoop;
+use crate::{keys, CoordinationError, Result, WatchEvent, WatchEvents};
 use futures::StreamExt;
 use gnomon_etcd::{EventType, WatchOptions};
 use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 const WATCH_BUFFER: usize = 256;
-const RESYNC_BACKOFF: Duration = Duration::from_millis(250);
 
-/// Lists `prefix` (failing like any call when etcd cannot be read) and hands the rest to a
-/// background task that ends at shutdown or when the consumer drops the stream.
-pub(super) async fn watch_prefix(etcd: &Etcd, prefix: &str) -> Result<WatchEvents> {
+/// Lists `prefix` (failing like any call when etcd cannot be read, e.g. with a refused
+/// credential) and hands the rest to a background task that ends at shutdown or when the
+/// consumer drops the stream.
+pub(super) async fn watch_prefix(
+    etcd: &Etcd,
+    prefix: &str,
+    retry_timer: Duration,
+) -> Result<WatchEvents> {
     let first = etcd.range(prefix).await?;
     let (tx, rx) = mpsc::channel(WATCH_BUFFER);
     let task = PrefixWatch {
@@ -25,8 +34,10 @@ pub(super) async fn watch_prefix(etcd: &Etcd, prefix: &str) -> Result<WatchEvent
         prefix: prefix.to_string(),
         tx,
         known: BTreeMap::new(),
+        retry: RetryLoop::new("etcd watch", retry_timer),
     };
-    tokio::spawn(task.run(first));
+    let span = tracing::info_span!("etcd_watch", prefix = %gnomon_common::log::Escaped(prefix));
+    tokio::spawn(task.run(first).instrument(span));
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
 }
 
@@ -36,6 +47,17 @@ struct PrefixWatch {
     tx: mpsc::Sender<WatchEvent>,
     /// What the consumer has been told: key → value.
     known: BTreeMap<String, String>,
+    retry: RetryLoop,
+}
+
+/// How following the watch stream ended.
+enum Followed {
+    /// Shutdown, or the consumer is gone.
+    Stop,
+    /// The stream failed or could not be opened.
+    Failed(CoordinationError),
+    /// The stream ended or etcd cancelled the watch (e.g. compacted history): resync.
+    Ended,
 }
 
 impl PrefixWatch {
@@ -47,8 +69,8 @@ impl PrefixWatch {
                 None => match self.etcd.range(&self.prefix).await {
                     Ok(listing) => listing,
                     Err(e) => {
-                        tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch resync failed");
-                        if !self.pause().await {
+                        let wait = self.retry.failed(&e);
+                        if !self.pause(wait).await {
                             return;
                         }
                         continue;
@@ -63,18 +85,19 @@ impl PrefixWatch {
                 }
             }
             self.known = snapshot;
-            if !self.follow(revision).await {
-                return;
-            }
-            if !self.pause().await {
+            let wait = match self.follow(revision).await {
+                Followed::Stop => return,
+                Followed::Failed(e) => self.retry.failed(&e),
+                Followed::Ended => self.retry.pause(),
+            };
+            if !self.pause(wait).await {
                 return;
             }
         }
     }
 
-    /// Forwards events from `revision + 1` until the stream breaks (`true`: resync) or the
-    /// watch must end (`false`).
-    async fn follow(&mut self, revision: i64) -> bool {
+    /// Forwards events from `revision + 1` until the stream breaks or the watch must end.
+    async fn follow(&mut self, revision: i64) -> Followed {
         let options = WatchOptions::new()
             .with_prefix()
             .with_prev_kv()
@@ -89,28 +112,27 @@ impl PrefixWatch {
             .await
         {
             Ok(stream) => stream,
-            Err(e) => {
-                tracing::debug!(prefix = %self.prefix, error = %e, "etcd watch failed to start");
-                return true;
-            }
+            Err(e) => return Followed::Failed(e),
         };
+        self.retry.succeeded();
         loop {
             let message = tokio::select! {
-                _ = self.etcd.shutdown.cancelled() => return false,
-                _ = self.tx.closed() => return false,
+                _ = self.etcd.shutdown.cancelled() => return Followed::Stop,
+                _ = self.tx.closed() => return Followed::Stop,
                 message = stream.message() => message,
             };
             let message = match message {
                 Ok(Some(message)) => message,
-                Ok(None) | Err(_) => return true,
+                Ok(None) => return Followed::Ended,
+                Err(e) => return Followed::Failed(self.etcd.error(e)),
             };
             if message.canceled {
                 tracing::info!(
-                    prefix = %self.prefix,
                     compact_revision = message.compact_revision,
+                    reason = %message.cancel_reason,
                     "etcd watch cancelled; resyncing"
                 );
-                return true;
+                return Followed::Ended;
             }
             for event in message.events {
                 let key = text(&event.kv.key);
@@ -129,18 +151,18 @@ impl PrefixWatch {
                     }
                 };
                 if self.tx.send(out).await.is_err() {
-                    return false;
+                    return Followed::Stop;
                 }
             }
         }
     }
 
-    /// Waits before the next resync; `false` when the watch must end instead.
-    async fn pause(&self) -> bool {
+    /// Waits `wait` before the next resync; `false` when the watch must end instead.
+    async fn pause(&self, wait: Duration) -> bool {
         tokio::select! {
             _ = self.etcd.shutdown.cancelled() => false,
             _ = self.tx.closed() => false,
-            _ = tokio::time::sleep(RESYNC_BACKOFF) => true,
+            _ = tokio::time::sleep(wait) => true,
         }
     }
 }
