@@ -43,8 +43,11 @@ enum Command {
     Coordinator(ConfigArg),
     /// Read NATS and serve Prometheus metrics.
     Exporter(ConfigArg),
-    /// Collector, coordinator and exporter in one process.
+    /// Collector, coordinator and exporter in one process (without a `clustering` block: one
+    /// instance subscribing to every target, with its inputs and outputs, as gnmic does).
     All(ConfigArg),
+    /// gnmic's verb: the same as `all`.
+    Subscribe(ConfigArg),
     /// Everything in one process with simulated devices and no external servers.
     Demo(demo::DemoArgs),
 }
@@ -56,7 +59,7 @@ impl Command {
             Command::Collector(_) => "gnomon-collector",
             Command::Coordinator(_) => "gnomon-coordinator",
             Command::Exporter(_) => "gnomon-exporter",
-            Command::All(_) => "gnomon",
+            Command::All(_) | Command::Subscribe(_) => "gnomon",
             Command::Demo(_) => "gnomon-demo",
         }
     }
@@ -116,7 +119,8 @@ async fn main() -> ExitCode {
         Command::Collector(args)
         | Command::Coordinator(args)
         | Command::Exporter(args)
-        | Command::All(args) => match load_interruptibly(args, &shutdown).await {
+        | Command::All(args)
+        | Command::Subscribe(args) => match load_interruptibly(args, &shutdown).await {
             Ok(config) => Some(config),
             Err(e) => {
                 eprintln!("gnomon: {e}");
@@ -135,6 +139,10 @@ async fn main() -> ExitCode {
         cli.log_json || globals.is_some_and(|g| g.log_format.as_deref() == Some("json"));
     let _telemetry = match init_tracing(&TracingOptions {
         service_name: cli.command.service_name().to_string(),
+        service_instance_id: config
+            .as_ref()
+            .and_then(|c| c.clustering.as_ref())
+            .map(|c| c.instance_name.clone()),
         otlp_endpoint: None,
         json_logs,
     }) {
@@ -175,7 +183,9 @@ async fn main() -> ExitCode {
         Command::Collector(_) => run(config, only(true, false, false), shutdown).await,
         Command::Coordinator(_) => run(config, only(false, true, false), shutdown).await,
         Command::Exporter(_) => run(config, only(false, false, true), shutdown).await,
-        Command::All(_) => run(config, only(true, true, true), shutdown).await,
+        Command::All(_) | Command::Subscribe(_) => {
+            run(config, only(true, true, true), shutdown).await
+        }
         Command::Demo(args) => demo::run(args, shutdown).await,
     };
     match result {

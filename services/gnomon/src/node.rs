@@ -108,7 +108,14 @@ pub async fn run_node(
 ) -> anyhow::Result<()> {
     let clustering = config.clustering.clone();
     if roles.coordinator && clustering.is_none() {
-        anyhow::bail!("the coordinator needs a `clustering` block (with a `locker`)");
+        // A single instance (gnmic's `subscribe` without a `clustering` block): the collector
+        // subscribes to every configured target itself; nothing needs placing.
+        if !roles.collector {
+            anyhow::bail!("the coordinator needs a `clustering` block (with a `locker`)");
+        }
+        tracing::info!(
+            "no `clustering` block: one instance collecting every target, no coordinator"
+        );
     }
     let coordination: Option<Arc<dyn Coordination>> = match (&clustering, deps.coordination.clone())
     {

@@ -76,8 +76,10 @@ pub fn escape_label_value(value: &str, out: &mut String) {
 /// standard `OTEL_EXPORTER_OTLP_ENDPOINT` / `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` variables is set.
 #[derive(Clone, Debug, Default)]
 pub struct TracingOptions {
-    /// `service.name` of the exported spans.
+    /// `service.name` of the exported spans (`OTEL_SERVICE_NAME` wins when set).
     pub service_name: String,
+    /// `service.instance.id`: the cluster instance name, or another id unique to the process.
+    pub service_instance_id: Option<String>,
     /// OTLP/gRPC endpoint, e.g. `http://127.0.0.1:4317`.
     pub otlp_endpoint: Option<String>,
     /// Log as JSON lines instead of text.
@@ -106,6 +108,31 @@ fn otlp_endpoint_from_env() -> Option<String> {
     .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
 }
 
+/// The resource of exported spans: `service.name` (from `OTEL_SERVICE_NAME` when given, else
+/// the role's name), `service.instance.id` (else a random id per process, so two members'
+/// spans never merge) and `service.version`; `OTEL_RESOURCE_ATTRIBUTES` adds the rest.
+fn resource(
+    options: &TracingOptions,
+    env_service_name: Option<String>,
+) -> opentelemetry_sdk::Resource {
+    use opentelemetry::KeyValue;
+    let instance = options
+        .service_instance_id
+        .clone()
+        .unwrap_or_else(|| format!("{}-{}", options.service_name, std::process::id()));
+    let builder = opentelemetry_sdk::Resource::builder().with_attributes([
+        KeyValue::new("service.instance.id", instance),
+        KeyValue::new("service.version", env!("CARGO_PKG_VERSION")),
+    ]);
+    match env_service_name {
+        // The default builder already read OTEL_SERVICE_NAME.
+        Some(_) => builder.build(),
+        None => builder
+            .with_service_name(options.service_name.clone())
+            .build(),
+    }
+}
+
 /// Installs the global tracing subscriber (log filter from `RUST_LOG`, default `info`) and,
 /// when configured, the OTLP span exporter. Call once per process, inside a tokio runtime.
 pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> {
@@ -132,9 +159,12 @@ pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> 
                 .with_endpoint(endpoint.clone())
                 .build()
                 .map_err(|e| anyhow::anyhow!("OTLP exporter for {endpoint}: {e}"))?;
-            let resource = opentelemetry_sdk::Resource::builder()
-                .with_service_name(options.service_name.clone())
-                .build();
+            let resource = resource(
+                options,
+                std::env::var("OTEL_SERVICE_NAME")
+                    .ok()
+                    .filter(|n| !n.is_empty()),
+            );
             Some(
                 opentelemetry_sdk::trace::SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
@@ -145,7 +175,7 @@ pub fn init_tracing(options: &TracingOptions) -> anyhow::Result<TelemetryGuard> 
         None => None,
     };
     let otel_layer = provider.as_ref().map(|p| {
-        let tracer = p.tracer(options.service_name.clone());
+        let tracer = p.tracer("gnomon");
         tracing_opentelemetry::layer().with_tracer(tracer)
     });
     if provider.is_some() {
@@ -278,7 +308,44 @@ pub fn traceparent_of(span: &tracing::Span) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use opentelemetry::Key;
     use tracing_subscriber::layer::SubscriberExt;
+
+    fn attribute(resource: &opentelemetry_sdk::Resource, key: &'static str) -> Option<String> {
+        resource
+            .get(&Key::from_static_str(key))
+            .map(|v| v.to_string())
+    }
+
+    #[test]
+    fn spans_carry_instance_and_version_and_honor_otel_service_name() {
+        let options = TracingOptions {
+            service_name: "gnomon-collector".into(),
+            service_instance_id: Some("gnomon1".into()),
+            ..Default::default()
+        };
+        let own = resource(&options, None);
+        assert_eq!(
+            attribute(&own, "service.name").as_deref(),
+            Some("gnomon-collector")
+        );
+        assert_eq!(
+            attribute(&own, "service.instance.id").as_deref(),
+            Some("gnomon1")
+        );
+        assert_eq!(
+            attribute(&own, "service.version").as_deref(),
+            Some(env!("CARGO_PKG_VERSION"))
+        );
+        let anonymous = resource(
+            &TracingOptions {
+                service_name: "gnomon".into(),
+                ..Default::default()
+            },
+            None,
+        );
+        assert!(attribute(&anonymous, "service.instance.id").is_some_and(|id| !id.is_empty()));
+    }
 
     #[test]
     fn traceparent_round_trips_through_headers_and_bus_values() {

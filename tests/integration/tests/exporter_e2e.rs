@@ -192,20 +192,7 @@ async fn simulator_to_prometheus_through_the_registered_exporter() {
         .text()
         .await
         .unwrap();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), scrape.as_bytes()).unwrap();
-    let checked = promtool.wait_with_output().unwrap();
-    assert!(
-        checked.status.success(),
-        "promtool: {}",
-        String::from_utf8_lossy(&checked.stdout)
-    );
+    gnomon_testkit::promtool_check(&scrape).unwrap();
 
     // SIGKILL the lock holder: the other exporter registers within TTL + 2 s.
     exporters[holder].process.kill();

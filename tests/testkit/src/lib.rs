@@ -55,3 +55,29 @@ pub fn http_client_builder() -> reqwest::ClientBuilder {
 pub async fn http_get(url: impl reqwest::IntoUrl) -> reqwest::Result<reqwest::Response> {
     http_client().get(url).send().await
 }
+
+/// Runs `promtool check metrics` on an exposition; `Err` carries promtool's complaint.
+pub fn promtool_check(exposition: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    promtool
+        .stdin
+        .as_mut()
+        .ok_or_else(|| anyhow::anyhow!("promtool has no stdin"))?
+        .write_all(exposition.as_bytes())?;
+    let checked = promtool.wait_with_output()?;
+    if checked.status.success() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "promtool check metrics: {}{}",
+            String::from_utf8_lossy(&checked.stdout),
+            String::from_utf8_lossy(&checked.stderr)
+        )
+    }
+}
