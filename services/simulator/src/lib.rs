@@ -26,8 +26,10 @@
 
 mod args;
 mod auth;
+mod context;
 mod encoding;
 mod model;
+mod router;
 mod selection;
 mod server;
 mod service;

@@ -14,11 +14,12 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::args::SimulatorArgs;
 use crate::auth::Credentials;
+use crate::context::{DeviceContext, LoadSettings};
 use crate::model::{Clock, Device, LeafTable};
-use crate::service::{DeviceContext, DeviceService, LoadSettings};
+use crate::router::GnmiRouter;
+use crate::service::DeviceService;
 use crate::stats::{DeviceStats, StatsRegistry, StatsReport};
 use crate::tls::TlsMaterial;
-use crate::wire::GnmiRouter;
 
 /// How long `stop` waits for streams and connections to wind down before aborting them.
 const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -10,15 +10,14 @@ use gnomon_gnmi::proto::gnmi::{
 };
 use gnomon_gnmi::proto::GNMI_VERSION;
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::instrument;
 
-use crate::auth::{authorize, Credentials};
+use crate::auth::authorize;
+use crate::context::DeviceContext;
 use crate::encoding::{group_by_instance, json_scalar, SubtreeBuilder, WireEncoding};
 use crate::model::Device;
 use crate::selection::{select, Framing};
-use crate::stats::DeviceStats;
 use crate::subscribe::{StreamPlan, SubscribeStream};
 use crate::wire::OutgoingResponse;
 use futures::StreamExt;
@@ -26,21 +25,6 @@ use tokio::sync::mpsc;
 
 /// How long a new Subscribe stream may take to send its SubscriptionList.
 const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Load-mode settings (see `SimulatorArgs::load`).
-#[derive(Clone, Copy, Debug)]
-pub struct LoadSettings {
-    pub updates_per_notification: usize,
-}
-
-/// Everything a device's RPC handlers share.
-pub struct DeviceContext {
-    pub device: Device,
-    pub stats: Arc<DeviceStats>,
-    pub credentials: Option<Credentials>,
-    pub load: Option<LoadSettings>,
-    pub shutdown: CancellationToken,
-}
 
 /// The tonic service for one device.
 #[derive(Clone)]
@@ -343,12 +327,12 @@ mod tests {
 
         let context = Arc::new(DeviceContext {
             device: device(),
-            stats: Arc::new(DeviceStats::default()),
+            stats: Arc::new(crate::stats::DeviceStats::default()),
             credentials: None,
-            load: Some(LoadSettings {
+            load: Some(crate::context::LoadSettings {
                 updates_per_notification: 4,
             }),
-            shutdown: CancellationToken::new(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();

@@ -14,10 +14,10 @@ use tokio::time::sleep_until;
 use tonic::{Status, Streaming};
 use tracing::{debug, info_span, Instrument};
 
+use crate::context::DeviceContext;
 use crate::encoding::WireEncoding;
 use crate::model::{Device, LeafValue, Moment};
 use crate::selection::{select, Framing};
-use crate::service::DeviceContext;
 use crate::stats::StreamGuard;
 use crate::wire::{NotificationWriter, OutgoingResponse};
 

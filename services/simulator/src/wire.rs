@@ -2,24 +2,15 @@
 //! notifications straight from cached path bytes instead of cloning and encoding message
 //! trees (the difference between ~0.5M and several M updates/s on a small machine).
 //!
-//! `GnmiRouter` serves Subscribe with a codec that copies pre-encoded responses as they
-//! are, and hands every other gNMI method to the generated tonic service.
-
-use std::convert::Infallible;
-use std::task::{Context, Poll};
+//! The codec here copies pre-encoded responses as they are; [`crate::router`] serves
+//! Subscribe with it.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use gnomon_gnmi::proto::gnmi::g_nmi_server::{GNmiServer, SERVICE_NAME};
 use gnomon_gnmi::proto::gnmi::{Path, SubscribeRequest, SubscribeResponse, TypedValue};
 use prost::encoding::{encode_key, encode_varint, encoded_len_varint, message, WireType};
 use prost::Message;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::codegen::{http, BoxFuture, Service};
-use tonic::server::{Grpc, NamedService, StreamingService};
-use tonic::{Request, Response, Status, Streaming};
-
-use crate::service::DeviceService;
+use tonic::Status;
 
 /// One Subscribe response, either as a message or as its protobuf encoding.
 #[derive(Debug)]
@@ -148,66 +139,6 @@ impl Decoder for RequestDecoder {
     fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<SubscribeRequest>, Status> {
         SubscribeRequest::decode(src).map(Some).map_err(|error| {
             Status::invalid_argument(format!("malformed SubscribeRequest: {error}"))
-        })
-    }
-}
-
-/// The gNMI service of one device as tonic serves it: Subscribe through `SubscribeCodec`,
-/// everything else through the generated service.
-#[derive(Clone)]
-pub struct GnmiRouter {
-    service: DeviceService,
-    generated: GNmiServer<DeviceService>,
-}
-
-impl GnmiRouter {
-    pub fn new(service: DeviceService) -> GnmiRouter {
-        GnmiRouter {
-            generated: GNmiServer::new(service.clone()),
-            service,
-        }
-    }
-}
-
-impl NamedService for GnmiRouter {
-    const NAME: &'static str = SERVICE_NAME;
-}
-
-const SUBSCRIBE_PATH: &str = "/gnmi.gNMI/Subscribe";
-
-impl Service<http::Request<tonic::body::Body>> for GnmiRouter {
-    type Response = http::Response<tonic::body::Body>;
-    type Error = Infallible;
-    type Future = BoxFuture<Self::Response, Infallible>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, request: http::Request<tonic::body::Body>) -> Self::Future {
-        if request.uri().path() != SUBSCRIBE_PATH {
-            return self.generated.call(request);
-        }
-        let method = SubscribeMethod(self.service.clone());
-        Box::pin(async move {
-            let mut grpc = Grpc::new(SubscribeCodec);
-            Ok(grpc.streaming(method, request).await)
-        })
-    }
-}
-
-struct SubscribeMethod(DeviceService);
-
-impl StreamingService<SubscribeRequest> for SubscribeMethod {
-    type Response = OutgoingResponse;
-    type ResponseStream = ReceiverStream<Result<OutgoingResponse, Status>>;
-    type Future = BoxFuture<Response<Self::ResponseStream>, Status>;
-
-    fn call(&mut self, request: Request<Streaming<SubscribeRequest>>) -> Self::Future {
-        let service = self.0.clone();
-        Box::pin(async move {
-            let receiver = service.open_subscription(request).await?;
-            Ok(Response::new(ReceiverStream::new(receiver)))
         })
     }
 }

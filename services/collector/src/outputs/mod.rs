@@ -5,11 +5,13 @@
 
 mod file;
 mod nats;
+mod status;
+
+pub use status::TargetUpReport;
 
 pub use nats::subject_for as nats_subject;
 
 use crate::codec::RawResponse;
-use crate::target_up::TargetUpReport;
 use gnomon_bus::Bus;
 use gnomon_config::OutputConfig;
 use gnomon_gnmi::event::EventMeta;

@@ -6,8 +6,8 @@
 //! event JSON (what the exporter expects; see [`gnomon_bus::contract`]). A host process may hand in a shared bus
 //! (`gnomon demo`, tests); the workers then publish on it instead of connecting.
 
+use super::TargetUpReport;
 use super::{dropped_counter, Collected, OutputItem, OutputSender};
-use crate::target_up::TargetUpReport;
 use bytes::Bytes;
 use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
