@@ -65,7 +65,8 @@ fn error(status: StatusCode, message: impl ToString) -> Response {
 fn leader_error(e: LeaderRequestError) -> Response {
     match e {
         LeaderRequestError::NotLeader => error(StatusCode::BAD_REQUEST, "not leader"),
-        LeaderRequestError::Rejected(m) => error(StatusCode::BAD_REQUEST, m),
+        LeaderRequestError::Refused(refusal) => error(StatusCode::BAD_REQUEST, refusal),
+        e @ LeaderRequestError::NoAnswer(_) => error(StatusCode::SERVICE_UNAVAILABLE, e),
     }
 }
 

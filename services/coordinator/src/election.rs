@@ -1,7 +1,7 @@
 //! The election loop: campaign for `gnmic/<cluster>/leader`, lead while holding it, and
 //! campaign again after losing it or stepping down.
 
-use crate::leader::{run_term, LeaderCommand, TermEnd};
+use crate::leader::{run_term, CommandError, LeaderCommand, TermEnd};
 use crate::member_client::MemberClient;
 use crate::settings::CoordinatorSettings;
 use gnomon_coordination::{keys, Coordination};
@@ -21,13 +21,18 @@ pub struct CoordinatorHandle {
     leading: watch::Receiver<bool>,
 }
 
+/// How long the API waits for the leader to answer a command.
+const LEADER_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Why a leader-only request was refused.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum LeaderRequestError {
     #[error("not leader")]
     NotLeader,
-    #[error("{0}")]
-    Rejected(String),
+    #[error("the leader did not answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error(transparent)]
+    Refused(#[from] CommandError),
 }
 
 impl CoordinatorHandle {
@@ -53,25 +58,23 @@ impl CoordinatorHandle {
             .send(make(reply))
             .await
             .map_err(|_| LeaderRequestError::NotLeader)?;
-        tokio::time::timeout(Duration::from_secs(10), answer)
+        tokio::time::timeout(LEADER_ANSWER_TIMEOUT, answer)
             .await
-            .map_err(|_| LeaderRequestError::Rejected("the leader did not answer in time".into()))?
+            .map_err(|_| LeaderRequestError::NoAnswer(LEADER_ANSWER_TIMEOUT))?
             .map_err(|_| LeaderRequestError::NotLeader)
     }
 
     /// Starts a rebalance; returns the number of planned moves.
     pub async fn rebalance(&self) -> Result<usize, LeaderRequestError> {
-        self.ask(|reply| LeaderCommand::Rebalance { reply })
-            .await?
-            .map_err(LeaderRequestError::Rejected)
+        Ok(self.ask(|reply| LeaderCommand::Rebalance { reply }).await??)
     }
 
     /// Moves every target of `member` away; returns the number of moves.
     pub async fn drain(&self, member: &str) -> Result<usize, LeaderRequestError> {
         let member = member.to_string();
-        self.ask(|reply| LeaderCommand::Drain { member, reply })
-            .await?
-            .map_err(LeaderRequestError::Rejected)
+        Ok(self
+            .ask(|reply| LeaderCommand::Drain { member, reply })
+            .await??)
     }
 
     /// Gives up the leader lock.

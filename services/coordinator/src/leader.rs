@@ -2,6 +2,7 @@
 //! that has no owner; rebalance, drain and step down on request. The term ends when the
 //! leader lock is lost, on step-down, or at shutdown.
 
+use crate::handshake::{Assignment, Handshake};
 use crate::member_client::MemberClient;
 use crate::members::Member;
 use crate::placement::{
@@ -21,15 +22,22 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// Why the leader refused a command.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CommandError {
+    #[error("unknown instance: {0}")]
+    UnknownMember(String),
+}
+
 /// Requests the API sends to the leader.
 #[derive(Debug)]
 pub enum LeaderCommand {
     Rebalance {
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: oneshot::Sender<Result<usize, CommandError>>,
     },
     Drain {
         member: String,
-        reply: oneshot::Sender<Result<usize, String>>,
+        reply: oneshot::Sender<Result<usize, CommandError>>,
     },
     StepDown {
         reply: oneshot::Sender<()>,
@@ -42,16 +50,6 @@ pub enum TermEnd {
     LockLost,
     SteppedDown,
     Shutdown,
-}
-
-/// Outcome of one assignment handshake.
-enum Assignment {
-    Placed,
-    /// The member refused or did not take the lock in time.
-    Failed {
-        member: String,
-        reason: String,
-    },
 }
 
 struct Placement {
@@ -81,7 +79,6 @@ struct Term {
     holders_tx: watch::Sender<BTreeMap<String, String>>,
     in_flight: HashMap<String, Placement>,
     results: mpsc::Sender<(String, Assignment)>,
-    limit: Arc<tokio::sync::Semaphore>,
     cancel: CancellationToken,
     /// Targets waiting before their next placement attempt.
     retries: HashMap<String, PlacementRetry>,
@@ -148,9 +145,6 @@ async fn lead(
     let (results_tx, mut results) = mpsc::channel(1024);
     let (holders_tx, _) = watch::channel(BTreeMap::new());
     let mut term = Term {
-        limit: Arc::new(tokio::sync::Semaphore::new(
-            settings.max_parallel_placements.max(1),
-        )),
         settings,
         coordination,
         client,
@@ -491,7 +485,6 @@ impl Term {
             client: self.client.clone(),
             holders: self.holders_tx.subscribe(),
             timeout: self.settings.target_assignment_timeout,
-            limit: self.limit.clone(),
         };
         let results = self.results.clone();
         let cancel = self.cancel.clone();
@@ -552,7 +545,7 @@ impl Term {
                 self.refresh().await;
                 tracing::debug!(holders = self.holders.len(), member = %member, "draining");
                 if !self.members.contains_key(&member) {
-                    let _ = reply.send(Err(format!("unknown instance: {member}")));
+                    let _ = reply.send(Err(CommandError::UnknownMember(member)));
                     return None;
                 }
                 let moves = self.plan_drain(&member);
@@ -720,7 +713,6 @@ impl Term {
                 client: self.client.clone(),
                 holders: self.holders_tx.subscribe(),
                 timeout: self.settings.target_assignment_timeout,
-                limit: self.limit.clone(),
             };
             let (from_api, to_api) = (from.api.clone(), to.api.clone());
             let results = self.results.clone();
@@ -740,92 +732,3 @@ impl Term {
     }
 }
 
-/// The calls of one assignment, bounded by the placement concurrency limit.
-struct Handshake {
-    client: MemberClient,
-    holders: watch::Receiver<BTreeMap<String, String>>,
-    timeout: Duration,
-    limit: Arc<tokio::sync::Semaphore>,
-}
-
-impl Handshake {
-    /// gnmic's handshake: push the config, start the target, wait for the member's lock;
-    /// after the assignment timeout, unassign.
-    async fn assign(mut self, api: &str, target: &str, member: &str, config: Bytes) -> Assignment {
-        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
-            return Assignment::Failed {
-                member: member.into(),
-                reason: "shutting down".into(),
-            };
-        };
-        if let Err(e) = self.start(api, target, config).await {
-            return Assignment::Failed {
-                member: member.into(),
-                reason: e,
-            };
-        }
-        if self.wait_for_owner(target, member).await {
-            return Assignment::Placed;
-        }
-        if let Err(e) = self.client.stop_target(api, target).await {
-            tracing::warn!(error = %e, "unassigning after the timeout failed");
-        }
-        Assignment::Failed {
-            member: member.into(),
-            reason: format!("no lock within {:?}", self.timeout),
-        }
-    }
-
-    /// Starts the target on the new member before stopping it on the old one.
-    async fn hand_over(
-        mut self,
-        from_api: &str,
-        to_api: &str,
-        target: &str,
-        to: &str,
-        config: Bytes,
-    ) -> Assignment {
-        let Ok(_permit) = self.limit.clone().acquire_owned().await else {
-            return Assignment::Failed {
-                member: to.into(),
-                reason: "shutting down".into(),
-            };
-        };
-        if let Err(e) = self.start(to_api, target, config).await {
-            return Assignment::Failed {
-                member: to.into(),
-                reason: e,
-            };
-        }
-        if let Err(e) = self.client.stop_target(from_api, target).await {
-            tracing::warn!(error = %e, "stopping the old owner failed; waiting for its lock to expire");
-        }
-        if self.wait_for_owner(target, to).await {
-            return Assignment::Placed;
-        }
-        let _ = self.client.stop_target(to_api, target).await;
-        Assignment::Failed {
-            member: to.into(),
-            reason: format!("no lock within {:?}", self.timeout),
-        }
-    }
-
-    async fn start(&self, api: &str, target: &str, config: Bytes) -> Result<(), String> {
-        self.client
-            .push_target_config(api, config)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.client
-            .start_target(api, target)
-            .await
-            .map_err(|e| e.to_string())
-    }
-
-    async fn wait_for_owner(&mut self, target: &str, member: &str) -> bool {
-        let owned =
-            |holders: &BTreeMap<String, String>| holders.get(target).is_some_and(|h| h == member);
-        tokio::time::timeout(self.timeout, self.holders.wait_for(owned))
-            .await
-            .is_ok_and(|r| r.is_ok())
-    }
-}

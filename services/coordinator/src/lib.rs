@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod election;
+mod handshake;
 pub mod leader;
 pub mod member_client;
 pub mod members;

@@ -42,12 +42,15 @@ pub struct MemberReply {
 /// Why a call to a member failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MemberCallError {
-    #[error("{method} {url}: {reason}")]
+    #[error("{method} {url}")]
     Transport {
         method: reqwest::Method,
         url: String,
-        reason: String,
+        #[source]
+        source: BoxError,
     },
+    #[error("setting up the member client: {0}")]
+    Setup(String),
     #[error("{method} {url}: HTTP {status}: {body}")]
     Status {
         method: reqwest::Method,
@@ -147,7 +150,8 @@ pub struct MemberClientOptions {
     pub timeout: Duration,
     /// Retries after the first attempt.
     pub retries: u32,
-    /// Calls in flight at once across all members.
+    /// Calls in flight at once across all members: the one bound on the leader's placement
+    /// work (handshakes wait for locks without holding a slot).
     pub concurrency: usize,
     /// `clustering.tls` for https members; `None` accepts any member certificate (gnmic's
     /// behaviour without `clustering.tls`).
@@ -170,11 +174,7 @@ impl Default for MemberClientOptions {
 
 impl MemberClient {
     pub fn new(options: &MemberClientOptions) -> Result<Self, MemberCallError> {
-        let setup_error = |reason: String| MemberCallError::Transport {
-            method: reqwest::Method::GET,
-            url: String::new(),
-            reason,
-        };
+        let setup_error = MemberCallError::Setup;
         let tls = options.tls.clone().unwrap_or(ClientTlsOptions {
             skip_verify: true,
             ..ClientTlsOptions::default()
@@ -211,10 +211,10 @@ impl MemberClient {
                 .clone()
                 .oneshot(call)
                 .await
-                .map_err(|e| MemberCallError::Transport {
+                .map_err(|source| MemberCallError::Transport {
                     method: method.clone(),
                     url: url.clone(),
-                    reason: e.to_string(),
+                    source,
                 })?;
         if reply.status.as_u16() > 200 && reply.status != reqwest::StatusCode::NO_CONTENT {
             return Err(MemberCallError::Status {

@@ -19,8 +19,6 @@ pub struct CoordinatorSettings {
     /// Rebalance automatically when a member joins and the most and least loaded members
     /// differ by at least this many targets; `None` disables it.
     pub rebalance_threshold: Option<usize>,
-    /// Placements in flight at once.
-    pub max_parallel_placements: usize,
     /// Limits of the calls to members' REST APIs.
     pub member_client: MemberClientOptions,
 }
@@ -36,7 +34,6 @@ impl CoordinatorSettings {
             target_assignment_timeout: Duration::from_secs(10),
             leader_wait_timer: Duration::from_secs(5),
             rebalance_threshold: Some(2),
-            max_parallel_placements: 64,
             member_client: MemberClientOptions::default(),
         }
     }

@@ -1,0 +1,101 @@
+//! gnmic's assignment handshake, as the leader runs it for one target: push the config to
+//! the member, start the target there, wait until the member holds the target's lock; after
+//! `target-assignment-timeout`, unassign. A move starts the new owner first and stops the old
+//! one, so the lock changes hands at once. The member client's concurrency limit bounds the
+//! calls; waiting for a lock costs a watch receiver and holds nothing.
+
+use crate::member_client::{MemberCallError, MemberClient};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why an assignment failed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AssignmentError {
+    #[error("the member refused")]
+    Refused(#[source] MemberCallError),
+    #[error("no lock within {0:?}")]
+    NoLock(Duration),
+}
+
+/// Outcome of one assignment handshake.
+pub(crate) enum Assignment {
+    Placed,
+    /// The member refused or did not take the lock in time.
+    Failed {
+        member: String,
+        reason: AssignmentError,
+    },
+}
+
+/// The calls of one assignment.
+pub(crate) struct Handshake {
+    pub client: MemberClient,
+    pub holders: watch::Receiver<BTreeMap<String, String>>,
+    pub timeout: Duration,
+}
+
+impl Handshake {
+    /// gnmic's handshake: push the config, start the target, wait for the member's lock;
+    /// after the assignment timeout, unassign.
+    pub async fn assign(mut self, api: &str, target: &str, member: &str, config: Bytes) -> Assignment {
+        if let Err(e) = self.start(api, target, config).await {
+            return Assignment::Failed {
+                member: member.into(),
+                reason: AssignmentError::Refused(e),
+            };
+        }
+        if self.wait_for_owner(target, member).await {
+            return Assignment::Placed;
+        }
+        if let Err(e) = self.client.stop_target(api, target).await {
+            tracing::warn!(error = %e, "unassigning after the timeout failed");
+        }
+        Assignment::Failed {
+            member: member.into(),
+            reason: AssignmentError::NoLock(self.timeout),
+        }
+    }
+
+    /// Starts the target on the new member before stopping it on the old one.
+    pub async fn hand_over(
+        mut self,
+        from_api: &str,
+        to_api: &str,
+        target: &str,
+        to: &str,
+        config: Bytes,
+    ) -> Assignment {
+        if let Err(e) = self.start(to_api, target, config).await {
+            return Assignment::Failed {
+                member: to.into(),
+                reason: AssignmentError::Refused(e),
+            };
+        }
+        if let Err(e) = self.client.stop_target(from_api, target).await {
+            tracing::warn!(error = %e, "stopping the old owner failed; waiting for its lock to expire");
+        }
+        if self.wait_for_owner(target, to).await {
+            return Assignment::Placed;
+        }
+        let _ = self.client.stop_target(to_api, target).await;
+        Assignment::Failed {
+            member: to.into(),
+            reason: AssignmentError::NoLock(self.timeout),
+        }
+    }
+
+    async fn start(&self, api: &str, target: &str, config: Bytes) -> Result<(), MemberCallError> {
+        self.client.push_target_config(api, config).await?;
+        self.client.start_target(api, target).await
+    }
+
+    async fn wait_for_owner(&mut self, target: &str, member: &str) -> bool {
+        let owned =
+            |holders: &BTreeMap<String, String>| holders.get(target).is_some_and(|h| h == member);
+        tokio::time::timeout(self.timeout, self.holders.wait_for(owned))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
