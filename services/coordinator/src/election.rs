@@ -66,7 +66,9 @@ impl CoordinatorHandle {
 
     /// Starts a rebalance; returns the number of planned moves.
     pub async fn rebalance(&self) -> Result<usize, LeaderRequestError> {
-        Ok(self.ask(|reply| LeaderCommand::Rebalance { reply }).await??)
+        Ok(self
+            .ask(|reply| LeaderCommand::Rebalance { reply })
+            .await??)
     }
 
     /// Moves every target of `member` away; returns the number of moves.

@@ -39,7 +39,13 @@ pub(crate) struct Handshake {
 impl Handshake {
     /// gnmic's handshake: push the config, start the target, wait for the member's lock;
     /// after the assignment timeout, unassign.
-    pub async fn assign(mut self, api: &str, target: &str, member: &str, config: Bytes) -> Assignment {
+    pub async fn assign(
+        mut self,
+        api: &str,
+        target: &str,
+        member: &str,
+        config: Bytes,
+    ) -> Assignment {
         if let Err(e) = self.start(api, target, config).await {
             return Assignment::Failed {
                 member: member.into(),

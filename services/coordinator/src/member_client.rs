@@ -206,16 +206,13 @@ impl MemberClient {
     /// Sends `call`; any status above 200 is an error, as gnmic treats it.
     pub async fn send(&self, call: MemberCall) -> Result<MemberReply, MemberCallError> {
         let (method, url) = (call.method.clone(), call.url.clone());
-        let reply =
-            self.service
-                .clone()
-                .oneshot(call)
-                .await
-                .map_err(|source| MemberCallError::Transport {
-                    method: method.clone(),
-                    url: url.clone(),
-                    source,
-                })?;
+        let reply = self.service.clone().oneshot(call).await.map_err(|source| {
+            MemberCallError::Transport {
+                method: method.clone(),
+                url: url.clone(),
+                source,
+            }
+        })?;
         if reply.status.as_u16() > 200 && reply.status != reqwest::StatusCode::NO_CONTENT {
             return Err(MemberCallError::Status {
                 method,

@@ -69,7 +69,7 @@ pub struct ListenerOptions {
 impl Default for ListenerOptions {
     fn default() -> Self {
         Self {
-            max_connections: 1024,
+            max_connections: 256,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             handshake_timeout: Duration::from_secs(10),

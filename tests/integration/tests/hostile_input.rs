@@ -144,3 +144,147 @@ async fn deleted_targets_leave_no_up_series_on_the_exporter() {
         "{last}"
     );
 }
+
+/// Resident memory of process `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Opens `count` TCP connections to `address`, never sends a byte, prints `ready`, and holds
+/// them until killed (a separate process: one process may not hold 20 000 descriptors here).
+const FLOODER: &str = r#"
+import selectors, socket, sys, time
+host, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, pending = [], selectors.DefaultSelector()
+for _ in range(count):
+    s = socket.socket()
+    s.setblocking(False)
+    s.connect_ex((host, port))
+    pending.register(s, selectors.EVENT_WRITE)
+deadline = time.time() + 60
+while pending.get_map() and time.time() < deadline:
+    for key, _ in pending.select(timeout=1):
+        pending.unregister(key.fileobj)
+        if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
+            held.append(key.fileobj)
+print("ready", len(held), flush=True)
+time.sleep(3600)
+"#;
+
+/// Issue 14.7: 20 000 idle connections exhausted the file limit and both listeners stopped
+/// answering; memory grew to 500 MB and stayed. Now a normal request still answers, and
+/// memory comes back once the flood is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_connection_flood_neither_starves_the_api_nor_keeps_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = free_port();
+    let config = dir.path().join("gnomon.yaml");
+    std::fs::write(&config, format!("api: 127.0.0.1:{api}\n")).unwrap();
+    let mut cmd = Command::new(gnomon_binary().unwrap());
+    cmd.args(["collector", "--config"]).arg(&config);
+    let server = ChildProcess::spawn("collector", cmd, dir.path()).unwrap();
+    let http = gnomon_testkit::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let healthz = format!("http://127.0.0.1:{api}/healthz");
+    eventually("the API", Duration::from_secs(20), || async {
+        http.get(&healthz)
+            .send()
+            .await
+            .ok()
+            .filter(|r| r.status() == 200)
+    })
+    .await
+    .unwrap();
+    for _ in 0..20 {
+        http.get(&healthz).send().await.unwrap();
+    }
+    let pid = server.pid();
+    let before = rss_kib(pid);
+
+    let flood_started = std::time::Instant::now();
+    let mut flooders = Vec::new();
+    for _ in 0..4 {
+        let child = std::process::Command::new("python3")
+            .args(["-c", FLOODER, "127.0.0.1", &api.to_string(), "5000"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        flooders.push(child);
+    }
+    let mut opened = 0;
+    for flooder in &mut flooders {
+        let stdout = flooder.stdout.take().unwrap();
+        let line = tokio::task::spawn_blocking(move || {
+            let mut line = String::new();
+            std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).ok();
+            line
+        })
+        .await
+        .unwrap();
+        opened += line
+            .split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
+    }
+    assert!(
+        opened >= 19_000,
+        "only {opened} flood connections were opened"
+    );
+    println!("flood open after {:?}", flood_started.elapsed());
+    let peak = rss_kib(pid);
+
+    // A fresh client is answered at once, however many idle connections are open.
+    let fresh = gnomon_testkit::http_client_builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let asked = std::time::Instant::now();
+    let response = fresh.get(&healthz).send().await.unwrap();
+    let took = asked.elapsed();
+    assert_eq!(response.status(), 200);
+    println!("healthz answered in {took:?} with {opened} idle connections open");
+    assert!(
+        took < Duration::from_secs(1),
+        "healthz took {took:?} during the flood"
+    );
+
+    for mut flooder in flooders {
+        let _ = flooder.kill();
+        let _ = flooder.wait();
+    }
+    let killed = std::time::Instant::now();
+    // Memory back within 20 % of where it started.
+    let settled = eventually("memory back", Duration::from_secs(30), || async {
+        let _ = fresh.get(&healthz).send().await;
+        let now = rss_kib(pid);
+        (now <= before + before / 5).then_some(now)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}: RSS {before} KiB before, {peak} KiB at the peak, {} KiB now",
+            rss_kib(pid)
+        )
+    });
+    println!(
+        "RSS {before} KiB before, {peak} KiB during the flood, {settled} KiB {:?} after",
+        killed.elapsed()
+    );
+    assert!(
+        !server.log().contains("Too many open files"),
+        "{}",
+        server.log()
+    );
+}
