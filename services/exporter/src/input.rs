@@ -51,18 +51,22 @@ impl NatsInput {
         let config = &self.config;
         let mut options = NatsOptions::new(config.address.clone());
         options.name = Some(format!("{}-{worker}", self.client_name));
+        let given = |secret: &Option<gnomon_config::Secret>| {
+            secret
+                .as_ref()
+                .map(|s| s.expose().to_string())
+                .filter(|s| !s.is_empty())
+        };
         if !config.username.is_empty() {
             options.username = Some(config.username.clone());
-            options.password = Some(config.password.clone());
+            options.password = given(&config.password);
         }
-        if !config.token.is_empty() {
-            options.token = Some(config.token.clone());
-        }
+        options.token = given(&config.token);
         options.credentials_file = config.credentials_file.clone();
         options.tls = config.tls.as_ref().map(|tls| NatsTls {
-            ca_file: tls.ca_file.clone(),
-            cert_file: tls.cert_file.clone(),
-            key_file: tls.key_file.clone(),
+            ca_file: tls.ca_file.clone().map(Into::into),
+            cert_file: tls.cert_file.clone().map(Into::into),
+            key_file: tls.key_file.clone().map(Into::into),
         });
         options
     }

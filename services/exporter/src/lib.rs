@@ -133,9 +133,15 @@ fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
     locker.address = Some(registration.address.clone());
     let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
     locker.datacenter = non_empty(&registration.datacenter);
-    locker.token = non_empty(&registration.token);
+    let exposed = |secret: &Option<gnomon_config::Secret>| {
+        secret
+            .as_ref()
+            .map(|s| s.expose().to_string())
+            .filter(|s| !s.is_empty())
+    };
+    locker.token = exposed(&registration.token);
     locker.username = non_empty(&registration.username);
-    locker.password = non_empty(&registration.password);
+    locker.password = exposed(&registration.password);
     // gnmic: session TTL = 2 × check-interval.
     locker.session_ttl = registration.effective_check_interval() * 2;
     Some(locker)

@@ -48,9 +48,9 @@ fn coordinator_settings(
     // Members share this instance's API token; `clustering.tls` is the leader's client TLS.
     settings.member_client = MemberClientOptions {
         tls: clustering.tls.as_ref().map(|tls| ClientTlsOptions {
-            ca_file: tls.ca_file.clone(),
-            cert_file: tls.cert_file.clone(),
-            key_file: tls.key_file.clone(),
+            ca_file: tls.ca_file.clone().map(Into::into),
+            cert_file: tls.cert_file.clone().map(Into::into),
+            key_file: tls.key_file.clone().map(Into::into),
             skip_verify: tls.skip_verify,
         }),
         token: api.and_then(|api| api.token.clone()),

@@ -1,6 +1,6 @@
 //! A secret string (password, token) that never shows up in logs or API responses.
 
-use serde::{Serialize, Serializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// What a secret looks like wherever it is displayed.
@@ -19,6 +19,25 @@ impl Secret {
     /// The secret value, for the one place that must send it (gRPC metadata, NATS auth).
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Self(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_string())
+    }
+}
+
+/// Read from a plain string (configuration files and bodies carry secrets in clear).
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self)
     }
 }
 
@@ -98,5 +117,8 @@ mod tests {
         assert_eq!(format!("{secret:?} {secret}"), "**** ****");
         assert_eq!(serde_json::to_string(&secret).unwrap(), "\"****\"");
         assert_eq!(secret.expose(), "hunter2");
+        let read: Secret = serde_json::from_str("\"hunter2\"").unwrap();
+        assert_eq!(read, secret);
+        assert_eq!(Secret::from("hunter2"), secret);
     }
 }

@@ -34,14 +34,8 @@ impl LockerType {
     }
 }
 
-/// Client TLS for etcd.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct TlsConfig {
-    pub ca_file: Option<String>,
-    pub cert_file: Option<String>,
-    pub key_file: Option<String>,
-    pub skip_verify: bool,
-}
+/// Client TLS of the store: the one TLS-files type (see [`crate::TlsFiles`]).
+pub type TlsConfig = crate::TlsFiles;
 
 /// The `clustering.locker` block. Durations accept Go strings (`"10s"`) or nanoseconds.
 #[derive(Clone, PartialEq)]
@@ -135,32 +129,14 @@ impl LockerConfig {
         config.renew_period = section.duration("renew-period")?;
         config.request_timeout = positive("request-timeout", config.request_timeout)?;
         config.debug = section.bool("debug")?.unwrap_or(false);
-        if let Some(tls) = section.section("tls")? {
-            let files = TlsConfig {
-                ca_file: tls.string_if_set("ca-file")?,
-                cert_file: tls.string_if_set("cert-file")?,
-                key_file: tls.string_if_set("key-file")?,
-                skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
-            };
-            if files.cert_file.is_some() != files.key_file.is_some() {
-                let missing = if files.cert_file.is_some() {
-                    "key-file"
-                } else {
-                    "cert-file"
-                };
-                return Err(ConfigError::Missing {
-                    key: tls.key_path(missing),
-                    expected: "cert-file and key-file go together".into(),
-                });
-            }
+        if let Some(files) = crate::TlsFiles::read(section, "tls")? {
             if files.skip_verify && kind == LockerType::Etcd {
                 return Err(ConfigError::invalid(
-                    tls.key_path("skip-verify"),
+                    format!("{}.skip-verify", section.key_path("tls")),
                     &Value::Bool(true),
                     "is not supported by the etcd backend (expected false; set tls.ca-file)",
                 ));
             }
-            tls.warn_unknown_keys();
             config.tls = Some(files);
         }
         config.validate_at(section)?;

@@ -10,6 +10,7 @@ use super::names::{self, NameKind};
 use super::output::{deserialize_section, warn_unknown_nested, NATS_SKIP_VERIFY};
 use super::prometheus_output::GoDuration;
 use super::reader::Section;
+use super::secret::Secret;
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -49,16 +50,8 @@ impl<'de> Deserialize<'de> for NatsInputFormat {
     }
 }
 
-/// TLS settings of the NATS connection.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case", default)]
-pub struct NatsInputTls {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// Accepted for compatibility; gnomon always verifies the server certificate.
-    pub skip_verify: bool,
-}
+/// TLS settings of the NATS connection: the one TLS-files type (see [`crate::TlsFiles`]).
+pub type NatsInputTls = crate::TlsFiles;
 
 /// The NATS input: `inputs.<name>` with `type: nats`.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -85,10 +78,10 @@ pub struct NatsInputConfig {
     pub username: String,
     /// Never serialized (kept out of API responses).
     #[serde(skip_serializing)]
-    pub password: String,
+    pub password: Option<Secret>,
     /// NATS token auth (gnomon addition). Never serialized.
     #[serde(skip_serializing)]
-    pub token: String,
+    pub token: Option<Secret>,
     /// NATS credentials (JWT + nkey) file (gnomon addition).
     pub credentials_file: Option<PathBuf>,
     pub tls: Option<NatsInputTls>,
@@ -114,8 +107,8 @@ impl Default for NatsInputConfig {
             buffer_size: DEFAULT_BUFFER_SIZE,
             connect_time_wait: GoDuration::from_std(DEFAULT_CONNECT_TIME_WAIT),
             username: String::new(),
-            password: String::new(),
-            token: String::new(),
+            password: None,
+            token: None,
             credentials_file: None,
             tls: None,
             debug: false,
@@ -127,7 +120,6 @@ impl Default for NatsInputConfig {
 
 impl fmt::Debug for NatsInputConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |s: &String| if s.is_empty() { "" } else { "****" };
         f.debug_struct("NatsInputConfig")
             .field("name", &self.name)
             .field("address", &self.address)
@@ -138,8 +130,8 @@ impl fmt::Debug for NatsInputConfig {
             .field("buffer_size", &self.buffer_size)
             .field("connect_time_wait", &self.connect_time_wait)
             .field("username", &self.username)
-            .field("password", &redact(&self.password))
-            .field("token", &redact(&self.token))
+            .field("password", &self.password)
+            .field("token", &self.token)
             .field("credentials_file", &self.credentials_file)
             .field("tls", &self.tls)
             .field("event_processors", &self.event_processors)
@@ -265,7 +257,8 @@ impl NatsInputConfig {
                 output,
             )?;
         }
-        if self.username.is_empty() != self.password.is_empty() {
+        let no_password = self.password.as_ref().is_none_or(|p| p.expose().is_empty());
+        if self.username.is_empty() != no_password {
             let missing = if self.username.is_empty() {
                 "username"
             } else {

@@ -12,16 +12,18 @@ use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Client TLS files (gnmic's `tls` block of outputs, inputs and clustering).
-#[derive(Clone, Debug, Serialize, PartialEq, Default)]
-#[serde(rename_all = "kebab-case")]
+/// Client TLS files: gnmic's `tls` block of the NATS output and input, `clustering.tls`
+/// and the locker's `tls` (etcd, Consul) — one type for all of them. Paths are kept as
+/// written.
+#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case", default)]
 pub struct TlsFiles {
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<PathBuf>,
+    pub ca_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<PathBuf>,
+    pub cert_file: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<PathBuf>,
+    pub key_file: Option<String>,
     pub skip_verify: bool,
 }
 
@@ -42,9 +44,9 @@ impl TlsFiles {
             return Ok(None);
         };
         let files = Self {
-            ca_file: tls.path_if_set("ca-file")?,
-            cert_file: tls.path_if_set("cert-file")?,
-            key_file: tls.path_if_set("key-file")?,
+            ca_file: tls.string_if_set("ca-file")?,
+            cert_file: tls.string_if_set("cert-file")?,
+            key_file: tls.string_if_set("key-file")?,
             skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
         };
         if files.cert_file.is_some() != files.key_file.is_some() {

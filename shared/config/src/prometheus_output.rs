@@ -7,6 +7,7 @@ use super::address::{check_host_optional_port, check_host_port};
 use super::defaults;
 use super::output::{deserialize_section, warn_unknown_nested};
 use super::reader::Section;
+use super::secret::Secret;
 use super::ConfigError;
 pub use gnomon_common::duration::GoDuration;
 use serde::{Deserialize, Serialize};
@@ -299,9 +300,9 @@ pub struct ServiceRegistrationConfig {
     pub username: String,
     /// Never serialized (kept out of API responses).
     #[serde(skip_serializing)]
-    pub password: String,
+    pub password: Option<Secret>,
     #[serde(skip_serializing)]
-    pub token: String,
+    pub token: Option<Secret>,
     /// Service name; empty means `prometheus-<output-name>`.
     pub name: String,
     /// TTL-check interval; values ≤ 5 s become 5 s.
@@ -324,8 +325,8 @@ impl Default for ServiceRegistrationConfig {
             address: DEFAULT_REGISTRATION_ADDRESS.to_string(),
             datacenter: String::new(),
             username: String::new(),
-            password: String::new(),
-            token: String::new(),
+            password: None,
+            token: None,
             name: String::new(),
             check_interval: GoDuration::from_std(MIN_CHECK_INTERVAL),
             max_fail: DEFAULT_MAX_FAIL,
@@ -340,13 +341,12 @@ impl Default for ServiceRegistrationConfig {
 
 impl fmt::Debug for ServiceRegistrationConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |s: &String| if s.is_empty() { "" } else { "****" };
         f.debug_struct("ServiceRegistrationConfig")
             .field("address", &self.address)
             .field("datacenter", &self.datacenter)
             .field("username", &self.username)
-            .field("password", &redact(&self.password))
-            .field("token", &redact(&self.token))
+            .field("password", &self.password)
+            .field("token", &self.token)
             .field("name", &self.name)
             .field("check_interval", &self.check_interval)
             .field("max_fail", &self.max_fail)
@@ -403,16 +403,17 @@ impl ServiceRegistrationConfig {
         if !self.service_address.is_empty() {
             check_host_optional_port(&format!("{key}.service-address"), &self.service_address)?;
         }
-        if self.username.is_empty() != self.password.is_empty() {
-            let missing = if self.username.is_empty() {
-                "username"
+        let no_password = self.password.as_ref().is_none_or(|p| p.expose().is_empty());
+        if self.username.is_empty() != no_password {
+            let (set, unset) = if self.username.is_empty() {
+                ("password", "username")
             } else {
-                "password"
+                ("username", "password")
             };
-            return Err(ConfigError::Missing {
-                key: format!("{key}.{missing}"),
-                expected: "username and password go together".into(),
-            });
+            super::warning::warn(
+                format!("{key}.{set}"),
+                format!("not sent: Consul basic auth needs {unset} too"),
+            );
         }
         Ok(())
     }

@@ -775,3 +775,48 @@ fn security_settings_that_resolve_to_empty_stop_the_start() {
     let config = load("api-server:\n  token: \"\"\n").unwrap();
     assert_eq!(config.api.unwrap().token, None);
 }
+
+// ---- issue 13.5: parse once, one type per thing ----
+
+#[test]
+fn one_tls_files_type_and_one_secret_type_everywhere() {
+    let config = load(
+        "clustering:\n  tls: {ca-file: c.pem}\n  locker:\n    type: etcd\n    address: e:2379\n    tls: {ca-file: e.pem}\n\
+         outputs:\n  n:\n    type: nats\n    tls: {ca-file: n.pem}\n\
+         \x20 p:\n    type: prometheus\n    service-registration: {username: u, password: reg-pw, token: reg-tok}\n\
+         inputs:\n  i:\n    type: nats\n    username: u\n    password: in-pw\n    token: in-tok\n    tls: {ca-file: i.pem}\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let clustering = config.clustering.as_ref().unwrap();
+    let files: [&TlsFiles; 4] = [
+        clustering.tls.as_ref().unwrap(),
+        clustering.locker.tls.as_ref().unwrap(),
+        match &config.outputs["n"] {
+            OutputConfig::Nats(n) => n.tls.as_ref().unwrap(),
+            other => panic!("{other:?}"),
+        },
+        match &config.inputs["i"] {
+            InputConfig::Nats(i) => i.tls.as_ref().unwrap(),
+        },
+    ];
+    let cas: Vec<_> = files
+        .iter()
+        .map(|f| f.ca_file.as_deref().unwrap())
+        .collect();
+    assert_eq!(cas, ["c.pem", "e.pem", "n.pem", "i.pem"]);
+    let InputConfig::Nats(input) = &config.inputs["i"];
+    let secrets: [&Option<Secret>; 2] = [&input.password, &input.token];
+    assert_eq!(secrets[0].as_ref().map(Secret::expose), Some("in-pw"));
+    let OutputConfig::Prometheus(prom) = &config.outputs["p"] else {
+        panic!()
+    };
+    let registration = prom.service_registration.as_ref().unwrap();
+    assert_eq!(
+        registration.token.as_ref().map(Secret::expose),
+        Some("reg-tok")
+    );
+    let shown = format!("{config:?} {}", serde_json::to_string(&config).unwrap());
+    for secret in ["in-pw", "in-tok", "reg-pw", "reg-tok"] {
+        assert!(!shown.contains(secret), "{secret} shown: {shown}");
+    }
+}

@@ -80,7 +80,7 @@ fn prometheus_and_gnomon_configs_name_the_same_services_and_ports() {
             .clustering
             .as_ref()
             .unwrap_or_else(|| panic!("{file}: no clustering"));
-        let locker_address = clustering.locker["address"].as_str().unwrap();
+        let locker_address = clustering.locker.address.as_deref().unwrap();
         assert!(
             sd_servers.iter().all(|s| s == locker_address),
             "{file}: Prometheus asks Consul at {sd_servers:?}, gnomon at {locker_address}"

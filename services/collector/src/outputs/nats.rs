@@ -40,9 +40,9 @@ fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
     options.token = config.token.as_ref().map(|t| t.expose().to_string());
     options.credentials_file = config.credentials_file.clone();
     options.tls = config.tls.as_ref().map(|tls| NatsTls {
-        ca_file: tls.ca_file.clone(),
-        cert_file: tls.cert_file.clone(),
-        key_file: tls.key_file.clone(),
+        ca_file: tls.ca_file.clone().map(Into::into),
+        cert_file: tls.cert_file.clone().map(Into::into),
+        key_file: tls.key_file.clone().map(Into::into),
     });
     options.connect_timeout = Duration::from_secs(5);
     options
