@@ -51,14 +51,14 @@ pub(crate) trait Build: Send + Sync {
 
 /// Processors that keep no state: every instance shares the compiled form.
 pub(crate) trait Pure: Send + Sync + 'static {
-    fn apply(&self, events: &mut Vec<gnomon_gnmi::event::Event>);
+    fn apply(&self, events: &mut Vec<crate::record::Record>);
 }
 
 struct PureBuild<T>(Arc<T>);
 struct PureInstance<T>(Arc<T>);
 
 impl<T: Pure> Apply for PureInstance<T> {
-    fn apply(&mut self, events: &mut Vec<gnomon_gnmi::event::Event>) {
+    fn apply(&mut self, events: &mut Vec<crate::record::Record>) {
         self.0.apply(events)
     }
 }
