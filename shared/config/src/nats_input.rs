@@ -208,10 +208,6 @@ impl NatsInputConfig {
                 NATS_SKIP_VERIFY,
             );
         }
-        section.unsupported(
-            "event-processors",
-            "gnmic's event processors are not applied by gnomon's inputs yet",
-        );
         section.unsupported_unless(
             "debug",
             &serde_json::Value::Bool(false),

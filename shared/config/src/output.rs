@@ -111,6 +111,10 @@ pub struct NatsOutputConfig {
     pub buffer_size: usize,
     #[serde(serialize_with = "serialize_ns")]
     pub connect_time_wait: Duration,
+    /// Names under `processors`, applied in order to the events of each response (`event`
+    /// format only: `proto` forwards the bytes received, as gnmic does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
 }
 
 /// Buffer used when `buffer-size` is 0: gnmic's channel would be unbuffered and block the
@@ -131,10 +135,6 @@ fn warn_unsupported_output_keys(section: &Section<'_>) {
         "override-timestamps",
         &serde_json::Value::Bool(false),
         "timestamps are always the target's",
-    );
-    section.unsupported(
-        "event-processors",
-        "gnmic's event processors are not applied by gnomon's outputs yet",
     );
     section.unsupported_unless(
         "enable-metrics",
@@ -211,6 +211,7 @@ impl NatsOutputConfig {
                 .duration("connect-time-wait")?
                 .filter(|d| !d.is_zero())
                 .unwrap_or(defaults::NATS_CONNECT_TIME_WAIT),
+            event_processors: section.string_list("event-processors")?,
         };
         section.raw("type");
         warn_unsupported_output_keys(section);
@@ -236,6 +237,9 @@ pub struct FileOutputConfig {
     /// One event object per line when true (default); one array per response otherwise.
     pub split_events: bool,
     pub buffer_size: usize,
+    /// Names under `processors`, applied in order to the events of each response.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
 }
 
 impl FileOutputConfig {
@@ -280,6 +284,7 @@ impl FileOutputConfig {
             } else {
                 buffer_size.min(1_000_000)
             },
+            event_processors: section.string_list("event-processors")?,
         };
         section.raw("type");
         warn_unsupported_output_keys(section);

@@ -179,10 +179,6 @@ impl PrometheusOutputConfig {
                  ingest workers or a queue",
             );
         }
-        section.unsupported(
-            "event-processors",
-            "gnmic's event processors are not applied by gnomon's outputs yet",
-        );
         section.unsupported_unless(
             "debug",
             &serde_json::Value::Bool(false),
