@@ -22,6 +22,7 @@ pub mod nats_input;
 mod output;
 pub mod prometheus_output;
 pub mod reader;
+mod serde_section;
 mod subscription;
 mod target;
 pub mod warning;

@@ -1,8 +1,6 @@
 //! A micro-benchmark of a typical chain, for `gnomon-bench` and the crate's
 //! own ignored test.
 
-use std::time::Instant;
-
 use gnomon_gnmi::event::Event;
 use serde_json::json;
 
@@ -154,14 +152,6 @@ fn run_bench(
 /// CPU time of this thread: on a shared machine, wall time would also count
 /// the time other processes held the core.
 fn thread_cpu_ns() -> u128 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: `ts` is a valid, writable timespec.
-    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
-    if rc != 0 {
-        return Instant::now().elapsed().as_nanos();
-    }
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
     ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
 }

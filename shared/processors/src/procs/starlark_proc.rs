@@ -9,6 +9,9 @@
 
 // `time.time(...)` takes Go's eight calendar arguments.
 #![allow(clippy::too_many_arguments)]
+// starlark's derives of its unsafe traits (`ProvidesStaticType`, `Trace`) expand to
+// `unsafe impl`s at module level; no unsafe code is written here by hand.
+#![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
