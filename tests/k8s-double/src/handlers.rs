@@ -1,6 +1,9 @@
 //! The HTTP side: `/api/v1/namespaces/{ns}/{resource}[/{name}]` and
 //! `/apis/{group}/{version}/namespaces/{ns}/{resource}[/{name}]`.
 
+// Errors here *are* the HTTP answers (status + a Status object), so they are `Response`s.
+#![allow(clippy::result_large_err)]
+
 use crate::model::{self, status, FieldSelector, Kind, LabelSelector, TokenConfig};
 use crate::Shared;
 use axum::body::{Body, Bytes};

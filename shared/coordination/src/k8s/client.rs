@@ -117,7 +117,7 @@ impl Call {
 }
 
 enum Reply {
-    Lease(Option<Lease>),
+    Lease(Option<Box<Lease>>),
     Leases(Vec<Lease>, String),
     Slices(Vec<EndpointSlice>, String),
     Done,
@@ -144,7 +144,7 @@ impl Service<Call> for Calls {
         Box::pin(async move {
             let post = PostParams::default();
             Ok(match call {
-                Call::GetLease(name) => Reply::Lease(leases.get_opt(&name).await?),
+                Call::GetLease(name) => Reply::Lease(leases.get_opt(&name).await?.map(Box::new)),
                 Call::ListLeases { labels, fields } => {
                     let mut params = ListParams::default().labels(&labels);
                     if let Some(fields) = &fields {
@@ -156,10 +156,12 @@ impl Service<Call> for Calls {
                         list.metadata.resource_version.unwrap_or_default(),
                     )
                 }
-                Call::CreateLease(lease) => Reply::Lease(Some(leases.create(&post, &lease).await?)),
+                Call::CreateLease(lease) => {
+                    Reply::Lease(Some(Box::new(leases.create(&post, &lease).await?)))
+                }
                 Call::ReplaceLease(lease) => {
                     let name = lease.metadata.name.clone().unwrap_or_default();
-                    Reply::Lease(Some(leases.replace(&name, &post, &lease).await?))
+                    Reply::Lease(Some(Box::new(leases.replace(&name, &post, &lease).await?)))
                 }
                 Call::DeleteLease {
                     name,
@@ -380,7 +382,7 @@ impl K8sClient {
         name: &str,
     ) -> std::result::Result<Option<Lease>, Failure> {
         match self.send(Call::GetLease(name.to_string())).await? {
-            Reply::Lease(lease) => Ok(lease),
+            Reply::Lease(lease) => Ok(lease.map(|l| *l)),
             _ => Ok(None),
         }
     }
@@ -403,7 +405,7 @@ impl K8sClient {
 
     pub(crate) async fn create_lease(&self, lease: Lease) -> std::result::Result<Lease, Failure> {
         match self.send(Call::CreateLease(Box::new(lease))).await? {
-            Reply::Lease(Some(lease)) => Ok(lease),
+            Reply::Lease(Some(lease)) => Ok(*lease),
             _ => Err(Failure::NotFound),
         }
     }
@@ -411,7 +413,7 @@ impl K8sClient {
     /// PUT: fails with [`Failure::Conflict`] when `lease`'s `resourceVersion` is stale.
     pub(crate) async fn replace_lease(&self, lease: Lease) -> std::result::Result<Lease, Failure> {
         match self.send(Call::ReplaceLease(Box::new(lease))).await? {
-            Reply::Lease(Some(lease)) => Ok(lease),
+            Reply::Lease(Some(lease)) => Ok(*lease),
             _ => Err(Failure::NotFound),
         }
     }
