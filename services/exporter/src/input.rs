@@ -279,14 +279,13 @@ impl NatsInput {
                     self.deliver_targeted_records(records, self.outputs.iter());
                     return true;
                 }
-                let (processing, plain): (Vec<&Arc<PrometheusOutput>>, Vec<_>) =
-                    self.outputs.iter().partition(|o| o.has_processors());
-                if !processing.is_empty() {
+                if self.outputs.iter().any(|o| o.has_processors()) {
                     let records: Vec<Record> = events.iter().map(Record::from).collect();
-                    self.deliver_targeted_records(records, processing.into_iter());
+                    let processing = self.outputs.iter().filter(|o| o.has_processors());
+                    self.deliver_targeted_records(records, processing);
                 }
                 let views: Vec<WireEvent<'_>> = events.iter().map(WireEvent::borrowed).collect();
-                for output in plain {
+                for output in self.outputs.iter().filter(|o| !o.has_processors()) {
                     match add_target_mode(output) {
                         None => self.deliver_to(output, &views),
                         Some(mode) => {
