@@ -471,3 +471,85 @@ clustering:
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Issues 14.9 and 14.10: what the API accepted. Names and addresses are checked where they
+/// enter (a 400 naming the problem, never a 200 or a 503), error bodies are gnmic's JSON even
+/// for oversized bodies, and no name can forge a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_it_cannot_use_and_logs_names_escaped() {
+    let demo = Demo::start().await;
+    let post = |body: String| {
+        let http = demo.http.clone();
+        let url = format!("{}/api/v1/config/targets", demo.api);
+        async move {
+            let response = http.post(url).body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap_or_default();
+            (status, body)
+        }
+    };
+    let cases = [
+        (r#"{"name":123,"address":true}"#.to_string(), "name"),
+        (r#"{"name":"a/b","address":"127.0.0.1:1"}"#.to_string(), "/"),
+        (r#"{"name":"..","address":"127.0.0.1:1"}"#.to_string(), ".."),
+        (r#"{"name":"nul\u0000x","address":"127.0.0.1:1"}"#.to_string(), "control"),
+        (r#"{"name":"tab\tx","address":"127.0.0.1:1"}"#.to_string(), "control"),
+        (
+            r#"{"name":"x\nERROR forged log line","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
+        (
+            format!(r#"{{"name":"{}","address":"127.0.0.1:1"}}"#, "n".repeat(10_000)),
+            "longer",
+        ),
+        (
+            r#"{"name":"bad-address","address":"not an address"}"#.to_string(),
+            "address",
+        ),
+    ];
+    for (body, expected) in &cases {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(status, 400, "{body:.80} → {answer}");
+        let message = answer["errors"][0].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{body:.80}: {message:?} should mention {expected:?}"
+        );
+    }
+    // A name with '/' on the path is a 404/400 with a JSON body, not a 503.
+    let response = demo
+        .http
+        .delete(format!("{}/api/v1/config/targets/a%2Fb", demo.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(response.status().as_u16(), 400 | 404),
+        "{}",
+        response.status()
+    );
+    // An oversized body is a 413 in gnmic's error shape.
+    let huge = format!(r#"{{"name":"big","address":"127.0.0.1:1","x":"{}"}}"#, "y".repeat(2 << 20));
+    let response = demo
+        .http
+        .post(format!("{}/api/v1/config/targets", demo.api))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(body["errors"][0].is_string(), "{body}");
+    // Nothing the refused requests carried became a log line of its own.
+    let log = demo.process.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line in the log:\n{log}"
+    );
+    assert_eq!(
+        demo.send(reqwest::Method::GET, "/healthz", None).await,
+        200,
+        "gnmic's /healthz at the root"
+    );
+}
