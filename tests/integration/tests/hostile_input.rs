@@ -493,14 +493,23 @@ async fn the_api_refuses_what_it_cannot_use_and_logs_names_escaped() {
         (r#"{"name":123,"address":true}"#.to_string(), "name"),
         (r#"{"name":"a/b","address":"127.0.0.1:1"}"#.to_string(), "/"),
         (r#"{"name":"..","address":"127.0.0.1:1"}"#.to_string(), ".."),
-        (r#"{"name":"nul\u0000x","address":"127.0.0.1:1"}"#.to_string(), "control"),
-        (r#"{"name":"tab\tx","address":"127.0.0.1:1"}"#.to_string(), "control"),
+        (
+            r#"{"name":"nul\u0000x","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
+        (
+            r#"{"name":"tab\tx","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
         (
             r#"{"name":"x\nERROR forged log line","address":"127.0.0.1:1"}"#.to_string(),
             "control",
         ),
         (
-            format!(r#"{{"name":"{}","address":"127.0.0.1:1"}}"#, "n".repeat(10_000)),
+            format!(
+                r#"{{"name":"{}","address":"127.0.0.1:1"}}"#,
+                "n".repeat(10_000)
+            ),
             "longer",
         ),
         (
@@ -530,7 +539,10 @@ async fn the_api_refuses_what_it_cannot_use_and_logs_names_escaped() {
         response.status()
     );
     // An oversized body is a 413 in gnmic's error shape.
-    let huge = format!(r#"{{"name":"big","address":"127.0.0.1:1","x":"{}"}}"#, "y".repeat(2 << 20));
+    let huge = format!(
+        r#"{{"name":"big","address":"127.0.0.1:1","x":"{}"}}"#,
+        "y".repeat(2 << 20)
+    );
     let response = demo
         .http
         .post(format!("{}/api/v1/config/targets", demo.api))
