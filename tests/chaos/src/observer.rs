@@ -568,7 +568,10 @@ mod tests {
         let one: BTreeSet<String> = ["127.0.0.1:40001".to_string()].into();
         let closed = without_closed_peers(report, &one);
         assert_eq!(closed.targets["127.0.0.1:9000"].subscriptions, 1);
-        assert_eq!(closed.targets["127.0.0.1:9000"].peers, vec!["127.0.0.1:40001"]);
+        assert_eq!(
+            closed.targets["127.0.0.1:9000"].peers,
+            vec!["127.0.0.1:40001"]
+        );
     }
 
     #[test]
