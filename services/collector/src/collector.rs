@@ -119,7 +119,8 @@ impl CollectorHandle {
         // The recorder must exist before any metric handle is created.
         let _ = gnomon_telemetry::metrics_handle();
         crate::outputs::describe_metrics();
-        let outputs = Outputs::start(&config.outputs, deps.bus)?;
+        let outputs =
+            Outputs::start_with_processors(&config.outputs, &config.processors, deps.bus)?;
         let inner = Arc::new(Inner {
             config: RwLock::new(config),
             outputs: Mutex::new(Some(outputs)),

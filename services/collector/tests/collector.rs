@@ -500,9 +500,9 @@ subscriptions:
     .await
     .unwrap();
     // Let a few retries fail so the backoff reaches its cap, then check CPU stays idle-ish.
-    let cpu_before = process_cpu();
+    let cpu_before = gnomon_testkit::process_cpu_time();
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let cpu_used = process_cpu() - cpu_before;
+    let cpu_used = gnomon_testkit::process_cpu_time() - cpu_before;
     assert!(
         cpu_used < Duration::from_secs(1),
         "waiting for the target burned {cpu_used:?} CPU"
@@ -523,14 +523,6 @@ subscriptions:
     .unwrap();
     collector.stop().await;
     sim.stop().await;
-}
-
-fn process_cpu() -> Duration {
-    // SAFETY: getrusage fills the struct we pass.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
-    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    Duration::from_micros(micros(usage.ru_utime) + micros(usage.ru_stime))
 }
 
 /// splice-gnmi (third-party Python target): STREAM and ONCE, float_val and no sync after polls.

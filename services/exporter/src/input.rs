@@ -7,7 +7,8 @@
 //! dropped and counted, before it is decoded.
 
 use crate::fencing::{Fencing, Verdict};
-use crate::output::PrometheusOutput;
+use crate::output::{IngestCounts, PrometheusOutput};
+use crate::processing::{records_of_message, Batching, SharedChain};
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
 use futures::StreamExt;
@@ -17,6 +18,7 @@ use gnomon_common::retry::Backoff;
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
 use gnomon_gnmi::event::{Event, EventMeta};
+use gnomon_processors::{Record, Str};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -45,6 +47,8 @@ pub struct NatsInput {
     pub outputs: Vec<Arc<PrometheusOutput>>,
     pub fencing: Arc<Fencing>,
     pub stats: Arc<ExporterStats>,
+    /// The input's `event-processors` (`None`: none configured; see [`SharedChain::new`]).
+    pub chain: Option<SharedChain>,
 }
 
 impl NatsInput {
@@ -247,7 +251,15 @@ impl NatsInput {
     fn decode_event_message(&self, message: &BusMessage) -> bool {
         match decode_events(&message.payload) {
             Ok(events) => {
-                self.deliver(&events);
+                match &self.chain {
+                    // The collector's target status is gnomon's, not telemetry.
+                    Some(chain) if !message.headers.is_target_status() => {
+                        let mut records = records_of_message(&message.payload, &events);
+                        chain.apply(&mut records, Batching::Message);
+                        self.deliver_records(records, Batching::PerEvent);
+                    }
+                    _ => self.deliver(&events),
+                }
                 true
             }
             Err(e) => {
@@ -267,8 +279,20 @@ impl NatsInput {
         };
         match decode_proto(&message.payload, &meta) {
             Ok(events) => {
+                if let Some(chain) = &self.chain {
+                    let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
+                    chain.apply(&mut records, Batching::Message);
+                    self.deliver_targeted_records(records, self.outputs.iter());
+                    return true;
+                }
+                let (processing, plain): (Vec<&Arc<PrometheusOutput>>, Vec<_>) =
+                    self.outputs.iter().partition(|o| o.has_processors());
+                if !processing.is_empty() {
+                    let records: Vec<Record> = events.iter().map(Record::from).collect();
+                    self.deliver_targeted_records(records, processing.into_iter());
+                }
                 let views: Vec<WireEvent<'_>> = events.iter().map(WireEvent::borrowed).collect();
-                for output in &self.outputs {
+                for output in plain {
                     match add_target_mode(output) {
                         None => self.deliver_to(output, &views),
                         Some(mode) => {
@@ -304,6 +328,48 @@ impl NatsInput {
 
     fn deliver_to(&self, output: &PrometheusOutput, events: &[WireEvent<'_>]) {
         let counts = output.ingest(events);
+        self.count(output, counts);
+    }
+
+    /// Processed events to every output (each gets its own copy but the last).
+    fn deliver_records(&self, records: Vec<Record>, batching: Batching) {
+        if records.is_empty() {
+            return;
+        }
+        let Some((last, others)) = self.outputs.split_last() else {
+            return;
+        };
+        for output in others {
+            let counts = output.ingest_records(records.clone(), batching);
+            self.count(output, counts);
+        }
+        let counts = last.ingest_records(records, batching);
+        self.count(last, counts);
+    }
+
+    /// Proto-message records to `outputs`, each with its `add-target` applied (gnmic applies
+    /// it before the output's processors).
+    fn deliver_targeted_records<'o>(
+        &self,
+        records: Vec<Record>,
+        outputs: impl Iterator<Item = &'o Arc<PrometheusOutput>>,
+    ) {
+        if records.is_empty() {
+            return;
+        }
+        for output in outputs {
+            let mut batch = records.clone();
+            if let Some(mode) = add_target_mode(output) {
+                for record in &mut batch {
+                    apply_add_target_record(record, mode);
+                }
+            }
+            let counts = output.ingest_records(batch, Batching::Message);
+            self.count(output, counts);
+        }
+    }
+
+    fn count(&self, output: &PrometheusOutput, counts: IngestCounts) {
         if counts.stored > 0 {
             self.stats.updates(output.updates_counter(), counts.stored);
         }
@@ -327,6 +393,20 @@ fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget> {
         Some("overwrite") => Some(AddTarget::Overwrite),
         Some("if-not-present") => Some(AddTarget::IfNotPresent),
         _ => None,
+    }
+}
+
+/// [`apply_add_target`] on a record.
+fn apply_add_target_record(record: &mut Record, mode: AddTarget) {
+    if mode == AddTarget::IfNotPresent && record.tags.contains_key("target") {
+        return;
+    }
+    let value = match record.tag("subscription-target").filter(|t| !t.is_empty()) {
+        Some(subscription_target) => Str::from(subscription_target),
+        None => Str::from(split_host_port(record.tag("source").unwrap_or_default()).0),
+    };
+    if !value.is_empty() {
+        record.tags.insert("target", value);
     }
 }
 

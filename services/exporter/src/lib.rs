@@ -6,7 +6,8 @@
 //! [`exposition`] keeps the exposition rendered, [`output`] ties them into one output,
 //! [`input`] runs the NATS subscriptions (with fencing), [`http`] serves scrapes and the
 //! http_sd endpoint `/sd`, [`registration`] registers the output, [`stats`] names the
-//! exporter's own metrics.
+//! exporter's own metrics, [`processing`] applies gnmic's event processors where gnmic does
+//! (input after decoding, output before naming).
 
 pub mod exposition;
 pub mod fencing;
@@ -15,6 +16,7 @@ pub mod input;
 pub mod locks;
 pub mod naming;
 pub mod output;
+pub mod processing;
 pub mod registration;
 pub mod stats;
 pub mod wire;
@@ -30,6 +32,7 @@ use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::{GnomonConfig, InputConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
+use gnomon_processors::Processors;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -48,6 +51,9 @@ pub struct ExporterSettings {
     pub outputs: BTreeMap<String, PrometheusOutputConfig>,
     /// `clustering.locker`, used for service registration when present.
     pub locker: Option<LockerConfig>,
+    /// The compiled `processors` section (the same definitions on every member: they come
+    /// from the configuration file each member reads).
+    pub processors: Arc<Processors>,
 }
 
 impl ExporterSettings {
@@ -77,6 +83,7 @@ impl ExporterSettings {
                 settings.outputs.insert(name.clone(), parsed.clone());
             }
         }
+        settings.processors = Arc::new(compile_processors(config)?);
         settings.validate()?;
         Ok(settings)
     }
@@ -93,6 +100,14 @@ impl ExporterSettings {
         }
         for (name, output) in &self.outputs {
             output.validate(name).map_err(anyhow::Error::msg)?;
+            self.processors
+                .check_names(&format!("outputs.{name}"), &output.event_processors)
+                .map_err(anyhow::Error::msg)?;
+        }
+        for (name, input) in &self.inputs {
+            self.processors
+                .check_names(&format!("inputs.{name}"), &input.event_processors)
+                .map_err(anyhow::Error::msg)?;
         }
         Ok(())
     }
@@ -185,10 +200,11 @@ impl Exporter {
                 (None, None) => None,
             };
         for (name, config) in &settings.outputs {
-            if !config.event_processors.is_empty() {
-                tracing::warn!(output = %name, "event-processors are not supported by gnomon; ignored");
-            }
-            let output = Arc::new(PrometheusOutput::new(name, config.clone()));
+            let chain = settings
+                .processors
+                .chain_for(&format!("outputs.{name}"), &config.event_processors)
+                .map_err(anyhow::Error::msg)?;
+            let output = Arc::new(PrometheusOutput::new(name, config.clone()).with_chain(chain));
             let address = config.listen_socket_address();
             let listener = gnomon_api_server::Listener::bind("prometheus", &address)
                 .await
@@ -302,10 +318,12 @@ impl Exporter {
                 tracing::warn!(input = %name, outputs = ?config.outputs, "this NATS input feeds no Prometheus output; gnomon's inputs feed Prometheus outputs only, so it is not started");
                 continue;
             }
-            if !config.event_processors.is_empty() {
-                tracing::warn!(input = %name, "event-processors are not supported by gnomon; ignored");
-            }
+            let chain = settings
+                .processors
+                .chain_for(&format!("inputs.{name}"), &config.event_processors)
+                .map_err(anyhow::Error::msg)?;
             let input = Arc::new(input::NatsInput {
+                chain: processing::SharedChain::new(chain),
                 name: name.clone(),
                 queue: config.effective_queue(name, &settings.instance_name),
                 client_name: config.client_name(name, &settings.instance_name),
@@ -385,6 +403,25 @@ impl Exporter {
         self.tasks.abort_all();
         self.owned_coordination.clear();
     }
+}
+
+/// Compiles the `processors` section once; an error names the processor, the key and the
+/// value, and the outputs and inputs (of every type) that list it.
+pub fn compile_processors(config: &GnomonConfig) -> anyhow::Result<Processors> {
+    let mut users: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, output) in &config.outputs {
+        let list = match output {
+            OutputConfig::Nats(o) => &o.event_processors,
+            OutputConfig::File(o) => &o.event_processors,
+            OutputConfig::Prometheus(o) => &o.event_processors,
+        };
+        users.push((format!("outputs.{name}"), list.clone()));
+    }
+    for (name, input) in &config.inputs {
+        let InputConfig::Nats(input) = input;
+        users.push((format!("inputs.{name}"), input.event_processors.clone()));
+    }
+    Processors::from_config_for(&config.processors, &users).map_err(anyhow::Error::msg)
 }
 
 /// Runs the exporter described by `settings` until `shutdown`.

@@ -12,9 +12,11 @@
 //! `"deletes":["gnomon_target_up"]` removes the target's series (target deleted).
 
 use crate::exposition::{Exposition, FamilyKind, Upsert};
-use crate::naming::{NamingOptions, SeriesBuilder};
+use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
+use crate::processing::{self, Batching, SharedChain};
 use crate::wire::WireEvent;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_processors::{Chain, Record};
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -47,6 +49,8 @@ pub struct PrometheusOutput {
     expiration: Option<Duration>,
     state: Mutex<State>,
     updates_counter: metrics::Counter,
+    /// The output's `event-processors`, applied at ingest (`None`: none configured).
+    chain: Option<SharedChain>,
 }
 
 fn unix_now_ns() -> i64 {
@@ -73,7 +77,19 @@ impl PrometheusOutput {
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
             config,
+            chain: None,
         }
+    }
+
+    /// The output with its `event-processors` chain (an empty chain changes nothing).
+    pub fn with_chain(mut self, chain: Chain) -> Self {
+        self.chain = SharedChain::new(chain);
+        self
+    }
+
+    /// Whether the output has processors.
+    pub fn has_processors(&self) -> bool {
+        self.chain.is_some()
     }
 
     pub fn name(&self) -> &str {
@@ -96,8 +112,79 @@ impl PrometheusOutput {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stores the samples of `events` (one NATS message's worth).
+    /// Stores the samples of `events` (one event-format NATS message's worth). With
+    /// processors, each event goes through them alone first (gnmic's `WriteEvent`);
+    /// without, the decoded events are read in place.
     pub fn ingest(&self, events: &[WireEvent<'_>]) -> IngestCounts {
+        if self.chain.is_none() || events.iter().all(|e| e.name == TARGET_UP) {
+            return self.ingest_decoded(events);
+        }
+        let status: Vec<&WireEvent<'_>> = events.iter().filter(|e| e.name == TARGET_UP).collect();
+        let records = events
+            .iter()
+            .filter(|e| e.name != TARGET_UP)
+            .map(processing::record_from_wire)
+            .collect();
+        let mut counts = self.ingest_records(records, Batching::PerEvent);
+        if !status.is_empty() {
+            let mut guard = self.lock();
+            let state = &mut *guard;
+            let now = state.exposition.now();
+            for event in status {
+                ingest_target_status(state, event, now, &mut counts);
+            }
+        }
+        counts
+    }
+
+    /// Runs the output's processors (if any) over `records` in batches of `batching`, then
+    /// stores their samples. Records named `gnomon_target_up` skip the processors.
+    pub fn ingest_records(&self, mut records: Vec<Record>, batching: Batching) -> IngestCounts {
+        if let Some(chain) = &self.chain {
+            if records.iter().any(|r| r.name == TARGET_UP) {
+                let (status, mut data): (Vec<Record>, Vec<Record>) =
+                    records.into_iter().partition(|r| r.name == TARGET_UP);
+                chain.apply(&mut data, batching);
+                records = status;
+                records.append(&mut data);
+            } else {
+                chain.apply(&mut records, batching);
+            }
+        }
+        let mut counts = IngestCounts::default();
+        let override_now =
+            (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns);
+        let mut values: Vec<(&str, SampleValue<'_>)> = Vec::new();
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = state.exposition.now();
+        for record in &records {
+            if record.name == TARGET_UP {
+                ingest_target_status(state, &processing::wire_view(record), now, &mut counts);
+                continue;
+            }
+            values.clear();
+            values.extend(
+                record
+                    .values
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), processing::val_to_sample(v))),
+            );
+            self.ingest_event(
+                state,
+                &record.name,
+                override_now.unwrap_or(record.timestamp),
+                record.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+                &values,
+                now,
+                &mut counts,
+            );
+        }
+        counts
+    }
+
+    /// The decoded events, read in place (no processors).
+    fn ingest_decoded(&self, events: &[WireEvent<'_>]) -> IngestCounts {
         let mut counts = IngestCounts::default();
         let override_now =
             (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns);
@@ -109,38 +196,58 @@ impl PrometheusOutput {
                 ingest_target_status(state, event, now, &mut counts);
                 continue;
             }
-            let timestamp = override_now.unwrap_or(event.timestamp);
-            state.builder.start_event(
+            self.ingest_event(
+                state,
+                &event.name,
+                override_now.unwrap_or(event.timestamp),
                 event.tags.iter().map(|(k, v)| (k.as_ref(), v.as_ref())),
                 &event.values,
+                now,
+                &mut counts,
             );
-            for (key, value) in &event.values {
-                let Some(series) = state.builder.series(&event.name, key, value) else {
+        }
+        counts
+    }
+
+    /// Stores the samples of one event (tags and values sorted by name).
+    #[allow(clippy::too_many_arguments)]
+    #[inline]
+    fn ingest_event<'t, K: AsRef<str>>(
+        &self,
+        state: &mut State,
+        name: &str,
+        timestamp: i64,
+        tags: impl Iterator<Item = (&'t str, &'t str)>,
+        values: &[(K, SampleValue<'_>)],
+        now: crate::exposition::Tick,
+        counts: &mut IngestCounts,
+    ) {
+        state.builder.start_event(tags, values);
+        for (key, value) in values {
+            let Some(series) = state.builder.series(name, key.as_ref(), value) else {
+                counts.skipped += 1;
+                continue;
+            };
+            match state.exposition.upsert(
+                FamilyKind::Telemetry,
+                series.text,
+                series.name_len,
+                series.value,
+                timestamp,
+                now,
+            ) {
+                Ok(Upsert::Inserted) => {
+                    counts.stored += 1;
+                    counts.inserted += 1;
+                }
+                Ok(Upsert::Updated) => counts.stored += 1,
+                Ok(Upsert::Older) => counts.older += 1,
+                Err(e) => {
+                    tracing::warn!(output = %self.name, error = %e, "series not stored");
                     counts.skipped += 1;
-                    continue;
-                };
-                match state.exposition.upsert(
-                    FamilyKind::Telemetry,
-                    series.text,
-                    series.name_len,
-                    series.value,
-                    timestamp,
-                    now,
-                ) {
-                    Ok(Upsert::Inserted) => {
-                        counts.stored += 1;
-                        counts.inserted += 1;
-                    }
-                    Ok(Upsert::Updated) => counts.stored += 1,
-                    Ok(Upsert::Older) => counts.older += 1,
-                    Err(e) => {
-                        tracing::warn!(output = %self.name, error = %e, "series not stored");
-                        counts.skipped += 1;
-                    }
                 }
             }
         }
-        counts
     }
 
     /// Drops expired series (gnmic expires on a timer and before every scrape).

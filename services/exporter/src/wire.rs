@@ -3,7 +3,7 @@
 //! `gnmi.SubscribeResponse` (`proto`, converted with the shared event conversion).
 
 use crate::naming::SampleValue;
-use gnomon_gnmi::event::{response_to_events, Event, EventMeta};
+use gnomon_gnmi::event::{arbitrary_precision_number, response_to_events, Event, EventMeta};
 use gnomon_gnmi::proto::gnmi::SubscribeResponse;
 use prost::Message;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -179,9 +179,12 @@ impl<'de> Deserialize<'de> for SampleValue<'de> {
                 while seq.next_element::<IgnoredAny>()?.is_some() {}
                 Ok(SampleValue::Other)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(SampleValue::Other)
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                // A number, when serde_json's arbitrary precision is on (starlark, linked
+                // in for event-starlark, turns it on for the whole binary); else an object.
+                Ok(arbitrary_precision_number(map)?
+                    .and_then(|text| text.parse::<f64>().ok())
+                    .map_or(SampleValue::Other, SampleValue::Number))
             }
         }
         deserializer.deserialize_any(ValueVisitor)
@@ -300,7 +303,7 @@ struct Timestamp(i64);
 impl<'de> Deserialize<'de> for Timestamp {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct TimestampVisitor;
-        impl Visitor<'_> for TimestampVisitor {
+        impl<'de> Visitor<'de> for TimestampVisitor {
             type Value = Timestamp;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.write_str("a timestamp in nanoseconds")
@@ -322,6 +325,21 @@ impl<'de> Deserialize<'de> for Timestamp {
             }
             fn visit_unit<E: de::Error>(self) -> Result<Timestamp, E> {
                 Ok(Timestamp(0))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Timestamp, A::Error> {
+                // serde_json's arbitrary-precision numbers (see `SampleValue`).
+                let Some(text) = arbitrary_precision_number(map)? else {
+                    return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
+                };
+                match text.parse::<i64>() {
+                    Ok(v) => Ok(Timestamp(v)),
+                    Err(_) => match text.parse::<f64>() {
+                        Ok(v) => self.visit_f64(v),
+                        Err(_) => Err(de::Error::custom(format!(
+                            "timestamp {text} is not a valid int64"
+                        ))),
+                    },
+                }
             }
         }
         deserializer.deserialize_any(TimestampVisitor)

@@ -22,6 +22,7 @@ pub mod nats_input;
 mod output;
 pub mod prometheus_output;
 pub mod reader;
+mod serde_section;
 mod subscription;
 mod target;
 pub mod warning;
@@ -107,6 +108,10 @@ pub struct GnomonConfig {
     pub clustering: Option<ClusteringConfig>,
     #[serde(rename = "api-server", skip_serializing_if = "Option::is_none")]
     pub api: Option<ApiConfig>,
+    /// gnmic's `processors` section as written (`null` when absent): compiled once at start
+    /// by `gnomon_processors::Processors::from_config`, which names every bad field.
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub processors: Value,
     /// What the load found worth a warning (keys read but not applied, unknown keys); the
     /// binary logs them at start.
     #[serde(skip)]
@@ -278,11 +283,7 @@ fn for_each_block(
 }
 
 /// gnmic sections gnomon does not implement.
-const UNSUPPORTED_SECTIONS: [(&str, &str); 5] = [
-    (
-        "processors",
-        "gnmic's event processors are not applied by gnomon yet",
-    ),
+const UNSUPPORTED_SECTIONS: [(&str, &str); 4] = [
     ("actions", "gnmic's actions are not supported"),
     (
         "loader",
@@ -384,6 +385,7 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
         globals.instance_name = Some(clustering.instance_name.clone());
     }
     let api = ApiConfig::from_root(&root)?;
+    let processors = root.raw("processors").cloned().unwrap_or(Value::Null);
 
     for (key, why) in UNSUPPORTED_SECTIONS {
         root.unsupported(key, why);
@@ -398,6 +400,7 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
         inputs,
         clustering,
         api,
+        processors,
         warnings: Vec::new(),
     };
     config.check_references()?;

@@ -1,4 +1,11 @@
-//! `clustering.locker` configuration: gnmic's Consul locker keys plus etcd's endpoints and TLS.
+//! `clustering.locker` configuration: gnmic's Consul and k8s locker keys plus etcd's endpoints
+//! and TLS.
+//!
+//! The k8s locker (`type: k8s`) takes gnmic's keys — `namespace`, `lease-duration` (10 s; read
+//! into [`LockerConfig::session_ttl`]), `renew-period` (lease-duration/2), `retry-timer` (2 s),
+//! `debug` — plus gnomon's `delay` (default 0 there: gnmic's k8s locker has none),
+//! `request-timeout` and `kubeconfig`. Keys of the other lockers (`address`, `session-ttl`,
+//! `token`, ...) are refused in a k8s block, naming the key, instead of being ignored.
 //!
 //! Parsed once, with [`Section`] (errors name `clustering.locker.<key>`); `Deserialize`
 //! goes through the same reader, for callers that build a locker from YAML or JSON.
@@ -21,6 +28,8 @@ pub enum LockerType {
     Consul,
     /// In-process store, for the single-process demo and tests.
     Memory,
+    /// The Kubernetes API (Leases, the EndpointSlices of a headless Service).
+    K8s,
 }
 
 impl LockerType {
@@ -29,10 +38,36 @@ impl LockerType {
             "etcd" => Some(Self::Etcd),
             "consul" => Some(Self::Consul),
             "memory" => Some(Self::Memory),
+            "k8s" => Some(Self::K8s),
             _ => None,
         }
     }
+
+    /// The name written in `type:`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Etcd => "etcd",
+            Self::Consul => "consul",
+            Self::Memory => "memory",
+            Self::K8s => "k8s",
+        }
+    }
 }
+
+/// Keys of the etcd and Consul lockers that mean nothing to the k8s locker.
+const NOT_K8S_KEYS: [&str; 8] = [
+    "address",
+    "endpoints",
+    "username",
+    "password",
+    "token",
+    "datacenter",
+    "session-ttl",
+    "tls",
+];
+
+/// gnmic's k8s locker default `lease-duration`.
+pub const K8S_LEASE_DURATION: Duration = Duration::from_secs(10);
 
 /// Client TLS of the store: the one TLS-files type (see [`crate::TlsFiles`]).
 pub type TlsConfig = crate::TlsFiles;
@@ -67,6 +102,13 @@ pub struct LockerConfig {
     pub tls: Option<TlsConfig>,
     /// gnmic's `debug` key: logs every store call at debug level.
     pub debug: bool,
+    /// k8s: the namespace of the Leases and of the headless Service (gnmic's `namespace`).
+    /// Unset: the kubeconfig context's namespace, or the pod's own (in-cluster), else
+    /// `default`.
+    pub namespace: Option<String>,
+    /// k8s (gnomon): a kubeconfig file to use instead of `KUBECONFIG` / `~/.kube/config` /
+    /// the in-cluster ServiceAccount.
+    pub kubeconfig: Option<String>,
 }
 
 /// Consul ignores lock-delays above this.
@@ -83,13 +125,23 @@ impl LockerConfig {
             password: None,
             token: None,
             datacenter: None,
-            session_ttl: defaults::LOCKER_SESSION_TTL,
-            delay: defaults::LOCKER_DELAY,
+            session_ttl: if kind == LockerType::K8s {
+                K8S_LEASE_DURATION
+            } else {
+                defaults::LOCKER_SESSION_TTL
+            },
+            delay: if kind == LockerType::K8s {
+                Duration::ZERO
+            } else {
+                defaults::LOCKER_DELAY
+            },
             retry_timer: defaults::LOCKER_RETRY_TIMER,
             renew_period: None,
             request_timeout: defaults::LOCKER_REQUEST_TIMEOUT,
             tls: None,
             debug: false,
+            namespace: None,
+            kubeconfig: None,
         }
     }
 
@@ -100,16 +152,19 @@ impl LockerConfig {
                 ConfigError::invalid(
                     section.key_path("type"),
                     &Value::String(text),
-                    "is not a locker type (expected etcd, consul or memory)",
+                    "is not a locker type (expected etcd, consul, k8s or memory)",
                 )
             })?,
             None => {
                 return Err(ConfigError::Missing {
                     key: section.key_path("type"),
-                    expected: "expected etcd, consul or memory".into(),
+                    expected: "expected etcd, consul, k8s or memory".into(),
                 })
             }
         };
+        if kind == LockerType::K8s {
+            return Self::k8s_from_section(section);
+        }
         let mut config = Self::new(kind);
         config.address = section.string_if_set("address")?;
         config.endpoints = section.string_list("endpoints")?;
@@ -144,6 +199,41 @@ impl LockerConfig {
         Ok(config)
     }
 
+    /// A `type: k8s` block: gnmic's k8s keys plus gnomon's `delay`, `request-timeout` and
+    /// `kubeconfig`.
+    fn k8s_from_section(section: &Section<'_>) -> Result<Self, ConfigError> {
+        for key in NOT_K8S_KEYS {
+            if let Some(value) = section.raw(key) {
+                let hint = if key == "session-ttl" {
+                    "is not a k8s locker key (expected lease-duration)"
+                } else {
+                    "is not used by the k8s locker (the API server and its credentials come \
+                     from the kubeconfig or the pod's ServiceAccount; set kubeconfig to choose \
+                     a file)"
+                };
+                return Err(ConfigError::invalid(section.key_path(key), value, hint));
+            }
+        }
+        let mut config = Self::new(LockerType::K8s);
+        config.namespace = section.string_if_set("namespace")?;
+        config.kubeconfig = section.string_if_set("kubeconfig")?;
+        let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
+            Ok(section
+                .duration(key)?
+                .filter(|d| !d.is_zero())
+                .unwrap_or(default))
+        };
+        config.session_ttl = positive("lease-duration", config.session_ttl)?;
+        config.delay = section.duration("delay")?.unwrap_or(config.delay);
+        config.retry_timer = positive("retry-timer", config.retry_timer)?;
+        config.renew_period = section.duration("renew-period")?;
+        config.request_timeout = positive("request-timeout", config.request_timeout)?;
+        config.debug = section.bool("debug")?.unwrap_or(false);
+        config.validate_at(section)?;
+        section.warn_unknown_keys();
+        Ok(config)
+    }
+
     /// Parses a locker from a JSON value (`path` names it in errors).
     pub fn from_value(path: &str, value: &Value) -> Result<Self, ConfigError> {
         Self::from_section(&Section::from_value(path, value)?)
@@ -151,6 +241,9 @@ impl LockerConfig {
 
     fn validate_at(&self, section: &Section<'_>) -> Result<(), ConfigError> {
         let ns = |d: Duration| Value::String(super::duration::format_go_duration(d));
+        if self.kind == LockerType::K8s {
+            return self.validate_k8s(section);
+        }
         if self.session_ttl < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 section.key_path("session-ttl"),
@@ -190,7 +283,52 @@ impl LockerConfig {
                 }
             }
             // The memory store's address is a name.
-            LockerType::Memory => {}
+            LockerType::Memory | LockerType::K8s => {}
+        }
+        Ok(())
+    }
+
+    fn validate_k8s(&self, section: &Section<'_>) -> Result<(), ConfigError> {
+        let ns = |d: Duration| Value::String(super::duration::format_go_duration(d));
+        // Lease.spec.leaseDurationSeconds is a whole number of seconds: a contender judges
+        // expiry by it, so the holder must not believe in a longer lease than it writes.
+        if self.session_ttl < Duration::from_secs(1) || self.session_ttl.subsec_nanos() != 0 {
+            return Err(ConfigError::invalid(
+                section.key_path("lease-duration"),
+                &ns(self.session_ttl),
+                "must be a whole number of seconds, at least 1s (Lease.spec.leaseDurationSeconds)",
+            ));
+        }
+        if self.session_ttl > Duration::from_secs(i32::MAX as u64) {
+            return Err(ConfigError::invalid(
+                section.key_path("lease-duration"),
+                &ns(self.session_ttl),
+                "is too long for Lease.spec.leaseDurationSeconds",
+            ));
+        }
+        if let Some(namespace) = &self.namespace {
+            let valid = !namespace.is_empty()
+                && namespace.len() <= 63
+                && namespace
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !namespace.starts_with('-')
+                && !namespace.ends_with('-');
+            if !valid {
+                return Err(ConfigError::invalid(
+                    section.key_path("namespace"),
+                    &Value::String(namespace.clone()),
+                    "is not a Kubernetes namespace name (lowercase letters, digits and '-', at \
+                     most 63, starting and ending with a letter or digit)",
+                ));
+            }
+        }
+        if self.kubeconfig.as_deref().is_some_and(str::is_empty) {
+            return Err(ConfigError::invalid(
+                section.key_path("kubeconfig"),
+                &Value::String(String::new()),
+                "is empty (expected the path of a kubeconfig file)",
+            ));
         }
         Ok(())
     }
@@ -263,13 +401,25 @@ impl serde::Serialize for LockerConfig {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         use serde::ser::SerializeMap;
         let ns = |d: &Duration| d.as_nanos() as u64;
-        let kind = match self.kind {
-            LockerType::Etcd => "etcd",
-            LockerType::Consul => "consul",
-            LockerType::Memory => "memory",
-        };
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("type", kind)?;
+        map.serialize_entry("type", self.kind.name())?;
+        if self.kind == LockerType::K8s {
+            if let Some(namespace) = &self.namespace {
+                map.serialize_entry("namespace", namespace)?;
+            }
+            if let Some(kubeconfig) = &self.kubeconfig {
+                map.serialize_entry("kubeconfig", kubeconfig)?;
+            }
+            map.serialize_entry("lease-duration", &ns(&self.session_ttl))?;
+            map.serialize_entry("delay", &ns(&self.delay))?;
+            map.serialize_entry("retry-timer", &ns(&self.retry_timer))?;
+            if let Some(period) = &self.renew_period {
+                map.serialize_entry("renew-period", &ns(period))?;
+            }
+            map.serialize_entry("request-timeout", &ns(&self.request_timeout))?;
+            map.serialize_entry("debug", &self.debug)?;
+            return map.end();
+        }
         if let Some(address) = &self.address {
             map.serialize_entry("address", address)?;
         }
@@ -340,6 +490,8 @@ impl fmt::Debug for LockerConfig {
             .field("request_timeout", &self.request_timeout)
             .field("tls", &self.tls)
             .field("debug", &self.debug)
+            .field("namespace", &self.namespace)
+            .field("kubeconfig", &self.kubeconfig)
             .finish()
     }
 }
@@ -402,6 +554,57 @@ mod tests {
             "{printed}"
         );
         assert!(printed.contains("root"));
+    }
+
+    #[test]
+    fn parses_gnmic_k8s_block_with_gnmic_defaults() {
+        let cfg: LockerConfig = serde_yaml::from_str("type: k8s\nnamespace: telemetry\n").unwrap();
+        assert_eq!(cfg.kind, LockerType::K8s);
+        assert_eq!(cfg.namespace.as_deref(), Some("telemetry"));
+        assert_eq!(cfg.session_ttl, Duration::from_secs(10), "lease-duration");
+        assert_eq!(cfg.retry_timer, Duration::from_secs(2));
+        assert_eq!(
+            cfg.delay,
+            Duration::ZERO,
+            "gnmic's k8s locker has no lock-delay"
+        );
+        assert_eq!(cfg.effective_renew_period(2), Duration::from_secs(5));
+        let cfg: LockerConfig = serde_yaml::from_str(
+            "type: k8s\nlease-duration: 4s\nrenew-period: 1s\nretry-timer: 500ms\ndebug: true\nkubeconfig: /tmp/kc\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.session_ttl, Duration::from_secs(4));
+        assert_eq!(cfg.effective_renew_period(2), Duration::from_secs(1));
+        assert_eq!(cfg.retry_timer, Duration::from_millis(500));
+        assert!(cfg.debug);
+        assert_eq!(cfg.kubeconfig.as_deref(), Some("/tmp/kc"));
+        // What it shows is what it reads.
+        let shown = serde_json::to_value(&cfg).unwrap();
+        let again = LockerConfig::from_value("locker", &shown).unwrap();
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn k8s_errors_name_the_key() {
+        let error = |text: &str| {
+            serde_yaml::from_str::<LockerConfig>(text)
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let text = error("type: k8s\nlease-duration: 1500ms\n");
+        assert!(text.contains("locker.lease-duration"), "{text}");
+        assert!(text.contains("whole number of seconds"), "{text}");
+        let text = error("type: k8s\nsession-ttl: 10s\n");
+        assert!(text.contains("locker.session-ttl"), "{text}");
+        assert!(text.contains("expected lease-duration"), "{text}");
+        let text = error("type: k8s\naddress: 10.0.0.1:443\n");
+        assert!(text.contains("locker.address"), "{text}");
+        assert!(text.contains("kubeconfig"), "{text}");
+        let text = error("type: k8s\nnamespace: Telemetry_1\n");
+        assert!(text.contains("locker.namespace"), "{text}");
+        let text = error("type: kubernetes\n");
+        assert!(text.contains("etcd, consul, k8s or memory"), "{text}");
     }
 
     #[test]

@@ -7,10 +7,11 @@
 use super::address::check_nats_servers;
 use super::defaults;
 use super::names::{self, NameKind};
-use super::output::{deserialize_section, warn_unknown_nested, NATS_SKIP_VERIFY};
+use super::output::NATS_SKIP_VERIFY;
 use super::prometheus_output::GoDuration;
 use super::reader::Section;
 use super::secret::Secret;
+use super::serde_section::{deserialize_section, warn_unknown_nested};
 use super::ConfigError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -208,10 +209,6 @@ impl NatsInputConfig {
                 NATS_SKIP_VERIFY,
             );
         }
-        section.unsupported(
-            "event-processors",
-            "gnmic's event processors are not applied by gnomon's inputs yet",
-        );
         section.unsupported_unless(
             "debug",
             &serde_json::Value::Bool(false),

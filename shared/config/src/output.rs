@@ -111,6 +111,10 @@ pub struct NatsOutputConfig {
     pub buffer_size: usize,
     #[serde(serialize_with = "serialize_ns")]
     pub connect_time_wait: Duration,
+    /// Names under `processors`, applied in order to the events of each response (`event`
+    /// format only: `proto` forwards the bytes received, as gnmic does).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
 }
 
 /// Buffer used when `buffer-size` is 0: gnmic's channel would be unbuffered and block the
@@ -131,10 +135,6 @@ fn warn_unsupported_output_keys(section: &Section<'_>) {
         "override-timestamps",
         &serde_json::Value::Bool(false),
         "timestamps are always the target's",
-    );
-    section.unsupported(
-        "event-processors",
-        "gnmic's event processors are not applied by gnomon's outputs yet",
     );
     section.unsupported_unless(
         "enable-metrics",
@@ -211,6 +211,7 @@ impl NatsOutputConfig {
                 .duration("connect-time-wait")?
                 .filter(|d| !d.is_zero())
                 .unwrap_or(defaults::NATS_CONNECT_TIME_WAIT),
+            event_processors: section.string_list("event-processors")?,
         };
         section.raw("type");
         warn_unsupported_output_keys(section);
@@ -236,6 +237,9 @@ pub struct FileOutputConfig {
     /// One event object per line when true (default); one array per response otherwise.
     pub split_events: bool,
     pub buffer_size: usize,
+    /// Names under `processors`, applied in order to the events of each response.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub event_processors: Vec<String>,
 }
 
 impl FileOutputConfig {
@@ -280,6 +284,7 @@ impl FileOutputConfig {
             } else {
                 buffer_size.min(1_000_000)
             },
+            event_processors: section.string_list("event-processors")?,
         };
         section.raw("type");
         warn_unsupported_output_keys(section);
@@ -341,46 +346,6 @@ impl OutputConfig {
             Self::Nats(_) => "nats",
             Self::File(_) => "file",
             Self::Prometheus(_) => "prometheus",
-        }
-    }
-}
-
-/// Deserializes a section with serde, for section types that define their keys with serde
-/// attributes (every field has a default). Only `known` keys are taken (the others get the
-/// unknown-key warning); each is first deserialized alone so a bad value names its key.
-pub(crate) fn deserialize_section<T: serde::de::DeserializeOwned>(
-    section: &Section<'_>,
-    known: &[&str],
-) -> Result<T, ConfigError> {
-    let mut map = serde_json::Map::new();
-    for key in known {
-        if let Some(value) = section.raw(key) {
-            let alone =
-                serde_json::Value::Object([(key.to_string(), value.clone())].into_iter().collect());
-            if let Err(e) = serde_json::from_value::<T>(alone) {
-                return Err(ConfigError::invalid(
-                    section.key_path(key),
-                    value,
-                    format!("is not valid here ({e})"),
-                ));
-            }
-            map.insert(key.to_string(), value.clone());
-        }
-    }
-    serde_json::from_value(serde_json::Value::Object(map))
-        .map_err(|e| ConfigError::Message(format!("{}: {e}", section.path())))
-}
-
-/// Warns about every key of the map at `key` (a nested serde block) that is not in `known`.
-pub(crate) fn warn_unknown_nested(section: &Section<'_>, key: &str, known: &[&str]) {
-    if let Some(serde_json::Value::Object(map)) = section.raw(key) {
-        for name in map.keys() {
-            if !known.contains(&name.as_str()) {
-                super::warning::warn(
-                    format!("{}.{name}", section.key_path(key)),
-                    "unknown configuration key; ignored",
-                );
-            }
         }
     }
 }

@@ -5,9 +5,9 @@
 
 use super::address::{check_host_optional_port, check_host_port};
 use super::defaults;
-use super::output::{deserialize_section, warn_unknown_nested};
 use super::reader::Section;
 use super::secret::Secret;
+use super::serde_section::{deserialize_section, warn_unknown_nested};
 use super::ConfigError;
 pub use gnomon_common::duration::GoDuration;
 use serde::{Deserialize, Serialize};
@@ -72,10 +72,10 @@ pub struct PrometheusOutputConfig {
     pub debug: bool,
     /// gnmic's gNMI cache mode; not supported by gnomon (rejected by [`Self::validate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub cache: Option<serde_yaml::Value>,
+    pub cache: Option<serde_json::Value>,
     /// TLS for the listener; not supported by gnomon yet (rejected by [`Self::validate`]).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tls: Option<serde_yaml::Value>,
+    pub tls: Option<serde_json::Value>,
     /// Registration of this output as a discoverable service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_registration: Option<ServiceRegistrationConfig>,
@@ -179,10 +179,6 @@ impl PrometheusOutputConfig {
                  ingest workers or a queue",
             );
         }
-        section.unsupported(
-            "event-processors",
-            "gnmic's event processors are not applied by gnomon's outputs yet",
-        );
         section.unsupported_unless(
             "debug",
             &serde_json::Value::Bool(false),

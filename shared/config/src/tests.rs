@@ -409,11 +409,6 @@ fn unapplied_gnmic_keys_are_warned_about_by_name() {
         ("no-prefix: true\n".into(), "no-prefix", "not supported"),
         ("proxy-from-env: true\n".into(), "proxy-from-env", "proxy"),
         (
-            "processors: {p: {event-drop: {}}}\n".into(),
-            "processors",
-            "not applied",
-        ),
-        (
             "subscriptions:\n  s:\n    paths: [/a]\n    history: {snapshot: x}\n".into(),
             "subscriptions.s.history",
             "not supported",
@@ -459,11 +454,6 @@ fn unapplied_gnmic_keys_are_warned_about_by_name() {
             "always verified",
         ),
         (
-            "inputs:\n  i:\n    type: nats\n    event-processors: [x]\n".into(),
-            "inputs.i.event-processors",
-            "not applied",
-        ),
-        (
             "inputs:\n  i:\n    type: nats\n    subjekt: x\n".into(),
             "inputs.i.subjekt",
             "unknown",
@@ -496,6 +486,30 @@ fn unapplied_gnmic_keys_are_warned_about_by_name() {
     ] {
         assert_warns(&text, key, words);
     }
+}
+
+#[test]
+fn processors_and_event_processor_lists_are_kept_without_warnings() {
+    let text = "processors:\n  up: {event-strings: {value-names: ['.*'], transforms: [{to-upper: {apply-on: name}}]}}\n\
+                outputs:\n  n: {type: nats, event-processors: [up]}\n  f: {type: file, file-type: stdout, event-processors: [up]}\n  p: {type: prometheus, event-processors: [up]}\n\
+                inputs:\n  i: {type: nats, event-processors: [up], outputs: [p]}\n";
+    assert!(warnings_of(text).is_empty(), "{:#?}", warnings_of(text));
+    let config = load(text).unwrap();
+    assert_eq!(
+        config.processors["up"]["event-strings"]["value-names"][0],
+        ".*"
+    );
+    for output in config.outputs.values() {
+        let lists = match output {
+            OutputConfig::Nats(n) => &n.event_processors,
+            OutputConfig::File(f) => &f.event_processors,
+            OutputConfig::Prometheus(p) => &p.event_processors,
+        };
+        assert_eq!(lists, &["up"]);
+    }
+    let InputConfig::Nats(input) = &config.inputs["i"];
+    assert_eq!(input.event_processors, ["up"]);
+    assert!(load("").unwrap().processors.is_null());
 }
 
 #[test]

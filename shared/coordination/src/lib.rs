@@ -1,5 +1,6 @@
 //! Cluster coordination: locks with fencing tokens, service registration and discovery,
-//! prefix watches and plain KV, behind one interface with etcd, Consul and in-process backends.
+//! prefix watches and plain KV, behind one interface with etcd, Consul, Kubernetes and
+//! in-process backends.
 //!
 //! Semantics shared by every backend:
 //! * Each [`Coordination`] instance owns one **session** (etcd lease, Consul session, memory
@@ -13,14 +14,19 @@
 //!   etcd: the revision of the acquiring txn (= the key's create_revision, cluster-wide
 //!   monotonic). Consul: the key's `ModifyIndex` read right after a successful acquire while
 //!   the session still holds it (the Raft index is global and monotonic; `LockIndex` is not
-//!   used because it restarts at 1 when a `Behavior=delete` key is deleted). Memory: a
+//!   used because it restarts at 1 when a `Behavior=delete` key is deleted). Kubernetes: the
+//!   Lease collection's `resourceVersion` (etcd's revision) read by the acquiring LIST and
+//!   written into the Lease by the acquiring write (`leaseTransitions` is not used: it
+//!   restarts at 0 when a released Lease is created again; see [`k8s`]). Memory: a
 //!   store-wide revision counter.
 //! * **Lock-delay** (`delay`): after a holder's session dies (expiry, invalidation, crash) its
 //!   keys cannot be acquired for `delay`; a graceful [`LockGuard::release`] frees the key at once.
-//!   Consul enforces it server-side; etcd emulates it (see [`etcd`]); memory enforces it exactly.
+//!   Consul enforces it server-side; etcd emulates it (see [`etcd`]); Kubernetes contenders
+//!   wait `renewTime + leaseDuration + delay` (see [`k8s`]); memory enforces it exactly.
 
 pub mod consul;
 pub mod etcd;
+pub mod k8s;
 pub mod keys;
 mod kv_services;
 pub mod memory;
@@ -119,6 +125,16 @@ pub enum Credential {
     ConsulToken,
     /// HTTP basic auth in front of Consul: `username` / `password` of the same blocks.
     ConsulBasicAuth,
+    /// The Kubernetes credentials (401): the pod's ServiceAccount token, or the user of the
+    /// kubeconfig (`clustering.locker.kubeconfig`, `KUBECONFIG`).
+    KubernetesToken,
+    /// What the Kubernetes API refused (403): RBAC does not let the ServiceAccount `verb`
+    /// `resource` in `namespace`.
+    KubernetesRbac {
+        namespace: String,
+        verb: String,
+        resource: String,
+    },
 }
 
 impl std::fmt::Display for Credential {
@@ -147,6 +163,21 @@ impl std::fmt::Display for Credential {
                 "the username and password sent to Consul as HTTP basic auth: \
                  clustering.locker.username / password, or the output's service-registration \
                  username / password",
+            ),
+            Credential::KubernetesToken => f.write_str(
+                "the Kubernetes credentials: the pod's ServiceAccount token, or the user of the \
+                 kubeconfig (clustering.locker.kubeconfig, KUBECONFIG); it is unknown or expired",
+            ),
+            Credential::KubernetesRbac {
+                namespace,
+                verb,
+                resource,
+            } => write!(
+                f,
+                "the RBAC Role bound to gnomon's ServiceAccount in namespace {namespace:?}: it may \
+                 not {verb} {resource}; grant get, list, watch, create, update and delete on \
+                 leases (coordination.k8s.io) and get, list and watch on endpointslices \
+                 (discovery.k8s.io) in that namespace (see compose/k8s/rbac.yaml)"
             ),
         }
     }
@@ -298,7 +329,7 @@ impl ServiceInstance {
 /// The coordination interface every gnomon service uses, as `Arc<dyn Coordination>`.
 #[async_trait]
 pub trait Coordination: Send + Sync {
-    /// `etcd`, `consul` or `memory`.
+    /// `etcd`, `consul`, `k8s` or `memory`.
     fn backend(&self) -> &'static str;
 
     /// Tries once to take `key` with `value` (normally the instance name).
@@ -374,6 +405,7 @@ pub async fn connect(cfg: &LockerConfig, instance: &str) -> Result<Arc<dyn Coord
     Ok(match cfg.kind {
         LockerType::Etcd => Arc::new(etcd::EtcdCoordination::connect(cfg, instance).await?),
         LockerType::Consul => Arc::new(consul::ConsulCoordination::connect(cfg, instance).await?),
+        LockerType::K8s => Arc::new(k8s::K8sCoordination::connect(cfg, instance).await?),
         LockerType::Memory => {
             let store = MemoryStore::named(cfg.address.as_deref().unwrap_or("default"));
             Arc::new(MemoryCoordination::with_store(store, cfg, instance))

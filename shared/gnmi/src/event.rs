@@ -123,11 +123,37 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// The key under which serde_json hands a number over as a one-entry map when
+/// its `arbitrary_precision` feature is on. Features are unified per build:
+/// starlark (linked in for gnmic's event-starlark) turns it on for the whole
+/// binary, so visitors of numbers must accept this form too.
+const ARBITRARY_PRECISION_KEY: &str = "$serde_json::private::Number";
+
+/// For a `visit_map` of a visitor that expects a number: the number's text
+/// when the map is serde_json's arbitrary-precision form (see above), `None`
+/// for any other map (its entries are skipped).
+pub fn arbitrary_precision_number<'de, A: serde::de::MapAccess<'de>>(
+    mut map: A,
+) -> Result<Option<String>, A::Error> {
+    use serde::de::IgnoredAny;
+    let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? else {
+        return Ok(None);
+    };
+    if key == ARBITRARY_PRECISION_KEY {
+        let text: String = map.next_value()?;
+        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+        return Ok(Some(text));
+    }
+    map.next_value::<IgnoredAny>()?;
+    while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+    Ok(None)
+}
+
 /// Accepts the integer gnmic writes, and also a float or `null` as Go's
 /// decoder does.
 fn timestamp_from_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
     struct TimestampVisitor;
-    impl serde::de::Visitor<'_> for TimestampVisitor {
+    impl<'de> serde::de::Visitor<'de> for TimestampVisitor {
         type Value = i64;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             f.write_str("a timestamp in nanoseconds (integer)")
@@ -148,6 +174,21 @@ fn timestamp_from_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Erro
         }
         fn visit_unit<E: serde::de::Error>(self) -> Result<i64, E> {
             Ok(0)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<i64, A::Error> {
+            use serde::de::Error as _;
+            match arbitrary_precision_number(map)? {
+                Some(text) => match text.parse::<i64>() {
+                    Ok(v) => Ok(v),
+                    Err(_) => match text.parse::<f64>() {
+                        Ok(v) => self.visit_f64(v),
+                        Err(_) => Err(A::Error::custom(format!(
+                            "timestamp {text} is not a valid int64"
+                        ))),
+                    },
+                },
+                None => Err(A::Error::invalid_type(serde::de::Unexpected::Map, &self)),
+            }
         }
     }
     d.deserialize_any(TimestampVisitor)

@@ -2,10 +2,12 @@
 
 use gnomon_gnmi::event::Event;
 
+use crate::record::Record;
+
 /// One processor instance with its own state.
 pub(crate) trait Apply: Send {
     /// Transforms one batch in place (may drop, add or reorder events).
-    fn apply(&mut self, events: &mut Vec<Event>);
+    fn apply(&mut self, events: &mut Vec<Record>);
 }
 
 pub(crate) struct Step {
@@ -16,7 +18,7 @@ pub(crate) struct Step {
 }
 
 impl Step {
-    pub(crate) fn run(&mut self, events: &mut Vec<Event>) {
+    pub(crate) fn run(&mut self, events: &mut Vec<Record>) {
         if self.debug && tracing::enabled!(tracing::Level::DEBUG) {
             log_events(&self.name, self.kind, "before", events);
             self.proc.apply(events);
@@ -27,7 +29,7 @@ impl Step {
     }
 }
 
-fn log_events(name: &str, kind: &str, when: &str, events: &[Event]) {
+fn log_events(name: &str, kind: &str, when: &str, events: &[Record]) {
     for (i, e) in events.iter().enumerate() {
         let json = serde_json::to_string(e).unwrap_or_default();
         tracing::debug!(
@@ -72,14 +74,27 @@ impl Chain {
     }
 
     /// Applies every processor in order to one batch (the events of one
-    /// notification). Stops early once the batch is empty.
-    pub fn apply(&mut self, events: &mut Vec<Event>) {
+    /// notification). Stops early once the batch is empty. This is the hot
+    /// path: records are the processors' own representation.
+    pub fn apply_records(&mut self, events: &mut Vec<Record>) {
         for step in &mut self.steps {
             if events.is_empty() {
                 return;
             }
             step.run(events);
         }
+    }
+
+    /// [`Self::apply_records`] on gnmic events: converted to records and
+    /// back (the strings are moved, not copied). Nothing happens, and
+    /// nothing is converted, when the chain is empty.
+    pub fn apply(&mut self, events: &mut Vec<Event>) {
+        if self.steps.is_empty() || events.is_empty() {
+            return;
+        }
+        let mut records: Vec<Record> = events.drain(..).map(Record::from).collect();
+        self.apply_records(&mut records);
+        events.extend(records.into_iter().map(Event::from));
     }
 }
 

@@ -69,6 +69,30 @@ pub enum ProcessorError {
         /// The chain of names forming the loop.
         path: String,
     },
+    /// A definition error, with the outputs and inputs whose lists name that
+    /// processor.
+    #[error("{error} (listed by {users})")]
+    Listed {
+        /// The error about the definition.
+        error: Box<ProcessorError>,
+        /// `outputs.<name>.event-processors`, … comma separated.
+        users: String,
+    },
+}
+
+impl ProcessorError {
+    /// The processor whose definition is at fault, when the error is about one.
+    pub fn processor(&self) -> Option<&str> {
+        match self {
+            ProcessorError::Definition { processor, .. }
+            | ProcessorError::UnknownType { processor, .. }
+            | ProcessorError::Unsupported { processor, .. }
+            | ProcessorError::Field { processor, .. }
+            | ProcessorError::Cycle { processor, .. } => Some(processor),
+            ProcessorError::Listed { error, .. } => error.processor(),
+            ProcessorError::Section { .. } | ProcessorError::UnknownName { .. } => None,
+        }
+    }
 }
 
 /// Quotes a config value for an error line (JSON rendering, short).

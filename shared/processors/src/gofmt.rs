@@ -4,10 +4,25 @@
 
 use serde_json::Value;
 
+use crate::record::{Str, Val};
+
+/// `fmt.Sprint(v)` of an event value (see [`sprint_json`]); short results
+/// (all numbers, most strings) need no allocation.
+pub(crate) fn sprint(v: &Val) -> Str {
+    match v {
+        Val::Str(s) => s.clone(),
+        Val::Bool(b) => Str::const_new(if *b { "true" } else { "false" }),
+        Val::Int(i) => Str::from(itoa::Buffer::new().format(*i)),
+        Val::Uint(u) => Str::from(itoa::Buffer::new().format(*u)),
+        Val::Float(f) => Str::from(format_float_v(*f)),
+        Val::Json(j) => Str::from(sprint_json(j)),
+    }
+}
+
 /// `fmt.Sprint(v)` for a decoded JSON value: strings verbatim, integers in
 /// decimal, floats as Go's `%v` (shortest digits, exponent form below 1e-4
 /// and from 1e6 up), `<nil>`, `[a b]`, `map[k:v]`.
-pub(crate) fn sprint(v: &Value) -> String {
+pub(crate) fn sprint_json(v: &Value) -> String {
     let mut out = String::new();
     sprint_into(v, &mut out);
     out
@@ -168,24 +183,32 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// `fmt.Sprint` of a value, checked to be the same for JSON and event
+    /// values.
+    fn sprint(v: Value) -> String {
+        let text = sprint_json(&v);
+        assert_eq!(super::sprint(&Val::from_json(v)), text.as_str());
+        text
+    }
+
     #[test]
     fn go_sprint() {
-        assert_eq!(sprint(&json!("x")), "x");
-        assert_eq!(sprint(&json!(54)), "54");
-        assert_eq!(sprint(&json!(-3)), "-3");
+        assert_eq!(sprint(json!("x")), "x");
+        assert_eq!(sprint(json!(54)), "54");
+        assert_eq!(sprint(json!(-3)), "-3");
         assert_eq!(
-            sprint(&json!(18446744073709551615u64)),
+            sprint(json!(18446744073709551615u64)),
             "18446744073709551615"
         );
-        assert_eq!(sprint(&json!(1.5)), "1.5");
-        assert_eq!(sprint(&json!(2.0)), "2");
-        assert_eq!(sprint(&json!(1e21)), "1e+21");
-        assert_eq!(sprint(&json!(1234567.0)), "1.234567e+06");
-        assert_eq!(sprint(&json!(123456.5)), "123456.5");
-        assert_eq!(sprint(&json!(0.00001)), "1e-05");
-        assert_eq!(sprint(&json!(true)), "true");
-        assert_eq!(sprint(&json!(null)), "<nil>");
-        assert_eq!(sprint(&json!([1, "a"])), "[1 a]");
+        assert_eq!(sprint(json!(1.5)), "1.5");
+        assert_eq!(sprint(json!(2.0)), "2");
+        assert_eq!(sprint(json!(1e21)), "1e+21");
+        assert_eq!(sprint(json!(1234567.0)), "1.234567e+06");
+        assert_eq!(sprint(json!(123456.5)), "123456.5");
+        assert_eq!(sprint(json!(0.00001)), "1e-05");
+        assert_eq!(sprint(json!(true)), "true");
+        assert_eq!(sprint(json!(null)), "<nil>");
+        assert_eq!(sprint(json!([1, "a"])), "[1 a]");
     }
 
     #[test]

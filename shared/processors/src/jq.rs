@@ -5,13 +5,12 @@
 //! with `name`, `timestamp`, `tags`, `values`, `deletes`, empty fields left
 //! out. `halt` cannot stop the process: it is an error like any other.
 
-use std::collections::BTreeMap;
-
-use gnomon_gnmi::event::Event;
 use jaq_core::load::{lex, parse, Arena, File, Loader};
 use jaq_core::{compile, data, load, Compiler, Ctx, Vars};
 use jaq_json::{Map, Num, Val};
 use serde_json::Value as Json;
+
+use crate::record::{FieldMap, Record, Str, Val as Value};
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
@@ -70,7 +69,7 @@ impl Jq {
 
     /// gnmic's condition rule: the first output must be a boolean; no output
     /// is `false`; anything else is an error.
-    pub(crate) fn check(&self, event: &Event) -> Result<bool, String> {
+    pub(crate) fn check(&self, event: &Record) -> Result<bool, String> {
         self.check_val(event_to_val(event))
     }
 
@@ -173,39 +172,56 @@ fn compile_errors(errs: compile::Errors<&str, ()>) -> String {
 }
 
 /// gnmic's jq view of an event (empty fields left out).
-pub(crate) fn event_to_val(e: &Event) -> Val {
+pub(crate) fn event_to_val(e: &Record) -> Val {
     let mut m = Map::default();
     if !e.name.is_empty() {
-        m.insert(key("name"), Val::utf8_str(e.name.clone().into_bytes()));
+        m.insert(key("name"), text(&e.name));
     }
     if e.timestamp != 0 {
         m.insert(key("timestamp"), Val::Num(Num::from_integral(e.timestamp)));
     }
     if !e.tags.is_empty() {
-        let tags = e
-            .tags
-            .iter()
-            .map(|(k, v)| (key(k), Val::utf8_str(v.clone().into_bytes())))
-            .collect();
+        let tags = e.tags.iter().map(|(k, v)| (key(k), text(v))).collect();
         m.insert(key("tags"), Val::obj(tags));
     }
     if !e.values.is_empty() {
         let values = e
             .values
             .iter()
-            .map(|(k, v)| (key(k), json_to_val(v)))
+            .map(|(k, v)| (key(k), value_to_val(v)))
             .collect();
         m.insert(key("values"), Val::obj(values));
     }
     if !e.deletes.is_empty() {
-        let deletes = e
-            .deletes
-            .iter()
-            .map(|d| Val::utf8_str(d.clone().into_bytes()))
-            .collect();
+        let deletes = e.deletes.iter().map(|d| text(d)).collect();
         m.insert(key("deletes"), deletes);
     }
     Val::obj(m)
+}
+
+fn text(s: &str) -> Val {
+    Val::utf8_str(s.as_bytes().to_vec())
+}
+
+/// An event value as a jq value.
+pub(crate) fn value_to_val(v: &Value) -> Val {
+    match v {
+        Value::Bool(b) => Val::Bool(*b),
+        Value::Int(i) => Val::Num(Num::from_integral(*i)),
+        Value::Uint(u) => Val::Num(Num::from_integral(*u)),
+        Value::Float(f) => Val::from(*f),
+        Value::Str(s) => text(s),
+        Value::Json(j) => json_to_val(j),
+    }
+}
+
+/// A jq value as an event value.
+pub(crate) fn val_to_value(v: &Val) -> Value {
+    match v {
+        Val::Bool(b) => Value::Bool(*b),
+        Val::TStr(b) | Val::BStr(b) => Value::Str(Str::from(String::from_utf8_lossy(b))),
+        other => Value::from_json(val_to_json(other)),
+    }
 }
 
 fn key(k: &str) -> Val {
@@ -282,21 +298,21 @@ pub(crate) fn val_key(k: &Val) -> String {
 pub(crate) fn val_tag(v: &Val) -> String {
     match v {
         Val::TStr(b) | Val::BStr(b) => String::from_utf8_lossy(b).into_owned(),
-        other => crate::gofmt::sprint(&val_to_json(other)),
+        other => crate::gofmt::sprint_json(&val_to_json(other)),
     }
 }
 
 /// gnmic's EventFromMap: a jq output object back to an event. A field of the
 /// wrong type makes the whole output invalid.
-pub(crate) fn val_to_event(v: &Val) -> Result<Event, String> {
+pub(crate) fn val_to_event(v: &Val) -> Result<Record, String> {
     let Val::Obj(m) = v else {
         return Err(format!("jq output {v} is not an event object"));
     };
-    let mut e = Event::default();
+    let mut e = Record::default();
     for (k, v) in m.iter() {
         match val_key(k).as_str() {
             "name" => match v {
-                Val::TStr(b) | Val::BStr(b) => e.name = String::from_utf8_lossy(b).into_owned(),
+                Val::TStr(b) | Val::BStr(b) => e.name = Str::from(String::from_utf8_lossy(b)),
                 Val::Null => {}
                 _ => return Err("event name is not a string".into()),
             },
@@ -315,7 +331,10 @@ pub(crate) fn val_to_event(v: &Val) -> Result<Event, String> {
             },
             "tags" => match v {
                 Val::Obj(tags) => {
-                    e.tags = tags.iter().map(|(k, v)| (val_key(k), val_tag(v))).collect();
+                    e.tags = tags
+                        .iter()
+                        .map(|(k, v)| (val_key(k), Str::from(val_tag(v))))
+                        .collect();
                 }
                 Val::Null => {}
                 _ => return Err("event tags are not a map".into()),
@@ -324,15 +343,15 @@ pub(crate) fn val_to_event(v: &Val) -> Result<Event, String> {
                 Val::Obj(values) => {
                     e.values = values
                         .iter()
-                        .map(|(k, v)| (val_key(k), val_to_json(v)))
-                        .collect::<BTreeMap<_, _>>();
+                        .map(|(k, v)| (val_key(k), val_to_value(v)))
+                        .collect::<FieldMap<_>>();
                 }
                 Val::Null => {}
                 _ => return Err("event values are not a map".into()),
             },
             "deletes" => match v {
                 Val::Arr(items) => {
-                    e.deletes = items.iter().map(val_tag).collect();
+                    e.deletes = items.iter().map(|d| Str::from(val_tag(d))).collect();
                 }
                 Val::Null => {}
                 _ => return Err("event deletes are not a list".into()),
@@ -355,13 +374,13 @@ mod tests {
 
     #[test]
     fn condition_on_event() {
-        let mut e = Event {
+        let mut e = Record {
             name: "sub1".into(),
             timestamp: 5,
             ..Default::default()
         };
-        e.tags.insert("interface_name".into(), "1/1/1".into());
-        e.values.insert("counter1".into(), serde_json::json!(91));
+        e.tags.insert("interface_name", "1/1/1".into());
+        e.values.insert("counter1", Value::Int(91));
         let q =
             Jq::compile(r#".tags.interface_name == "1/1/1" and .values.counter1 > 90"#).unwrap();
         assert_eq!(q.check(&e), Ok(true));

@@ -108,6 +108,7 @@ mod gofmt;
 mod golayout;
 mod jq;
 mod procs;
+pub mod record;
 mod registry;
 mod select;
 
@@ -115,6 +116,7 @@ pub use chain::Chain;
 pub use error::ProcessorError;
 pub use gnomon_gnmi::event::Event;
 pub use procs::tags::VALUE_TAG_V2_MAX_RULES;
+pub use record::{FieldMap, Record, Str, Val};
 pub use registry::{Processors, SUPPORTED_TYPES};
 
 #[doc(hidden)]

@@ -51,14 +51,14 @@ pub(crate) trait Build: Send + Sync {
 
 /// Processors that keep no state: every instance shares the compiled form.
 pub(crate) trait Pure: Send + Sync + 'static {
-    fn apply(&self, events: &mut Vec<gnomon_gnmi::event::Event>);
+    fn apply(&self, events: &mut Vec<crate::record::Record>);
 }
 
 struct PureBuild<T>(Arc<T>);
 struct PureInstance<T>(Arc<T>);
 
 impl<T: Pure> Apply for PureInstance<T> {
-    fn apply(&mut self, events: &mut Vec<gnomon_gnmi::event::Event>) {
+    fn apply(&mut self, events: &mut Vec<crate::record::Record>) {
         self.0.apply(events)
     }
 }
@@ -137,6 +137,73 @@ impl Processors {
         let reg = Self { defs };
         reg.check_references()?;
         Ok(reg)
+    }
+
+    /// [`Self::from_config`] for a configuration whose outputs and inputs
+    /// list processors: `users` holds each one's key (`outputs.prom`) and
+    /// `event-processors` list. An error about a definition also names the
+    /// lists that use it, and every list is checked (an unknown name is an
+    /// error naming the list), so a bad configuration stops the start with
+    /// one line.
+    pub fn from_config_for<S: AsRef<str>>(
+        raw: &Value,
+        users: &[(String, Vec<S>)],
+    ) -> Result<Self, ProcessorError> {
+        let procs = Self::from_config(raw).map_err(|error| {
+            let Some(name) = error.processor().map(str::to_lowercase) else {
+                return error;
+            };
+            let listing: Vec<String> = users
+                .iter()
+                .filter(|(_, names)| names.iter().any(|n| n.as_ref().to_lowercase() == name))
+                .map(|(owner, _)| format!("{owner}.event-processors"))
+                .collect();
+            if listing.is_empty() {
+                error
+            } else {
+                ProcessorError::Listed {
+                    error: Box::new(error),
+                    users: listing.join(", "),
+                }
+            }
+        })?;
+        for (owner, names) in users {
+            procs.check_names(owner, names)?;
+        }
+        Ok(procs)
+    }
+
+    /// Checks that every name of `owner`'s `event-processors` list is
+    /// defined, without building anything.
+    pub fn check_names<S: AsRef<str>>(
+        &self,
+        owner: &str,
+        names: &[S],
+    ) -> Result<(), ProcessorError> {
+        for name in names {
+            if !self.contains(name.as_ref()) {
+                return Err(ProcessorError::UnknownName {
+                    name: name.as_ref().to_string(),
+                    context: listed_by(owner),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The chain of `owner`'s `event-processors` list (`owner` is its key,
+    /// e.g. `outputs.prom`, used in errors). Fresh state, as [`Self::chain`].
+    pub fn chain_for<S: AsRef<str>>(
+        &self,
+        owner: &str,
+        names: &[S],
+    ) -> Result<Chain, ProcessorError> {
+        let context = listed_by(owner);
+        let steps = names
+            .iter()
+            .map(|n| self.step(n.as_ref(), &context))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Chain { steps })
     }
 
     /// True when no processor is defined.
@@ -279,6 +346,10 @@ fn compile_definition(name: &str, def: &Value) -> Result<Definition, ProcessorEr
         debug,
         builder,
     })
+}
+
+fn listed_by(owner: &str) -> String {
+    format!(" (listed by {owner}.event-processors)")
 }
 
 fn refused(name: &str, kind: &str) -> Option<ProcessorError> {

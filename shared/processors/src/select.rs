@@ -1,9 +1,9 @@
 //! Regex selectors (`tags`, `tag-names`, `values`, `value-names`) and jq
 //! conditions, shared by most processor types.
 
-use gnomon_gnmi::event::Event;
 use regex::{Regex, RegexSet};
-use serde_json::Value;
+
+use crate::record::{Record, Val};
 
 use crate::config::Fields;
 use crate::error::ProcessorError;
@@ -121,9 +121,9 @@ impl Matcher {
     /// True when the value is a string one pattern matches (gnmic only
     /// matches `values` patterns against string values).
     #[inline]
-    pub(crate) fn is_match_value(&self, v: &Value) -> bool {
+    pub(crate) fn is_match_value(&self, v: &Val) -> bool {
         match v {
-            Value::String(s) => self.is_match(s),
+            Val::Str(s) => self.is_match(s),
             _ => false,
         }
     }
@@ -217,7 +217,7 @@ impl Selectors {
     }
 
     /// Some value name, string value, tag name or tag value matches.
-    pub(crate) fn any_match(&self, e: &Event) -> bool {
+    pub(crate) fn any_match(&self, e: &Record) -> bool {
         let (vn, vv) = (!self.value_names.is_empty(), !self.values.is_empty());
         if vn && e.values.keys().any(|k| self.value_names.is_match(k)) {
             return true;
@@ -272,7 +272,7 @@ impl Condition {
     }
 
     /// The condition's verdict; an evaluation error is logged and returned.
-    pub(crate) fn check(&self, e: &Event) -> Result<bool, ()> {
+    pub(crate) fn check(&self, e: &Record) -> Result<bool, ()> {
         self.jq.check(e).map_err(|err| {
             tracing::warn!(
                 processor = self.processor.as_str(),

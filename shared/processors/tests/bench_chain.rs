@@ -7,6 +7,10 @@ use gnomon_processors::bench::{bench_names_ns_per_event, BENCH_CHAIN};
 fn six_processor_chain_ns_per_event() {
     let ns = gnomon_processors::bench_chain_ns_per_event(2_000_000);
     println!("RESULT processors_chain_ns_per_event {ns:.1}");
+    println!(
+        "RESULT processors_chain_with_event_conversion_ns_per_event {:.1}",
+        gnomon_processors::bench::bench_chain_with_event_conversion_ns_per_event(1_000_000)
+    );
     for values in [1, 2] {
         println!(
             "RESULT processors_chain_ns_per_event_{values}_values {:.1}",

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use gnomon_bus::{BusMessage, MessageHeaders};
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_exporter::input::NatsInput;
+use gnomon_exporter::processing::SharedChain;
 use gnomon_exporter::Fencing;
 use gnomon_exporter::{ExporterStats, PrometheusOutput};
 use std::sync::Arc;
@@ -36,15 +37,34 @@ const TS: u64 = 1_700_000_000_000_000_000;
 /// One gnmic event-format message: one notification of `interface` on `source` with an
 /// update per counter, each becoming its own event.
 fn message(source: usize, interface: usize, round: u64) -> BusMessage {
+    message_with_status(source, interface, round, false)
+}
+
+/// [`message`], with one more update (`oper-status: UP`) when `with_status`.
+fn message_with_status(
+    source: usize,
+    interface: usize,
+    round: u64,
+    with_status: bool,
+) -> BusMessage {
     let mut json = String::with_capacity(3000);
     json.push('[');
+    let tags = format!(
+        r#""tags":{{"interface_name":"ethernet-1/{interface}","source":"router-{source}.lab:57400","subscription-name":"port-stats"}}"#
+    );
     for (i, counter) in COUNTERS.iter().enumerate() {
         if i > 0 {
             json.push(',');
         }
         let value = round * 1_000_003 + (source * INTERFACES + interface) as u64 * 7 + i as u64;
         json.push_str(&format!(
-            r#"{{"name":"port-stats","timestamp":{ts},"tags":{{"interface_name":"ethernet-1/{interface}","source":"router-{source}.lab:57400","subscription-name":"port-stats"}},"values":{{"/interfaces/interface/state/counters/{counter}":"{value}"}}}}"#,
+            r#"{{"name":"port-stats","timestamp":{ts},{tags},"values":{{"/interfaces/interface/state/counters/{counter}":"{value}"}}}}"#,
+            ts = TS + round
+        ));
+    }
+    if with_status {
+        json.push_str(&format!(
+            r#",{{"name":"port-stats","timestamp":{ts},{tags},"values":{{"{OPER_STATUS}":"UP"}}}}"#,
             ts = TS + round
         ));
     }
@@ -62,6 +82,11 @@ fn message(source: usize, interface: usize, round: u64) -> BusMessage {
 }
 
 fn exporter_input(output: Arc<PrometheusOutput>) -> NatsInput {
+    exporter_input_with(output, None)
+}
+
+/// The input with `chain` as its `event-processors`.
+fn exporter_input_with(output: Arc<PrometheusOutput>, chain: Option<SharedChain>) -> NatsInput {
     NatsInput {
         name: "bench".into(),
         config: NatsInputConfig::default(),
@@ -70,8 +95,12 @@ fn exporter_input(output: Arc<PrometheusOutput>) -> NatsInput {
         outputs: vec![output],
         fencing: Arc::new(Fencing::default()),
         stats: Arc::new(ExporterStats::default()),
+        chain,
     }
 }
+
+/// The value event-value-tag turns into a label in `scrape_1m_series_value_tag_s`.
+const OPER_STATUS: &str = "/interfaces/interface/state/oper-status";
 
 fn new_output() -> Arc<PrometheusOutput> {
     // Series must survive the whole run; the scrape still walks them for expiry.
@@ -218,9 +247,61 @@ pub fn bytes_per_series() -> anyhow::Result<()> {
 /// `exporter_cpu_us_per_update`: thread CPU time per sample update of existing series,
 /// from the NATS message (JSON decode, fencing, naming, store) — 100 k series, 3 rounds.
 pub fn cpu_us_per_update() -> anyhow::Result<()> {
+    let (update_us, decode_us, insert_us) = measure_updates(None)?;
+    report("exporter_cpu_us_per_update", update_us, "us");
+    report(
+        "exporter_cpu_us_per_update_json_decode_part",
+        decode_us,
+        "us",
+    );
+    report("exporter_cpu_us_per_insert", insert_us, "us");
+    Ok(())
+}
+
+/// `processors_ns_per_event`: the six-processor chain of issue 15 (event-strings path-base,
+/// event-delete, event-add-tag, event-convert, event-drop and event-to-tag; the last two
+/// match nothing) on records, thread CPU time per event; then the same chain applied to
+/// gnmic events (conversion to records and back included).
+pub fn processors_ns_per_event() -> anyhow::Result<()> {
+    let ns = gnomon_processors::bench_chain_ns_per_event(2_000_000);
+    report("processors_ns_per_event", ns, "ns");
+    report(
+        "processors_ns_per_event_with_event_conversion",
+        gnomon_processors::bench::bench_chain_with_event_conversion_ns_per_event(1_000_000),
+        "ns",
+    );
+    Ok(())
+}
+
+/// `exporter_cpu_us_per_update_with_processors`: [`cpu_us_per_update`] with the
+/// six-processor chain on the exporter's input (so every message is converted to records,
+/// processed and ingested from them); the same run's figure without processors is
+/// printed next to it.
+pub fn cpu_us_per_update_with_processors() -> anyhow::Result<()> {
+    let (plain_us, _, _) = measure_updates(None)?;
+    let procs = gnomon_processors::bench::bench_processors();
+    let chain = procs.chain(&gnomon_processors::bench::BENCH_CHAIN)?;
+    let (processed_us, _, insert_us) = measure_updates(SharedChain::new(chain))?;
+    report(
+        "exporter_cpu_us_per_update_with_processors",
+        processed_us,
+        "us",
+    );
+    report("exporter_cpu_us_per_update", plain_us, "us");
+    report(
+        "exporter_cpu_us_per_insert_with_processors",
+        insert_us,
+        "us",
+    );
+    Ok(())
+}
+
+/// Update, decode and insert cost (µs of thread CPU time per sample) through an input with
+/// `chain` as its processors.
+fn measure_updates(chain: Option<SharedChain>) -> anyhow::Result<(f64, f64, f64)> {
     const BENCH_SOURCES: usize = 100;
     let output = new_output();
-    let input = exporter_input(output.clone());
+    let input = exporter_input_with(output.clone(), chain);
     let rounds: Vec<Vec<BusMessage>> = (0..4)
         .map(|round| {
             (0..BENCH_SOURCES)
@@ -257,12 +338,56 @@ pub fn cpu_us_per_update() -> anyhow::Result<()> {
         }
     }
     let decode_us = (thread_cpu_seconds() - started) * 1e6 / decoded.max(1) as f64;
-    report("exporter_cpu_us_per_update", update_us, "us");
-    report(
-        "exporter_cpu_us_per_update_json_decode_part",
-        decode_us,
-        "us",
-    );
-    report("exporter_cpu_us_per_insert", insert_us, "us");
+    Ok((update_us, decode_us, insert_us))
+}
+
+/// `scrape_1m_series_value_tag_s`: scrape time of 1 M series loaded through an input with
+/// event-value-tag (each message carries an `oper-status` value that becomes the
+/// `oper_status` label of its ten counters, as gnmic's documentation example does).
+/// Processing happens at ingest, so the scrape is that of 1 M (slightly longer) series; the
+/// same run's `scrape_1m_series_s` (no processors) is printed next to it.
+pub fn scrape_1m_series_value_tag() -> anyhow::Result<()> {
+    let plain = scrape_median(None)?;
+    let procs = gnomon_processors::Processors::from_config(&serde_json::json!({
+        "oper-status": {"event-value-tag": {
+            "value-name": OPER_STATUS, "tag-name": "oper-status", "consume": true
+        }}
+    }))?;
+    let tagged = scrape_median(SharedChain::new(procs.chain(&["oper-status"])?))?;
+    report("scrape_1m_series_value_tag_s", tagged, "s");
+    report("scrape_1m_series_s", plain, "s");
     Ok(())
+}
+
+/// Loads 1 M series through an input with `chain` (and, with a chain, the `oper-status`
+/// update in every message) and returns the median of 5 scrapes (seconds).
+fn scrape_median(chain: Option<SharedChain>) -> anyhow::Result<f64> {
+    let with_status = chain.is_some();
+    let output = new_output();
+    let input = exporter_input_with(output.clone(), chain);
+    for source in 0..SOURCES {
+        for interface in 0..INTERFACES {
+            input.process(&message_with_status(source, interface, 1, with_status));
+        }
+    }
+    let series = output.series_count();
+    anyhow::ensure!(
+        series == SOURCES * INTERFACES * COUNTERS.len(),
+        "expected 1M series, have {series}"
+    );
+    let mut times = Vec::new();
+    let mut body = Vec::new();
+    for _ in 0..5 {
+        let started = Instant::now();
+        body = gnomon_exporter::http::render_body(&output, false)?.0;
+        times.push(started.elapsed().as_secs_f64());
+    }
+    if with_status {
+        let text = String::from_utf8_lossy(&body);
+        anyhow::ensure!(
+            text.contains("oper_status=\"UP\""),
+            "event-value-tag did not label the series"
+        );
+    }
+    Ok(median(times))
 }

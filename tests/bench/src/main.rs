@@ -22,6 +22,15 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         ("scrape_1m_series_s", exporter::scrape_1m_series),
         ("exporter_bytes_per_series", exporter::bytes_per_series),
         ("exporter_cpu_us_per_update", exporter::cpu_us_per_update),
+        ("processors_ns_per_event", exporter::processors_ns_per_event),
+        (
+            "exporter_cpu_us_per_update_with_processors",
+            exporter::cpu_us_per_update_with_processors,
+        ),
+        (
+            "scrape_1m_series_value_tag_s",
+            exporter::scrape_1m_series_value_tag,
+        ),
         ("simulator_updates_per_s", simulator::updates_per_s),
     ]
 }

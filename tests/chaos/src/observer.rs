@@ -537,9 +537,7 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let ticks = rustix::param::clock_ticks_per_second().max(1) as f64;
     Some(Duration::from_secs_f64((utime + stime) as f64 / ticks))
 }
 

@@ -5,7 +5,10 @@ pub mod cluster;
 mod process;
 mod servers;
 
-pub use process::{free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess};
+pub use process::{
+    free_port, gnomon_binary, process_cpu_time, signal_pid, wait_for_tcp, workspace_binary,
+    ChildProcess,
+};
 pub use servers::{
     CertFiles, EtcdServer, EtcdServerOptions, NatsOperator, NatsServer, NatsServerOptions,
     PrometheusServer, ServerTls, TestPki,

@@ -122,10 +122,7 @@ impl ChildProcess {
     /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGKILL`, `libc::SIGSTOP`).
     pub fn signal(&self, signal: i32) {
         if let Some(child) = &self.child {
-            // SAFETY: plain kill(2) on a pid we own and have not reaped yet.
-            unsafe {
-                libc::kill(child.id() as i32, signal);
-            }
+            signal_pid(child.id(), signal);
         }
     }
 
@@ -179,4 +176,24 @@ impl Drop for ChildProcess {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `signal` (e.g. `libc::SIGCONT`) to the process `pid`, one the test started and has
+/// not reaped (so the pid cannot have been reused). Errors (the process is gone) are ignored.
+pub fn signal_pid(pid: u32, signal: i32) {
+    let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
+        panic!("signal_pid: {signal} is not a signal");
+    };
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _gone = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// CPU time (user + system) this process has used so far, all threads together.
+pub fn process_cpu_time() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }

@@ -243,22 +243,14 @@ async fn cipher_suites_are_applied() {
     dial(&same).await.expect("the server's suite");
 }
 
-fn socket_option(stream: &TcpStream, level: libc::c_int, name: libc::c_int) -> libc::c_int {
-    use std::os::fd::AsRawFd;
-    let mut value: libc::c_int = 0;
-    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: a valid socket descriptor and an int-sized buffer for an int option.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            level,
-            name,
-            (&mut value as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    assert_eq!(rc, 0);
-    value
+/// The socket's keepalive options: SO_KEEPALIVE, TCP_KEEPIDLE and TCP_KEEPINTVL.
+fn keepalive_options(stream: &TcpStream) -> (bool, Duration, Duration) {
+    let socket = socket2::SockRef::from(stream);
+    (
+        socket.keepalive().unwrap(),
+        socket.tcp_keepalive_time().unwrap(),
+        socket.tcp_keepalive_interval().unwrap(),
+    )
 }
 
 #[tokio::test]
@@ -279,20 +271,10 @@ async fn tcp_keepalive_is_set_on_the_socket() {
     assert_eq!(seven, Some(Duration::from_secs(7)));
 
     let stream = connect_tcp(&address.to_string(), seven).await.unwrap();
-    assert_eq!(
-        socket_option(&stream, libc::SOL_SOCKET, libc::SO_KEEPALIVE),
-        1
-    );
-    assert_eq!(
-        socket_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPIDLE),
-        7
-    );
-    assert_eq!(
-        socket_option(&stream, libc::IPPROTO_TCP, libc::TCP_KEEPINTVL),
-        7
-    );
+    let seven = Duration::from_secs(7);
+    assert_eq!(keepalive_options(&stream), (true, seven, seven));
     let off = connect_tcp(&address.to_string(), None).await.unwrap();
-    assert_eq!(socket_option(&off, libc::SOL_SOCKET, libc::SO_KEEPALIVE), 0);
+    assert!(!keepalive_options(&off).0);
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 use super::{dropped_counter, Collected, OutputError, OutputItem, OutputSender};
 use gnomon_config::{FileDestination, FileOutputConfig};
 use gnomon_gnmi::event::response_to_events;
+use gnomon_processors::{Chain, Record};
 use std::io::{BufWriter, Write};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -35,6 +36,7 @@ fn open(destination: &FileDestination) -> std::io::Result<Box<dyn Write + Send>>
 pub fn start(
     name: &str,
     config: &FileOutputConfig,
+    chain: Chain,
     stop: CancellationToken,
 ) -> Result<(OutputSender, JoinHandle<()>), OutputError> {
     let sink = open(&config.destination).map_err(|e| OutputError {
@@ -45,6 +47,7 @@ pub fn start(
     let writer = FileWriter {
         output: name.to_string(),
         split_events: config.split_events,
+        chain: (!chain.is_empty()).then_some(chain),
         sink: BufWriter::with_capacity(64 * 1024, sink),
         write_errors: dropped_counter(name, "write_error"),
         written: metrics::counter!("gnomon_output_messages_total", "output" => name.to_string()),
@@ -59,6 +62,8 @@ pub fn start(
 struct FileWriter {
     output: String,
     split_events: bool,
+    /// The output's event processors (the writer thread owns them).
+    chain: Option<Chain>,
     sink: BufWriter<Box<dyn Write + Send>>,
     write_errors: metrics::Counter,
     written: metrics::Counter,
@@ -110,7 +115,29 @@ impl FileWriter {
         if events.is_empty() {
             return;
         }
-        let result = if self.split_events {
+        let result = match &mut self.chain {
+            None => self.write_events(&events),
+            Some(chain) => {
+                let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
+                chain.apply_records(&mut records);
+                if records.is_empty() {
+                    return;
+                }
+                self.write_events(&records)
+            }
+        };
+        match result {
+            Ok(()) => self.written.increment(1),
+            Err(error) => {
+                self.write_errors.increment(1);
+                tracing::warn!(output = %self.output, %error, "file output write failed");
+            }
+        }
+    }
+
+    /// Writes gnmic events or records: one JSON line each, or one array line.
+    fn write_events<T: serde::Serialize>(&mut self, events: &[T]) -> std::io::Result<()> {
+        if self.split_events {
             events.iter().try_for_each(|event| {
                 serde_json::to_writer(&mut self.sink, event).map_err(std::io::Error::other)?;
                 self.sink.write_all(b"\n")
@@ -119,13 +146,6 @@ impl FileWriter {
             serde_json::to_writer(&mut self.sink, &events)
                 .map_err(std::io::Error::other)
                 .and_then(|()| self.sink.write_all(b"\n"))
-        };
-        match result {
-            Ok(()) => self.written.increment(1),
-            Err(error) => {
-                self.write_errors.increment(1);
-                tracing::warn!(output = %self.output, %error, "file output write failed");
-            }
         }
     }
 }

@@ -2,6 +2,12 @@
 //! writer waits at most the output's write-timeout for space, then drops and counts
 //! (`gnomon_output_dropped_total{output,reason}`). Responses are shared (`Arc`) between
 //! outputs and decoded at most once.
+//!
+//! gnmic's event processors: an output's `event-processors` run on the events of each
+//! response in the `event` format (NATS, file), one chain per output shared by its workers
+//! (state per output, as gnmic). The NATS `proto` format forwards the bytes received, and
+//! target status reports are gnomon's own: neither goes through processors (gnmic applies
+//! processors only when it builds events).
 
 mod file;
 mod nats;
@@ -15,6 +21,7 @@ use crate::codec::RawResponse;
 use gnomon_bus::Bus;
 use gnomon_config::OutputConfig;
 use gnomon_gnmi::event::EventMeta;
+use gnomon_processors::{Chain, Processors};
 use metrics::Counter;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -228,26 +235,98 @@ pub struct OutputError {
     pub reason: String,
 }
 
+/// The chain of output `name`'s `event-processors` list.
+fn chain_of(processors: &Processors, name: &str, list: &[String]) -> Result<Chain, OutputError> {
+    processors
+        .chain_for(&format!("outputs.{name}"), list)
+        .map_err(|e| OutputError {
+            output: name.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Compiles the raw `processors` section for these outputs; an error names the processor,
+/// the key and the value, and the outputs listing it.
+fn compile_processors(
+    configs: &BTreeMap<String, OutputConfig>,
+    raw: &serde_json::Value,
+) -> Result<Processors, OutputError> {
+    let users: Vec<(String, Vec<String>)> = configs
+        .iter()
+        .filter_map(|(name, config)| match config {
+            OutputConfig::Nats(c) => Some((name.clone(), c.event_processors.clone())),
+            OutputConfig::File(c) => Some((name.clone(), c.event_processors.clone())),
+            OutputConfig::Prometheus(_) => None,
+        })
+        .collect();
+    let keyed: Vec<(String, Vec<String>)> = users
+        .iter()
+        .map(|(name, list)| (format!("outputs.{name}"), list.clone()))
+        .collect();
+    Processors::from_config_for(raw, &keyed).map_err(|e| {
+        let listing: Vec<&str> = match e.processor().map(str::to_lowercase) {
+            Some(bad) => users
+                .iter()
+                .filter(|(_, list)| list.iter().any(|n| n.to_lowercase() == bad))
+                .map(|(name, _)| name.as_str())
+                .collect(),
+            None => Vec::new(),
+        };
+        OutputError {
+            output: if listing.is_empty() {
+                "(processors section)".to_string()
+            } else {
+                listing.join(", ")
+            },
+            reason: e.to_string(),
+        }
+    })
+}
+
 impl Outputs {
-    /// Starts a worker set per output. The Prometheus output is the exporter's and is
-    /// skipped here. With `shared_bus`, NATS outputs publish on it instead of connecting.
+    /// Starts a worker set per output, without processors (an output listing
+    /// `event-processors` is refused). See [`Outputs::start_with_processors`].
     pub fn start(
         configs: &BTreeMap<String, OutputConfig>,
         shared_bus: Option<Arc<dyn Bus>>,
     ) -> Result<Self, OutputError> {
+        Self::start_with_processors(configs, &serde_json::Value::Null, shared_bus)
+    }
+
+    /// Starts a worker set per output. The Prometheus output is the exporter's and is
+    /// skipped here. With `shared_bus`, NATS outputs publish on it instead of connecting.
+    /// `processors` is the raw `processors` section, compiled here once; each output
+    /// listing `event-processors` gets its own chain.
+    pub fn start_with_processors(
+        configs: &BTreeMap<String, OutputConfig>,
+        processors: &serde_json::Value,
+        shared_bus: Option<Arc<dyn Bus>>,
+    ) -> Result<Self, OutputError> {
+        let processors = compile_processors(configs, processors)?;
         let stop = CancellationToken::new();
         let mut senders = BTreeMap::new();
         let mut workers = Vec::new();
         for (index, (name, config)) in configs.iter().enumerate() {
             match config {
                 OutputConfig::Nats(nats_config) => {
-                    let (sender, handles) =
-                        nats::start(index, name, nats_config, shared_bus.clone(), stop.clone());
+                    let chain = chain_of(&processors, name, &nats_config.event_processors)?;
+                    if !chain.is_empty() && nats_config.format == gnomon_config::NatsFormat::Proto {
+                        tracing::info!(output = %name, "event-processors apply to the event format only; the proto format forwards responses as received (as gnmic)");
+                    }
+                    let (sender, handles) = nats::start(
+                        index,
+                        name,
+                        nats_config,
+                        chain,
+                        shared_bus.clone(),
+                        stop.clone(),
+                    );
                     senders.insert(name.clone(), sender);
                     workers.extend(handles);
                 }
                 OutputConfig::File(file_config) => {
-                    let (sender, handle) = file::start(name, file_config, stop.clone())?;
+                    let chain = chain_of(&processors, name, &file_config.event_processors)?;
+                    let (sender, handle) = file::start(name, file_config, chain, stop.clone())?;
                     senders.insert(name.clone(), sender);
                     workers.push(handle);
                 }

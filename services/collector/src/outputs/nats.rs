@@ -15,7 +15,8 @@ use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
 use gnomon_config::{NatsFormat, NatsOutputConfig};
 use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
-use std::sync::Arc;
+use gnomon_processors::{Chain, Record};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -56,9 +57,13 @@ pub fn start(
     index: usize,
     name: &str,
     config: &NatsOutputConfig,
+    chain: Chain,
     shared_bus: Option<Arc<dyn Bus>>,
     stop: CancellationToken,
 ) -> (OutputSender, Vec<JoinHandle<()>>) {
+    // One chain per output, shared by its workers; only the event format uses it.
+    let chain = (!chain.is_empty() && config.format == NatsFormat::Event)
+        .then(|| Arc::new(Mutex::new(chain)));
     if config.tls.as_ref().is_some_and(|t| t.skip_verify) {
         tracing::warn!(output = %name, "tls.skip-verify is not supported for NATS; the server certificate is verified");
     }
@@ -69,7 +74,7 @@ pub fn start(
     for worker in 0..config.num_workers {
         let (sender, receiver) = mpsc::channel(per_worker);
         senders.push(sender);
-        let worker_state = Worker::new(index, name, worker, config.clone());
+        let worker_state = Worker::new(index, name, worker, config.clone(), chain.clone());
         handles.push(tokio::spawn(worker_state.run(
             receiver,
             shared_bus.clone(),
@@ -87,6 +92,8 @@ struct Worker {
     output: String,
     index: usize,
     config: Arc<NatsOutputConfig>,
+    /// The output's event processors (event format only).
+    chain: Option<Arc<Mutex<Chain>>>,
     sent: metrics::Counter,
     bytes: metrics::Counter,
     publish_errors: metrics::Counter,
@@ -94,13 +101,20 @@ struct Worker {
 }
 
 impl Worker {
-    fn new(slot: usize, output: &str, index: usize, config: Arc<NatsOutputConfig>) -> Self {
+    fn new(
+        slot: usize,
+        output: &str,
+        index: usize,
+        config: Arc<NatsOutputConfig>,
+        chain: Option<Arc<Mutex<Chain>>>,
+    ) -> Self {
         let labels = [("output", output.to_string())];
         Self {
             slot,
             output: output.to_string(),
             index,
             config,
+            chain,
             sent: metrics::counter!("gnomon_output_messages_total", &labels),
             bytes: metrics::counter!("gnomon_output_bytes_total", &labels),
             publish_errors: dropped_counter(output, "publish_error"),
@@ -257,6 +271,12 @@ impl Worker {
                 if events.is_empty() {
                     return;
                 }
+                if let Some(chain) = &self.chain {
+                    for payload in processed_payloads(chain, events, self.config.split_events) {
+                        self.send(bus, subject, headers(), payload).await;
+                    }
+                    return;
+                }
                 if self.config.split_events {
                     for event in &events {
                         self.send(bus, subject, headers(), Bytes::from(event_to_json(event)))
@@ -291,6 +311,40 @@ impl Worker {
                 self.publish_errors.increment(1);
                 tracing::debug!(output = %self.output, %error, "NATS publish failed; message dropped");
             }
+        }
+    }
+}
+
+/// The events of one response through the output's processors, as JSON payloads (one per
+/// event with `split-events`); none when the processors dropped every event (gnmic
+/// publishes nothing then). The chain is locked only while it runs.
+fn processed_payloads(
+    chain: &Mutex<Chain>,
+    events: Vec<gnomon_gnmi::event::Event>,
+    split_events: bool,
+) -> Vec<Bytes> {
+    let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
+    chain
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .apply_records(&mut records);
+    if records.is_empty() {
+        Vec::new()
+    } else if split_events {
+        records.iter().map(json_bytes).collect()
+    } else {
+        vec![json_bytes(&records)]
+    }
+}
+
+/// gnmic's event JSON of a record or a batch (cannot fail for string-keyed maps; logged if
+/// it ever does).
+fn json_bytes<T: serde::Serialize + ?Sized>(value: &T) -> Bytes {
+    match serde_json::to_vec(value) {
+        Ok(bytes) => Bytes::from(bytes),
+        Err(error) => {
+            tracing::error!(%error, "encoding events as JSON failed");
+            Bytes::from_static(b"[]")
         }
     }
 }

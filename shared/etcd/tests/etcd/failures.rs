@@ -10,10 +10,7 @@ struct Resume(u32);
 
 impl Drop for Resume {
     fn drop(&mut self) {
-        // SAFETY: kill(2) on the etcd child this test started and still owns.
-        unsafe {
-            libc::kill(self.0 as i32, libc::SIGCONT);
-        }
+        gnomon_testkit::signal_pid(self.0, libc::SIGCONT);
     }
 }
 

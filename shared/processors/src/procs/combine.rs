@@ -3,12 +3,12 @@
 
 use std::sync::Arc;
 
-use gnomon_gnmi::event::Event;
 use serde_json::Value;
 
 use crate::chain::{Apply, Step};
 use crate::config::Fields;
 use crate::error::ProcessorError;
+use crate::record::Record;
 use crate::registry::{Build, Processors};
 use crate::select::Condition;
 
@@ -97,7 +97,7 @@ struct Combine {
 }
 
 impl Apply for Combine {
-    fn apply(&mut self, events: &mut Vec<Event>) {
+    fn apply(&mut self, events: &mut Vec<Record>) {
         for (step, cond) in &mut self.steps {
             if events.is_empty() {
                 return;
@@ -105,7 +105,7 @@ impl Apply for Combine {
             match cond {
                 None => step.run(events),
                 Some(c) => {
-                    let (mut selected, rest): (Vec<Event>, Vec<Event>) = std::mem::take(events)
+                    let (mut selected, rest): (Vec<Record>, Vec<Record>) = std::mem::take(events)
                         .into_iter()
                         .partition(|e| c.check(e).unwrap_or(false));
                     step.run(&mut selected);

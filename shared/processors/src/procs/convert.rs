@@ -1,17 +1,16 @@
 //! Value conversions: event-convert, event-data-convert,
 //! event-duration-convert, event-ieeefloat32.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
-use gnomon_gnmi::event::Event;
 use regex::Regex;
-use serde_json::{Number, Value};
+use serde_json::Value;
 
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::gofmt::format_float_f;
+use crate::record::{FieldMap, Record, Str, Val};
 use crate::registry::{pure, Build, Pure};
 use crate::select::{Condition, Matcher};
 
@@ -79,68 +78,50 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-fn float_value(f: f64) -> Option<Value> {
-    Number::from_f64(f).map(Value::Number)
+/// A float value; JSON has no NaN or infinities, so those are refused.
+fn float_value(f: f64) -> Option<Val> {
+    f.is_finite().then_some(Val::Float(f))
 }
 
 impl Target {
-    fn convert(self, v: &Value) -> Option<Value> {
+    fn convert(self, v: &Val) -> Option<Val> {
         match (self, v) {
-            (Target::Int, Value::String(s)) => atoi(s).map(Value::from),
-            (Target::Int, Value::Number(n)) => {
-                if n.is_i64() {
-                    None // already an int
-                } else if let Some(u) = n.as_u64() {
-                    Some(Value::from(u as i64))
-                } else {
-                    n.as_f64().map(|f| Value::from(f as i64))
-                }
+            (Target::Int, Val::Str(s)) => atoi(s).map(Val::Int),
+            (Target::Int, Val::Int(_)) => None, // already an int
+            (Target::Int, Val::Uint(u)) => Some(Val::Int(*u as i64)),
+            (Target::Int, Val::Float(f)) => Some(Val::Int(*f as i64)),
+            (Target::Uint, Val::Str(s)) => atoi(s).map(|i| Val::from_u64(i as u64)),
+            (Target::Uint, Val::Int(i)) => (*i < 0).then_some(Val::Int(0)),
+            (Target::Uint, Val::Uint(_)) => None,
+            (Target::Uint, Val::Float(f)) => {
+                Some(Val::from_u64(if *f < 0.0 { 0 } else { *f as u64 }))
             }
-            (Target::Uint, Value::String(s)) => atoi(s).map(|i| Value::from(i as u64)),
-            (Target::Uint, Value::Number(n)) => {
-                if let Some(i) = n.as_i64() {
-                    if i >= 0 && n.is_u64() {
-                        None
-                    } else {
-                        Some(Value::from(i.max(0) as u64))
-                    }
-                } else if n.is_u64() {
-                    None
-                } else {
-                    n.as_f64()
-                        .map(|f| Value::from(if f < 0.0 { 0 } else { f as u64 }))
-                }
+            (Target::Float, Val::Str(s)) => s.parse::<f64>().ok().and_then(float_value),
+            (Target::Float, Val::Int(i)) => float_value(*i as f64),
+            (Target::Float, Val::Uint(u)) => float_value(*u as f64),
+            (Target::Float, Val::Float(_)) => None,
+            (Target::String, Val::Str(_)) => None,
+            (Target::String, Val::Int(i)) => {
+                Some(Val::Str(Str::from(itoa::Buffer::new().format(*i))))
             }
-            (Target::Float, Value::String(s)) => s.parse::<f64>().ok().and_then(float_value),
-            (Target::Float, Value::Number(n)) => {
-                if n.is_f64() {
-                    None
-                } else {
-                    n.as_f64().and_then(float_value)
-                }
+            (Target::String, Val::Uint(u)) => {
+                Some(Val::Str(Str::from(itoa::Buffer::new().format(*u))))
             }
-            (Target::String, Value::String(_)) => None,
-            (Target::String, Value::Number(n)) => {
-                Some(Value::String(if let Some(i) = n.as_i64() {
-                    i.to_string()
-                } else if let Some(u) = n.as_u64() {
-                    u.to_string()
-                } else {
-                    format_float_f(n.as_f64().unwrap_or(f64::NAN))
-                }))
+            (Target::String, Val::Float(f)) => Some(Val::Str(Str::from(format_float_f(*f)))),
+            (Target::String, Val::Bool(b)) => {
+                Some(Val::Str(Str::const_new(if *b { "true" } else { "false" })))
             }
-            (Target::String, Value::Bool(b)) => Some(Value::String(b.to_string())),
-            (Target::Bool, Value::String(s)) => parse_bool(s).map(Value::Bool),
-            (Target::Bool, Value::Number(n)) => {
-                Some(Value::Bool(n.as_f64().is_some_and(|f| f != 0.0)))
-            }
+            (Target::Bool, Val::Str(s)) => parse_bool(s).map(Val::Bool),
+            (Target::Bool, Val::Int(i)) => Some(Val::Bool(*i != 0)),
+            (Target::Bool, Val::Uint(u)) => Some(Val::Bool(*u != 0)),
+            (Target::Bool, Val::Float(f)) => Some(Val::Bool(*f != 0.0)),
             _ => None,
         }
     }
 }
 
 impl Pure for Convert {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() {
             return;
         }
@@ -245,13 +226,13 @@ fn string_unit_regex() -> &'static Regex {
 }
 
 impl DataConvert {
-    fn convert(&self, v: &Value) -> Option<f64> {
+    fn convert(&self, v: &Val) -> Option<f64> {
         // gnmic: without `from`, the unit is derived from the name (`-octets`
         // …), which is bytes — the default anyway.
         let from = self.from.unwrap_or(1.0);
         let (amount, from) = match v {
-            Value::Number(n) => (n.as_f64()?, from),
-            Value::String(s) => match atoi(s) {
+            Val::Int(_) | Val::Uint(_) | Val::Float(_) => (v.as_f64()?, from),
+            Val::Str(s) => match atoi(s) {
                 Some(i) => (i as f64, from),
                 None => {
                     let caps = string_unit_regex().captures(s)?;
@@ -272,12 +253,12 @@ impl DataConvert {
 }
 
 impl Pure for DataConvert {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() {
             return;
         }
         for e in events.iter_mut() {
-            let mut added: BTreeMap<String, Value> = BTreeMap::new();
+            let mut added: FieldMap<Val> = FieldMap::new();
             let mut removed = Vec::new();
             for (k, v) in e.values.iter_mut() {
                 if !self.value_names.is_match(k) {
@@ -287,12 +268,12 @@ impl Pure for DataConvert {
                     continue;
                 };
                 if let Some((re, new)) = &self.rename {
-                    added.insert(re.replace_all(k, new.as_str()).into_owned(), out);
+                    added.insert(Str::from(re.replace_all(k, new.as_str())), out);
                     if !self.keep {
                         removed.push(k.clone());
                     }
                 } else if self.keep {
-                    added.insert(format!("{k}_{}", self.to_symbol), out);
+                    added.insert(Str::from(format!("{k}_{}", self.to_symbol)), out);
                 } else {
                     *v = out;
                 }
@@ -326,13 +307,12 @@ fn duration_regex() -> &'static Regex {
     })
 }
 
-fn duration_seconds(v: &Value) -> Option<i64> {
+fn duration_seconds(v: &Val) -> Option<i64> {
     match v {
-        Value::Number(n) => n
-            .as_i64()
-            .or_else(|| n.as_u64().map(|u| u as i64))
-            .or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => {
+        Val::Int(i) => Some(*i),
+        Val::Uint(u) => Some(*u as i64),
+        Val::Float(f) => Some(*f as i64),
+        Val::Str(s) => {
             if let Some(i) = atoi(s) {
                 return Some(i);
             }
@@ -357,7 +337,7 @@ fn duration_seconds(v: &Value) -> Option<i64> {
 }
 
 impl Pure for DurationConvert {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() {
             return;
         }
@@ -371,9 +351,9 @@ impl Pure for DurationConvert {
                     continue;
                 };
                 if self.keep {
-                    added.push((format!("{k}_seconds"), Value::from(secs)));
+                    added.push((Str::from(format!("{k}_seconds")), Val::Int(secs)));
                 } else {
-                    *v = Value::from(secs);
+                    *v = Val::Int(secs);
                 }
             }
             e.values.extend(added);
@@ -395,8 +375,8 @@ pub(crate) fn ieeefloat32(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErr
     }))
 }
 
-fn decode_f32(v: &Value) -> Option<f32> {
-    let Value::String(s) = v else {
+fn decode_f32(v: &Val) -> Option<f32> {
+    let Val::Str(s) = v else {
         return None;
     };
     let bytes = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
@@ -405,7 +385,7 @@ fn decode_f32(v: &Value) -> Option<f32> {
 }
 
 impl Pure for IeeeFloat32 {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() {
             return;
         }
@@ -445,13 +425,14 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(duration_seconds(&json!("1w5s")), Some(604805));
+        let duration_seconds = |v: serde_json::Value| duration_seconds(&Val::from_json(v));
+        assert_eq!(duration_seconds(json!("1w5s")), Some(604805));
         assert_eq!(
-            duration_seconds(&json!("2d3h4m")),
+            duration_seconds(json!("2d3h4m")),
             Some(2 * 86400 + 3 * 3600 + 240)
         );
-        assert_eq!(duration_seconds(&json!("42")), Some(42));
-        assert_eq!(duration_seconds(&json!(7.9)), Some(7));
-        assert_eq!(duration_seconds(&json!(true)), None);
+        assert_eq!(duration_seconds(json!("42")), Some(42));
+        assert_eq!(duration_seconds(json!(7.9)), Some(7));
+        assert_eq!(duration_seconds(json!(true)), None);
     }
 }

@@ -4,10 +4,9 @@
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
-use gnomon_gnmi::event::Event;
-
 use crate::config::Fields;
 use crate::error::ProcessorError;
+use crate::record::Record;
 use crate::registry::{pure, Build, Pure};
 use crate::select::{Condition, Selectors};
 
@@ -27,7 +26,7 @@ pub(crate) fn drop(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for Drop {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         match &self.cond {
             Some(c) => events.retain(|e| !c.check(e).unwrap_or(true)),
             None if self.sel.is_empty() => {}
@@ -51,7 +50,7 @@ pub(crate) fn allow(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for Allow {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         match &self.cond {
             Some(c) => events.retain(|e| c.check(e).unwrap_or(false)),
             None => events.retain(|e| self.sel.any_match(e)),
@@ -72,7 +71,7 @@ pub(crate) fn keep(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for Keep {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         let s = &self.sel;
         let values = !s.value_names.is_empty() || !s.values.is_empty();
         let tags = !s.tag_names.is_empty() || !s.tags.is_empty();
@@ -102,7 +101,7 @@ pub(crate) fn delete(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for Delete {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         let s = &self.sel;
         let values = !s.value_names.is_empty() || !s.values.is_empty();
         let tags = !s.tag_names.is_empty() || !s.tags.is_empty();
@@ -161,7 +160,7 @@ pub(crate) fn write(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Write {
-    fn render(&self, e: &Event) -> Vec<u8> {
+    fn render(&self, e: &Record) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         let written = match &self.indent {
             Some(indent) => {
@@ -180,7 +179,7 @@ impl Write {
 }
 
 impl Pure for Write {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         for e in events.iter() {
             let hit = self
                 .cond

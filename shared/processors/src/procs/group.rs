@@ -6,17 +6,17 @@ use std::hash::{Hash, Hasher};
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
-use gnomon_gnmi::event::Event;
 use serde_json::Value;
 
 use crate::chain::Apply;
 use crate::config::Fields;
 use crate::error::ProcessorError;
+use crate::record::{Record, Str};
 use crate::registry::{pure, Build, Processors, Pure};
 
 /// Folds `from` into `into`: later tags and values win, deletes are
 /// appended.
-fn absorb(into: &mut Event, from: Event) {
+fn absorb(into: &mut Record, from: Record) {
     into.tags.extend(from.tags);
     into.values.extend(from.values);
     into.deletes.extend(from.deletes);
@@ -39,12 +39,12 @@ pub(crate) fn group_by(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError>
 impl GroupBy {
     /// Groups in first-seen order; events missing a tag pass through first,
     /// as in gnmic.
-    fn by_tags(&self, events: Vec<Event>, out: &mut Vec<Event>) {
+    fn by_tags(&self, events: Vec<Record>, out: &mut Vec<Record>) {
         if self.tags.is_empty() {
             out.extend(events);
             return;
         }
-        let mut groups: Vec<Event> = Vec::new();
+        let mut groups: Vec<Record> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut key = String::new();
         for e in events {
@@ -79,7 +79,7 @@ impl GroupBy {
 }
 
 impl Pure for GroupBy {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if events.len() < 2 && !self.by_name {
             return;
         }
@@ -88,7 +88,7 @@ impl Pure for GroupBy {
             self.by_tags(input, events);
             return;
         }
-        let mut by_name: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut by_name: Vec<(Str, Vec<Record>)> = Vec::new();
         for e in input {
             match by_name.iter_mut().find(|(n, _)| *n == e.name) {
                 Some((_, group)) => group.push(e),
@@ -115,7 +115,7 @@ pub(crate) fn merge(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for Merge {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if events.len() < 2 {
             return;
         }
@@ -196,7 +196,7 @@ struct RateLimit {
 
 /// A 64-bit hash of the sorted tags (gnmic hashes them with SHA-256; a
 /// collision here would only merge the limits of two series).
-fn tags_hash(e: &Event) -> u64 {
+fn tags_hash(e: &Record) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for (k, v) in &e.tags {
         k.hash(&mut h);
@@ -206,7 +206,7 @@ fn tags_hash(e: &Event) -> u64 {
 }
 
 impl Apply for RateLimit {
-    fn apply(&mut self, events: &mut Vec<Event>) {
+    fn apply(&mut self, events: &mut Vec<Record>) {
         events.retain(|e| {
             let h = tags_hash(e);
             if let Some(&last) = self.seen.get(&h) {

@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use gnomon_gnmi::event::Event;
 use jaq_json::Val;
 
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::jq::{event_to_val, val_to_event, Jq};
+use crate::record::Record;
 use crate::registry::{pure, Build, Pure};
 
 /// The events whose `condition` holds (default: all) are passed to
@@ -39,7 +39,7 @@ pub(crate) fn jq(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for JqProc {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         let input = std::mem::take(events);
         let mut selected = Vec::new();
         for e in input {

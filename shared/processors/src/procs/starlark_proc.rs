@@ -9,15 +9,16 @@
 
 // `time.time(...)` takes Go's eight calendar arguments.
 #![allow(clippy::too_many_arguments)]
+// starlark's derives of its unsafe traits (`ProvidesStaticType`, `Trace`) expand to
+// `unsafe impl`s at module level; no unsafe code is written here by hand.
+#![allow(unsafe_code)]
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::Arc;
 
 use allocative::Allocative;
-use gnomon_gnmi::event::Event;
 use serde_json::Value as Json;
 use starlark::any::ProvidesStaticType;
 use starlark::environment::{
@@ -37,6 +38,7 @@ use crate::chain::Apply;
 use crate::config::{one_line, Fields};
 use crate::error::ProcessorError;
 use crate::golayout::{Layout, RFC3339};
+use crate::record::{FieldMap, Record, Str, Val};
 use crate::registry::{Build, Processors};
 
 struct StarlarkSpec {
@@ -206,8 +208,8 @@ fn check_program(file: &str, source: &str) -> Result<(), String> {
 
 impl Build for StarlarkSpec {
     fn build(&self, _: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
-        let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Event>>(1);
-        let (out_tx, out_rx) = mpsc::sync_channel::<Vec<Event>>(1);
+        let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Record>>(1);
+        let (out_tx, out_rx) = mpsc::sync_channel::<Vec<Record>>(1);
         let processor = self.processor.clone();
         let file = self.file.clone();
         let source = self.source.clone();
@@ -231,13 +233,13 @@ impl Build for StarlarkSpec {
 
 struct StarlarkProc {
     processor: String,
-    jobs: SyncSender<Vec<Event>>,
-    results: Receiver<Vec<Event>>,
+    jobs: SyncSender<Vec<Record>>,
+    results: Receiver<Vec<Record>>,
     dead: bool,
 }
 
 impl Apply for StarlarkProc {
-    fn apply(&mut self, events: &mut Vec<Event>) {
+    fn apply(&mut self, events: &mut Vec<Record>) {
         if self.dead || events.is_empty() {
             return;
         }
@@ -275,8 +277,8 @@ fn worker(
     processor: String,
     file: String,
     source: String,
-    jobs: Receiver<Vec<Event>>,
-    results: SyncSender<Vec<Event>>,
+    jobs: Receiver<Vec<Record>>,
+    results: SyncSender<Vec<Record>>,
 ) {
     let globals = globals();
     let printer = Printer {
@@ -322,7 +324,7 @@ fn worker(
     });
 }
 
-fn passthrough(jobs: Receiver<Vec<Event>>, results: SyncSender<Vec<Event>>) {
+fn passthrough(jobs: Receiver<Vec<Record>>, results: SyncSender<Vec<Record>>) {
     for batch in jobs.iter() {
         if results.send(batch).is_err() {
             return;
@@ -335,8 +337,8 @@ fn run_batch<'v>(
     eval: &mut Evaluator<'v, '_, '_>,
     module: &Module<'v>,
     globals: &Globals,
-    batch: Vec<Event>,
-) -> Vec<Event> {
+    batch: Vec<Record>,
+) -> Vec<Record> {
     let heap = module.heap();
     let input: Vec<Value<'v>> = batch
         .into_iter()
@@ -352,7 +354,7 @@ fn run_batch<'v>(
                 .map_err(|e| error_line(&e))
         });
     // Values are re-read from the module: a collection may have moved them.
-    let inputs = || -> Vec<Event> {
+    let inputs = || -> Vec<Record> {
         module
             .get("__gnomon_in")
             .and_then(ListRef::from_value)
@@ -420,14 +422,18 @@ struct StarEvent<'v> {
 }
 
 impl<'v> StarEvent<'v> {
-    fn from_event(heap: Heap<'v>, e: Event) -> Self {
+    fn from_event(heap: Heap<'v>, e: Record) -> Self {
         let tags = heap.alloc(AllocDict(
             e.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())),
         ));
-        let values = heap.alloc(AllocDict(e.values.iter().map(|(k, v)| (k.as_str(), v))));
+        let values = heap.alloc(AllocDict(
+            e.values
+                .iter()
+                .map(|(k, v)| (k.as_str(), alloc_value(heap, v))),
+        ));
         let deletes = heap.alloc(AllocList(e.deletes.iter().map(|d| d.as_str())));
         Self {
-            name: RefCell::new(e.name),
+            name: RefCell::new(e.name.into_string()),
             timestamp: Cell::new(e.timestamp),
             tags: RefCell::new(tags),
             values: RefCell::new(values),
@@ -519,7 +525,20 @@ impl<'v> StarlarkValue<'v> for StarEvent<'v> {
     }
 }
 
-fn to_event(processor: &str, v: Value<'_>) -> Option<Event> {
+/// An event value as a Starlark value (numbers, strings and booleans
+/// directly; JSON as Starlark lists and dicts).
+fn alloc_value<'v>(heap: Heap<'v>, v: &Val) -> Value<'v> {
+    match v {
+        Val::Bool(b) => Value::new_bool(*b),
+        Val::Int(i) => heap.alloc(*i),
+        Val::Uint(u) => heap.alloc(*u),
+        Val::Float(f) => heap.alloc(*f),
+        Val::Str(s) => heap.alloc(s.as_str()),
+        Val::Json(j) => heap.alloc(&**j),
+    }
+}
+
+fn to_event(processor: &str, v: Value<'_>) -> Option<Record> {
     let se = v.downcast_ref::<StarEvent>()?;
     match to_event_ref(se) {
         Ok(e) => Some(e),
@@ -534,9 +553,9 @@ fn to_event(processor: &str, v: Value<'_>) -> Option<Event> {
     }
 }
 
-fn to_event_ref(se: &StarEvent<'_>) -> Result<Event, String> {
-    let mut e = Event {
-        name: se.name.borrow().clone(),
+fn to_event_ref(se: &StarEvent<'_>) -> Result<Record, String> {
+    let mut e = Record {
+        name: Str::from(se.name.borrow().as_str()),
         timestamp: se.timestamp.get(),
         ..Default::default()
     };
@@ -545,28 +564,25 @@ fn to_event_ref(se: &StarEvent<'_>) -> Result<Event, String> {
     for (k, v) in dict.iter() {
         let k = k.unpack_str().ok_or("a tag name is not a string")?;
         let v = match v.unpack_str() {
-            Some(s) => s.to_string(),
-            None => v.to_str(),
+            Some(s) => Str::from(s),
+            None => Str::from(v.to_str()),
         };
-        e.tags.insert(k.to_string(), v);
+        e.tags.insert(k, v);
     }
     let values = *se.values.borrow();
     let dict = DictRef::from_value(values).ok_or("values is not a dict")?;
-    let mut out: BTreeMap<String, Json> = BTreeMap::new();
+    let mut out: FieldMap<Val> = FieldMap::new();
     for (k, v) in dict.iter() {
         let k = k.unpack_str().ok_or("a value name is not a string")?;
-        let j = v.to_json_value().map_err(|e| format!("value {k:?}: {e}"))?;
-        out.insert(k.to_string(), j);
+        let j: Json = v.to_json_value().map_err(|e| format!("value {k:?}: {e}"))?;
+        out.insert(k, Val::from_json(j));
     }
     e.values = out;
     let deletes = *se.deletes.borrow();
     let list = ListRef::from_value(deletes).ok_or("deletes is not a list")?;
     for d in list.iter() {
-        e.deletes.push(
-            d.unpack_str()
-                .ok_or("a delete is not a string")?
-                .to_string(),
-        );
+        e.deletes
+            .push(Str::from(d.unpack_str().ok_or("a delete is not a string")?));
     }
     Ok(e)
 }

@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use gnomon_gnmi::event::Event;
 use regex::Regex;
 use serde_json::Value;
 
 use crate::config::{compile_regex, Fields};
 use crate::error::ProcessorError;
 use crate::gofmt::title;
+use crate::record::{Record, Str, Val};
 use crate::registry::{pure, Build, Pure};
 use crate::select::Selectors;
 
@@ -174,17 +174,18 @@ fn transform(
 
 impl Op {
     /// Applies the function to an owned string, in place where it can.
-    fn run(&self, mut s: String) -> String {
+    fn run(&self, mut s: Str) -> Str {
         match self {
             Op::Replace { old, new } => match old.replace_all(&s, new.as_str()) {
                 std::borrow::Cow::Borrowed(_) => s,
-                std::borrow::Cow::Owned(o) => o,
+                std::borrow::Cow::Owned(o) => Str::from(o),
             },
             Op::TrimPrefix(p) => {
                 if !p.is_empty() && s.starts_with(p.as_str()) {
-                    s.drain(..p.len());
+                    Str::from(&s[p.len()..])
+                } else {
+                    s
                 }
-                s
             }
             Op::TrimSuffix(p) => {
                 if !p.is_empty() && s.ends_with(p.as_str()) {
@@ -192,13 +193,13 @@ impl Op {
                 }
                 s
             }
-            Op::Title => title(&s),
+            Op::Title => Str::from(title(&s)),
             Op::ToLower => {
                 if s.is_ascii() {
                     s.make_ascii_lowercase();
                     s
                 } else {
-                    s.to_lowercase()
+                    Str::from(s.to_lowercase())
                 }
             }
             Op::ToUpper => {
@@ -206,7 +207,7 @@ impl Op {
                     s.make_ascii_uppercase();
                     s
                 } else {
-                    s.to_uppercase()
+                    Str::from(s.to_uppercase())
                 }
             }
             Op::Split {
@@ -225,9 +226,9 @@ impl Op {
                 };
                 let n = items.len();
                 if n <= *first || n <= *last || *first >= n - *last {
-                    return String::new();
+                    return Str::default();
                 }
-                items[*first..n - *last].join(join)
+                Str::from(items[*first..n - *last].join(join))
             }
             Op::PathBase => path_base(s),
         }
@@ -235,29 +236,30 @@ impl Op {
 }
 
 /// Go's `filepath.Base` (Unix): the last element, trailing slashes removed;
-/// `""` → `"."`, all slashes → `"/"`.
-fn path_base(mut s: String) -> String {
+/// `""` → `"."`, all slashes → `"/"`. The result of a typical value path is
+/// short enough to be stored inline.
+fn path_base(s: Str) -> Str {
     if s.is_empty() {
-        return ".".into();
+        return Str::const_new(".");
     }
-    let trimmed = s.trim_end_matches('/').len();
-    if trimmed == 0 {
-        return "/".into();
+    let trimmed = s.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Str::const_new("/");
     }
-    s.truncate(trimmed);
-    if let Some(i) = s.rfind('/') {
-        s.drain(..=i);
+    match trimmed.rfind('/') {
+        Some(i) => Str::from(&trimmed[i + 1..]),
+        None if trimmed.len() == s.len() => s,
+        None => Str::from(trimmed),
     }
-    s
 }
 
 impl Transform {
     /// One step on a (name, value) pair of a value.
-    fn on_value(&self, k: String, v: Value) -> (String, Value) {
+    fn on_value(&self, k: Str, v: Val) -> (Str, Val) {
         match self.on {
             On::Name => (self.op.run(k), v),
             On::Value => match v {
-                Value::String(s) => (k, Value::String(self.op.run(s))),
+                Val::Str(s) => (k, Val::Str(self.op.run(s))),
                 other => (k, other),
             },
             On::Nothing => (k, v),
@@ -265,7 +267,7 @@ impl Transform {
     }
 
     /// One step on a tag.
-    fn on_tag(&self, k: String, v: String) -> (String, String) {
+    fn on_tag(&self, k: Str, v: Str) -> (Str, Str) {
         match self.on {
             On::Name => (self.op.run(k), v),
             On::Value => (k, self.op.run(v)),
@@ -275,102 +277,98 @@ impl Transform {
 }
 
 impl Strings {
-    fn value_selected(&self, k: &str, v: &Value) -> bool {
+    #[inline]
+    fn value_selected(&self, k: &str, v: &Val) -> bool {
         self.sel.value_names.is_match(k) || self.sel.values.is_match_value(v)
     }
 
+    #[inline]
     fn tag_selected(&self, k: &str, v: &str) -> bool {
         self.sel.tag_names.is_match(k) || self.sel.tags.is_match(v)
     }
 
-    fn apply_values(&self, e: &mut Event) {
+    fn apply_values(&self, e: &mut Record) {
         if !e.values.iter().any(|(k, v)| self.value_selected(k, v)) {
             return;
         }
-        // Entries are popped into a reused scratch buffer and reinserted: a
-        // BTreeMap keeps its (emptied) root node, so renaming a few values
-        // allocates nothing beyond what the transform itself needs.
-        VALUE_SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            while let Some(kv) = e.values.pop_first() {
-                scratch.push(kv);
-            }
-            for (k, v) in scratch.drain(..) {
-                if !self.value_selected(&k, &v) {
-                    e.values.insert(k, v);
+        if !self.any_keep {
+            // Only the last name survives: transform each selected pair in
+            // place, then restore the order. A name that now collides keeps
+            // the pair that came last, as reinserting in order would.
+            let entries = e.values.entries_mut();
+            for (k, v) in entries.iter_mut() {
+                if !self.value_selected(k, v) {
                     continue;
                 }
-                if !self.any_keep {
-                    // Only the last name survives: no intermediate inserts.
-                    let (k, v) = self
-                        .transforms
-                        .iter()
-                        .fold((k, v), |(k, v), t| t.on_value(k, v));
-                    e.values.insert(k, v);
-                    continue;
-                }
-                // gnmic's sequence: each step removes the current name unless
-                // `keep`, then stores the transformed pair.
-                e.values.insert(k.clone(), v.clone());
-                let (mut k, mut v) = (k, v);
-                for t in &self.transforms {
-                    if !t.keep {
-                        e.values.remove(&k);
-                    }
-                    let (nk, nv) = t.on_value(k, v);
-                    e.values.insert(nk.clone(), nv.clone());
-                    (k, v) = (nk, nv);
-                }
+                let pair = (std::mem::take(k), std::mem::replace(v, Val::Bool(false)));
+                (*k, *v) = self
+                    .transforms
+                    .iter()
+                    .fold(pair, |(k, v), t| t.on_value(k, v));
             }
-            cell.set(scratch);
-        });
+            e.values.restore_order();
+            return;
+        }
+        // gnmic's sequence: each step removes the current name unless
+        // `keep`, then stores the transformed pair.
+        for (k, v) in std::mem::take(&mut e.values) {
+            if !self.value_selected(&k, &v) {
+                e.values.insert(k, v);
+                continue;
+            }
+            e.values.insert(k.clone(), v.clone());
+            let (mut k, mut v) = (k, v);
+            for t in &self.transforms {
+                if !t.keep {
+                    e.values.remove(&k);
+                }
+                let (nk, nv) = t.on_value(k, v);
+                e.values.insert(nk.clone(), nv.clone());
+                (k, v) = (nk, nv);
+            }
+        }
     }
 
-    fn apply_tags(&self, e: &mut Event) {
+    fn apply_tags(&self, e: &mut Record) {
         if !e.tags.iter().any(|(k, v)| self.tag_selected(k, v)) {
             return;
         }
-        TAG_SCRATCH.with(|cell| {
-            let mut scratch = cell.take();
-            while let Some(kv) = e.tags.pop_first() {
-                scratch.push(kv);
-            }
-            for (k, v) in scratch.drain(..) {
-                if !self.tag_selected(&k, &v) {
-                    e.tags.insert(k, v);
+        if !self.any_keep {
+            let entries = e.tags.entries_mut();
+            for (k, v) in entries.iter_mut() {
+                if !self.tag_selected(k, v) {
                     continue;
                 }
-                if !self.any_keep {
-                    let (k, v) = self
-                        .transforms
-                        .iter()
-                        .fold((k, v), |(k, v), t| t.on_tag(k, v));
-                    e.tags.insert(k, v);
-                    continue;
-                }
-                e.tags.insert(k.clone(), v.clone());
-                let (mut k, mut v) = (k, v);
-                for t in &self.transforms {
-                    if !t.keep {
-                        e.tags.remove(&k);
-                    }
-                    let (nk, nv) = t.on_tag(k, v);
-                    e.tags.insert(nk.clone(), nv.clone());
-                    (k, v) = (nk, nv);
-                }
+                let pair = (std::mem::take(k), std::mem::take(v));
+                (*k, *v) = self
+                    .transforms
+                    .iter()
+                    .fold(pair, |(k, v), t| t.on_tag(k, v));
             }
-            cell.set(scratch);
-        });
+            e.tags.restore_order();
+            return;
+        }
+        for (k, v) in std::mem::take(&mut e.tags) {
+            if !self.tag_selected(&k, &v) {
+                e.tags.insert(k, v);
+                continue;
+            }
+            e.tags.insert(k.clone(), v.clone());
+            let (mut k, mut v) = (k, v);
+            for t in &self.transforms {
+                if !t.keep {
+                    e.tags.remove(&k);
+                }
+                let (nk, nv) = t.on_tag(k, v);
+                e.tags.insert(nk.clone(), nv.clone());
+                (k, v) = (nk, nv);
+            }
+        }
     }
 }
 
-thread_local! {
-    static VALUE_SCRATCH: std::cell::Cell<Vec<(String, Value)>> = const { std::cell::Cell::new(Vec::new()) };
-    static TAG_SCRATCH: std::cell::Cell<Vec<(String, String)>> = const { std::cell::Cell::new(Vec::new()) };
-}
-
 impl Pure for Strings {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.transforms.is_empty() {
             return;
         }

@@ -1,10 +1,9 @@
 //! Processors that create tags: event-add-tag, event-extract-tags,
 //! event-to-tag, event-value-tag, event-value-tag-v2.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use gnomon_gnmi::event::Event;
 use regex::Regex;
 use serde_json::Value;
 
@@ -12,6 +11,7 @@ use crate::chain::Apply;
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::gofmt::sprint;
+use crate::record::{FieldMap, Record, Str, Val};
 use crate::registry::{pure, Build, Processors, Pure};
 use crate::select::{Condition, Matcher, Selectors};
 
@@ -22,7 +22,7 @@ struct AddTag {
     sel: Selectors,
     deletes: Matcher,
     overwrite: bool,
-    add: Vec<(String, String)>,
+    add: Vec<(Str, Str)>,
 }
 
 pub(crate) fn add_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
@@ -31,7 +31,7 @@ pub(crate) fn add_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
     let add = f
         .string_map("add")?
         .into_iter()
-        .map(|(k, v)| (k.to_lowercase(), v))
+        .map(|(k, v)| (Str::from(k.to_lowercase()), Str::from(v)))
         .collect();
     Ok(pure(AddTag {
         cond: Condition::from_field(f)?,
@@ -43,7 +43,7 @@ pub(crate) fn add_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
 }
 
 impl AddTag {
-    fn hit(&self, e: &Event) -> bool {
+    fn hit(&self, e: &Record) -> bool {
         match &self.cond {
             Some(c) => c.check(e).unwrap_or(false),
             None => {
@@ -56,7 +56,7 @@ impl AddTag {
 }
 
 impl Pure for AddTag {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.add.is_empty() {
             return;
         }
@@ -66,15 +66,9 @@ impl Pure for AddTag {
             }
             for (k, v) in &self.add {
                 if self.overwrite {
-                    match e.tags.get_mut(k) {
-                        Some(old) if old == v => {}
-                        Some(old) => v.clone_into(old),
-                        None => {
-                            e.tags.insert(k.clone(), v.clone());
-                        }
-                    }
-                } else if !e.tags.contains_key(k) {
                     e.tags.insert(k.clone(), v.clone());
+                } else {
+                    e.tags.insert_if_absent(k, || v.clone());
                 }
             }
         }
@@ -102,21 +96,21 @@ pub(crate) fn extract_tags(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
 }
 
 impl ExtractTags {
-    fn extract(&self, re: &Regex, s: &str, out: &mut Vec<(String, String)>) {
+    fn extract(&self, re: &Regex, s: &str, out: &mut Vec<(Str, Str)>) {
         let Some(caps) = re.captures(s) else {
             return;
         };
         for (i, name) in re.capture_names().enumerate() {
             if let Some(name) = name {
                 let text = caps.get(i).map_or("", |m| m.as_str());
-                out.push((name.to_string(), text.to_string()));
+                out.push((Str::from(name), Str::from(text)));
             }
         }
     }
 }
 
 impl Pure for ExtractTags {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         let mut found = Vec::new();
         for e in events.iter_mut() {
             found.clear();
@@ -124,7 +118,7 @@ impl Pure for ExtractTags {
                 for re in &self.value_names {
                     self.extract(re, k, &mut found);
                 }
-                if let Value::String(s) = v {
+                if let Val::Str(s) = v {
                     for re in &self.values {
                         self.extract(re, s, &mut found);
                     }
@@ -165,17 +159,17 @@ pub(crate) fn to_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> {
 }
 
 impl Pure for ToTag {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() && self.values.is_empty() {
             return;
         }
         for e in events.iter_mut() {
-            let Event { tags, values, .. } = e;
+            let Record { tags, values, .. } = e;
             let keep = self.keep;
             values.retain(|k, v| {
                 let tag = if self.value_names.is_match(k) {
                     sprint(v)
-                } else if let Value::String(s) = v {
+                } else if let Val::Str(s) = v {
                     if !self.values.is_match(s) {
                         return true;
                     }
@@ -195,7 +189,7 @@ impl Pure for ToTag {
 /// event's tags (the event itself included).
 struct ValueTag {
     value_name: String,
-    tag_name: String,
+    tag_name: Str,
     consume: bool,
 }
 
@@ -207,20 +201,20 @@ pub(crate) fn value_tag(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError
         .unwrap_or_else(|| value_name.clone());
     Ok(pure(ValueTag {
         value_name,
-        tag_name,
+        tag_name: Str::from(tag_name),
         consume: f.bool("consume")?,
     }))
 }
 
 impl Pure for ValueTag {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if !events
             .iter()
             .any(|e| e.values.contains_key(&self.value_name))
         {
             return;
         }
-        let mut rules: Vec<(BTreeMap<String, String>, String)> = Vec::new();
+        let mut rules: Vec<(FieldMap<Str>, Str)> = Vec::new();
         for e in events.iter_mut() {
             let value = if self.consume {
                 e.values.remove(&self.value_name)
@@ -241,7 +235,7 @@ impl Pure for ValueTag {
     }
 }
 
-fn included_in(a: &BTreeMap<String, String>, b: &BTreeMap<String, String>) -> bool {
+fn included_in(a: &FieldMap<Str>, b: &FieldMap<Str>) -> bool {
     a.len() <= b.len() && a.iter().all(|(k, v)| b.get(k) == Some(v))
 }
 
@@ -261,7 +255,7 @@ struct ValueTagV2Spec {
 #[derive(Clone)]
 struct Rule {
     value_name: String,
-    tag_name: String,
+    tag_name: Str,
     consume: bool,
 }
 
@@ -311,7 +305,7 @@ pub(crate) fn value_tag_v2(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
             };
             rules.push(Rule {
                 value_name,
-                tag_name,
+                tag_name: Str::from(tag_name),
                 consume,
             });
         }
@@ -352,18 +346,18 @@ struct ValueTagV2 {
 #[derive(Default)]
 struct RuleCache {
     shapes: Vec<Shape>,
-    order: VecDeque<(usize, Vec<String>)>,
+    order: VecDeque<(usize, Vec<Str>)>,
     len: usize,
 }
 
 struct Shape {
-    names: Vec<String>,
-    entries: HashMap<Vec<String>, String>,
+    names: Vec<Str>,
+    entries: HashMap<Vec<Str>, Str>,
 }
 
 impl RuleCache {
-    fn remember(&mut self, tags: &BTreeMap<String, String>, value: String, cap: usize) -> u64 {
-        let names: Vec<&String> = tags.keys().collect();
+    fn remember(&mut self, tags: &FieldMap<Str>, value: Str, cap: usize) -> u64 {
+        let names: Vec<&Str> = tags.keys().collect();
         let idx = match self
             .shapes
             .iter()
@@ -372,13 +366,13 @@ impl RuleCache {
             Some(i) => i,
             None => {
                 self.shapes.push(Shape {
-                    names: names.iter().map(|s| s.to_string()).collect(),
+                    names: names.iter().map(|s| (*s).clone()).collect(),
                     entries: HashMap::new(),
                 });
                 self.shapes.len() - 1
             }
         };
-        let key: Vec<String> = tags.values().cloned().collect();
+        let key: Vec<Str> = tags.values().cloned().collect();
         let shape = &mut self.shapes[idx];
         if let Some(v) = shape.entries.get_mut(&key) {
             *v = value;
@@ -401,7 +395,7 @@ impl RuleCache {
     }
 
     /// The remembered value whose tags are all present in `tags`.
-    fn lookup(&self, tags: &BTreeMap<String, String>, key: &mut Vec<String>) -> Option<&String> {
+    fn lookup(&self, tags: &FieldMap<Str>, key: &mut Vec<Str>) -> Option<&Str> {
         let mut found = None;
         for shape in &self.shapes {
             if shape.names.len() > tags.len() || shape.entries.is_empty() {
@@ -429,7 +423,7 @@ impl RuleCache {
 }
 
 impl Apply for ValueTagV2 {
-    fn apply(&mut self, events: &mut Vec<Event>) {
+    fn apply(&mut self, events: &mut Vec<Record>) {
         let mut key = Vec::new();
         for e in events.iter_mut() {
             for (rule, cache) in self.rules.iter().zip(self.caches.iter_mut()) {

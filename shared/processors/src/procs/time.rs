@@ -3,14 +3,13 @@
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use gnomon_gnmi::event::Event;
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
-use serde_json::Value;
 
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::golayout::{Layout, RFC3339};
+use crate::record::{Record, Str, Val};
 use crate::registry::{pure, Build, Pure};
 use crate::select::Matcher;
 
@@ -57,7 +56,7 @@ pub(crate) fn override_ts(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErr
 }
 
 impl Pure for OverrideTs {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as i128)
@@ -100,10 +99,13 @@ pub(crate) fn date_string(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErr
     }))
 }
 
-fn as_int(v: &Value) -> Option<i64> {
+fn as_int(v: &Val) -> Option<i64> {
     match v {
-        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
-        Value::String(s) => s.parse().ok(),
+        Val::Int(i) => Some(*i),
+        // serde_json's as_i64 fails above i64::MAX; as_f64 then saturates.
+        Val::Uint(u) => Some(*u as f64 as i64),
+        Val::Float(f) => Some(*f as i64),
+        Val::Str(s) => s.parse().ok(),
         _ => None,
     }
 }
@@ -117,13 +119,13 @@ impl DateString {
 }
 
 impl Pure for DateString {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         for e in events.iter_mut() {
             if !self.value_names.is_empty() {
                 for (k, v) in e.values.iter_mut() {
                     if self.value_names.is_match(k) {
                         if let Some(s) = as_int(v).and_then(|n| self.render(n)) {
-                            *v = Value::String(s);
+                            *v = Val::Str(Str::from(s));
                         }
                     }
                 }
@@ -132,7 +134,7 @@ impl Pure for DateString {
                 for (k, v) in e.tags.iter_mut() {
                     if self.tag_names.is_match(k) {
                         if let Some(s) = v.parse::<i64>().ok().and_then(|n| self.render(n)) {
-                            *v = s;
+                            *v = Str::from(s);
                         }
                     }
                 }
@@ -162,7 +164,7 @@ pub(crate) fn time_epoch(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErro
 }
 
 impl Pure for TimeEpoch {
-    fn apply(&self, events: &mut Vec<Event>) {
+    fn apply(&self, events: &mut Vec<Record>) {
         if self.value_names.is_empty() {
             return;
         }
@@ -171,13 +173,13 @@ impl Pure for TimeEpoch {
                 if !self.value_names.is_match(k) {
                     continue;
                 }
-                let Value::String(s) = v else {
+                let Val::Str(s) = v else {
                     continue;
                 };
                 match self.layout.parse(s) {
                     Ok(ts) => {
                         let n = ts.as_nanosecond() / self.precision.nanos();
-                        *v = Value::from(n as i64);
+                        *v = Val::Int(n as i64);
                     }
                     Err(err) => {
                         tracing::debug!(
