@@ -456,4 +456,108 @@ mod tests {
         apply_add_target(&mut event, AddTarget::Overwrite);
         assert_eq!(event.tags["target"], "sub-t");
     }
+
+    fn proto_message(values: &[(&str, u64)]) -> BusMessage {
+        use gnomon_gnmi::proto::gnmi::{
+            subscribe_response, typed_value, Notification, Path, PathElem, SubscribeResponse,
+            TypedValue, Update,
+        };
+        let elem = |name: &str| PathElem {
+            name: name.to_string(),
+            ..Default::default()
+        };
+        let response = SubscribeResponse {
+            response: Some(subscribe_response::Response::Update(Notification {
+                timestamp: 1_700_000_000_000_000_000,
+                update: values
+                    .iter()
+                    .map(|(name, value)| Update {
+                        path: Some(Path {
+                            elem: vec![elem("counters"), elem(name)],
+                            ..Default::default()
+                        }),
+                        val: Some(TypedValue {
+                            value: Some(typed_value::Value::UintVal(*value)),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        BusMessage {
+            subject: "telemetry.10-0-0-1:57400.s".into(),
+            headers: gnomon_bus::MessageHeaders {
+                target: Some("10.0.0.1:57400".into()),
+                subscription: Some("s".into()),
+                fencing_token: Some(1),
+                traceparent: None,
+            },
+            payload: prost::Message::encode_to_vec(&response).into(),
+        }
+    }
+
+    fn input_with(chain: Option<SharedChain>, outputs: Vec<Arc<PrometheusOutput>>) -> NatsInput {
+        let config: NatsInputConfig = serde_yaml::from_str("format: proto").unwrap();
+        NatsInput {
+            name: "in".into(),
+            config,
+            queue: "in".into(),
+            client_name: "in".into(),
+            outputs,
+            fencing: Arc::new(Fencing::default()),
+            stats: Arc::new(ExporterStats::default()),
+            chain,
+        }
+    }
+
+    #[test]
+    fn proto_messages_go_through_the_input_then_add_target_then_each_output() {
+        let procs = gnomon_processors::Processors::from_config(&serde_json::json!({
+            "short": {"event-strings": {"value-names": [".*"],
+                "transforms": [{"path-base": {"apply-on": "name"}}]}},
+            "no-discards": {"event-delete": {"value-names": ["discards$"]}},
+            "site": {"event-add-tag": {"value-names": [".*"], "add": {"site": "lab"}}}
+        }))
+        .unwrap();
+        let output = |yaml: &str, chain: &[&str]| {
+            Arc::new(
+                PrometheusOutput::new("p", serde_yaml::from_str(yaml).unwrap())
+                    .with_chain(procs.chain(chain).unwrap()),
+            )
+        };
+        let with_site = output("add-target: overwrite", &["site", "no-discards"]);
+        let plain = output("{}", &[]);
+        let message = proto_message(&[("in-octets", 7), ("in-discards", 1)]);
+        let text = |o: &PrometheusOutput| String::from_utf8(o.render()).unwrap();
+
+        // Outputs' processors only; the plain output keeps its zero-copy path.
+        input_with(None, vec![with_site.clone(), plain.clone()]).process(&message);
+        assert!(
+            text(&with_site).contains(
+                "\ncounters_in_octets{site=\"lab\",source=\"10.0.0.1:57400\",subscription_name=\"s\",target=\"10.0.0.1\"} 7\n"
+            ),
+            "{}",
+            text(&with_site)
+        );
+        assert!(!text(&with_site).contains("discards"));
+        assert!(text(&plain).contains(
+            "\ncounters_in_discards{source=\"10.0.0.1:57400\",subscription_name=\"s\"} 1\n"
+        ));
+
+        // The input's processors come first, for every output.
+        let shortened = output("{}", &[]);
+        input_with(
+            SharedChain::new(procs.chain(&["short"]).unwrap()),
+            vec![shortened.clone()],
+        )
+        .process(&message);
+        assert!(
+            text(&shortened)
+                .contains("\nin_octets{source=\"10.0.0.1:57400\",subscription_name=\"s\"} 7\n"),
+            "{}",
+            text(&shortened)
+        );
+    }
 }

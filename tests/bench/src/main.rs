@@ -16,6 +16,7 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
     vec![
         // (benchmarks)
         ("failover_p99_s", cluster::failover_p99_s),
+        ("failover_p99_s_k8s", cluster::failover_p99_s_k8s),
         ("place_1000_targets_s", cluster::place_1000_targets_s),
         ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
         ("collector_cpu_us_per_update", collector::cpu_us_per_update),

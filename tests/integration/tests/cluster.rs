@@ -1,5 +1,5 @@
-//! Issue 5 acceptance on real etcd (and the Consul double) and nats-server with `gnomon all`
-//! processes; the
+//! Issue 5 acceptance on real etcd (and the Consul and Kubernetes API doubles) and
+//! nats-server with `gnomon all` processes; the
 //! simulator's `/stats` judges who subscribes to which device.
 
 use futures::StreamExt;
@@ -48,6 +48,13 @@ async fn on_etcd() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_consul_double() {
     cluster_places_fails_over_drains_and_follows_runtime_changes("consul").await;
+}
+
+/// `type: k8s` against the Kubernetes API double, the harness acting as the EndpointSlice
+/// controller (members are the ready endpoints of `it-gnmic-api`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_k8s_double() {
+    cluster_places_fails_over_drains_and_follows_runtime_changes("k8s").await;
 }
 
 async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &str) {

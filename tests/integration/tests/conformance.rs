@@ -11,6 +11,7 @@ use gnomon_coordination::{
     self as coordination, Coordination, LockGuard, LockerConfig, LockerType, MemoryCoordination,
     MemoryStore, ServiceHandle, ServiceInstance, ServiceRegistration, WatchEvent, WatchEvents,
 };
+use gnomon_k8s_double::K8sDouble;
 use gnomon_testkit::{ChildProcess, EtcdServer};
 use std::net::SocketAddr;
 use std::process::Command;
@@ -33,6 +34,12 @@ enum Store {
     },
     RealConsul {
         address: String,
+    },
+    /// The Kubernetes API: the double, or a real cluster when `KUBECONFIG` is set.
+    K8s {
+        double: tokio::sync::Mutex<Option<K8sDouble>>,
+        kubeconfig: std::path::PathBuf,
+        namespace: String,
     },
 }
 
@@ -117,6 +124,46 @@ impl Harness {
         }
     }
 
+    /// The Kubernetes API double, or the cluster of `KUBECONFIG` when it is set (namespace
+    /// `GNOMON_K8S_NAMESPACE`, default `default`; the ServiceAccount needs the Role of
+    /// compose/k8s/rbac.yaml).
+    async fn k8s() -> Option<Self> {
+        let logs = tempfile::tempdir().unwrap();
+        let (double, kubeconfig, namespace, ttl) = match std::env::var("KUBECONFIG") {
+            Ok(path) if !path.is_empty() => {
+                let namespace =
+                    std::env::var("GNOMON_K8S_NAMESPACE").unwrap_or_else(|_| "default".into());
+                (None, path.into(), namespace, Duration::from_secs(5))
+            }
+            _ => {
+                let double = K8sDouble::start().await.unwrap();
+                let path = logs.path().join("kubeconfig");
+                gnomon_k8s_double::write_kubeconfig(
+                    &path,
+                    &double.url(),
+                    gnomon_k8s_double::ADMIN_TOKEN,
+                    "default",
+                )
+                .unwrap();
+                (
+                    Some(double),
+                    path,
+                    "default".to_string(),
+                    Duration::from_secs(2),
+                )
+            }
+        };
+        Some(Self {
+            store: Store::K8s {
+                double: tokio::sync::Mutex::new(double),
+                kubeconfig,
+                namespace,
+            },
+            ttl,
+            logs,
+        })
+    }
+
     fn new(store: Store, ttl: Duration) -> Self {
         Self {
             store,
@@ -130,7 +177,11 @@ impl Harness {
     }
 
     fn can_stop_store(&self) -> bool {
-        !matches!(self.store, Store::RealConsul { .. })
+        match &self.store {
+            Store::RealConsul { .. } => false,
+            Store::K8s { double, .. } => double.try_lock().is_ok_and(|d| d.is_some()),
+            _ => true,
+        }
     }
 
     fn config(&self, delay: Duration) -> LockerConfig {
@@ -156,6 +207,16 @@ impl Harness {
                 cfg.token = std::env::var("CONSUL_HTTP_TOKEN").ok();
                 cfg
             }
+            Store::K8s {
+                kubeconfig,
+                namespace,
+                ..
+            } => {
+                let mut cfg = LockerConfig::new(LockerType::K8s);
+                cfg.kubeconfig = Some(kubeconfig.display().to_string());
+                cfg.namespace = Some(namespace.clone());
+                cfg
+            }
         };
         cfg.session_ttl = self.ttl;
         cfg.delay = delay;
@@ -166,11 +227,11 @@ impl Harness {
 
     fn config_json(&self, delay: Duration) -> String {
         let cfg = self.config(delay);
-        let kind = match cfg.kind {
-            LockerType::Etcd => "etcd",
-            LockerType::Consul => "consul",
-            LockerType::Memory => "memory",
-        };
+        if cfg.kind == LockerType::K8s {
+            // What the k8s block shows is what it reads (no secrets in it).
+            return serde_json::to_string(&cfg).unwrap();
+        }
+        let kind = cfg.kind.name();
         serde_json::json!({
             "type": kind,
             "address": cfg.address,
@@ -287,6 +348,11 @@ impl Harness {
         match &self.store {
             Store::Etcd(server) => server.lock().unwrap().stop(),
             Store::Double { double, .. } => {
+                if let Some(mut d) = double.lock().await.take() {
+                    d.stop().await;
+                }
+            }
+            Store::K8s { double, .. } => {
                 if let Some(mut d) = double.lock().await.take() {
                     d.stop().await;
                 }
@@ -787,6 +853,7 @@ conformance!(etcd, Harness::etcd());
 conformance!(consul_double, Harness::double());
 conformance!(memory, Harness::memory());
 conformance!(real_consul, Harness::real_consul());
+conformance!(k8s, Harness::k8s());
 
 /// Only etcd keeps its data across a restart in these tests (the double starts empty).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

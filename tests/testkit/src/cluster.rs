@@ -1,6 +1,11 @@
 //! A multi-process gnomon cluster for tests: real etcd and nats-server, a `gnomon simulator`
 //! process whose `/stats` is the independent judge of who subscribes to which device, and
 //! `gnomon all` members started from generated gnmic-style configs.
+//!
+//! With the Kubernetes API double (`k8s`), the harness also plays Kubernetes' part in
+//! membership: like the kubelet's readiness probe and the EndpointSlice controller, it
+//! probes every member's `/healthz` and keeps one EndpointSlice per member (ready or not)
+//! for the headless Service `<cluster>-gnmic-api`.
 
 use crate::{
     free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess, EtcdServer, NatsServer,
@@ -8,6 +13,7 @@ use crate::{
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The cluster name the harness uses.
@@ -34,6 +40,12 @@ pub enum Store {
         process: ChildProcess,
         address: String,
     },
+    /// The Kubernetes API double as its own process, with a kubeconfig for it.
+    K8sDouble {
+        process: ChildProcess,
+        address: String,
+        kubeconfig: PathBuf,
+    },
 }
 
 impl Store {
@@ -50,6 +62,22 @@ impl Store {
                 wait_for_tcp(&address, Duration::from_secs(10))?;
                 Ok(Store::ConsulDouble { process, address })
             }
+            "k8s" => {
+                let port = free_port();
+                let address = format!("127.0.0.1:{port}");
+                let kubeconfig = dir.join("kubeconfig");
+                let mut cmd = Command::new(workspace_binary("k8s-double")?);
+                cmd.args(["--listen", &address, "--admin-token", K8S_TOKEN])
+                    .arg("--kubeconfig")
+                    .arg(&kubeconfig);
+                let process = ChildProcess::spawn("k8s-double", cmd, dir)?;
+                wait_for_tcp(&address, Duration::from_secs(10))?;
+                Ok(Store::K8sDouble {
+                    process,
+                    address,
+                    kubeconfig,
+                })
+            }
             other => anyhow::bail!("unknown store {other}"),
         }
     }
@@ -58,13 +86,113 @@ impl Store {
         match self {
             Store::Etcd(_) => "etcd",
             Store::ConsulDouble { .. } => "consul",
+            Store::K8sDouble { .. } => "k8s",
         }
     }
 
     fn address(&self) -> String {
         match self {
             Store::Etcd(etcd) => etcd.address(),
-            Store::ConsulDouble { address, .. } => address.clone(),
+            Store::ConsulDouble { address, .. } | Store::K8sDouble { address, .. } => {
+                address.clone()
+            }
+        }
+    }
+
+    /// The `locker:` block of a member's config.
+    fn locker_block(&self, ttl: Duration, delay: Duration) -> String {
+        match self {
+            Store::K8sDouble { kubeconfig, .. } => format!(
+                "  locker:\n    type: k8s\n    kubeconfig: {}\n    namespace: default\n    lease-duration: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
+                kubeconfig.display(),
+                ttl.as_secs(),
+                delay.as_millis()
+            ),
+            _ => format!(
+                "  locker:\n    type: {}\n    address: {}\n    session-ttl: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
+                self.locker_type(),
+                self.address(),
+                ttl.as_secs(),
+                delay.as_millis()
+            ),
+        }
+    }
+}
+
+/// The admin token of the Kubernetes API double the harness starts.
+pub const K8S_TOKEN: &str = "gnomon-cluster-test-token";
+
+/// Members the EndpointSlice controller follows: (name, API port).
+type Pods = Arc<Mutex<Vec<(String, u16)>>>;
+
+/// Kubernetes' part in membership, for the API double: every 200 ms, each member's
+/// `/healthz` decides whether its endpoint is ready (the kubelet's readiness probe), and
+/// its EndpointSlice in the double says so (the EndpointSlice controller).
+async fn endpoint_slice_controller(
+    api: String,
+    pods: Pods,
+    http: reqwest::Client,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let service = format!("{CLUSTER}-gnmic-api");
+    let slices = format!("{api}/apis/discovery.k8s.io/v1/namespaces/default/endpointslices");
+    let mut written: BTreeMap<String, bool> = BTreeMap::new();
+    while !stop.is_cancelled() {
+        let current: Vec<(String, u16)> = pods.lock().map(|p| p.clone()).unwrap_or_default();
+        for (pod, port) in current {
+            let ready = http
+                .get(format!("http://127.0.0.1:{port}/healthz"))
+                .timeout(Duration::from_millis(300))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if written.get(&pod) == Some(&ready) {
+                continue;
+            }
+            let name = format!("{service}-{pod}");
+            let mut slice = serde_json::json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {"name": name, "labels": {"kubernetes.io/service-name": service}},
+                "addressType": "IPv4",
+                "endpoints": [{
+                    "addresses": ["127.0.0.1"],
+                    "conditions": {"ready": ready, "serving": ready, "terminating": false},
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": "default"},
+                }],
+                "ports": [{"name": "api", "port": port, "protocol": "TCP"}],
+            });
+            let existing = http
+                .get(format!("{slices}/{name}"))
+                .bearer_auth(K8S_TOKEN)
+                .send()
+                .await;
+            let response = match existing {
+                Ok(r) if r.status().is_success() => {
+                    let current: serde_json::Value = r.json().await.unwrap_or_default();
+                    slice["metadata"]["resourceVersion"] =
+                        current["metadata"]["resourceVersion"].clone();
+                    http.put(format!("{slices}/{name}"))
+                        .bearer_auth(K8S_TOKEN)
+                        .json(&slice)
+                        .send()
+                        .await
+                }
+                _ => {
+                    http.post(&slices)
+                        .bearer_auth(K8S_TOKEN)
+                        .json(&slice)
+                        .send()
+                        .await
+                }
+            };
+            if response.is_ok_and(|r| r.status().is_success()) {
+                written.insert(pod, ready);
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
         }
     }
 }
@@ -82,6 +210,16 @@ pub struct Harness {
     /// Session TTL and lock-delay of the cluster's locker.
     pub ttl: Duration,
     pub delay: Duration,
+    /// k8s: the members whose readiness the EndpointSlice controller follows.
+    pods: Pods,
+    /// Stops the EndpointSlice controller.
+    controller: tokio_util::sync::CancellationToken,
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.controller.cancel();
+    }
 }
 
 /// Per-device subscription state from the simulator.
@@ -92,7 +230,7 @@ pub struct DeviceStats {
 }
 
 impl Harness {
-    /// Starts the store (`etcd` or `consul`), nats-server and a simulator with `devices`
+    /// Starts the store (`etcd`, `consul` or `k8s`), nats-server and a simulator with `devices`
     /// devices (1 s counter steps).
     pub async fn start(store_kind: &str, devices: usize) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
@@ -132,13 +270,24 @@ impl Harness {
             ttl: Duration::from_secs(2),
             // etcd: the holder fences itself at last renewal + TTL, before etcd can expire the
             // lease, so no lock-delay is needed (its emulation rounds up to etcd's 2 s minimum
-            // lease). Consul enforces lock-delay on the server; keep a short one there.
-            delay: if store_kind == "etcd" {
-                Duration::ZERO
-            } else {
+            // lease); the same holds for k8s Leases (one clock here). Consul enforces
+            // lock-delay on the server; keep a short one there.
+            delay: if store_kind == "consul" {
                 Duration::from_secs(1)
+            } else {
+                Duration::ZERO
             },
+            pods: Pods::default(),
+            controller: tokio_util::sync::CancellationToken::new(),
         };
+        if let Store::K8sDouble { address, .. } = &harness.store {
+            tokio::spawn(endpoint_slice_controller(
+                format!("http://{address}"),
+                harness.pods.clone(),
+                harness.http.clone(),
+                harness.controller.clone(),
+            ));
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(stats) = harness.stats().await {
@@ -216,12 +365,9 @@ impl Harness {
             "subscriptions:\n  counters:\n    paths: [/interfaces/interface/state/counters]\n    stream-mode: sample\n    sample-interval: 1s\n",
         );
         text.push_str(&format!(
-            "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  targets-watch-timer: 2s\n  leader-wait-timer: 300ms\n  target-assignment-timeout: 5s\n  services-watch-timer: 5s\n  tags: {member_tags:?}\n  locker:\n    type: {}\n    address: {}\n    session-ttl: {}s\n    delay: {}ms\n    retry-timer: 500ms\n",
-            self.store.locker_type(),
-            self.store.address(),
-            self.ttl.as_secs(),
-            self.delay.as_millis()
+            "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  targets-watch-timer: 2s\n  leader-wait-timer: 300ms\n  target-assignment-timeout: 5s\n  services-watch-timer: 5s\n  tags: {member_tags:?}\n"
         ));
+        text.push_str(&self.store.locker_block(self.ttl, self.delay));
         text.push_str(&format!(
             "outputs:\n  nats-out:\n    type: nats\n    address: {}\n    subject-prefix: telemetry\n    format: proto\n",
             self.nats.address()
@@ -256,6 +402,10 @@ impl Harness {
             .env("GNMIC_API", format!("127.0.0.1:{api_port}"));
         let process = ChildProcess::spawn(name, cmd, self.dir.path())?;
         wait_for_tcp(&format!("127.0.0.1:{api_port}"), Duration::from_secs(20))?;
+        if let Ok(mut pods) = self.pods.lock() {
+            pods.retain(|(pod, _)| pod != name);
+            pods.push((name.to_string(), api_port));
+        }
         self.members.push(Member {
             name: name.to_string(),
             api_port,
@@ -312,7 +462,9 @@ impl Harness {
     pub fn store_stop(&mut self) {
         match &mut self.store {
             Store::Etcd(etcd) => etcd.stop(),
-            Store::ConsulDouble { process, .. } => process.kill(),
+            Store::ConsulDouble { process, .. } | Store::K8sDouble { process, .. } => {
+                process.kill()
+            }
         }
     }
 
@@ -323,6 +475,9 @@ impl Harness {
             Store::Etcd(etcd) => etcd.restart(),
             Store::ConsulDouble { .. } => {
                 anyhow::bail!("the Consul double cannot be restarted with its state")
+            }
+            Store::K8sDouble { .. } => {
+                anyhow::bail!("the Kubernetes API double cannot be restarted with its state")
             }
         }
     }
@@ -341,7 +496,7 @@ impl Harness {
     fn store_process(&mut self) -> &mut ChildProcess {
         match &mut self.store {
             Store::Etcd(etcd) => etcd.process(),
-            Store::ConsulDouble { process, .. } => process,
+            Store::ConsulDouble { process, .. } | Store::K8sDouble { process, .. } => process,
         }
     }
 

@@ -408,4 +408,77 @@ mod tests {
             .render()
             .contains("gnomon_output_dropped_total{output=\"drop-test\",reason=\"closed\"} 1"));
     }
+
+    fn notification(values: &[(&str, u64)]) -> SubscribeResponse {
+        use gnomon_gnmi::proto::gnmi::{
+            subscribe_response, typed_value, Notification, Path, PathElem, TypedValue, Update,
+        };
+        let update = |(name, value): &(&str, u64)| Update {
+            path: Some(Path {
+                elem: ["interfaces", "interface", "state", "counters", name]
+                    .iter()
+                    .map(|n| PathElem {
+                        name: n.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            val: Some(TypedValue {
+                value: Some(typed_value::Value::UintVal(*value)),
+            }),
+            ..Default::default()
+        };
+        SubscribeResponse {
+            response: Some(subscribe_response::Response::Update(Notification {
+                timestamp: 5,
+                update: values.iter().map(update).collect(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_file_output_applies_its_processors_to_each_response() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.json");
+        let config = gnomon_config::load_config_with_env(
+            &format!(
+                "processors:\n  short: {{event-strings: {{value-names: ['.*'], transforms: [{{path-base: {{apply-on: name}}}}]}}}}\n  \
+                 no-discards: {{event-delete: {{value-names: ['discards$']}}}}\n\
+                 outputs:\n  f: {{type: file, filename: {path:?}, event-processors: [short, no-discards]}}\n  \
+                 plain: {{type: file, filename: {plain:?}}}\n",
+                plain = dir.path().join("plain.json")
+            ),
+            gnomon_config::ConfigFormat::Yaml,
+            &[],
+        )
+        .unwrap();
+        let outputs =
+            Outputs::start_with_processors(&config.outputs, &config.processors, None).unwrap();
+        let info = Arc::new(StreamInfo::new(EventMeta::new("r1", "s"), None, 2));
+        let item = Arc::new(Collected {
+            stream: info,
+            response: RawResponse::from_message(&notification(&[
+                ("in-octets", 7),
+                ("in-discards", 1),
+            ])),
+        });
+        for output in outputs.select(&[]) {
+            output.write(&item).await;
+        }
+        outputs.close(Duration::from_secs(5)).await;
+        let processed = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            processed,
+            "{\"name\":\"s\",\"timestamp\":5,\"tags\":{\"source\":\"r1\",\"subscription-name\":\"s\"},\"values\":{\"in-octets\":7}}\n\
+             {\"name\":\"s\",\"timestamp\":5,\"tags\":{\"source\":\"r1\",\"subscription-name\":\"s\"}}\n"
+        );
+        let plain = std::fs::read_to_string(dir.path().join("plain.json")).unwrap();
+        assert!(
+            plain.contains("\"/interfaces/interface/state/counters/in-discards\":1"),
+            "{plain}"
+        );
+    }
 }

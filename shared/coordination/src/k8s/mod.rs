@@ -27,7 +27,7 @@
 //!   `resourceVersion` as precondition, so a later holder's Lease is never deleted), so the
 //!   key is free at once.
 //! * **Fencing token:** the `resourceVersion` of the Lease collection read by the acquiring
-//!   LIST, written into the Lease's `gnomon.io/fencing-token` annotation by the acquiring
+//!   LIST, plus one (never 0, and at most the version of the acquiring write), written into the Lease's `gnomon.io/fencing-token` annotation by the acquiring
 //!   write itself. It strictly grows per new holder: on an etcd-backed API server a
 //!   `resourceVersion` is etcd's cluster-wide revision (numeric; comparable since the API
 //!   made that official); the previous holder's token was read before its own acquiring
@@ -193,7 +193,9 @@ impl K8sCoordination {
         let lease = items
             .into_iter()
             .find(|l| l.metadata.name.as_deref() == Some(name));
-        Ok((lease, number))
+        // + 1: never 0 (a message without a token counts as 0), and still at most the version
+        // of our own acquiring write, so the next holder's token is larger.
+        Ok((lease, number + 1))
     }
 
     fn foreign(&self, name: &str) -> CoordinationError {
