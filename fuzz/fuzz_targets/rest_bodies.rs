@@ -1,7 +1,9 @@
 //! REST request bodies that carry a target config (collector `POST /api/v1/config/targets`,
 //! coordinator `POST /api/v1/configs`): arbitrary JSON through the same steps the handlers
 //! take. Never panics, and:
-//! * the name the store files an entry under is the one `target_name` gives, without '/';
+//! * the name the store files an entry under is the one `target_name` gives, and both paths
+//!   accept only names the one name rule allows (no '/', '.', '..', control characters,
+//!   at most 128 bytes);
 //! * a parsed target survives the wire form members exchange (`to_wire_json` → parse);
 //! * the API form of a parsed target never shows its password or token.
 #![no_main]
@@ -51,7 +53,10 @@ fn coordinator_store(body: &serde_json::Value, name: Option<&str>) {
     match block_on(store.put(body)) {
         Ok(stored) => {
             assert_eq!(Some(stored.as_str()), name, "stored under another name");
-            assert!(!stored.contains('/'), "name with '/' accepted: {stored:?}");
+            assert!(
+                gnomon_config::names::problem(&stored).is_none(),
+                "a name the name rule refuses was stored: {stored:?}"
+            );
             let listed = block_on(store.list()).expect("memory store lists");
             let config = listed
                 .get(&stored)
@@ -59,7 +64,9 @@ fn coordinator_store(body: &serde_json::Value, name: Option<&str>) {
             assert_eq!(target_name(config).as_deref(), Some(stored.as_str()));
         }
         Err(TargetConfigError::MissingName) => assert!(name.is_none()),
-        Err(TargetConfigError::InvalidName(bad)) => assert!(bad.contains('/')),
+        Err(TargetConfigError::InvalidName { name: bad, .. }) => {
+            assert!(gnomon_config::names::problem(&bad).is_some())
+        }
         Err(_) => {}
     }
 }
@@ -70,6 +77,11 @@ fn collector_parse(body: &serde_json::Value) {
     let Ok(target) = config.target_from_json(body) else {
         return;
     };
+    assert!(
+        gnomon_config::names::problem(&target.name).is_none(),
+        "the collector accepted a name the name rule refuses: {:?}",
+        target.name
+    );
     let wire = target.to_wire_json();
     match config.target_from_json(&wire) {
         Ok(again) => assert_eq!(again, target, "target changed through its wire form {wire}"),

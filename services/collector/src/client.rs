@@ -5,6 +5,7 @@
 //! never speaks fails within it.
 
 use crate::codec::{RawResponse, RawSubscribeCodec};
+use crate::connection::OpenSockets;
 use gnomon_common::tls::{client_config_with, server_name, ClientTlsOptions, TlsNegotiation};
 use gnomon_config::{defaults, TargetConfig, TlsVersion};
 use gnomon_gnmi::proto::gnmi::SubscribeRequest;
@@ -45,6 +46,8 @@ pub struct TargetClient {
     max_msg_size: usize,
     /// How long opening a Subscribe (until the target's response headers) may take.
     open_timeout: Duration,
+    /// The connection's sockets, to wait for them to close when the target stops.
+    sockets: Arc<OpenSockets>,
 }
 
 pub use gnomon_common::error_text::error_chain;
@@ -154,8 +157,9 @@ pub async fn dial(target: &TargetConfig) -> Result<TargetClient, DialError> {
     };
     let metadata = request_metadata(target)?;
     let mut last_error = None;
+    let sockets = Arc::new(OpenSockets::default());
     for address in target.addresses() {
-        match dial_address(address, target, tls.clone()).await {
+        match dial_address(address, target, tls.clone(), &sockets).await {
             Ok(channel) => {
                 return Ok(TargetClient {
                     channel,
@@ -163,6 +167,7 @@ pub async fn dial(target: &TargetConfig) -> Result<TargetClient, DialError> {
                     gzip: target.gzip,
                     max_msg_size: target.max_msg_size,
                     open_timeout: target.timeout,
+                    sockets,
                 })
             }
             Err(error) => last_error = Some(error),
@@ -216,6 +221,7 @@ async fn dial_address(
     address: &str,
     target: &TargetConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
+    sockets: &Arc<OpenSockets>,
 ) -> Result<Channel, DialError> {
     let endpoint = endpoint(address, target)?;
     let connect_error = |reason: String| DialError::Connect {
@@ -227,11 +233,13 @@ async fn dial_address(
     let connecting = async {
         match tls {
             None => {
+                let sockets = sockets.clone();
                 let connector = tower::service_fn(move |_uri| {
                     let address = owned_address.clone();
+                    let sockets = sockets.clone();
                     async move {
                         let tcp = connect_tcp(&address, tcp_keepalive).await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(tcp))
+                        Ok::<_, std::io::Error>(TokioIo::new(sockets.track(tcp)))
                     }
                 });
                 endpoint
@@ -242,16 +250,18 @@ async fn dial_address(
             Some(config) => {
                 let name = server_name(address, target.tls_server_name.as_deref())
                     .map_err(|e| DialError::Tls(e.to_string()))?;
+                let sockets = sockets.clone();
                 let connector = tower::service_fn(move |_uri| {
                     let config = config.clone();
                     let name = name.clone();
                     let address = owned_address.clone();
+                    let sockets = sockets.clone();
                     async move {
                         let tcp = connect_tcp(&address, tcp_keepalive).await?;
                         let stream = tokio_rustls::TlsConnector::from(config)
                             .connect(name, tcp)
                             .await?;
-                        Ok::<_, std::io::Error>(TokioIo::new(stream))
+                        Ok::<_, std::io::Error>(TokioIo::new(sockets.track(stream)))
                     }
                 });
                 endpoint
@@ -316,6 +326,14 @@ fn request_metadata(target: &TargetConfig) -> Result<Metadata, DialError> {
 }
 
 impl TargetClient {
+    /// Closes the connection (this handle and every clone must be gone, so call it last)
+    /// and waits, at most `limit`, until its socket is closed.
+    pub async fn close(self, limit: Duration) -> bool {
+        let sockets = self.sockets.clone();
+        drop(self);
+        sockets.wait_closed(limit).await
+    }
+
     fn authorize<T>(&self, request: &mut Request<T>) {
         let metadata = request.metadata_mut();
         for (key, value) in &self.metadata {

@@ -10,6 +10,7 @@ mod api;
 mod client;
 pub mod codec;
 mod collector;
+mod connection;
 pub mod outputs;
 mod request;
 mod state;

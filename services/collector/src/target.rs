@@ -19,6 +19,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+/// How long a stopping target waits for its connection's socket to close.
+const SOCKET_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The first reconnect delay (or `retry-timer`, when that is smaller); later ones double up
 /// to `retry-timer`.
 const FIRST_RECONNECT_DELAY: std::time::Duration = std::time::Duration::from_millis(500);
@@ -129,7 +132,7 @@ impl TargetRun {
             };
             let error = match client {
                 Err(error) => error.to_string(),
-                Ok(client) => match self.run_subscriptions(&client, stop, &mut backoff).await {
+                Ok(client) => match self.run_and_close(client, stop, &mut backoff).await {
                     Ok(StreamEnd::Cancelled) => break,
                     Ok(StreamEnd::Completed) => {
                         self.status.set(TargetState::Completed, None);
@@ -148,6 +151,22 @@ impl TargetRun {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Runs the subscriptions over `client`, then closes its connection and waits (briefly)
+    /// for the socket to close, so a stopped target's device has seen the end of its streams
+    /// before the caller gives the target's lock back.
+    async fn run_and_close(
+        &self,
+        client: TargetClient,
+        stop: &CancellationToken,
+        backoff: &mut Backoff,
+    ) -> Result<StreamEnd, String> {
+        let outcome = self.run_subscriptions(&client, stop, backoff).await;
+        if !client.close(SOCKET_CLOSE_GRACE).await {
+            tracing::debug!("the target's connection did not close within the grace period");
+        }
+        outcome
     }
 
     /// Opens every subscription; returns when all ended (ONCE), when stopped, or at the

@@ -827,3 +827,67 @@ subscriptions:
     collector.stop().await;
     shutdown.cancel();
 }
+
+/// Established TCP connections of this process to `peer` (from /proc/net/tcp: state 01).
+fn established_to(peer: std::net::SocketAddr) -> usize {
+    let port = format!("{:04X}", peer.port());
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            fields.len() > 3
+                && fields[2].ends_with(&format!(":{port}"))
+                && fields[2].starts_with("0100007F")
+                && fields[3] == "01"
+        })
+        .count()
+}
+
+/// The chaos run's two-subscriber moment: a member stopped a target and released its lock
+/// while its socket to the device was still open, so the next owner could subscribe before
+/// the device saw the old stream end. Stopping now returns only after the socket is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_target_has_closed_its_connection_when_stop_returns() {
+    use gnomon_collector::CollectorHandle;
+    let mut args = SimulatorArgs::on_free_ports(1);
+    args.update_rate = Duration::from_millis(100);
+    let sim = simulator(args).await;
+    let device = sim.device_addresses()[0];
+    let yaml = format!(
+        r#"
+insecure: true
+targets:
+  dev:
+    address: {device}
+subscriptions:
+  counters:
+    paths: ["/interfaces/interface/state/counters"]
+    stream-mode: sample
+    sample-interval: 100ms
+  status:
+    paths: ["/interfaces/interface/state/oper-status"]
+    stream-mode: on-change
+"#
+    );
+    let collector = CollectorHandle::new(load(&yaml)).unwrap();
+    for round in 0..5 {
+        collector.start_target("dev", None).unwrap();
+        eventually("both streams open", Duration::from_secs(10), || async {
+            let stats = sim.stats();
+            (stats.targets.get(&device.to_string())?.subscriptions == 2).then_some(())
+        })
+        .await
+        .unwrap();
+        assert_eq!(established_to(device), 1, "round {round}");
+        assert!(collector.stop_target("dev").await);
+        assert_eq!(
+            established_to(device),
+            0,
+            "round {round}: the connection was still open when stop returned"
+        );
+    }
+    collector.shutdown().await;
+    sim.stop().await;
+}

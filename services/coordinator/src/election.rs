@@ -4,6 +4,8 @@
 use crate::leader::{run_term, CommandError, LeaderCommand, TermEnd};
 use crate::member_client::MemberClient;
 use crate::settings::CoordinatorSettings;
+use gnomon_common::log::Throttle;
+use gnomon_common::retry::Backoff;
 use gnomon_coordination::{keys, Coordination};
 use std::sync::Arc;
 use std::time::Duration;
@@ -148,6 +150,9 @@ async fn campaign_loop(
     let leader_key = keys::leader(&settings.cluster_name);
     describe_metrics();
     metrics::gauge!("gnmic_cluster_is_leader").set(0.0);
+    // A refused credential will not fix itself soon: it waits up to 30 s between attempts.
+    let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
+    let mut errors = Throttle::new(Duration::from_secs(30));
     loop {
         let span =
             tracing::info_span!("election", key = %leader_key, instance = %settings.instance_name);
@@ -159,13 +164,22 @@ async fn campaign_loop(
             Ok(Some(guard)) => guard,
             Ok(None) => return,
             Err(e) => {
-                tracing::error!(error = %e, "campaign failed; retrying");
+                let delay = if e.credential().is_some() {
+                    backoff.next_delay()
+                } else {
+                    backoff.next_delay().min(Duration::from_secs(5))
+                };
+                if let Some(suppressed) = errors.allow() {
+                    tracing::error!(error = %gnomon_common::error_text::error_chain(&e), retry_in = ?delay, suppressed, "campaign failed");
+                }
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    _ = tokio::time::sleep(delay) => continue,
                 }
             }
         };
+        backoff.reset();
+        errors.reset();
         tracing::info!(fencing_token = guard.fencing_token(), "elected leader");
         leading.send_replace(true);
         metrics::gauge!("gnmic_cluster_is_leader").set(1.0);

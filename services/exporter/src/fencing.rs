@@ -8,8 +8,9 @@
 //!   token is the current holder's. A higher token than the table knows is a handover the
 //!   watch has not delivered yet, or a forgery: it is dropped (counted as unconfirmed) and
 //!   the table is asked to re-read that lock, so a real new owner is believed within one
-//!   store round trip. A lower token is a stale owner; a message without a token, or for a
-//!   target with no lock, proves nothing. So a forged header — garbage or a valid body —
+//!   store round trip. A token below the highest the store ever showed for the target is a
+//!   stale owner (even while the store's latest change is on its way); a message without a
+//!   token, or for a target nobody holds, proves nothing. So a forged header — garbage or a valid body —
 //!   can neither inject data nor freeze a target.
 //! * **Not clustered** ([`Fencing::highest_seen`]): there is no store to ask; the highest
 //!   token seen per target wins. A token is recorded only from a message that decoded, so an
@@ -32,38 +33,67 @@ pub enum Verdict {
     Unconfirmed,
 }
 
+/// What the exporter knows about one target's lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Lock {
+    /// The current holder's token, when someone holds the lock.
+    current: Option<u64>,
+    /// The highest token the store ever showed for this target: anything below comes from a
+    /// previous owner, even while the store's latest change is still on its way.
+    highest: u64,
+}
+
 /// The current holder's fencing token of every locked target, as the store says.
 #[derive(Debug, Default)]
 pub struct LockTable {
-    tokens: RwLock<HashMap<String, u64>>,
+    locks: RwLock<HashMap<String, Lock>>,
     /// Targets whose lock should be re-read (a token above the known one was seen).
     recheck: Mutex<Vec<String>>,
     recheck_wake: tokio::sync::Notify,
 }
 
 impl LockTable {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Lock>> {
+        self.locks.write().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Records that `target`'s lock is held with `token`.
     pub fn set(&self, target: &str, token: u64) {
-        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        tokens.insert(target.to_string(), token);
+        let mut locks = self.write();
+        let lock = locks.entry(target.to_string()).or_default();
+        lock.current = Some(token);
+        lock.highest = lock.highest.max(token);
     }
 
-    /// Records that nobody holds `target`'s lock.
+    /// Records that nobody holds `target`'s lock (its last token stays known).
     pub fn remove(&self, target: &str) {
-        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        tokens.remove(target);
+        if let Some(lock) = self.write().get_mut(target) {
+            lock.current = None;
+        }
     }
 
-    /// Replaces the whole table (after a full read of the store).
-    pub fn replace(&self, all: HashMap<String, u64>) {
-        let mut tokens = self.tokens.write().unwrap_or_else(|p| p.into_inner());
-        *tokens = all;
+    /// Replaces who holds what (after a full read of the store); tokens seen before stay
+    /// known as the highest per target.
+    pub fn replace(&self, held: HashMap<String, u64>) {
+        let mut locks = self.write();
+        for lock in locks.values_mut() {
+            lock.current = None;
+        }
+        for (target, token) in held {
+            let lock = locks.entry(target).or_default();
+            lock.current = Some(token);
+            lock.highest = lock.highest.max(token);
+        }
     }
 
     /// The current holder's token of `target`.
     pub fn get(&self, target: &str) -> Option<u64> {
-        let tokens = self.tokens.read().unwrap_or_else(|p| p.into_inner());
-        tokens.get(target).copied()
+        self.lock(target).and_then(|l| l.current)
+    }
+
+    fn lock(&self, target: &str) -> Option<Lock> {
+        let locks = self.locks.read().unwrap_or_else(|p| p.into_inner());
+        locks.get(target).copied()
     }
 
     /// Targets to re-read, taken (each once, however often it was asked for).
@@ -141,13 +171,14 @@ impl Fencing {
                 let Some(token) = token else {
                     return Verdict::Unconfirmed;
                 };
-                match locks.get(target) {
-                    Some(current) if token == current => Verdict::Accept,
-                    Some(current) if token < current => Verdict::Stale,
-                    _ => {
-                        locks.ask_recheck(target);
-                        Verdict::Unconfirmed
-                    }
+                let lock = locks.lock(target).unwrap_or_default();
+                if token < lock.highest {
+                    Verdict::Stale
+                } else if lock.current == Some(token) {
+                    Verdict::Accept
+                } else {
+                    locks.ask_recheck(target);
+                    Verdict::Unconfirmed
                 }
             }
         }
@@ -206,6 +237,12 @@ mod tests {
         assert_eq!(fencing.judge("r1", Some(9)), Verdict::Accept);
         assert_eq!(fencing.judge("r1", Some(7)), Verdict::Stale);
         locks.remove("r1");
+        // The last holder's data after its lock is gone: stale, not merely unconfirmed.
+        assert_eq!(fencing.judge("r1", Some(7)), Verdict::Stale);
         assert_eq!(fencing.judge("r1", Some(9)), Verdict::Unconfirmed);
+        // A full read keeps what was learned about past owners.
+        locks.replace(HashMap::from([("r2".to_string(), 3)]));
+        assert_eq!(fencing.judge("r1", Some(8)), Verdict::Stale);
+        assert_eq!(fencing.judge("r2", Some(3)), Verdict::Accept);
     }
 }

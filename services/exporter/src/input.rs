@@ -13,7 +13,8 @@ use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
 use futures::StreamExt;
 use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
-use gnomon_common::log::Escaped;
+use gnomon_common::log::{Escaped, Throttle};
+use gnomon_common::retry::Backoff;
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
 use gnomon_gnmi::event::{Event, EventMeta};
@@ -189,15 +190,20 @@ impl NatsInput {
         worker: usize,
         shutdown: &CancellationToken,
     ) -> Option<(Arc<dyn Bus>, BusSubscription)> {
+        let wait = self.config.effective_connect_time_wait();
+        let mut pause = Backoff::new(wait, wait);
+        let mut errors = Throttle::new(Duration::from_secs(30));
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
-                _ = tokio::time::sleep(self.config.effective_connect_time_wait()) => {}
+                _ = tokio::time::sleep(pause.next_delay()) => {}
             }
             match self.subscribe_once(source, worker).await {
                 Ok(ready) => return Some(ready),
                 Err(e) => {
-                    tracing::warn!(input = %self.name, worker, error = %e, "NATS subscription failed; retrying")
+                    if let Some(suppressed) = errors.allow() {
+                        tracing::warn!(input = %self.name, worker, error = %e, suppressed, "NATS subscription failed; retrying")
+                    }
                 }
             }
         }

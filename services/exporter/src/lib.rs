@@ -13,6 +13,7 @@ pub mod exposition;
 pub mod fencing;
 pub mod http;
 pub mod input;
+pub mod locks;
 pub mod naming;
 pub mod output;
 pub mod processing;
@@ -93,7 +94,7 @@ impl ExporterSettings {
             input.validate(name).map_err(anyhow::Error::msg)?;
             for output in &input.outputs {
                 if !self.outputs.contains_key(output) {
-                    tracing::info!(input = %name, output = %output, "input output is not a Prometheus output; ignored by the exporter");
+                    tracing::warn!(input = %name, output = %output, "gnomon's inputs feed Prometheus outputs only; this output is not fed by the input");
                 }
             }
         }
@@ -184,6 +185,20 @@ impl Exporter {
             settings.instance_name.clone()
         };
 
+        // The cluster's store (from `gnomon all`, or `clustering.locker`): registration and
+        // the target locks that fencing follows. A registration-only Consul is not it.
+        let cluster_coordination: Option<Arc<dyn Coordination>> =
+            match (&deps.coordination, &settings.locker) {
+                (Some(shared), _) => Some(shared.clone()),
+                (None, Some(locker)) => {
+                    let c = coordination::connect(locker, &instance_name)
+                        .await
+                        .context("clustering.locker")?;
+                    owned_coordination.push(c.clone());
+                    Some(c)
+                }
+                (None, None) => None,
+            };
         for (name, config) in &settings.outputs {
             let chain = settings
                 .processors
@@ -202,20 +217,9 @@ impl Exporter {
                     target: bound.to_string(),
                 },
                 Some(registration_config) => {
-                    let coordination = match (&deps.coordination, &settings.locker) {
-                        (Some(shared), _) => shared.clone(),
-                        (None, Some(locker)) => {
-                            let c = coordination::connect(locker, &instance_name)
-                                .await
-                                .with_context(|| {
-                                    format!(
-                                        "outputs.{name}.service-registration: clustering.locker"
-                                    )
-                                })?;
-                            owned_coordination.push(c.clone());
-                            c
-                        }
-                        (None, None) => {
+                    let coordination = match &cluster_coordination {
+                        Some(cluster) => cluster.clone(),
+                        None => {
                             let locker = consul_locker_for(config)
                                 .context("registration without settings")?;
                             let c = coordination::connect(&locker, &instance_name)
@@ -291,7 +295,19 @@ impl Exporter {
             );
         }
 
-        let fencing = Arc::new(Fencing::default());
+        let fencing = match &cluster_coordination {
+            Some(cluster) => {
+                let table = Arc::new(LockTable::default());
+                tasks.spawn(locks::follow_locks(
+                    cluster.clone(),
+                    settings.cluster_name.clone(),
+                    table.clone(),
+                    shutdown.clone(),
+                ));
+                Arc::new(Fencing::following(table))
+            }
+            None => Arc::new(Fencing::highest_seen()),
+        };
         for (name, config) in &settings.inputs {
             let fed: Vec<Arc<PrometheusOutput>> = outputs
                 .iter()
@@ -299,7 +315,7 @@ impl Exporter {
                 .map(|(_, running)| running.output.clone())
                 .collect();
             if fed.is_empty() {
-                tracing::info!(input = %name, "NATS input feeds no Prometheus output; not started by the exporter");
+                tracing::warn!(input = %name, outputs = ?config.outputs, "this NATS input feeds no Prometheus output; gnomon's inputs feed Prometheus outputs only, so it is not started");
                 continue;
             }
             let chain = settings

@@ -6,8 +6,12 @@
 //! gone) the registration is dropped and the loop goes back to waiting for the lock, so
 //! exactly one exporter of the cluster is discoverable and another takes over when it dies.
 
+use gnomon_common::log::Throttle;
+use gnomon_common::retry::Backoff;
 use gnomon_config::prometheus_output::{split_host_port, ServiceRegistrationConfig};
-use gnomon_coordination::{keys, Coordination, ServiceHandle, ServiceRegistration};
+use gnomon_coordination::{
+    keys, Coordination, CoordinationError, ServiceHandle, ServiceRegistration,
+};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -97,6 +101,7 @@ impl Registrar {
 
     /// Registers (retrying on errors) until `stop`; returns the handle or None when stopped.
     async fn register(&self, stop: &CancellationToken) -> Option<ServiceHandle> {
+        let mut retry = ErrorRetry::new();
         loop {
             match self
                 .coordination
@@ -109,10 +114,10 @@ impl Registrar {
                     return Some(handle);
                 }
                 Err(e) => {
-                    tracing::warn!(service = %self.service.name, error = %e, "service registration failed; retrying");
+                    let delay = retry.failed(&e, "service registration failed");
                     tokio::select! {
                         _ = stop.cancelled() => return None,
-                        _ = tokio::time::sleep(RETRY_AFTER_ERROR) => {}
+                        _ = tokio::time::sleep(delay) => {}
                     }
                 }
             }
@@ -141,19 +146,21 @@ impl Registrar {
                 }
                 return;
             }
+            let mut retry = ErrorRetry::new();
             loop {
                 let guard = match self.coordination.acquire_blocking(&self.lock_key, &self.service.id, &shutdown).await {
                     Ok(Some(guard)) => guard,
                     Ok(None) => return,
                     Err(e) => {
-                        tracing::warn!(key = %self.lock_key, error = %e, "acquiring the Prometheus output lock failed; retrying");
+                        let delay = retry.failed(&e, "acquiring the Prometheus output lock failed");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
-                            _ = tokio::time::sleep(RETRY_AFTER_ERROR) => {}
+                            _ = tokio::time::sleep(delay) => {}
                         }
                         continue;
                     }
                 };
+                retry = ErrorRetry::new();
                 let lost = guard.lost_token();
                 let stop = CancellationToken::new();
                 let registered = tokio::select! {
@@ -179,6 +186,36 @@ impl Registrar {
         }
         .instrument(span)
         .await
+    }
+}
+
+/// Delays and logging for a store call that keeps failing: backoff from
+/// [`RETRY_AFTER_ERROR`] (up to 30 s when a credential is refused, which will not fix
+/// itself soon; else up to 5 s), one log line per 30 s.
+struct ErrorRetry {
+    backoff: Backoff,
+    log: Throttle,
+}
+
+impl ErrorRetry {
+    fn new() -> Self {
+        Self {
+            backoff: Backoff::new(RETRY_AFTER_ERROR, Duration::from_secs(30)),
+            log: Throttle::new(Duration::from_secs(30)),
+        }
+    }
+
+    /// Logs `error` (throttled) and returns how long to wait before the next attempt.
+    fn failed(&mut self, error: &CoordinationError, what: &str) -> Duration {
+        let delay = if error.credential().is_some() {
+            self.backoff.next_delay()
+        } else {
+            self.backoff.next_delay().min(Duration::from_secs(5))
+        };
+        if let Some(suppressed) = self.log.allow() {
+            tracing::warn!(error = %gnomon_common::error_text::error_chain(error), retry_in = ?delay, suppressed, "{what}");
+        }
+        delay
     }
 }
 

@@ -675,16 +675,33 @@ async fn prometheus_scrapes_the_registered_exporter_through_http_sd() {
     })
     .await
     .unwrap();
+    // Data is believed only from the holder of the target's lock in the cluster's store.
+    let collector = memory_coordination(&store, "collector");
+    let lock = collector
+        .acquire(&gnomon_coordination::keys::target("lab", "r1"), "collector")
+        .await
+        .unwrap()
+        .unwrap();
     let bus = publisher(&nats).await;
-    publish(
-        &bus,
-        "telemetry.r1.port-stats",
-        Some("r1"),
-        1,
-        event_json("r1", "ethernet-1/1", 123456),
+    // Published again until the exporter has seen the lock (the first message may race it).
+    eventually(
+        "the series from the lock holder",
+        Duration::from_secs(10),
+        || async {
+            publish(
+                &bus,
+                "telemetry.r1.port-stats",
+                Some("r1"),
+                lock.fencing_token(),
+                event_json("r1", "ethernet-1/1", 123456),
+            )
+            .await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            (samples(&scrape(addr).await).len() == 1).then_some(())
+        },
     )
-    .await;
-    wait_for_series(addr, 1).await;
+    .await
+    .unwrap();
 
     let prometheus = PrometheusServer::start(&format!(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: gnomon\n    http_sd_configs:\n      - url: http://{addr}/sd\n        refresh_interval: 1s\n"

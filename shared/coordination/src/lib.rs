@@ -279,6 +279,15 @@ pub type WatchEvents = BoxStream<'static, WatchEvent>;
 /// list whenever it may have changed (a slow consumer only sees the latest list).
 pub type ServiceWatch = BoxStream<'static, Vec<ServiceInstance>>;
 
+/// A held lock as readers see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockInfo {
+    /// The holder's value (its instance name).
+    pub holder: String,
+    /// The fencing token the holder was granted.
+    pub fencing_token: u64,
+}
+
 /// A service to register (gnmic's `ServiceRegistration`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRegistration {
@@ -349,6 +358,11 @@ pub trait Coordination: Send + Sync {
 
     /// Every held lock under `prefix`: key → holder value (gnmic's `List`).
     async fn list(&self, prefix: &str) -> Result<BTreeMap<String, String>>;
+
+    /// Every held lock under `prefix` with its holder and the fencing token its holder was
+    /// granted (the token [`LockGuard::fencing_token`] returned): what lets a reader believe
+    /// only the current holder's data.
+    async fn list_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>>;
 
     /// Watches every key under `prefix` (locks and plain keys).
     async fn watch_prefix(&self, prefix: &str) -> Result<WatchEvents>;

@@ -10,6 +10,7 @@ use super::{
     ServiceDeregister, ServiceHandle, ServiceInstance, ServiceRegistration, ServiceWatch,
     WatchEvent, WatchEvents,
 };
+use crate::LockInfo;
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::collections::{BTreeMap, HashMap};
@@ -407,6 +408,27 @@ impl Coordination for MemoryCoordination {
                 .take_while(|(k, _)| k.starts_with(prefix))
                 .filter(|(_, e)| e.session.is_some())
                 .map(|(k, e)| (k.clone(), e.value.clone()))
+                .collect()
+        }))
+    }
+
+    async fn list_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>> {
+        self.reachable()?;
+        Ok(self.inner.store.with_state(|state| {
+            state
+                .entries
+                .range(prefix.to_string()..)
+                .take_while(|(k, _)| k.starts_with(prefix))
+                .filter(|(_, e)| e.session.is_some())
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        LockInfo {
+                            holder: e.value.clone(),
+                            fencing_token: e.create_revision,
+                        },
+                    )
+                })
                 .collect()
         }))
     }

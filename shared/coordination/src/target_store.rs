@@ -25,8 +25,8 @@ pub enum TargetConfigError {
     Json(String),
     #[error("target config has no name (set `name` or `address`)")]
     MissingName,
-    #[error("target name {0:?} must not contain '/'")]
-    InvalidName(String),
+    #[error("target name {name:?} {problem}")]
+    InvalidName { name: String, problem: String },
     #[error(transparent)]
     Store(#[from] CoordinationError),
 }
@@ -73,8 +73,10 @@ impl TargetStore {
             return Err(TargetConfigError::Json("expected a JSON object".into()));
         }
         let name = target_name(config).ok_or(TargetConfigError::MissingName)?;
-        if name.contains('/') {
-            return Err(TargetConfigError::InvalidName(name));
+        // The one name rule (config files, REST bodies, loaders): it must travel in a URL
+        // path segment and a store key unchanged.
+        if let Some(problem) = gnomon_config::names::problem(&name) {
+            return Err(TargetConfigError::InvalidName { name, problem });
         }
         let mut config = config.clone();
         if let Some(object) = config.as_object_mut() {

@@ -17,8 +17,11 @@
 //!   poll that shows any device with ≥ 2 Subscribe streams, the time until the next poll is
 //!   added. Goal: 0. Polls whose extra subscriber is a connection of the frozen member (its
 //!   sockets are read from `/proc` before SIGSTOP), until 1 s after SIGCONT, are summed apart
-//!   (`two_subscriber_frozen`, not a goal: a frozen process cannot close its streams). For a
-//!   live double the peers are traced to the member processes that own them.
+//!   (`two_subscriber_frozen`, not a goal: a frozen process cannot close its streams). A peer
+//!   whose own socket is no longer ESTABLISHED (`/proc/net/tcp`) has closed its connection:
+//!   its streams stop counting even if the simulator, starved of CPU on a loaded machine, has
+//!   not noticed the close yet. For a live double the peers are traced to the member
+//!   processes that own them.
 //! - **Stale accepted.** The observer subscribes to `telemetry.>` itself (no queue group, like
 //!   each exporter) and applies the exporter's rule: a message whose fencing token is below the
 //!   highest seen for its target is stale. At the end each exporter's

@@ -160,7 +160,7 @@ struct DeviceStats {
     peers: Vec<String>,
 }
 
-#[derive(Debug, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Deserialize)]
 struct StatsReport {
     targets: BTreeMap<String, DeviceStats>,
 }
@@ -239,6 +239,7 @@ impl StatsProbe {
                                 }
                             }
                             let frozen = lock(&frozen_peers).clone();
+                            let report = without_closed_peers(report, &established_sockets());
                             let seen = note_doubles(&report, &frozen, now, &mut open, &mut record);
                             if seen == Doubles::Live {
                                 let processes = lock(&processes).clone();
@@ -448,6 +449,44 @@ pub fn scan_panics(dir: &Path) -> anyhow::Result<Vec<String>> {
     Ok(found)
 }
 
+/// `local ip:port` of every ESTABLISHED IPv4 TCP socket on this host (all processes share
+/// the network namespace in a chaos run).
+fn established_sockets() -> BTreeSet<String> {
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.get(3) == Some(&"01")).then_some(())?;
+            parse_ipv4_socket(fields.get(1)?)
+        })
+        .collect()
+}
+
+/// Leaves out of a device's subscribers the peers whose own socket is no longer
+/// established: a collector that closed its connection has stopped subscribing, even if the
+/// simulator (busy on a loaded machine) has not yet noticed the close. Streams of a closed
+/// peer stop counting; a double needs two peers that still hold their connection.
+fn without_closed_peers(mut report: StatsReport, established: &BTreeSet<String>) -> StatsReport {
+    for stats in report.targets.values_mut() {
+        if stats.subscriptions < 2 || stats.peers.iter().all(|p| established.contains(p)) {
+            continue;
+        }
+        let live: Vec<String> = stats
+            .peers
+            .iter()
+            .filter(|p| established.contains(*p))
+            .cloned()
+            .collect();
+        if live.len() < 2 {
+            stats.subscriptions = live.len();
+        }
+        stats.peers = live;
+    }
+    report
+}
+
 /// The local `ip:port` of every IPv4 TCP socket process `pid` has open (how the simulator's
 /// `/stats` names that process's connections).
 pub fn tcp_local_addresses(pid: u32) -> BTreeSet<String> {
@@ -505,6 +544,33 @@ pub fn process_cpu(pid: u32) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_of_a_closed_peer_are_not_a_double() {
+        let report = StatsReport {
+            targets: [(
+                "127.0.0.1:9000".to_string(),
+                DeviceStats {
+                    subscriptions: 2,
+                    peers: vec!["127.0.0.1:40000".into(), "127.0.0.1:40001".into()],
+                },
+            )]
+            .into(),
+        };
+        let both: BTreeSet<String> = ["127.0.0.1:40000", "127.0.0.1:40001"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let kept = without_closed_peers(report.clone(), &both);
+        assert_eq!(kept.targets["127.0.0.1:9000"].subscriptions, 2);
+        let one: BTreeSet<String> = ["127.0.0.1:40001".to_string()].into();
+        let closed = without_closed_peers(report, &one);
+        assert_eq!(closed.targets["127.0.0.1:9000"].subscriptions, 1);
+        assert_eq!(
+            closed.targets["127.0.0.1:9000"].peers,
+            vec!["127.0.0.1:40001"]
+        );
+    }
 
     #[test]
     fn stale_is_a_token_below_the_highest_seen_for_the_same_target() {

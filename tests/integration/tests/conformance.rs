@@ -555,7 +555,8 @@ mod suite {
         second.shutdown().await;
     }
 
-    /// ≥100 handovers between two sessions: the fencing token strictly grows every time.
+    /// ≥100 handovers between two sessions: the fencing token strictly grows every time, and
+    /// `list_locks` shows readers the holder's token.
     pub async fn fencing_token_strictly_grows(h: &Harness) {
         let key = format!("gnmic/{}/targets/10.0.0.1:57400", unique("fence"));
         let members = [
@@ -578,8 +579,22 @@ mod suite {
                 guard.fencing_token()
             );
             last = guard.fencing_token();
+            if round % 10 == 0 {
+                // Readers see the holder and the token it was granted (what exporters
+                // check data against).
+                let locks = members[1 - who].list_locks(&key).await.unwrap();
+                assert_eq!(
+                    locks.get(&key),
+                    Some(&coordination::LockInfo {
+                        holder: name.to_string(),
+                        fencing_token: guard.fencing_token(),
+                    }),
+                    "round {round}"
+                );
+            }
             guard.release().await.unwrap();
         }
+        assert!(members[0].list_locks(&key).await.unwrap().is_empty());
         for m in members {
             m.shutdown().await;
         }

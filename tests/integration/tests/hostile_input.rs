@@ -288,3 +288,280 @@ async fn an_idle_connection_flood_neither_starves_the_api_nor_keeps_memory() {
         server.log()
     );
 }
+
+/// Issues 14.2 and 14.3: forged bus messages for a real target. A 4-byte undecodable payload
+/// with a raised fencing token used to freeze the target (its real data was dropped as stale
+/// until the exporter restarted); a valid body with a raised token would have been applied.
+/// Now both are dropped and counted, and the target keeps updating.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_fencing_tokens_neither_freeze_a_target_nor_inject_data() {
+    use futures::StreamExt;
+    use gnomon_bus::{Bus, BusMessage, NatsBus, NatsOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let nats = gnomon_testkit::NatsServer::start().unwrap();
+    let device = free_port();
+    let mut cmd = Command::new(gnomon_binary().unwrap());
+    cmd.args(["simulator", "--listen", &format!("127.0.0.1:{device}")])
+        .args([
+            "--count",
+            "1",
+            "--interfaces",
+            "1",
+            "--update-rate",
+            "500ms",
+        ]);
+    let _sim = ChildProcess::spawn("sim", cmd, dir.path()).unwrap();
+    gnomon_testkit::wait_for_tcp(&format!("127.0.0.1:{device}"), Duration::from_secs(20)).unwrap();
+    let (api, listen) = (free_port(), free_port());
+    let config = format!(
+        r#"
+insecure: true
+api: 127.0.0.1:{api}
+targets:
+  r1: {{address: "127.0.0.1:{device}"}}
+subscriptions:
+  counters:
+    paths: [/interfaces/interface/state/counters]
+    stream-mode: sample
+    sample-interval: 500ms
+    encoding: proto
+outputs:
+  bus: {{type: nats, address: "{nats}", subject-prefix: telemetry, format: proto}}
+  prom: {{type: prometheus, listen: "127.0.0.1:{listen}"}}
+inputs:
+  from-bus: {{type: nats, address: "{nats}", subject: "telemetry.>", format: proto, outputs: [prom]}}
+clustering:
+  cluster-name: forge
+  instance-name: g1
+  locker: {{type: memory, session-ttl: 2s, delay: 0s}}
+"#,
+        nats = nats.address()
+    );
+    let path = dir.path().join("gnomon.yaml");
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(gnomon_binary().unwrap());
+    cmd.args(["all", "--config"]).arg(&path);
+    let gnomon = ChildProcess::spawn("all", cmd, dir.path()).unwrap();
+    let http = gnomon_testkit::http_client_builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let scrape = || async {
+        http.get(format!("http://127.0.0.1:{listen}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    };
+    let in_octets = |text: &str| -> Option<u64> {
+        text.lines()
+            .find(|l| l.starts_with("interfaces_interface_state_counters_in_octets{"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+    };
+    // A real message, to copy its subject, headers and body.
+    let observer = NatsBus::connect(&NatsOptions::new(nats.address()))
+        .await
+        .unwrap();
+    let mut messages = observer.subscribe("telemetry.>", None).await.unwrap();
+    let real = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let message = messages.next().await.unwrap();
+            if message.headers.subscription.as_deref() == Some("counters") {
+                break message;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no data on the bus\n{}", gnomon.log()));
+    let token = real
+        .headers
+        .fencing_token
+        .expect("clustered data carries a token");
+    let first = eventually("data on /metrics", Duration::from_secs(30), || async {
+        in_octets(&scrape().await?)
+    })
+    .await
+    .unwrap();
+
+    let forger = NatsBus::connect(&NatsOptions::new(nats.address()))
+        .await
+        .unwrap();
+    let mut raised = real.headers.clone();
+    raised.fencing_token = Some(token + 1_000);
+    // Garbage with a raised token, then the real body with a raised token and a value that
+    // must never be served.
+    forger
+        .publish(BusMessage {
+            subject: real.subject.clone(),
+            headers: raised.clone(),
+            payload: bytes::Bytes::from_static(b"\xff\xff\xff\xff"),
+        })
+        .await
+        .unwrap();
+    let forged_body = {
+        use prost::Message;
+        let mut response =
+            gnomon_gnmi::proto::gnmi::SubscribeResponse::decode(real.payload.clone()).unwrap();
+        if let Some(gnomon_gnmi::proto::gnmi::subscribe_response::Response::Update(n)) =
+            response.response.as_mut()
+        {
+            for update in &mut n.update {
+                update.val = Some(gnomon_gnmi::proto::gnmi::TypedValue {
+                    value: Some(gnomon_gnmi::proto::gnmi::typed_value::Value::UintVal(
+                        4_242_424_242,
+                    )),
+                });
+            }
+        }
+        bytes::Bytes::from(response.encode_to_vec())
+    };
+    for _ in 0..5 {
+        forger
+            .publish(BusMessage {
+                subject: real.subject.clone(),
+                headers: raised.clone(),
+                payload: forged_body.clone(),
+            })
+            .await
+            .unwrap();
+    }
+    forger.flush().await.unwrap();
+
+    // The target keeps updating with real data, the forged value never shows.
+    eventually(
+        "real data after the forgery",
+        Duration::from_secs(20),
+        || async {
+            let text = scrape().await?;
+            assert!(
+                !text.contains("4242424242") && !text.contains("4.242424242e9"),
+                "{text}"
+            );
+            in_octets(&text).filter(|v| *v != first && *v != 4_242_424_242)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", gnomon.log()));
+    let own = http
+        .get(format!("http://127.0.0.1:{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let unconfirmed = own
+        .lines()
+        .find(|l| l.starts_with("gnomon_exporter_unconfirmed_dropped_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(
+        unconfirmed >= 6.0,
+        "forged messages counted: {unconfirmed}\n{own}"
+    );
+    for _ in 0..3 {
+        let text = scrape().await.unwrap();
+        assert!(!text.contains("4242424242"), "{text}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Issues 14.9 and 14.10: what the API accepted. Names and addresses are checked where they
+/// enter (a 400 naming the problem, never a 200 or a 503), error bodies are gnmic's JSON even
+/// for oversized bodies, and no name can forge a log line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_refuses_what_it_cannot_use_and_logs_names_escaped() {
+    let demo = Demo::start().await;
+    let post = |body: String| {
+        let http = demo.http.clone();
+        let url = format!("{}/api/v1/config/targets", demo.api);
+        async move {
+            let response = http.post(url).body(body).send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value =
+                serde_json::from_str(&response.text().await.unwrap()).unwrap_or_default();
+            (status, body)
+        }
+    };
+    let cases = [
+        (r#"{"name":123,"address":true}"#.to_string(), "name"),
+        (r#"{"name":"a/b","address":"127.0.0.1:1"}"#.to_string(), "/"),
+        (r#"{"name":"..","address":"127.0.0.1:1"}"#.to_string(), ".."),
+        (
+            r#"{"name":"nul\u0000x","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
+        (
+            r#"{"name":"tab\tx","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
+        (
+            r#"{"name":"x\nERROR forged log line","address":"127.0.0.1:1"}"#.to_string(),
+            "control",
+        ),
+        (
+            format!(
+                r#"{{"name":"{}","address":"127.0.0.1:1"}}"#,
+                "n".repeat(10_000)
+            ),
+            "longer",
+        ),
+        (
+            r#"{"name":"bad-address","address":"not an address"}"#.to_string(),
+            "address",
+        ),
+    ];
+    for (body, expected) in &cases {
+        let (status, answer) = post(body.clone()).await;
+        assert_eq!(status, 400, "{body:.80} → {answer}");
+        let message = answer["errors"][0].as_str().unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{body:.80}: {message:?} should mention {expected:?}"
+        );
+    }
+    // A name with '/' on the path is a 404/400 with a JSON body, not a 503.
+    let response = demo
+        .http
+        .delete(format!("{}/api/v1/config/targets/a%2Fb", demo.api))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        matches!(response.status().as_u16(), 400 | 404),
+        "{}",
+        response.status()
+    );
+    // An oversized body is a 413 in gnmic's error shape.
+    let huge = format!(
+        r#"{{"name":"big","address":"127.0.0.1:1","x":"{}"}}"#,
+        "y".repeat(2 << 20)
+    );
+    let response = demo
+        .http
+        .post(format!("{}/api/v1/config/targets", demo.api))
+        .body(huge)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    let body: serde_json::Value = serde_json::from_str(&response.text().await.unwrap()).unwrap();
+    assert!(body["errors"][0].is_string(), "{body}");
+    // Nothing the refused requests carried became a log line of its own.
+    let log = demo.process.log();
+    assert!(
+        !log.lines().any(|l| l.starts_with("ERROR forged")),
+        "a forged line in the log:\n{log}"
+    );
+    assert_eq!(
+        demo.send(reqwest::Method::GET, "/healthz", None).await,
+        200,
+        "gnmic's /healthz at the root"
+    );
+}

@@ -11,6 +11,8 @@ use super::{dropped_counter, Collected, OutputItem, OutputSender};
 use bytes::Bytes;
 use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
+use gnomon_common::log::Throttle;
+use gnomon_common::retry::Backoff;
 use gnomon_config::{NatsFormat, NatsOutputConfig};
 use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
 use gnomon_processors::{Chain, Record};
@@ -128,6 +130,10 @@ impl Worker {
         stop: &CancellationToken,
     ) -> Option<Arc<dyn Bus>> {
         let options = options(&self.config, self.index);
+        // gnmic's `connect-time-wait` between attempts (never below the backoff's floor, so
+        // a zero cannot spin), one log line per 30 s.
+        let mut pause = Backoff::new(self.config.connect_time_wait, self.config.connect_time_wait);
+        let mut errors = Throttle::new(Duration::from_secs(30));
         loop {
             match NatsBus::connect(&options).await {
                 Ok(bus) => {
@@ -135,10 +141,12 @@ impl Worker {
                     return Some(Arc::new(bus));
                 }
                 Err(error) => {
-                    tracing::warn!(output = %self.output, worker = self.index, %error, "NATS connection failed; retrying");
+                    if let Some(suppressed) = errors.allow() {
+                        tracing::warn!(output = %self.output, worker = self.index, %error, suppressed, "NATS connection failed; retrying");
+                    }
                 }
             }
-            let wait = tokio::time::sleep(self.config.connect_time_wait);
+            let wait = tokio::time::sleep(pause.next_delay());
             tokio::pin!(wait);
             loop {
                 tokio::select! {

@@ -22,6 +22,7 @@
 
 mod client;
 
+use crate::LockInfo;
 pub(crate) use client::{BlockingIndex, RateLimiter};
 use client::{ConsulClient, KvWrite, MAX_BLOCKING_WAIT};
 
@@ -394,6 +395,24 @@ impl Coordination for ConsulCoordination {
             .into_iter()
             .filter(|e| e.session.is_some())
             .map(|e| (unescape_key(&e.key), e.value))
+            .collect())
+    }
+
+    async fn list_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>> {
+        Ok(self
+            .list_entries(prefix)
+            .await?
+            .into_iter()
+            .filter(|e| e.session.is_some())
+            .map(|e| {
+                (
+                    unescape_key(&e.key),
+                    LockInfo {
+                        holder: e.value,
+                        fencing_token: e.modify_index,
+                    },
+                )
+            })
             .collect())
     }
 

@@ -14,7 +14,7 @@
 //!
 //! The gnomon-etcd error is kept as the source.
 
-use crate::{keys, CoordinationError, Credential, LockerConfig, Result, TlsConfig};
+use crate::{keys, CoordinationError, Credential, LockInfo, LockerConfig, Result, TlsConfig};
 use gnomon_etcd::{Client, ConnectOptions, ErrorKind, GetOptions, TlsOptions};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -124,6 +124,35 @@ impl Etcd {
             .filter(|(key, _)| !keys::is_internal(key))
             .collect();
         Ok((entries, answer.revision))
+    }
+}
+
+impl Etcd {
+    /// Held locks under `prefix` (keys with a lease) with their create revision, the
+    /// fencing token their holder was granted.
+    pub(super) async fn range_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>> {
+        let answer = self
+            .call(
+                self.client
+                    .get(prefix, Some(GetOptions::new().with_prefix())),
+            )
+            .await?;
+        Ok(answer
+            .kvs
+            .iter()
+            .filter(|kv| kv.lease != 0)
+            .map(|kv| (text(&kv.key), kv))
+            .filter(|(key, _)| !keys::is_internal(key))
+            .map(|(key, kv)| {
+                (
+                    key,
+                    LockInfo {
+                        holder: text(&kv.value),
+                        fencing_token: u64::try_from(kv.create_revision).unwrap_or(0),
+                    },
+                )
+            })
+            .collect())
     }
 }
 

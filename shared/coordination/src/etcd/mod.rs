@@ -19,6 +19,7 @@ mod watch;
 use self::client::{text, Etcd};
 use self::lock::Locks;
 use self::session::Sessions;
+use crate::LockInfo;
 use crate::{
     acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination, LockAttempts,
     LockGuard, LockerConfig, Result, ServiceHandle, ServiceInstance, ServiceRegistration,
@@ -134,6 +135,10 @@ impl Coordination for EtcdCoordination {
             .filter(|(_, (_, lease))| *lease != 0)
             .map(|(k, (v, _))| (k, v))
             .collect())
+    }
+
+    async fn list_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>> {
+        self.etcd().range_locks(prefix).await
     }
 
     async fn watch_prefix(&self, prefix: &str) -> Result<WatchEvents> {

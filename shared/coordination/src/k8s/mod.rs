@@ -73,6 +73,7 @@ mod watch;
 use client::{Failure, K8sClient};
 use lease::{Claim, Record, STORE_SELECTOR};
 
+use crate::LockInfo;
 use super::retry_loop::RetryLoop;
 use super::{
     acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination,
@@ -622,6 +623,26 @@ impl Coordination for K8sCoordination {
             .into_iter()
             .filter(|r| r.locked(now))
             .map(|r| (r.key, r.value))
+            .collect())
+    }
+
+    async fn list_locks(&self, prefix: &str) -> Result<BTreeMap<String, LockInfo>> {
+        let now = SystemTime::now();
+        Ok(self
+            .records(prefix)
+            .await?
+            .into_iter()
+            .filter(|r| r.locked(now))
+            .filter_map(|r| {
+                let token = r.holder.as_ref()?.token;
+                Some((
+                    r.key,
+                    LockInfo {
+                        holder: r.value,
+                        fencing_token: token,
+                    },
+                ))
+            })
             .collect())
     }
 
