@@ -101,6 +101,7 @@
 
 #![deny(missing_docs)]
 
+mod build;
 mod chain;
 mod config;
 mod error;

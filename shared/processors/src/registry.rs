@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 
-use crate::chain::{Apply, Chain, Step};
+use crate::build::{Build, Resolve};
+use crate::chain::{Chain, Step};
 use crate::config::Fields;
 use crate::error::{show, ProcessorError};
 use crate::procs;
@@ -37,42 +38,6 @@ pub const SUPPORTED_TYPES: &[&str] = &[
     "event-value-tag-v2",
     "event-write",
 ];
-
-/// A compiled definition that can produce fresh instances.
-pub(crate) trait Build: Send + Sync {
-    /// A new instance with its own state. `reg` resolves names (combine).
-    fn build(&self, reg: &Processors) -> Result<Box<dyn Apply>, ProcessorError>;
-
-    /// Processor names this definition refers to (event-combine steps).
-    fn refs(&self) -> Vec<String> {
-        Vec::new()
-    }
-}
-
-/// Processors that keep no state: every instance shares the compiled form.
-pub(crate) trait Pure: Send + Sync + 'static {
-    fn apply(&self, events: &mut Vec<crate::record::Record>);
-}
-
-struct PureBuild<T>(Arc<T>);
-struct PureInstance<T>(Arc<T>);
-
-impl<T: Pure> Apply for PureInstance<T> {
-    fn apply(&mut self, events: &mut Vec<crate::record::Record>) {
-        self.0.apply(events)
-    }
-}
-
-impl<T: Pure> Build for PureBuild<T> {
-    fn build(&self, _: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
-        Ok(Box::new(PureInstance(self.0.clone())))
-    }
-}
-
-/// Wraps a stateless processor.
-pub(crate) fn pure<T: Pure>(p: T) -> Arc<dyn Build> {
-    Arc::new(PureBuild(Arc::new(p)))
-}
 
 struct Definition {
     name: String,
@@ -236,22 +201,6 @@ impl Processors {
         Ok(Chain { steps })
     }
 
-    pub(crate) fn step(&self, name: &str, context: &str) -> Result<Step, ProcessorError> {
-        let def =
-            self.defs
-                .get(&name.to_lowercase())
-                .ok_or_else(|| ProcessorError::UnknownName {
-                    name: name.to_string(),
-                    context: context.to_string(),
-                })?;
-        Ok(Step {
-            name: def.name.clone(),
-            kind: def.kind,
-            debug: def.debug,
-            proc: def.builder.build(self)?,
-        })
-    }
-
     /// Every name an event-combine refers to exists, and no combine reaches
     /// itself.
     fn check_references(&self) -> Result<(), ProcessorError> {
@@ -369,4 +318,22 @@ fn refused(name: &str, kind: &str) -> Option<ProcessorError> {
         kind: kind.to_string(),
         reason: reason.to_string(),
     })
+}
+
+impl Resolve for Processors {
+    fn step(&self, name: &str, context: &str) -> Result<Step, ProcessorError> {
+        let def =
+            self.defs
+                .get(&name.to_lowercase())
+                .ok_or_else(|| ProcessorError::UnknownName {
+                    name: name.to_string(),
+                    context: context.to_string(),
+                })?;
+        Ok(Step {
+            name: def.name.clone(),
+            kind: def.kind,
+            debug: def.debug,
+            proc: def.builder.build(self)?,
+        })
+    }
 }

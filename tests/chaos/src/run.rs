@@ -138,7 +138,9 @@ impl Exporter {
         let api_port = free_port();
         let etcd = match &h.store {
             Store::Etcd(etcd) => etcd.address(),
-            Store::ConsulDouble { .. } => anyhow::bail!("the chaos run uses etcd"),
+            Store::ConsulDouble { .. } | Store::K8sDouble { .. } => {
+                anyhow::bail!("the chaos run uses etcd")
+            }
         };
         let config = format!(
             "clustering:\n  cluster-name: {CLUSTER}\n  instance-name: {name}\n  locker: {{type: etcd, address: \"{etcd}\", session-ttl: {}s, delay: 0s}}\noutputs:\n  prom:\n    type: prometheus\n    listen: \"{listen}\"\n    service-registration: {{name: gnomon-prometheus, use-lock: true}}\ninputs:\n  nats-in: {{type: nats, address: \"{}\", subject: \"telemetry.>\", format: proto, outputs: [prom]}}\n",
@@ -373,7 +375,9 @@ pub async fn run(config: &ChaosConfig) -> anyhow::Result<ChaosReport> {
                 let began = Instant::now();
                 let restarted = match &mut h.store {
                     Store::Etcd(etcd) => tokio::task::block_in_place(|| etcd.restart()),
-                    Store::ConsulDouble { .. } => Err(anyhow::anyhow!("not etcd")),
+                    Store::ConsulDouble { .. } | Store::K8sDouble { .. } => {
+                        Err(anyhow::anyhow!("not etcd"))
+                    }
                 };
                 match restarted {
                     Ok(()) => {

@@ -140,10 +140,19 @@ fn the_image_needs_no_protoc_and_the_context_is_the_sources() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
     let dockerfile = std::fs::read_to_string(root.join("compose/Dockerfile")).unwrap();
     for line in dockerfile.lines().filter(|l| !l.starts_with('#')) {
-        assert!(!line.contains("protobuf") && !line.contains("protoc"), "{line}");
+        assert!(
+            !line.contains("protobuf") && !line.contains("protoc"),
+            "{line}"
+        );
     }
     let ignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
-    for excluded in ["target/", ".venv/", ".run/", "fuzz/artifacts/", "fuzz/target/"] {
+    for excluded in [
+        "target/",
+        ".venv/",
+        ".run/",
+        "fuzz/artifacts/",
+        "fuzz/target/",
+    ] {
         assert!(
             ignore.lines().any(|l| l.trim() == excluded),
             ".dockerignore lacks {excluded}"

@@ -73,7 +73,6 @@ mod watch;
 use client::{Failure, K8sClient};
 use lease::{Claim, Record, STORE_SELECTOR};
 
-use crate::LockInfo;
 use super::retry_loop::RetryLoop;
 use super::{
     acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination,
@@ -81,6 +80,7 @@ use super::{
     ServiceDeregister, ServiceHandle, ServiceInstance, ServiceRegistration, ServiceWatch,
     WatchEvents,
 };
+use crate::LockInfo;
 use async_trait::async_trait;
 use k8s_openapi::api::coordination::v1::Lease;
 use std::collections::{BTreeMap, HashMap};

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::build::{Build, Resolve};
 use crate::chain::{Apply, Step};
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::record::Record;
-use crate::registry::{Build, Processors};
 use crate::select::Condition;
 
 struct CombineSpec {
@@ -74,7 +74,7 @@ pub(crate) fn combine(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
 }
 
 impl Build for CombineSpec {
-    fn build(&self, reg: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
+    fn build(&self, reg: &dyn Resolve) -> Result<Box<dyn Apply>, ProcessorError> {
         let context = format!(
             " (referenced by processors.{}.event-combine)",
             self.processor

@@ -7,11 +7,11 @@ use base64::Engine as _;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::build::{pure, Build, Pure};
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::gofmt::format_float_f;
 use crate::record::{FieldMap, Record, Str, Val};
-use crate::registry::{pure, Build, Pure};
 use crate::select::{Condition, Matcher};
 
 #[derive(Debug, Clone, Copy)]

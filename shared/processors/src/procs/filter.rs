@@ -4,10 +4,10 @@
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
 
+use crate::build::{pure, Build, Pure};
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::record::Record;
-use crate::registry::{pure, Build, Pure};
 use crate::select::{Condition, Selectors};
 
 /// event-drop: drops an event when the condition holds (a condition that

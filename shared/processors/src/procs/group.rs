@@ -8,11 +8,11 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::build::{pure, Build, Pure, Resolve};
 use crate::chain::Apply;
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::record::{Record, Str};
-use crate::registry::{pure, Build, Processors, Pure};
 
 /// Folds `from` into `into`: later tags and values win, deletes are
 /// appended.
@@ -178,7 +178,7 @@ pub(crate) fn rate_limit(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorErro
 }
 
 impl Build for RateLimitSpec {
-    fn build(&self, _: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
+    fn build(&self, _: &dyn Resolve) -> Result<Box<dyn Apply>, ProcessorError> {
         Ok(Box::new(RateLimit {
             per_second: self.per_second,
             seen: lru::LruCache::new(self.cache_size),

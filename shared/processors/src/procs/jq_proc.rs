@@ -4,11 +4,11 @@ use std::sync::Arc;
 
 use jaq_json::Val;
 
+use crate::build::{pure, Build, Pure};
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::jq::{event_to_val, val_to_event, Jq};
 use crate::record::Record;
-use crate::registry::{pure, Build, Pure};
 
 /// The events whose `condition` holds (default: all) are passed to
 /// `expression` as one array; its outputs (event objects, or arrays of

@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
+use crate::build::Build;
 use crate::config::Fields;
 use crate::error::ProcessorError;
-use crate::registry::Build;
 
 pub(crate) mod combine;
 pub(crate) mod convert;

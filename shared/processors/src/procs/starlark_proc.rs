@@ -34,12 +34,12 @@ use starlark::values::{
     starlark_value, Heap, NoSerialize, StarlarkValue, Trace, UnpackValue, Value, ValueLike as _,
 };
 
+use crate::build::{Build, Resolve};
 use crate::chain::Apply;
 use crate::config::{one_line, Fields};
 use crate::error::ProcessorError;
 use crate::golayout::{Layout, RFC3339};
 use crate::record::{FieldMap, Record, Str, Val};
-use crate::registry::{Build, Processors};
 
 struct StarlarkSpec {
     processor: String,
@@ -207,7 +207,7 @@ fn check_program(file: &str, source: &str) -> Result<(), String> {
 }
 
 impl Build for StarlarkSpec {
-    fn build(&self, _: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
+    fn build(&self, _: &dyn Resolve) -> Result<Box<dyn Apply>, ProcessorError> {
         let (job_tx, job_rx) = mpsc::sync_channel::<Vec<Record>>(1);
         let (out_tx, out_rx) = mpsc::sync_channel::<Vec<Record>>(1);
         let processor = self.processor.clone();

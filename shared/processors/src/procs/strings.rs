@@ -6,11 +6,11 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::build::{pure, Build, Pure};
 use crate::config::{compile_regex, Fields};
 use crate::error::ProcessorError;
 use crate::gofmt::title;
 use crate::record::{Record, Str, Val};
-use crate::registry::{pure, Build, Pure};
 use crate::select::Selectors;
 
 #[derive(Debug, Clone, Copy, PartialEq)]

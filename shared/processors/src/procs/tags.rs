@@ -7,12 +7,12 @@ use std::sync::Arc;
 use regex::Regex;
 use serde_json::Value;
 
+use crate::build::{pure, Build, Pure, Resolve};
 use crate::chain::Apply;
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::gofmt::sprint;
 use crate::record::{FieldMap, Record, Str, Val};
-use crate::registry::{pure, Build, Processors, Pure};
 use crate::select::{Condition, Matcher, Selectors};
 
 /// event-add-tag: adds `add` when the condition holds or (without one) any
@@ -323,7 +323,7 @@ pub(crate) fn value_tag_v2(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorEr
 }
 
 impl Build for ValueTagV2Spec {
-    fn build(&self, _: &Processors) -> Result<Box<dyn Apply>, ProcessorError> {
+    fn build(&self, _: &dyn Resolve) -> Result<Box<dyn Apply>, ProcessorError> {
         Ok(Box::new(ValueTagV2 {
             rules: self.rules.clone(),
             caches: self.rules.iter().map(|_| RuleCache::default()).collect(),

@@ -6,11 +6,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use jiff::tz::TimeZone;
 use jiff::Timestamp;
 
+use crate::build::{pure, Build, Pure};
 use crate::config::Fields;
 use crate::error::ProcessorError;
 use crate::golayout::{Layout, RFC3339};
 use crate::record::{Record, Str, Val};
-use crate::registry::{pure, Build, Pure};
 use crate::select::Matcher;
 
 #[derive(Debug, Clone, Copy)]
