@@ -37,8 +37,8 @@ pub use gnomon_common::duration;
 pub use gnomon_common::secret;
 pub use input::InputConfig;
 pub use output::{
-    FileDestination, FileOutputConfig, NatsFormat, NatsOutputConfig, OutputConfig, TlsFiles,
-    DEFAULT_OUTPUT_BUFFER,
+    FileDestination, FileOutputConfig, FileRotation, NatsFormat, NatsOutputConfig, OutputConfig,
+    TlsFiles, DEFAULT_OUTPUT_BUFFER,
 };
 pub use reader::Section;
 pub use secret::{Secret, REDACTED};

@@ -240,6 +240,66 @@ pub struct FileOutputConfig {
     /// Names under `processors`, applied in order to the events of each response.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub event_processors: Vec<String>,
+    /// gnmic's `rotation` block; `None` appends to one file forever.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rotation: Option<FileRotation>,
+}
+
+/// gnmic's file `rotation` (its lumberjack settings): the file is renamed to
+/// `<stem>-<UTC time><ext>` once the next write would pass `max_size`, and a
+/// fresh one is opened; old files beyond `max_backups` or older than `max_age`
+/// are removed, and `compress` gzips them.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "kebab-case")]
+pub struct FileRotation {
+    /// Bytes (gnmic: `max-size` in megabytes, 100 when unset or 0).
+    pub max_size: u64,
+    /// gnmic: `max-age` in days; `None` (unset or 0) keeps files of any age.
+    pub max_age: Option<Duration>,
+    /// Rotated files kept; 0 keeps them all (as gnmic).
+    pub max_backups: usize,
+    pub compress: bool,
+}
+
+impl FileRotation {
+    /// gnmic's default `max-size`, in megabytes.
+    pub const DEFAULT_MAX_SIZE_MB: u64 = 100;
+
+    fn from_section(section: &Section<'_>) -> Result<Self, ConfigError> {
+        const MB: u64 = 1024 * 1024;
+        const DAY: u64 = 24 * 60 * 60;
+        let max_size_mb = match section.u64("max-size")? {
+            None | Some(0) => Self::DEFAULT_MAX_SIZE_MB,
+            Some(mb) if mb > u64::MAX / MB => {
+                return Err(ConfigError::invalid(
+                    section.key_path("max-size"),
+                    &serde_json::Value::from(mb),
+                    "is too large (megabytes)",
+                ))
+            }
+            Some(mb) => mb,
+        };
+        let max_age = match section.u64("max-age")? {
+            None | Some(0) => None,
+            Some(days) if days > 100 * 365 => {
+                return Err(ConfigError::invalid(
+                    section.key_path("max-age"),
+                    &serde_json::Value::from(days),
+                    "is too large (days; at most 36500)",
+                ))
+            }
+            Some(days) => Some(Duration::from_secs(days * DAY)),
+        };
+        let max_backups = section.u64("max-backups")?.unwrap_or(0);
+        let rotation = Self {
+            max_size: max_size_mb * MB,
+            max_age,
+            max_backups: usize::try_from(max_backups).unwrap_or(usize::MAX),
+            compress: section.bool("compress")?.unwrap_or(false),
+        };
+        section.warn_unknown_keys();
+        Ok(rotation)
+    }
 }
 
 impl FileOutputConfig {
@@ -276,7 +336,21 @@ impl FileOutputConfig {
             }
         }
         let buffer_size = section.u64("buffer-size")?.unwrap_or(0) as usize;
+        let rotation = match section.section("rotation")? {
+            None => None,
+            Some(block) => {
+                if !matches!(destination, FileDestination::Path(_)) {
+                    return Err(ConfigError::Message(format!(
+                        "{}: applies to a file; stdout and stderr cannot be rotated \
+                         (set filename instead of file-type, or remove rotation)",
+                        section.key_path("rotation")
+                    )));
+                }
+                Some(FileRotation::from_section(&block)?)
+            }
+        };
         let config = Self {
+            rotation,
             destination,
             split_events: section.bool("split-events")?.unwrap_or(true),
             buffer_size: if buffer_size == 0 {
@@ -293,7 +367,6 @@ impl FileOutputConfig {
             "indent",
             "separator",
             "concurrency-limit",
-            "rotation",
             "calculate-latency",
         ] {
             section.unsupported(

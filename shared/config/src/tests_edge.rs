@@ -138,3 +138,55 @@ fn an_input_feeding_an_undefined_output_is_refused() {
         "inputs.in.outputs: \"promm\" is not a defined output (defined: prom)"
     );
 }
+
+#[test]
+fn file_rotation_reads_gnmic_units_and_defaults() {
+    let config = load(
+        "outputs:\n  f:\n    type: file\n    filename: /tmp/out.json\n    rotation:\n      max-size: 5\n      max-age: 2\n      max-backups: 3\n      compress: true\n",
+    )
+    .unwrap();
+    let OutputConfig::File(file) = &config.outputs["f"] else {
+        panic!("not a file output");
+    };
+    assert_eq!(
+        file.rotation,
+        Some(FileRotation {
+            max_size: 5 * 1024 * 1024,
+            max_age: Some(std::time::Duration::from_secs(2 * 24 * 3600)),
+            max_backups: 3,
+            compress: true,
+        })
+    );
+    // An empty block rotates at gnmic's 100 MB and keeps every backup, of any age.
+    let config =
+        load("outputs:\n  f:\n    type: file\n    filename: /tmp/out.json\n    rotation: {}\n")
+            .unwrap();
+    let OutputConfig::File(file) = &config.outputs["f"] else {
+        panic!("not a file output");
+    };
+    let rotation = file.rotation.as_ref().unwrap();
+    assert_eq!(rotation.max_size, 100 * 1024 * 1024);
+    assert_eq!(
+        (rotation.max_age, rotation.max_backups, rotation.compress),
+        (None, 0, false)
+    );
+}
+
+#[test]
+fn file_rotation_is_refused_where_it_cannot_apply() {
+    let error = error_of(
+        "outputs:\n  f:\n    type: file\n    file-type: stdout\n    rotation: {max-size: 1}\n",
+    );
+    assert!(
+        error.contains("outputs.f.rotation") && error.contains("stdout"),
+        "{error}"
+    );
+    let error = error_of(
+        "outputs:\n  f:\n    type: file\n    filename: o.json\n    rotation: {max-size: big}\n",
+    );
+    assert!(error.contains("outputs.f.rotation.max-size"), "{error}");
+    let error = error_of(
+        "outputs:\n  f:\n    type: file\n    filename: o.json\n    rotation: {max-age: 99999999}\n",
+    );
+    assert!(error.contains("outputs.f.rotation.max-age"), "{error}");
+}

@@ -1,6 +1,8 @@
 //! gnmic's `file` output: events as JSON lines, to a file (appended) or stdout / stderr.
-//! Writing is blocking I/O, so the worker is a plain thread.
+//! Writing is blocking I/O, so the worker is a plain thread. gnmic's `rotation` is in
+//! [`super::rotation`].
 
+use super::rotation::RotatingFile;
 use super::{dropped_counter, Collected, OutputError, OutputItem, OutputSender};
 use gnomon_config::{FileDestination, FileOutputConfig};
 use gnomon_gnmi::event::response_to_events;
@@ -14,23 +16,59 @@ use tokio_util::sync::CancellationToken;
 /// A file output waits this long for queue space before dropping.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn open(destination: &FileDestination) -> std::io::Result<Box<dyn Write + Send>> {
-    Ok(match destination {
-        FileDestination::Stdout => Box::new(std::io::stdout()),
-        FileDestination::Stderr => Box::new(std::io::stderr()),
-        FileDestination::Path(path) => {
-            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)?;
-            }
-            Box::new(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(path)?,
-            )
-        }
-    })
+/// Where the lines go: a stream (stdout, stderr, a file appended forever) or a rotated file.
+enum Sink {
+    Stream(BufWriter<Box<dyn Write + Send>>),
+    File(RotatingFile),
 }
+
+impl Sink {
+    fn open(output: &str, config: &FileOutputConfig) -> std::io::Result<Self> {
+        let stream = |s: Box<dyn Write + Send>| Sink::Stream(BufWriter::with_capacity(BUFFER, s));
+        Ok(match &config.destination {
+            FileDestination::Stdout => stream(Box::new(std::io::stdout())),
+            FileDestination::Stderr => stream(Box::new(std::io::stderr())),
+            FileDestination::Path(path) => match &config.rotation {
+                Some(rotation) => Sink::File(RotatingFile::open(output, path, rotation.clone())?),
+                None => {
+                    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    let file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(path)?;
+                    stream(Box::new(file))
+                }
+            },
+        })
+    }
+
+    /// Writes the lines of one response; a rotated file is cut only between such chunks.
+    fn write_chunk(&mut self, chunk: &[u8]) -> std::io::Result<()> {
+        match self {
+            Sink::Stream(out) => out.write_all(chunk),
+            Sink::File(file) => file.write_chunk(chunk),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Sink::Stream(out) => out.flush(),
+            Sink::File(file) => file.flush(),
+        }
+    }
+
+    fn close(self) -> std::io::Result<()> {
+        match self {
+            Sink::Stream(mut out) => out.flush(),
+            Sink::File(file) => file.close(),
+        }
+    }
+}
+
+/// Write buffer per destination: large writes, few syscalls.
+const BUFFER: usize = 64 * 1024;
 
 /// Opens the destination (failing now if it cannot) and starts the writer thread.
 pub fn start(
@@ -39,7 +77,7 @@ pub fn start(
     chain: Chain,
     stop: CancellationToken,
 ) -> Result<(OutputSender, JoinHandle<()>), OutputError> {
-    let sink = open(&config.destination).map_err(|e| OutputError {
+    let sink = Sink::open(name, config).map_err(|e| OutputError {
         output: name.to_string(),
         reason: format!("cannot open {:?}: {e}", config.destination),
     })?;
@@ -48,7 +86,8 @@ pub fn start(
         output: name.to_string(),
         split_events: config.split_events,
         chain: (!chain.is_empty()).then_some(chain),
-        sink: BufWriter::with_capacity(64 * 1024, sink),
+        sink,
+        line: Vec::with_capacity(4096),
         write_errors: dropped_counter(name, "write_error"),
         written: metrics::counter!("gnomon_output_messages_total", "output" => name.to_string()),
     };
@@ -64,7 +103,9 @@ struct FileWriter {
     split_events: bool,
     /// The output's event processors (the writer thread owns them).
     chain: Option<Chain>,
-    sink: BufWriter<Box<dyn Write + Send>>,
+    sink: Sink,
+    /// The lines of the response being written, reused.
+    line: Vec<u8>,
     write_errors: metrics::Counter,
     written: metrics::Counter,
 }
@@ -98,7 +139,9 @@ impl FileWriter {
                 Some(OutputItem::TargetUp(_)) => {}
             }
         }
-        self.flush();
+        if let Err(error) = self.sink.close() {
+            tracing::warn!(output = %self.output, %error, "file output close failed");
+        }
     }
 
     fn flush(&mut self) {
@@ -137,15 +180,16 @@ impl FileWriter {
 
     /// Writes gnmic events or records: one JSON line each, or one array line.
     fn write_events<T: serde::Serialize>(&mut self, events: &[T]) -> std::io::Result<()> {
+        self.line.clear();
         if self.split_events {
-            events.iter().try_for_each(|event| {
-                serde_json::to_writer(&mut self.sink, event).map_err(std::io::Error::other)?;
-                self.sink.write_all(b"\n")
-            })
+            for event in events {
+                serde_json::to_writer(&mut self.line, event).map_err(std::io::Error::other)?;
+                self.line.push(b'\n');
+            }
         } else {
-            serde_json::to_writer(&mut self.sink, &events)
-                .map_err(std::io::Error::other)
-                .and_then(|()| self.sink.write_all(b"\n"))
+            serde_json::to_writer(&mut self.line, &events).map_err(std::io::Error::other)?;
+            self.line.push(b'\n');
         }
+        self.sink.write_chunk(&self.line)
     }
 }

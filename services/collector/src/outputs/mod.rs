@@ -11,6 +11,7 @@
 
 mod file;
 mod nats;
+mod rotation;
 mod status;
 
 pub use status::TargetUpReport;
@@ -151,6 +152,10 @@ pub fn describe_metrics() {
         "gnomon_output_bytes_total",
         metrics::Unit::Bytes,
         "Payload bytes an output published."
+    );
+    metrics::describe_counter!(
+        "gnomon_output_file_rotations_total",
+        "Times a file output started a new file (gnmic's rotation.max-size)."
     );
     metrics::describe_counter!(
         "gnomon_output_dropped_total",
