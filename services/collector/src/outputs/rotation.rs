@@ -186,7 +186,7 @@ fn backups(path: &Path) -> std::io::Result<Vec<Backup>> {
             });
         }
     }
-    found.sort_by(|a, b| b.at.cmp(&a.at));
+    found.sort_by_key(|b| std::cmp::Reverse(b.at));
     Ok(found)
 }
 
