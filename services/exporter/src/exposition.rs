@@ -40,6 +40,8 @@ pub enum Upsert {
     Updated,
     /// The stored sample is newer; nothing changed.
     Older,
+    /// A new data series, refused: the output holds its `max-series` already.
+    OverCap,
 }
 
 /// Why a series could not be stored.
@@ -125,6 +127,10 @@ pub struct Exposition {
     epoch: Instant,
     export_timestamps: bool,
     series: usize,
+    /// Data series beyond this many are refused (`max-series`); target status is exempt.
+    max_series: usize,
+    /// Data series held (the cap counts these only).
+    data_series: usize,
 }
 
 impl Exposition {
@@ -138,7 +144,15 @@ impl Exposition {
             epoch: Instant::now(),
             export_timestamps,
             series: 0,
+            max_series: usize::MAX,
+            data_series: 0,
         }
+    }
+
+    /// The exposition with a cap on data series (`max-series`); `None` for none.
+    pub fn with_series_cap(mut self, cap: Option<usize>) -> Self {
+        self.max_series = cap.unwrap_or(usize::MAX);
+        self
     }
 
     /// The current time in the exposition's ticks.
@@ -183,6 +197,10 @@ impl Exposition {
             slot.touched = now;
             return Ok(Upsert::Updated);
         }
+        let data = kind == FamilyKind::Telemetry;
+        if data && self.data_series >= self.max_series {
+            return Ok(Upsert::OverCap);
+        }
         let len = u32::try_from(series.len())
             .map_err(|_| ExpositionError::SeriesTooLong(series.len()))?;
         let family_id = self.family_for(kind, &series[..name_len]);
@@ -214,6 +232,9 @@ impl Exposition {
             hasher.hash_one(entry_text(families, e))
         });
         self.series += 1;
+        if data {
+            self.data_series += 1;
+        }
         Ok(Upsert::Inserted)
     }
 
@@ -286,6 +307,9 @@ impl Exposition {
         family.garbage += family.slots[slot].len as usize;
         family.slots.swap_remove(slot);
         self.series -= 1;
+        if family.kind == FamilyKind::Telemetry {
+            self.data_series -= 1;
+        }
     }
 
     /// Drops telemetry series older than `expiration`: by sample timestamp with
@@ -419,6 +443,45 @@ mod tests {
             now,
         )
         .unwrap()
+    }
+
+    #[test]
+    fn the_series_cap_counts_data_series_only_and_frees_on_removal() {
+        let mut e = Exposition::new(false).with_series_cap(Some(1));
+        let now = e.now();
+        let upsert = |e: &mut Exposition, kind, text: &str| {
+            let name_len = text.find('{').unwrap_or(text.len());
+            e.upsert(kind, text.as_bytes(), name_len, 1.0, 0, now)
+                .unwrap()
+        };
+        assert_eq!(
+            upsert(&mut e, FamilyKind::Telemetry, "m{a=\"1\"}"),
+            Upsert::Inserted
+        );
+        assert_eq!(
+            upsert(&mut e, FamilyKind::Telemetry, "m{a=\"2\"}"),
+            Upsert::OverCap
+        );
+        assert_eq!(
+            upsert(&mut e, FamilyKind::Telemetry, "m{a=\"1\"}"),
+            Upsert::Updated
+        );
+        assert_eq!(
+            upsert(&mut e, FamilyKind::TargetStatus, "up{t=\"x\"}"),
+            Upsert::Inserted
+        );
+        assert_eq!(e.len(), 2);
+        assert!(e.remove(b"m{a=\"1\"}"));
+        assert_eq!(
+            upsert(&mut e, FamilyKind::Telemetry, "m{a=\"2\"}"),
+            Upsert::Inserted
+        );
+        // Expiry frees room too.
+        assert_eq!(e.expire(Duration::ZERO, Tick(now.0 + 10), 0), 1);
+        assert_eq!(
+            upsert(&mut e, FamilyKind::Telemetry, "m{a=\"3\"}"),
+            Upsert::Inserted
+        );
     }
 
     #[test]

@@ -15,6 +15,7 @@ use crate::exposition::{Exposition, FamilyKind, Upsert};
 use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use crate::processing::{self, Batching, SharedChain};
 use crate::wire::WireEvent;
+use gnomon_common::log::Throttle;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_processors::{Chain, Record};
 use std::sync::Mutex;
@@ -34,12 +35,16 @@ pub struct IngestCounts {
     pub older: u64,
     /// Values that are not samples (non-numeric without strings-as-labels, bad names).
     pub skipped: u64,
+    /// Samples dropped because they would add a series beyond `max-series`.
+    pub over_cap: u64,
 }
 
 struct State {
     exposition: Exposition,
     builder: SeriesBuilder,
     scratch: Vec<u8>,
+    /// One warning per minute while `max-series` refuses series.
+    cap_warning: Throttle,
 }
 
 /// A Prometheus output's series, kept rendered.
@@ -49,6 +54,7 @@ pub struct PrometheusOutput {
     expiration: Option<Duration>,
     state: Mutex<State>,
     updates_counter: metrics::Counter,
+    over_cap_counter: metrics::Counter,
     /// The output's `event-processors`, applied at ingest (`None`: none configured).
     chain: Option<SharedChain>,
 }
@@ -71,11 +77,14 @@ impl PrometheusOutput {
             name: name.to_string(),
             expiration: config.effective_expiration(),
             state: Mutex::new(State {
-                exposition: Exposition::new(config.export_timestamps),
+                exposition: Exposition::new(config.export_timestamps)
+                    .with_series_cap(config.series_cap()),
                 builder: SeriesBuilder::new(options),
                 scratch: Vec::new(),
+                cap_warning: Throttle::new(Duration::from_secs(60)),
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
+            over_cap_counter: metrics::counter!(crate::stats::SERIES_CAP_DROPPED, "output" => name.to_string()),
             config,
             chain: None,
         }
@@ -242,6 +251,18 @@ impl PrometheusOutput {
                 }
                 Ok(Upsert::Updated) => counts.stored += 1,
                 Ok(Upsert::Older) => counts.older += 1,
+                Ok(Upsert::OverCap) => {
+                    counts.over_cap += 1;
+                    self.over_cap_counter.increment(1);
+                    if let Some(suppressed) = state.cap_warning.allow() {
+                        tracing::warn!(
+                            output = %self.name,
+                            max_series = self.config.max_series,
+                            suppressed,
+                            "new series dropped: the output holds max-series already"
+                        );
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(output = %self.name, error = %e, "series not stored");
                     counts.skipped += 1;
@@ -356,6 +377,55 @@ mod tests {
         String::from_utf8(output.render()).unwrap()
     }
 
+    fn sample(source: &str, value: u64) -> Vec<u8> {
+        format!(
+            r#"[{{"name":"s","timestamp":0,"tags":{{"source":"{source}"}},"values":{{"/in":{value}}}}}]"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn max_series_drops_new_series_counts_them_and_keeps_updating_the_rest() {
+        let out = output("max-series: 2\nexpiration: 1h");
+        for source in ["a", "b"] {
+            assert_eq!(
+                out.ingest(&decode_events(&sample(source, 1)).unwrap())
+                    .inserted,
+                1
+            );
+        }
+        let counts = out.ingest(&decode_events(&sample("c", 1)).unwrap());
+        assert_eq!((counts.stored, counts.over_cap), (0, 1));
+        assert_eq!(out.series_count(), 2);
+        // Existing series still take new samples.
+        let counts = out.ingest(&decode_events(&sample("a", 7)).unwrap());
+        assert_eq!((counts.stored, counts.over_cap), (1, 0));
+        assert!(
+            text(&out).contains("\nin{source=\"a\"} 7\n"),
+            "{}",
+            text(&out)
+        );
+        assert!(!text(&out).contains("source=\"c\""));
+        // Target status is not data: a new target's up series is never refused.
+        let status = br#"[{"name":"gnomon_target_up","timestamp":0,"tags":{"target":"r9"},"values":{"gnomon_target_up":1}}]"#;
+        assert_eq!(out.ingest(&decode_events(status).unwrap()).inserted, 1);
+        assert!(text(&out).contains("gnomon_target_up{target=\"r9\"} 1"));
+        // Room made by a removed series is usable again.
+        let deleted = br#"[{"name":"gnomon_target_up","timestamp":0,"tags":{"target":"r9"},"deletes":["gnomon_target_up"]}]"#;
+        out.ingest(&decode_events(deleted).unwrap());
+        assert_eq!(out.series_count(), 2);
+    }
+
+    #[test]
+    fn no_max_series_means_no_cap() {
+        let out = output("expiration: 1h");
+        for i in 0..500 {
+            let counts = out.ingest(&decode_events(&sample(&format!("t{i}"), 1)).unwrap());
+            assert_eq!(counts.over_cap, 0);
+        }
+        assert_eq!(out.series_count(), 500);
+    }
+
     #[test]
     fn gnmic_event_becomes_the_documented_series() {
         let out = output("metric-prefix: gnmic\nappend-subscription-name: true");
@@ -369,7 +439,8 @@ mod tests {
                 stored: 1,
                 inserted: 1,
                 older: 0,
-                skipped: 1
+                skipped: 1,
+                over_cap: 0,
             }
         );
         assert_eq!(

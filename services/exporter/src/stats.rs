@@ -19,6 +19,8 @@ pub const MALFORMED: &str = "gnomon_exporter_malformed_total";
 pub const DROPPED: &str = "gnomon_exporter_dropped_total";
 /// Series currently held, per output.
 pub const SERIES: &str = "gnomon_exporter_series";
+/// Samples dropped because they would add a series beyond the output's `max-series`.
+pub const SERIES_CAP_DROPPED: &str = "gnomon_exporter_series_cap_dropped_total";
 /// Series removed by expiry.
 pub const EXPIRED: &str = "gnomon_exporter_expired_total";
 /// Scrape duration, per output.
@@ -46,6 +48,10 @@ pub fn describe_metrics() {
     );
     describe_gauge!(SERIES, "Series currently held by a Prometheus output.");
     describe_counter!(EXPIRED, "Series removed by expiration.");
+    describe_counter!(
+        SERIES_CAP_DROPPED,
+        "Samples dropped because they would add a series beyond the output's max-series."
+    );
     describe_histogram!(
         SCRAPE_DURATION,
         Unit::Seconds,

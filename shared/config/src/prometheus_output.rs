@@ -79,6 +79,9 @@ pub struct PrometheusOutputConfig {
     /// Registration of this output as a discoverable service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_registration: Option<ServiceRegistrationConfig>,
+    /// gnomon's cap on data series (not gnmic's): samples that would add a series beyond it
+    /// are dropped and counted; 0 (the default) means no cap.
+    pub max_series: u64,
 }
 
 impl Default for PrometheusOutputConfig {
@@ -104,6 +107,7 @@ impl Default for PrometheusOutputConfig {
             cache: None,
             tls: None,
             service_registration: None,
+            max_series: 0,
         }
     }
 }
@@ -125,6 +129,7 @@ impl fmt::Debug for PrometheusOutputConfig {
             .field("num_workers", &self.num_workers)
             .field("buffer_size", &self.buffer_size)
             .field("service_registration", &self.service_registration)
+            .field("max_series", &self.max_series)
             .finish_non_exhaustive()
     }
 }
@@ -137,6 +142,11 @@ impl PrometheusOutputConfig {
         } else {
             self.expiration.to_std()
         }
+    }
+
+    /// The series cap, `None` when there is none.
+    pub fn series_cap(&self) -> Option<usize> {
+        (self.max_series > 0).then(|| usize::try_from(self.max_series).unwrap_or(usize::MAX))
     }
 
     /// Scrape budget; zero or negative falls back to the 10 s default.
@@ -267,6 +277,7 @@ const KEYS: &[&str] = &[
     "cache",
     "tls",
     "service-registration",
+    "max-series",
 ];
 
 /// The keys of `service-registration`.
