@@ -157,3 +157,88 @@ fn timed_out(error: tower::BoxError, timeout: Duration) -> Response {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::post;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Starts the API on a free loopback port with `timeout` and a 1 KiB body limit.
+    async fn start(timeout: Duration) -> (SocketAddr, CancellationToken) {
+        let mut options = ApiServerOptions::at("127.0.0.1:0");
+        options.request_timeout = timeout;
+        options.body_limit = 1024;
+        let router = Router::new().route("/echo", post(|body: String| async move { body }));
+        let stop = CancellationToken::new();
+        let server = serve_api(&options, router, stop.clone()).await.unwrap();
+        (server.local_addr, stop)
+    }
+
+    /// Sends `request` raw and reads the whole response (the server closes or answers).
+    async fn exchange(address: SocketAddr, request: &[u8]) -> String {
+        let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+        stream.write_all(request).await.unwrap();
+        let mut response = Vec::new();
+        let mut buf = [0u8; 4096];
+        // Read until the body of the one response has arrived (Connection: close below).
+        let read = async {
+            loop {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => response.extend_from_slice(&buf[..n]),
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(20), read)
+            .await
+            .expect("the server neither answered nor closed within 20 s");
+        String::from_utf8_lossy(&response).into_owned()
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_body_never_completes_ends_with_408_naming_the_setting() {
+        let (address, stop) = start(Duration::from_millis(300)).await;
+        // Headers promise 100 bytes; one arrives, then the client goes quiet.
+        let response = exchange(
+            address,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 100\r\n\r\n{",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 408"), "{response}");
+        assert!(response.contains("api-server.timeout"), "{response}");
+        assert!(response.contains("{\"errors\":["), "{response}");
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_limit_get_a_json_413_and_unknown_paths_a_json_404() {
+        let (address, stop) = start(Duration::from_secs(10)).await;
+        let body = "x".repeat(2048);
+        let request = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let response = exchange(address, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 413"), "{response}");
+        assert!(response.contains("{\"errors\":["), "{response}");
+        let response = exchange(
+            address,
+            b"GET /api/v1/nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+        assert!(response.contains("{\"errors\":["), "{response}");
+        // A request within the limits still works.
+        let response = exchange(
+            address,
+            b"POST /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        )
+        .await;
+        assert!(
+            response.starts_with("HTTP/1.1 200") && response.ends_with("ok"),
+            "{response}"
+        );
+        stop.cancel();
+    }
+}
