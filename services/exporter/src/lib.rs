@@ -149,15 +149,11 @@ fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
     locker.address = Some(registration.address.clone());
     let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
     locker.datacenter = non_empty(&registration.datacenter);
-    let exposed = |secret: &Option<gnomon_config::Secret>| {
-        secret
-            .as_ref()
-            .map(|s| s.expose().to_string())
-            .filter(|s| !s.is_empty())
-    };
-    locker.token = exposed(&registration.token);
+    let set =
+        |secret: &Option<gnomon_config::Secret>| secret.clone().filter(|s| !s.expose().is_empty());
+    locker.token = set(&registration.token);
     locker.username = non_empty(&registration.username);
-    locker.password = exposed(&registration.password);
+    locker.password = set(&registration.password);
     // gnmic: session TTL = 2 × check-interval.
     locker.session_ttl = registration.effective_check_interval() * 2;
     Some(locker)

@@ -13,6 +13,7 @@
 use super::address::{check_host_optional_port, split_host_port};
 use super::defaults;
 use super::reader::Section;
+use super::secret::Secret;
 use super::ConfigError;
 use serde::Deserialize;
 use serde_json::Value;
@@ -82,9 +83,9 @@ pub struct LockerConfig {
     /// etcd members; used together with `address` when both are set.
     pub endpoints: Vec<String>,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// Consul ACL token (sent as `X-Consul-Token`).
-    pub token: Option<String>,
+    pub token: Option<Secret>,
     /// Consul datacenter (`?dc=`).
     pub datacenter: Option<String>,
     /// Session (Consul) / lease (etcd) time to live.
@@ -169,8 +170,8 @@ impl LockerConfig {
         config.address = section.string_if_set("address")?;
         config.endpoints = section.string_list("endpoints")?;
         config.username = section.string_if_set("username")?;
-        config.password = section.string_if_set("password")?;
-        config.token = section.string_if_set("token")?;
+        config.password = section.string_if_set("password")?.map(Secret::from);
+        config.token = section.string_if_set("token")?.map(Secret::from);
         config.datacenter = section.string_if_set("datacenter")?;
         let positive = |key: &str, default: Duration| -> Result<Duration, ConfigError> {
             Ok(section
@@ -474,7 +475,7 @@ impl<'de> Deserialize<'de> for LockerConfig {
 /// Redacts `password` and `token`.
 impl fmt::Debug for LockerConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let redact = |s: &Option<String>| s.as_ref().map(|_| super::REDACTED);
+        let redact = |s: &Option<Secret>| s.as_ref().map(|_| super::REDACTED);
         f.debug_struct("LockerConfig")
             .field("type", &self.kind)
             .field("address", &self.address)

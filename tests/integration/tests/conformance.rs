@@ -204,7 +204,7 @@ impl Harness {
             Store::RealConsul { address } => {
                 let mut cfg = LockerConfig::new(LockerType::Consul);
                 cfg.address = Some(address.clone());
-                cfg.token = std::env::var("CONSUL_HTTP_TOKEN").ok();
+                cfg.token = std::env::var("CONSUL_HTTP_TOKEN").ok().map(Into::into);
                 cfg
             }
             Store::K8s {

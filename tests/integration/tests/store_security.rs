@@ -749,7 +749,7 @@ async fn consul_refused_token_fails_fast_and_names_the_token() {
 #[tokio::test]
 async fn consul_token_unfit_for_a_header_is_a_config_error_naming_the_key() {
     let mut cfg = consul_locker("127.0.0.1:1", None);
-    cfg.token = Some("bad\ntoken-value".to_string());
+    cfg.token = Some("bad\ntoken-value".into());
     let error = coordination::connect(&cfg, "a")
         .await
         .err()

@@ -303,7 +303,12 @@ impl ConsulClient {
                 CoordinationError::config("cannot build the Consul HTTP client").caused_by(e)
             })?;
         let mut auth = HeaderMap::new();
-        if let Some(token) = cfg.token.as_deref().filter(|t| !t.is_empty()) {
+        if let Some(token) = cfg
+            .token
+            .as_ref()
+            .map(|t| t.expose())
+            .filter(|t| !t.is_empty())
+        {
             let mut value = HeaderValue::from_str(token).map_err(|e| {
                 CoordinationError::config(
                     "the Consul ACL token contains characters not allowed in an HTTP header",
@@ -840,7 +845,7 @@ mod tests {
     fn client(address: &str, token: Option<&str>) -> ConsulClient {
         let mut cfg = LockerConfig::new(crate::LockerType::Consul);
         cfg.address = Some(address.to_string());
-        cfg.token = token.map(str::to_string);
+        cfg.token = token.map(Into::into);
         cfg.request_timeout = Duration::from_millis(300);
         ConsulClient::new(&cfg).unwrap()
     }

@@ -66,7 +66,7 @@ impl Etcd {
             .with_timeout(cfg.request_timeout);
         if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
             // The client logs in now and again whenever etcd rejects its (expired) token.
-            options = options.with_user(user.clone(), password.clone());
+            options = options.with_user(user.clone(), password.expose());
         }
         if let Some(tls) = &cfg.tls {
             options = options.with_tls(tls_options(tls)?);
