@@ -9,17 +9,31 @@
 //!   watch has not delivered yet, or a forgery: it is dropped (counted as unconfirmed) and
 //!   the table is asked to re-read that lock, so a real new owner is believed within one
 //!   store round trip. A token below the highest the store ever showed for the target is a
-//!   stale owner (even while the store's latest change is on its way); a message without a
-//!   token, or for a target nobody holds, proves nothing. So a forged header — garbage or a valid body —
-//!   can neither inject data nor freeze a target.
+//!   stale owner (even while the store's latest change is on its way); a token for a target
+//!   nobody holds proves nothing. A message without a token comes from an unclustered
+//!   collector: it is believed for targets no lock was ever seen for (there is nothing to
+//!   fence), and dropped for the others. So a forged header — garbage or a valid body —
+//!   can neither inject data into a target the cluster holds nor freeze one.
 //! * **Not clustered** ([`Fencing::highest_seen`]): there is no store to ask; the highest
 //!   token seen per target wins. A token is recorded only from a message that decoded, so an
 //!   undecodable message with a raised token cannot lock out the real owner.
+//!
+//! A holder's last word: a collector publishes a target's final status (deleted, down) just
+//! before it releases the lock, but the bus and the store are separate paths, so the release
+//! may reach the exporter first. For target-status messages only, the token of the holder
+//! that just let go stays believable for [`LAST_WORD_GRACE`] unless a newer holder appeared
+//! ([`Verdict::LastWord`]); the input then applies only what removes or downs the target's up
+//! series, so even a forger who copies that token can neither raise a target nor inject data.
+//! Data in flight at a release is dropped, as before.
 //!
 //! Cost on the hot path: one read-locked hash lookup per message.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long after a release the last holder's final target status is believed.
+pub const LAST_WORD_GRACE: Duration = Duration::from_secs(10);
 
 /// What to do with a message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +45,9 @@ pub enum Verdict {
     /// Cannot be matched to the current owner (no token, no lock, or a token the store has
     /// not confirmed).
     Unconfirmed,
+    /// A target status from the holder that released the lock moments ago: believe only
+    /// what deletes or downs the target.
+    LastWord,
 }
 
 /// What the exporter knows about one target's lock.
@@ -41,6 +58,31 @@ struct Lock {
     /// The highest token the store ever showed for this target: anything below comes from a
     /// previous owner, even while the store's latest change is still on its way.
     highest: u64,
+    /// When the holder with token `highest` let go (none since, or still held: `None`).
+    released: Option<Instant>,
+}
+
+impl Lock {
+    fn hold(&mut self, token: u64) {
+        self.current = Some(token);
+        self.highest = self.highest.max(token);
+        self.released = None;
+    }
+
+    fn release(&mut self, at: Instant) {
+        if self.current.take().is_some() {
+            self.released = Some(at);
+        }
+    }
+
+    /// Whether `token` is the holder that let go less than [`LAST_WORD_GRACE`] ago.
+    fn just_released_by(&self, token: u64) -> bool {
+        self.current.is_none()
+            && token == self.highest
+            && self
+                .released
+                .is_some_and(|at| at.elapsed() < LAST_WORD_GRACE)
+    }
 }
 
 /// The current holder's fencing token of every locked target, as the store says.
@@ -61,14 +103,13 @@ impl LockTable {
     pub fn set(&self, target: &str, token: u64) {
         let mut locks = self.write();
         let lock = locks.entry(target.to_string()).or_default();
-        lock.current = Some(token);
-        lock.highest = lock.highest.max(token);
+        lock.hold(token);
     }
 
     /// Records that nobody holds `target`'s lock (its last token stays known).
     pub fn remove(&self, target: &str) {
         if let Some(lock) = self.write().get_mut(target) {
-            lock.current = None;
+            lock.release(Instant::now());
         }
     }
 
@@ -76,13 +117,14 @@ impl LockTable {
     /// known as the highest per target.
     pub fn replace(&self, held: HashMap<String, u64>) {
         let mut locks = self.write();
-        for lock in locks.values_mut() {
-            lock.current = None;
+        let now = Instant::now();
+        for (target, lock) in locks.iter_mut() {
+            if !held.contains_key(target) {
+                lock.release(now);
+            }
         }
         for (target, token) in held {
-            let lock = locks.entry(target).or_default();
-            lock.current = Some(token);
-            lock.highest = lock.highest.max(token);
+            locks.entry(target).or_default().hold(token);
         }
     }
 
@@ -157,6 +199,21 @@ impl Fencing {
         matches!(self.mode, Mode::Following(_))
     }
 
+    /// The verdict on a target-status message (the collector's `gnomon_target_up`): as
+    /// [`Self::judge`], except that the holder that just released the lock gets
+    /// [`Verdict::LastWord`] instead of being dropped.
+    pub fn judge_status(&self, target: &str, token: Option<u64>) -> Verdict {
+        if let (Mode::Following(locks), Some(token)) = (&self.mode, token) {
+            if locks
+                .lock(target)
+                .is_some_and(|l| l.just_released_by(token))
+            {
+                return Verdict::LastWord;
+            }
+        }
+        self.judge(target, token)
+    }
+
     /// The verdict on a message of `target` carrying `token`, before decoding it.
     pub fn judge(&self, target: &str, token: Option<u64>) -> Verdict {
         match &self.mode {
@@ -168,10 +225,18 @@ impl Fencing {
                 }
             }
             Mode::Following(locks) => {
+                let known = locks.lock(target);
                 let Some(token) = token else {
-                    return Verdict::Unconfirmed;
+                    // No token: an unclustered collector (which never stamps one) is believed
+                    // for targets no lock was ever seen for; a locked target's data must
+                    // come from its holder.
+                    return if known.is_some() {
+                        Verdict::Unconfirmed
+                    } else {
+                        Verdict::Accept
+                    };
                 };
-                let lock = locks.lock(target).unwrap_or_default();
+                let lock = known.unwrap_or_default();
                 if token < lock.highest {
                     Verdict::Stale
                 } else if lock.current == Some(token) {
@@ -225,6 +290,8 @@ mod tests {
         assert_eq!(fencing.judge("r1", Some(7)), Verdict::Accept);
         assert_eq!(fencing.judge("r1", Some(6)), Verdict::Stale);
         assert_eq!(fencing.judge("r1", None), Verdict::Unconfirmed);
+        // An unclustered collector's message (no token) for a target never locked.
+        assert_eq!(fencing.judge("solo", None), Verdict::Accept);
         // A raised token (forged, or a handover not yet seen) is not believed, and asks for
         // a re-read of that lock.
         assert_eq!(fencing.judge("r1", Some(1_000)), Verdict::Unconfirmed);
@@ -240,9 +307,37 @@ mod tests {
         // The last holder's data after its lock is gone: stale, not merely unconfirmed.
         assert_eq!(fencing.judge("r1", Some(7)), Verdict::Stale);
         assert_eq!(fencing.judge("r1", Some(9)), Verdict::Unconfirmed);
+        // Its final target status, though, is its last word (only for a while).
+        assert_eq!(fencing.judge_status("r1", Some(9)), Verdict::LastWord);
+        assert_eq!(fencing.judge_status("r1", Some(7)), Verdict::Stale);
+        assert_eq!(fencing.judge_status("r1", Some(10)), Verdict::Unconfirmed);
         // A full read keeps what was learned about past owners.
         locks.replace(HashMap::from([("r2".to_string(), 3)]));
         assert_eq!(fencing.judge("r1", Some(8)), Verdict::Stale);
         assert_eq!(fencing.judge("r2", Some(3)), Verdict::Accept);
+        // A full read that finds r2 released starts its grace; a new holder ends it.
+        locks.replace(HashMap::new());
+        assert_eq!(fencing.judge_status("r2", Some(3)), Verdict::LastWord);
+        locks.set("r2", 4);
+        assert_eq!(fencing.judge_status("r2", Some(3)), Verdict::Stale);
+        assert_eq!(fencing.judge_status("r2", Some(4)), Verdict::Accept);
+    }
+
+    #[test]
+    fn the_last_word_expires() {
+        let locks = Arc::new(LockTable::default());
+        let fencing = Fencing::following(locks.clone());
+        locks.set("r1", 5);
+        locks.remove("r1");
+        locks.write().get_mut("r1").unwrap().released =
+            Instant::now().checked_sub(LAST_WORD_GRACE + Duration::from_secs(1));
+        assert_eq!(fencing.judge_status("r1", Some(5)), Verdict::Unconfirmed);
+        // Never held at all: nothing to say.
+        assert_eq!(fencing.judge_status("r9", Some(1)), Verdict::Unconfirmed);
+        // Not clustered: status is judged like data.
+        assert_eq!(
+            Fencing::highest_seen().judge_status("r1", Some(1)),
+            Verdict::Accept
+        );
     }
 }

@@ -7,7 +7,7 @@
 //! dropped and counted, before it is decoded.
 
 use crate::fencing::{Fencing, Verdict};
-use crate::output::{IngestCounts, PrometheusOutput};
+use crate::output::{IngestCounts, PrometheusOutput, TARGET_UP};
 use crate::processing::{records_of_message, Batching, SharedChain};
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
@@ -25,6 +25,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// Whether a target-status event says the target is down (every value 0).
+fn reports_down(event: &WireEvent<'_>) -> bool {
+    !event.values.is_empty() && event.values.iter().all(|(_, v)| v.to_f64() == Some(0.0))
+}
 
 /// How long a worker waits for room in its buffer before dropping a message.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -217,6 +222,9 @@ impl NatsInput {
         let token = message.headers.fencing_token;
         let target = message.headers.target.as_deref();
         let verdict = match target {
+            Some(target) if message.headers.is_target_status() => {
+                self.fencing.judge_status(target, token)
+            }
             Some(target) => self.fencing.judge(target, token),
             None if self.fencing.requires_owner() => Verdict::Unconfirmed,
             None => Verdict::Accept,
@@ -231,6 +239,10 @@ impl NatsInput {
             Verdict::Unconfirmed => {
                 tracing::debug!(input = %self.name, target = %Escaped(target.unwrap_or_default()), ?token, "fencing token not confirmed by the store");
                 self.stats.unconfirmed();
+                return;
+            }
+            Verdict::LastWord => {
+                self.deliver_last_word(message);
                 return;
             }
         }
@@ -311,6 +323,25 @@ impl NatsInput {
                 self.malformed(message, &e);
                 false
             }
+        }
+    }
+
+    /// The final status of a holder that has released the lock: only what deletes the
+    /// target's up series or reports it down is applied (see [`crate::fencing`]).
+    fn deliver_last_word(&self, message: &BusMessage) {
+        match decode_events(&message.payload) {
+            Ok(events) => {
+                let down: Vec<WireEvent<'_>> = events
+                    .into_iter()
+                    .filter(|e| e.name == TARGET_UP && (!e.deletes.is_empty() || reports_down(e)))
+                    .collect();
+                if down.is_empty() {
+                    self.stats.unconfirmed();
+                } else {
+                    self.deliver(&down);
+                }
+            }
+            Err(e) => self.malformed(message, &e),
         }
     }
 

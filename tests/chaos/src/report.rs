@@ -106,6 +106,14 @@ impl ChaosReport {
 
     /// The goals of issue 8 this run missed (empty: all met).
     pub fn missed_goals(&self) -> Vec<String> {
+        self.missed_goals_with_gap_bound(self.failover_bound())
+    }
+
+    /// The goals with `gap_bound` as the longest silence allowed. The release-build run
+    /// (`scripts/chaos`) holds the failover bound; the test suite's smoke runs debug builds
+    /// on a loaded CI machine, where the bound is a speed goal (benchmarks own those) and
+    /// only a silence several times longer means something is broken.
+    pub fn missed_goals_with_gap_bound(&self, gap_bound: Duration) -> Vec<String> {
         let mut missed = Vec::new();
         if !self.two_subscriber.is_zero() {
             missed.push(format!(
@@ -119,11 +127,11 @@ impl ChaosReport {
                 self.stale_accepted()
             ));
         }
-        if self.longest_gap_length() > self.failover_bound() {
+        if self.longest_gap_length() > gap_bound {
             missed.push(format!(
-                "longest gap {:.1}s exceeds the failover bound {:.1}s",
+                "longest gap {:.1}s exceeds the bound {:.1}s",
                 self.longest_gap_length().as_secs_f64(),
-                self.failover_bound().as_secs_f64()
+                gap_bound.as_secs_f64()
             ));
         }
         if !self.panics.is_empty() {
