@@ -485,7 +485,7 @@ impl Harness {
     /// Freezes the store process (SIGSTOP): it stays connected but answers nothing, like a
     /// store behind a partition.
     pub fn store_pause(&mut self) {
-        self.store_process().signal(libc::SIGSTOP);
+        self.store_process().pause();
     }
 
     /// Lets a paused store run again (SIGCONT).

@@ -126,6 +126,23 @@ impl ChildProcess {
         }
     }
 
+    /// Freezes the process (SIGSTOP) and returns once every thread of it is stopped: the
+    /// kernel stops a thread running on another CPU asynchronously, so a request sent right
+    /// after `kill` may still be answered. Panics if it has not stopped within 10 s.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+        let pid = self.pid();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "{}: process {pid} did not stop within 10 s of SIGSTOP",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// SIGKILLs the process and waits for it.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -180,6 +197,29 @@ impl Drop for ChildProcess {
 
 /// Sends `signal` (e.g. `libc::SIGCONT`) to the process `pid`, one the test started and has
 /// not reaped (so the pid cannot have been reused). Errors (the process is gone) are ignored.
+/// Whether every thread of `pid` is in the stopped state (`T`) per `/proc/<pid>/task/*/stat`;
+/// false when the process is gone or unreadable.
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    let mut any = false;
+    for task in tasks.flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else {
+            return false;
+        };
+        // `tid (comm) S …`: the state follows the last `)` (comm may hold anything).
+        let state = stat
+            .rfind(')')
+            .and_then(|end| stat[end + 1..].split_whitespace().next());
+        if !matches!(state, Some("T") | Some("t")) {
+            return false;
+        }
+        any = true;
+    }
+    any
+}
+
 pub fn signal_pid(pid: u32, signal: i32) {
     let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
         panic!("signal_pid: {signal} is not a signal");

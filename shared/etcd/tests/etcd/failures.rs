@@ -27,7 +27,7 @@ async fn call_times_out_on_a_stalled_etcd() -> anyhow::Result<()> {
     })
     .await?;
 
-    etcd.process().signal(libc::SIGSTOP);
+    etcd.process().pause();
     let resume = Resume(etcd.process().pid());
     let started = Instant::now();
     let error = client.get("k", None).await.expect_err("etcd is stopped");
