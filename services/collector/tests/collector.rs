@@ -425,6 +425,15 @@ outputs:
     .await
     .unwrap();
     assert_eq!(posted_view["config"]["timeout"], 5_000_000_000u64);
+    // While it runs here, its gnmic instance series are on this member's /metrics …
+    let metrics = eventually("posted target up", Duration::from_secs(15), || async {
+        let text = collector.get("/metrics").await?.1;
+        text.contains("gnmic_target_up{name=\"posted\"} 1")
+            .then_some(text)
+    })
+    .await
+    .unwrap();
+    assert!(metrics.contains("\"posted\""), "{metrics}");
     let deleted = client
         .delete(format!("{base}/api/v1/targets/posted"))
         .send()
@@ -434,6 +443,17 @@ outputs:
     assert_eq!(
         collector.get("/api/v1/targets/posted").await.unwrap().0,
         404
+    );
+    // … and once it stops running here (deleted, or moved to another member) none is left
+    // behind: no stale `up 0` for a dashboard to count twice.
+    let metrics = collector.get("/metrics").await.unwrap().1;
+    let stale: Vec<&str> = metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains("\"posted\""))
+        .collect();
+    assert!(
+        stale.is_empty(),
+        "series of a target no longer here: {stale:?}"
     );
     assert_eq!(
         collector
