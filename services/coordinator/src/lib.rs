@@ -7,6 +7,7 @@
 //! and reconciling everything every `targets-watch-timer` as a safety net.
 
 pub mod api;
+pub mod drain;
 pub mod election;
 mod handshake;
 pub mod leader;
@@ -15,6 +16,7 @@ pub mod members;
 pub mod placement;
 pub mod settings;
 
+pub use drain::{drain_member, DrainError, Drained};
 pub use election::{spawn, CoordinatorHandle, LeaderRequestError};
 pub use gnomon_coordination::TargetStore;
 pub use settings::CoordinatorSettings;

@@ -283,7 +283,7 @@ impl MemberClient {
 }
 
 /// Percent-encodes a path segment (target names may contain `:` or `/`).
-fn encode_segment(segment: &str) -> String {
+pub(crate) fn encode_segment(segment: &str) -> String {
     let mut out = String::with_capacity(segment.len());
     for byte in segment.bytes() {
         if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~' | b':') {

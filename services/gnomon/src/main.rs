@@ -56,6 +56,19 @@ enum Command {
     Subscribe(ConfigArg),
     /// Everything in one process with simulated devices and no external servers.
     Demo(demo::DemoArgs),
+    /// Ask the leader to move this member's targets to the others and wait until they have
+    /// (a Kubernetes preStop hook: a rolling restart then misses no sample).
+    Drain(DrainArgs),
+}
+
+/// `gnomon drain`: the member is the config's `clustering.instance-name`.
+#[derive(clap::Args, Clone, Debug)]
+struct DrainArgs {
+    #[command(flatten)]
+    config: ConfigArg,
+    /// Longest wait for the moves (then exit 1 naming what is still held).
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    timeout: std::time::Duration,
 }
 
 impl Command {
@@ -67,6 +80,7 @@ impl Command {
             Command::Exporter(_) => "gnomon-exporter",
             Command::All(_) | Command::Subscribe(_) => "gnomon",
             Command::Demo(_) => "gnomon-demo",
+            Command::Drain(_) => "gnomon-drain",
         }
     }
 }
@@ -126,13 +140,16 @@ async fn main() -> ExitCode {
         | Command::Coordinator(args)
         | Command::Exporter(args)
         | Command::All(args)
-        | Command::Subscribe(args) => match load_interruptibly(args, &shutdown).await {
-            Ok(config) => Some(config),
-            Err(e) => {
-                eprintln!("gnomon: {e}");
-                return ExitCode::FAILURE;
+        | Command::Subscribe(args)
+        | Command::Drain(DrainArgs { config: args, .. }) => {
+            match load_interruptibly(args, &shutdown).await {
+                Ok(config) => Some(config),
+                Err(e) => {
+                    eprintln!("gnomon: {e}");
+                    return ExitCode::FAILURE;
+                }
             }
-        },
+        }
         Command::Simulator(_) | Command::Demo(_) => None,
     };
     let globals = config.as_ref().map(|c| &c.globals);
@@ -193,6 +210,10 @@ async fn main() -> ExitCode {
             run(config, only(true, true, true), shutdown).await
         }
         Command::Demo(args) => demo::run(args, shutdown).await,
+        Command::Drain(args) => match config {
+            Some(config) => node::drain(&config, args.timeout).await,
+            None => Err(anyhow::anyhow!("no configuration loaded")),
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

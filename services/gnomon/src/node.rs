@@ -272,3 +272,44 @@ pub async fn run_node(
     }
     Ok(())
 }
+
+/// `gnomon drain`: asks the leader to move this member's targets away and waits until the
+/// store shows them moved (see [`gnomon_coordinator::drain`]).
+pub async fn drain(config: &GnomonConfig, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let clustering = config.clustering.as_ref().context(
+        "gnomon drain needs the member's `clustering` block (its instance-name and locker)",
+    )?;
+    let coordination = coordination::connect(&clustering.locker, &clustering.instance_name)
+        .await
+        .with_context(|| {
+            format!(
+                "connecting the {:?} coordination store",
+                clustering.locker.kind
+            )
+        })?;
+    let settings = coordinator_settings(clustering, config.api.as_ref());
+    let client = gnomon_coordinator::member_client::MemberClient::new(&settings.member_client)?;
+    let drained = gnomon_coordinator::drain_member(
+        coordination.as_ref(),
+        &client,
+        &clustering.cluster_name,
+        &clustering.instance_name,
+        timeout,
+    )
+    .await
+    .with_context(|| format!("draining {:?}", clustering.instance_name))?;
+    tracing::info!(
+        member = %clustering.instance_name,
+        held_before = drained.held_before,
+        moved = drained.moves,
+        held_after = drained.held_after,
+        "drained"
+    );
+    if drained.held_after > 0 {
+        tracing::warn!(
+            held = drained.held_after,
+            "no other member could take some targets; they stop with this member"
+        );
+    }
+    Ok(())
+}

@@ -122,25 +122,24 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         .map(|(t, _)| t.clone())
         .collect();
     assert!(!drained.is_empty());
-    let leader_api = leader_api(&h).await;
+    // As a Kubernetes preStop hook does: `gnomon drain` with g1's own config asks the leader
+    // (found through the store) and returns only once the store shows g1 holding nothing.
     let drain_started = Instant::now();
-    let response = h
-        .http
-        .post(format!("{leader_api}/api/v1/cluster/members/g1/drain"))
-        .send()
+    let (drained_ok, output) = h
+        .drain_with_cli("g1", Duration::from_secs(30))
         .await
         .unwrap();
+    assert!(drained_ok, "gnomon drain g1 failed:\n{output}");
+    let owners_now = h.owners().await.unwrap();
     assert!(
-        response.status().is_success(),
-        "drain: {}",
-        response.text().await.unwrap_or_default()
+        owners_now.values().all(|m| m != "g1"),
+        "drain returned while g1 still held targets: {owners_now:?}\n{output}"
     );
-    h.wait_until("g1 drained", Duration::from_secs(30), || async {
-        h.owners()
-            .await
-            .map(|o| o.len() == 30 && o.values().all(|m| m != "g1"))
-            .unwrap_or(false)
-    })
+    h.wait_until(
+        "every target owned again",
+        Duration::from_secs(30),
+        || async { h.owners().await.map(|o| o.len() == 30).unwrap_or(false) },
+    )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     {
@@ -302,14 +301,4 @@ fn unix_ns(at: Instant) -> i64 {
         .unwrap()
         .as_nanos() as i64;
     now_ns - at.elapsed().as_nanos() as i64
-}
-
-async fn leader_api(h: &Harness) -> String {
-    let cluster = h.cluster().await.unwrap();
-    let leader = cluster["leader"].as_str().unwrap().to_string();
-    h.members
-        .iter()
-        .find(|m| m.name == leader)
-        .map(|m| m.api())
-        .unwrap()
 }

@@ -157,3 +157,38 @@ fn the_configmap_configs_load_with_the_k8s_locker() {
         assert_eq!(clustering.locker.namespace.as_deref(), Some("gnomon"));
     }
 }
+
+#[test]
+fn a_rolling_restart_drains_each_member_first() {
+    let text = std::fs::read_to_string(root().join("compose/k8s/statefulset.yaml")).unwrap();
+    let statefulset: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let pod = &statefulset["spec"]["template"]["spec"];
+    let container = &pod["containers"][0];
+    let hook: Vec<&str> = container["lifecycle"]["preStop"]["exec"]["command"]
+        .as_sequence()
+        .expect("a preStop exec hook")
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(hook[..2], ["/usr/local/bin/gnomon", "drain"], "{hook:?}");
+    // The hook drains the member the container runs, with the container's config.
+    let args: Vec<&str> = container["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let config_of = |words: &[&str]| {
+        let at = words.iter().position(|w| *w == "--config").unwrap();
+        words[at + 1].to_string()
+    };
+    assert_eq!(config_of(&hook), config_of(&args));
+    // The grace period outlasts the drain's own bound, so the kubelet never cuts it short.
+    let timeout = hook.iter().position(|w| *w == "--timeout").unwrap();
+    let drain = humantime::parse_duration(hook[timeout + 1]).unwrap();
+    let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(
+        drain.as_secs() + 10 <= grace,
+        "drain {drain:?} vs grace {grace}s"
+    );
+}

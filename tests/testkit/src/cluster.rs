@@ -414,6 +414,31 @@ impl Harness {
         Ok(())
     }
 
+    /// Runs `gnomon drain` for member `name` with its config file, as a Kubernetes preStop
+    /// hook would, and returns its exit status and output (stdout, then stderr).
+    pub async fn drain_with_cli(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<(bool, String)> {
+        let config: PathBuf = self.dir.path().join(format!("{name}.yaml"));
+        let mut cmd = tokio::process::Command::new(gnomon_binary()?);
+        cmd.args(["drain", "--config"])
+            .arg(&config)
+            .arg("--timeout")
+            .arg(format!("{}ms", timeout.as_millis()))
+            .kill_on_drop(true);
+        let output = tokio::time::timeout(timeout + Duration::from_secs(30), cmd.output())
+            .await
+            .map_err(|_| anyhow::anyhow!("gnomon drain {name} did not end"))??;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Ok((output.status.success(), text))
+    }
+
     pub fn member(&mut self, name: &str) -> &mut Member {
         self.members
             .iter_mut()
