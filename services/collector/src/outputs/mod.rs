@@ -141,7 +141,6 @@ impl std::fmt::Debug for OutputSender {
     }
 }
 
-/// `gnomon_output_dropped_total{output,reason}`.
 /// Gives every output metric its `# HELP` text (call once the recorder is installed).
 pub fn describe_metrics() {
     metrics::describe_counter!(
@@ -163,6 +162,7 @@ pub fn describe_metrics() {
     );
 }
 
+/// `gnomon_output_dropped_total{output,reason}`.
 pub(crate) fn dropped_counter(output: &str, reason: &'static str) -> Counter {
     metrics::counter!("gnomon_output_dropped_total", "output" => output.to_string(), "reason" => reason)
 }
