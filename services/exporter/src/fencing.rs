@@ -75,13 +75,18 @@ impl Lock {
         }
     }
 
-    /// Whether `token` is the holder that let go less than [`LAST_WORD_GRACE`] ago.
+    /// Whether a status with `token` may have the last word: nobody holds the lock (as far
+    /// as the table knows) and the token is not a previous owner's. The holder that just
+    /// let go qualifies for [`LAST_WORD_GRACE`]; a higher token qualifies too, because the
+    /// watch may have missed a short tenure (claimed and released between two reads) — it
+    /// can only remove or down the series of a target nobody holds.
     fn just_released_by(&self, token: u64) -> bool {
         self.current.is_none()
-            && token == self.highest
-            && self
-                .released
-                .is_some_and(|at| at.elapsed() < LAST_WORD_GRACE)
+            && (token > self.highest
+                || (token == self.highest
+                    && self
+                        .released
+                        .is_some_and(|at| at.elapsed() < LAST_WORD_GRACE)))
     }
 }
 
@@ -310,7 +315,8 @@ mod tests {
         // Its final target status, though, is its last word (only for a while).
         assert_eq!(fencing.judge_status("r1", Some(9)), Verdict::LastWord);
         assert_eq!(fencing.judge_status("r1", Some(7)), Verdict::Stale);
-        assert_eq!(fencing.judge_status("r1", Some(10)), Verdict::Unconfirmed);
+        // A tenure the watch missed (claimed and released between two reads).
+        assert_eq!(fencing.judge_status("r1", Some(10)), Verdict::LastWord);
         // A full read keeps what was learned about past owners.
         locks.replace(HashMap::from([("r2".to_string(), 3)]));
         assert_eq!(fencing.judge("r1", Some(8)), Verdict::Stale);
@@ -332,8 +338,9 @@ mod tests {
         locks.write().get_mut("r1").unwrap().released =
             Instant::now().checked_sub(LAST_WORD_GRACE + Duration::from_secs(1));
         assert_eq!(fencing.judge_status("r1", Some(5)), Verdict::Unconfirmed);
-        // Never held at all: nothing to say.
-        assert_eq!(fencing.judge_status("r9", Some(1)), Verdict::Unconfirmed);
+        // A held lock: a status from anyone else is not believed.
+        locks.set("r9", 3);
+        assert_eq!(fencing.judge_status("r9", Some(4)), Verdict::Unconfirmed);
         // Not clustered: status is judged like data.
         assert_eq!(
             Fencing::highest_seen().judge_status("r1", Some(1)),

@@ -222,6 +222,11 @@ mod tests {
         let response = exchange(address, request.as_bytes()).await;
         assert!(response.starts_with("HTTP/1.1 413"), "{response}");
         assert!(response.contains("{\"errors\":["), "{response}");
+        // The unread body makes the connection unusable: the client is told not to reuse it.
+        assert!(
+            response.to_ascii_lowercase().contains("connection: close"),
+            "{response}"
+        );
         let response = exchange(
             address,
             b"GET /api/v1/nothing HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",

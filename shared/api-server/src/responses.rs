@@ -42,6 +42,18 @@ const MAX_REWRITTEN: usize = 4096;
 /// Turns a non-JSON error response into gnmic's error body, keeping its status and text.
 pub async fn json_error_bodies(response: Response) -> Response {
     let status = response.status();
+    // A refused body (413) or a cut request (408) was not read to its end: the connection
+    // cannot carry another request, so say so instead of letting the client reuse it and
+    // fail on the next one.
+    let mut response = response;
+    if matches!(
+        status,
+        StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+    ) {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     let is_json = response
         .headers()
         .get(header::CONTENT_TYPE)
