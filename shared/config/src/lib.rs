@@ -240,7 +240,14 @@ pub fn parse_tree(
                     )))
                 }
             }
+            check_numbers(&value).map_err(parse_error)?;
             (value.to_string(), config::FileFormat::Json)
+        }
+        ConfigFormat::Json => {
+            let value: Value =
+                serde_json::from_str(text).map_err(|e| parse_error(e.to_string()))?;
+            check_numbers(&value).map_err(parse_error)?;
+            (text.to_string(), config::FileFormat::Json)
         }
         other => (text.to_string(), other.to_config_crate()),
     };
@@ -550,3 +557,22 @@ fn known_list<'a>(names: impl Iterator<Item = &'a String>) -> String {
 mod tests;
 #[cfg(test)]
 mod tests_edge;
+
+/// Every number must fit an integer or a finite float: the `config` crate's JSON reader
+/// panics on one that does not (serde_json keeps such numbers as text when its
+/// `arbitrary_precision` feature is on, which event-starlark's crate turns on).
+fn check_numbers(value: &Value) -> Result<(), String> {
+    match value {
+        Value::Number(n) => {
+            let fits = n.is_i64() || n.is_u64() || n.as_f64().is_some_and(f64::is_finite);
+            if fits {
+                Ok(())
+            } else {
+                Err(format!("the number {n} is out of range"))
+            }
+        }
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(map) => map.values().try_for_each(check_numbers),
+        _ => Ok(()),
+    }
+}

@@ -190,3 +190,11 @@ fn file_rotation_is_refused_where_it_cannot_apply() {
     );
     assert!(error.contains("outputs.f.rotation.max-age"), "{error}");
 }
+
+#[test]
+fn a_json_number_too_large_for_a_float_is_an_error_not_a_panic() {
+    // Found by the config_loader fuzz target: with serde_json's arbitrary_precision (turned
+    // on by the starlark crate) such a number used to panic the loader.
+    let result = load_config_with_env("44444444E4444444444444\n", ConfigFormat::Json, &[]);
+    assert!(result.is_err(), "{result:?}");
+}
