@@ -83,14 +83,6 @@ impl ConfigFormat {
             _ => Self::Yaml,
         }
     }
-
-    fn to_config_crate(self) -> config::FileFormat {
-        match self {
-            Self::Yaml => config::FileFormat::Yaml,
-            Self::Json => config::FileFormat::Json,
-            Self::Toml => config::FileFormat::Toml,
-        }
-    }
 }
 
 /// The whole configuration.
@@ -249,7 +241,7 @@ pub fn parse_tree(
             check_numbers(&value).map_err(parse_error)?;
             (text.to_string(), config::FileFormat::Json)
         }
-        other => (text.to_string(), other.to_config_crate()),
+        ConfigFormat::Toml => (text.to_string(), config::FileFormat::Toml),
     };
     let built = config::Config::builder()
         .add_source(config::File::from_str(&text, format))
