@@ -76,8 +76,9 @@ async fn members_stop_during_the_outage_and_resume_after_it(store: &str, outage_
         || async { h.collected_once(&names).await },
     )
     .await;
-    let before = fencing_tokens(&h).await;
-    assert_eq!(before.len(), names.len(), "{before:?}");
+    // A member reports a target's token once its subscription is under way, which can trail
+    // the simulator seeing the subscriber by a moment.
+    let before = fencing_tokens_of_all(&h, names.len()).await;
 
     // The outage. The last renewal the store acknowledged was at or before this instant, so
     // every holder must have stopped by `outage + ttl`: after that the store, were it
