@@ -3,11 +3,12 @@
 //! `gnmi.SubscribeResponse` (`proto`, converted with the shared event conversion).
 
 use crate::naming::SampleValue;
-use gnomon_gnmi::event::{arbitrary_precision_number, response_to_events, Event, EventMeta};
+use gnomon_gnmi::event::{response_to_events, Event, EventMeta, Nanos};
 use gnomon_gnmi::proto::gnmi::SubscribeResponse;
 use prost::Message;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
@@ -147,48 +148,31 @@ impl<'de> Deserialize<'de> for CowStr<'de> {
 }
 
 impl<'de> Deserialize<'de> for SampleValue<'de> {
+    /// Reads the value's JSON text and classifies it here rather than through
+    /// `deserialize_any`: with serde_json's `arbitrary_precision` feature on (starlark, linked
+    /// in for event-starlark, turns it on for the whole binary) that path copies every number
+    /// into a new `String` first, and a number is what nearly every value is.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ValueVisitor;
-        impl<'de> Visitor<'de> for ValueVisitor {
-            type Value = SampleValue<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an event value")
-            }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
-                Ok(SampleValue::Bool(v))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-                Ok(SampleValue::Number(v as f64))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-                Ok(SampleValue::Number(v as f64))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
-                Ok(SampleValue::Number(v))
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(SampleValue::Text(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(SampleValue::Text(Cow::Owned(v.to_owned())))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
-                Ok(SampleValue::Other)
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(SampleValue::Other)
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
-                // A number, when serde_json's arbitrary precision is on (starlark, linked
-                // in for event-starlark, turns it on for the whole binary); else an object.
-                Ok(arbitrary_precision_number(map)?
-                    .and_then(|text| text.parse::<f64>().ok())
-                    .map_or(SampleValue::Other, SampleValue::Number))
-            }
-        }
-        deserializer.deserialize_any(ValueVisitor)
+        let raw = <&'de RawValue>::deserialize(deserializer)?;
+        sample_from_json_text(raw.get()).map_err(de::Error::custom)
     }
+}
+
+/// The sample of one JSON value's text (already validated by the JSON reader): a number
+/// or a boolean as is, a string (borrowed unless it has escapes), anything else `Other`.
+fn sample_from_json_text(text: &str) -> Result<SampleValue<'_>, serde_json::Error> {
+    Ok(match text.as_bytes().first() {
+        Some(b'"') => match text.get(1..text.len() - 1) {
+            Some(inner) if !inner.contains('\\') => SampleValue::Text(Cow::Borrowed(inner)),
+            _ => SampleValue::Text(Cow::Owned(serde_json::from_str::<String>(text)?)),
+        },
+        Some(b'-' | b'0'..=b'9') => text
+            .parse::<f64>()
+            .map_or(SampleValue::Other, SampleValue::Number),
+        Some(b't') => SampleValue::Bool(true),
+        Some(b'f') => SampleValue::Bool(false),
+        _ => SampleValue::Other,
+    })
 }
 
 /// A JSON object read into key-sorted pairs, each value converted by `convert`.
@@ -228,7 +212,7 @@ impl<'de> Deserialize<'de> for WireEvent<'de> {
                                 .map(|s| s.0)
                                 .unwrap_or_default()
                         }
-                        "timestamp" => event.timestamp = map.next_value::<Timestamp>()?.0,
+                        "timestamp" => event.timestamp = map.next_value::<Nanos>()?.0,
                         "tags" => {
                             event.tags = map
                                 .next_value::<Option<TagMap<'de>>>()?
@@ -297,55 +281,6 @@ impl<'de> Deserialize<'de> for ValueMap<'de> {
     }
 }
 
-/// gnmic's integer nanoseconds; floats and null accepted as Go's decoder does.
-struct Timestamp(i64);
-
-impl<'de> Deserialize<'de> for Timestamp {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct TimestampVisitor;
-        impl<'de> Visitor<'de> for TimestampVisitor {
-            type Value = Timestamp;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a timestamp in nanoseconds")
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Timestamp, E> {
-                Ok(Timestamp(v))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Timestamp, E> {
-                i64::try_from(v)
-                    .map(Timestamp)
-                    .map_err(|_| E::custom(format!("timestamp {v} is beyond int64")))
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Timestamp, E> {
-                if v.is_finite() && v >= i64::MIN as f64 && v < i64::MAX as f64 {
-                    Ok(Timestamp(v as i64))
-                } else {
-                    Err(E::custom(format!("timestamp {v} is not a valid int64")))
-                }
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Timestamp, E> {
-                Ok(Timestamp(0))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Timestamp, A::Error> {
-                // serde_json's arbitrary-precision numbers (see `SampleValue`).
-                let Some(text) = arbitrary_precision_number(map)? else {
-                    return Err(de::Error::invalid_type(de::Unexpected::Map, &self));
-                };
-                match text.parse::<i64>() {
-                    Ok(v) => Ok(Timestamp(v)),
-                    Err(_) => match text.parse::<f64>() {
-                        Ok(v) => self.visit_f64(v),
-                        Err(_) => Err(de::Error::custom(format!(
-                            "timestamp {text} is not a valid int64"
-                        ))),
-                    },
-                }
-            }
-        }
-        deserializer.deserialize_any(TimestampVisitor)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -377,6 +312,51 @@ mod tests {
         let view = WireEvent::borrowed(&shared[0]);
         assert_eq!(view.tags, e.tags);
         assert_eq!(view.name, e.name);
+    }
+
+    #[test]
+    fn every_kind_of_value_and_timestamp_reads_as_gnmic_reads_it() {
+        let payload = br#"[{"timestamp":-5,"values":{"a":0,"b":-12,"c":18446744073709551615,
+            "d":2.5e3,"e":-0.125,"f":"t\"q\u00e9","g":true,"h":false,"i":[1],"j":null,"k":"",
+            "l":100000000000000000000000}}]"#;
+        let events = decode_events(payload).unwrap();
+        let e = &events[0];
+        assert_eq!(e.timestamp, -5);
+        let values: Vec<&SampleValue> = e.values.iter().map(|(_, v)| v).collect();
+        assert_eq!(
+            values,
+            [
+                &SampleValue::Number(0.0),
+                &SampleValue::Number(-12.0),
+                &SampleValue::Number(u64::MAX as f64),
+                &SampleValue::Number(2500.0),
+                &SampleValue::Number(-0.125),
+                &SampleValue::Text(Cow::Owned("t\"q\u{e9}".to_string())),
+                &SampleValue::Bool(true),
+                &SampleValue::Bool(false),
+                &SampleValue::Other,
+                &SampleValue::Other,
+                &SampleValue::Text(Cow::Borrowed("")),
+                &SampleValue::Number(1e23),
+            ]
+        );
+        for (json, expected) in [
+            (r#"{"timestamp":1.9}"#, Some(1)),
+            (r#"{"timestamp":null}"#, Some(0)),
+            (r#"{"timestamp":9223372036854775807}"#, Some(i64::MAX)),
+            (r#"{"timestamp":9223372036854775808}"#, None),
+            (r#"{"timestamp":1e300}"#, None),
+            (r#"{"timestamp":"5"}"#, None),
+        ] {
+            let decoded = decode_events(json.as_bytes()).map(|e| e[0].timestamp);
+            assert_eq!(decoded.ok(), expected, "{json}");
+        }
+        assert_eq!(
+            decode_events(br#"[{"values":{"a":01}}]"#)
+                .unwrap_err()
+                .reason(),
+            "json"
+        );
     }
 
     #[test]

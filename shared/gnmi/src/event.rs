@@ -149,49 +149,71 @@ pub fn arbitrary_precision_number<'de, A: serde::de::MapAccess<'de>>(
     Ok(None)
 }
 
-/// Accepts the integer gnmic writes, and also a float or `null` as Go's
-/// decoder does.
 fn timestamp_from_number<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
-    struct TimestampVisitor;
-    impl<'de> serde::de::Visitor<'de> for TimestampVisitor {
-        type Value = i64;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a timestamp in nanoseconds (integer)")
-        }
-        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
-            Ok(v)
-        }
-        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
-            i64::try_from(v).map_err(|_| E::custom(format!("timestamp {v} is beyond int64")))
-        }
-        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            // i64::MAX as f64 rounds up to 2^63, which is out of range.
-            if v.is_finite() && v >= i64::MIN as f64 && v < i64::MAX as f64 {
-                Ok(v as i64)
-            } else {
-                Err(E::custom(format!("timestamp {v} is not a valid int64")))
+    Nanos::deserialize(d).map(|n| n.0)
+}
+
+/// An event timestamp as gnmic writes it, integer nanoseconds; a float is truncated and
+/// `null` reads as 0, as Go's decoder does.
+///
+/// Read with `deserialize_i64` behind `deserialize_option`: serde_json then parses the
+/// digits in place, where `deserialize_any` copies every number into a new `String` while
+/// its `arbitrary_precision` feature is on (a hot path: every event has a timestamp).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Nanos(pub i64);
+
+impl<'de> Deserialize<'de> for Nanos {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Number(i64);
+        impl<'de> Deserialize<'de> for Number {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                d.deserialize_i64(TimestampVisitor).map(Number)
             }
         }
-        fn visit_unit<E: serde::de::Error>(self) -> Result<i64, E> {
-            Ok(0)
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<i64, A::Error> {
-            use serde::de::Error as _;
-            match arbitrary_precision_number(map)? {
-                Some(text) => match text.parse::<i64>() {
-                    Ok(v) => Ok(v),
-                    Err(_) => match text.parse::<f64>() {
-                        Ok(v) => self.visit_f64(v),
-                        Err(_) => Err(A::Error::custom(format!(
-                            "timestamp {text} is not a valid int64"
-                        ))),
-                    },
-                },
-                None => Err(A::Error::invalid_type(serde::de::Unexpected::Map, &self)),
-            }
+        Ok(Nanos(Option::<Number>::deserialize(d)?.map_or(0, |n| n.0)))
+    }
+}
+
+struct TimestampVisitor;
+
+impl<'de> serde::de::Visitor<'de> for TimestampVisitor {
+    type Value = i64;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a timestamp in nanoseconds (integer)")
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+        Ok(v)
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+        i64::try_from(v).map_err(|_| E::custom(format!("timestamp {v} is beyond int64")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+        // i64::MAX as f64 rounds up to 2^63, which is out of range.
+        if v.is_finite() && v >= i64::MIN as f64 && v < i64::MAX as f64 {
+            Ok(v as i64)
+        } else {
+            Err(E::custom(format!("timestamp {v} is not a valid int64")))
         }
     }
-    d.deserialize_any(TimestampVisitor)
+    fn visit_unit<E: serde::de::Error>(self) -> Result<i64, E> {
+        Ok(0)
+    }
+    /// A number from a `serde_json::Value` under `arbitrary_precision`.
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, map: A) -> Result<i64, A::Error> {
+        use serde::de::Error as _;
+        match arbitrary_precision_number(map)? {
+            Some(text) => match text.parse::<i64>() {
+                Ok(v) => Ok(v),
+                Err(_) => match text.parse::<f64>() {
+                    Ok(v) => self.visit_f64(v),
+                    Err(_) => Err(A::Error::custom(format!(
+                        "timestamp {text} is not a valid int64"
+                    ))),
+                },
+            },
+            None => Err(A::Error::invalid_type(serde::de::Unexpected::Map, &self)),
+        }
+    }
 }
 
 /// Where a notification came from; becomes the event name and meta tags.
