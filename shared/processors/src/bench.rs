@@ -124,9 +124,11 @@ fn run_bench(
     mut timed: impl FnMut(&mut crate::Chain, &[Vec<Event>]) -> u128,
 ) -> f64 {
     const BATCH: usize = 4;
-    // Small enough that freshly built events are still in cache, as freshly
-    // decoded ones are when an output applies its chain.
-    const POOL: usize = 4;
+    // Small enough that freshly built events are still in cache (about 300 kB),
+    // as freshly decoded ones are when an output applies its chain; large
+    // enough that reading the thread's CPU clock (a system call, 0.5 µs in
+    // a VM) around each pass costs a few ns per event, not tens.
+    const POOL: usize = 64;
     let procs = bench_processors();
     let Ok(mut chain) = procs.chain(names) else {
         return f64::NAN;
