@@ -3,7 +3,6 @@
 //! elsewhere, as gnmic does.
 
 use crate::election::{CoordinatorHandle, LeaderRequestError};
-use crate::members::Member;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -91,12 +90,7 @@ async fn snapshot(state: &ClusterApiState) -> Result<(String, Vec<MemberView>, u
         .await
         .map_err(unavailable)?
         .unwrap_or_default();
-    let services = state
-        .coordination
-        .services(
-            &keys::api_service_name(cluster),
-            &[format!("cluster-name={cluster}")],
-        )
+    let members = crate::members::registered(state.coordination.as_ref(), cluster)
         .await
         .map_err(unavailable)?;
     let locks = state
@@ -111,9 +105,8 @@ async fn snapshot(state: &ClusterApiState) -> Result<(String, Vec<MemberView>, u
             .or_default()
             .push(keys::target_name_from_key(key).to_string());
     }
-    let mut views: Vec<MemberView> = services
-        .iter()
-        .map(Member::from_service)
+    let mut views: Vec<MemberView> = members
+        .into_iter()
         .map(|m| {
             let mut locked = owned.get(&m.name).cloned().unwrap_or_default();
             locked.sort();

@@ -8,7 +8,6 @@
 //! makes the hook safe to end: once it returns, stopping the member costs nothing.
 
 use crate::member_client::{encode_segment, MemberCall, MemberCallError, MemberClient};
-use crate::members::Member;
 use gnomon_coordination::{keys, Coordination, CoordinationError};
 use std::time::{Duration, Instant};
 
@@ -68,18 +67,15 @@ pub async fn drain_member(
         .await
         .map_err(DrainError::Store)?
         .ok_or(DrainError::NoLeader { key: leader_key })?;
-    let service = keys::api_service_name(cluster);
-    let leader_api = coordination
-        .services(&service, &[format!("cluster-name={cluster}")])
+    let leader_api = crate::members::registered(coordination, cluster)
         .await
         .map_err(DrainError::Store)?
-        .iter()
-        .map(Member::from_service)
+        .into_iter()
         .find(|m| m.name == leader)
         .map(|m| m.api)
         .ok_or_else(|| DrainError::LeaderUnreachable {
             leader: leader.clone(),
-            service,
+            service: keys::api_service_name(cluster),
         })?;
     let reply = client
         .send(MemberCall {

@@ -124,11 +124,9 @@ async fn lead(
     cancel: CancellationToken,
 ) -> anyhow::Result<TermEnd> {
     let cluster = settings.cluster_name.clone();
+    let (member_service, member_tags) = crate::members::registration_filter(&cluster);
     let mut member_watch = coordination
-        .watch_services(
-            &keys::api_service_name(&cluster),
-            &[format!("cluster-name={cluster}")],
-        )
+        .watch_services(&member_service, &member_tags)
         .await?;
     tokio::select! {
         _ = guard.lost() => return Ok(TermEnd::LockLost),
@@ -206,11 +204,8 @@ async fn lead(
             }
             _ = term.next_retry() => term.reconcile(),
             _ = members_refresh.tick() => {
-                let list = term.coordination
-                    .services(&keys::api_service_name(&cluster), &[format!("cluster-name={cluster}")])
-                    .await;
-                if let Ok(list) = list {
-                    term.set_members(list.iter().map(Member::from_service).collect());
+                if let Ok(members) = crate::members::registered(term.coordination.as_ref(), &cluster).await {
+                    term.set_members(members);
                 }
             }
         }

@@ -1,6 +1,29 @@
 //! Cluster members as registered in the coordination store (service `<cluster>-gnmic-api`).
 
-use gnomon_coordination::ServiceInstance;
+use gnomon_coordination::{keys, Coordination, CoordinationError, ServiceInstance};
+
+/// The service `cluster`'s members register their APIs under, and the tag that keeps
+/// another cluster's registrations sharing the store out.
+pub fn registration_filter(cluster: &str) -> (String, [String; 1]) {
+    (
+        keys::api_service_name(cluster),
+        [format!("cluster-name={cluster}")],
+    )
+}
+
+/// The members of `cluster` registered right now.
+pub async fn registered(
+    coordination: &dyn Coordination,
+    cluster: &str,
+) -> Result<Vec<Member>, CoordinationError> {
+    let (service, tags) = registration_filter(cluster);
+    Ok(coordination
+        .services(&service, &tags)
+        .await?
+        .iter()
+        .map(Member::from_service)
+        .collect())
+}
 
 /// A live member: a registered collector API.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -195,8 +195,6 @@ impl Drop for ChildProcess {
     }
 }
 
-/// Sends `signal` (e.g. `libc::SIGCONT`) to the process `pid`, one the test started and has
-/// not reaped (so the pid cannot have been reused). Errors (the process is gone) are ignored.
 /// Whether every thread of `pid` is in the stopped state (`T`) per `/proc/<pid>/task/*/stat`;
 /// false when the process is gone or unreadable.
 fn all_threads_stopped(pid: u32) -> bool {
@@ -220,6 +218,8 @@ fn all_threads_stopped(pid: u32) -> bool {
     any
 }
 
+/// Sends `signal` (e.g. `libc::SIGCONT`) to the process `pid`, one the test started and has
+/// not reaped (so the pid cannot have been reused). Errors (the process is gone) are ignored.
 pub fn signal_pid(pid: u32, signal: i32) {
     let Some(signal) = rustix::process::Signal::from_named_raw(signal) else {
         panic!("signal_pid: {signal} is not a signal");
