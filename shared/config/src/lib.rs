@@ -479,6 +479,35 @@ impl GnomonConfig {
         }
     }
 
+    /// Parses a subscription posted as JSON (or read from the cluster store): `name` is
+    /// required, durations as ns integers or strings, unknown keys refused, and the outputs
+    /// it names must exist.
+    pub fn subscription_from_json(&self, body: &Value) -> Result<SubscriptionConfig, ConfigError> {
+        let name = body
+            .get("name")
+            .and_then(Value::as_str)
+            .filter(|name| !name.trim().is_empty())
+            .ok_or_else(|| ConfigError::Missing {
+                key: "name".into(),
+                expected: "expected the subscription's name".into(),
+            })?;
+        let section = Section::strict("", body)?;
+        let subscription = SubscriptionConfig::from_section(name, &section)?;
+        let unknown = section.unknown_keys();
+        if !unknown.is_empty() {
+            return Err(ConfigError::Message(format!(
+                "unknown subscription keys: {}",
+                unknown.join(", ")
+            )));
+        }
+        for output in &subscription.outputs {
+            if !self.outputs.contains_key(output) {
+                return Err(self.unknown_output("outputs", output));
+            }
+        }
+        Ok(subscription)
+    }
+
     /// Parses a target posted as JSON (durations as ns integers or strings) with this
     /// configuration's globals, and checks the names it refers to.
     /// A string field given another JSON type is refused (every such field is named).

@@ -198,3 +198,42 @@ fn a_json_number_too_large_for_a_float_is_an_error_not_a_panic() {
     let result = load_config_with_env("44444444E4444444444444\n", ConfigFormat::Json, &[]);
     assert!(result.is_err(), "{result:?}");
 }
+
+#[test]
+fn a_subscription_survives_the_trip_through_json() {
+    // The cluster store and the REST API carry subscriptions as the JSON gnomon serializes.
+    let config = load(
+        "outputs:\n  o:\n    type: file\n    file-type: stdout\nsubscriptions:\n  s:\n    paths: [/a/b, '/c[name=x]']\n    prefix: /p\n    mode: stream\n    stream-mode: sample\n    sample-interval: 2s\n    heartbeat-interval: 1m\n    encoding: proto\n    qos: 5\n    updates-only: true\n    outputs: [o]\n  t:\n    paths: [/x]\n    mode: poll\n    poll-interval: 3s\n",
+    )
+    .unwrap();
+    for subscription in config.subscriptions.values() {
+        let json = serde_json::to_value(subscription).unwrap();
+        let back = config.subscription_from_json(&json).unwrap();
+        assert_eq!(&back, subscription, "{json}");
+    }
+}
+
+#[test]
+fn a_posted_subscription_names_what_is_wrong() {
+    let config = load("outputs:\n  o:\n    type: file\n    file-type: stdout\n").unwrap();
+    let cases = [
+        (serde_json::json!({"paths": ["/a"]}), "name"),
+        (serde_json::json!({"name": "s"}), "paths"),
+        (
+            serde_json::json!({"name": "s", "paths": ["/a"], "mode": "sometimes"}),
+            "mode",
+        ),
+        (
+            serde_json::json!({"name": "s", "paths": ["/a"], "outputs": ["nope"]}),
+            "nope",
+        ),
+        (
+            serde_json::json!({"name": "s", "paths": ["/a"], "sampel-interval": "1s"}),
+            "sampel-interval",
+        ),
+    ];
+    for (body, named) in cases {
+        let error = config.subscription_from_json(&body).unwrap_err().to_string();
+        assert!(error.contains(named), "{body}: {error}");
+    }
+}

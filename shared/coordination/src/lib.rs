@@ -24,6 +24,7 @@
 //!   Consul enforces it server-side; etcd emulates it (see [`etcd`]); Kubernetes contenders
 //!   wait `renewTime + leaseDuration + delay` (see [`k8s`]); memory enforces it exactly.
 
+pub mod config_store;
 pub mod consul;
 pub mod etcd;
 pub mod k8s;
@@ -37,6 +38,7 @@ pub use gnomon_common::duration;
 
 pub use gnomon_config::locker::{LockerConfig, LockerType, TlsConfig};
 pub use memory::{MemoryCoordination, MemoryStore};
+pub use config_store::SubscriptionStore;
 pub use target_store::TargetStore;
 
 /// HTTP header the leader sets on its assignment calls to members, so a member does not
