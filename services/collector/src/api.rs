@@ -10,11 +10,11 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::get;
+use axum::routing::{get, patch};
 use axum::Router;
 use gnomon_api_server::{errors, health_routes, json, metrics_route, ok_empty, ApiServerOptions};
 use gnomon_config::ApiConfig;
-use gnomon_coordination::{TargetStore, ASSIGNMENT_HEADER};
+use gnomon_coordination::{SubscriptionStore, TargetStore, ASSIGNMENT_HEADER};
 use tracing::Instrument;
 
 /// What the handlers need: the collector and, when clustered, its member side and the
@@ -30,6 +30,7 @@ struct ApiState {
 struct ClusterApi {
     member: ClusterMember,
     store: TargetStore,
+    subscriptions: SubscriptionStore,
 }
 
 /// Whether a request comes from the leader's assignment handshake.
@@ -52,6 +53,19 @@ fn routes(state: ApiState) -> Router {
             "/api/v1/config/targets/{name}",
             get(get_target_config).delete(delete_target_config),
         )
+        .route(
+            "/api/v1/config/targets/{name}/subscriptions",
+            patch(patch_target_subscriptions),
+        )
+        .route(
+            "/api/v1/config/subscriptions",
+            get(list_subscriptions).post(post_subscription),
+        )
+        .route(
+            "/api/v1/config/subscriptions/{name}",
+            get(get_subscription).delete(delete_subscription),
+        )
+        .route("/api/v1/config", get(effective_config))
         .layer(middleware::from_fn(join_caller_trace))
         .with_state(state)
         .merge(base_routes())
@@ -104,10 +118,15 @@ pub fn clustered_api_routes(
     collector: CollectorHandle,
     member: ClusterMember,
     store: TargetStore,
+    subscriptions: SubscriptionStore,
 ) -> Router {
     routes(ApiState {
         collector,
-        cluster: Some(ClusterApi { member, store }),
+        cluster: Some(ClusterApi {
+            member,
+            store,
+            subscriptions,
+        }),
     })
 }
 
@@ -243,6 +262,146 @@ async fn post_target_config(
     }
     match collector.add_target_config(target) {
         Ok(_) => ok_empty(),
+        Err(error) => errors(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+/// Reads a JSON request body, or the 400 response naming what is wrong with it.
+fn json_body(body: &Bytes) -> Result<serde_json::Value, Response> {
+    serde_json::from_slice(body).map_err(|error| {
+        errors(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {error}"),
+        )
+    })
+}
+
+/// gnmic's `GET /api/v1/config`: the effective configuration (targets and subscriptions as
+/// they are now, runtime changes included), every password and token shown as `****`.
+async fn effective_config(State(ApiState { collector, .. }): State<ApiState>) -> Response {
+    match serde_json::to_value(collector.config_snapshot()) {
+        Ok(config) => json(StatusCode::OK, &gnomon_common::secret::redact_json(&config)),
+        Err(error) => errors(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+async fn list_subscriptions(State(ApiState { collector, .. }): State<ApiState>) -> Response {
+    json(StatusCode::OK, &collector.subscriptions())
+}
+
+async fn get_subscription(
+    State(ApiState { collector, .. }): State<ApiState>,
+    Path(name): Path<String>,
+) -> Response {
+    match collector.subscriptions().get(&name) {
+        Some(subscription) => json(StatusCode::OK, subscription),
+        None => errors(
+            StatusCode::NOT_FOUND,
+            format!("subscription {name:?} not found"),
+        ),
+    }
+}
+
+/// Adds or replaces a subscription. Clustered, it goes into the cluster store and every
+/// member applies it (running targets open the new stream without reconnecting).
+async fn post_subscription(
+    State(ApiState { collector, cluster }): State<ApiState>,
+    body: Bytes,
+) -> Response {
+    let value = match json_body(&body) {
+        Ok(value) => value,
+        Err(response) => return response,
+    };
+    let subscription = match collector.parse_subscription(&value) {
+        Ok(subscription) => subscription,
+        Err(error) => return errors(StatusCode::BAD_REQUEST, error.to_string()),
+    };
+    if let Some(cluster) = cluster {
+        if let Err(error) = cluster.subscriptions.put_subscription(&subscription).await {
+            return errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        }
+    }
+    match collector.put_subscription(subscription) {
+        Ok(()) => ok_empty(),
+        Err(error) => errors(StatusCode::BAD_REQUEST, error.to_string()),
+    }
+}
+
+async fn delete_subscription(
+    State(ApiState { collector, cluster }): State<ApiState>,
+    Path(name): Path<String>,
+) -> Response {
+    let stored = match &cluster {
+        Some(cluster) => match cluster.subscriptions.delete(&name).await {
+            Ok(stored) => stored,
+            Err(error) => return errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        },
+        None => false,
+    };
+    if collector.delete_subscription(&name) || stored {
+        ok_empty()
+    } else {
+        errors(
+            StatusCode::NOT_FOUND,
+            format!("subscription {name:?} not found"),
+        )
+    }
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscriptionsPatch {
+    subscriptions: Vec<String>,
+}
+
+/// gnmic's `PATCH /api/v1/config/targets/{name}/subscriptions`: which subscriptions the
+/// target uses. Its owner resubscribes it once, opening only what changed.
+async fn patch_target_subscriptions(
+    State(ApiState { collector, cluster }): State<ApiState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Response {
+    let patch: SubscriptionsPatch = match serde_json::from_slice(&body) {
+        Ok(patch) => patch,
+        Err(error) => {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                format!("invalid body (expected {{\"subscriptions\": [names]}}): {error}"),
+            )
+        }
+    };
+    let known = collector.subscriptions();
+    if let Some(missing) = patch.subscriptions.iter().find(|s| !known.contains_key(*s)) {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            format!("subscription {missing} does not exist"),
+        );
+    }
+    if let Some(cluster) = &cluster {
+        let mut document = match cluster.store.get(&name).await {
+            Ok(Some(document)) => document,
+            Ok(None) => return errors(StatusCode::NOT_FOUND, format!("target {name} not found")),
+            Err(error) => return errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        };
+        if let Some(object) = document.as_object_mut() {
+            object.insert(
+                "subscriptions".into(),
+                serde_json::Value::from(patch.subscriptions.clone()),
+            );
+        }
+        if let Err(error) = cluster.store.put(&document).await {
+            return errors(StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        }
+        // The owner applies it from the store's watch; here only if this member knows it.
+        if collector.target_config(&name).is_none() {
+            return ok_empty();
+        }
+    }
+    match collector.set_target_subscriptions(&name, patch.subscriptions) {
+        Ok(()) => ok_empty(),
+        Err(CollectorError::UnknownTarget(_)) => {
+            errors(StatusCode::NOT_FOUND, format!("target {name} not found"))
+        }
         Err(error) => errors(StatusCode::BAD_REQUEST, error.to_string()),
     }
 }

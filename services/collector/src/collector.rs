@@ -4,7 +4,7 @@
 
 use crate::outputs::{OutputError, Outputs};
 use crate::state::{StatusView, TargetStatus};
-use crate::target::{Ownership, SubscriptionPlan, TargetRun};
+use crate::target::{Ownership, RunSpec, SubscriptionPlan, TargetRun};
 use crate::target_metrics::TargetSample;
 use crate::target_up::{TargetUpReporter, TargetUpState, REPORT_INTERVAL};
 use gnomon_bus::Bus;
@@ -44,8 +44,8 @@ struct RunningTarget {
     cancel: CancellationToken,
     task: JoinHandle<()>,
     status: Arc<TargetStatus>,
-    config: TargetConfig,
-    subscriptions: Vec<SubscriptionConfig>,
+    /// What the run collects with; sending a new spec changes a running target in place.
+    spec: tokio::sync::watch::Sender<Arc<RunSpec>>,
     fencing_token: Option<u64>,
     /// Whether a coordinator granted the target (it may then move to another member).
     owned_by_lock: bool,
@@ -156,6 +156,14 @@ impl CollectorHandle {
         self.config().target_from_json(body)
     }
 
+    /// Parses a subscription posted as JSON or read from the cluster store.
+    pub fn parse_subscription(
+        &self,
+        body: &serde_json::Value,
+    ) -> Result<SubscriptionConfig, ConfigError> {
+        self.config().subscription_from_json(body)
+    }
+
     /// Adds a target configuration if none of that name exists (gnmic: no update).
     /// Returns whether it was added.
     pub fn add_target_config(&self, target: TargetConfig) -> Result<bool, ConfigError> {
@@ -205,35 +213,42 @@ impl CollectorHandle {
         self.start(target, ownership)
     }
 
+    /// The subscriptions of `target` with the outputs each feeds.
+    fn plans_for(
+        &self,
+        target: &TargetConfig,
+    ) -> Result<(Vec<SubscriptionPlan>, usize), CollectorError> {
+        let subscriptions = self.config().subscriptions_for(target);
+        let outputs = lock(&self.inner.outputs);
+        let Some(outputs) = outputs.as_ref() else {
+            return Err(CollectorError::ShutDown);
+        };
+        let plans = subscriptions
+            .into_iter()
+            .map(|subscription| {
+                let names = if subscription.outputs.is_empty() {
+                    &target.outputs
+                } else {
+                    &subscription.outputs
+                };
+                let outputs = outputs.select(names);
+                SubscriptionPlan {
+                    config: subscription,
+                    outputs,
+                }
+            })
+            .collect();
+        Ok((plans, outputs.slot_count()))
+    }
+
     fn start(
         &self,
         target: TargetConfig,
         ownership: Option<Ownership>,
     ) -> Result<(), CollectorError> {
-        let subscriptions = self.config().subscriptions_for(&target);
-        let (plans, slots) = {
-            let outputs = lock(&self.inner.outputs);
-            let Some(outputs) = outputs.as_ref() else {
-                return Err(CollectorError::ShutDown);
-            };
-            let plans: Vec<SubscriptionPlan> = subscriptions
-                .iter()
-                .map(|subscription| {
-                    let names = if subscription.outputs.is_empty() {
-                        &target.outputs
-                    } else {
-                        &subscription.outputs
-                    };
-                    SubscriptionPlan {
-                        config: subscription.clone(),
-                        outputs: outputs.select(names),
-                    }
-                })
-                .collect();
-            (plans, outputs.slot_count())
-        };
-        if subscriptions.is_empty() {
-            tracing::warn!(target = %target.name, "target has no subscriptions; nothing to collect");
+        let (plans, slots) = self.plans_for(&target)?;
+        if plans.is_empty() {
+            tracing::warn!(target = %target.name, "target has no subscriptions; nothing to collect until some are added");
         }
         let status = Arc::new(TargetStatus::new());
         let cancel = CancellationToken::new();
@@ -245,9 +260,13 @@ impl CollectorHandle {
             plans.iter().flat_map(|plan| plan.outputs.iter().cloned()),
             self.inner.target_up_interval,
         );
-        let run = TargetRun {
+        let (spec, spec_rx) = tokio::sync::watch::channel(Arc::new(RunSpec {
             config: target.clone(),
-            subscriptions: plans,
+            plans,
+        }));
+        let run = TargetRun {
+            name: target.name.clone(),
+            spec: spec_rx,
             status: status.clone(),
             ownership,
             output_slots: slots,
@@ -260,8 +279,7 @@ impl CollectorHandle {
                 cancel,
                 task,
                 status,
-                config: target,
-                subscriptions,
+                spec,
                 fencing_token,
                 owned_by_lock,
                 up_reporter,
@@ -272,6 +290,126 @@ impl CollectorHandle {
             tokio::spawn(finish(previous, FinalReport::Nothing));
         }
         Ok(())
+    }
+
+    /// Hands every running target its current config and subscriptions; a target whose
+    /// spec did not change is not touched (its streams keep running).
+    fn refresh_running(&self) {
+        let targets = self.config().targets.clone();
+        let running: Vec<(String, Arc<RunSpec>)> = lock(&self.inner.running)
+            .iter()
+            .map(|(name, running)| (name.clone(), running.spec.borrow().clone()))
+            .collect();
+        for (name, current) in running {
+            let config = targets
+                .get(&name)
+                .cloned()
+                .unwrap_or_else(|| current.config.clone());
+            let Ok((plans, _)) = self.plans_for(&config) else {
+                return;
+            };
+            let next = RunSpec { config, plans };
+            if next.config == current.config && same_plans(&next.plans, &current.plans) {
+                continue;
+            }
+            tracing::info!(target = %name, subscriptions = ?next.plans.iter().map(|p| p.config.name.as_str()).collect::<Vec<_>>(), "applying a configuration change to a running target");
+            if let Some(running) = lock(&self.inner.running).get(&name) {
+                running.spec.send_replace(Arc::new(next));
+            }
+        }
+    }
+
+    /// Adds or replaces a subscription; running targets that use it follow at once.
+    pub fn put_subscription(&self, subscription: SubscriptionConfig) -> Result<(), ConfigError> {
+        {
+            let mut config = self.config_mut();
+            for output in &subscription.outputs {
+                if !config.outputs.contains_key(output) {
+                    return Err(ConfigError::Message(format!(
+                        "subscription {:?}: output {output:?} does not exist",
+                        subscription.name
+                    )));
+                }
+            }
+            if config.subscriptions.get(&subscription.name) == Some(&subscription) {
+                return Ok(());
+            }
+            config
+                .subscriptions
+                .insert(subscription.name.clone(), subscription);
+        }
+        self.refresh_running();
+        Ok(())
+    }
+
+    /// Removes a subscription; returns whether it existed. Its streams close; the targets'
+    /// other subscriptions keep running.
+    pub fn delete_subscription(&self, name: &str) -> bool {
+        let existed = self.config_mut().subscriptions.remove(name).is_some();
+        if existed {
+            self.refresh_running();
+        }
+        existed
+    }
+
+    /// Replaces every subscription (the cluster store's set).
+    pub fn replace_subscriptions(&self, subscriptions: BTreeMap<String, SubscriptionConfig>) {
+        {
+            let mut config = self.config_mut();
+            if config.subscriptions == subscriptions {
+                return;
+            }
+            config.subscriptions = subscriptions;
+        }
+        self.refresh_running();
+    }
+
+    /// The subscriptions known now.
+    pub fn subscriptions(&self) -> BTreeMap<String, SubscriptionConfig> {
+        self.config().subscriptions.clone()
+    }
+
+    /// Sets which subscriptions target `name` uses (gnmic's PATCH): every name must exist.
+    pub fn set_target_subscriptions(
+        &self,
+        name: &str,
+        subscriptions: Vec<String>,
+    ) -> Result<(), CollectorError> {
+        {
+            let mut config = self.config_mut();
+            if let Some(missing) = subscriptions
+                .iter()
+                .find(|s| !config.subscriptions.contains_key(*s))
+            {
+                return Err(CollectorError::Config(ConfigError::Message(format!(
+                    "subscription {missing} does not exist"
+                ))));
+            }
+            let Some(target) = config.targets.get_mut(name) else {
+                return Err(CollectorError::UnknownTarget(name.to_string()));
+            };
+            target.subscriptions = subscriptions;
+        }
+        self.refresh_running();
+        Ok(())
+    }
+
+    /// Replaces a known target's configuration (the cluster store changed it); a running
+    /// target follows in place: a change of subscriptions or outputs only resubscribes
+    /// what changed, a change of its connection settings reconnects it once.
+    pub fn update_target_config(&self, target: TargetConfig) -> Result<bool, ConfigError> {
+        {
+            let mut config = self.config_mut();
+            config.check_target_references(&target, "")?;
+            match config.targets.get(&target.name) {
+                Some(known) if *known == target => return Ok(false),
+                None => return Ok(false),
+                Some(_) => {}
+            }
+            config.targets.insert(target.name.clone(), target);
+        }
+        self.refresh_running();
+        Ok(true)
     }
 
     /// Stops target `name`. Returns false if it was not running. Not clustered, the
@@ -347,13 +485,19 @@ impl CollectorHandle {
     }
 }
 
+/// Whether two subscription lists open the same streams.
+fn same_plans(a: &[SubscriptionPlan], b: &[SubscriptionPlan]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(a, b)| a.same_stream(b))
+}
+
 fn view(running: &RunningTarget) -> TargetView {
+    let spec = running.spec.borrow().clone();
     TargetView {
-        config: running.config.clone(),
-        subscriptions: running
-            .subscriptions
+        config: spec.config.clone(),
+        subscriptions: spec
+            .plans
             .iter()
-            .map(|s| (s.name.clone(), s.clone()))
+            .map(|p| (p.config.name.clone(), p.config.clone()))
             .collect(),
         status: running.status.view(),
         fencing_token: running.fencing_token.unwrap_or(0),
@@ -368,7 +512,7 @@ async fn finish(running: RunningTarget, report: FinalReport) {
         .await
         .is_err()
     {
-        tracing::warn!(target = %running.config.name, "target did not stop in time; aborted");
+        tracing::warn!(target = %running.spec.borrow().config.name, "target did not stop in time; aborted");
         abort.abort();
     }
     running.status.set(crate::state::TargetState::Stopped, None);

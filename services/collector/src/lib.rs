@@ -13,6 +13,7 @@ mod collector;
 mod connection;
 pub mod outputs;
 mod request;
+pub mod runtime_config;
 mod state;
 mod target;
 mod target_metrics;

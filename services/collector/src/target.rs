@@ -12,9 +12,10 @@ use gnomon_common::retry::Backoff;
 use gnomon_config::{SubscriptionConfig, SubscriptionMode, TargetConfig};
 use gnomon_gnmi::event::EventMeta;
 use gnomon_gnmi::proto::gnmi::SubscribeRequest;
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
@@ -35,15 +36,52 @@ pub struct Ownership {
 }
 
 /// One subscription of a target with the outputs it feeds.
+#[derive(Clone)]
 pub struct SubscriptionPlan {
     pub config: SubscriptionConfig,
     pub outputs: Vec<OutputSender>,
 }
 
+impl SubscriptionPlan {
+    /// Whether a stream opened for `self` serves `other` unchanged (same request, same
+    /// outputs), so a runtime change can leave it running.
+    pub fn same_stream(&self, other: &SubscriptionPlan) -> bool {
+        self.config == other.config
+            && self.outputs.len() == other.outputs.len()
+            && self
+                .outputs
+                .iter()
+                .zip(&other.outputs)
+                .all(|(a, b)| a.name() == b.name())
+    }
+}
+
+/// What a target runs with right now: its config and its subscriptions. It can change while
+/// the target runs (runtime configuration, SIGHUP): streams that stay the same keep running,
+/// changed or removed ones are closed and new ones opened on the same connection; a change
+/// of the target's own connection settings reconnects once.
+pub struct RunSpec {
+    pub config: TargetConfig,
+    pub plans: Vec<SubscriptionPlan>,
+}
+
+impl RunSpec {
+    /// Whether `other` can keep this spec's connection (only subscriptions or outputs differ).
+    fn same_connection(&self, other: &RunSpec) -> bool {
+        let mut a = self.config.clone();
+        let mut b = other.config.clone();
+        for config in [&mut a, &mut b] {
+            config.subscriptions.clear();
+            config.outputs.clear();
+        }
+        a == b
+    }
+}
+
 /// Everything a target run needs.
 pub struct TargetRun {
-    pub config: TargetConfig,
-    pub subscriptions: Vec<SubscriptionPlan>,
+    pub name: String,
+    pub spec: watch::Receiver<Arc<RunSpec>>,
     pub status: Arc<TargetStatus>,
     pub ownership: Option<Ownership>,
     /// Slots for per-output caches in each stream.
@@ -52,12 +90,14 @@ pub struct TargetRun {
     pub up_reporter: Option<TargetUpReporter>,
 }
 
-/// How one subscription stream ended without error.
+/// How one subscription stream (or a round of them) ended without error.
 enum StreamEnd {
     /// ONCE finished.
     Completed,
     /// Stopped from our side.
     Cancelled,
+    /// The target's connection settings changed: dial again with the new ones.
+    Reconfigured,
 }
 
 /// `UNAUTHENTICATED: wrong username or password` from a gRPC status.
@@ -82,7 +122,7 @@ impl TargetRun {
     /// call (not at the first poll), so it is a child of the caller's span (a target claim)
     /// even when spawned.
     pub fn run(self, cancel: CancellationToken) -> impl std::future::Future<Output = ()> {
-        let span = tracing::info_span!("target", target = %self.config.name);
+        let span = tracing::info_span!("target", target = %self.name);
         self.run_in_span(cancel).instrument(span)
     }
 
@@ -123,21 +163,43 @@ impl TargetRun {
 
     /// Dials and subscribes, retrying with backoff, until `stop` fires.
     async fn collect(&self, stop: &CancellationToken) {
-        let mut backoff = Backoff::new(FIRST_RECONNECT_DELAY, self.config.retry_timer);
+        let mut spec_rx = self.spec.clone();
+        let mut backoff = Backoff::new(FIRST_RECONNECT_DELAY, spec_rx.borrow().config.retry_timer);
         loop {
+            let spec = spec_rx.borrow_and_update().clone();
             self.status.set(TargetState::Connecting, None);
             let client = tokio::select! {
                 _ = stop.cancelled() => break,
-                result = dial(&self.config) => result,
+                result = dial(&spec.config) => result,
             };
             let error = match client {
                 Err(error) => error.to_string(),
-                Ok(client) => match self.run_and_close(client, stop, &mut backoff).await {
+                Ok(client) => match self
+                    .run_and_close(client, &spec, &mut spec_rx, stop, &mut backoff)
+                    .await
+                {
                     Ok(StreamEnd::Cancelled) => break,
+                    Ok(StreamEnd::Reconfigured) => {
+                        tracing::info!("target settings changed: reconnecting");
+                        backoff = Backoff::new(
+                            FIRST_RECONNECT_DELAY,
+                            spec_rx.borrow().config.retry_timer,
+                        );
+                        continue;
+                    }
                     Ok(StreamEnd::Completed) => {
                         self.status.set(TargetState::Completed, None);
-                        stop.cancelled().await;
-                        break;
+                        // Done until stopped, or until its subscriptions change.
+                        tokio::select! {
+                            _ = stop.cancelled() => break,
+                            changed = spec_rx.changed() => {
+                                if changed.is_err() {
+                                    stop.cancelled().await;
+                                    break;
+                                }
+                                continue;
+                            }
+                        }
                     }
                     Err(error) => error,
                 },
@@ -159,81 +221,141 @@ impl TargetRun {
     async fn run_and_close(
         &self,
         client: TargetClient,
+        spec: &Arc<RunSpec>,
+        spec_rx: &mut watch::Receiver<Arc<RunSpec>>,
         stop: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, String> {
-        let outcome = self.run_subscriptions(&client, stop, backoff).await;
+        let outcome = self
+            .run_subscriptions(&client, spec, spec_rx, stop, backoff)
+            .await;
         if !client.close(SOCKET_CLOSE_GRACE).await {
             tracing::debug!("the target's connection did not close within the grace period");
         }
         outcome
     }
 
-    /// Opens every subscription; returns when all ended (ONCE), when stopped, or at the
-    /// first failure (the others are then cancelled too).
+    /// Opens `plan`'s stream over `client` into `streams`, tagged with `generation` so its
+    /// end can be told from the end of a stream that replaced it.
+    fn open_stream(
+        &self,
+        client: &TargetClient,
+        config: &TargetConfig,
+        plan: &SubscriptionPlan,
+        cancel: CancellationToken,
+        generation: u64,
+        streams: &mut JoinSet<StreamEnded>,
+    ) -> Result<(), String> {
+        let fencing_token = self.ownership.as_ref().map(|o| o.fencing_token);
+        let request = subscribe_request(&plan.config, config).map_err(|e| e.to_string())?;
+        let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
+        let meta = EventMeta {
+            source: config.name.clone(),
+            subscription_name: plan.config.name.clone(),
+            subscription_target: plan.config.target.clone(),
+            extra_tags: config.event_tags.clone(),
+        };
+        let stream = SubscriptionStream {
+            client: client.clone(),
+            request,
+            config: plan.config.clone(),
+            outputs: plan.outputs.clone(),
+            info: Arc::new(
+                StreamInfo::new(meta, fencing_token, self.output_slots)
+                    .with_traceparent(gnomon_telemetry::traceparent_of(&span)),
+            ),
+            counters: self.status.subscription(&plan.config.name),
+            status: self.status.clone(),
+            cancel,
+        };
+        let name = plan.config.name.clone();
+        streams.spawn(
+            async move {
+                let outcome = stream.run().await;
+                match &outcome {
+                    Ok((StreamEnd::Completed, _)) => {
+                        tracing::info!(reason = "completed", "subscription ended")
+                    }
+                    Ok((StreamEnd::Cancelled | StreamEnd::Reconfigured, _)) => {
+                        tracing::info!(reason = "stopped", "subscription ended")
+                    }
+                    Err((error, _)) => tracing::info!(reason = %error, "subscription ended"),
+                }
+                StreamEnded {
+                    name,
+                    generation,
+                    outcome,
+                }
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    /// Opens every subscription and follows changes to them; returns when all ended (ONCE),
+    /// when stopped, when the target's settings changed, or at the first failure (the
+    /// others are then cancelled too).
     async fn run_subscriptions(
         &self,
         client: &TargetClient,
+        spec: &Arc<RunSpec>,
+        spec_rx: &mut watch::Receiver<Arc<RunSpec>>,
         stop: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Result<StreamEnd, String> {
         let round = stop.child_token();
-        let mut streams = JoinSet::new();
-        let fencing_token = self.ownership.as_ref().map(|o| o.fencing_token);
-        for plan in &self.subscriptions {
-            let request =
-                subscribe_request(&plan.config, &self.config).map_err(|e| e.to_string())?;
-            let span = tracing::info_span!("subscribe", subscription = %plan.config.name, mode = ?plan.config.mode);
-            let meta = EventMeta {
-                source: self.config.name.clone(),
-                subscription_name: plan.config.name.clone(),
-                subscription_target: plan.config.target.clone(),
-                extra_tags: self.config.event_tags.clone(),
-            };
-            let stream = SubscriptionStream {
-                client: client.clone(),
-                request,
-                config: plan.config.clone(),
-                outputs: plan.outputs.clone(),
-                info: Arc::new(
-                    StreamInfo::new(meta, fencing_token, self.output_slots)
-                        .with_traceparent(gnomon_telemetry::traceparent_of(&span)),
-                ),
-                counters: self.status.subscription(&plan.config.name),
-                status: self.status.clone(),
-                cancel: round.clone(),
-            };
-            streams.spawn(
-                async move {
-                    let outcome = stream.run().await;
-                    match &outcome {
-                        Ok((StreamEnd::Completed, _)) => {
-                            tracing::info!(reason = "completed", "subscription ended")
-                        }
-                        Ok((StreamEnd::Cancelled, _)) => {
-                            tracing::info!(reason = "stopped", "subscription ended")
-                        }
-                        Err((error, _)) => tracing::info!(reason = %error, "subscription ended"),
-                    }
-                    outcome
-                }
-                .instrument(span),
-            );
+        let mut streams = OpenStreams {
+            set: JoinSet::new(),
+            open: HashMap::new(),
+            generation: 0,
+        };
+        let mut current = spec.clone();
+        for plan in &current.plans {
+            streams.open(self, client, &current.config, plan, &round)?;
         }
         let mut healthy = false;
         // The first failure wins: the siblings it cancels end as "cancelled", which must not
         // hide it (a target whose first stream failed would otherwise stop silently while
         // still shown as streaming).
         let mut first_error: Option<String> = None;
-        while let Some(joined) = streams.join_next().await {
-            let outcome =
-                joined.unwrap_or_else(|e| Err((format!("subscription task failed: {e}"), false)));
-            match outcome {
-                Ok((_, got_data)) => healthy |= got_data,
-                Err((error, got_data)) => {
-                    healthy |= got_data;
-                    first_error.get_or_insert(error);
-                    round.cancel();
+        let mut reconfigured = false;
+        let mut following = true;
+        loop {
+            tokio::select! {
+                joined = streams.set.join_next() => {
+                    let Some(joined) = joined else { break };
+                    let outcome = match joined {
+                        // A stream closed because its subscription changed or went away
+                        // ended as expected.
+                        Ok(ended) if !streams.is_current(&ended) => continue,
+                        Ok(ended) => {
+                            streams.open.remove(&ended.name);
+                            ended.outcome
+                        }
+                        Err(e) => Err((format!("subscription task failed: {e}"), false)),
+                    };
+                    match outcome {
+                        Ok((_, got_data)) => healthy |= got_data,
+                        Err((error, got_data)) => {
+                            healthy |= got_data;
+                            first_error.get_or_insert(error);
+                            round.cancel();
+                        }
+                    }
+                }
+                changed = spec_rx.changed(), if following && !round.is_cancelled() => {
+                    if changed.is_err() {
+                        following = false;
+                        continue;
+                    }
+                    let next = spec_rx.borrow_and_update().clone();
+                    if !current.same_connection(&next) {
+                        reconfigured = true;
+                        round.cancel();
+                        continue;
+                    }
+                    streams.follow(self, client, &next, &round)?;
+                    current = next;
                 }
             }
         }
@@ -245,9 +367,97 @@ impl TargetRun {
         }
         match first_error {
             Some(error) => Err(error),
+            None if reconfigured => Ok(StreamEnd::Reconfigured),
             // Every stream ended on its own (ONCE): the target is done.
             None => Ok(StreamEnd::Completed),
         }
+    }
+}
+
+/// A stream's end, as its task returns it.
+struct StreamEnded {
+    name: String,
+    generation: u64,
+    outcome: Result<(StreamEnd, bool), (String, bool)>,
+}
+
+/// The streams of one connection, by subscription name.
+struct OpenStreams {
+    set: JoinSet<StreamEnded>,
+    /// Each running stream's plan, its own cancel token and its generation.
+    open: HashMap<String, (SubscriptionPlan, CancellationToken, u64)>,
+    generation: u64,
+}
+
+impl OpenStreams {
+    fn open(
+        &mut self,
+        run: &TargetRun,
+        client: &TargetClient,
+        config: &TargetConfig,
+        plan: &SubscriptionPlan,
+        round: &CancellationToken,
+    ) -> Result<(), String> {
+        self.generation += 1;
+        let cancel = round.child_token();
+        run.open_stream(
+            client,
+            config,
+            plan,
+            cancel.clone(),
+            self.generation,
+            &mut self.set,
+        )?;
+        self.open.insert(
+            plan.config.name.clone(),
+            (plan.clone(), cancel, self.generation),
+        );
+        Ok(())
+    }
+
+    fn is_current(&self, ended: &StreamEnded) -> bool {
+        self.open
+            .get(&ended.name)
+            .is_some_and(|(_, _, generation)| *generation == ended.generation)
+    }
+
+    /// Applies a change of subscriptions: closes the streams whose subscription went away
+    /// or changed, opens the new and changed ones; the others keep running untouched.
+    fn follow(
+        &mut self,
+        run: &TargetRun,
+        client: &TargetClient,
+        next: &RunSpec,
+        round: &CancellationToken,
+    ) -> Result<(), String> {
+        let wanted: HashMap<&str, &SubscriptionPlan> = next
+            .plans
+            .iter()
+            .map(|plan| (plan.config.name.as_str(), plan))
+            .collect();
+        let closing: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(name, (plan, _, _))| {
+                wanted
+                    .get(name.as_str())
+                    .is_none_or(|want| !plan.same_stream(want))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in closing {
+            if let Some((_, cancel, _)) = self.open.remove(&name) {
+                tracing::info!(subscription = %name, "subscription changed or removed: closing its stream");
+                cancel.cancel();
+            }
+        }
+        for plan in &next.plans {
+            if !self.open.contains_key(&plan.config.name) {
+                tracing::info!(subscription = %plan.config.name, "subscription added or changed: opening its stream");
+                self.open(run, client, &next.config, plan, round)?;
+            }
+        }
+        Ok(())
     }
 }
 

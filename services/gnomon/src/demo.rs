@@ -80,6 +80,7 @@ pub async fn run(args: DemoArgs, shutdown: CancellationToken) -> anyhow::Result<
     let deps = NodeDeps {
         bus: Some(bus),
         coordination: Some(coordination),
+        reload: None,
     };
     let roles = Roles {
         collector: true,

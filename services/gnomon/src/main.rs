@@ -8,6 +8,7 @@ mod demo;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod node;
+mod reload;
 
 use clap::{Parser, Subcommand};
 use gnomon_config::{load_config, GnomonConfig};
@@ -195,9 +196,26 @@ async fn main() -> ExitCode {
         coordinator,
         exporter,
     };
+    let config_path = match &cli.command {
+        Command::Collector(args)
+        | Command::Coordinator(args)
+        | Command::Exporter(args)
+        | Command::All(args)
+        | Command::Subscribe(args) => Some(args.config.clone()),
+        _ => None,
+    };
+    let reload: Option<reload::ConfigSource> = config_path.map(|path| {
+        let source: reload::ConfigSource =
+            std::sync::Arc::new(move || load_config(path.as_deref()).map_err(|e| e.to_string()));
+        source
+    });
     let run = |config: Option<GnomonConfig>, roles: Roles, shutdown: CancellationToken| async move {
+        let deps = NodeDeps {
+            reload,
+            ..NodeDeps::default()
+        };
         match config {
-            Some(config) => run_node(config, roles, NodeDeps::default(), shutdown).await,
+            Some(config) => run_node(config, roles, deps, shutdown).await,
             None => Err(anyhow::anyhow!("no configuration loaded")),
         }
     };

@@ -8,7 +8,7 @@ use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, CollectorHandle};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::{ApiConfig, ClusteringConfig, GnomonConfig};
-use gnomon_coordination::{self as coordination, Coordination, TargetStore};
+use gnomon_coordination::{self as coordination, Coordination, SubscriptionStore, TargetStore};
 use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
 use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::CoordinatorSettings;
@@ -29,6 +29,8 @@ pub struct Roles {
 pub struct NodeDeps {
     pub bus: Option<Arc<dyn Bus>>,
     pub coordination: Option<Arc<dyn Coordination>>,
+    /// Reads the configuration file again; with it, SIGHUP applies the file's changes.
+    pub reload: Option<crate::reload::ConfigSource>,
 }
 
 fn coordinator_settings(
@@ -83,9 +85,13 @@ fn member_address(clustering: &ClusteringConfig, api: &ApiConfig) -> anyhow::Res
     })
 }
 
-/// Copies the file's targets into the cluster store where they are missing (runtime changes
-/// made through the API are kept).
-async fn seed_targets(store: &TargetStore, config: &GnomonConfig) -> anyhow::Result<()> {
+/// Copies the file's targets and subscriptions into the cluster store where they are
+/// missing (runtime changes made through the API are kept).
+async fn seed_store(
+    store: &TargetStore,
+    subscriptions: &SubscriptionStore,
+    config: &GnomonConfig,
+) -> anyhow::Result<()> {
     let existing = store.list().await?;
     for (name, target) in &config.targets {
         if !existing.contains_key(name) {
@@ -93,6 +99,15 @@ async fn seed_targets(store: &TargetStore, config: &GnomonConfig) -> anyhow::Res
                 .put(&target.to_wire_json())
                 .await
                 .with_context(|| format!("storing target {name}"))?;
+        }
+    }
+    let existing = subscriptions.list().await?;
+    for (name, subscription) in &config.subscriptions {
+        if !existing.contains_key(name) {
+            subscriptions
+                .put_subscription(subscription)
+                .await
+                .with_context(|| format!("storing subscription {name}"))?;
         }
     }
     Ok(())
@@ -158,6 +173,10 @@ pub async fn run_node(
         (Some(c), Some(coord)) => Some(TargetStore::new(coord.clone(), &c.cluster_name)),
         _ => None,
     };
+    let subscription_store = match (&clustering, &coordination) {
+        (Some(c), Some(coord)) => Some(SubscriptionStore::new(coord.clone(), &c.cluster_name)),
+        _ => None,
+    };
     let member = match (&collector, &clustering, &coordination) {
         (Some(collector), Some(c), Some(coord)) => Some(ClusterMember::new(
             collector.clone(),
@@ -170,8 +189,10 @@ pub async fn run_node(
 
     let mut coordinator = None;
     if roles.coordinator {
-        if let (Some(c), Some(coord), Some(store)) = (&clustering, &coordination, &store) {
-            seed_targets(store, &config).await?;
+        if let (Some(c), Some(coord), Some(store), Some(subscriptions)) =
+            (&clustering, &coordination, &store, &subscription_store)
+        {
+            seed_store(store, subscriptions, &config).await?;
             coordinator = Some(gnomon_coordinator::spawn(
                 coordinator_settings(c, api.as_ref()),
                 coord.clone(),
@@ -198,23 +219,24 @@ pub async fn run_node(
     let mut server = None;
     if let Some(api) = &api {
         let mut router = Router::new();
-        match (&collector, &member, &store) {
-            (Some(collector), Some(member), Some(store)) => {
+        match (&collector, &member, &store, &subscription_store) {
+            (Some(collector), Some(member), Some(store), Some(subscriptions)) => {
                 router = router.merge(clustered_api_routes(
                     collector.clone(),
                     member.clone(),
                     store.clone(),
+                    subscriptions.clone(),
                 ));
             }
-            (Some(collector), _, _) => {
+            (Some(collector), _, _, _) => {
                 router = router.merge(gnomon_collector::api_routes(collector.clone()))
             }
-            (None, _, Some(store)) => {
+            (None, _, Some(store), _) => {
                 router = router
                     .merge(target_config_router(store.clone()))
                     .merge(gnomon_collector::base_routes());
             }
-            (None, _, None) => router = router.merge(gnomon_collector::base_routes()),
+            (None, _, _, _) => router = router.merge(gnomon_collector::base_routes()),
         }
         if let (Some(c), Some(coord)) = (&clustering, &coordination) {
             router = router.merge(cluster_router(ClusterApiState {
@@ -231,6 +253,29 @@ pub async fn run_node(
         );
     }
 
+    let mut followers = Vec::new();
+    if let (Some(collector), Some(store), Some(subscriptions)) =
+        (&collector, &store, &subscription_store)
+    {
+        followers.push(tokio::spawn(gnomon_collector::runtime_config::follow(
+            collector.clone(),
+            subscriptions.clone(),
+            store.clone(),
+            shutdown.clone(),
+        )));
+    }
+    if let Some(source) = deps.reload.clone() {
+        followers.push(tokio::spawn(crate::reload::on_sighup(
+            source,
+            config.clone(),
+            crate::reload::Appliers {
+                collector: collector.clone(),
+                targets: store.clone(),
+                subscriptions: subscription_store.clone(),
+            },
+            shutdown.clone(),
+        )));
+    }
     if let (Some(member), Some(c), Some(api)) = (&member, &clustering, &api) {
         member
             .register(&member_address(c, api)?)
@@ -252,6 +297,9 @@ pub async fn run_node(
     );
 
     shutdown.cancelled().await;
+    for follower in followers {
+        let _ = follower.await;
+    }
     if let Some(member) = &member {
         member.shutdown().await;
     }

@@ -233,7 +233,10 @@ fn a_posted_subscription_names_what_is_wrong() {
         ),
     ];
     for (body, named) in cases {
-        let error = config.subscription_from_json(&body).unwrap_err().to_string();
+        let error = config
+            .subscription_from_json(&body)
+            .unwrap_err()
+            .to_string();
         assert!(error.contains(named), "{body}: {error}");
     }
 }

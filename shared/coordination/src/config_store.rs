@@ -157,6 +157,16 @@ impl SubscriptionStore {
         Ok(name)
     }
 
+    /// Stores a parsed subscription (as the JSON gnomon serializes, which it reads back).
+    pub async fn put_subscription(
+        &self,
+        subscription: &gnomon_config::SubscriptionConfig,
+    ) -> Result<String, ConfigDocumentError> {
+        let document = serde_json::to_value(subscription)
+            .map_err(|e| ConfigDocumentError::Json(e.to_string()))?;
+        self.put(&document).await
+    }
+
     pub fn directory(&self) -> &JsonDirectory {
         &self.directory
     }

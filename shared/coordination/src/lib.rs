@@ -36,9 +36,9 @@ pub mod target_store;
 
 pub use gnomon_common::duration;
 
+pub use config_store::SubscriptionStore;
 pub use gnomon_config::locker::{LockerConfig, LockerType, TlsConfig};
 pub use memory::{MemoryCoordination, MemoryStore};
-pub use config_store::SubscriptionStore;
 pub use target_store::TargetStore;
 
 /// HTTP header the leader sets on its assignment calls to members, so a member does not

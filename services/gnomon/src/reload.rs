@@ -1,0 +1,195 @@
+//! SIGHUP: read the configuration file again and apply what changed in its targets and
+//! subscriptions, the same way a REST call would — into the cluster store when clustered
+//! (every member follows it; the leader places new targets), straight into the collector
+//! otherwise. A running target is touched only when what it collects with changed. Changes
+//! to other sections need a restart and are named in a warning; a file that no longer
+//! loads is reported and the running configuration kept.
+
+use gnomon_collector::CollectorHandle;
+use gnomon_config::GnomonConfig;
+use gnomon_coordination::{SubscriptionStore, TargetStore};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Reads the configuration file again (on a blocking thread).
+pub type ConfigSource = Arc<dyn Fn() -> Result<GnomonConfig, String> + Send + Sync>;
+
+/// Where changes go.
+pub struct Appliers {
+    pub collector: Option<CollectorHandle>,
+    pub targets: Option<TargetStore>,
+    pub subscriptions: Option<SubscriptionStore>,
+}
+
+/// Applies the file's changes on every SIGHUP until `shutdown`.
+pub async fn on_sighup(
+    source: ConfigSource,
+    mut current: GnomonConfig,
+    appliers: Appliers,
+    shutdown: CancellationToken,
+) {
+    let mut hangups = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => signal,
+        Err(error) => {
+            tracing::error!(%error, "cannot listen for SIGHUP; the configuration file is read only at start");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            received = hangups.recv() => if received.is_none() { return },
+        }
+        let read = source.clone();
+        let loaded = match tokio::task::spawn_blocking(move || read()).await {
+            Ok(loaded) => loaded,
+            Err(error) => Err(format!("reading the configuration failed: {error}")),
+        };
+        let next = match loaded {
+            Ok(next) => next,
+            Err(error) => {
+                tracing::error!(%error, "SIGHUP: the configuration file does not load; keeping the running configuration");
+                continue;
+            }
+        };
+        for warning in &next.warnings {
+            warning.log();
+        }
+        let changes = apply(&current, &next, &appliers).await;
+        tracing::info!(
+            applied = changes.applied,
+            failed = changes.failed,
+            "SIGHUP: configuration file applied"
+        );
+        current = next;
+    }
+}
+
+/// What one reload did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub applied: usize,
+    pub failed: usize,
+}
+
+impl Changes {
+    fn record(&mut self, what: &str, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                self.applied += 1;
+                tracing::info!(name = %gnomon_common::log::Escaped(name), "SIGHUP: {what}");
+            }
+            Err(error) => {
+                self.failed += 1;
+                tracing::error!(name = %gnomon_common::log::Escaped(name), %error, "SIGHUP: {what} failed");
+            }
+        }
+    }
+}
+
+/// Applies the differences between `old` and `new`: subscriptions added or changed first
+/// (targets may name them), then targets added, changed and removed, then subscriptions
+/// removed.
+pub async fn apply(old: &GnomonConfig, new: &GnomonConfig, to: &Appliers) -> Changes {
+    let mut changes = Changes::default();
+    warn_about_restart_only_sections(old, new);
+    for (name, subscription) in &new.subscriptions {
+        if old.subscriptions.get(name) == Some(subscription) {
+            continue;
+        }
+        let result = match (&to.subscriptions, &to.collector) {
+            (Some(store), _) => store
+                .put_subscription(subscription)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(collector)) => collector
+                .put_subscription(subscription.clone())
+                .map_err(|e| e.to_string()),
+            (None, None) => Ok(()),
+        };
+        changes.record("subscription stored", name, result);
+    }
+    for (name, target) in &new.targets {
+        let previous = old.targets.get(name);
+        if previous == Some(target) {
+            continue;
+        }
+        let result = match (&to.targets, &to.collector) {
+            (Some(store), _) => store
+                .put(&target.to_wire_json())
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(collector)) if previous.is_some() => collector
+                .update_target_config(target.clone())
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(collector)) => match collector.add_target_config(target.clone()) {
+                Ok(_) => collector
+                    .start_target(name, None)
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            (None, None) => Ok(()),
+        };
+        changes.record("target stored", name, result);
+    }
+    for name in old.targets.keys().filter(|n| !new.targets.contains_key(*n)) {
+        let result = match (&to.targets, &to.collector) {
+            (Some(store), _) => store
+                .delete(name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(collector)) => {
+                collector.delete_target(name).await;
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        };
+        changes.record("target removed", name, result);
+    }
+    for name in old
+        .subscriptions
+        .keys()
+        .filter(|n| !new.subscriptions.contains_key(*n))
+    {
+        let result = match (&to.subscriptions, &to.collector) {
+            (Some(store), _) => store
+                .delete(name)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            (None, Some(collector)) => {
+                collector.delete_subscription(name);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+        };
+        changes.record("subscription removed", name, result);
+    }
+    changes
+}
+
+/// Names every changed section SIGHUP does not apply.
+fn warn_about_restart_only_sections(old: &GnomonConfig, new: &GnomonConfig) {
+    let section = |name: &'static str, same: bool| (!same).then_some(name);
+    let changed: Vec<&str> = [
+        section("outputs", old.outputs == new.outputs),
+        section("inputs", old.inputs == new.inputs),
+        section("processors", old.processors == new.processors),
+        section("clustering", old.clustering == new.clustering),
+        section("api-server", old.api == new.api),
+        section("global settings", old.globals == new.globals),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if !changed.is_empty() {
+        tracing::warn!(
+            sections = ?changed,
+            "SIGHUP applies targets and subscriptions; these changed sections need a restart and are not applied"
+        );
+    }
+}
