@@ -344,3 +344,91 @@ inputs:
     collector.shutdown().await;
     shutdown.cancel();
 }
+
+/// The device's (active streams, client addresses) as the simulator counts them.
+fn device_streams(sim: &Simulator) -> (usize, Vec<String>) {
+    let stats = sim.stats();
+    let device = stats.targets.values().next().cloned().unwrap_or_else(|| {
+        panic!("the simulator reports no device");
+    });
+    (device.subscriptions, device.peers.into_iter().collect())
+}
+
+async fn wait_streams(
+    sim: &Simulator,
+    what: &str,
+    wanted: impl Fn(usize, &[String]) -> bool,
+) -> Vec<String> {
+    eventually(what, Duration::from_secs(15), || {
+        let (streams, peers) = device_streams(sim);
+        let ok = wanted(streams, &peers);
+        async move { ok.then_some(peers) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: the device shows {:?}", device_streams(sim)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_target_follows_subscription_changes_on_the_same_connection() {
+    let sim = simulator().await;
+    let bus = MemoryBus::new();
+    let mut rx = collect(&bus, "telemetry.>").await;
+    let collector =
+        CollectorHandle::with_deps(config(sim.device_addresses()[0], ""), deps(&bus)).unwrap();
+    collector.start_target("dev", None).unwrap();
+    let peers = wait_streams(&sim, "one stream", |n, p| n == 1 && p.len() == 1).await;
+
+    // A subscription added at runtime: one more stream on the same connection.
+    let added = collector
+        .parse_subscription(&serde_json::json!({
+            "name": "more",
+            "paths": ["/interfaces/interface/state/counters"],
+            "stream-mode": "sample",
+            "sample-interval": "300ms",
+        }))
+        .unwrap();
+    collector.put_subscription(added).unwrap();
+    wait_streams(&sim, "two streams, one connection", |n, p| {
+        n == 2 && p == peers.as_slice()
+    })
+    .await;
+    next_matching(&mut rx, "data of the added subscription", |m| {
+        m.subject == "telemetry.dev.more"
+    })
+    .await;
+
+    // Removing one closes only its stream.
+    assert!(collector.delete_subscription("counters"));
+    assert!(!collector.delete_subscription("counters"));
+    wait_streams(&sim, "one stream, same connection", |n, p| {
+        n == 1 && p == peers.as_slice()
+    })
+    .await;
+    assert_eq!(
+        collector
+            .target("dev")
+            .unwrap()
+            .subscriptions
+            .keys()
+            .collect::<Vec<_>>(),
+        ["more"]
+    );
+
+    // A target pinned to a subscription that does not exist is refused, naming it.
+    let error = collector
+        .set_target_subscriptions("dev", vec!["nope".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("nope"), "{error}");
+
+    // A change of the target's own settings reconnects it once.
+    let mut changed = collector.target_config("dev").unwrap();
+    changed.timeout = Duration::from_secs(2);
+    assert!(collector.update_target_config(changed).unwrap());
+    wait_streams(&sim, "one stream on a new connection", |n, p| {
+        n == 1 && p.len() == 1 && p != peers.as_slice()
+    })
+    .await;
+    collector.shutdown().await;
+    sim.stop().await;
+}
