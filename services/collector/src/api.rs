@@ -241,14 +241,9 @@ async fn post_target_config(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let value: serde_json::Value = match serde_json::from_slice(&body) {
+    let value = match json_body(&body) {
         Ok(value) => value,
-        Err(error) => {
-            return errors(
-                StatusCode::BAD_REQUEST,
-                format!("invalid JSON body: {error}"),
-            )
-        }
+        Err(error) => return errors(StatusCode::BAD_REQUEST, error),
     };
     let target = match collector.parse_target(&value) {
         Ok(target) => target,
@@ -266,14 +261,9 @@ async fn post_target_config(
     }
 }
 
-/// Reads a JSON request body, or the 400 response naming what is wrong with it.
-fn json_body(body: &Bytes) -> Result<serde_json::Value, Response> {
-    serde_json::from_slice(body).map_err(|error| {
-        errors(
-            StatusCode::BAD_REQUEST,
-            format!("invalid JSON body: {error}"),
-        )
-    })
+/// Reads a JSON request body, or says what is wrong with it.
+fn json_body(body: &Bytes) -> Result<serde_json::Value, String> {
+    serde_json::from_slice(body).map_err(|error| format!("invalid JSON body: {error}"))
 }
 
 /// gnmic's `GET /api/v1/config`: the effective configuration (targets and subscriptions as
@@ -310,7 +300,7 @@ async fn post_subscription(
 ) -> Response {
     let value = match json_body(&body) {
         Ok(value) => value,
-        Err(response) => return response,
+        Err(error) => return errors(StatusCode::BAD_REQUEST, error),
     };
     let subscription = match collector.parse_subscription(&value) {
         Ok(subscription) => subscription,

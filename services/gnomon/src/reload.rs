@@ -193,3 +193,76 @@ fn warn_about_restart_only_sections(old: &GnomonConfig, new: &GnomonConfig) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gnomon_config::{load_config_with_env, ConfigFormat};
+    use std::time::Duration;
+
+    fn config(devices: &[std::net::SocketAddr], subscriptions: &str, nowhere: u16) -> GnomonConfig {
+        let mut text = String::from("insecure: true\ntargets:\n");
+        for (i, device) in devices.iter().enumerate() {
+            text.push_str(&format!("  dev{i}:\n    address: {device}\n"));
+        }
+        text.push_str(&format!(
+            "subscriptions:\n{subscriptions}outputs:\n  bus:\n    type: nats\n    address: 127.0.0.1:{nowhere}\n"
+        ));
+        load_config_with_env(&text, ConfigFormat::Yaml, &[]).unwrap()
+    }
+
+    const COUNTERS: &str = "  counters:\n    paths: [/interfaces/interface/state/counters]\n    stream-mode: sample\n    sample-interval: 1s\n";
+    const MORE: &str = "  more:\n    paths: [/interfaces/interface/state/counters]\n    stream-mode: sample\n    sample-interval: 2s\n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_instance_applies_the_files_targets_and_subscriptions() {
+        let mut args = gnomon_simulator::SimulatorArgs::on_free_ports(2);
+        args.update_rate = Duration::from_millis(200);
+        let sim = gnomon_simulator::Simulator::start(args).await.unwrap();
+        let devices = sim.device_addresses().to_vec();
+        let nowhere = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let old = config(&devices[..1], COUNTERS, nowhere);
+        let collector = CollectorHandle::new(old.clone()).unwrap();
+        collector.start_target("dev0", None).unwrap();
+        let appliers = Appliers {
+            collector: Some(collector.clone()),
+            targets: None,
+            subscriptions: None,
+        };
+
+        // A subscription and a target added: both applied, dev0 keeps running.
+        let new = config(&devices, &format!("{COUNTERS}{MORE}"), nowhere);
+        let changes = apply(&old, &new, &appliers).await;
+        assert_eq!(
+            changes,
+            Changes {
+                applied: 2,
+                failed: 0
+            }
+        );
+        assert_eq!(collector.running_targets(), ["dev0", "dev1"]);
+        let dev0 = collector.target("dev0").unwrap();
+        assert_eq!(
+            dev0.subscriptions.keys().collect::<Vec<_>>(),
+            ["counters", "more"]
+        );
+
+        // Back: dev1 goes away, `more` too.
+        let changes = apply(&new, &old, &appliers).await;
+        assert_eq!(
+            changes,
+            Changes {
+                applied: 2,
+                failed: 0
+            }
+        );
+        assert_eq!(collector.running_targets(), ["dev0"]);
+        assert!(!collector.subscriptions().contains_key("more"));
+        collector.shutdown().await;
+        sim.stop().await;
+    }
+}
