@@ -614,6 +614,7 @@ async fn run_scenario(store_kind: &str) {
             "/api/v1/targets",
             "/api/v1/config",
             "/api/v1/config/targets",
+            "/api/v1/config/subscriptions",
             "/api/v1/config/clustering",
             "/api/v1/config/outputs",
             "/api/v1/config/inputs",
