@@ -8,6 +8,7 @@
 //! Sections owned by other services (the Prometheus output, the NATS input) are parsed by
 //! their own modules from the raw maps kept in [`OutputConfig`] / [`InputConfig`].
 
+pub mod actions;
 mod address;
 mod api;
 mod clustering;
@@ -15,7 +16,9 @@ pub mod defaults;
 mod env;
 mod error;
 pub mod expand;
+pub mod gotemplate;
 mod input;
+pub mod loader;
 pub mod locker;
 pub mod names;
 pub mod nats_input;
