@@ -133,6 +133,14 @@ async fn lead(
         _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
         _ = tokio::time::sleep(settings.leader_wait_timer) => {}
     }
+    if let Some(discovery) = settings.discovery.clone() {
+        tokio::spawn(crate::discovery::run(
+            discovery,
+            coordination.clone(),
+            cluster.clone(),
+            cancel.clone(),
+        ));
+    }
     let store = TargetStore::new(coordination.clone(), &cluster);
     // One watch over the cluster's keys keeps config and lock changes in store order (a
     // deleted target's config goes before its lock, so it is not re-placed).

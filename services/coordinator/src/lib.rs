@@ -7,6 +7,7 @@
 //! and reconciling everything every `targets-watch-timer` as a safety net.
 
 pub mod api;
+pub mod discovery;
 pub mod drain;
 pub mod election;
 mod handshake;

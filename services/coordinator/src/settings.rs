@@ -21,6 +21,8 @@ pub struct CoordinatorSettings {
     pub rebalance_threshold: Option<usize>,
     /// Limits of the calls to members' REST APIs.
     pub member_client: MemberClientOptions,
+    /// The target loader the leader runs, if one is configured.
+    pub discovery: Option<crate::discovery::Discovery>,
 }
 
 impl CoordinatorSettings {
@@ -35,6 +37,7 @@ impl CoordinatorSettings {
             leader_wait_timer: Duration::from_secs(5),
             rebalance_threshold: Some(2),
             member_client: MemberClientOptions::default(),
+            discovery: None,
         }
     }
 }

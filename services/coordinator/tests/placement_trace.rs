@@ -106,8 +106,9 @@ async fn start_collector(
         CLUSTER,
         "collector-1",
     );
-    let targets = TargetStore::new(coordination, CLUSTER);
-    let router = clustered_api_routes(collector.clone(), member.clone(), targets)
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    let subscriptions = gnomon_coordination::SubscriptionStore::new(coordination, CLUSTER);
+    let router = clustered_api_routes(collector.clone(), member.clone(), targets, subscriptions)
         .fallback(gnomon_api_server::not_found);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();

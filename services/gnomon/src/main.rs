@@ -7,6 +7,7 @@ mod demo;
 /// the data path.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+mod local_discovery;
 mod node;
 mod reload;
 

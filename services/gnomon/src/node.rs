@@ -10,6 +10,7 @@ use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::{ApiConfig, ClusteringConfig, GnomonConfig};
 use gnomon_coordination::{self as coordination, Coordination, SubscriptionStore, TargetStore};
 use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
+use gnomon_coordinator::discovery::Discovery;
 use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::CoordinatorSettings;
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
@@ -193,8 +194,10 @@ pub async fn run_node(
             (&clustering, &coordination, &store, &subscription_store)
         {
             seed_store(store, subscriptions, &config).await?;
+            let mut settings = coordinator_settings(c, api.as_ref());
+            settings.discovery = Discovery::from_config(&config).context("the `loader` section")?;
             coordinator = Some(gnomon_coordinator::spawn(
-                coordinator_settings(c, api.as_ref()),
+                settings,
                 coord.clone(),
                 shutdown.clone(),
             )?);
@@ -287,6 +290,19 @@ pub async fn run_node(
                 .start_target(name, None)
                 .with_context(|| format!("starting target {name}"))?;
         }
+        // A single instance runs its loader itself, straight into the collector.
+        if let Some(discovery) = Discovery::from_config(&config).context("the `loader` section")? {
+            followers.push(tokio::spawn(crate::local_discovery::run(
+                discovery,
+                collector.clone(),
+                shutdown.clone(),
+            )));
+        }
+    }
+    if config.loader.is_some() && clustering.is_some() && !roles.coordinator {
+        tracing::info!(
+            "the `loader` runs on the cluster's leader; this instance does not campaign"
+        );
     }
     tracing::info!(
         collector = roles.collector,

@@ -107,6 +107,13 @@ pub struct GnomonConfig {
     /// by `gnomon_processors::Processors::from_config`, which names every bad field.
     #[serde(skip_serializing_if = "Value::is_null")]
     pub processors: Value,
+    /// gnmic's `loader`: where the leader discovers more targets (file, http, consul,
+    /// docker); they become cluster state like the file's.
+    #[serde(skip)]
+    pub loader: Option<loader::LoaderConfig>,
+    /// The loader's `on-add` / `on-delete` actions, resolved from the `actions` section.
+    #[serde(skip)]
+    pub loader_actions: loader::LoaderActions,
     /// What the load found worth a warning (keys read but not applied, unknown keys); the
     /// binary logs them at start.
     #[serde(skip)]
@@ -285,12 +292,7 @@ fn for_each_block(
 }
 
 /// gnmic sections gnomon does not implement.
-const UNSUPPORTED_SECTIONS: [(&str, &str); 4] = [
-    ("actions", "gnmic's actions are not supported"),
-    (
-        "loader",
-        "target loaders are not supported; targets come from the file and the REST API",
-    ),
+const UNSUPPORTED_SECTIONS: [(&str, &str); 2] = [
     ("gnmi-server", "gnmic's gNMI server is not supported"),
     (
         "tunnel-server",
@@ -389,6 +391,27 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
     let api = ApiConfig::from_root(&root)?;
     let processors = root.raw("processors").cloned().unwrap_or(Value::Null);
 
+    // Targets a loader finds inherit the same globals as the file's targets.
+    let loader = match root.section("loader")? {
+        None => None,
+        Some(section) => Some(loader::LoaderConfig::from_section(&section, &globals)?),
+    };
+    let actions = match root.section("actions")? {
+        None => actions::ActionsConfig::default(),
+        Some(section) => actions::ActionsConfig::from_section(&section)?,
+    };
+    let loader_actions = match &loader {
+        Some(loader) => loader.resolve_actions(&actions)?,
+        None => {
+            if !actions.actions.is_empty() {
+                warning::warn(
+                    "actions",
+                    "actions run only as a loader's on-add / on-delete; no loader is configured",
+                );
+            }
+            loader::LoaderActions::default()
+        }
+    };
     for (key, why) in UNSUPPORTED_SECTIONS {
         root.unsupported(key, why);
     }
@@ -403,6 +426,8 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
         clustering,
         api,
         processors,
+        loader,
+        loader_actions,
         warnings: Vec::new(),
     };
     config.check_references()?;

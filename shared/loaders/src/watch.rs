@@ -79,6 +79,13 @@ pub trait Sink: Send + Sync {
     /// Applies `diff`; an error leaves the targets as they were, and the same changes are
     /// offered again after the next read.
     async fn apply(&self, diff: Diff) -> Result<(), SinkError>;
+
+    /// The targets this loader applied before (a new leader's loader continues from what
+    /// the previous one put into the cluster store), so the first read's diff holds only
+    /// real changes: nothing is re-added, and what left the source meanwhile is removed.
+    async fn applied_before(&self) -> BTreeMap<String, TargetConfig> {
+        BTreeMap::new()
+    }
 }
 
 /// How a loader is run.
@@ -142,7 +149,10 @@ pub async fn run(
         () = shutdown.cancelled() => return,
         () = tokio::time::sleep(options.start_delay) => {}
     }
-    let mut applied: BTreeMap<String, TargetConfig> = BTreeMap::new();
+    let mut applied: BTreeMap<String, TargetConfig> = tokio::select! {
+        () = shutdown.cancelled() => return,
+        applied = sink.applied_before() => applied,
+    };
     let mut last_error: Option<String> = None;
     loop {
         let span = tracing::info_span!("loader_load", loader = loader_type);

@@ -387,6 +387,12 @@ impl Harness {
         self.spawn_member(name)
     }
 
+    /// Starts member `name` (`gnomon all`) with `config` as its config file.
+    pub fn start_member_with_config(&mut self, name: &str, config: &str) -> anyhow::Result<()> {
+        std::fs::write(self.dir.path().join(format!("{name}.yaml")), config)?;
+        self.spawn_member(name)
+    }
+
     /// Starts member `name` again from the config file it was first started with (after a kill).
     pub fn restart_member(&mut self, name: &str) -> anyhow::Result<()> {
         self.members.retain(|m| m.name != name);
