@@ -190,3 +190,55 @@ pub fn place_1000_targets_s() -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+/// Loader reads the file this often in `loader_1000_targets_s`.
+const LOADER_INTERVAL: Duration = Duration::from_secs(2);
+
+/// 1000 simulated devices, 3 members with gnmic's file loader (interval 2 s): time from
+/// 1000 targets appearing in the watched file (written atomically, once the cluster has a
+/// leader) until every one has exactly one subscriber. Goal: ≤ interval + 3 s.
+pub fn loader_1000_targets_s() -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let names: Vec<String> = (0..1000).map(|i| format!("t{i}")).collect();
+        let mut h = Harness::start("etcd", 1000).await?;
+        let file = h.dir.path().join("targets.yaml");
+        std::fs::write(&file, "")?;
+        let loader = format!(
+            "loader:\n  type: file\n  path: {}\n  interval: {}s\n",
+            file.display(),
+            LOADER_INTERVAL.as_secs()
+        );
+        for member in ["g1", "g2", "g3"] {
+            let config = h.config(member, &[], &BTreeMap::new()) + &loader;
+            h.start_member_with_config(member, &config)?;
+        }
+        wait_for("a leader with 3 members", Duration::from_secs(60), async || {
+            h.cluster().await.is_ok_and(|c| {
+                c["leader"].as_str().is_some_and(|l| !l.is_empty())
+                    && c["members"].as_array().is_some_and(|m| m.len() == 3)
+            })
+        })
+        .await?;
+        let mut text = String::new();
+        for (i, device) in h.devices.iter().enumerate() {
+            text.push_str(&format!("t{i}:\n  address: {device}\n"));
+        }
+        let temporary = file.with_extension("tmp");
+        std::fs::write(&temporary, text)?;
+        let start = Instant::now();
+        std::fs::rename(&temporary, &file)?;
+        wait_for("1000 loaded targets placed", Duration::from_secs(300), async || {
+            h.target_stats()
+                .await
+                .map(|s| exactly_one_each(&s, &names))
+                .unwrap_or(false)
+        })
+        .await?;
+        let took = start.elapsed();
+        eprintln!(
+            "1000 targets from the file collected once after {took:?} (loader interval {LOADER_INTERVAL:?})"
+        );
+        report("loader_1000_targets_s", took.as_secs_f64(), "s");
+        Ok(())
+    })
+}

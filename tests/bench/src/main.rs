@@ -18,6 +18,7 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         ("failover_p99_s", cluster::failover_p99_s),
         ("failover_p99_s_k8s", cluster::failover_p99_s_k8s),
         ("place_1000_targets_s", cluster::place_1000_targets_s),
+        ("loader_1000_targets_s", cluster::loader_1000_targets_s),
         ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
         ("collector_cpu_us_per_update", collector::cpu_us_per_update),
         ("scrape_1m_series_s", exporter::scrape_1m_series),
