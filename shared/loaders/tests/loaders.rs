@@ -179,7 +179,7 @@ fn auth_router() -> axum::Router {
             }),
         )
         .route("/broken", get(|| async { "{\"r1\": {\n  \"address\": }" }))
-        .route("/hang", get(|| std::future::pending::<&'static str>()))
+        .route("/hang", get(std::future::pending::<&'static str>))
 }
 
 #[tokio::test]
