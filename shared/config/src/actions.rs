@@ -133,9 +133,7 @@ impl ActionsConfig {
                     key: entry.key_path("type"),
                     expected: "expected the action type (gnomon runs http actions)".into(),
                 })?;
-            let name = entry
-                .string_if_set("name")?
-                .unwrap_or_else(|| key.to_string());
+            let name = entry.string_if_set("name")?.unwrap_or_else(|| key.clone());
             let kind = if type_name == "http" {
                 let http = HttpActionConfig::from_section(&entry)?;
                 entry.warn_unknown_keys();

@@ -41,6 +41,8 @@ enum Pipeline {
 enum Key {
     Text(String),
     Number(usize),
+    /// A field of the data, e.g. `{{ index .Targets .Input }}`.
+    Field(Vec<String>),
 }
 
 /// What the subset supports, for error messages.
@@ -230,6 +232,7 @@ fn parse_action(action: &str) -> Result<Pipeline, String> {
                 .iter()
                 .map(|t| match t.strip_prefix('"') {
                     Some(text) => Ok(Key::Text(text.to_string())),
+                    None if t.starts_with('.') => field_path(t, action).map(Key::Field),
                     None => t
                         .parse::<usize>()
                         .map(Key::Number)
@@ -269,6 +272,21 @@ fn run(pipeline: &Pipeline, data: &Value) -> Result<String, String> {
         Pipeline::Index(path, keys) => {
             let mut value = lookup(data, path);
             for key in keys {
+                let field_key;
+                let key = match key {
+                    Key::Field(path) => match lookup(data, path) {
+                        Some(Value::String(s)) => {
+                            field_key = Key::Text(s.clone());
+                            &field_key
+                        }
+                        Some(Value::Number(n)) if n.as_u64().is_some() => {
+                            field_key = Key::Number(n.as_u64().unwrap_or(0) as usize);
+                            &field_key
+                        }
+                        _ => return Err(format!("index: .{} is not a key", path.join("."))),
+                    },
+                    other => other,
+                };
                 value = match (value, key) {
                     (Some(Value::Object(map)), Key::Text(k)) => map.get(k),
                     (Some(Value::Array(items)), Key::Number(i)) => {
@@ -277,6 +295,7 @@ fn run(pipeline: &Pipeline, data: &Value) -> Result<String, String> {
                         })?)
                     }
                     (None | Some(Value::Null), _) => None,
+                    (Some(_), Key::Field(_)) => None,
                     (Some(other), _) => {
                         return Err(format!("cannot index {}", super::reader::type_name(other)))
                     }
@@ -338,13 +357,14 @@ mod tests {
 
     #[test]
     fn renders_the_supported_subset() {
-        let data = json!({"ID": "r1", "Tags": ["a", "b"], "Meta": {"site": "dub"}, "Port": 57400});
+        let data = json!({"ID": "r1", "Tags": ["a", "b"], "Meta": {"site": "dub"}, "Port": 57400, "Key": "site"});
         for (template, expected) in [
             ("{{ .ID }}", "r1"),
             ("{{.ID}}-{{ .Port }}", "r1-57400"),
             ("{{ .Meta.site }}", "dub"),
             ("{{ index .Meta \"site\" }}", "dub"),
             ("{{ index .Tags 1 }}", "b"),
+            ("{{ index .Meta .Key }}", "dub"),
             ("{{ join .Tags \",\" }}", "a,b"),
             ("{{ json .Tags }}", "[\"a\",\"b\"]"),
             ("{{ .Tags }}", "[a b]"),

@@ -203,32 +203,31 @@ fn bad_request(message: String) -> Response {
 fn parse_filters(
     params: &BTreeMap<String, String>,
     allowed: &[&str],
-) -> Result<BTreeMap<String, Vec<String>>, Response> {
+) -> Result<BTreeMap<String, Vec<String>>, String> {
     let Some(text) = params.get("filters").filter(|t| !t.is_empty()) else {
         return Ok(BTreeMap::new());
     };
-    let value: Value =
-        serde_json::from_str(text).map_err(|e| bad_request(format!("invalid filter: {e}")))?;
+    let value: Value = serde_json::from_str(text).map_err(|e| format!("invalid filter: {e}"))?;
     let Value::Object(map) = value else {
-        return Err(bad_request("invalid filter: not an object".into()));
+        return Err("invalid filter: not an object".into());
     };
     let mut out = BTreeMap::new();
     for (name, values) in map {
         if !allowed.contains(&name.as_str()) {
-            return Err(bad_request(format!("invalid filter '{name}'")));
+            return Err(format!("invalid filter '{name}'"));
         }
         let list: Vec<String> = match values {
             Value::Array(items) => items
                 .into_iter()
                 .map(|v| v.as_str().map(str::to_string))
                 .collect::<Option<_>>()
-                .ok_or_else(|| bad_request(format!("invalid filter '{name}'")))?,
+                .ok_or_else(|| format!("invalid filter '{name}'"))?,
             Value::Object(set) => set
                 .into_iter()
                 .filter(|(_, on)| on.as_bool() == Some(true))
                 .map(|(k, _)| k)
                 .collect(),
-            _ => return Err(bad_request(format!("invalid filter '{name}'"))),
+            _ => return Err(format!("invalid filter '{name}'")),
         };
         out.insert(name, list);
     }
@@ -252,7 +251,7 @@ async fn containers(
 ) -> Response {
     let filters = match parse_filters(&params, &["label", "status", "network", "name", "id"]) {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     if let Some(bad) = filters
         .get("status")
@@ -330,7 +329,7 @@ async fn networks(
 ) -> Response {
     let filters = match parse_filters(&params, &["name", "id", "label", "driver"]) {
         Ok(f) => f,
-        Err(response) => return response,
+        Err(message) => return bad_request(message),
     };
     let mut model = model.lock().unwrap_or_else(|e| e.into_inner());
     model.requests += 1;
