@@ -66,6 +66,7 @@ fn routes(state: ApiState) -> Router {
             get(get_subscription).delete(delete_subscription),
         )
         .route("/api/v1/config", get(effective_config))
+        .route("/api/v1/config/{section}", get(config_section))
         .layer(middleware::from_fn(join_caller_trace))
         .with_state(state)
         .merge(base_routes())
@@ -271,6 +272,40 @@ fn json_body(body: &Bytes) -> Result<serde_json::Value, String> {
 async fn effective_config(State(ApiState { collector, .. }): State<ApiState>) -> Response {
     match serde_json::to_value(collector.config_snapshot()) {
         Ok(config) => json(StatusCode::OK, &gnomon_common::secret::redact_json(&config)),
+        Err(error) => errors(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+    }
+}
+
+/// gnmic's `GET /api/v1/config/{outputs,inputs,processors,clustering,api-server}`: one
+/// section of the effective configuration, secrets shown as `****`.
+async fn config_section(
+    State(ApiState { collector, .. }): State<ApiState>,
+    Path(section): Path<String>,
+) -> Response {
+    const SECTIONS: [&str; 5] = [
+        "outputs",
+        "inputs",
+        "processors",
+        "clustering",
+        "api-server",
+    ];
+    if !SECTIONS.contains(&section.as_str()) {
+        return errors(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no configuration section {section:?} (known: targets, subscriptions, {})",
+                SECTIONS.join(", ")
+            ),
+        );
+    }
+    match serde_json::to_value(collector.config_snapshot()) {
+        Ok(config) => {
+            let value = config
+                .get(&section)
+                .cloned()
+                .unwrap_or(serde_json::Value::Null);
+            json(StatusCode::OK, &gnomon_common::secret::redact_json(&value))
+        }
         Err(error) => errors(StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
     }
 }

@@ -238,4 +238,34 @@ async fn subscriptions_change_at_runtime_on_every_member_without_restarts() {
     );
     assert!(config["subscriptions"].get("extra").is_none(), "{config}");
     assert!(config["outputs"].get("nats-out").is_some(), "{config}");
+    let (status, body) = call(
+        &h,
+        reqwest::Method::GET,
+        "g3",
+        "/api/v1/config/outputs",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let outputs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(outputs["nats-out"]["type"], "nats", "{outputs}");
+    let (status, body) = call(
+        &h,
+        reqwest::Method::GET,
+        "g3",
+        "/api/v1/config/clustering",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"g3\""), "{body}");
+    let (status, body) = call(
+        &h,
+        reqwest::Method::GET,
+        "g3",
+        "/api/v1/config/nothing",
+        None,
+    )
+    .await;
+    assert_eq!(status, 404, "{body}");
 }
