@@ -156,6 +156,13 @@ impl CollectorHandle {
         self.config().target_from_json(body)
     }
 
+    /// The outputs' processor chains (a SIGHUP rebuilds them from new definitions).
+    pub fn processor_chains(&self) -> Option<gnomon_processors::ChainSet> {
+        lock(&self.inner.outputs)
+            .as_ref()
+            .map(|outputs| outputs.chains().clone())
+    }
+
     /// Parses a subscription posted as JSON or read from the cluster store.
     pub fn parse_subscription(
         &self,

@@ -137,6 +137,8 @@ struct RunningOutput {
 /// A running exporter.
 pub struct Exporter {
     outputs: BTreeMap<String, RunningOutput>,
+    /// The processor chains of the outputs and inputs, for a SIGHUP to rebuild.
+    chains: gnomon_processors::ChainSet,
     stats: Arc<ExporterStats>,
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
@@ -195,12 +197,16 @@ impl Exporter {
                 }
                 (None, None) => None,
             };
+        let chains = gnomon_processors::ChainSet::default();
         for (name, config) in &settings.outputs {
             let chain = settings
                 .processors
                 .chain_for(&format!("outputs.{name}"), &config.event_processors)
                 .map_err(anyhow::Error::msg)?;
             let output = Arc::new(PrometheusOutput::new(name, config.clone()).with_chain(chain));
+            if let Some(chain) = output.live_chain() {
+                chains.register(&format!("outputs.{name}"), &config.event_processors, chain);
+            }
             let address = config.listen_socket_address();
             let listener = gnomon_api_server::Listener::bind("prometheus", &address)
                 .await
@@ -319,7 +325,13 @@ impl Exporter {
                 .chain_for(&format!("inputs.{name}"), &config.event_processors)
                 .map_err(anyhow::Error::msg)?;
             let input = Arc::new(input::NatsInput {
-                chain: processing::SharedChain::new(chain),
+                chain: processing::SharedChain::new(chain).inspect(|chain| {
+                    chains.register(
+                        &format!("inputs.{name}"),
+                        &config.event_processors,
+                        chain.live(),
+                    )
+                }),
                 name: name.clone(),
                 queue: config.effective_queue(name, &settings.instance_name),
                 client_name: config.client_name(name, &settings.instance_name),
@@ -339,6 +351,7 @@ impl Exporter {
         }
         Ok(Self {
             outputs,
+            chains,
             stats,
             tasks,
             shutdown,
@@ -361,6 +374,11 @@ impl Exporter {
         self.outputs
             .get(output)
             .is_some_and(|o| o.registered.load(Ordering::SeqCst))
+    }
+
+    /// The processor chains of the outputs and inputs (a SIGHUP rebuilds them).
+    pub fn processor_chains(&self) -> gnomon_processors::ChainSet {
+        self.chains.clone()
     }
 
     /// The exporter's counters.

@@ -96,6 +96,11 @@ impl PrometheusOutput {
         self
     }
 
+    /// The output's processor chain, when it has one.
+    pub fn live_chain(&self) -> Option<&gnomon_processors::LiveChain> {
+        self.chain.as_ref().map(SharedChain::live)
+    }
+
     /// Whether the output has processors.
     pub fn has_processors(&self) -> bool {
         self.chain.is_some()

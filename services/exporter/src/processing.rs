@@ -16,9 +16,9 @@
 
 use crate::naming::SampleValue;
 use crate::wire::WireEvent;
-use gnomon_processors::{Chain, FieldMap, Record, Str, Val};
+use gnomon_processors::{Chain, FieldMap, LiveChain, Record, Str, Val};
 use std::borrow::Cow;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// How events reach an output's processors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,12 +31,17 @@ pub enum Batching {
 
 /// A chain owned by one input or output, shared by its workers (state per output, as
 /// gnmic keeps it).
-pub struct SharedChain(Mutex<Chain>);
+pub struct SharedChain(LiveChain);
 
 impl SharedChain {
     /// `None` for an empty list: no processors, nothing to pay.
     pub fn new(chain: Chain) -> Option<Self> {
-        (!chain.is_empty()).then(|| Self(Mutex::new(chain)))
+        (!chain.is_empty()).then(|| Self(Arc::new(Mutex::new(chain))))
+    }
+
+    /// The chain as a SIGHUP rebuilds it (see `gnomon_processors::ChainSet`).
+    pub fn live(&self) -> &LiveChain {
+        &self.0
     }
 
     /// Applies the chain to `records` in batches of `batching`.

@@ -275,6 +275,12 @@ pub async fn run_node(
                 collector: collector.clone(),
                 targets: store.clone(),
                 subscriptions: subscription_store.clone(),
+                processor_chains: collector
+                    .as_ref()
+                    .and_then(CollectorHandle::processor_chains)
+                    .into_iter()
+                    .chain(exporter.as_ref().map(Exporter::processor_chains))
+                    .collect(),
             },
             shutdown.clone(),
         )));

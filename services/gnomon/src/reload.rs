@@ -1,9 +1,10 @@
 //! SIGHUP: read the configuration file again and apply what changed in its targets and
 //! subscriptions, the same way a REST call would — into the cluster store when clustered
 //! (every member follows it; the leader places new targets), straight into the collector
-//! otherwise. A running target is touched only when what it collects with changed. Changes
-//! to other sections need a restart and are named in a warning; a file that no longer
-//! loads is reported and the running configuration kept.
+//! otherwise — and in its processor definitions (every chain of this process is rebuilt;
+//! each member applies its own file). A running target is touched only when what it
+//! collects with changed. Changes to other sections need a restart and are named in a
+//! warning; a file that no longer loads is reported and the running configuration kept.
 
 use gnomon_collector::CollectorHandle;
 use gnomon_config::GnomonConfig;
@@ -19,6 +20,8 @@ pub struct Appliers {
     pub collector: Option<CollectorHandle>,
     pub targets: Option<TargetStore>,
     pub subscriptions: Option<SubscriptionStore>,
+    /// The processor chains of this process's outputs and inputs.
+    pub processor_chains: Vec<gnomon_processors::ChainSet>,
 }
 
 /// Applies the file's changes on every SIGHUP until `shutdown`.
@@ -93,6 +96,15 @@ impl Changes {
 pub async fn apply(old: &GnomonConfig, new: &GnomonConfig, to: &Appliers) -> Changes {
     let mut changes = Changes::default();
     warn_about_restart_only_sections(old, new);
+    if old.processors != new.processors {
+        for chains in &to.processor_chains {
+            let result = chains
+                .reload(&new.processors)
+                .map(|rebuilt| tracing::info!(rebuilt, "SIGHUP: processor chains rebuilt"))
+                .map_err(|e| e.to_string());
+            changes.record("processors applied", "processors", result);
+        }
+    }
     for (name, subscription) in &new.subscriptions {
         if old.subscriptions.get(name) == Some(subscription) {
             continue;
@@ -178,7 +190,6 @@ fn warn_about_restart_only_sections(old: &GnomonConfig, new: &GnomonConfig) {
     let changed: Vec<&str> = [
         section("outputs", old.outputs == new.outputs),
         section("inputs", old.inputs == new.inputs),
-        section("processors", old.processors == new.processors),
         section("clustering", old.clustering == new.clustering),
         section("api-server", old.api == new.api),
         section("global settings", old.globals == new.globals),
@@ -189,7 +200,7 @@ fn warn_about_restart_only_sections(old: &GnomonConfig, new: &GnomonConfig) {
     if !changed.is_empty() {
         tracing::warn!(
             sections = ?changed,
-            "SIGHUP applies targets and subscriptions; these changed sections need a restart and are not applied"
+            "SIGHUP applies targets, subscriptions and processors; these changed sections need a restart and are not applied"
         );
     }
 }
@@ -232,6 +243,7 @@ mod tests {
             collector: Some(collector.clone()),
             targets: None,
             subscriptions: None,
+            processor_chains: Vec::new(),
         };
 
         // A subscription and a target added: both applied, dev0 keeps running.

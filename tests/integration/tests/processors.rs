@@ -302,7 +302,7 @@ async fn simulator_to_prometheus_with_gnmic_processors_gives_gnmic_names_and_lab
          {COLLECTOR_PROCESSORS}",
         nats = nats.address()
     );
-    let _exporter = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter);
+    let exporter_process = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter);
     wait_for_tcp(&listen, Duration::from_secs(20)).unwrap();
 
     let prometheus = gnomon_testkit::PrometheusServer::start(&format!(
@@ -415,4 +415,29 @@ async fn simulator_to_prometheus_with_gnmic_processors_gives_gnmic_names_and_lab
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+
+    // SIGHUP with an edited processor definition: the running exporter rebuilds its chains
+    // (no restart) and the new label value appears on the next samples.
+    let edited = exporter.replace("add: {site: lab}", "add: {site: lab2}");
+    assert_ne!(edited, exporter);
+    std::fs::write(dir.path().join("exporter.yaml"), edited).unwrap();
+    exporter_process.signal(SIGHUP);
+    let started = Instant::now();
+    loop {
+        let body = match http.get(format!("http://{listen}/metrics")).send().await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        if body.contains("site=\"lab2\",source=\"dev0\"") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no series with the reloaded processor:\n{body}\n{}",
+            exporter_process.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
+
+const SIGHUP: i32 = 1;

@@ -6,7 +6,7 @@ use super::rotation::RotatingFile;
 use super::{dropped_counter, Collected, OutputError, OutputItem, OutputSender};
 use gnomon_config::{FileDestination, FileOutputConfig};
 use gnomon_gnmi::event::response_to_events;
-use gnomon_processors::{Chain, Record};
+use gnomon_processors::{LiveChain, Record};
 use std::io::{BufWriter, Write};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -74,7 +74,7 @@ const BUFFER: usize = 64 * 1024;
 pub fn start(
     name: &str,
     config: &FileOutputConfig,
-    chain: Chain,
+    chain: Option<LiveChain>,
     stop: CancellationToken,
 ) -> Result<(OutputSender, JoinHandle<()>), OutputError> {
     let sink = Sink::open(name, config).map_err(|e| OutputError {
@@ -85,7 +85,7 @@ pub fn start(
     let writer = FileWriter {
         output: name.to_string(),
         split_events: config.split_events,
-        chain: (!chain.is_empty()).then_some(chain),
+        chain,
         sink,
         line: Vec::with_capacity(4096),
         write_errors: dropped_counter(name, "write_error"),
@@ -101,8 +101,9 @@ pub fn start(
 struct FileWriter {
     output: String,
     split_events: bool,
-    /// The output's event processors (the writer thread owns them).
-    chain: Option<Chain>,
+    /// The output's event processors (only the writer thread runs them; the mutex lets a
+    /// SIGHUP swap them).
+    chain: Option<LiveChain>,
     sink: Sink,
     /// The lines of the response being written, reused.
     line: Vec<u8>,
@@ -162,7 +163,10 @@ impl FileWriter {
             None => self.write_events(&events),
             Some(chain) => {
                 let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
-                chain.apply_records(&mut records);
+                chain
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .apply_records(&mut records);
                 if records.is_empty() {
                     return;
                 }

@@ -22,7 +22,7 @@ use crate::codec::RawResponse;
 use gnomon_bus::Bus;
 use gnomon_config::OutputConfig;
 use gnomon_gnmi::event::EventMeta;
-use gnomon_processors::{Chain, Processors};
+use gnomon_processors::{ChainSet, LiveChain, Processors};
 use metrics::Counter;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
@@ -227,6 +227,8 @@ impl OutputSender {
 /// Every running output.
 pub struct Outputs {
     senders: BTreeMap<String, OutputSender>,
+    /// The outputs' processor chains, for a SIGHUP to rebuild.
+    chains: ChainSet,
     slots: usize,
     workers: Vec<JoinHandle<()>>,
     stop: CancellationToken,
@@ -240,14 +242,27 @@ pub struct OutputError {
     pub reason: String,
 }
 
-/// The chain of output `name`'s `event-processors` list.
-fn chain_of(processors: &Processors, name: &str, list: &[String]) -> Result<Chain, OutputError> {
-    processors
-        .chain_for(&format!("outputs.{name}"), list)
+/// The chain of output `name`'s `event-processors` list (none for an empty list: nothing
+/// to pay), registered in `chains` so a SIGHUP can rebuild it.
+fn chain_of(
+    processors: &Processors,
+    chains: &ChainSet,
+    name: &str,
+    list: &[String],
+) -> Result<Option<LiveChain>, OutputError> {
+    let owner = format!("outputs.{name}");
+    let chain = processors
+        .chain_for(&owner, list)
         .map_err(|e| OutputError {
             output: name.to_string(),
             reason: e.to_string(),
-        })
+        })?;
+    if chain.is_empty() {
+        return Ok(None);
+    }
+    let chain = Arc::new(std::sync::Mutex::new(chain));
+    chains.register(&owner, list, &chain);
+    Ok(Some(chain))
 }
 
 /// Compiles the raw `processors` section for these outputs; an error names the processor,
@@ -308,14 +323,16 @@ impl Outputs {
         shared_bus: Option<Arc<dyn Bus>>,
     ) -> Result<Self, OutputError> {
         let processors = compile_processors(configs, processors)?;
+        let chains = ChainSet::default();
         let stop = CancellationToken::new();
         let mut senders = BTreeMap::new();
         let mut workers = Vec::new();
         for (index, (name, config)) in configs.iter().enumerate() {
             match config {
                 OutputConfig::Nats(nats_config) => {
-                    let chain = chain_of(&processors, name, &nats_config.event_processors)?;
-                    if !chain.is_empty() && nats_config.format == gnomon_config::NatsFormat::Proto {
+                    let chain =
+                        chain_of(&processors, &chains, name, &nats_config.event_processors)?;
+                    if chain.is_some() && nats_config.format == gnomon_config::NatsFormat::Proto {
                         tracing::info!(output = %name, "event-processors apply to the event format only; the proto format forwards responses as received (as gnmic)");
                     }
                     let (sender, handles) = nats::start(
@@ -330,7 +347,8 @@ impl Outputs {
                     workers.extend(handles);
                 }
                 OutputConfig::File(file_config) => {
-                    let chain = chain_of(&processors, name, &file_config.event_processors)?;
+                    let chain =
+                        chain_of(&processors, &chains, name, &file_config.event_processors)?;
                     let (sender, handle) = file::start(name, file_config, chain, stop.clone())?;
                     senders.insert(name.clone(), sender);
                     workers.push(handle);
@@ -342,10 +360,16 @@ impl Outputs {
         }
         Ok(Self {
             senders,
+            chains,
             slots: configs.len(),
             workers,
             stop,
         })
+    }
+
+    /// The outputs' live processor chains.
+    pub fn chains(&self) -> &ChainSet {
+        &self.chains
     }
 
     /// Number of slots a [`StreamInfo`] needs (one per configured output).

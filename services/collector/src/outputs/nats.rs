@@ -15,7 +15,7 @@ use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
 use gnomon_config::{NatsFormat, NatsOutputConfig};
 use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
-use gnomon_processors::{Chain, Record};
+use gnomon_processors::{Chain, LiveChain, Record};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -57,13 +57,12 @@ pub fn start(
     index: usize,
     name: &str,
     config: &NatsOutputConfig,
-    chain: Chain,
+    chain: Option<LiveChain>,
     shared_bus: Option<Arc<dyn Bus>>,
     stop: CancellationToken,
 ) -> (OutputSender, Vec<JoinHandle<()>>) {
     // One chain per output, shared by its workers; only the event format uses it.
-    let chain = (!chain.is_empty() && config.format == NatsFormat::Event)
-        .then(|| Arc::new(Mutex::new(chain)));
+    let chain = chain.filter(|_| config.format == NatsFormat::Event);
     if config.tls.as_ref().is_some_and(|t| t.skip_verify) {
         tracing::warn!(output = %name, "tls.skip-verify is not supported for NATS; the server certificate is verified");
     }
