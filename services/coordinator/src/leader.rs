@@ -591,15 +591,23 @@ impl Term {
     }
 
     /// The move that takes `target` to `member`: `None` when it is there already, refused
-    /// when either is unknown, the target has no holder (or one that is not a member), a
-    /// placement or move of it is in flight, or another member matches its tags better
-    /// (affinity would move it straight back: a manual move must not flap).
+    /// when either is unknown, another member matches its tags better (affinity would move
+    /// it straight back: a manual move must not flap), a placement or move of it is in
+    /// flight, or it has no holder (or one that is not a member). Refusals that waiting
+    /// cannot lift come first.
     fn plan_move(&self, target: &str, member: &str) -> Result<Option<Move>, CommandError> {
         let Some(config) = self.targets.get(target) else {
             return Err(CommandError::UnknownTarget(target.to_string()));
         };
         if !self.members.contains_key(member) {
             return Err(CommandError::UnknownMember(member.to_string()));
+        }
+        if let Some(better) = better_match(&self.candidates(), &target_tags(config), member) {
+            return Err(CommandError::WorseMatch {
+                target: target.to_string(),
+                member: member.to_string(),
+                better: better.name.clone(),
+            });
         }
         if self.in_flight.contains_key(target) {
             return Err(CommandError::Busy(target.to_string()));
@@ -614,13 +622,6 @@ impl Term {
             return Err(CommandError::OwnerNotMember {
                 target: target.to_string(),
                 owner: owner.clone(),
-            });
-        }
-        if let Some(better) = better_match(&self.candidates(), &target_tags(config), member) {
-            return Err(CommandError::WorseMatch {
-                target: target.to_string(),
-                member: member.to_string(),
-                better: better.name.clone(),
             });
         }
         Ok(Some(Move {
@@ -949,7 +950,16 @@ mod tests {
             &[("pinned", DC2), ("cluster-wide", &["cluster-name=c1"])],
             &[("pinned", "m2"), ("cluster-wide", "m1")],
         );
+        // Refused even while a move of it is in flight: waiting would not help.
+        term.in_flight.insert(
+            "pinned".into(),
+            Placement {
+                member: "m2".into(),
+                denied: HashSet::new(),
+            },
+        );
         let refused = term.plan_move("pinned", "m3").unwrap_err();
+        term.in_flight.clear();
         assert_eq!(
             refused,
             CommandError::WorseMatch {

@@ -538,6 +538,30 @@ fn move_body(target: &str, member: &str) -> String {
     serde_json::json!({ "target": target, "member": member }).to_string()
 }
 
+/// Asks `api` to move `target` to `member` until the answer is not "being placed or moved
+/// right now" (the leader learns that a handover finished a moment after the store shows it).
+async fn move_when_settled(
+    api: &axum::Router,
+    target: &str,
+    member: &str,
+) -> (StatusCode, serde_json::Value) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = call(
+            api,
+            "POST",
+            "/api/v1/cluster/move",
+            &move_body(target, member),
+        )
+        .await;
+        let busy = status == StatusCode::CONFLICT && body.to_string().contains("right now");
+        if !busy || tokio::time::Instant::now() >= deadline {
+            return (status, body);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Issue 16.4: `POST /api/v1/cluster/move` on the leader moves a target to the named member
 /// with the handover and refuses, naming what is wrong, what it cannot or must not do;
 /// another instance answers "not leader". `GET /api/v1/cluster/assignments` answers on any
@@ -662,13 +686,7 @@ async fn a_target_moves_to_the_named_member_on_request() {
 
     // Already there: nothing moves.
     let owner = placed["t0"].clone();
-    let (status, body) = call(
-        &leader,
-        "POST",
-        "/api/v1/cluster/move",
-        &move_body("t0", &owner),
-    )
-    .await;
+    let (status, body) = move_when_settled(&leader, "t0", &owner).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, serde_json::json!({"moves": 0}))
@@ -679,13 +697,7 @@ async fn a_target_moves_to_the_named_member_on_request() {
         .into_iter()
         .find(|m| *m != owner)
         .unwrap();
-    let (status, body) = call(
-        &leader,
-        "POST",
-        "/api/v1/cluster/move",
-        &move_body("t0", to),
-    )
-    .await;
+    let (status, body) = move_when_settled(&leader, "t0", to).await;
     assert_eq!(
         (status, body),
         (StatusCode::OK, serde_json::json!({"moves": 1}))
