@@ -3,6 +3,7 @@
 //! elsewhere, as gnmic does.
 
 use crate::election::{CoordinatorHandle, LeaderRequestError};
+use crate::leader::CommandError;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -10,7 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use gnomon_coordination::target_store::TargetConfigError;
 use gnomon_coordination::{keys, Coordination, TargetStore};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -77,6 +78,8 @@ pub fn router(state: ClusterApiState) -> Router {
         .route("/api/v1/cluster/leader", get(leader).delete(step_down))
         .route("/api/v1/cluster/rebalance", post(rebalance))
         .route("/api/v1/cluster/members/{name}/drain", post(drain))
+        .route("/api/v1/cluster/move", post(move_target))
+        .route("/api/v1/cluster/assignments", get(assignments))
         .with_state(state)
 }
 
@@ -187,6 +190,87 @@ async fn drain(State(state): State<ClusterApiState>, Path(name): Path<String>) -
         Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
         Err(e) => leader_error(e),
     }
+}
+
+/// The body of `POST /api/v1/cluster/move`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MoveRequest {
+    target: String,
+    member: String,
+}
+
+/// `POST /api/v1/cluster/move` with `{"target": "<name>", "member": "<instance-name>"}`, on
+/// the leader (400 "not leader" elsewhere): moves the target to the member with the usual
+/// handover (the member starts it and waits for its lock, then the old holder releases it)
+/// and answers `{"moves":1}`, or `{"moves":0}` when the member holds it already. Refusals,
+/// as `{"errors":[...]}`: a body that is not that object (400), an unknown target or member
+/// (404), a target no member holds yet, one being placed or moved right now, or a member
+/// whose tags match the target less than another member's — affinity would move it straight
+/// back — (409, naming both members).
+async fn move_target(State(state): State<ClusterApiState>, body: axum::body::Bytes) -> Response {
+    let request: MoveRequest = match serde_json::from_slice(&body) {
+        Ok(request) => request,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid body: {e}; expected {{\"target\": \"<name>\", \"member\": \"<instance-name>\"}}"
+                ),
+            )
+        }
+    };
+    let result = match state.handle() {
+        Ok(handle) => handle.move_target(&request.target, &request.member).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(moves) => Json(serde_json::json!({ "moves": moves })).into_response(),
+        Err(LeaderRequestError::Refused(refusal)) => {
+            let status = match refusal {
+                CommandError::UnknownTarget(_) | CommandError::UnknownMember(_) => {
+                    StatusCode::NOT_FOUND
+                }
+                CommandError::NotPlaced(_)
+                | CommandError::Busy(_)
+                | CommandError::OwnerNotMember { .. }
+                | CommandError::WorseMatch { .. } => StatusCode::CONFLICT,
+            };
+            error(status, refusal)
+        }
+        Err(e) => leader_error(e),
+    }
+}
+
+/// `GET /api/v1/cluster/assignments`, on any instance, from the coordination store: every
+/// target configured in the cluster and every target whose lock is held, with the instance
+/// holding its lock or `null`: `{"assignments": {"t1": "gnomon1", "t2": null}}` (names
+/// sorted). A target locked but not configured (being removed) is listed with its holder.
+async fn assignments(State(state): State<ClusterApiState>) -> Response {
+    let unavailable =
+        |e: gnomon_coordination::CoordinationError| error(StatusCode::SERVICE_UNAVAILABLE, e);
+    let cluster = &state.cluster_name;
+    let configured = match TargetStore::new(state.coordination.clone(), cluster)
+        .list()
+        .await
+    {
+        Ok(targets) => targets,
+        Err(e) => return unavailable(e),
+    };
+    let locks = match state
+        .coordination
+        .list(&format!("{}/", keys::targets_prefix(cluster)))
+        .await
+    {
+        Ok(locks) => locks,
+        Err(e) => return unavailable(e),
+    };
+    let mut assignments: BTreeMap<String, Option<String>> =
+        configured.into_keys().map(|name| (name, None)).collect();
+    for (key, holder) in locks {
+        assignments.insert(keys::target_name_from_key(&key).to_string(), Some(holder));
+    }
+    Json(serde_json::json!({ "assignments": assignments })).into_response()
 }
 
 /// Target-config routes for an instance without a collector (a coordinator alone): they

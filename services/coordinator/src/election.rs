@@ -81,6 +81,23 @@ impl CoordinatorHandle {
             .await??)
     }
 
+    /// Moves `target` to `member` with a handover; returns the number of moves (0 when the
+    /// target is there already).
+    pub async fn move_target(
+        &self,
+        target: &str,
+        member: &str,
+    ) -> Result<usize, LeaderRequestError> {
+        let (target, member) = (target.to_string(), member.to_string());
+        Ok(self
+            .ask(|reply| LeaderCommand::Move {
+                target,
+                member,
+                reply,
+            })
+            .await??)
+    }
+
     /// Gives up the leader lock.
     pub async fn step_down(&self) -> Result<(), LeaderRequestError> {
         self.ask(|reply| LeaderCommand::StepDown { reply }).await

@@ -6,7 +6,7 @@ use crate::handshake::{Assignment, Handshake};
 use crate::member_client::MemberClient;
 use crate::members::Member;
 use crate::placement::{
-    plan_rebalance, select_member, tag_prefix_match, Candidate, Move, PlacementError,
+    better_match, plan_rebalance, select_member, tag_prefix_match, Candidate, Move, PlacementError,
 };
 use crate::settings::CoordinatorSettings;
 use bytes::Bytes;
@@ -27,6 +27,21 @@ use tracing::Instrument;
 pub enum CommandError {
     #[error("unknown instance: {0}")]
     UnknownMember(String),
+    #[error("unknown target: {0}")]
+    UnknownTarget(String),
+    #[error("target {0} is not placed yet: no member holds its lock")]
+    NotPlaced(String),
+    #[error("target {0} is being placed or moved right now; try again when it is done")]
+    Busy(String),
+    #[error("target {target} is held by {owner}, which is not a registered member; try again when its lock is gone")]
+    OwnerNotMember { target: String, owner: String },
+    /// A manual move the affinity rule would undo at once.
+    #[error("target {target}'s tags match {better} better than {member}: affinity would move it back to {better}")]
+    WorseMatch {
+        target: String,
+        member: String,
+        better: String,
+    },
 }
 
 /// Requests the API sends to the leader.
@@ -36,6 +51,12 @@ pub enum LeaderCommand {
         reply: oneshot::Sender<Result<usize, CommandError>>,
     },
     Drain {
+        member: String,
+        reply: oneshot::Sender<Result<usize, CommandError>>,
+    },
+    /// Move `target` to `member` (0 moves when it is there already).
+    Move {
+        target: String,
         member: String,
         reply: oneshot::Sender<Result<usize, CommandError>>,
     },
@@ -557,7 +578,65 @@ impl Term {
                 let _ = reply.send(Ok(count));
                 None
             }
+            LeaderCommand::Move {
+                target,
+                member,
+                reply,
+            } => {
+                self.refresh().await;
+                let result = self.plan_move(&target, &member).map(|planned| match planned {
+                    Some(mv) => {
+                        tracing::info!(target = %Escaped(&mv.target), from = %mv.from, to = %mv.to, "moving a target on request");
+                        self.execute_moves(vec![mv]);
+                        1
+                    }
+                    None => 0,
+                });
+                let _ = reply.send(result);
+                None
+            }
         }
+    }
+
+    /// The move that takes `target` to `member`: `None` when it is there already, refused
+    /// when either is unknown, another member matches its tags better (affinity would move
+    /// it straight back: a manual move must not flap), a placement or move of it is in
+    /// flight, or it has no holder (or one that is not a member). Refusals that waiting
+    /// cannot lift come first.
+    fn plan_move(&self, target: &str, member: &str) -> Result<Option<Move>, CommandError> {
+        let Some(config) = self.targets.get(target) else {
+            return Err(CommandError::UnknownTarget(target.to_string()));
+        };
+        if !self.members.contains_key(member) {
+            return Err(CommandError::UnknownMember(member.to_string()));
+        }
+        if let Some(better) = better_match(&self.candidates(), &target_tags(config), member) {
+            return Err(CommandError::WorseMatch {
+                target: target.to_string(),
+                member: member.to_string(),
+                better: better.name.clone(),
+            });
+        }
+        if self.in_flight.contains_key(target) {
+            return Err(CommandError::Busy(target.to_string()));
+        }
+        let Some(owner) = self.holders.get(target) else {
+            return Err(CommandError::NotPlaced(target.to_string()));
+        };
+        if owner == member {
+            return Ok(None);
+        }
+        if !self.members.contains_key(owner) {
+            return Err(CommandError::OwnerNotMember {
+                target: target.to_string(),
+                owner: owner.clone(),
+            });
+        }
+        Ok(Some(Move {
+            target: target.to_string(),
+            from: owner.clone(),
+            to: member.to_string(),
+        }))
     }
 
     fn owned_by_members(&self) -> BTreeMap<String, Vec<String>> {
@@ -732,5 +811,191 @@ impl Term {
                 .instrument(span),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gnomon_coordination::MemoryCoordination;
+
+    /// A term over an empty memory store with `members` (name, custom tags), `targets`
+    /// (name, tags) and `holders` (target, owner) set directly, for planning only.
+    fn term(
+        members: &[(&str, &[&str])],
+        targets: &[(&str, &[&str])],
+        holders: &[(&str, &str)],
+    ) -> Term {
+        let settings = CoordinatorSettings::new("c1", "leader");
+        let coordination: Arc<dyn Coordination> = Arc::new(MemoryCoordination::new("leader"));
+        let (results, _) = mpsc::channel(1);
+        let (holders_tx, _) = watch::channel(BTreeMap::new());
+        let members = members
+            .iter()
+            .map(|(name, custom)| {
+                let mut tags = vec![
+                    "cluster-name=c1".to_string(),
+                    format!("instance-name={name}"),
+                    "__protocol=http".to_string(),
+                ];
+                tags.extend(custom.iter().map(|t| t.to_string()));
+                let member = Member {
+                    name: name.to_string(),
+                    api: format!("http://{name}:7890"),
+                    tags,
+                };
+                (name.to_string(), member)
+            })
+            .collect();
+        let targets = targets
+            .iter()
+            .map(|(name, tags)| {
+                let config =
+                    serde_json::json!({"name": name, "address": "10.0.0.1:57400", "tags": tags});
+                (name.to_string(), config)
+            })
+            .collect();
+        let holders = holders
+            .iter()
+            .map(|(t, m)| (t.to_string(), m.to_string()))
+            .collect();
+        Term {
+            client: MemberClient::new(&settings.member_client).unwrap(),
+            store: TargetStore::new(coordination.clone(), "c1"),
+            settings,
+            coordination,
+            members,
+            targets,
+            holders,
+            holders_tx,
+            in_flight: HashMap::new(),
+            results,
+            cancel: CancellationToken::new(),
+            retries: HashMap::new(),
+            unplaceable: HashSet::new(),
+            synced: true,
+        }
+    }
+
+    const DC2: &[&str] = &[
+        "cluster-name=c1",
+        "instance-name=m2",
+        "__protocol=http",
+        "site=dc2",
+    ];
+
+    #[test]
+    fn a_move_goes_from_the_holder_to_the_named_member() {
+        let term = term(
+            &[("m1", &[]), ("m2", &[]), ("m3", &[])],
+            &[("t1", &[]), ("t2", &[])],
+            &[("t1", "m1"), ("t2", "m2")],
+        );
+        assert_eq!(
+            term.plan_move("t1", "m3"),
+            Ok(Some(Move {
+                target: "t1".into(),
+                from: "m1".into(),
+                to: "m3".into()
+            }))
+        );
+        // Already there: nothing to do.
+        assert_eq!(term.plan_move("t2", "m2"), Ok(None));
+    }
+
+    #[test]
+    fn a_move_names_what_is_unknown_or_not_ready() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[])],
+            &[("t1", &[]), ("unplaced", &[]), ("orphaned", &[])],
+            &[("t1", "m1"), ("orphaned", "gone"), ("unconfigured", "m1")],
+        );
+        assert_eq!(
+            term.plan_move("nope", "m2"),
+            Err(CommandError::UnknownTarget("nope".into()))
+        );
+        // A lock without a config is no target of the cluster.
+        assert_eq!(
+            term.plan_move("unconfigured", "m2"),
+            Err(CommandError::UnknownTarget("unconfigured".into()))
+        );
+        assert_eq!(
+            term.plan_move("t1", "nobody"),
+            Err(CommandError::UnknownMember("nobody".into()))
+        );
+        assert_eq!(
+            term.plan_move("unplaced", "m2"),
+            Err(CommandError::NotPlaced("unplaced".into()))
+        );
+        assert_eq!(
+            term.plan_move("orphaned", "m2"),
+            Err(CommandError::OwnerNotMember {
+                target: "orphaned".into(),
+                owner: "gone".into()
+            })
+        );
+        term.in_flight.insert(
+            "t1".into(),
+            Placement {
+                member: "m2".into(),
+                denied: HashSet::new(),
+            },
+        );
+        assert_eq!(
+            term.plan_move("t1", "m2"),
+            Err(CommandError::Busy("t1".into()))
+        );
+        assert_eq!(
+            CommandError::NotPlaced("unplaced".into()).to_string(),
+            "target unplaced is not placed yet: no member holds its lock"
+        );
+    }
+
+    #[test]
+    fn a_move_affinity_would_undo_is_refused_naming_both_members() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &["site=dc2"]), ("m3", &[])],
+            &[("pinned", DC2), ("cluster-wide", &["cluster-name=c1"])],
+            &[("pinned", "m2"), ("cluster-wide", "m1")],
+        );
+        // Refused even while a move of it is in flight: waiting would not help.
+        term.in_flight.insert(
+            "pinned".into(),
+            Placement {
+                member: "m2".into(),
+                denied: HashSet::new(),
+            },
+        );
+        let refused = term.plan_move("pinned", "m3").unwrap_err();
+        term.in_flight.clear();
+        assert_eq!(
+            refused,
+            CommandError::WorseMatch {
+                target: "pinned".into(),
+                member: "m3".into(),
+                better: "m2".into()
+            }
+        );
+        assert_eq!(
+            refused.to_string(),
+            "target pinned's tags match m2 better than m3: affinity would move it back to m2"
+        );
+        // Every member matches the cluster name equally: the move stands, and affinity
+        // finds nothing to move afterwards.
+        assert!(term.plan_move("cluster-wide", "m3").unwrap().is_some());
+        term.holders.insert("cluster-wide".into(), "m3".into());
+        assert!(term.affinity_moves().is_empty());
+    }
+
+    #[test]
+    fn a_move_away_from_a_worse_match_to_the_best_one_is_allowed() {
+        let term = term(
+            &[("m1", &[]), ("m2", &["site=dc2"])],
+            &[("pinned", DC2)],
+            &[("pinned", "m1")],
+        );
+        // Affinity plans the same move: a manual one only does it sooner.
+        let planned = term.plan_move("pinned", "m2").unwrap().unwrap();
+        assert_eq!(term.affinity_moves(), vec![planned]);
     }
 }

@@ -68,6 +68,25 @@ pub fn select_member<'a>(
         .ok_or(PlacementError::NoSuitableMember)
 }
 
+/// The member whose tags match `target_tags` strictly better than member `to`'s (the best
+/// match, ties by name), if there is one: the affinity rule would move a target placed on
+/// `to` over to it. `None` for a target without tags, as affinity leaves those alone.
+pub fn better_match<'a>(
+    candidates: &'a [Candidate],
+    target_tags: &[String],
+    to: &str,
+) -> Option<&'a Candidate> {
+    if target_tags.is_empty() {
+        return None;
+    }
+    let score = |c: &Candidate| tag_prefix_match(&c.tags, target_tags);
+    let to_score = candidates.iter().find(|c| c.name == to).map_or(0, score);
+    candidates
+        .iter()
+        .filter(|c| score(c) > to_score)
+        .max_by(|a, b| score(a).cmp(&score(b)).then_with(|| b.name.cmp(&a.name)))
+}
+
 /// One step of a rebalance: move `target` from `from` to `to`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Move {
@@ -245,6 +264,39 @@ mod tests {
             }
         );
         assert!(plan_rebalance(&load_map(&[("a", 3), ("b", 3)]), 2).is_empty());
+    }
+
+    #[test]
+    fn better_match_names_a_member_matching_strictly_better() {
+        let members = [
+            member("a", &["site=dc1"], 0),
+            member("b", &["site=dc2"], 9),
+            member("c", &["site=dc2"], 0),
+        ];
+        let dc2 = tags(&[
+            "cluster-name=c1",
+            "instance-name=b",
+            "__protocol=http",
+            "site=dc2",
+        ]);
+        // b matches four tags, c and a one: moving to a or c would be undone.
+        assert_eq!(better_match(&members, &dc2, "a").unwrap().name, "b");
+        assert_eq!(better_match(&members, &dc2, "c").unwrap().name, "b");
+        assert_eq!(better_match(&members, &dc2, "b"), None);
+        // Equal matches are no reason to move back: c and b both match every tag here.
+        let site = tags(&["cluster-name=c1"]);
+        assert_eq!(better_match(&members, &site, "c"), None);
+        // Ties among the better members go to the smaller name: every member matches the
+        // cluster name, a name that is no member matches nothing.
+        let members = [
+            member("z", &[], 0),
+            member("y", &[], 0),
+            member("x", &[], 5),
+        ];
+        let cluster = tags(&["cluster-name=c1"]);
+        assert_eq!(better_match(&members, &cluster, "gone"), Some(&members[2]));
+        // Untagged targets have no affinity.
+        assert_eq!(better_match(&members, &[], "z"), None);
     }
 
     fn load_map(loads: &[(&str, usize)]) -> BTreeMap<String, Vec<String>> {

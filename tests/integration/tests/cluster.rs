@@ -69,7 +69,9 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
     let names: Vec<String> = targets.keys().cloned().collect();
     let samples = record_samples(&h.nats.url()).await.unwrap();
 
-    for member in ["g1", "g2", "g3"] {
+    // g3 starts once g1 and g2 collect everything: the targets pinned to it are placed
+    // elsewhere first.
+    for member in ["g1", "g2"] {
         h.start_member(member, &[], &targets).unwrap();
     }
     // Observer of double subscriptions, for the whole test.
@@ -90,17 +92,39 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         },
     )
     .await;
-    // The pinned targets are on g3 even when g3 registered after the others: the leader
-    // moves a target to a better matching member when that member joins.
-    h.wait_until("t0 and t1 on g3", Duration::from_secs(30), || async {
-        h.owners()
-            .await
-            .map(|o| {
-                o.get("t0").is_some_and(|m| m == "g3") && o.get("t1").is_some_and(|m| m == "g3")
-            })
-            .unwrap_or(false)
+    let owners = h.owners().await.unwrap();
+    assert!(
+        ["t0", "t1"]
+            .iter()
+            .all(|t| owners.get(*t).is_some_and(|m| m == "g1" || m == "g2")),
+        "{owners:?}"
+    );
+    // The pinned targets follow g3 when it registers: the leader moves a target to a better
+    // matching member when that member joins. The time from g3's registration (as the
+    // cluster API shows it, polled every 100 ms) to both targets on g3 is printed, not
+    // asserted: timing assertions are flaky on loaded machines.
+    h.start_member("g3", &[], &targets).unwrap();
+    h.wait_until("g3 registered", Duration::from_secs(30), || async {
+        h.cluster().await.is_ok_and(|c| {
+            c["members"]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["name"] == "g3"))
+        })
     })
     .await;
+    let follow = h
+        .wait_until("t0 and t1 on g3", Duration::from_secs(30), || async {
+            h.owners()
+                .await
+                .map(|o| {
+                    o.get("t0").is_some_and(|m| m == "g3") && o.get("t1").is_some_and(|m| m == "g3")
+                })
+                .unwrap_or(false)
+        })
+        .await;
+    println!(
+        "AFFINITY-FOLLOW {store}: pinned targets on g3 {follow:?} after its registration was seen"
+    );
     h.wait_until(
         "30 targets with exactly one subscriber",
         Duration::from_secs(30),
@@ -112,6 +136,10 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         },
     )
     .await;
+    let owners = h.owners().await.unwrap();
+    assert_eq!(owners.len(), 30, "{owners:?}");
+
+    move_on_request(&h, &names).await;
     let owners = h.owners().await.unwrap();
     assert_eq!(owners.len(), 30, "{owners:?}");
 
@@ -293,6 +321,116 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
     );
     let all: BTreeSet<String> = names.into_iter().collect();
     assert_eq!(all.len(), 30);
+}
+
+/// `POST /api/v1/cluster/move` and `GET /api/v1/cluster/assignments` (issue 16.4): a
+/// non-leader refuses the move, the leader refuses a move affinity would undo and moves an
+/// unpinned target to the named member with one subscriber at the device; assignments read
+/// on a non-leader match the locks.
+async fn move_on_request(h: &Harness, names: &[String]) {
+    let leader = h.cluster().await.unwrap()["leader"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api_of = |name: &str| h.members.iter().find(|m| m.name == name).unwrap().api();
+    let follower = h
+        .members
+        .iter()
+        .map(|m| m.name.clone())
+        .find(|m| *m != leader)
+        .unwrap();
+    let post_move = |api: String, target: &str, member: &str| {
+        let request = h
+            .http
+            .post(format!("{api}/api/v1/cluster/move"))
+            .json(&serde_json::json!({"target": target, "member": member}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            (status, body)
+        }
+    };
+    let owners = h.owners().await.unwrap();
+    // An unpinned target and a member that does not hold it.
+    let target = names
+        .iter()
+        .find(|t| *t != "t0" && *t != "t1")
+        .unwrap()
+        .clone();
+    let to = ["g1", "g2", "g3"]
+        .into_iter()
+        .find(|m| owners.get(&target).is_some_and(|o| o != m))
+        .unwrap();
+
+    let (status, body) = post_move(api_of(&follower), &target, to).await;
+    assert_eq!(
+        (status, body),
+        (400, serde_json::json!({"errors": ["not leader"]})),
+        "move through {follower}, not the leader {leader}"
+    );
+    let (status, body) = post_move(api_of(&leader), "t0", "g1").await;
+    assert_eq!(status, 409, "{body}");
+    let refusal = body["errors"][0].as_str().unwrap_or_default();
+    assert!(refusal.contains("g3") && refusal.contains("g1"), "{body}");
+    // The leader may still be finishing a move of it (from the rebalance when g3 joined):
+    // it says so, and the move is asked again.
+    let answer = std::sync::Mutex::new((0, serde_json::Value::Null));
+    h.wait_until(
+        &format!("the leader's answer to moving {target} to {to}"),
+        Duration::from_secs(30),
+        || async {
+            let (status, body) = post_move(api_of(&leader), &target, to).await;
+            let busy = status == 409 && body.to_string().contains("right now");
+            if busy {
+                println!("move {target} to {to}: {body}");
+            }
+            *answer.lock().unwrap() = (status, body);
+            !busy
+        },
+    )
+    .await;
+    let (status, body) = answer.into_inner().unwrap();
+    assert_eq!(
+        (status, body),
+        (200, serde_json::json!({"moves": 1})),
+        "move {target} to {to}"
+    );
+    h.wait_until(
+        &format!("{target} on {to} with one subscriber"),
+        Duration::from_secs(30),
+        || async {
+            h.owners()
+                .await
+                .is_ok_and(|o| o.get(&target).is_some_and(|m| m == to))
+                && h.collected_once(std::slice::from_ref(&target)).await
+        },
+    )
+    .await;
+
+    // Assignments on a non-leader: every configured target with the holder of its lock.
+    h.wait_until(
+        &format!("assignments on {follower} match the locks"),
+        Duration::from_secs(30),
+        || async {
+            let Ok(owners) = h.owners().await else {
+                return false;
+            };
+            let Ok(response) = h
+                .http
+                .get(format!("{}/api/v1/cluster/assignments", api_of(&follower)))
+                .send()
+                .await
+            else {
+                return false;
+            };
+            let body: serde_json::Value = response.json().await.unwrap_or_default();
+            let expected: BTreeMap<&String, Option<&String>> =
+                names.iter().map(|t| (t, owners.get(t))).collect();
+            owners.len() == names.len() && body == serde_json::json!({ "assignments": expected })
+        },
+    )
+    .await;
 }
 
 fn unix_ns(at: Instant) -> i64 {
