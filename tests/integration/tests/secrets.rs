@@ -622,6 +622,7 @@ async fn run_scenario(store_kind: &str) {
             "/api/v1/cluster",
             "/api/v1/cluster/members",
             "/api/v1/cluster/leader",
+            "/api/v1/cluster/assignments",
             "/metrics",
             "/no/such/route",
         ]
