@@ -10,6 +10,7 @@
 //! removed by the loader unless it once provided them itself.
 
 use async_trait::async_trait;
+use futures::StreamExt;
 use gnomon_config::loader::{LoaderActions, LoaderConfig};
 use gnomon_config::{GnomonConfig, TargetConfig};
 use gnomon_coordination::{Coordination, TargetStore};
@@ -44,6 +45,9 @@ impl Discovery {
         }))
     }
 }
+
+/// Store writes of one diff in flight at once.
+const STORE_WRITES_IN_FLIGHT: usize = 64;
 
 /// Key of the list of stored targets the loader provided.
 pub fn loaded_targets_key(cluster: &str) -> String {
@@ -113,23 +117,70 @@ impl StoreSink {
 impl Sink for StoreSink {
     async fn apply(&self, diff: Diff) -> Result<(), SinkError> {
         let mut loaded = self.loaded().await?;
-        for (name, target) in diff.added.iter().chain(&diff.changed) {
-            self.store
-                .put(&target.to_wire_json())
-                .await
-                .map_err(|e| format!("storing discovered target {name:?}: {e}"))?;
-            loaded.insert(name.clone());
+        // Many writes in flight at once (a file of 1 000 new targets is one diff); the
+        // leader's watch places each target as its write lands.
+        let writes: Vec<(String, serde_json::Value)> = diff
+            .added
+            .iter()
+            .chain(&diff.changed)
+            .map(|(name, target)| (name.clone(), target.to_wire_json()))
+            .collect();
+        let store = self.store.clone();
+        let puts = futures::stream::iter(writes)
+            .map(move |(name, document)| {
+                let store = store.clone();
+                async move {
+                    store
+                        .put(&document)
+                        .await
+                        .map(|_| name.clone())
+                        .map_err(|e| format!("storing discovered target {name:?}: {e}"))
+                }
+            })
+            .buffer_unordered(STORE_WRITES_IN_FLIGHT);
+        let store = self.store.clone();
+        let deletes = futures::stream::iter(diff.removed.clone())
+            .map(move |name| {
+                let store = store.clone();
+                async move {
+                    store
+                        .delete(&name)
+                        .await
+                        .map(|_| name.clone())
+                        .map_err(|e| format!("removing target {name:?}: {e}"))
+                }
+            })
+            .buffer_unordered(STORE_WRITES_IN_FLIGHT);
+        let (stored, removed): (Vec<_>, Vec<_>) =
+            futures::join!(puts.collect::<Vec<_>>(), deletes.collect::<Vec<_>>());
+        // What did land is recorded even when something failed, so the list stays true.
+        let mut first_error = None;
+        for result in stored {
+            match result {
+                Ok(name) => {
+                    loaded.insert(name);
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
         }
-        for name in &diff.removed {
-            self.store
-                .delete(name)
-                .await
-                .map_err(|e| format!("removing target {name:?}: {e}"))?;
-            loaded.remove(name);
+        for result in removed {
+            match result {
+                Ok(name) => {
+                    loaded.remove(&name);
+                }
+                Err(error) => {
+                    first_error.get_or_insert(error);
+                }
+            }
         }
         let text = serde_json::to_string(&loaded)?;
         self.coordination.put(&self.loaded_key, &text).await?;
-        Ok(())
+        match first_error {
+            Some(error) => Err(error.into()),
+            None => Ok(()),
+        }
     }
 
     async fn applied_before(&self) -> BTreeMap<String, TargetConfig> {
