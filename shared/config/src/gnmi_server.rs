@@ -27,7 +27,7 @@ pub const DEFAULT_CACHE_EXPIRATION: Duration = Duration::from_secs(60);
 /// gnomon: paths the cache holds at most (over all targets).
 pub const DEFAULT_MAX_CACHE_PATHS: u64 = 1_000_000;
 /// gnomon: responses a subscriber may have queued before it is ended as too slow.
-pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 10_000;
+pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 1_000;
 
 /// gnmic's `gnmi-server.service-registration` (read, not applied: see the warning).
 #[derive(Clone, Debug, PartialEq, Default)]
