@@ -547,13 +547,11 @@ impl GNmi for GnmiService {
         let first = tokio::time::timeout(DUMP_TIMEOUT, requests.message())
             .await
             .map_err(|_| Status::deadline_exceeded("no SubscribeRequest within 30s"))??;
-        let list = match first.and_then(|r| r.request) {
-            Some(subscribe_request::Request::Subscribe(list)) => list,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "the first SubscribeRequest must carry a SubscriptionList",
-                ))
-            }
+        let Some(subscribe_request::Request::Subscribe(list)) = first.and_then(|r| r.request)
+        else {
+            return Err(Status::invalid_argument(
+                "the first SubscribeRequest must carry a SubscriptionList",
+            ));
         };
         let plan = Plan::of(&list, &self.config)?;
         let capacity = usize::try_from(self.config.max_subscriber_lag)
