@@ -7,17 +7,21 @@
 //! dropped and counted, before it is decoded.
 
 use crate::fencing::{Fencing, Verdict};
+use crate::gnmi_cache::{notification_of_event, typed_of_number, GnmiCache};
+use crate::naming::SampleValue;
 use crate::output::{IngestCounts, PrometheusOutput, TARGET_UP};
 use crate::processing::{records_of_message, Batching, SharedChain};
 use crate::stats::ExporterStats;
-use crate::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
+use crate::wire::{decode_events, decode_response, meta_from_subject, WireEvent};
 use futures::StreamExt;
 use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
 use gnomon_common::log::{Escaped, Throttle};
 use gnomon_common::retry::Backoff;
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
+use gnomon_gnmi::event::response_to_events;
 use gnomon_gnmi::event::{Event, EventMeta};
+use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value, TypedValue};
 use gnomon_processors::{Record, Str};
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +58,8 @@ pub struct NatsInput {
     pub stats: Arc<ExporterStats>,
     /// The input's `event-processors` (`None`: none configured; see [`SharedChain::new`]).
     pub chain: Option<SharedChain>,
+    /// The gNMI server's cache, fed with every accepted notification before processors.
+    pub gnmi_cache: Option<Arc<GnmiCache>>,
 }
 
 impl NatsInput {
@@ -263,6 +269,9 @@ impl NatsInput {
     fn decode_event_message(&self, message: &BusMessage) -> bool {
         match decode_events(&message.payload) {
             Ok(events) => {
+                if !message.headers.is_target_status() {
+                    self.cache_events(message, &events);
+                }
                 match &self.chain {
                     // The collector's target status is gnomon's, not telemetry.
                     Some(chain) if !message.headers.is_target_status() => {
@@ -289,8 +298,10 @@ impl NatsInput {
             }
             (None, _) => meta_from_subject(&message.subject),
         };
-        match decode_proto(&message.payload, &meta) {
-            Ok(events) => {
+        match decode_response(&message.payload) {
+            Ok(response) => {
+                self.cache_response(message, &meta, &response);
+                let events = response_to_events(&response, &meta);
                 if let Some(chain) = &self.chain {
                     let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
                     chain.apply(&mut records, Batching::Message);
@@ -322,6 +333,76 @@ impl NatsInput {
             Err(e) => {
                 self.malformed(message, &e);
                 false
+            }
+        }
+    }
+
+    /// Feeds the gNMI cache with a proto message's notification, under the message's
+    /// target (else the notification's prefix target, else the source).
+    fn cache_response(
+        &self,
+        message: &BusMessage,
+        meta: &EventMeta,
+        response: &gnomon_gnmi::proto::gnmi::SubscribeResponse,
+    ) {
+        let (Some(cache), Some(subscribe_response::Response::Update(notification))) =
+            (&self.gnmi_cache, &response.response)
+        else {
+            return;
+        };
+        let prefix_target = notification
+            .prefix
+            .as_ref()
+            .map(|p| p.target.as_str())
+            .filter(|t| !t.is_empty());
+        let target = message
+            .headers
+            .target
+            .as_deref()
+            .or(prefix_target)
+            .unwrap_or(meta.source.as_str());
+        let refused = cache.ingest(target, notification);
+        if refused > 0 {
+            metrics::counter!(crate::stats::GNMI_CACHE_DROPPED).increment(refused);
+        }
+    }
+
+    /// Feeds the gNMI cache with an event message's events, each rebuilt as a notification.
+    fn cache_events(&self, message: &BusMessage, events: &[WireEvent<'_>]) {
+        let Some(cache) = &self.gnmi_cache else {
+            return;
+        };
+        for event in events {
+            let Some(target) = message
+                .headers
+                .target
+                .as_deref()
+                .or_else(|| event.tag("source"))
+            else {
+                continue;
+            };
+            let values = event.values.iter().filter_map(|(path, value)| {
+                let typed = match value {
+                    SampleValue::Number(n) => typed_of_number(*n),
+                    SampleValue::Bool(b) => TypedValue {
+                        value: Some(typed_value::Value::BoolVal(*b)),
+                    },
+                    SampleValue::Text(t) => TypedValue {
+                        value: Some(typed_value::Value::StringVal(t.to_string())),
+                    },
+                    SampleValue::Other => return None,
+                };
+                Some((path.to_string(), typed))
+            });
+            let notification = notification_of_event(
+                event.timestamp,
+                &event.tags,
+                values,
+                event.deletes.iter().map(|d| d.to_string()),
+            );
+            let refused = cache.ingest(target, &notification);
+            if refused > 0 {
+                metrics::counter!(crate::stats::GNMI_CACHE_DROPPED).increment(refused);
             }
         }
     }
@@ -539,6 +620,7 @@ mod tests {
             fencing: Arc::new(Fencing::default()),
             stats: Arc::new(ExporterStats::default()),
             chain,
+            gnmi_cache: None,
         }
     }
 

@@ -7,10 +7,13 @@
 //! [`input`] runs the NATS subscriptions (with fencing), [`http`] serves scrapes and the
 //! http_sd endpoint `/sd`, [`registration`] registers the output, [`stats`] names the
 //! exporter's own metrics, [`processing`] applies gnmic's event processors where gnmic does
-//! (input after decoding, output before naming).
+//! (input after decoding, output before naming), [`gnmi_cache`] keeps the latest value of
+//! every path for [`gnmi_server`], gnmic's `gnmi-server` on the cluster's data.
 
 pub mod exposition;
 pub mod fencing;
+pub mod gnmi_cache;
+pub mod gnmi_server;
 pub mod http;
 pub mod input;
 pub mod locks;
@@ -30,7 +33,7 @@ use anyhow::Context;
 use gnomon_bus::Bus;
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
-use gnomon_config::{GnomonConfig, InputConfig, OutputConfig};
+use gnomon_config::{GnmiServerConfig, GnomonConfig, InputConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
 use gnomon_processors::Processors;
 use std::collections::BTreeMap;
@@ -54,6 +57,8 @@ pub struct ExporterSettings {
     /// The compiled `processors` section (the same definitions on every member: they come
     /// from the configuration file each member reads).
     pub processors: Arc<Processors>,
+    /// gnmic's `gnmi-server`: serve the latest values over gNMI.
+    pub gnmi_server: Option<GnmiServerConfig>,
 }
 
 impl ExporterSettings {
@@ -84,6 +89,7 @@ impl ExporterSettings {
             }
         }
         settings.processors = Arc::new(compile_processors(config)?);
+        settings.gnmi_server = config.gnmi_server.clone();
         settings.validate()?;
         Ok(settings)
     }
@@ -114,7 +120,7 @@ impl ExporterSettings {
 
     /// Whether there is anything to run.
     pub fn is_empty(&self) -> bool {
-        self.outputs.is_empty()
+        self.outputs.is_empty() && self.gnmi_server.is_none()
     }
 }
 
@@ -143,6 +149,7 @@ pub struct Exporter {
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
     owned_coordination: Vec<Arc<dyn Coordination>>,
+    gnmi_server: Option<(SocketAddr, Arc<gnmi_cache::GnmiCache>)>,
 }
 
 fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
@@ -297,6 +304,18 @@ impl Exporter {
             );
         }
 
+        let mut gnmi = None;
+        if let Some(config) = &settings.gnmi_server {
+            let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
+            let cache = Arc::new(gnmi_cache::GnmiCache::new(
+                to_usize(config.max_cache_paths),
+                to_usize(config.max_subscriber_lag).clamp(1, 1 << 20),
+            ));
+            let bound =
+                gnmi_server::start(config.clone(), cache.clone(), &mut tasks, shutdown.clone())
+                    .await?;
+            gnmi = Some((bound, cache));
+        }
         let fencing = match &cluster_coordination {
             Some(cluster) => {
                 let table = Arc::new(LockTable::default());
@@ -316,7 +335,8 @@ impl Exporter {
                 .filter(|(output_name, _)| config.feeds(output_name))
                 .map(|(_, running)| running.output.clone())
                 .collect();
-            if fed.is_empty() {
+            let gnmi_cache = gnmi.as_ref().map(|(_, cache)| cache.clone());
+            if fed.is_empty() && gnmi_cache.is_none() {
                 tracing::warn!(input = %name, outputs = ?config.outputs, "this NATS input feeds no Prometheus output; gnomon's inputs feed Prometheus outputs only, so it is not started");
                 continue;
             }
@@ -339,6 +359,7 @@ impl Exporter {
                 outputs: fed,
                 fencing: fencing.clone(),
                 stats: stats.clone(),
+                gnmi_cache,
             });
             let source = match &deps.bus {
                 Some(bus) => BusSource::Shared(bus.clone()),
@@ -356,7 +377,18 @@ impl Exporter {
             tasks,
             shutdown,
             owned_coordination,
+            gnmi_server: gnmi,
         })
+    }
+
+    /// The gNMI server's bound address, when `gnmi-server` is configured.
+    pub fn gnmi_server_addr(&self) -> Option<SocketAddr> {
+        self.gnmi_server.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The gNMI server's cache, when `gnmi-server` is configured.
+    pub fn gnmi_cache(&self) -> Option<Arc<gnmi_cache::GnmiCache>> {
+        self.gnmi_server.as_ref().map(|(_, cache)| cache.clone())
     }
 
     /// The bound address of output `name`'s listener.
@@ -451,7 +483,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     if settings.is_empty() {
         anyhow::bail!(
-            "no output of type prometheus is configured; the exporter has nothing to serve"
+            "neither an output of type prometheus nor a gnmi-server is configured; the exporter has nothing to serve"
         );
     }
     let exporter = Exporter::start(settings, deps, shutdown).await?;

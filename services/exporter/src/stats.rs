@@ -28,10 +28,41 @@ pub const SCRAPE_DURATION: &str = "gnomon_exporter_scrape_duration_seconds";
 /// Bytes of the last scrape body (before compression).
 pub const SCRAPE_BYTES: &str = "gnomon_exporter_scrape_bytes";
 
+/// gNMI server: paths held by its cache.
+pub const GNMI_CACHE_PATHS: &str = "gnomon_gnmi_server_cache_paths";
+/// gNMI server: updates refused because the cache held `cache.max-paths` already.
+pub const GNMI_CACHE_DROPPED: &str = "gnomon_gnmi_server_cache_dropped_total";
+/// gNMI server: paths removed by `cache.expiration`.
+pub const GNMI_CACHE_EXPIRED: &str = "gnomon_gnmi_server_cache_expired_total";
+/// gNMI server: Subscribe RPCs currently open.
+pub const GNMI_SUBSCRIBERS: &str = "gnomon_gnmi_server_subscribers";
+/// gNMI server: subscriptions ended because the client fell behind, by `reason`.
+pub const GNMI_SLOW_ENDED: &str = "gnomon_gnmi_server_slow_subscribers_ended_total";
+/// gNMI server: RPCs refused, by `rpc` and `reason` (limit, unauthenticated).
+pub const GNMI_REFUSED: &str = "gnomon_gnmi_server_refused_total";
+
 /// Gives every exporter metric its `# HELP` text (call once the recorder is installed).
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(MESSAGES, "Messages received from the bus.");
+    describe_gauge!(GNMI_CACHE_PATHS, "Paths held by the gNMI server's cache.");
+    describe_counter!(
+        GNMI_CACHE_DROPPED,
+        "Updates the gNMI server's cache refused because it held cache.max-paths paths."
+    );
+    describe_counter!(
+        GNMI_CACHE_EXPIRED,
+        "Paths removed from the gNMI server's cache by cache.expiration."
+    );
+    describe_gauge!(GNMI_SUBSCRIBERS, "Subscribe RPCs open on the gNMI server.");
+    describe_counter!(
+        GNMI_SLOW_ENDED,
+        "gNMI subscriptions ended with RESOURCE_EXHAUSTED because the client fell behind, by reason."
+    );
+    describe_counter!(
+        GNMI_REFUSED,
+        "gNMI RPCs refused, by rpc and reason (limit, unauthenticated)."
+    );
     describe_counter!(UPDATES, "Samples stored into a Prometheus output.");
     describe_counter!(
         STALE_DROPPED,

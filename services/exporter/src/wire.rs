@@ -104,9 +104,12 @@ pub fn decode_events(payload: &[u8]) -> Result<Vec<WireEvent<'_>>, DecodeError> 
 /// Decodes a binary `gnmi.SubscribeResponse` into events with the given meta. A
 /// sync response gives no events.
 pub fn decode_proto(payload: &[u8], meta: &EventMeta) -> Result<Vec<Event>, DecodeError> {
-    let response =
-        SubscribeResponse::decode(payload).map_err(|e| DecodeError::Protobuf(e.to_string()))?;
-    Ok(response_to_events(&response, meta))
+    Ok(response_to_events(&decode_response(payload)?, meta))
+}
+
+/// Decodes a binary `gnmi.SubscribeResponse`.
+pub fn decode_response(payload: &[u8]) -> Result<SubscribeResponse, DecodeError> {
+    SubscribeResponse::decode(payload).map_err(|e| DecodeError::Protobuf(e.to_string()))
 }
 
 /// gnmic's fallback meta for proto messages without headers: split the subject into at

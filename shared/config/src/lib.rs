@@ -16,6 +16,7 @@ pub mod defaults;
 mod env;
 mod error;
 pub mod expand;
+pub mod gnmi_server;
 pub mod gotemplate;
 mod input;
 pub mod loader;
@@ -36,6 +37,7 @@ pub use api::{ApiConfig, ApiTls, DEFAULT_API_ADDRESS};
 pub use clustering::ClusteringConfig;
 pub use env::apply_env_overrides;
 pub use error::ConfigError;
+pub use gnmi_server::GnmiServerConfig;
 pub use gnomon_common::duration;
 pub use gnomon_common::secret;
 pub use input::InputConfig;
@@ -114,6 +116,9 @@ pub struct GnomonConfig {
     /// The loader's `on-add` / `on-delete` actions, resolved from the `actions` section.
     #[serde(skip)]
     pub loader_actions: loader::LoaderActions,
+    /// gnmic's `gnmi-server`: the exporter serves the latest collected values over gNMI.
+    #[serde(skip)]
+    pub gnmi_server: Option<GnmiServerConfig>,
     /// What the load found worth a warning (keys read but not applied, unknown keys); the
     /// binary logs them at start.
     #[serde(skip)]
@@ -292,13 +297,10 @@ fn for_each_block(
 }
 
 /// gnmic sections gnomon does not implement.
-const UNSUPPORTED_SECTIONS: [(&str, &str); 2] = [
-    ("gnmi-server", "gnmic's gNMI server is not supported"),
-    (
-        "tunnel-server",
-        "gnmic's gRPC tunnel server is not supported",
-    ),
-];
+const UNSUPPORTED_SECTIONS: [(&str, &str); 1] = [(
+    "tunnel-server",
+    "gnmic's gRPC tunnel server is not supported",
+)];
 
 /// Builds the typed configuration from a JSON tree (file after environment overrides):
 /// expands `$VAR` where gnmic does, then reads every section. Warnings are returned in
@@ -412,6 +414,10 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
             loader::LoaderActions::default()
         }
     };
+    let gnmi_server = match root.section("gnmi-server")? {
+        None => None,
+        Some(section) => Some(GnmiServerConfig::from_section(&section)?),
+    };
     for (key, why) in UNSUPPORTED_SECTIONS {
         root.unsupported(key, why);
     }
@@ -428,6 +434,7 @@ fn read_tree(tree: &Value) -> Result<GnomonConfig, ConfigError> {
         processors,
         loader,
         loader_actions,
+        gnmi_server,
         warnings: Vec::new(),
     };
     config.check_references()?;

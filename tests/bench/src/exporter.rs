@@ -96,6 +96,7 @@ fn exporter_input_with(output: Arc<PrometheusOutput>, chain: Option<SharedChain>
         fencing: Arc::new(Fencing::default()),
         stats: Arc::new(ExporterStats::default()),
         chain,
+        gnmi_cache: None,
     }
 }
 
