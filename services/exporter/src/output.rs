@@ -523,6 +523,7 @@ mod tests {
                 older: 0,
                 skipped: 1,
                 over_cap: 0,
+                buffer_full: 0,
             }
         );
         assert_eq!(

@@ -38,7 +38,7 @@ fn remote_write_config(url: &str) -> PrometheusWriteOutputConfig {
 
 async fn publish(bus: &MemoryBus, source: &str, value: u64) {
     let payload = format!(
-        r#"[{{"name":"port-stats","timestamp":{},"tags":{{"source":"{source}","interface_name":"e1/1"}},"values":{{"/interfaces/interface/state/counters/in-octets":{value}}}}}]"#,
+        r#"[{{"name":"port-stats","timestamp":{},"tags":{{"source":"{source}","interface_name":"e1/1","subscription-name":"port-stats"}},"values":{{"/interfaces/interface/state/counters/in-octets":{value}}}}}]"#,
         now_ns()
     );
     bus.publish(BusMessage {
@@ -58,8 +58,10 @@ async fn publish(bus: &MemoryBus, source: &str, value: u64) {
 /// The value of `METRIC{source=…}` in Prometheus, with its labels checked.
 async fn queried_value(client: &reqwest::Client, prometheus: &str, source: &str) -> Option<f64> {
     let response = client
-        .get(format!("{prometheus}/api/v1/query"))
-        .query(&[("query", format!("{METRIC}{{source=\"{source}\"}}"))])
+        // `METRIC{source="<source>"}`, percent-encoded (sources are alphanumeric).
+        .get(format!(
+            "{prometheus}/api/v1/query?query={METRIC}%7Bsource%3D%22{source}%22%7D"
+        ))
         .send()
         .await
         .ok()?;
