@@ -233,10 +233,9 @@ impl WriteBuffer {
         } else {
             timestamp_ns.div_euclid(1_000_000)
         };
-        if self.keep_names && state.names.len() < MAX_METADATA_NAMES {
-            if !state.names.contains(name) {
-                state.names.insert(name.to_string());
-            }
+        if self.keep_names && state.names.len() < MAX_METADATA_NAMES && !state.names.contains(name)
+        {
+            state.names.insert(name.to_string());
         }
         state.pending.push(Pending {
             key: String::from_utf8_lossy(key).into(),

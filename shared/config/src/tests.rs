@@ -986,3 +986,15 @@ fn prometheus_write_warns_about_keys_it_does_not_apply() {
     ))
     .is_empty());
 }
+
+#[test]
+fn prometheus_write_credentials_fail_closed() {
+    let err = error_of(
+        "outputs:\n  rw:\n    type: prometheus_write\n    url: http://m/push\n    authorization:\n      credentials: ${GNOMON_TEST_UNSET_RW_TOKEN}\n",
+    );
+    assert!(
+        err.starts_with("outputs.rw.authorization.credentials")
+            && err.contains("GNOMON_TEST_UNSET_RW_TOKEN"),
+        "{err}"
+    );
+}
