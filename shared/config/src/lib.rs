@@ -25,6 +25,7 @@ pub mod names;
 pub mod nats_input;
 mod output;
 pub mod prometheus_output;
+pub mod prometheus_write_output;
 pub mod reader;
 mod serde_section;
 mod subscription;

@@ -1,10 +1,11 @@
-//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` is the
-//! exporter's.
+//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` and
+//! `prometheus_write` are the exporter's.
 
 use super::address::check_nats_servers;
 use super::defaults;
 use super::duration::serialize_ns;
 use super::prometheus_output::PrometheusOutputConfig;
+use super::prometheus_write_output::PrometheusWriteOutputConfig;
 use super::reader::Section;
 use super::secret::Secret;
 use super::ConfigError;
@@ -388,6 +389,9 @@ pub enum OutputConfig {
     File(FileOutputConfig),
     /// The exporter's Prometheus output.
     Prometheus(PrometheusOutputConfig),
+    /// The exporter's Prometheus remote write output.
+    #[serde(rename = "prometheus_write")]
+    PrometheusWrite(PrometheusWriteOutputConfig),
 }
 
 impl OutputConfig {
@@ -396,7 +400,7 @@ impl OutputConfig {
         let Some(kind) = section.string("type")? else {
             return Err(ConfigError::Missing {
                 key: section.key_path("type"),
-                expected: "expected one of nats, file, prometheus".into(),
+                expected: "expected one of nats, file, prometheus, prometheus_write".into(),
             });
         };
         match kind.trim().to_ascii_lowercase().as_str() {
@@ -405,10 +409,13 @@ impl OutputConfig {
             "prometheus" => Ok(Self::Prometheus(PrometheusOutputConfig::from_section(
                 name, section,
             )?)),
+            "prometheus_write" => Ok(Self::PrometheusWrite(
+                PrometheusWriteOutputConfig::from_section(section)?,
+            )),
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),
-                "is not a supported output type (expected nats, file or prometheus)",
+                "is not a supported output type (expected nats, file, prometheus or prometheus_write)",
             )),
         }
     }
@@ -419,6 +426,7 @@ impl OutputConfig {
             Self::Nats(_) => "nats",
             Self::File(_) => "file",
             Self::Prometheus(_) => "prometheus",
+            Self::PrometheusWrite(_) => "prometheus_write",
         }
     }
 }
