@@ -402,6 +402,14 @@ impl ValueEncoding {
         }
     }
 
+    /// [`Self::encode`] of a value the caller no longer needs: PROTO moves it.
+    fn encode_owned(self, value: TypedValue) -> TypedValue {
+        match self {
+            Self::Proto => value,
+            _ => self.encode(&value),
+        }
+    }
+
     fn encode(self, value: &TypedValue) -> TypedValue {
         let json = || match &value.value {
             Some(typed_value::Value::JsonVal(bytes) | typed_value::Value::JsonIetfVal(bytes)) => {
@@ -429,21 +437,22 @@ fn target_prefix(target: &str) -> Path {
 }
 
 /// A target's entries as notifications: consecutive entries with the same device timestamp
-/// share one.
-fn dump_notifications(snapshot: &TargetSnapshot, encoding: ValueEncoding) -> Vec<Notification> {
+/// share one. Consumes the snapshot (its copies become the updates, nothing is copied again).
+fn dump_notifications(snapshot: TargetSnapshot, encoding: ValueEncoding) -> Vec<Notification> {
     let mut out: Vec<Notification> = Vec::new();
-    let mut entries: Vec<&Entry> = snapshot.entries.iter().collect();
+    let mut entries: Vec<Entry> = snapshot.entries;
     entries.sort_by_key(|e| e.timestamp);
     for entry in entries {
+        let timestamp = entry.timestamp;
         let update = Update {
-            path: Some(entry.path.clone()),
-            val: Some(encoding.encode(&entry.value)),
+            path: Some(entry.path),
+            val: Some(encoding.encode_owned(entry.value)),
             ..Default::default()
         };
         match out.last_mut() {
-            Some(last) if last.timestamp == entry.timestamp => last.update.push(update),
+            Some(last) if last.timestamp == timestamp => last.update.push(update),
             _ => out.push(Notification {
-                timestamp: entry.timestamp,
+                timestamp,
                 prefix: Some(target_prefix(&snapshot.target)),
                 update: vec![update],
                 ..Default::default()
@@ -502,7 +511,7 @@ impl GNmi for GnmiService {
         let patterns = untargeted_patterns(get.prefix.as_ref(), &get.path);
         let snapshots = self.cache.snapshot(|t| targets.selects(t), &patterns);
         let notification: Vec<Notification> = snapshots
-            .iter()
+            .into_iter()
             .flat_map(|s| dump_notifications(s, encoding))
             .collect();
         if notification.is_empty() {
@@ -819,7 +828,7 @@ impl Subscriber {
             .map(|s| (s.target.clone(), s.seq))
             .collect();
         let responses = snapshots
-            .iter()
+            .into_iter()
             .flat_map(|s| dump_notifications(s, self.plan.encoding))
             .map(update_response)
             .collect();

@@ -12,6 +12,7 @@ mod cluster;
 mod collector;
 mod coordination;
 mod exporter;
+mod gnmi_server;
 mod simulator;
 
 type Benchmark = fn() -> anyhow::Result<()>;
@@ -39,6 +40,14 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
             exporter::scrape_1m_series_value_tag,
         ),
         ("simulator_updates_per_s", simulator::updates_per_s),
+        (
+            "gnmi_server_fanout_updates_per_s",
+            gnmi_server::fanout_updates_per_s,
+        ),
+        (
+            "gnmi_server_initial_sync_1m_paths_s",
+            gnmi_server::initial_sync_1m_paths_s,
+        ),
     ]
 }
 
