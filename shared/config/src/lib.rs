@@ -30,6 +30,7 @@ pub mod reader;
 mod serde_section;
 mod subscription;
 mod target;
+mod tls_files;
 pub mod warning;
 pub mod yaml;
 

@@ -5,9 +5,9 @@
 //! `max-time-series-per-write` 500, `max-retries` 0, `metadata.interval` 60 s,
 //! `metadata.max-entries-per-write` 500.
 
-use super::output::TlsFiles;
 use super::reader::Section;
 use super::secret::Secret;
+use super::tls_files::TlsFiles;
 use super::ConfigError;
 use serde::Serialize;
 use std::collections::BTreeMap;
