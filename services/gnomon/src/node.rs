@@ -272,9 +272,18 @@ pub async fn run_node(
             source,
             config.clone(),
             crate::reload::Appliers {
-                collector: collector.clone(),
-                targets: store.clone(),
-                subscriptions: subscription_store.clone(),
+                destination: match (&store, &subscription_store, &collector) {
+                    (Some(targets), Some(subscriptions), _) => {
+                        crate::reload::Destination::Cluster {
+                            targets: targets.clone(),
+                            subscriptions: subscriptions.clone(),
+                        }
+                    }
+                    (_, _, Some(collector)) => {
+                        crate::reload::Destination::Collector(collector.clone())
+                    }
+                    _ => crate::reload::Destination::Nowhere,
+                },
                 processor_chains: collector
                     .as_ref()
                     .and_then(CollectorHandle::processor_chains)

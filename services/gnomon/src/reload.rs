@@ -7,7 +7,7 @@
 //! warning; a file that no longer loads is reported and the running configuration kept.
 
 use gnomon_collector::CollectorHandle;
-use gnomon_config::GnomonConfig;
+use gnomon_config::{GnomonConfig, SubscriptionConfig, TargetConfig};
 use gnomon_coordination::{SubscriptionStore, TargetStore};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -17,11 +17,92 @@ pub type ConfigSource = Arc<dyn Fn() -> Result<GnomonConfig, String> + Send + Sy
 
 /// Where changes go.
 pub struct Appliers {
-    pub collector: Option<CollectorHandle>,
-    pub targets: Option<TargetStore>,
-    pub subscriptions: Option<SubscriptionStore>,
+    pub destination: Destination,
     /// The processor chains of this process's outputs and inputs.
     pub processor_chains: Vec<gnomon_processors::ChainSet>,
+}
+
+/// Where targets and subscriptions from the file go.
+pub enum Destination {
+    /// Clustered: the cluster store, which every member follows.
+    Cluster {
+        targets: TargetStore,
+        subscriptions: SubscriptionStore,
+    },
+    /// A single instance: this process's collector.
+    Collector(CollectorHandle),
+    /// A process without a collector or a store (an exporter alone): nothing to apply.
+    Nowhere,
+}
+
+impl Destination {
+    async fn put_subscription(&self, subscription: &SubscriptionConfig) -> Result<(), String> {
+        match self {
+            Self::Cluster { subscriptions, .. } => subscriptions
+                .put_subscription(subscription)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Collector(collector) => collector
+                .put_subscription(subscription.clone())
+                .map_err(|e| e.to_string()),
+            Self::Nowhere => Ok(()),
+        }
+    }
+
+    /// Stores `target`; `known` says whether the running configuration had it.
+    async fn put_target(&self, target: &TargetConfig, known: bool) -> Result<(), String> {
+        match self {
+            Self::Cluster { targets, .. } => targets
+                .put(&target.to_wire_json())
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Collector(collector) if known => collector
+                .update_target_config(target.clone())
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Collector(collector) => {
+                collector
+                    .add_target_config(target.clone())
+                    .map_err(|e| e.to_string())?;
+                collector
+                    .start_target(&target.name, None)
+                    .map_err(|e| e.to_string())
+            }
+            Self::Nowhere => Ok(()),
+        }
+    }
+
+    async fn delete_target(&self, name: &str) -> Result<(), String> {
+        match self {
+            Self::Cluster { targets, .. } => targets
+                .delete(name)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Collector(collector) => {
+                collector.delete_target(name).await;
+                Ok(())
+            }
+            Self::Nowhere => Ok(()),
+        }
+    }
+
+    async fn delete_subscription(&self, name: &str) -> Result<(), String> {
+        match self {
+            Self::Cluster { subscriptions, .. } => subscriptions
+                .delete(name)
+                .await
+                .map(drop)
+                .map_err(|e| e.to_string()),
+            Self::Collector(collector) => {
+                collector.delete_subscription(name);
+                Ok(())
+            }
+            Self::Nowhere => Ok(()),
+        }
+    }
 }
 
 /// Applies the file's changes on every SIGHUP until `shutdown`.
@@ -105,80 +186,27 @@ pub async fn apply(old: &GnomonConfig, new: &GnomonConfig, to: &Appliers) -> Cha
             changes.record("processors applied", "processors", result);
         }
     }
+    let to = &to.destination;
     for (name, subscription) in &new.subscriptions {
-        if old.subscriptions.get(name) == Some(subscription) {
-            continue;
+        if old.subscriptions.get(name) != Some(subscription) {
+            let result = to.put_subscription(subscription).await;
+            changes.record("subscription stored", name, result);
         }
-        let result = match (&to.subscriptions, &to.collector) {
-            (Some(store), _) => store
-                .put_subscription(subscription)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (None, Some(collector)) => collector
-                .put_subscription(subscription.clone())
-                .map_err(|e| e.to_string()),
-            (None, None) => Ok(()),
-        };
-        changes.record("subscription stored", name, result);
     }
     for (name, target) in &new.targets {
         let previous = old.targets.get(name);
-        if previous == Some(target) {
-            continue;
+        if previous != Some(target) {
+            let result = to.put_target(target, previous.is_some()).await;
+            changes.record("target stored", name, result);
         }
-        let result = match (&to.targets, &to.collector) {
-            (Some(store), _) => store
-                .put(&target.to_wire_json())
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (None, Some(collector)) if previous.is_some() => collector
-                .update_target_config(target.clone())
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (None, Some(collector)) => match collector.add_target_config(target.clone()) {
-                Ok(_) => collector
-                    .start_target(name, None)
-                    .map_err(|e| e.to_string()),
-                Err(e) => Err(e.to_string()),
-            },
-            (None, None) => Ok(()),
-        };
-        changes.record("target stored", name, result);
     }
     for name in old.targets.keys().filter(|n| !new.targets.contains_key(*n)) {
-        let result = match (&to.targets, &to.collector) {
-            (Some(store), _) => store
-                .delete(name)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (None, Some(collector)) => {
-                collector.delete_target(name).await;
-                Ok(())
-            }
-            (None, None) => Ok(()),
-        };
+        let result = to.delete_target(name).await;
         changes.record("target removed", name, result);
     }
-    for name in old
-        .subscriptions
-        .keys()
-        .filter(|n| !new.subscriptions.contains_key(*n))
-    {
-        let result = match (&to.subscriptions, &to.collector) {
-            (Some(store), _) => store
-                .delete(name)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
-            (None, Some(collector)) => {
-                collector.delete_subscription(name);
-                Ok(())
-            }
-            (None, None) => Ok(()),
-        };
+    let removed = old.subscriptions.keys();
+    for name in removed.filter(|n| !new.subscriptions.contains_key(*n)) {
+        let result = to.delete_subscription(name).await;
         changes.record("subscription removed", name, result);
     }
     changes
@@ -240,9 +268,7 @@ mod tests {
         let collector = CollectorHandle::new(old.clone()).unwrap();
         collector.start_target("dev0", None).unwrap();
         let appliers = Appliers {
-            collector: Some(collector.clone()),
-            targets: None,
-            subscriptions: None,
+            destination: Destination::Collector(collector.clone()),
             processor_chains: Vec::new(),
         };
 
