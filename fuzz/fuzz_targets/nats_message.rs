@@ -4,7 +4,8 @@
 //! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion, the
 //!   exporter's proto path and the collector's raw top-level scan.
 //!
-//! None may panic. Cheap cross-checks: owned and zero-copy JSON decoders agree, decoded
+//! None may panic. Cheap cross-checks: owned and zero-copy JSON decoders agree, the
+//! exporter's scanner and serde_json decode the same events (or fail alike), decoded
 //! events survive an encode/decode round trip, the direct response→JSON encoder matches
 //! encoding the converted events, and every series the exporter would expose is valid
 //! Prometheus text.
@@ -13,7 +14,9 @@
 use bytes::Bytes;
 use gnomon_collector::codec::RawResponse;
 use gnomon_exporter::naming::{NamingOptions, SampleValue, SeriesBuilder};
-use gnomon_exporter::wire::{decode_events, decode_proto, meta_from_subject, WireEvent};
+use gnomon_exporter::wire::{
+    decode_events, decode_events_without_scanner, decode_proto, meta_from_subject, WireEvent,
+};
 use gnomon_gnmi::event::{
     event_views_from_json, events_from_json, events_to_json, response_to_events, response_to_json,
     Event, EventMeta,
@@ -41,7 +44,13 @@ fn json_payload(data: &[u8]) {
         let from_views: Vec<_> = views.into_iter().map(|v| v.into_event()).collect();
         assert_eq!(&from_views, events, "zero-copy and owned decoders disagree");
     }
-    if let Ok(events) = decode_events(data) {
+    let decoded = decode_events(data);
+    match (&decoded, decode_events_without_scanner(data)) {
+        (Ok(scanned), Ok(serde)) => assert_eq!(scanned, &serde, "scanner and serde_json disagree"),
+        (Err(scanned), Err(serde)) => assert_eq!(scanned.to_string(), serde.to_string()),
+        (scanned, serde) => panic!("scanner and serde_json disagree: {scanned:?} / {serde:?}"),
+    }
+    if let Ok(events) = decoded {
         for options in naming_variants() {
             expose(options, &events);
         }

@@ -1,6 +1,7 @@
 //! Decoding NATS payloads into events: gnmic's `event` JSON (decoded in place, borrowing
-//! from the payload, because this is the exporter's hot path) and binary
-//! `gnmi.SubscribeResponse` (`proto`, converted with the shared event conversion).
+//! from the payload, because this is the exporter's hot path: a [`scan`]ner for the shape
+//! nearly every payload has, serde_json for the rest) and binary `gnmi.SubscribeResponse`
+//! (`proto`, converted with the shared event conversion).
 
 use crate::naming::SampleValue;
 use gnomon_gnmi::event::{response_to_events, Event, EventMeta, Nanos};
@@ -11,6 +12,8 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
+
+mod scan;
 
 /// One event, borrowing from the payload where it can. Tags and values are kept in
 /// key order (as gnmic's maps are iterated after sorting).
@@ -88,11 +91,30 @@ fn json_error(error: serde_json::Error) -> DecodeError {
 /// Decodes gnmic's `event` payload: a JSON array of events; a single event object
 /// (`split-events`) is accepted too; a blank payload has no events.
 ///
-/// The payload is checked as UTF-8 once, whole, and then parsed as text: serde_json checks
-/// every string of a byte slice on its own, which costs more than one pass over all of it.
+/// The payload is checked as UTF-8 once, whole (serde_json would check every string on its
+/// own), then read by the [`scan`]ner, and by serde_json when it leaves the common shape.
 pub fn decode_events(payload: &[u8]) -> Result<Vec<WireEvent<'_>>, DecodeError> {
-    let Some(first) = payload.iter().copied().find(|b| !b.is_ascii_whitespace()) else {
+    let Some(text) = payload_text(payload)? else {
         return Ok(Vec::new());
+    };
+    match scan::events(text) {
+        Some(events) => Ok(events),
+        None => events_from_text(text),
+    }
+}
+
+/// [`decode_events`] by serde_json alone: what the scanner must agree with (tests, fuzzing).
+pub fn decode_events_without_scanner(payload: &[u8]) -> Result<Vec<WireEvent<'_>>, DecodeError> {
+    match payload_text(payload)? {
+        Some(text) => events_from_text(text),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The payload as text: `None` when blank; refused when it cannot be an event payload.
+fn payload_text(payload: &[u8]) -> Result<Option<&str>, DecodeError> {
+    let Some(first) = payload.iter().copied().find(|b| !b.is_ascii_whitespace()) else {
+        return Ok(None);
     };
     if first != b'[' && first != b'{' {
         return Err(DecodeError::Shape(format!(
@@ -100,9 +122,14 @@ pub fn decode_events(payload: &[u8]) -> Result<Vec<WireEvent<'_>>, DecodeError> 
             char::from(first)
         )));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| DecodeError::Json(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
-    if first == b'[' {
+    std::str::from_utf8(payload)
+        .map(Some)
+        .map_err(|e| DecodeError::Json(format!("invalid UTF-8 at byte {}", e.valid_up_to())))
+}
+
+/// serde_json's reading of a payload that starts with `[` or `{`.
+fn events_from_text(text: &str) -> Result<Vec<WireEvent<'_>>, DecodeError> {
+    if text.trim_start().starts_with('[') {
         serde_json::from_str(text).map_err(json_error)
     } else {
         serde_json::from_str(text)
@@ -201,10 +228,15 @@ where
     while let Some(CowStr(key)) = map.next_key::<CowStr<'de>>()? {
         pairs.push((key, convert(map.next_value()?)));
     }
+    sort_pairs(&mut pairs);
+    Ok(pairs)
+}
+
+/// Sorts pairs by key (stable: repeated keys keep their order), unless already sorted.
+fn sort_pairs<T>(pairs: &mut [(Cow<'_, str>, T)]) {
     if !pairs.is_sorted_by(|a, b| a.0 <= b.0) {
         pairs.sort_by(|a, b| a.0.cmp(&b.0));
     }
-    Ok(pairs)
 }
 
 impl<'de> Deserialize<'de> for WireEvent<'de> {
