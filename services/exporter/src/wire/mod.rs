@@ -152,13 +152,7 @@ pub fn decode_response(payload: &[u8]) -> Result<SubscribeResponse, DecodeError>
 /// gnmic's fallback meta for proto messages without headers: split the subject into at
 /// most 3 parts on `.`; part 2 with `-`→`.` is the source, part 3 the subscription name.
 pub fn meta_from_subject(subject: &str) -> EventMeta {
-    let mut parts = subject.splitn(3, '.');
-    let _prefix = parts.next();
-    let source = parts
-        .next()
-        .map(|s| s.replace('-', "."))
-        .unwrap_or_default();
-    let subscription = parts.next().unwrap_or_default();
+    let (source, subscription) = gnomon_bus::contract::source_from_subject(subject);
     EventMeta::new(source, subscription)
 }
 
