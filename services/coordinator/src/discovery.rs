@@ -36,18 +36,27 @@ impl Discovery {
         let Some(loader) = config.loader.clone() else {
             return Ok(None);
         };
-        gnomon_loaders::build(&loader)?;
-        ActionRunner::new(&config.loader_actions, &loader)?;
-        Ok(Some(Self {
+        let discovery = Self {
             loader,
             actions: config.loader_actions.clone(),
             config: Arc::new(config.clone()),
-        }))
+        };
+        discovery.parts()?;
+        Ok(Some(discovery))
     }
 }
 
 /// Store writes of one diff in flight at once.
 const STORE_WRITES_IN_FLIGHT: usize = 64;
+
+impl Discovery {
+    /// A fresh loader and its actions (none when no action is configured).
+    pub fn parts(&self) -> anyhow::Result<(Box<dyn gnomon_loaders::Loader>, Option<ActionRunner>)> {
+        let loader = gnomon_loaders::build(&self.loader)?;
+        let actions = ActionRunner::new(&self.actions, &self.loader)?;
+        Ok((loader, (!actions.is_empty()).then_some(actions)))
+    }
+}
 
 /// Key of the list of stored targets the loader provided.
 pub fn loaded_targets_key(cluster: &str) -> String {
@@ -61,18 +70,10 @@ pub async fn run(
     cluster: String,
     cancel: CancellationToken,
 ) {
-    let loader = match gnomon_loaders::build(&discovery.loader) {
-        Ok(loader) => loader,
+    let (loader, actions) = match discovery.parts() {
+        Ok(parts) => parts,
         Err(error) => {
-            tracing::error!(%error, "the target loader cannot start; no targets are discovered");
-            return;
-        }
-    };
-    let actions = match ActionRunner::new(&discovery.actions, &discovery.loader) {
-        Ok(actions) if actions.is_empty() => None,
-        Ok(actions) => Some(actions),
-        Err(error) => {
-            tracing::error!(%error, "the loader's actions cannot be set up; no targets are discovered");
+            tracing::error!(error = %format!("{error:#}"), "the target loader cannot start; no targets are discovered");
             return;
         }
     };

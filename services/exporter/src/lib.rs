@@ -8,7 +8,8 @@
 //! http_sd endpoint `/sd`, [`registration`] registers the output, [`stats`] names the
 //! exporter's own metrics, [`processing`] applies gnmic's event processors where gnmic does
 //! (input after decoding, output before naming), [`gnmi_cache`] keeps the latest value of
-//! every path for [`gnmi_server`], gnmic's `gnmi-server` on the cluster's data.
+//! every path for [`gnmi_server`], gnmic's `gnmi-server` on the cluster's data,
+//! [`remote_write`] is gnmic's `prometheus_write` output (the same series, pushed).
 
 pub mod exposition;
 pub mod fencing;
@@ -21,6 +22,7 @@ pub mod naming;
 pub mod output;
 pub mod processing;
 pub mod registration;
+pub mod remote_write;
 pub mod stats;
 pub mod wire;
 
@@ -33,6 +35,7 @@ use anyhow::Context;
 use gnomon_bus::Bus;
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::{GnmiServerConfig, GnomonConfig, InputConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
 use gnomon_processors::Processors;
@@ -52,6 +55,8 @@ pub struct ExporterSettings {
     pub cluster_name: String,
     pub inputs: BTreeMap<String, NatsInputConfig>,
     pub outputs: BTreeMap<String, PrometheusOutputConfig>,
+    /// gnmic's `prometheus_write` outputs, fed by the inputs like the Prometheus outputs.
+    pub remote_writes: BTreeMap<String, PrometheusWriteOutputConfig>,
     /// `clustering.locker`, used for service registration when present.
     pub locker: Option<LockerConfig>,
     /// The compiled `processors` section (the same definitions on every member: they come
@@ -63,7 +68,7 @@ pub struct ExporterSettings {
 
 impl ExporterSettings {
     /// The exporter's part of a gnmic-style configuration: every `type: nats` input and
-    /// every `type: prometheus` output.
+    /// every `type: prometheus` and `type: prometheus_write` output.
     pub fn from_config(config: &GnomonConfig) -> anyhow::Result<Self> {
         let mut settings = ExporterSettings {
             instance_name: config.globals.instance_name.clone().unwrap_or_default(),
@@ -84,8 +89,14 @@ impl ExporterSettings {
             settings.inputs.insert(name.clone(), parsed.clone());
         }
         for (name, output) in &config.outputs {
-            if let OutputConfig::Prometheus(parsed) = output {
-                settings.outputs.insert(name.clone(), parsed.clone());
+            match output {
+                OutputConfig::Prometheus(parsed) => {
+                    settings.outputs.insert(name.clone(), parsed.clone());
+                }
+                OutputConfig::PrometheusWrite(parsed) => {
+                    settings.remote_writes.insert(name.clone(), parsed.clone());
+                }
+                OutputConfig::Nats(_) | OutputConfig::File(_) => {}
             }
         }
         settings.processors = Arc::new(compile_processors(config)?);
@@ -99,13 +110,18 @@ impl ExporterSettings {
         for (name, input) in &self.inputs {
             input.validate(name).map_err(anyhow::Error::msg)?;
             for output in &input.outputs {
-                if !self.outputs.contains_key(output) {
+                if !self.outputs.contains_key(output) && !self.remote_writes.contains_key(output) {
                     tracing::warn!(input = %name, output = %output, "gnomon's inputs feed Prometheus outputs only; this output is not fed by the input");
                 }
             }
         }
         for (name, output) in &self.outputs {
             output.validate(name).map_err(anyhow::Error::msg)?;
+            self.processors
+                .check_names(&format!("outputs.{name}"), &output.event_processors)
+                .map_err(anyhow::Error::msg)?;
+        }
+        for (name, output) in &self.remote_writes {
             self.processors
                 .check_names(&format!("outputs.{name}"), &output.event_processors)
                 .map_err(anyhow::Error::msg)?;
@@ -120,7 +136,7 @@ impl ExporterSettings {
 
     /// Whether there is anything to run.
     pub fn is_empty(&self) -> bool {
-        self.outputs.is_empty() && self.gnmi_server.is_none()
+        self.outputs.is_empty() && self.remote_writes.is_empty() && self.gnmi_server.is_none()
     }
 }
 
@@ -143,6 +159,8 @@ struct RunningOutput {
 /// A running exporter.
 pub struct Exporter {
     outputs: BTreeMap<String, RunningOutput>,
+    /// The `prometheus_write` outputs (their writers run in `tasks`).
+    remote_writes: BTreeMap<String, Arc<PrometheusOutput>>,
     /// The processor chains of the outputs and inputs, for a SIGHUP to rebuild.
     chains: gnomon_processors::ChainSet,
     stats: Arc<ExporterStats>,
@@ -304,6 +322,30 @@ impl Exporter {
             );
         }
 
+        let mut remote_writes = BTreeMap::new();
+        for (name, config) in &settings.remote_writes {
+            let chain = settings
+                .processors
+                .chain_for(&format!("outputs.{name}"), &config.event_processors)
+                .map_err(anyhow::Error::msg)?;
+            let client = remote_write::RemoteWriteClient::new(name, config)?;
+            let buffer = Arc::new(remote_write::WriteBuffer::new(name, config));
+            let output = Arc::new(
+                PrometheusOutput::remote_write(name, config, buffer.clone()).with_chain(chain),
+            );
+            if let Some(chain) = output.live_chain() {
+                chains.register(&format!("outputs.{name}"), &config.event_processors, chain);
+            }
+            tasks.spawn(remote_write::run_writer(
+                buffer,
+                client,
+                config.clone(),
+                shutdown.clone(),
+            ));
+            tracing::info!(output = %name, url = %config.url, interval = ?config.interval, "Prometheus remote write output started");
+            remote_writes.insert(name.clone(), output);
+        }
+
         let mut gnmi = None;
         if let Some(config) = &settings.gnmi_server {
             let to_usize = |n: u64| usize::try_from(n).unwrap_or(usize::MAX);
@@ -334,6 +376,12 @@ impl Exporter {
                 .iter()
                 .filter(|(output_name, _)| config.feeds(output_name))
                 .map(|(_, running)| running.output.clone())
+                .chain(
+                    remote_writes
+                        .iter()
+                        .filter(|(output_name, _)| config.feeds(output_name))
+                        .map(|(_, output)| Arc::clone(output)),
+                )
                 .collect();
             let gnmi_cache = gnmi.as_ref().map(|(_, cache)| cache.clone());
             if fed.is_empty() && gnmi_cache.is_none() {
@@ -372,6 +420,7 @@ impl Exporter {
         }
         Ok(Self {
             outputs,
+            remote_writes,
             chains,
             stats,
             tasks,
@@ -399,6 +448,11 @@ impl Exporter {
     /// The output called `name`.
     pub fn output(&self, name: &str) -> Option<Arc<PrometheusOutput>> {
         self.outputs.get(name).map(|o| o.output.clone())
+    }
+
+    /// The `prometheus_write` output called `name`.
+    pub fn remote_write(&self, name: &str) -> Option<Arc<PrometheusOutput>> {
+        self.remote_writes.get(name).cloned()
     }
 
     /// Whether output `name` is currently registered for discovery.
@@ -460,6 +514,7 @@ pub fn compile_processors(config: &GnomonConfig) -> anyhow::Result<Processors> {
             OutputConfig::Nats(o) => &o.event_processors,
             OutputConfig::File(o) => &o.event_processors,
             OutputConfig::Prometheus(o) => &o.event_processors,
+            OutputConfig::PrometheusWrite(o) => &o.event_processors,
         };
         users.push((format!("outputs.{name}"), list.clone()));
     }
@@ -483,7 +538,7 @@ pub async fn run_with(
 ) -> anyhow::Result<()> {
     if settings.is_empty() {
         anyhow::bail!(
-            "neither an output of type prometheus nor a gnmi-server is configured; the exporter has nothing to serve"
+            "neither an output of type prometheus or prometheus_write nor a gnmi-server is configured; the exporter has nothing to serve"
         );
     }
     let exporter = Exporter::start(settings, deps, shutdown).await?;

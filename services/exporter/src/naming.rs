@@ -314,6 +314,38 @@ impl SeriesBuilder {
     }
 }
 
+impl SeriesBuilder {
+    /// [`Self::series`] together with the event's labels (sanitized names, raw values),
+    /// sorted by name: what remote write sends instead of the rendered text.
+    pub fn series_and_labels(
+        &mut self,
+        subscription: &str,
+        value_key: &str,
+        value: &SampleValue<'_>,
+    ) -> Option<(SeriesRef<'_>, impl Iterator<Item = (&str, &str)> + '_)> {
+        let (name_len, number) = {
+            let series = self.series(subscription, value_key, value)?;
+            (series.name_len, series.value)
+        };
+        let this = &*self;
+        let labels = this.order.iter().map(move |&index| {
+            let (ns, ne, vs, ve) = this.labels[index];
+            (
+                std::str::from_utf8(&this.names[ns..ne]).unwrap_or_default(),
+                std::str::from_utf8(&this.values[vs..ve]).unwrap_or_default(),
+            )
+        });
+        Some((
+            SeriesRef {
+                text: &this.series,
+                name_len,
+                value: number,
+            },
+            labels,
+        ))
+    }
+}
+
 /// The metric name gnmic builds for a value (for tests and docs).
 pub fn metric_name(options: &NamingOptions, subscription: &str, value_key: &str) -> Option<String> {
     let mut builder = SeriesBuilder::new(options.clone());

@@ -14,10 +14,13 @@
 use crate::exposition::{Exposition, FamilyKind, Upsert};
 use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use crate::processing::{self, Batching, SharedChain};
+use crate::remote_write::WriteBuffer;
 use crate::wire::WireEvent;
 use gnomon_common::log::Throttle;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_processors::{Chain, Record};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -37,6 +40,8 @@ pub struct IngestCounts {
     pub skipped: u64,
     /// Samples dropped because they would add a series beyond `max-series`.
     pub over_cap: u64,
+    /// Samples dropped because a remote write buffer was full.
+    pub buffer_full: u64,
 }
 
 struct State {
@@ -57,6 +62,8 @@ pub struct PrometheusOutput {
     over_cap_counter: metrics::Counter,
     /// The output's `event-processors`, applied at ingest (`None`: none configured).
     chain: Option<SharedChain>,
+    /// A `prometheus_write` output: samples go to its buffer, not to the exposition.
+    remote: Option<Arc<WriteBuffer>>,
 }
 
 fn unix_now_ns() -> i64 {
@@ -87,7 +94,36 @@ impl PrometheusOutput {
             over_cap_counter: metrics::counter!(crate::stats::SERIES_CAP_DROPPED, "output" => name.to_string()),
             config,
             chain: None,
+            remote: None,
         }
+    }
+
+    /// A `prometheus_write` output: series named as the scrape output names them (prefix,
+    /// subscription name, strings-as-labels, add-target, processors), each sample pushed to
+    /// `buffer` for the writer; nothing is kept in the exposition.
+    pub fn remote_write(
+        name: &str,
+        config: &PrometheusWriteOutputConfig,
+        buffer: Arc<WriteBuffer>,
+    ) -> Self {
+        let naming = PrometheusOutputConfig {
+            output_type: Some("prometheus".into()),
+            metric_prefix: config.metric_prefix.clone(),
+            append_subscription_name: config.append_subscription_name,
+            strings_as_labels: config.strings_as_labels,
+            add_target: config.add_target.clone(),
+            event_processors: config.event_processors.clone(),
+            ..PrometheusOutputConfig::default()
+        };
+        let mut output = Self::new(name, naming);
+        output.expiration = None;
+        output.remote = Some(buffer);
+        output
+    }
+
+    /// The remote write buffer of a `prometheus_write` output.
+    pub fn write_buffer(&self) -> Option<&Arc<WriteBuffer>> {
+        self.remote.as_ref()
     }
 
     /// The output with its `event-processors` chain (an empty chain changes nothing).
@@ -145,7 +181,7 @@ impl PrometheusOutput {
             let state = &mut *guard;
             let now = state.exposition.now();
             for event in status {
-                ingest_target_status(state, event, now, &mut counts);
+                ingest_target_status(state, self.remote.as_deref(), event, now, &mut counts);
             }
         }
         counts
@@ -174,7 +210,13 @@ impl PrometheusOutput {
         let now = state.exposition.now();
         for record in &records {
             if record.name == TARGET_UP {
-                ingest_target_status(state, &processing::wire_view(record), now, &mut counts);
+                ingest_target_status(
+                    state,
+                    self.remote.as_deref(),
+                    &processing::wire_view(record),
+                    now,
+                    &mut counts,
+                );
                 continue;
             }
             values.clear();
@@ -207,7 +249,7 @@ impl PrometheusOutput {
         let now = state.exposition.now();
         for event in events {
             if event.name == TARGET_UP {
-                ingest_target_status(state, event, now, &mut counts);
+                ingest_target_status(state, self.remote.as_deref(), event, now, &mut counts);
                 continue;
             }
             self.ingest_event(
@@ -237,6 +279,24 @@ impl PrometheusOutput {
         counts: &mut IngestCounts,
     ) {
         state.builder.start_event(tags, values);
+        if let Some(remote) = &self.remote {
+            for (key, value) in values {
+                let Some((series, labels)) =
+                    state.builder.series_and_labels(name, key.as_ref(), value)
+                else {
+                    counts.skipped += 1;
+                    continue;
+                };
+                let metric =
+                    std::str::from_utf8(&series.text[..series.name_len]).unwrap_or_default();
+                if remote.push(series.text, metric, labels, series.value, timestamp) {
+                    counts.stored += 1;
+                } else {
+                    counts.buffer_full += 1;
+                }
+            }
+            return;
+        }
         for (key, value) in values {
             let Some(series) = state.builder.series(name, key.as_ref(), value) else {
                 counts.skipped += 1;
@@ -319,6 +379,7 @@ impl PrometheusOutput {
 
 fn ingest_target_status(
     state: &mut State,
+    remote: Option<&WriteBuffer>,
     event: &WireEvent<'_>,
     now: crate::exposition::Tick,
     counts: &mut IngestCounts,
@@ -339,6 +400,22 @@ fn ingest_target_status(
         }
     }
     state.scratch.extend_from_slice(b"\"}");
+    if let Some(remote) = remote {
+        // Remote write has no deletes: a target that is gone stops being written and
+        // Prometheus marks the series stale.
+        for (key, value) in &event.values {
+            let Some(number) = value.to_f64().filter(|_| key == TARGET_UP) else {
+                continue;
+            };
+            let labels = std::iter::once(("target", target));
+            if remote.push(&state.scratch, TARGET_UP, labels, number, 0) {
+                counts.stored += 1;
+            } else {
+                counts.buffer_full += 1;
+            }
+        }
+        return;
+    }
     if event.deletes.iter().any(|d| d == TARGET_UP) {
         state.exposition.remove(&state.scratch);
         return;
@@ -446,6 +523,7 @@ mod tests {
                 older: 0,
                 skipped: 1,
                 over_cap: 0,
+                buffer_full: 0,
             }
         );
         assert_eq!(

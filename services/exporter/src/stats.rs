@@ -28,6 +28,13 @@ pub const SCRAPE_DURATION: &str = "gnomon_exporter_scrape_duration_seconds";
 /// Bytes of the last scrape body (before compression).
 pub const SCRAPE_BYTES: &str = "gnomon_exporter_scrape_bytes";
 
+/// Remote write: samples the backend accepted, per output.
+pub const REMOTE_WRITE_SAMPLES: &str = "gnomon_remote_write_samples_total";
+/// Remote write: samples dropped, per output and `reason` (buffer_full, send_failed, refused).
+pub const REMOTE_WRITE_DROPPED: &str = "gnomon_remote_write_dropped_samples_total";
+/// Remote write: requests that failed after their retries, per output.
+pub const REMOTE_WRITE_FAILED_REQUESTS: &str = "gnomon_remote_write_failed_requests_total";
+
 /// gNMI server: paths held by its cache.
 pub const GNMI_CACHE_PATHS: &str = "gnomon_gnmi_server_cache_paths";
 /// gNMI server: updates refused because the cache held `cache.max-paths` already.
@@ -45,6 +52,18 @@ pub const GNMI_REFUSED: &str = "gnomon_gnmi_server_refused_total";
 pub fn describe_metrics() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(MESSAGES, "Messages received from the bus.");
+    describe_counter!(
+        REMOTE_WRITE_SAMPLES,
+        "Samples a prometheus_write output's backend accepted."
+    );
+    describe_counter!(
+        REMOTE_WRITE_DROPPED,
+        "Samples a prometheus_write output dropped, by reason (buffer_full: the backend is slower than ingest or down; send_failed: a request failed after its retries; refused: the backend answered 4xx)."
+    );
+    describe_counter!(
+        REMOTE_WRITE_FAILED_REQUESTS,
+        "Remote write requests that failed after their retries."
+    );
     describe_gauge!(GNMI_CACHE_PATHS, "Paths held by the gNMI server's cache.");
     describe_counter!(
         GNMI_CACHE_DROPPED,

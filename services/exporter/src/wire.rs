@@ -87,17 +87,27 @@ fn json_error(error: serde_json::Error) -> DecodeError {
 
 /// Decodes gnmic's `event` payload: a JSON array of events; a single event object
 /// (`split-events`) is accepted too; a blank payload has no events.
+///
+/// The payload is checked as UTF-8 once, whole, and then parsed as text: serde_json checks
+/// every string of a byte slice on its own, which costs more than one pass over all of it.
 pub fn decode_events(payload: &[u8]) -> Result<Vec<WireEvent<'_>>, DecodeError> {
-    match payload.iter().copied().find(|b| !b.is_ascii_whitespace()) {
-        None => Ok(Vec::new()),
-        Some(b'[') => serde_json::from_slice(payload).map_err(json_error),
-        Some(b'{') => serde_json::from_slice(payload)
-            .map(|e| vec![e])
-            .map_err(json_error),
-        Some(other) => Err(DecodeError::Shape(format!(
+    let Some(first) = payload.iter().copied().find(|b| !b.is_ascii_whitespace()) else {
+        return Ok(Vec::new());
+    };
+    if first != b'[' && first != b'{' {
+        return Err(DecodeError::Shape(format!(
             "expected a JSON array of events, found {:?} at the start",
-            char::from(other)
-        ))),
+            char::from(first)
+        )));
+    }
+    let text = std::str::from_utf8(payload)
+        .map_err(|e| DecodeError::Json(format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    if first == b'[' {
+        serde_json::from_str(text).map_err(json_error)
+    } else {
+        serde_json::from_str(text)
+            .map(|e| vec![e])
+            .map_err(json_error)
     }
 }
 
@@ -292,6 +302,19 @@ mod tests {
         "tags":{"source":"10.0.0.1:57400","interface_name":"ethernet-1/1","subscription-name":"port-stats"},
         "values":{"/interfaces/interface/state/counters/in-octets":"123456","/x":{"nested":1},"/y":null,"/z":1.5},
         "deletes":["/interfaces/interface/state/foo"],"unknown":[1,2]}]"#;
+
+    #[test]
+    fn invalid_utf8_is_refused_naming_where() {
+        let mut payload = br#"[{"name":"s","values":{"/x":"ok"}}]"#.to_vec();
+        payload[10] = 0xff;
+        let err = decode_events(&payload).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "payload is not JSON: invalid UTF-8 at byte 10"
+        );
+        let err = decode_events(b"\xff\xff").unwrap_err();
+        assert_eq!(err.reason(), "shape");
+    }
 
     #[test]
     fn decodes_gnmic_events_borrowing_and_sorted() {

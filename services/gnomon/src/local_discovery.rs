@@ -5,24 +5,16 @@
 use async_trait::async_trait;
 use gnomon_collector::CollectorHandle;
 use gnomon_coordinator::discovery::Discovery;
-use gnomon_loaders::{ActionRunner, Diff, Sink, SinkError, WatchOptions};
+use gnomon_loaders::{Diff, Sink, SinkError, WatchOptions};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 /// Runs the loader into `collector` until `shutdown`.
 pub async fn run(discovery: Discovery, collector: CollectorHandle, shutdown: CancellationToken) {
-    let loader = match gnomon_loaders::build(&discovery.loader) {
-        Ok(loader) => loader,
+    let (loader, actions) = match discovery.parts() {
+        Ok(parts) => parts,
         Err(error) => {
-            tracing::error!(%error, "the target loader cannot start");
-            return;
-        }
-    };
-    let actions = match ActionRunner::new(&discovery.actions, &discovery.loader) {
-        Ok(actions) if actions.is_empty() => None,
-        Ok(actions) => Some(actions),
-        Err(error) => {
-            tracing::error!(%error, "the loader's actions cannot be set up");
+            tracing::error!(error = %format!("{error:#}"), "the target loader cannot start");
             return;
         }
     };

@@ -112,6 +112,7 @@ pub fn is_security_key(key: &str) -> bool {
             | "cert-file"
             | "key-file"
             | "credentials-file"
+            | "credentials"
     )
 }
 

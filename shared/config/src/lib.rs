@@ -25,10 +25,12 @@ pub mod names;
 pub mod nats_input;
 mod output;
 pub mod prometheus_output;
+pub mod prometheus_write_output;
 pub mod reader;
 mod serde_section;
 mod subscription;
 mod target;
+mod tls_files;
 pub mod warning;
 pub mod yaml;
 

@@ -1,72 +1,18 @@
-//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` is the
-//! exporter's.
+//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` and
+//! `prometheus_write` are the exporter's.
 
 use super::address::check_nats_servers;
 use super::defaults;
 use super::duration::serialize_ns;
 use super::prometheus_output::PrometheusOutputConfig;
+use super::prometheus_write_output::PrometheusWriteOutputConfig;
 use super::reader::Section;
 use super::secret::Secret;
+pub use super::tls_files::TlsFiles;
 use super::ConfigError;
 use serde::Serialize;
 use std::path::PathBuf;
 use std::time::Duration;
-
-/// Client TLS files: gnmic's `tls` block of the NATS output and input, `clustering.tls`
-/// and the locker's `tls` (etcd, Consul) — one type for all of them. Paths are kept as
-/// written.
-#[derive(Clone, Debug, Serialize, serde::Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "kebab-case", default)]
-pub struct TlsFiles {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub ca_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cert_file: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub key_file: Option<String>,
-    pub skip_verify: bool,
-}
-
-impl TlsFiles {
-    /// Reads an optional `tls` block from `section`.
-    pub fn read(section: &Section<'_>, key: &str) -> Result<Option<Self>, ConfigError> {
-        Self::read_with(section, key, None)
-    }
-
-    /// Like [`Self::read`]; `skip_verify_unsupported` says why `skip-verify: true` is not
-    /// applied where it is not (a warning naming the key).
-    pub fn read_with(
-        section: &Section<'_>,
-        key: &str,
-        skip_verify_unsupported: Option<&str>,
-    ) -> Result<Option<Self>, ConfigError> {
-        let Some(tls) = section.section(key)? else {
-            return Ok(None);
-        };
-        let files = Self {
-            ca_file: tls.string_if_set("ca-file")?,
-            cert_file: tls.string_if_set("cert-file")?,
-            key_file: tls.string_if_set("key-file")?,
-            skip_verify: tls.bool("skip-verify")?.unwrap_or(false),
-        };
-        if files.cert_file.is_some() != files.key_file.is_some() {
-            let missing = if files.cert_file.is_some() {
-                "key-file"
-            } else {
-                "cert-file"
-            };
-            return Err(ConfigError::Missing {
-                key: tls.key_path(missing),
-                expected: "cert-file and key-file go together".into(),
-            });
-        }
-        if let Some(why) = skip_verify_unsupported {
-            tls.unsupported_unless("skip-verify", &serde_json::Value::Bool(false), why);
-        }
-        tls.warn_unknown_keys();
-        Ok(Some(files))
-    }
-}
 
 /// Payload format of the NATS output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Default)]
@@ -388,6 +334,9 @@ pub enum OutputConfig {
     File(FileOutputConfig),
     /// The exporter's Prometheus output.
     Prometheus(PrometheusOutputConfig),
+    /// The exporter's Prometheus remote write output.
+    #[serde(rename = "prometheus_write")]
+    PrometheusWrite(PrometheusWriteOutputConfig),
 }
 
 impl OutputConfig {
@@ -396,7 +345,7 @@ impl OutputConfig {
         let Some(kind) = section.string("type")? else {
             return Err(ConfigError::Missing {
                 key: section.key_path("type"),
-                expected: "expected one of nats, file, prometheus".into(),
+                expected: "expected one of nats, file, prometheus, prometheus_write".into(),
             });
         };
         match kind.trim().to_ascii_lowercase().as_str() {
@@ -405,10 +354,13 @@ impl OutputConfig {
             "prometheus" => Ok(Self::Prometheus(PrometheusOutputConfig::from_section(
                 name, section,
             )?)),
+            "prometheus_write" => Ok(Self::PrometheusWrite(
+                PrometheusWriteOutputConfig::from_section(section)?,
+            )),
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),
-                "is not a supported output type (expected nats, file or prometheus)",
+                "is not a supported output type (expected nats, file, prometheus or prometheus_write)",
             )),
         }
     }
@@ -419,6 +371,7 @@ impl OutputConfig {
             Self::Nats(_) => "nats",
             Self::File(_) => "file",
             Self::Prometheus(_) => "prometheus",
+            Self::PrometheusWrite(_) => "prometheus_write",
         }
     }
 }

@@ -176,7 +176,7 @@ fn error_of(text: &str) -> String {
 #[test]
 fn unknown_output_type_names_the_key() {
     let err = error_of("outputs:\n  out1:\n    type: kafka\n");
-    assert_eq!(err, "outputs.out1.type: \"kafka\" is not a supported output type (expected nats, file or prometheus)");
+    assert_eq!(err, "outputs.out1.type: \"kafka\" is not a supported output type (expected nats, file, prometheus or prometheus_write)");
 }
 
 #[test]
@@ -507,6 +507,7 @@ fn processors_and_event_processor_lists_are_kept_without_warnings() {
             OutputConfig::Nats(n) => &n.event_processors,
             OutputConfig::File(f) => &f.event_processors,
             OutputConfig::Prometheus(p) => &p.event_processors,
+            OutputConfig::PrometheusWrite(p) => &p.event_processors,
         };
         assert_eq!(lists, &["up"]);
     }
@@ -836,4 +837,164 @@ fn one_tls_files_type_and_one_secret_type_everywhere() {
     for secret in ["in-pw", "in-tok", "reg-pw", "reg-tok"] {
         assert!(!shown.contains(secret), "{secret} shown: {shown}");
     }
+}
+
+// ---- issue 17.2: the prometheus_write output ----
+
+#[test]
+fn prometheus_write_reads_every_gnmic_key() {
+    let config = load(
+        "outputs:\n  rw:\n    type: prometheus_write\n    url: https://mimir:9009/api/v1/push\n\
+         \x20   headers: {X-Scope-OrgID: tenant1}\n\
+         \x20   authorization: {type: Bearer, credentials: tok-secret}\n\
+         \x20   tls: {ca-file: /ca.pem, skip-verify: true}\n\
+         \x20   timeout: 3s\n    interval: 2s\n    buffer-size: 50\n\
+         \x20   max-time-series-per-write: 7\n    max-retries: 4\n\
+         \x20   metadata: {include: true, interval: 30s, max-entries-per-write: 9}\n\
+         \x20   metric-prefix: gnmic\n    append-subscription-name: true\n\
+         \x20   strings-as-labels: true\n    add-target: if-not-present\n\
+         \x20   event-processors: [p1]\n\
+         processors:\n  p1: {event-drop: {condition: 'false'}}\n",
+    )
+    .unwrap();
+    let OutputConfig::PrometheusWrite(rw) = &config.outputs["rw"] else {
+        panic!("{:?}", config.outputs["rw"]);
+    };
+    assert_eq!(config.outputs["rw"].type_name(), "prometheus_write");
+    assert_eq!(rw.url, "https://mimir:9009/api/v1/push");
+    assert_eq!(rw.headers["X-Scope-OrgID"], "tenant1");
+    let authz = rw.authorization.as_ref().unwrap();
+    assert_eq!(
+        (authz.kind.as_str(), authz.credentials.expose()),
+        ("Bearer", "tok-secret")
+    );
+    assert!(rw.authentication.is_none());
+    let tls = rw.tls.as_ref().unwrap();
+    assert_eq!(
+        (tls.ca_file.as_deref(), tls.skip_verify),
+        (Some("/ca.pem"), true)
+    );
+    assert_eq!(
+        (rw.timeout, rw.interval),
+        (Duration::from_secs(3), Duration::from_secs(2))
+    );
+    assert_eq!(
+        (rw.buffer_size, rw.max_time_series_per_write, rw.max_retries),
+        (50, 7, 4)
+    );
+    assert!(rw.metadata.include);
+    assert_eq!(rw.metadata.interval, Duration::from_secs(30));
+    assert_eq!(rw.metadata.max_entries_per_write, 9);
+    assert_eq!(rw.metric_prefix, "gnmic");
+    assert!(rw.append_subscription_name && rw.strings_as_labels);
+    assert_eq!(rw.add_target.as_deref(), Some("if-not-present"));
+    assert_eq!(rw.event_processors, ["p1"]);
+    // The credentials never show in the serialized (API) view.
+    let json = serde_json::to_string(&config.outputs["rw"]).unwrap();
+    assert!(!json.contains("tok-secret"), "{json}");
+    assert!(json.contains("\"type\":\"prometheus_write\""), "{json}");
+}
+
+#[test]
+fn prometheus_write_defaults_are_gnmics() {
+    let config = load("outputs:\n  rw:\n    type: prometheus_write\n    url: http://p:9090/api/v1/write\n    authentication: {username: u, password: pw}\n").unwrap();
+    let OutputConfig::PrometheusWrite(rw) = &config.outputs["rw"] else {
+        panic!()
+    };
+    assert_eq!(rw.interval, Duration::from_secs(10));
+    assert_eq!(rw.timeout, Duration::from_secs(10));
+    assert_eq!(rw.buffer_size, 1000);
+    assert_eq!(rw.max_time_series_per_write, 500);
+    assert_eq!(rw.max_retries, 0);
+    assert!(!rw.metadata.include);
+    assert_eq!(rw.metadata.interval, Duration::from_secs(60));
+    assert_eq!(rw.metadata.max_entries_per_write, 500);
+    let auth = rw.authentication.as_ref().unwrap();
+    assert_eq!(
+        (auth.username.as_str(), auth.password.expose()),
+        ("u", "pw")
+    );
+}
+
+#[test]
+fn prometheus_write_refuses_bad_values_naming_the_key() {
+    let base = "outputs:\n  rw:\n    type: prometheus_write\n";
+    let err = error_of(base);
+    assert!(err.starts_with("outputs.rw.url"), "{err}");
+    let err = error_of(&format!("{base}    url: mimir:9009/push\n"));
+    assert!(
+        err.starts_with("outputs.rw.url") && err.contains("scheme"),
+        "{err}"
+    );
+    let url = "    url: http://m/push\n";
+    for (extra, key) in [
+        ("    max-retries: 1000\n", "outputs.rw.max-retries"),
+        ("    buffer-size: 2000000\n", "outputs.rw.buffer-size"),
+        ("    interval: soon\n", "outputs.rw.interval"),
+        (
+            "    headers: {\"bad header\": x}\n",
+            "outputs.rw.headers.bad header",
+        ),
+        ("    add-target: always\n", "outputs.rw.add-target"),
+        (
+            "    target-template: '{{.x}}'\n",
+            "outputs.rw.target-template",
+        ),
+        ("    tls: {cert-file: /c.pem}\n", "outputs.rw.tls.key-file"),
+    ] {
+        let err = error_of(&format!("{base}{url}{extra}"));
+        assert!(err.starts_with(key), "{extra}: {err}");
+    }
+    let err = error_of(&format!(
+        "{base}{url}    authentication: {{username: u, password: p}}\n    authorization: {{credentials: t}}\n"
+    ));
+    assert!(err.contains("authorization"), "{err}");
+}
+
+#[test]
+fn prometheus_write_warns_about_keys_it_does_not_apply() {
+    let base = "outputs:\n  rw:\n    type: prometheus_write\n    url: http://m/push\n";
+    for (extra, key, words) in [
+        (
+            "num-workers: 2",
+            "outputs.rw.num-workers",
+            "without conversion workers",
+        ),
+        ("num-writers: 2", "outputs.rw.num-writers", "one writer"),
+        (
+            "input-buffer-size: 9",
+            "outputs.rw.input-buffer-size",
+            "input queue",
+        ),
+        ("debug: true", "outputs.rw.debug", "RUST_LOG"),
+        (
+            "enable-metrics: false",
+            "outputs.rw.enable-metrics",
+            "always records",
+        ),
+        (
+            "metadata: {includ: true}",
+            "outputs.rw.metadata.includ",
+            "unknown",
+        ),
+        ("urll: x", "outputs.rw.urll", "unknown"),
+    ] {
+        assert_warns(&format!("{base}    {extra}\n"), key, words);
+    }
+    assert!(warnings_of(&format!(
+        "{base}    debug: false\n    enable-metrics: true\n"
+    ))
+    .is_empty());
+}
+
+#[test]
+fn prometheus_write_credentials_fail_closed() {
+    let err = error_of(
+        "outputs:\n  rw:\n    type: prometheus_write\n    url: http://m/push\n    authorization:\n      credentials: ${GNOMON_TEST_UNSET_RW_TOKEN}\n",
+    );
+    assert!(
+        err.starts_with("outputs.rw.authorization.credentials")
+            && err.contains("GNOMON_TEST_UNSET_RW_TOKEN"),
+        "{err}"
+    );
 }

@@ -10,7 +10,7 @@
 //! still a complete read of every service. A failed blocking query is not retried at once:
 //! the next read reports the failure, then the wait starts again (at most every 5 s).
 
-use crate::http::{body_excerpt, query_string, HttpClient};
+use crate::http::{query_string, HttpClient};
 use crate::targets::{self, join_host_port, WarnOnce};
 use crate::{LoadError, Loader};
 use gnomon_config::loader::{ConsulLoaderConfig, ConsulServiceConfig, LoaderConfig};
@@ -176,21 +176,8 @@ impl Loader for ConsulLoader {
             let url = self.url(service);
             let reply = self
                 .client
-                .send(self.request(&self.client, service, None))
-                .await
-                .map_err(|reason| LoadError::Request {
-                    method: "GET",
-                    url: url.clone(),
-                    reason,
-                })?;
-            if reply.status != reqwest::StatusCode::OK {
-                return Err(LoadError::Status {
-                    method: "GET",
-                    url,
-                    status: reply.status.as_u16(),
-                    body: body_excerpt(&reply.body),
-                });
-            }
+                .get_ok(self.request(&self.client, service, None), &url)
+                .await?;
             let entries: Vec<Value> =
                 serde_json::from_slice(&reply.body).map_err(|e| LoadError::Parse {
                     source_name: url.clone(),

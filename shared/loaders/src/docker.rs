@@ -9,7 +9,7 @@
 //! `label=<name>` label; without one the global port applies. The unversioned API paths are
 //! used (the daemon's current version).
 
-use crate::http::{body_excerpt, query_string, HttpClient};
+use crate::http::{query_string, HttpClient};
 use crate::targets::{self, join_host_port, WarnOnce};
 use crate::{LoadError, Loader};
 use gnomon_config::loader::{
@@ -105,23 +105,7 @@ impl DockerLoader {
             )
         };
         let request = self.client.request(reqwest::Method::GET, &full);
-        let reply = self
-            .client
-            .send(request)
-            .await
-            .map_err(|reason| LoadError::Request {
-                method: "GET",
-                url: shown.clone(),
-                reason,
-            })?;
-        if reply.status != reqwest::StatusCode::OK {
-            return Err(LoadError::Status {
-                method: "GET",
-                url: shown,
-                status: reply.status.as_u16(),
-                body: body_excerpt(&reply.body),
-            });
-        }
+        let reply = self.client.get_ok(request, &shown).await?;
         serde_json::from_slice(&reply.body).map_err(|e| LoadError::Parse {
             source_name: shown,
             reason: e.to_string(),

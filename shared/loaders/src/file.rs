@@ -1,7 +1,7 @@
 //! gnmic's file loader: a YAML or JSON targets map in a local file or at an http(s) URL,
 //! read whole at every interval. A read gives up after half the interval, as gnmic's.
 
-use crate::http::{body_excerpt, HttpClient};
+use crate::http::HttpClient;
 use crate::targets::{self, WarnOnce};
 use crate::{LoadError, Loader, MAX_DOCUMENT_SIZE};
 use gnomon_config::loader::{FileLoaderConfig, FileSource, LoaderConfig};
@@ -78,21 +78,8 @@ impl FileLoader {
             });
         };
         let reply = http
-            .send(http.request(reqwest::Method::GET, url))
-            .await
-            .map_err(|reason| LoadError::Request {
-                method: "GET",
-                url: url.to_string(),
-                reason,
-            })?;
-        if reply.status != reqwest::StatusCode::OK {
-            return Err(LoadError::Status {
-                method: "GET",
-                url: url.to_string(),
-                status: reply.status.as_u16(),
-                body: body_excerpt(&reply.body),
-            });
-        }
+            .get_ok(http.request(reqwest::Method::GET, url), url)
+            .await?;
         String::from_utf8(reply.body.to_vec()).map_err(|e| LoadError::Parse {
             source_name: url.to_string(),
             reason: e.to_string(),

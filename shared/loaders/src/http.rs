@@ -116,6 +116,34 @@ impl HttpClient {
     }
 }
 
+impl HttpClient {
+    /// Sends a GET `request` and wants 200: the error names `shown_url` (the URL without
+    /// credentials), the failure or the status, and the start of the body.
+    pub async fn get_ok(
+        &self,
+        request: reqwest::RequestBuilder,
+        shown_url: &str,
+    ) -> Result<Reply, crate::LoadError> {
+        let reply = self
+            .send(request)
+            .await
+            .map_err(|reason| crate::LoadError::Request {
+                method: "GET",
+                url: shown_url.to_string(),
+                reason,
+            })?;
+        if reply.status != reqwest::StatusCode::OK {
+            return Err(crate::LoadError::Status {
+                method: "GET",
+                url: shown_url.to_string(),
+                status: reply.status.as_u16(),
+                body: body_excerpt(&reply.body),
+            });
+        }
+        Ok(reply)
+    }
+}
+
 pub(crate) use gnomon_common::error_text::error_chain;
 
 /// The start of a body, for error messages.

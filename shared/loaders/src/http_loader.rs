@@ -1,7 +1,7 @@
 //! gnmic's http loader: `GET <url>` answering the targets map as JSON (status 200 only),
 //! with a timeout, client TLS, and basic or token authentication.
 
-use crate::http::{body_excerpt, HttpClient};
+use crate::http::HttpClient;
 use crate::targets::{self, WarnOnce};
 use crate::{LoadError, Loader};
 use gnomon_common::tls::ClientTlsOptions;
@@ -68,23 +68,7 @@ impl Loader for HttpLoader {
                 format!("{} {}", self.config.auth_scheme, token.expose()),
             );
         }
-        let reply = self
-            .client
-            .send(request)
-            .await
-            .map_err(|reason| LoadError::Request {
-                method: "GET",
-                url: url.clone(),
-                reason,
-            })?;
-        if reply.status != reqwest::StatusCode::OK {
-            return Err(LoadError::Status {
-                method: "GET",
-                url: url.clone(),
-                status: reply.status.as_u16(),
-                body: body_excerpt(&reply.body),
-            });
-        }
+        let reply = self.client.get_ok(request, url).await?;
         let document = serde_json::from_slice(&reply.body).map_err(|e| LoadError::Parse {
             source_name: url.clone(),
             reason: e.to_string(),

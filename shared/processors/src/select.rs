@@ -16,11 +16,28 @@ use crate::jq::Jq;
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Matcher {
     regexes: Vec<Regex>,
-    literal: Vec<Literal>,
-    set: Option<RegexSet>,
-    single: Option<Regex>,
+    how: How,
+}
+
+/// How a [`Matcher`] decides, chosen once from its patterns so that the
+/// common cases (no pattern, `.*`, one literal) are one branch on the hot
+/// path.
+#[derive(Debug, Clone, Default)]
+enum How {
+    /// No pattern: nothing matches.
+    #[default]
+    Nothing,
     /// Some pattern matches every string (`.*`, `^.*$`, empty pattern).
-    all: bool,
+    All,
+    /// One pattern, literal text between optional anchors.
+    One(Literal),
+    /// Literal patterns compared first, then the others as one regex (or
+    /// one `RegexSet` for several).
+    Any {
+        literal: Vec<Literal>,
+        set: Option<RegexSet>,
+        single: Option<Regex>,
+    },
 }
 
 /// A pattern that is literal text between optional anchors.
@@ -55,7 +72,7 @@ impl Literal {
         })
     }
 
-    #[inline]
+    #[inline(always)]
     fn is_match(&self, s: &str) -> bool {
         match self {
             Literal::Exact(l) => s == l,
@@ -68,27 +85,35 @@ impl Literal {
 
 impl Matcher {
     pub(crate) fn new(regexes: Vec<Regex>) -> Self {
-        let all = regexes.iter().any(|r| matches_everything(r.as_str()));
-        let mut literal = Vec::new();
-        let mut rest = Vec::new();
-        for r in &regexes {
-            match Literal::parse(r.as_str()) {
-                Some(l) => literal.push(l),
-                None => rest.push(r.clone()),
+        let how = if regexes.is_empty() {
+            How::Nothing
+        } else if regexes.iter().any(|r| matches_everything(r.as_str())) {
+            How::All
+        } else {
+            let mut literal = Vec::new();
+            let mut rest = Vec::new();
+            for r in &regexes {
+                match Literal::parse(r.as_str()) {
+                    Some(l) => literal.push(l),
+                    None => rest.push(r.clone()),
+                }
             }
-        }
-        let (set, single) = match rest.len() {
-            0 => (None, None),
-            1 => (None, rest.pop()),
-            _ => (RegexSet::new(rest.iter().map(Regex::as_str)).ok(), None),
+            if rest.is_empty() && literal.len() == 1 {
+                How::One(literal.remove(0))
+            } else {
+                let (set, single) = match rest.len() {
+                    0 => (None, None),
+                    1 => (None, rest.pop()),
+                    _ => (RegexSet::new(rest.iter().map(Regex::as_str)).ok(), None),
+                };
+                How::Any {
+                    literal,
+                    set,
+                    single,
+                }
+            }
         };
-        Self {
-            regexes,
-            literal,
-            set,
-            single,
-            all,
-        }
+        Self { regexes, how }
     }
 
     pub(crate) fn from_field(f: &Fields<'_>, key: &'static str) -> Result<Self, ProcessorError> {
@@ -101,21 +126,20 @@ impl Matcher {
 
     #[inline]
     pub(crate) fn is_match(&self, s: &str) -> bool {
-        if self.all {
-            return true;
-        }
-        if let [only] = self.literal.as_slice() {
-            if self.single.is_none() && self.set.is_none() {
-                return only.is_match(s);
+        match &self.how {
+            How::Nothing => false,
+            How::All => true,
+            How::One(l) => l.is_match(s),
+            How::Any {
+                literal,
+                set,
+                single,
+            } => {
+                literal.iter().any(|l| l.is_match(s))
+                    || single.as_ref().is_some_and(|r| r.is_match(s))
+                    || set.as_ref().is_some_and(|set| set.is_match(s))
             }
         }
-        if self.literal.iter().any(|l| l.is_match(s)) {
-            return true;
-        }
-        if let Some(r) = &self.single {
-            return r.is_match(s);
-        }
-        self.set.as_ref().is_some_and(|set| set.is_match(s))
     }
 
     /// True when the value is a string one pattern matches (gnmic only
@@ -187,6 +211,17 @@ mod tests {
         }
         assert!(m(&["^a$", "b$"]).is_match("xb"));
         assert!(!m(&[]).is_match("x"));
+        assert!(m(&["^a$", ".*"]).is_match("x"));
+        let patterns = ["^a$", "b.c", "x+y$", "^(p|q)"];
+        let mixed = m(&patterns);
+        let res: Vec<Regex> = patterns.iter().map(|p| Regex::new(p).unwrap()).collect();
+        for s in ["a", "ba", "bxc", "xxy", "xxyz", "q1", "1q", ""] {
+            assert_eq!(
+                mixed.is_match(s),
+                res.iter().any(|r| r.is_match(s)),
+                "{patterns:?} on {s:?}"
+            );
+        }
     }
 }
 

@@ -246,16 +246,22 @@ pub fn bytes_per_series() -> anyhow::Result<()> {
 }
 
 /// `exporter_cpu_us_per_update`: thread CPU time per sample update of existing series,
-/// from the NATS message (JSON decode, fencing, naming, store) — 100 k series, 3 rounds.
+/// from the NATS message (JSON decode, fencing, naming, store) — 100 k series, median of
+/// [`UPDATE_ROUNDS`] rounds.
 pub fn cpu_us_per_update() -> anyhow::Result<()> {
-    let (update_us, decode_us, insert_us) = measure_updates(None)?;
-    report("exporter_cpu_us_per_update", update_us, "us");
+    let messages = update_messages();
+    let plain = UpdateBench::new(None, &messages[0])?;
+    let rounds: Vec<f64> = (0..UPDATE_ROUNDS)
+        .map(|r| plain.round_us(&messages[1 + r % (messages.len() - 1)]))
+        .collect();
+    plain.check()?;
+    report("exporter_cpu_us_per_update", median(rounds), "us");
     report(
         "exporter_cpu_us_per_update_json_decode_part",
-        decode_us,
+        decode_us(&messages[1..]),
         "us",
     );
-    report("exporter_cpu_us_per_insert", insert_us, "us");
+    report("exporter_cpu_us_per_insert", plain.insert_us, "us");
     Ok(())
 }
 
@@ -276,70 +282,111 @@ pub fn processors_ns_per_event() -> anyhow::Result<()> {
 
 /// `exporter_cpu_us_per_update_with_processors`: [`cpu_us_per_update`] with the
 /// six-processor chain on the exporter's input (so every message is converted to records,
-/// processed and ingested from them); the same run's figure without processors is
-/// printed next to it.
+/// processed and ingested from them). The input without processors is measured in the
+/// same run, a round of each in turn, so that a noisy machine weighs on both alike; each
+/// figure is the median of its rounds.
 pub fn cpu_us_per_update_with_processors() -> anyhow::Result<()> {
-    let (plain_us, _, _) = measure_updates(None)?;
+    let messages = update_messages();
     let procs = gnomon_processors::bench::bench_processors();
     let chain = procs.chain(&gnomon_processors::bench::BENCH_CHAIN)?;
-    let (processed_us, _, insert_us) = measure_updates(SharedChain::new(chain))?;
+    let plain = UpdateBench::new(None, &messages[0])?;
+    let processed = UpdateBench::new(SharedChain::new(chain), &messages[0])?;
+    let mut plain_rounds = Vec::new();
+    let mut processed_rounds = Vec::new();
+    for r in 0..UPDATE_ROUNDS {
+        let round = &messages[1 + r % (messages.len() - 1)];
+        plain_rounds.push(plain.round_us(round));
+        processed_rounds.push(processed.round_us(round));
+    }
+    plain.check()?;
+    processed.check()?;
     report(
         "exporter_cpu_us_per_update_with_processors",
-        processed_us,
+        median(processed_rounds),
         "us",
     );
-    report("exporter_cpu_us_per_update", plain_us, "us");
+    report("exporter_cpu_us_per_update", median(plain_rounds), "us");
     report(
         "exporter_cpu_us_per_insert_with_processors",
-        insert_us,
+        processed.insert_us,
         "us",
     );
     Ok(())
 }
 
-/// Update, decode and insert cost (µs of thread CPU time per sample) through an input with
-/// `chain` as its processors.
-fn measure_updates(chain: Option<SharedChain>) -> anyhow::Result<(f64, f64, f64)> {
+/// Rounds of updates measured per input (each round updates all 100 k series once).
+const UPDATE_ROUNDS: usize = 9;
+
+/// Four rounds of messages over 100 sources: the first inserts, the others update.
+fn update_messages() -> Vec<Vec<BusMessage>> {
     const BENCH_SOURCES: usize = 100;
-    let output = new_output();
-    let input = exporter_input_with(output.clone(), chain);
-    let rounds: Vec<Vec<BusMessage>> = (0..4)
+    (0..4)
         .map(|round| {
             (0..BENCH_SOURCES)
                 .flat_map(|s| (0..INTERFACES).map(move |i| message(s, i, round)))
                 .collect()
         })
-        .collect();
-    let started = thread_cpu_seconds();
-    for message in &rounds[0] {
-        input.process(message);
-    }
-    let inserted = output.series_count();
-    let insert_us = (thread_cpu_seconds() - started) * 1e6 / inserted as f64;
-    let started = thread_cpu_seconds();
-    for round in &rounds[1..] {
-        for message in round {
+        .collect()
+}
+
+/// An input (with `chain` as its processors) and its output, with one round inserted.
+struct UpdateBench {
+    output: Arc<PrometheusOutput>,
+    input: NatsInput,
+    inserted: usize,
+    /// µs of thread CPU time per inserted series.
+    insert_us: f64,
+}
+
+impl UpdateBench {
+    fn new(chain: Option<SharedChain>, insert: &[BusMessage]) -> anyhow::Result<Self> {
+        let output = new_output();
+        let input = exporter_input_with(output.clone(), chain);
+        let started = thread_cpu_seconds();
+        for message in insert {
             input.process(message);
         }
+        let inserted = output.series_count();
+        anyhow::ensure!(inserted > 0, "the first round inserted no series");
+        let insert_us = (thread_cpu_seconds() - started) * 1e6 / inserted as f64;
+        Ok(Self {
+            output,
+            input,
+            inserted,
+            insert_us,
+        })
     }
-    let updates = (rounds.len() - 1) * inserted;
-    let update_us = (thread_cpu_seconds() - started) * 1e6 / updates as f64;
-    anyhow::ensure!(
-        output.series_count() == inserted,
-        "updates must not add series"
-    );
-    // Share of the JSON decode alone, for attribution.
+
+    /// µs of thread CPU time per update over one round of `messages`.
+    fn round_us(&self, messages: &[BusMessage]) -> f64 {
+        let started = thread_cpu_seconds();
+        for message in messages {
+            self.input.process(message);
+        }
+        (thread_cpu_seconds() - started) * 1e6 / self.inserted as f64
+    }
+
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.output.series_count() == self.inserted,
+            "updates must not add series"
+        );
+        Ok(())
+    }
+}
+
+/// The JSON decode alone (µs per event), for attribution.
+fn decode_us(rounds: &[Vec<BusMessage>]) -> f64 {
     let started = thread_cpu_seconds();
     let mut decoded = 0usize;
-    for round in &rounds[1..] {
+    for round in rounds {
         for message in round {
             decoded += gnomon_exporter::wire::decode_events(&message.payload)
                 .map(|e| e.len())
                 .unwrap_or(0);
         }
     }
-    let decode_us = (thread_cpu_seconds() - started) * 1e6 / decoded.max(1) as f64;
-    Ok((update_us, decode_us, insert_us))
+    (thread_cpu_seconds() - started) * 1e6 / decoded.max(1) as f64
 }
 
 /// `scrape_1m_series_value_tag_s`: scrape time of 1 M series loaded through an input with

@@ -1,6 +1,11 @@
 //! gnomon benchmarks. `cargo run --release -p gnomon-bench -- NAME` runs one benchmark and
 //! prints `RESULT NAME <value> <unit>` lines; `list` prints the known names.
 
+/// The shipped binary's allocator (`services/gnomon/src/main.rs`): the data path's many
+/// small allocations cost what they cost in production, not what glibc's malloc makes them.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 // Benchmark modules (one per area).
 // (modules)
 mod cluster;

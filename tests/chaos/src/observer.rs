@@ -653,16 +653,22 @@ mod tests {
 
     #[test]
     fn measures_cpu_this_process_spent() {
+        // Spin until the measured CPU time has grown by 100 ms: on a loaded machine a fixed
+        // stretch of wall time may get little CPU (300 ms of spinning once measured 60 ms),
+        // so the wall clock only bounds how long a broken measurement may take to fail.
         let before = process_cpu(std::process::id()).unwrap();
-        let busy = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(60);
         let mut x = 0u64;
-        while busy.elapsed() < Duration::from_millis(300) {
-            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        let mut after = before;
+        while after - before < Duration::from_millis(100) {
+            assert!(
+                Instant::now() < deadline,
+                "no CPU time measured while spinning: {before:?} → {after:?}"
+            );
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+            after = process_cpu(std::process::id()).unwrap();
         }
-        let after = process_cpu(std::process::id()).unwrap();
-        assert!(
-            after - before >= Duration::from_millis(100),
-            "{before:?} → {after:?}"
-        );
     }
 }

@@ -535,8 +535,28 @@ pub struct PrometheusServer {
 impl PrometheusServer {
     /// Writes `config_yaml` and starts Prometheus with it.
     pub fn start(config_yaml: &str) -> anyhow::Result<Self> {
+        Self::start_with(config_yaml, &[], None)
+    }
+
+    /// A Prometheus that accepts remote writes at `<url>/api/v1/write`
+    /// (`--web.enable-remote-write-receiver`), on `port` when given (to restart one on the
+    /// same address), else on a free one.
+    pub fn start_remote_write_receiver(port: Option<u16>) -> anyhow::Result<Self> {
+        Self::start_with(
+            "global: {}\n",
+            &["--web.enable-remote-write-receiver"],
+            port,
+        )
+    }
+
+    /// [`Self::start`] with extra command-line flags, on `port` or a free one.
+    pub fn start_with(
+        config_yaml: &str,
+        extra_args: &[&str],
+        port: Option<u16>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let port = free_port();
+        let port = port.unwrap_or_else(free_port);
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config_yaml)?;
         let mut cmd = Command::new("prometheus");
@@ -546,7 +566,8 @@ impl PrometheusServer {
                 dir.path().join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--storage.tsdb.retention.time=1h");
+            .arg("--storage.tsdb.retention.time=1h")
+            .args(extra_args);
         let mut process = ChildProcess::spawn("prometheus", cmd, dir.path())?;
         wait_for_tcp(&format!("127.0.0.1:{port}"), Duration::from_secs(20))?;
         // The port answering is not enough: another process may have taken it first.
@@ -570,5 +591,10 @@ impl PrometheusServer {
     /// `http://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The HTTP port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 }

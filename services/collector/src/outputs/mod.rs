@@ -276,7 +276,7 @@ fn compile_processors(
         .filter_map(|(name, config)| match config {
             OutputConfig::Nats(c) => Some((name.clone(), c.event_processors.clone())),
             OutputConfig::File(c) => Some((name.clone(), c.event_processors.clone())),
-            OutputConfig::Prometheus(_) => None,
+            OutputConfig::Prometheus(_) | OutputConfig::PrometheusWrite(_) => None,
         })
         .collect();
     let keyed: Vec<(String, Vec<String>)> = users
@@ -353,8 +353,8 @@ impl Outputs {
                     senders.insert(name.clone(), sender);
                     workers.push(handle);
                 }
-                OutputConfig::Prometheus(_) => {
-                    tracing::info!(output = %name, "prometheus output is served by the exporter, not the collector");
+                OutputConfig::Prometheus(_) | OutputConfig::PrometheusWrite(_) => {
+                    tracing::info!(output = %name, output_type = config.type_name(), "this output is run by the exporter, not the collector");
                 }
             }
         }

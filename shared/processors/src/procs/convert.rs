@@ -60,13 +60,32 @@ pub(crate) fn convert(f: &Fields<'_>) -> Result<Arc<dyn Build>, ProcessorError> 
     }))
 }
 
-/// Go's `strconv.Atoi` (optional sign, decimal digits, 64-bit).
+/// Go's `strconv.Atoi` (optional sign, decimal digits, 64-bit; out of range
+/// is an error). One pass over the bytes: counters arrive as strings and this
+/// runs for each one event-convert selects.
+#[inline]
 fn atoi(s: &str) -> Option<i64> {
-    let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+    let (negative, digits) = match s.as_bytes() {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        all => (false, all),
+    };
+    if digits.is_empty() {
         return None;
     }
-    s.parse().ok()
+    let mut n: u64 = 0;
+    for &b in digits {
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(d))?;
+    }
+    if negative {
+        0i64.checked_sub_unsigned(n)
+    } else {
+        i64::try_from(n).ok()
+    }
 }
 
 /// Go's `strconv.ParseBool`.
@@ -421,6 +440,37 @@ mod tests {
         assert_eq!(atoi("1.5"), None);
         assert_eq!(atoi(" 1"), None);
         assert_eq!(atoi(""), None);
+        for text in [
+            "0",
+            "-0",
+            "+0",
+            "007",
+            "1000",
+            "+",
+            "-",
+            "--1",
+            "+-1",
+            "1 ",
+            "1_000",
+            "0x10",
+            "١",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "-9223372036854775809",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999999",
+        ] {
+            // What the two-pass version (validate, then `str::parse`) gave.
+            let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+            let expected = if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                None
+            } else {
+                text.parse::<i64>().ok()
+            };
+            assert_eq!(atoi(text), expected, "{text:?}");
+        }
     }
 
     #[test]

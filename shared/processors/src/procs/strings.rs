@@ -233,6 +233,40 @@ impl Op {
             Op::PathBase => path_base(s),
         }
     }
+
+    /// [`Self::run`] on a string in place: path-base keeps the string when
+    /// it is its own base and otherwise stores the base (no move of the pair
+    /// it belongs to).
+    #[inline]
+    fn run_in_place(&self, s: &mut Str) {
+        match self {
+            Op::PathBase => {
+                if let Some(base) = path_base_of(s) {
+                    *s = base;
+                }
+            }
+            _ => *s = self.run(std::mem::take(s)),
+        }
+    }
+}
+
+/// The result of [`path_base`] when it differs from `s`.
+#[inline]
+fn path_base_of(s: &str) -> Option<Str> {
+    let bytes = s.as_bytes();
+    let end = match bytes.last() {
+        Some(b'/') | None => match bytes.iter().rposition(|&b| b != b'/') {
+            Some(end) => end,
+            // "" → ".", all slashes → "/".
+            None => return Some(Str::const_new(if s.is_empty() { "." } else { "/" })),
+        },
+        Some(_) => bytes.len() - 1,
+    };
+    match last_slash(&bytes[..end]) {
+        Some(slash) => Some(Str::from(&s[slash + 1..=end])),
+        None if end + 1 == s.len() => None,
+        None => Some(Str::from(&s[..=end])),
+    }
 }
 
 /// Go's `filepath.Base` (Unix): the last element, trailing slashes removed;
@@ -276,6 +310,52 @@ impl Transform {
     }
 }
 
+/// The index of the last `/` in `bytes`, eight bytes at a time (value
+/// names end in a base of about ten bytes after tens of bytes of path, and a
+/// byte loop's exit costs a misprediction per name).
+#[inline]
+fn last_slash(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    let mut end = bytes.len();
+    while end >= 8 {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&bytes[end - 8..end]);
+        // Bytes equal to '/' become zero; the high bit of each zero byte is
+        // then set, exactly (no carry between bytes).
+        let x = u64::from_le_bytes(word) ^ (ONES * u64::from(b'/'));
+        let zero = !(((x & LOW7) + LOW7) | x | LOW7);
+        if zero != 0 {
+            // The highest flagged byte is the last slash of the chunk.
+            return Some(end - 1 - (zero.leading_zeros() / 8) as usize);
+        }
+        end -= 8;
+    }
+    bytes[..end].iter().rposition(|&b| b == b'/')
+}
+
+impl Transform {
+    /// [`Self::on_value`] in place.
+    #[inline]
+    fn on_value_in_place(&self, k: &mut Str, v: &mut Val) {
+        match (self.on, v) {
+            (On::Name, _) => self.op.run_in_place(k),
+            (On::Value, Val::Str(s)) => self.op.run_in_place(s),
+            _ => {}
+        }
+    }
+
+    /// [`Self::on_tag`] in place.
+    #[inline]
+    fn on_tag_in_place(&self, k: &mut Str, v: &mut Str) {
+        match self.on {
+            On::Name => self.op.run_in_place(k),
+            On::Value => self.op.run_in_place(v),
+            On::Nothing => {}
+        }
+    }
+}
+
 impl Strings {
     #[inline]
     fn value_selected(&self, k: &str, v: &Val) -> bool {
@@ -300,11 +380,9 @@ impl Strings {
                 if !self.value_selected(k, v) {
                     continue;
                 }
-                let pair = (std::mem::take(k), std::mem::replace(v, Val::Bool(false)));
-                (*k, *v) = self
-                    .transforms
-                    .iter()
-                    .fold(pair, |(k, v), t| t.on_value(k, v));
+                for t in &self.transforms {
+                    t.on_value_in_place(k, v);
+                }
             }
             e.values.restore_order();
             return;
@@ -339,11 +417,9 @@ impl Strings {
                 if !self.tag_selected(k, v) {
                     continue;
                 }
-                let pair = (std::mem::take(k), std::mem::take(v));
-                (*k, *v) = self
-                    .transforms
-                    .iter()
-                    .fold(pair, |(k, v), t| t.on_tag(k, v));
+                for t in &self.transforms {
+                    t.on_tag_in_place(k, v);
+                }
             }
             e.tags.restore_order();
             return;
@@ -396,6 +472,44 @@ mod tests {
         assert_eq!(path_base("".into()), ".");
         assert_eq!(path_base("///".into()), "/");
         assert_eq!(path_base("abc".into()), "abc");
+        for s in [
+            "/a/b/c",
+            "/a/b/",
+            "",
+            "/",
+            "///",
+            "abc",
+            "abc//",
+            "/abc",
+            "a//b//",
+            "/interfaces/interface/state/counters/in-octets",
+            "/é/ü",
+        ] {
+            let mut in_place = Str::from(s);
+            Op::PathBase.run_in_place(&mut in_place);
+            assert_eq!(in_place, path_base(s.into()), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn last_slash_finds_what_a_byte_loop_finds() {
+        // Every position of one or two slashes in strings of 0–40 bytes,
+        // with '.' ('/' ^ 1) and '0' around them to catch carries.
+        for len in 0..40 {
+            for filler in [b'a', b'.', b'0', 0xff] {
+                let mut bytes = vec![filler; len];
+                assert_eq!(last_slash(&bytes), None);
+                for i in 0..len {
+                    for j in i..len {
+                        bytes.fill(filler);
+                        bytes[i] = b'/';
+                        bytes[j] = b'/';
+                        let expected = bytes.iter().rposition(|&b| b == b'/');
+                        assert_eq!(last_slash(&bytes), expected, "{bytes:?}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

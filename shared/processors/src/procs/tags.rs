@@ -165,6 +165,13 @@ impl Pure for ToTag {
         }
         for e in events.iter_mut() {
             let Record { tags, values, .. } = e;
+            // Usually nothing matches: one read-only scan, no retain.
+            if !values
+                .iter()
+                .any(|(k, v)| self.value_names.is_match(k) || self.values.is_match_value(v))
+            {
+                continue;
+            }
             let keep = self.keep;
             values.retain(|k, v| {
                 let tag = if self.value_names.is_match(k) {

@@ -1,0 +1,896 @@
+//! gnmic's `prometheus_write` output: Prometheus remote write 1.0 (a snappy-compressed
+//! `prometheus.WriteRequest` protobuf POSTed to `url`).
+//!
+//! Why this shape: ingest must never wait for the backend. The input hands events to a
+//! [`PrometheusOutput`](crate::output::PrometheusOutput) in remote-write mode, which names
+//! series exactly as the scrape output does (the same `naming::SeriesBuilder`, the same
+//! processor chain and add-target) and pushes each sample into a [`WriteBuffer`]: a mutex
+//! around a vector bounded by `buffer-size`. When it is full the sample is dropped and
+//! counted (`gnomon_remote_write_dropped_samples_total{output,reason="buffer_full"}`, one
+//! warning per minute); the input never blocks. One writer task per output drains the
+//! buffer every `interval`, or as soon as `max-time-series-per-write` samples wait, into
+//! requests of at most that many series, and sends them through a tower stack: a timeout
+//! on each attempt inside a retry with backoff (`gnomon_common::retry`) on 5xx, 429,
+//! timeouts and connection errors, up to `max-retries`; other 4xx are refusals, never
+//! repeated. A batch that still fails is dropped and counted (`reason="send_failed"` or
+//! `"refused"`) — while the backend is down the buffer fills and new samples are dropped
+//! at the door, so memory stays bounded and what resumes first is the newest data.
+//!
+//! What it costs: per buffered sample, its labels as owned strings (~150 bytes for gNMI
+//! series) plus its series text as the grouping key; one lock per ingested sample. Samples
+//! of one series inside a request are grouped into one `TimeSeries`, sorted by time, one
+//! sample per timestamp (Prometheus refuses the whole request for a duplicate timestamp with
+//! another value). Labels are sorted by name, as remote write requires, so `__name__` comes
+//! first unless a label sorts before it (names starting with an upper-case letter or `_0`).
+//!
+//! `metadata.include` sends one `MetricMetadata` per metric name seen (type unknown, help
+//! `gNMIc generated metric`, as the scrape output's `untyped`) every `metadata.interval`, in
+//! requests of `metadata.max-entries-per-write`; at most [`MAX_METADATA_NAMES`] names are
+//! remembered.
+
+use crate::stats;
+use bytes::Bytes;
+use gnomon_common::log::Throttle;
+use gnomon_common::retry::{Backoff, RetryClassify, RetryPolicy};
+use gnomon_common::tls::ClientTlsOptions;
+use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
+use gnomon_config::Secret;
+use prost::Message;
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// Metric names remembered for `metadata.include`.
+pub const MAX_METADATA_NAMES: usize = 100_000;
+/// Help text of the metadata entries (the scrape output's).
+const METADATA_HELP: &str = crate::exposition::TELEMETRY_HELP;
+
+/// The messages of `prometheus/prompb/{remote,types}.proto` remote write 1.0 needs.
+pub mod proto {
+    /// `prometheus.WriteRequest`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct WriteRequest {
+        #[prost(message, repeated, tag = "1")]
+        pub timeseries: Vec<TimeSeries>,
+        #[prost(message, repeated, tag = "3")]
+        pub metadata: Vec<MetricMetadata>,
+    }
+
+    /// `prometheus.TimeSeries` (samples only).
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct TimeSeries {
+        #[prost(message, repeated, tag = "1")]
+        pub labels: Vec<Label>,
+        #[prost(message, repeated, tag = "2")]
+        pub samples: Vec<Sample>,
+    }
+
+    /// `prometheus.Label`.
+    #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, prost::Message)]
+    pub struct Label {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(string, tag = "2")]
+        pub value: String,
+    }
+
+    /// `prometheus.Sample`: value and Unix milliseconds.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Sample {
+        #[prost(double, tag = "1")]
+        pub value: f64,
+        #[prost(int64, tag = "2")]
+        pub timestamp: i64,
+    }
+
+    /// `prometheus.MetricMetadata`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct MetricMetadata {
+        /// `MetricType`: 0 unknown, 1 counter, 2 gauge, …
+        #[prost(int32, tag = "1")]
+        pub r#type: i32,
+        #[prost(string, tag = "2")]
+        pub metric_family_name: String,
+        #[prost(string, tag = "4")]
+        pub help: String,
+        #[prost(string, tag = "5")]
+        pub unit: String,
+    }
+}
+
+use proto::{Label, MetricMetadata, Sample, TimeSeries, WriteRequest};
+
+/// The request body: protobuf, snappy block format.
+pub fn encode(request: &WriteRequest) -> Vec<u8> {
+    let raw = request.encode_to_vec();
+    // Compressing a byte slice into a fresh vector cannot fail but for sizes beyond 4 GiB,
+    // which a batch of at most 100 000 series never reaches.
+    snap::raw::Encoder::new()
+        .compress_vec(&raw)
+        .unwrap_or_default()
+}
+
+/// Decodes a body made by [`encode`] (tests, and a receiver's view of it).
+pub fn decode(body: &[u8]) -> Result<WriteRequest, String> {
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| format!("snappy: {e}"))?;
+    WriteRequest::decode(raw.as_slice()).map_err(|e| format!("protobuf: {e}"))
+}
+
+/// One sample waiting to be written.
+#[derive(Clone, Debug)]
+struct Pending {
+    /// The series text (`name{labels}`), the grouping key.
+    key: Box<str>,
+    labels: Vec<Label>,
+    sample: Sample,
+}
+
+/// Counts kept in atomics so tests and callers read them without a recorder.
+#[derive(Debug, Default)]
+pub struct WriteCounts {
+    /// Samples accepted by the backend.
+    pub written: AtomicU64,
+    /// Samples dropped because the buffer was full.
+    pub dropped_buffer_full: AtomicU64,
+    /// Samples dropped because their request failed after the retries.
+    pub dropped_send_failed: AtomicU64,
+    /// Samples dropped because the backend refused them (4xx other than 429).
+    pub dropped_refused: AtomicU64,
+    /// Requests that succeeded.
+    pub requests_ok: AtomicU64,
+    /// Metadata entries accepted.
+    pub metadata_written: AtomicU64,
+}
+
+struct BufferState {
+    pending: Vec<Pending>,
+    names: BTreeSet<String>,
+    full_warning: Throttle,
+}
+
+/// The bounded buffer between ingest and the writer.
+pub struct WriteBuffer {
+    output: String,
+    capacity: usize,
+    batch: usize,
+    keep_names: bool,
+    state: Mutex<BufferState>,
+    batch_ready: Notify,
+    counts: WriteCounts,
+    dropped_full: metrics::Counter,
+}
+
+impl WriteBuffer {
+    pub fn new(output: &str, config: &PrometheusWriteOutputConfig) -> Self {
+        Self {
+            output: output.to_string(),
+            capacity: config.buffer_size.max(1),
+            batch: config.max_time_series_per_write.max(1),
+            keep_names: config.metadata.include,
+            state: Mutex::new(BufferState {
+                pending: Vec::new(),
+                names: BTreeSet::new(),
+                full_warning: Throttle::new(Duration::from_secs(60)),
+            }),
+            batch_ready: Notify::new(),
+            counts: WriteCounts::default(),
+            dropped_full: dropped_counter(output, "buffer_full"),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BufferState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds one sample; `false` (dropped and counted) when the buffer is full. Never waits
+    /// for the writer. `labels` excludes `__name__`; `timestamp_ns` 0 means now.
+    pub fn push<'l>(
+        &self,
+        key: &[u8],
+        name: &str,
+        labels: impl Iterator<Item = (&'l str, &'l str)>,
+        value: f64,
+        timestamp_ns: i64,
+    ) -> bool {
+        let mut state = self.lock();
+        if state.pending.len() >= self.capacity {
+            self.counts
+                .dropped_buffer_full
+                .fetch_add(1, Ordering::Relaxed);
+            self.dropped_full.increment(1);
+            if let Some(suppressed) = state.full_warning.allow() {
+                tracing::warn!(
+                    output = %self.output,
+                    buffer_size = self.capacity,
+                    suppressed,
+                    "remote write buffer full: samples are dropped until the backend takes writes again"
+                );
+            }
+            return false;
+        }
+        let mut all: Vec<Label> = Vec::with_capacity(8);
+        all.push(Label {
+            name: "__name__".into(),
+            value: name.into(),
+        });
+        all.extend(labels.map(|(n, v)| Label {
+            name: n.into(),
+            value: v.into(),
+        }));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let timestamp_ms = if timestamp_ns == 0 {
+            unix_now_ms()
+        } else {
+            timestamp_ns.div_euclid(1_000_000)
+        };
+        if self.keep_names && state.names.len() < MAX_METADATA_NAMES && !state.names.contains(name)
+        {
+            state.names.insert(name.to_string());
+        }
+        state.pending.push(Pending {
+            key: String::from_utf8_lossy(key).into(),
+            labels: all,
+            sample: Sample {
+                value,
+                timestamp: timestamp_ms,
+            },
+        });
+        if state.pending.len() == self.batch {
+            self.batch_ready.notify_one();
+        }
+        true
+    }
+
+    /// Samples waiting.
+    pub fn len(&self) -> usize {
+        self.lock().pending.len()
+    }
+
+    /// Whether nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The output's counts.
+    pub fn counts(&self) -> &WriteCounts {
+        &self.counts
+    }
+
+    /// Takes the oldest samples of at most `batch` distinct series, as one request.
+    fn take_batch(&self) -> Option<(WriteRequest, u64)> {
+        let mut state = self.lock();
+        if state.pending.is_empty() {
+            return None;
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut taken = 0;
+        for pending in &state.pending {
+            if !index.contains_key(&*pending.key) {
+                if index.len() == self.batch {
+                    break;
+                }
+                let next = index.len();
+                index.insert(&pending.key, next);
+            }
+            taken += 1;
+        }
+        drop(index);
+        let drained: Vec<Pending> = state.pending.drain(..taken).collect();
+        drop(state);
+        Some((group(drained), taken as u64))
+    }
+
+    fn metadata(&self) -> Vec<MetricMetadata> {
+        self.lock()
+            .names
+            .iter()
+            .map(|name| MetricMetadata {
+                r#type: 0,
+                metric_family_name: name.clone(),
+                help: METADATA_HELP.into(),
+                unit: String::new(),
+            })
+            .collect()
+    }
+}
+
+/// Groups samples by series (first-seen order), each series' samples sorted by time with
+/// one sample per timestamp (the last one pushed).
+fn group(pending: Vec<Pending>) -> WriteRequest {
+    let mut series: Vec<TimeSeries> = Vec::new();
+    let mut index: HashMap<Box<str>, usize> = HashMap::new();
+    for p in pending {
+        match index.get(&p.key) {
+            Some(&i) => series[i].samples.push(p.sample),
+            None => {
+                index.insert(p.key, series.len());
+                series.push(TimeSeries {
+                    labels: p.labels,
+                    samples: vec![p.sample],
+                });
+            }
+        }
+    }
+    for s in &mut series {
+        // Stable: among equal timestamps the last pushed ends up last; keep it.
+        s.samples.sort_by_key(|sample| sample.timestamp);
+        let mut deduped: Vec<Sample> = Vec::with_capacity(s.samples.len());
+        for sample in s.samples.drain(..) {
+            match deduped.last_mut() {
+                Some(last) if last.timestamp == sample.timestamp => *last = sample,
+                _ => deduped.push(sample),
+            }
+        }
+        s.samples = deduped;
+    }
+    WriteRequest {
+        timeseries: series,
+        metadata: Vec::new(),
+    }
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn dropped_counter(output: &str, reason: &'static str) -> metrics::Counter {
+    metrics::counter!(stats::REMOTE_WRITE_DROPPED, "output" => output.to_string(), "reason" => reason)
+}
+
+// ---- the HTTP client ----
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteWriteError {
+    #[error("POST {url}")]
+    Transport {
+        url: String,
+        #[source]
+        source: BoxError,
+    },
+    #[error("POST {url}: HTTP {status}: {body}")]
+    Status {
+        url: String,
+        status: u16,
+        body: String,
+    },
+    #[error("outputs.{output}.{key}: {message}")]
+    Setup {
+        output: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+impl RemoteWriteError {
+    /// A refusal (4xx other than 429): repeating the request cannot help.
+    pub fn is_refusal(&self) -> bool {
+        matches!(self, Self::Status { status, .. } if is_refusal(*status))
+    }
+}
+
+fn is_refusal(status: u16) -> bool {
+    (400..500).contains(&status) && status != 429
+}
+
+/// A reply: status and the start of the body.
+#[derive(Clone, Debug)]
+pub struct WriteReply {
+    pub status: u16,
+    pub body: Bytes,
+}
+
+#[derive(Clone)]
+enum Auth {
+    Basic { username: String, password: Secret },
+    Header(Secret),
+}
+
+/// reqwest as a tower service: one POST of an encoded body.
+#[derive(Clone)]
+struct HttpService {
+    client: reqwest::Client,
+    url: String,
+    headers: reqwest::header::HeaderMap,
+    auth: Option<Auth>,
+}
+
+impl Service<Bytes> for HttpService {
+    type Response = WriteReply;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<WriteReply, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, body: Bytes) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let mut request = this
+                .client
+                .post(&this.url)
+                .headers(this.headers.clone())
+                .header(reqwest::header::CONTENT_ENCODING, "snappy")
+                .header(reqwest::header::CONTENT_TYPE, "application/x-protobuf")
+                .header("X-Prometheus-Remote-Write-Version", "0.1.0")
+                .header(reqwest::header::USER_AGENT, "gnomon")
+                .body(body);
+            match &this.auth {
+                Some(Auth::Basic { username, password }) => {
+                    request = request.basic_auth(username, Some(password.expose()));
+                }
+                Some(Auth::Header(value)) => {
+                    let mut header = reqwest::header::HeaderValue::from_str(value.expose())?;
+                    header.set_sensitive(true);
+                    request = request.header(reqwest::header::AUTHORIZATION, header);
+                }
+                None => {}
+            }
+            let response = request.send().await?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await?;
+            Ok(WriteReply { status, body })
+        })
+    }
+}
+
+/// Which attempts are repeated: transport errors and timeouts, 5xx and 429. A write is
+/// safe to repeat: the same samples again are accepted or ignored as duplicates.
+#[derive(Clone)]
+struct TransientWriteFailures;
+
+impl RetryClassify<Bytes, WriteReply, BoxError> for TransientWriteFailures {
+    fn should_retry(&self, _body: &Bytes, result: &Result<WriteReply, BoxError>) -> bool {
+        match result {
+            Ok(reply) => reply.status >= 500 || reply.status == 429,
+            Err(_) => true,
+        }
+    }
+}
+
+/// The remote write client: timeout per attempt, retries with backoff.
+#[derive(Clone)]
+pub struct RemoteWriteClient {
+    url: String,
+    service: BoxCloneSyncService<Bytes, WriteReply, BoxError>,
+}
+
+/// First delay between attempts (gnmic: 100 ms), doubling up to [`RETRY_MAX_DELAY`].
+pub const RETRY_FIRST_DELAY: Duration = Duration::from_millis(100);
+/// Longest delay between attempts.
+pub const RETRY_MAX_DELAY: Duration = Duration::from_secs(5);
+
+impl RemoteWriteClient {
+    pub fn new(
+        output: &str,
+        config: &PrometheusWriteOutputConfig,
+    ) -> Result<Self, RemoteWriteError> {
+        let setup = |key: &'static str, message: String| RemoteWriteError::Setup {
+            output: output.to_string(),
+            key,
+            message,
+        };
+        let tls = config.tls.clone().unwrap_or_default();
+        let tls = ClientTlsOptions {
+            ca_file: tls.ca_file.map(Into::into),
+            cert_file: tls.cert_file.map(Into::into),
+            key_file: tls.key_file.map(Into::into),
+            skip_verify: tls.skip_verify,
+        };
+        let tls = gnomon_common::tls::client_config(&tls, &[b"http/1.1"])
+            .map_err(|e| setup("tls", e.to_string()))?;
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| setup("url", format!("cannot build the HTTP client: {e}")))?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &config.headers {
+            let header_name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| setup("headers", format!("{name}: {e}")))?;
+            let header_value = reqwest::header::HeaderValue::from_str(value).map_err(|e| {
+                setup(
+                    "headers",
+                    format!("{name}: the value is not a valid header value ({e})"),
+                )
+            })?;
+            headers.insert(header_name, header_value);
+        }
+        let auth = match (&config.authentication, &config.authorization) {
+            (Some(basic), _) => Some(Auth::Basic {
+                username: basic.username.clone(),
+                password: basic.password.clone(),
+            }),
+            (None, Some(authz)) => {
+                let value = format!("{} {}", authz.kind, authz.credentials.expose());
+                if reqwest::header::HeaderValue::from_str(&value).is_err() {
+                    return Err(setup(
+                        "authorization",
+                        "type and credentials do not form a valid header value (check authorization.credentials)".into(),
+                    ));
+                }
+                Some(Auth::Header(Secret::new(value)))
+            }
+            (None, None) => None,
+        };
+        Ok(Self::with_service(
+            &config.url,
+            config.max_retries,
+            config.timeout,
+            HttpService {
+                client,
+                url: config.url.clone(),
+                headers,
+                auth,
+            },
+        ))
+    }
+
+    /// The stack around any service (tests put a scripted service under it).
+    fn with_service<S>(url: &str, retries: u32, timeout: Duration, inner: S) -> Self
+    where
+        S: Service<Bytes, Response = WriteReply, Error = BoxError> + Clone + Send + Sync + 'static,
+        S::Future: Send + 'static,
+    {
+        let service = ServiceBuilder::new()
+            .retry(RetryPolicy::new(
+                TransientWriteFailures,
+                retries,
+                Backoff::new(RETRY_FIRST_DELAY, RETRY_MAX_DELAY),
+            ))
+            .timeout(timeout)
+            .service(inner);
+        Self {
+            url: url.to_string(),
+            service: BoxCloneSyncService::new(service),
+        }
+    }
+
+    /// Sends one encoded body; any status outside 2xx is an error.
+    pub async fn write(&self, body: Bytes) -> Result<(), RemoteWriteError> {
+        let reply = self.service.clone().oneshot(body).await.map_err(|source| {
+            RemoteWriteError::Transport {
+                url: self.url.clone(),
+                source,
+            }
+        })?;
+        if !(200..300).contains(&reply.status) {
+            return Err(RemoteWriteError::Status {
+                url: self.url.clone(),
+                status: reply.status,
+                body: String::from_utf8_lossy(&reply.body)
+                    .chars()
+                    .take(300)
+                    .collect(),
+            });
+        }
+        Ok(())
+    }
+}
+
+// ---- the writer ----
+
+/// Drains `buffer` into `client` every `interval` or when a batch is ready, until
+/// `shutdown`; then writes what is left once (bounded by the client's timeouts).
+pub async fn run_writer(
+    buffer: Arc<WriteBuffer>,
+    client: RemoteWriteClient,
+    config: PrometheusWriteOutputConfig,
+    shutdown: CancellationToken,
+) {
+    let output = buffer.output.clone();
+    let labels = [("output", output.clone())];
+    let written = metrics::counter!(stats::REMOTE_WRITE_SAMPLES, &labels);
+    let failed = metrics::counter!(stats::REMOTE_WRITE_FAILED_REQUESTS, &labels);
+    let dropped_failed = dropped_counter(&output, "send_failed");
+    let dropped_refused = dropped_counter(&output, "refused");
+    let mut failure_log = Throttle::new(Duration::from_secs(30));
+    let mut timer = tokio::time::interval(config.interval);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut metadata_timer = tokio::time::interval(config.metadata.interval);
+    metadata_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut stopping = false;
+    loop {
+        let mut send_metadata = false;
+        if !stopping {
+            tokio::select! {
+                _ = shutdown.cancelled() => stopping = true,
+                _ = timer.tick() => {}
+                _ = buffer.batch_ready.notified() => {}
+                _ = metadata_timer.tick(), if config.metadata.include => send_metadata = true,
+            }
+        }
+        if send_metadata {
+            for chunk in buffer
+                .metadata()
+                .chunks(config.metadata.max_entries_per_write.max(1))
+            {
+                let request = WriteRequest {
+                    timeseries: Vec::new(),
+                    metadata: chunk.to_vec(),
+                };
+                match client.write(Bytes::from(encode(&request))).await {
+                    Ok(()) => {
+                        buffer
+                            .counts
+                            .metadata_written
+                            .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    }
+                    Err(error) => {
+                        failed.increment(1);
+                        if let Some(suppressed) = failure_log.allow() {
+                            tracing::warn!(output = %output, error = %gnomon_common::error_text::error_chain(&error), suppressed, "remote write of metadata failed");
+                        }
+                    }
+                }
+            }
+            continue;
+        }
+        // Write what waits, batch by batch; a new tick or batch starts another round.
+        while let Some((request, samples)) = buffer.take_batch() {
+            let series = request.timeseries.len();
+            match client.write(Bytes::from(encode(&request))).await {
+                Ok(()) => {
+                    written.increment(samples);
+                    buffer.counts.written.fetch_add(samples, Ordering::Relaxed);
+                    buffer.counts.requests_ok.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(output = %output, series, samples, "remote write sent");
+                }
+                Err(error) => {
+                    failed.increment(1);
+                    let (counter, count) = if error.is_refusal() {
+                        (&dropped_refused, &buffer.counts.dropped_refused)
+                    } else {
+                        (&dropped_failed, &buffer.counts.dropped_send_failed)
+                    };
+                    counter.increment(samples);
+                    count.fetch_add(samples, Ordering::Relaxed);
+                    if let Some(suppressed) = failure_log.allow() {
+                        tracing::warn!(
+                            output = %output,
+                            error = %gnomon_common::error_text::error_chain(&error),
+                            samples,
+                            suppressed,
+                            "remote write failed; the batch is dropped"
+                        );
+                    }
+                    if stopping {
+                        return;
+                    }
+                    // Let the next tick retry with newer data instead of hammering a
+                    // backend that just failed every attempt.
+                    break;
+                }
+            }
+            if !stopping && shutdown.is_cancelled() {
+                stopping = true;
+            }
+        }
+        if stopping {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicU32;
+
+    fn config(yaml: &str) -> PrometheusWriteOutputConfig {
+        let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
+        let section = gnomon_config::Section::from_value("outputs.rw", &value).unwrap();
+        PrometheusWriteOutputConfig::from_section(&section).unwrap()
+    }
+
+    #[test]
+    fn a_batch_round_trips_through_snappy_and_protobuf() {
+        let buffer = WriteBuffer::new(
+            "rw",
+            &config("url: http://x/push\nmax-time-series-per-write: 10"),
+        );
+        let labels = [("source", "r1"), ("interface_name", "e1")];
+        assert!(buffer.push(b"in{a}", "in", labels.into_iter(), 5.0, 2_000_000_000));
+        assert!(buffer.push(b"in{a}", "in", labels.into_iter(), 7.0, 1_000_000_000));
+        assert!(buffer.push(b"in{a}", "in", labels.into_iter(), 8.0, 2_000_000_000));
+        assert!(buffer.push(b"out{a}", "out", labels.into_iter(), 1.5, 1_000_000_000));
+        let (request, samples) = buffer.take_batch().unwrap();
+        assert_eq!(samples, 4);
+        let decoded = decode(&encode(&request)).unwrap();
+        assert_eq!(decoded, request);
+        assert_eq!(decoded.timeseries.len(), 2);
+        let names: Vec<(&str, &str)> = decoded.timeseries[0]
+            .labels
+            .iter()
+            .map(|l| (l.name.as_str(), l.value.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("__name__", "in"),
+                ("interface_name", "e1"),
+                ("source", "r1")
+            ]
+        );
+        // Sorted by time, one sample per timestamp (the last pushed), milliseconds.
+        let samples: Vec<(i64, f64)> = decoded.timeseries[0]
+            .samples
+            .iter()
+            .map(|s| (s.timestamp, s.value))
+            .collect();
+        assert_eq!(samples, [(1000, 7.0), (2000, 8.0)]);
+        assert_eq!(decoded.timeseries[1].labels[0].value, "out");
+        assert_eq!(decoded.timeseries[1].samples[0].value, 1.5);
+        assert!(buffer.take_batch().is_none());
+    }
+
+    #[test]
+    fn batches_hold_at_most_max_series_and_a_full_buffer_drops_and_counts() {
+        let buffer = WriteBuffer::new(
+            "rw",
+            &config("url: http://x/push\nmax-time-series-per-write: 2\nbuffer-size: 3"),
+        );
+        for (i, key) in ["a", "b", "c", "d"].iter().enumerate() {
+            let kept = buffer.push(key.as_bytes(), key, std::iter::empty(), i as f64, 0);
+            assert_eq!(kept, i < 3, "{key}");
+        }
+        assert_eq!(
+            buffer.counts().dropped_buffer_full.load(Ordering::Relaxed),
+            1
+        );
+        let (first, n) = buffer.take_batch().unwrap();
+        assert_eq!((first.timeseries.len(), n), (2, 2));
+        let (second, n) = buffer.take_batch().unwrap();
+        assert_eq!((second.timeseries.len(), n), (1, 1));
+        assert!(
+            second.timeseries[0].samples[0].timestamp > 1_600_000_000_000,
+            "0 means now"
+        );
+    }
+
+    /// Answers with the scripted statuses in turn (then 200), counting calls; a status of 0
+    /// never answers.
+    #[derive(Clone)]
+    struct Scripted {
+        statuses: Arc<Mutex<Vec<u16>>>,
+        calls: Arc<AtomicU32>,
+    }
+
+    impl Scripted {
+        fn new(statuses: &[u16]) -> Self {
+            Self {
+                statuses: Arc::new(Mutex::new(statuses.iter().rev().copied().collect())),
+                calls: Arc::default(),
+            }
+        }
+    }
+
+    impl Service<Bytes> for Scripted {
+        type Response = WriteReply;
+        type Error = BoxError;
+        type Future = Pin<Box<dyn Future<Output = Result<WriteReply, BoxError>> + Send>>;
+        fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, _body: Bytes) -> Self::Future {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let status = self.statuses.lock().unwrap().pop().unwrap_or(200);
+            Box::pin(async move {
+                if status == 0 {
+                    std::future::pending::<()>().await;
+                }
+                Ok(WriteReply {
+                    status,
+                    body: Bytes::from_static(b"scripted"),
+                })
+            })
+        }
+    }
+
+    fn client(script: &Scripted, retries: u32, timeout: Duration) -> RemoteWriteClient {
+        RemoteWriteClient::with_service("http://rw.test/push", retries, timeout, script.clone())
+    }
+
+    #[tokio::test]
+    async fn a_503_is_retried_then_succeeds() {
+        let script = Scripted::new(&[503, 429]);
+        client(&script, 3, Duration::from_secs(5))
+            .write(Bytes::new())
+            .await
+            .unwrap();
+        assert_eq!(script.calls.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_at_max_retries() {
+        let script = Scripted::new(&[503, 503, 503, 503]);
+        let err = client(&script, 2, Duration::from_secs(5))
+            .write(Bytes::new())
+            .await
+            .unwrap_err();
+        assert_eq!(script.calls.load(Ordering::SeqCst), 3);
+        assert_eq!(
+            err.to_string(),
+            "POST http://rw.test/push: HTTP 503: scripted"
+        );
+        assert!(!err.is_refusal());
+    }
+
+    #[tokio::test]
+    async fn a_400_is_not_retried() {
+        let script = Scripted::new(&[400]);
+        let err = client(&script, 5, Duration::from_secs(5))
+            .write(Bytes::new())
+            .await
+            .unwrap_err();
+        assert_eq!(script.calls.load(Ordering::SeqCst), 1);
+        assert!(err.is_refusal(), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_backend_that_never_answers_times_out_each_attempt() {
+        let script = Scripted::new(&[0, 0]);
+        let started = std::time::Instant::now();
+        let result = client(&script, 1, Duration::from_millis(200))
+            .write(Bytes::new())
+            .await;
+        let err = result.unwrap_err();
+        assert_eq!(
+            script.calls.load(Ordering::SeqCst),
+            2,
+            "timed-out attempts are retried"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(
+            gnomon_common::error_text::error_chain(&err).contains("timed out")
+                || gnomon_common::error_text::error_chain(&err).contains("elapsed"),
+            "{}",
+            gnomon_common::error_text::error_chain(&err)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_down_backend_never_blocks_pushes() {
+        // Every write hangs until its timeout: pushes still return at once and overflow is
+        // counted.
+        let cfg = config("url: http://x/push\nbuffer-size: 5\nmax-time-series-per-write: 1\ninterval: 10ms\ntimeout: 10s");
+        let buffer = Arc::new(WriteBuffer::new("rw", &cfg));
+        let script = Scripted::new(&[0; 100]);
+        let stop = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            buffer.clone(),
+            client(&script, 0, Duration::from_secs(10)),
+            cfg,
+            stop.clone(),
+        ));
+        let started = std::time::Instant::now();
+        for i in 0..1000 {
+            let key = format!("s{i}");
+            buffer.push(key.as_bytes(), &key, std::iter::empty(), 1.0, 0);
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(buffer.counts().dropped_buffer_full.load(Ordering::Relaxed) >= 994);
+        stop.cancel();
+        writer.abort();
+    }
+}
