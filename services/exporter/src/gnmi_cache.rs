@@ -279,31 +279,37 @@ impl GnmiCache {
             .collect()
     }
 
-    /// Calls `each` once per target `selects` accepts (in name order) with its sequence
-    /// number and matching entries in dump order (by device timestamp, then path), under the
-    /// target's read lock: nothing is copied, so `each` should only encode.
-    pub fn visit(
-        &self,
-        selects: impl Fn(&str) -> bool,
-        patterns: &[Path],
-        mut each: impl FnMut(&Arc<str>, u64, &[&Entry]),
-    ) {
-        let mut targets: Vec<(Arc<str>, Arc<RwLock<TargetState>>)> = read(&self.targets)
-            .iter()
-            .filter(|(name, _)| selects(name))
-            .map(|(name, state)| (name.clone(), state.clone()))
+    /// The targets `selects` accepts, in name order.
+    pub fn targets(&self, selects: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut targets: Vec<Arc<str>> = read(&self.targets)
+            .keys()
+            .filter(|name| selects(name))
+            .cloned()
             .collect();
-        targets.sort_by(|a, b| a.0.cmp(&b.0));
-        for (target, state) in targets {
-            let state = read(&state);
-            let mut entries: Vec<&Entry> = state
-                .entries
-                .values()
-                .filter(|e| patterns.iter().any(|p| path_matches(p, &e.leaf.path)))
-                .collect();
-            entries.sort_by_key(|e| e.timestamp);
-            each(&target, state.seq, &entries);
-        }
+        targets.sort();
+        targets
+    }
+
+    /// Calls `each` with `target`'s sequence number and its entries matching `patterns` in
+    /// dump order (by device timestamp, then path), under the target's read lock: nothing
+    /// is copied, so `each` should only encode. A target never seen is at sequence 0.
+    pub fn visit<R>(
+        &self,
+        target: &str,
+        patterns: &[Path],
+        each: impl FnOnce(u64, &[&Entry]) -> R,
+    ) -> R {
+        let Some(state) = read(&self.targets).get(target).cloned() else {
+            return each(0, &[]);
+        };
+        let state = read(&state);
+        let mut entries: Vec<&Entry> = state
+            .entries
+            .values()
+            .filter(|e| patterns.iter().any(|p| path_matches(p, &e.leaf.path)))
+            .collect();
+        entries.sort_by_key(|e| e.timestamp);
+        each(state.seq, &entries)
     }
 
     /// Removes paths not updated for `max_age`, publishing their deletes; returns how many.

@@ -15,7 +15,7 @@
 //! `suppress_redundant`, `origin: gnmic` paths, and Consul registration of the server.
 
 use crate::gnmi_cache::{Change, Entry, GnmiCache, TargetSnapshot};
-use crate::gnmi_wire::{Encoded, EncodedCodec, NotificationWriter};
+use crate::gnmi_wire::{notification, Encoded, EncodedCodec};
 use crate::stats;
 use anyhow::Context;
 use futures::Stream;
@@ -50,6 +50,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to read a dump (initial, poll, sample) before it is ended.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Encoded bytes of a PROTO dump queued at once: the client reads one batch while the next
+/// is encoded, and a large dump never sits in memory whole.
+const DUMP_BATCH_BYTES: usize = 1 << 20;
 
 /// The peer of a connection, in each request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -810,13 +813,12 @@ impl Plan {
                 change
                     .whole
                     .get_or_init(|| {
-                        let size = change.updates.iter().map(|l| l.encoded.len() + 4).sum();
-                        let mut writer =
-                            NotificationWriter::new(change.timestamp, &change.target, size);
-                        for leaf in &change.updates {
-                            writer.push_update(&leaf.encoded);
-                        }
-                        writer.finish(&change.deletes)
+                        notification(
+                            change.timestamp,
+                            &change.target,
+                            change.updates.iter().map(|leaf| leaf.encoded.as_ref()),
+                            &change.deletes,
+                        )
                     })
                     .clone(),
             );
@@ -827,20 +829,17 @@ impl Plan {
             .filter(|d| deleted(d))
             .cloned()
             .collect();
-        let mut updates = change
-            .updates
-            .iter()
-            .filter(|leaf| wanted(&leaf.path))
-            .peekable();
-        if updates.peek().is_none() && delete.is_empty() {
+        let updates = change.updates.iter().filter(|leaf| wanted(&leaf.path));
+        if updates.clone().next().is_none() && delete.is_empty() {
             return None;
         }
         if self.encoding == ValueEncoding::Proto {
-            let mut writer = NotificationWriter::new(change.timestamp, &change.target, 0);
-            for leaf in updates {
-                writer.push_update(&leaf.encoded);
-            }
-            return Some(writer.finish(&delete));
+            return Some(notification(
+                change.timestamp,
+                &change.target,
+                updates.map(|leaf| leaf.encoded.as_ref()),
+                &delete,
+            ));
         }
         let update = updates
             .map(|leaf| Update {
@@ -859,33 +858,22 @@ impl Plan {
     }
 }
 
-/// Matching cached entries as PROTO responses, written from each leaf's encoded bytes under
-/// its target's read lock (no copy of the entries; consecutive entries with the same device
-/// timestamp share a notification, as [`dump_notifications`] does). Also returns each
-/// target's sequence number.
-fn dump_encoded(
-    cache: &GnmiCache,
-    targets: &Targets,
-    patterns: &[Path],
-) -> (Vec<Encoded>, Vec<(Arc<str>, u64)>) {
-    let mut responses = Vec::new();
-    let mut seqs = Vec::new();
-    cache.visit(
-        |t| targets.selects(t),
-        patterns,
-        |target, seq, entries| {
-            seqs.push((target.clone(), seq));
-            for group in entries.chunk_by(|a, b| a.timestamp == b.timestamp) {
-                let size = group.iter().map(|e| e.leaf.encoded.len() + 4).sum();
-                let mut writer = NotificationWriter::new(group[0].timestamp, target, size);
-                for entry in group {
-                    writer.push_update(&entry.leaf.encoded);
-                }
-                responses.push(writer.finish(&[]));
-            }
-        },
-    );
-    (responses, seqs)
+/// A target's matching entries (in dump order) as PROTO responses written from each leaf's
+/// encoded bytes: consecutive entries with the same device timestamp share a notification,
+/// as in [`dump_notifications`]. Returns the bytes written.
+fn encode_entries(target: &str, entries: &[&Entry], out: &mut Vec<Encoded>) -> usize {
+    let mut written = 0;
+    for group in entries.chunk_by(|a, b| a.timestamp == b.timestamp) {
+        let response = notification(
+            group[0].timestamp,
+            target,
+            group.iter().map(|e| e.leaf.encoded.as_ref()),
+            &[],
+        );
+        written += response.0.len();
+        out.push(response);
+    }
+    written
 }
 
 fn update_response(notification: Notification) -> SubscribeResponse {
@@ -971,9 +959,19 @@ impl Subscriber {
         }
     }
 
+    /// A whole dump, in memory (sample ticks; JSON encodings).
     fn dump(&self, patterns: &[Path]) -> (Vec<Encoded>, Vec<(Arc<str>, u64)>) {
         if self.plan.encoding == ValueEncoding::Proto {
-            return dump_encoded(&self.cache, &self.plan.targets, patterns);
+            let mut responses = Vec::new();
+            let mut seqs = Vec::new();
+            for target in self.cache.targets(|t| self.plan.targets.selects(t)) {
+                let seq = self.cache.visit(&target, patterns, |seq, entries| {
+                    encode_entries(&target, entries, &mut responses);
+                    seq
+                });
+                seqs.push((target, seq));
+            }
+            return (responses, seqs);
         }
         let snapshots = self
             .cache
@@ -990,6 +988,41 @@ impl Subscriber {
         (responses, seqs)
     }
 
+    /// Sends a dump (unless `!send`: only the sequence numbers are taken) and returns each
+    /// target's sequence number. PROTO is encoded and queued [`DUMP_BATCH_BYTES`] at a time.
+    async fn send_full_dump(
+        &self,
+        patterns: &[Path],
+        send: bool,
+    ) -> Result<Vec<(Arc<str>, u64)>, End> {
+        if self.plan.encoding != ValueEncoding::Proto {
+            let (responses, seqs) = self.dump(patterns);
+            if send {
+                self.send_dump(responses).await?;
+            }
+            return Ok(seqs);
+        }
+        let targets = self.cache.targets(|t| self.plan.targets.selects(t));
+        let mut seqs = Vec::with_capacity(targets.len());
+        let mut batch = Vec::new();
+        let mut batched = 0;
+        for target in targets {
+            let seq = self.cache.visit(&target, patterns, |seq, entries| {
+                if send {
+                    batched += encode_entries(&target, entries, &mut batch);
+                }
+                seq
+            });
+            seqs.push((target, seq));
+            if batched >= DUMP_BATCH_BYTES {
+                self.send_dump(std::mem::take(&mut batch)).await?;
+                batched = 0;
+            }
+        }
+        self.send_dump(batch).await?;
+        Ok(seqs)
+    }
+
     async fn serve(
         &mut self,
         changes: &mut broadcast::Receiver<Arc<Change>>,
@@ -997,10 +1030,8 @@ impl Subscriber {
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
         let patterns = self.plan.all_patterns();
-        let (initial, seqs) = self.dump(&patterns);
-        if !(self.plan.updates_only && self.plan.mode != ListMode::Poll) {
-            self.send_dump(initial).await?;
-        }
+        let send = !(self.plan.updates_only && self.plan.mode != ListMode::Poll);
+        let seqs = self.send_full_dump(&patterns, send).await?;
         self.send_dump(vec![Encoded::of(&sync_response())]).await?;
         match self.plan.mode {
             ListMode::Once => Ok(()),
@@ -1014,8 +1045,7 @@ impl Subscriber {
                         request: Some(subscribe_request::Request::Poll(_)),
                         ..
                     })) => {
-                        let (responses, _) = self.dump(&patterns);
-                        self.send_dump(responses).await?;
+                        self.send_full_dump(&patterns, true).await?;
                         self.send_dump(vec![Encoded::of(&sync_response())]).await?;
                     }
                     Ok(Some(_)) => return Err(End::Status(Status::invalid_argument(

@@ -32,13 +32,6 @@ impl Encoded {
     }
 }
 
-/// A `Notification` of one target being written: `timestamp`, prefix `{target}`, then
-/// updates appended one by one as already-encoded `Update` messages.
-pub struct NotificationWriter {
-    header: BytesMut,
-    updates: BytesMut,
-}
-
 // Field keys (field number << 3 | wire type): varint 0, length-delimited 2.
 /// `SubscribeResponse.update`.
 const RESPONSE_UPDATE: u8 = 1 << 3 | 2;
@@ -76,52 +69,48 @@ fn message_len(message: &impl Message) -> usize {
     1 + varint_len(len as u64) + len
 }
 
-impl NotificationWriter {
-    /// `capacity`: the updates' expected encoded size.
-    pub fn new(timestamp: i64, target: &str, capacity: usize) -> Self {
-        let mut header = BytesMut::with_capacity(16 + target.len());
-        if timestamp != 0 {
-            header.put_u8(TIMESTAMP);
-            put_varint(timestamp as u64, &mut header);
-        }
-        let prefix = Path {
-            target: target.to_string(),
-            ..Default::default()
-        };
-        put_message(PREFIX, &prefix, &mut header);
-        Self {
-            header,
-            updates: BytesMut::with_capacity(capacity),
-        }
+/// The SubscribeResponse `{update: {timestamp, prefix: {target}, update: updates,
+/// delete: deletes}}`, with each update given as an encoded `Update` message; sized first, so
+/// it is written into one buffer of the exact size.
+pub fn notification<'a>(
+    timestamp: i64,
+    target: &str,
+    updates: impl Iterator<Item = &'a [u8]> + Clone,
+    deletes: &[Path],
+) -> Encoded {
+    let prefix = Path {
+        target: target.to_string(),
+        ..Default::default()
+    };
+    let timestamp_len = if timestamp != 0 {
+        1 + varint_len(timestamp as u64)
+    } else {
+        0
+    };
+    let updates_len: usize = updates
+        .clone()
+        .map(|u| 1 + varint_len(u.len() as u64) + u.len())
+        .sum();
+    let deletes_len: usize = deletes.iter().map(message_len).sum();
+    let notification_len = timestamp_len + message_len(&prefix) + updates_len + deletes_len;
+    let mut out =
+        BytesMut::with_capacity(1 + varint_len(notification_len as u64) + notification_len);
+    out.put_u8(RESPONSE_UPDATE);
+    put_varint(notification_len as u64, &mut out);
+    if timestamp != 0 {
+        out.put_u8(TIMESTAMP);
+        put_varint(timestamp as u64, &mut out);
     }
-
-    /// Appends one encoded `Update` message.
-    pub fn push_update(&mut self, update: &[u8]) {
-        self.updates.put_u8(UPDATE);
-        put_varint(update.len() as u64, &mut self.updates);
-        self.updates.put_slice(update);
+    put_message(PREFIX, &prefix, &mut out);
+    for update in updates {
+        out.put_u8(UPDATE);
+        put_varint(update.len() as u64, &mut out);
+        out.put_slice(update);
     }
-
-    /// Bytes of the updates so far (to split large dumps).
-    pub fn updates_len(&self) -> usize {
-        self.updates.len()
+    for delete in deletes {
+        put_message(DELETE, delete, &mut out);
     }
-
-    /// The SubscribeResponse `{update: notification}` with `deletes` after the updates.
-    pub fn finish(self, deletes: &[Path]) -> Encoded {
-        let deletes_len: usize = deletes.iter().map(message_len).sum();
-        let notification_len = self.header.len() + self.updates.len() + deletes_len;
-        let mut out =
-            BytesMut::with_capacity(1 + varint_len(notification_len as u64) + notification_len);
-        out.put_u8(RESPONSE_UPDATE);
-        put_varint(notification_len as u64, &mut out);
-        out.put_slice(&self.header);
-        out.put_slice(&self.updates);
-        for delete in deletes {
-            put_message(DELETE, delete, &mut out);
-        }
-        Encoded(out.freeze())
-    }
+    Encoded(out.freeze())
 }
 
 /// The Subscribe codec: responses are written as encoded, requests decoded by prost.
@@ -193,11 +182,13 @@ mod tests {
             .collect();
         let deletes = vec![parse_path("/x/y").unwrap()];
         for timestamp in [0, 42, -1, 1_700_000_000_000_000_000] {
-            let mut writer = NotificationWriter::new(timestamp, "r1", 0);
-            for update in &updates {
-                writer.push_update(&update.encode_to_vec());
-            }
-            let ours = writer.finish(&deletes);
+            let encoded: Vec<Vec<u8>> = updates.iter().map(|u| u.encode_to_vec()).collect();
+            let ours = notification(
+                timestamp,
+                "r1",
+                encoded.iter().map(|u| u.as_slice()),
+                &deletes,
+            );
             let prost = SubscribeResponse {
                 response: Some(subscribe_response::Response::Update(Notification {
                     timestamp,
@@ -213,6 +204,23 @@ mod tests {
             };
             assert_eq!(ours.0.as_ref(), prost.encode_to_vec().as_slice());
             assert_eq!(ours.decode().unwrap(), prost);
+            let deletes_only = notification(timestamp, "r1", std::iter::empty(), &deletes);
+            let prost_deletes = SubscribeResponse {
+                response: Some(subscribe_response::Response::Update(Notification {
+                    timestamp,
+                    prefix: Some(Path {
+                        target: "r1".into(),
+                        ..Default::default()
+                    }),
+                    delete: deletes.clone(),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            };
+            assert_eq!(
+                deletes_only.0.as_ref(),
+                prost_deletes.encode_to_vec().as_slice()
+            );
         }
     }
 }
