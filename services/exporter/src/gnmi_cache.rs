@@ -14,11 +14,17 @@
 //! subscriber that subscribes to the ring *before* copying a target's entries skips exactly
 //! the changes its copy already holds — no gap, no duplicate.
 //!
+//! Each leaf is an `Arc<Leaf>` holding its `Update` already encoded (PROTO): a change shares
+//! the leaves it touched instead of copying them, and a dump or a change is written from
+//! those bytes ([`crate::gnmi_wire`]) without walking or cloning a `Path` per subscriber.
+//!
 //! What it costs: per path its text key (~60–100 bytes), the `Path` and `TypedValue`
-//! (~200 bytes), a timestamp and an `Instant`; per change one allocation shared by every
-//! subscriber; each subscriber filters every change (pattern match per update), so fan-out
-//! costs subscribers × updates matches. Bounded by `cache.max-paths` (new paths beyond it
-//! are dropped and counted) and by the ring's capacity (`max-subscriber-lag` changes).
+//! (~200 bytes), its encoded `Update` (~100 bytes), a timestamp and an `Instant`; per
+//! updated leaf one encode at ingest; per change one allocation shared by every subscriber
+//! (and one PROTO encoding of it, made by the first subscriber that wants all of it); each
+//! subscriber filters every change (pattern match per update), so fan-out costs
+//! subscribers × updates matches. Bounded by `cache.max-paths` (new paths beyond it are
+//! dropped and counted) and by the ring's capacity (`max-subscriber-lag` changes).
 
 use crate::gnmi_wire::Encoded;
 use bytes::Bytes;

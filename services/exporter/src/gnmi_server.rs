@@ -6,11 +6,18 @@
 //! gRPC response stream drains. Ingest only ever publishes to the ring, so no subscriber
 //! can slow it; a subscriber whose queue is full, or that falls off the ring, is ended with
 //! `RESOURCE_EXHAUSTED` naming why (the status is delivered ahead of anything still queued,
-//! as soon as the connection lets it through), and the others carry on. A dump (initial,
-//! poll, sample tick) copies one target's matching entries at a time under its read lock.
+//! as soon as the connection lets it through), and the others carry on.
 //!
-//! What it costs: per subscriber a task, its queue and a pattern match per change; per
-//! dump a copy of the matching entries. Not implemented yet: Get/Set relayed to targets
+//! Responses are queued already encoded: Subscribe is mounted with its own codec
+//! ([`GnmiRouter`], [`crate::gnmi_wire`]) so that a change is encoded once and shared by all
+//! the PROTO subscribers that want all of it, and a PROTO dump (initial, poll, sample tick)
+//! is written from each leaf's cached `Update` bytes under one target's read lock at a
+//! time, queued 1 MiB at a time so the client reads while the rest is written. JSON
+//! encodings and partly wanted changes are encoded per subscriber, as before.
+//!
+//! What it costs: per subscriber a task, its queue, a pattern match per changed leaf and a
+//! copy of each response into its HTTP/2 stream; per PROTO dump one copy of the matching
+//! leaves' bytes (JSON: a copy of the entries, then an encode). Not implemented yet: Get/Set relayed to targets
 //! (Get is answered from the cache; Set is UNIMPLEMENTED), `heartbeat_interval`,
 //! `suppress_redundant`, `origin: gnmic` paths, and Consul registration of the server.
 
