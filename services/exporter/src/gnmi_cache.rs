@@ -14,27 +14,61 @@
 //! subscriber that subscribes to the ring *before* copying a target's entries skips exactly
 //! the changes its copy already holds — no gap, no duplicate.
 //!
+//! Each leaf is an `Arc<Leaf>` holding its `Update` already encoded (PROTO): a change shares
+//! the leaves it touched instead of copying them, and a dump or a change is written from
+//! those bytes ([`crate::gnmi_wire`]) without walking or cloning a `Path` per subscriber.
+//!
 //! What it costs: per path its text key (~60–100 bytes), the `Path` and `TypedValue`
-//! (~200 bytes), a timestamp and an `Instant`; per change one allocation shared by every
-//! subscriber; each subscriber filters every change (pattern match per update), so fan-out
-//! costs subscribers × updates matches. Bounded by `cache.max-paths` (new paths beyond it
-//! are dropped and counted) and by the ring's capacity (`max-subscriber-lag` changes).
+//! (~200 bytes), its encoded `Update` (~100 bytes), a timestamp and an `Instant`; per
+//! updated leaf one encode at ingest; per change one allocation shared by every subscriber
+//! (and one PROTO encoding of it, made by the first subscriber that wants all of it); each
+//! subscriber filters every change (pattern match per update), so fan-out costs
+//! subscribers × updates matches. Bounded by `cache.max-paths` (new paths beyond it are
+//! dropped and counted) and by the ring's capacity (`max-subscriber-lag` changes).
 
+use crate::gnmi_wire::Encoded;
+use bytes::Bytes;
 use gnomon_gnmi::path::{join_paths, parse_path, path_matches, path_to_string};
-use gnomon_gnmi::proto::gnmi::{typed_value, Notification, Path, TypedValue};
+use gnomon_gnmi::proto::gnmi::{typed_value, Notification, Path, TypedValue, Update};
 use gnomon_gnmi::value::update_value;
+use prost::Message;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
+
+/// A leaf's path and value, with its `Update` encoded once (PROTO), shared by the cache
+/// and every change and dump that carries it.
+#[derive(Debug)]
+pub struct Leaf {
+    /// The full path (prefix joined), without target.
+    pub path: Path,
+    pub value: TypedValue,
+    /// `Update { path, val }` as protobuf.
+    pub encoded: Bytes,
+}
+
+impl Leaf {
+    fn new(path: Path, value: TypedValue) -> Arc<Self> {
+        let update = Update {
+            path: Some(path),
+            val: Some(value),
+            ..Default::default()
+        };
+        let encoded = Bytes::from(update.encode_to_vec());
+        Arc::new(Self {
+            path: update.path.unwrap_or_default(),
+            value: update.val.unwrap_or_default(),
+            encoded,
+        })
+    }
+}
 
 /// One cached leaf.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    /// The full path (prefix joined), without target.
-    pub path: Path,
-    pub value: TypedValue,
+    pub leaf: Arc<Leaf>,
     /// The device's timestamp (ns since the epoch).
     pub timestamp: i64,
     touched: Instant,
@@ -47,10 +81,13 @@ pub struct Change {
     /// The target's sequence number after this change.
     pub seq: u64,
     pub timestamp: i64,
-    /// Updated leaves (full paths).
-    pub updates: Vec<(Path, TypedValue)>,
+    /// Updated leaves.
+    pub updates: Vec<Arc<Leaf>>,
     /// Deleted paths as sent (a delete may cover a subtree).
     pub deletes: Vec<Path>,
+    /// The whole change as one PROTO SubscribeResponse, encoded by the first subscriber
+    /// that wants all of it and shared by the others.
+    pub whole: OnceLock<Encoded>,
 }
 
 #[derive(Default)]
@@ -155,6 +192,7 @@ impl GnmiCache {
             timestamp: notification.timestamp,
             updates: Vec::with_capacity(notification.update.len()),
             deletes: Vec::with_capacity(notification.delete.len()),
+            whole: OnceLock::new(),
         };
         let now = Instant::now();
         let mut state = write(&state);
@@ -178,10 +216,10 @@ impl GnmiCache {
                     if entry.timestamp > notification.timestamp {
                         continue;
                     }
-                    entry.value = value.into_owned();
+                    entry.leaf = Leaf::new(path, value.into_owned());
                     entry.timestamp = notification.timestamp;
                     entry.touched = now;
-                    change.updates.push((path, entry.value.clone()));
+                    change.updates.push(entry.leaf.clone());
                 }
                 None => {
                     if self.paths.load(Ordering::Relaxed) >= self.max_paths {
@@ -189,13 +227,12 @@ impl GnmiCache {
                         continue;
                     }
                     self.paths.fetch_add(1, Ordering::Relaxed);
-                    let value = value.into_owned();
-                    change.updates.push((path.clone(), value.clone()));
+                    let leaf = Leaf::new(path, value.into_owned());
+                    change.updates.push(leaf.clone());
                     state.entries.insert(
                         key,
                         Entry {
-                            path,
-                            value,
+                            leaf,
                             timestamp: notification.timestamp,
                             touched: now,
                         },
@@ -236,7 +273,7 @@ impl GnmiCache {
                 let entries = state
                     .entries
                     .values()
-                    .filter(|e| patterns.iter().any(|p| path_matches(p, &e.path)))
+                    .filter(|e| patterns.iter().any(|p| path_matches(p, &e.leaf.path)))
                     .cloned()
                     .collect();
                 TargetSnapshot {
@@ -246,6 +283,39 @@ impl GnmiCache {
                 }
             })
             .collect()
+    }
+
+    /// The targets `selects` accepts, in name order.
+    pub fn targets(&self, selects: impl Fn(&str) -> bool) -> Vec<Arc<str>> {
+        let mut targets: Vec<Arc<str>> = read(&self.targets)
+            .keys()
+            .filter(|name| selects(name))
+            .cloned()
+            .collect();
+        targets.sort();
+        targets
+    }
+
+    /// Calls `each` with `target`'s sequence number and its entries matching `patterns` in
+    /// dump order (by device timestamp, then path), under the target's read lock: nothing
+    /// is copied, so `each` should only encode. A target never seen is at sequence 0.
+    pub fn visit<R>(
+        &self,
+        target: &str,
+        patterns: &[Path],
+        each: impl FnOnce(u64, &[&Entry]) -> R,
+    ) -> R {
+        let Some(state) = read(&self.targets).get(target).cloned() else {
+            return each(0, &[]);
+        };
+        let state = read(&state);
+        let mut entries: Vec<&Entry> = state
+            .entries
+            .values()
+            .filter(|e| patterns.iter().any(|p| path_matches(p, &e.leaf.path)))
+            .collect();
+        entries.sort_by_key(|e| e.timestamp);
+        each(state.seq, &entries)
     }
 
     /// Removes paths not updated for `max_age`, publishing their deletes; returns how many.
@@ -264,7 +334,7 @@ impl GnmiCache {
             state.entries.retain(|_, entry| {
                 let keep = entry.touched >= cutoff;
                 if !keep {
-                    deletes.push(entry.path.clone());
+                    deletes.push(entry.leaf.path.clone());
                 }
                 keep
             });
@@ -280,6 +350,7 @@ impl GnmiCache {
                 timestamp: 0,
                 updates: Vec::new(),
                 deletes,
+                whole: OnceLock::new(),
             }));
         }
         total
@@ -290,14 +361,14 @@ impl GnmiCache {
 fn remove_matching(entries: &mut BTreeMap<String, Entry>, path: &Path) -> usize {
     let before = entries.len();
     if has_wildcards(path) || path.elem.iter().any(|e| e.name.contains(':')) {
-        entries.retain(|_, e| !path_matches(path, &e.path));
+        entries.retain(|_, e| !path_matches(path, &e.leaf.path));
     } else {
         // Every path at or below `path` has `path`'s text as a prefix of its own.
         let text = path_to_string(path);
         let doomed: Vec<String> = entries
             .range(text.clone()..)
             .take_while(|(key, _)| key.starts_with(&text))
-            .filter(|(_, e)| path_matches(path, &e.path))
+            .filter(|(_, e)| path_matches(path, &e.leaf.path))
             .map(|(key, _)| key.clone())
             .collect();
         for key in doomed {
@@ -365,7 +436,6 @@ pub fn typed_of_number(n: f64) -> TypedValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use gnomon_gnmi::proto::gnmi::Update;
 
     fn notification(timestamp: i64, updates: &[(&str, u64)], deletes: &[&str]) -> Notification {
         Notification {
@@ -407,7 +477,7 @@ mod tests {
         let all = cache.snapshot(|_| true, &[parse_path("/...").unwrap()]);
         assert_eq!(all.len(), 1);
         assert_eq!(all[0].seq, 2);
-        assert_eq!(path_to_string(&all[0].entries[0].path), "/a/bc");
+        assert_eq!(path_to_string(&all[0].entries[0].leaf.path), "/a/bc");
         assert_eq!(changes.try_recv().unwrap().seq, 1);
         let delete = changes.try_recv().unwrap();
         assert_eq!((delete.seq, delete.deletes.len()), (2, 1));

@@ -6,15 +6,23 @@
 //! gRPC response stream drains. Ingest only ever publishes to the ring, so no subscriber
 //! can slow it; a subscriber whose queue is full, or that falls off the ring, is ended with
 //! `RESOURCE_EXHAUSTED` naming why (the status is delivered ahead of anything still queued,
-//! as soon as the connection lets it through), and the others carry on. A dump (initial,
-//! poll, sample tick) copies one target's matching entries at a time under its read lock.
+//! as soon as the connection lets it through), and the others carry on.
 //!
-//! What it costs: per subscriber a task, its queue and a pattern match per change; per
-//! dump a copy of the matching entries. Not implemented yet: Get/Set relayed to targets
+//! Responses are queued already encoded: Subscribe is mounted with its own codec
+//! ([`GnmiRouter`], [`crate::gnmi_wire`]) so that a change is encoded once and shared by all
+//! the PROTO subscribers that want all of it, and a PROTO dump (initial, poll, sample tick)
+//! is written from each leaf's cached `Update` bytes under one target's read lock at a
+//! time, queued 1 MiB at a time so the client reads while the rest is written. JSON
+//! encodings and partly wanted changes are encoded per subscriber, as before.
+//!
+//! What it costs: per subscriber a task, its queue, a pattern match per changed leaf and a
+//! copy of each response into its HTTP/2 stream; per PROTO dump one copy of the matching
+//! leaves' bytes (JSON: a copy of the entries, then an encode). Not implemented yet: Get/Set relayed to targets
 //! (Get is answered from the cache; Set is UNIMPLEMENTED), `heartbeat_interval`,
 //! `suppress_redundant`, `origin: gnmic` paths, and Consul registration of the server.
 
 use crate::gnmi_cache::{Change, Entry, GnmiCache, TargetSnapshot};
+use crate::gnmi_wire::{notification, Encoded, EncodedCodec};
 use crate::stats;
 use anyhow::Context;
 use futures::Stream;
@@ -49,6 +57,9 @@ pub const MAX_CONNECTIONS: usize = 256;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a client may take to read a dump (initial, poll, sample) before it is ended.
 pub const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Encoded bytes of a PROTO dump queued at once: the client reads one batch while the next
+/// is encoded, and a large dump never sits in memory whole.
+const DUMP_BATCH_BYTES: usize = 1 << 20;
 
 /// The peer of a connection, in each request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -191,13 +202,11 @@ pub async fn start(
         None => None,
     };
     let service = GnmiService::new(config.clone(), cache.clone(), shutdown.clone());
-    let mut grpc = GNmiServer::new(service);
-    if let Some(size) = config.max_recv_msg_size {
-        grpc = grpc.max_decoding_message_size(size);
-    }
-    if let Some(size) = config.max_send_msg_size {
-        grpc = grpc.max_encoding_message_size(size);
-    }
+    let grpc = GnmiRouter::new(
+        Arc::new(service),
+        config.max_recv_msg_size,
+        config.max_send_msg_size,
+    );
     let router = tonic::transport::Server::builder()
         .max_concurrent_streams(config.max_concurrent_streams)
         .http2_keepalive_interval(config.keepalive_time)
@@ -402,14 +411,6 @@ impl ValueEncoding {
         }
     }
 
-    /// [`Self::encode`] of a value the caller no longer needs: PROTO moves it.
-    fn encode_owned(self, value: TypedValue) -> TypedValue {
-        match self {
-            Self::Proto => value,
-            _ => self.encode(&value),
-        }
-    }
-
     fn encode(self, value: &TypedValue) -> TypedValue {
         let json = || match &value.value {
             Some(typed_value::Value::JsonVal(bytes) | typed_value::Value::JsonIetfVal(bytes)) => {
@@ -437,7 +438,7 @@ fn target_prefix(target: &str) -> Path {
 }
 
 /// A target's entries as notifications: consecutive entries with the same device timestamp
-/// share one. Consumes the snapshot (its copies become the updates, nothing is copied again).
+/// share one.
 fn dump_notifications(snapshot: TargetSnapshot, encoding: ValueEncoding) -> Vec<Notification> {
     let mut out: Vec<Notification> = Vec::new();
     let mut entries: Vec<Entry> = snapshot.entries;
@@ -445,8 +446,8 @@ fn dump_notifications(snapshot: TargetSnapshot, encoding: ValueEncoding) -> Vec<
     for entry in entries {
         let timestamp = entry.timestamp;
         let update = Update {
-            path: Some(entry.path),
-            val: Some(encoding.encode_owned(entry.value)),
+            path: Some(entry.leaf.path.clone()),
+            val: Some(encoding.encode(&entry.leaf.value)),
             ..Default::default()
         };
         match out.last_mut() {
@@ -533,12 +534,24 @@ impl GNmi for GnmiService {
         ))
     }
 
-    type SubscribeStream = SubscribeResponses;
+    type SubscribeStream = DecodedResponses;
 
+    /// Served by [`GnmiRouter`] without this decode; here for the generated server alone.
     async fn subscribe(
         &self,
         request: Request<Streaming<SubscribeRequest>>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let responses = self.subscribe_encoded(request).await?;
+        Ok(Response::new(DecodedResponses(responses)))
+    }
+}
+
+impl GnmiService {
+    /// Starts a subscription; its responses come already encoded.
+    pub async fn subscribe_encoded(
+        &self,
+        request: Request<Streaming<SubscribeRequest>>,
+    ) -> Result<SubscribeResponses, Status> {
         let peer = peer_of(&request);
         self.authorize("Subscribe", &request)?;
         let permit = self
@@ -588,23 +601,23 @@ impl GNmi for GnmiService {
             }
             .instrument(span),
         );
-        Ok(Response::new(SubscribeResponses {
+        Ok(SubscribeResponses {
             receiver,
             killed: Some(killed),
             done: false,
-        }))
+        })
     }
 }
 
 /// The response stream: a killed subscription's status comes before anything queued.
 pub struct SubscribeResponses {
-    receiver: mpsc::Receiver<Result<SubscribeResponse, Status>>,
+    receiver: mpsc::Receiver<Result<Encoded, Status>>,
     killed: Option<oneshot::Receiver<Status>>,
     done: bool,
 }
 
 impl Stream for SubscribeResponses {
-    type Item = Result<SubscribeResponse, Status>;
+    type Item = Result<Encoded, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
         if self.done {
             return Poll::Ready(None);
@@ -620,6 +633,96 @@ impl Stream for SubscribeResponses {
             }
         }
         self.receiver.poll_recv(cx)
+    }
+}
+
+/// [`SubscribeResponses`] decoded back into messages (the generated trait's stream type).
+pub struct DecodedResponses(SubscribeResponses);
+
+impl Stream for DecodedResponses {
+    type Item = Result<SubscribeResponse, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0)
+            .poll_next(cx)
+            .map(|item| item.map(|r| r.and_then(|encoded| encoded.decode())))
+    }
+}
+
+/// The gNMI service as mounted: Subscribe is served with [`EncodedCodec`], so responses
+/// encoded once (a change, a cached leaf) are written as they are; the other RPCs go to the
+/// generated server.
+#[derive(Clone)]
+pub struct GnmiRouter {
+    generated: GNmiServer<GnmiService>,
+    service: Arc<GnmiService>,
+    max_decoding: Option<usize>,
+    max_encoding: Option<usize>,
+}
+
+impl GnmiRouter {
+    pub fn new(
+        service: Arc<GnmiService>,
+        max_decoding: Option<usize>,
+        max_encoding: Option<usize>,
+    ) -> Self {
+        let mut generated = GNmiServer::from_arc(service.clone());
+        if let Some(size) = max_decoding {
+            generated = generated.max_decoding_message_size(size);
+        }
+        if let Some(size) = max_encoding {
+            generated = generated.max_encoding_message_size(size);
+        }
+        Self {
+            generated,
+            service,
+            max_decoding,
+            max_encoding,
+        }
+    }
+}
+
+impl tonic::server::NamedService for GnmiRouter {
+    const NAME: &'static str = gnomon_gnmi::proto::gnmi::g_nmi_server::SERVICE_NAME;
+}
+
+type HttpRequest = tonic::codegen::http::Request<tonic::body::Body>;
+type HttpResponse = tonic::codegen::http::Response<tonic::body::Body>;
+
+impl tower::Service<HttpRequest> for GnmiRouter {
+    type Response = HttpResponse;
+    type Error = std::convert::Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<HttpResponse, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: HttpRequest) -> Self::Future {
+        if request.uri().path() != "/gnmi.gNMI/Subscribe" {
+            return Box::pin(self.generated.call(request));
+        }
+        let service = self.service.clone();
+        let (max_decoding, max_encoding) = (self.max_decoding, self.max_encoding);
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(EncodedCodec)
+                .apply_max_message_size_config(max_decoding, max_encoding);
+            Ok(grpc.streaming(SubscribeRpc(service), request).await)
+        })
+    }
+}
+
+/// The Subscribe RPC over [`GnmiService::subscribe_encoded`].
+struct SubscribeRpc(Arc<GnmiService>);
+
+impl tonic::server::StreamingService<SubscribeRequest> for SubscribeRpc {
+    type Response = Encoded;
+    type ResponseStream = SubscribeResponses;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Response<SubscribeResponses>, Status>> + Send>>;
+
+    fn call(&mut self, request: Request<Streaming<SubscribeRequest>>) -> Self::Future {
+        let service = self.0.clone();
+        Box::pin(async move { service.subscribe_encoded(request).await.map(Response::new) })
     }
 }
 
@@ -701,39 +804,83 @@ impl Plan {
             .collect()
     }
 
-    /// The part of a change this subscription wants, as a notification.
-    fn filter(&self, change: &Change) -> Option<Notification> {
+    /// The part of a change this subscription wants, as a response. A PROTO subscription
+    /// that wants all of it shares the change's one encoding with the others.
+    fn filter(&self, change: &Change) -> Option<Encoded> {
         if !self.targets.selects(&change.target) {
             return None;
         }
         let wanted = |path: &Path| self.on_change.iter().any(|p| path_matches(p, path));
-        let update: Vec<Update> = change
-            .updates
-            .iter()
-            .filter(|(path, _)| wanted(path))
-            .map(|(path, value)| Update {
-                path: Some(path.clone()),
-                val: Some(self.encoding.encode(value)),
-                ..Default::default()
-            })
-            .collect();
+        let deleted = |d: &Path| wanted(d) || self.on_change.iter().any(|p| path_matches(d, p));
+        if self.encoding == ValueEncoding::Proto
+            && change.updates.iter().all(|leaf| wanted(&leaf.path))
+            && change.deletes.iter().all(deleted)
+        {
+            return Some(
+                change
+                    .whole
+                    .get_or_init(|| {
+                        notification(
+                            change.timestamp,
+                            &change.target,
+                            change.updates.iter().map(|leaf| leaf.encoded.as_ref()),
+                            &change.deletes,
+                        )
+                    })
+                    .clone(),
+            );
+        }
         let delete: Vec<Path> = change
             .deletes
             .iter()
-            .filter(|d| wanted(d) || self.on_change.iter().any(|p| path_matches(d, p)))
+            .filter(|d| deleted(d))
             .cloned()
             .collect();
-        if update.is_empty() && delete.is_empty() {
+        let updates = change.updates.iter().filter(|leaf| wanted(&leaf.path));
+        if updates.clone().next().is_none() && delete.is_empty() {
             return None;
         }
-        Some(Notification {
+        if self.encoding == ValueEncoding::Proto {
+            return Some(notification(
+                change.timestamp,
+                &change.target,
+                updates.map(|leaf| leaf.encoded.as_ref()),
+                &delete,
+            ));
+        }
+        let update = updates
+            .map(|leaf| Update {
+                path: Some(leaf.path.clone()),
+                val: Some(self.encoding.encode(&leaf.value)),
+                ..Default::default()
+            })
+            .collect();
+        Some(Encoded::of(&update_response(Notification {
             timestamp: change.timestamp,
             prefix: Some(target_prefix(&change.target)),
             update,
             delete,
             ..Default::default()
-        })
+        })))
     }
+}
+
+/// A target's matching entries (in dump order) as PROTO responses written from each leaf's
+/// encoded bytes: consecutive entries with the same device timestamp share a notification,
+/// as in [`dump_notifications`]. Returns the bytes written.
+fn encode_entries(target: &str, entries: &[&Entry], out: &mut Vec<Encoded>) -> usize {
+    let mut written = 0;
+    for group in entries.chunk_by(|a, b| a.timestamp == b.timestamp) {
+        let response = notification(
+            group[0].timestamp,
+            target,
+            group.iter().map(|e| e.leaf.encoded.as_ref()),
+            &[],
+        );
+        written += response.0.len();
+        out.push(response);
+    }
+    written
 }
 
 fn update_response(notification: Notification) -> SubscribeResponse {
@@ -761,7 +908,7 @@ enum End {
 struct Subscriber {
     cache: Arc<GnmiCache>,
     plan: Plan,
-    sender: mpsc::Sender<Result<SubscribeResponse, Status>>,
+    sender: mpsc::Sender<Result<Encoded, Status>>,
     kill: Option<oneshot::Sender<Status>>,
     capacity: usize,
 }
@@ -786,7 +933,7 @@ impl Subscriber {
     }
 
     /// Sends a dump, waiting at most [`DUMP_TIMEOUT`] for the client to read it.
-    async fn send_dump(&self, responses: Vec<SubscribeResponse>) -> Result<(), End> {
+    async fn send_dump(&self, responses: Vec<Encoded>) -> Result<(), End> {
         for response in responses {
             match self.sender.send_timeout(Ok(response), DUMP_TIMEOUT).await {
                 Ok(()) => {}
@@ -805,7 +952,7 @@ impl Subscriber {
     }
 
     /// Queues a change without waiting: a full queue ends the subscription.
-    fn send_change(&self, response: SubscribeResponse) -> Result<(), End> {
+    fn send_change(&self, response: Encoded) -> Result<(), End> {
         match self.sender.try_send(Ok(response)) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Closed(_)) => Err(End::Quiet),
@@ -819,7 +966,20 @@ impl Subscriber {
         }
     }
 
-    fn dump(&self, patterns: &[Path]) -> (Vec<SubscribeResponse>, Vec<(Arc<str>, u64)>) {
+    /// A whole dump, in memory (sample ticks; JSON encodings).
+    fn dump(&self, patterns: &[Path]) -> (Vec<Encoded>, Vec<(Arc<str>, u64)>) {
+        if self.plan.encoding == ValueEncoding::Proto {
+            let mut responses = Vec::new();
+            let mut seqs = Vec::new();
+            for target in self.cache.targets(|t| self.plan.targets.selects(t)) {
+                let seq = self.cache.visit(&target, patterns, |seq, entries| {
+                    encode_entries(&target, entries, &mut responses);
+                    seq
+                });
+                seqs.push((target, seq));
+            }
+            return (responses, seqs);
+        }
         let snapshots = self
             .cache
             .snapshot(|t| self.plan.targets.selects(t), patterns);
@@ -830,9 +990,44 @@ impl Subscriber {
         let responses = snapshots
             .into_iter()
             .flat_map(|s| dump_notifications(s, self.plan.encoding))
-            .map(update_response)
+            .map(|n| Encoded::of(&update_response(n)))
             .collect();
         (responses, seqs)
+    }
+
+    /// Sends a dump (unless `!send`: only the sequence numbers are taken) and returns each
+    /// target's sequence number. PROTO is encoded and queued [`DUMP_BATCH_BYTES`] at a time.
+    async fn send_full_dump(
+        &self,
+        patterns: &[Path],
+        send: bool,
+    ) -> Result<Vec<(Arc<str>, u64)>, End> {
+        if self.plan.encoding != ValueEncoding::Proto {
+            let (responses, seqs) = self.dump(patterns);
+            if send {
+                self.send_dump(responses).await?;
+            }
+            return Ok(seqs);
+        }
+        let targets = self.cache.targets(|t| self.plan.targets.selects(t));
+        let mut seqs = Vec::with_capacity(targets.len());
+        let mut batch = Vec::new();
+        let mut batched = 0;
+        for target in targets {
+            let seq = self.cache.visit(&target, patterns, |seq, entries| {
+                if send {
+                    batched += encode_entries(&target, entries, &mut batch);
+                }
+                seq
+            });
+            seqs.push((target, seq));
+            if batched >= DUMP_BATCH_BYTES {
+                self.send_dump(std::mem::take(&mut batch)).await?;
+                batched = 0;
+            }
+        }
+        self.send_dump(batch).await?;
+        Ok(seqs)
     }
 
     async fn serve(
@@ -842,11 +1037,9 @@ impl Subscriber {
         shutdown: &CancellationToken,
     ) -> Result<(), End> {
         let patterns = self.plan.all_patterns();
-        let (initial, seqs) = self.dump(&patterns);
-        if !(self.plan.updates_only && self.plan.mode != ListMode::Poll) {
-            self.send_dump(initial).await?;
-        }
-        self.send_dump(vec![sync_response()]).await?;
+        let send = !(self.plan.updates_only && self.plan.mode != ListMode::Poll);
+        let seqs = self.send_full_dump(&patterns, send).await?;
+        self.send_dump(vec![Encoded::of(&sync_response())]).await?;
         match self.plan.mode {
             ListMode::Once => Ok(()),
             ListMode::Poll => loop {
@@ -859,9 +1052,8 @@ impl Subscriber {
                         request: Some(subscribe_request::Request::Poll(_)),
                         ..
                     })) => {
-                        let (responses, _) = self.dump(&patterns);
-                        self.send_dump(responses).await?;
-                        self.send_dump(vec![sync_response()]).await?;
+                        self.send_full_dump(&patterns, true).await?;
+                        self.send_dump(vec![Encoded::of(&sync_response())]).await?;
                     }
                     Ok(Some(_)) => return Err(End::Status(Status::invalid_argument(
                         "a POLL subscription takes only Poll requests after its SubscriptionList",
@@ -935,8 +1127,8 @@ impl Subscriber {
                         if seen.get(&change.target).is_some_and(|&seq| change.seq <= seq) {
                             continue;
                         }
-                        if let Some(notification) = self.plan.filter(&change) {
-                            self.send_change(update_response(notification))?;
+                        if let Some(response) = self.plan.filter(&change) {
+                            self.send_change(response)?;
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {

@@ -15,6 +15,7 @@ pub mod exposition;
 pub mod fencing;
 pub mod gnmi_cache;
 pub mod gnmi_server;
+pub mod gnmi_wire;
 pub mod http;
 pub mod input;
 pub mod locks;
