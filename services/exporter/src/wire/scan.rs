@@ -169,13 +169,8 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.pos;
         let rest = &self.bytes[start..];
-        let len = memchr::memchr2(b'"', b'\\', rest)?;
-        // A branch-free pass the compiler vectorizes; strings are short.
-        let control = rest[..len]
-            .iter()
-            .fold(0u8, |seen, &b| seen | u8::from(b < 0x20))
-            != 0;
-        if rest[len] != b'"' || control {
+        let len = string_end(rest)?;
+        if rest[len] != b'"' {
             return None;
         }
         self.pos = start + len + 1;
@@ -259,6 +254,36 @@ impl<'a> Scanner<'a> {
     }
 }
 
+/// The index of the first `"`, `\` or control character, 8 bytes at a time (names and
+/// values are short: a general search's setup would cost more than the search).
+fn string_end(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+    // A byte of `x` is zero → its high bit is set in `zero(x)`; bits above the first such
+    // byte may be set wrongly, so only the lowest set bit is used.
+    let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let quote = zero(word ^ (ONES * u64::from(b'"')));
+        let backslash = zero(word ^ (ONES * u64::from(b'\\')));
+        let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+        let found = quote | backslash | control;
+        if found != 0 {
+            return Some(offset + found.trailing_zeros() as usize / 8);
+        }
+        offset += 8;
+    }
+    chunks
+        .remainder()
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .map(|i| offset + i)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -292,6 +317,22 @@ mod tests {
         ] {
             same_as_serde(payload, true);
         }
+    }
+
+    #[test]
+    fn string_ends_are_found_at_every_offset() {
+        for len in 0..40 {
+            for stop in [b'"', b'\\', 0x00, 0x1f] {
+                let mut bytes = vec![b'a'; len];
+                bytes.extend_from_slice("é€".as_bytes());
+                let at = bytes.len();
+                bytes.push(stop);
+                bytes.extend_from_slice(b"\"x\x01");
+                assert_eq!(string_end(&bytes), Some(at), "len {len}, stop {stop:#x}");
+            }
+            assert_eq!(string_end(&vec![b' '; len]), None);
+        }
+        assert_eq!(string_end(&[0x20, 0x7f, 0x80, 0xff]), None);
     }
 
     #[test]
