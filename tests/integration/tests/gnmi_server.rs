@@ -10,7 +10,8 @@ use gnomon_gnmi::path::{parse_path, path_to_string};
 use gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient;
 use gnomon_gnmi::proto::gnmi::{typed_value, Encoding, GetRequest, GetResponse, Path};
 use gnomon_testkit::{
-    eventually, free_port, gnomon_binary, wait_for_tcp, ChildProcess, NatsServer, TestPki,
+    eventually, free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
+    TestPki,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -61,16 +62,6 @@ struct Pipeline {
     processes: Vec<ChildProcess>,
 }
 
-fn spawn_gnomon(dir: &std::path::Path, name: &str, service: &str, config: &str) -> ChildProcess {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args([service, "--config"])
-        .arg(&path)
-        .env("GNMIC_API", format!("127.0.0.1:{}", free_port()));
-    ChildProcess::spawn(name, cmd, dir).unwrap()
-}
-
 impl Pipeline {
     /// Starts everything; `format` is the NATS format of the collector's output and the
     /// exporter's input; `tls` puts the gNMI server behind TLS requiring client certificates.
@@ -114,7 +105,7 @@ impl Pipeline {
             "subscriptions:\n  counters:\n    paths: [{COUNTERS}]\n    stream-mode: sample\n    sample-interval: 300ms\noutputs:\n  nats-out: {{type: nats, address: \"{nats}\", subject-prefix: telemetry, format: {format}}}\n",
             nats = nats.address()
         ));
-        let collector = spawn_gnomon(dir.path(), "collector", "collector", &collector);
+        let collector = spawn_gnomon(dir.path(), "collector", "collector", &collector).unwrap();
 
         let (pki, tls_block, client_tls) = if tls {
             let pki = TestPki::new("gnmi").unwrap();
@@ -141,7 +132,7 @@ impl Pipeline {
             "gnmi-server:\n  address: 127.0.0.1:{gnmi_port}\n  username: {USERNAME}\n  password: {PASSWORD}\n{tls_block}outputs:\n  prom: {{type: prometheus, listen: \"127.0.0.1:{prom}\"}}\ninputs:\n  nats-in: {{type: nats, address: \"{nats}\", subject: \"telemetry.>\", format: {format}, outputs: [prom]}}\n",
             nats = nats.address()
         );
-        let exporter = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter);
+        let exporter = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter).unwrap();
         let pipeline = Self {
             dir,
             devices,

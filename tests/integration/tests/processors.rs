@@ -15,7 +15,9 @@
 use gnomon_bus::{Bus, BusMessage, MemoryBus, MessageHeaders};
 use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
-use gnomon_testkit::{free_port, gnomon_binary, wait_for_tcp, ChildProcess, NatsServer};
+use gnomon_testkit::{
+    free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
+};
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::sync::Arc;
@@ -229,16 +231,6 @@ fn the_binary_stops_at_start_on_a_bad_processor() {
     );
 }
 
-fn spawn_gnomon(dir: &std::path::Path, name: &str, service: &str, config: &str) -> ChildProcess {
-    let path = dir.join(format!("{name}.yaml"));
-    std::fs::write(&path, config).unwrap();
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args([service, "--config"])
-        .arg(&path)
-        .env("GNMIC_API", format!("127.0.0.1:{}", free_port()));
-    ChildProcess::spawn(name, cmd, dir).unwrap()
-}
-
 /// The collector's processors (nats output, event format: one notification per batch).
 const COLLECTOR_PROCESSORS: &str = r#"
 processors:
@@ -291,7 +283,7 @@ async fn simulator_to_prometheus_with_gnmic_processors_gives_gnmic_names_and_lab
          {COLLECTOR_PROCESSORS}",
         nats = nats.address()
     );
-    let _collector = spawn_gnomon(dir.path(), "collector", "collector", &collector);
+    let _collector = spawn_gnomon(dir.path(), "collector", "collector", &collector).unwrap();
 
     let listen = format!("127.0.0.1:{}", free_port());
     let exporter = format!(
@@ -302,7 +294,7 @@ async fn simulator_to_prometheus_with_gnmic_processors_gives_gnmic_names_and_lab
          {COLLECTOR_PROCESSORS}",
         nats = nats.address()
     );
-    let exporter_process = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter);
+    let exporter_process = spawn_gnomon(dir.path(), "exporter", "exporter", &exporter).unwrap();
     wait_for_tcp(&listen, Duration::from_secs(20)).unwrap();
 
     let prometheus = gnomon_testkit::PrometheusServer::start(&format!(

@@ -6,8 +6,8 @@ mod process;
 mod servers;
 
 pub use process::{
-    free_port, gnomon_binary, process_cpu_time, signal_pid, wait_for_tcp, workspace_binary,
-    ChildProcess,
+    free_port, gnomon_binary, process_cpu_time, signal_pid, spawn_gnomon, wait_for_tcp,
+    workspace_binary, ChildProcess,
 };
 pub use servers::{
     CertFiles, EtcdServer, EtcdServerOptions, NatsOperator, NatsServer, NatsServerOptions,

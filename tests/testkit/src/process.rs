@@ -69,6 +69,24 @@ pub fn gnomon_binary() -> anyhow::Result<PathBuf> {
     workspace_binary("gnomon")
 }
 
+/// Starts `gnomon <service>` on `config` (written to `<dir>/<name>.yaml`) with its API on a
+/// free loopback port; its log goes to `dir`.
+pub fn spawn_gnomon(
+    dir: &Path,
+    name: &str,
+    service: &str,
+    config: &str,
+) -> anyhow::Result<ChildProcess> {
+    let path = dir.join(format!("{name}.yaml"));
+    std::fs::write(&path, config)?;
+    let mut command = Command::new(gnomon_binary()?);
+    command
+        .args([service, "--config"])
+        .arg(&path)
+        .env("GNMIC_API", format!("127.0.0.1:{}", free_port()));
+    ChildProcess::spawn(name, command, dir)
+}
+
 /// A binary of this workspace (e.g. `consul-double`) built next to the running test
 /// executable; `cargo build --workspace` builds them all.
 pub fn workspace_binary(name: &str) -> anyhow::Result<PathBuf> {
