@@ -2,9 +2,17 @@
 //! queue group `queue`, each feeding a bounded buffer drained by a decoder that writes into
 //! the selected Prometheus outputs.
 //!
+//! gnmic's JetStream input is the same input reading a durable pull consumer instead of a
+//! queue subscription (the consumer's name is in `queue`: both name the group that shares
+//! the stream): each worker fetches `fetch-batch-size` messages at a time, and a message is
+//! acknowledged only once it has been processed, so an exporter that dies mid-batch is
+//! served the unacknowledged messages again when it comes back, and one that was down
+//! resumes where its consumer stopped.
+//!
 //! Fencing ([`crate::fencing`]): collectors stamp each message with the fencing token of
 //! their target lock; a message the judge does not attribute to the lock's current holder is
-//! dropped and counted, before it is decoded.
+//! dropped and counted, before it is decoded. The JetStream path carries the same headers
+//! and goes through the same [`NatsInput::process`].
 
 use crate::fencing::{Fencing, Verdict};
 use crate::gnmi_cache::{notification_of_event, typed_of_number, GnmiCache};
@@ -14,9 +22,11 @@ use crate::processing::{records_of_message, Batching, SharedChain};
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_response, meta_from_subject, WireEvent};
 use futures::StreamExt;
+use gnomon_bus::jetstream::{ConsumerOptions, DeliverPolicy, Delivery, JetStreamConsumer};
 use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
 use gnomon_common::log::{Escaped, Throttle};
 use gnomon_common::retry::Backoff;
+use gnomon_config::jetstream::{self as js_config, InputSubjectFormat, JetStreamConsume};
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
 use gnomon_gnmi::event::response_to_events;
@@ -37,6 +47,11 @@ fn reports_down(event: &WireEvent<'_>) -> bool {
 
 /// How long a worker waits for room in its buffer before dropping a message.
 pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one JetStream fetch waits for its batch to fill.
+const FETCH_WAIT: Duration = Duration::from_secs(1);
+/// How long JetStream waits for an ack before delivering a message again.
+const ACK_WAIT: Duration = Duration::from_secs(10);
 
 /// Where an input's subscriptions come from.
 #[derive(Clone)]
@@ -97,56 +112,23 @@ impl NatsInput {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         for worker in 0..self.config.effective_num_workers() {
-            // Subscribe now when NATS is reachable, so messages published after `start`
-            // returns are received; otherwise keep retrying in the background.
-            let ready = match self.subscribe_once(&source, worker).await {
-                Ok(ready) => Some(ready),
-                Err(e) => {
-                    tracing::warn!(input = %self.name, worker, error = %e, "NATS subscription failed; retrying in the background");
-                    None
+            let (sender, receiver) = mpsc::channel::<Delivery>(self.config.effective_buffer_size());
+            match (&self.config.jetstream, &source) {
+                (Some(jetstream), BusSource::Nats) => {
+                    self.clone().start_fetching(
+                        jetstream.clone(),
+                        worker,
+                        sender,
+                        tasks,
+                        shutdown.clone(),
+                    );
                 }
-            };
-            let (sender, receiver) =
-                mpsc::channel::<BusMessage>(self.config.effective_buffer_size());
-            let reader = self.clone();
-            let stop = shutdown.clone();
-            let source_for_task = source.clone();
-            let span = tracing::info_span!("nats_input_reader", input = %self.name, worker);
-            tasks.spawn(
-                async move {
-                    let ready = match ready {
-                        Some(ready) => Some(ready),
-                        None => {
-                            reader
-                                .subscribe_retrying(&source_for_task, worker, &stop)
-                                .await
-                        }
-                    };
-                    // Keep the bus (connection) alive as long as the subscription is read.
-                    let Some((_bus, mut subscription)) = ready else {
-                        return;
-                    };
-                    loop {
-                        let message = tokio::select! {
-                            _ = stop.cancelled() => break,
-                            message = subscription.next() => message,
-                        };
-                        let Some(message) = message else {
-                            tracing::warn!(input = %reader.name, "subscription ended");
-                            break;
-                        };
-                        reader.stats.message();
-                        match sender.send_timeout(message, ENQUEUE_TIMEOUT).await {
-                            Ok(()) => {}
-                            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
-                                reader.stats.dropped("buffer_full")
-                            }
-                            Err(mpsc::error::SendTimeoutError::Closed(_)) => break,
-                        }
-                    }
+                _ => {
+                    self.clone()
+                        .start_subscribed(&source, worker, sender, tasks, shutdown.clone())
+                        .await;
                 }
-                .instrument(span),
-            );
+            }
             let processor = self.clone();
             let stop = shutdown.clone();
             tasks.spawn(async move {
@@ -156,7 +138,8 @@ impl NatsInput {
                         _ = stop.cancelled() => break,
                         message = receiver.recv() => message,
                     };
-                    let Some(message) = message else { break };
+                    let Some(delivery) = message else { break };
+                    let message = &delivery.message;
                     match message.headers.traceparent.as_deref() {
                         // Only a stream's first message carries one, and only when the
                         // publisher traces: continue its trace for this message.
@@ -167,14 +150,173 @@ impl NatsInput {
                                 subject = %message.subject
                             );
                             gnomon_telemetry::adopt_traceparent(&span, parent);
-                            span.in_scope(|| processor.process(&message));
+                            span.in_scope(|| processor.process(message));
                         }
-                        _ => processor.process(&message),
+                        _ => processor.process(message),
                     }
+                    // Only now: a message processed is one a restarted exporter need not see.
+                    delivery.ack().await;
                 }
             });
         }
         Ok(())
+    }
+
+    /// Core NATS (or the shared bus): subscribe now when reachable, else keep retrying in
+    /// the background; received messages go to `sender`.
+    async fn start_subscribed(
+        self: Arc<Self>,
+        source: &BusSource,
+        worker: usize,
+        sender: mpsc::Sender<Delivery>,
+        tasks: &mut JoinSet<()>,
+        stop: CancellationToken,
+    ) {
+        // Subscribe now when NATS is reachable, so messages published after `start`
+        // returns are received; otherwise keep retrying in the background.
+        let ready = match self.subscribe_once(source, worker).await {
+            Ok(ready) => Some(ready),
+            Err(e) => {
+                tracing::warn!(input = %self.name, worker, error = %e, "NATS subscription failed; retrying in the background");
+                None
+            }
+        };
+        let source = source.clone();
+        let span = tracing::info_span!("nats_input_reader", input = %self.name, worker);
+        let reader = self;
+        tasks.spawn(
+            async move {
+                let ready = match ready {
+                    Some(ready) => Some(ready),
+                    None => reader.subscribe_retrying(&source, worker, &stop).await,
+                };
+                // Keep the bus (connection) alive as long as the subscription is read.
+                let Some((_bus, mut subscription)) = ready else {
+                    return;
+                };
+                loop {
+                    let message = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        message = subscription.next() => message,
+                    };
+                    let Some(message) = message else {
+                        tracing::warn!(input = %reader.name, "subscription ended");
+                        break;
+                    };
+                    reader.stats.message();
+                    if !reader
+                        .enqueue(&sender, Delivery::unacknowledged(message))
+                        .await
+                    {
+                        break;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Hands a message to the processor; false once the processor is gone.
+    async fn enqueue(&self, sender: &mpsc::Sender<Delivery>, delivery: Delivery) -> bool {
+        match sender.send_timeout(delivery, ENQUEUE_TIMEOUT).await {
+            Ok(()) => true,
+            // Not acknowledged: JetStream delivers it again after its ack wait.
+            Err(mpsc::error::SendTimeoutError::Timeout(_)) => {
+                self.stats.dropped("buffer_full");
+                true
+            }
+            Err(mpsc::error::SendTimeoutError::Closed(_)) => false,
+        }
+    }
+
+    /// The durable consumer's options for this input.
+    fn consumer_options(&self, jetstream: &JetStreamConsume) -> ConsumerOptions {
+        ConsumerOptions {
+            stream: jetstream.stream.clone(),
+            durable: self.queue.clone(),
+            subjects: jetstream.subjects.clone(),
+            deliver_policy: match jetstream.deliver_policy {
+                js_config::DeliverPolicy::All => DeliverPolicy::All,
+                js_config::DeliverPolicy::Last => DeliverPolicy::Last,
+                js_config::DeliverPolicy::New => DeliverPolicy::New,
+                js_config::DeliverPolicy::LastPerSubject => DeliverPolicy::LastPerSubject,
+            },
+            max_ack_pending: jetstream.max_ack_pending,
+            ack_wait: ACK_WAIT,
+        }
+    }
+
+    /// JetStream: one task per worker binding the durable consumer (retrying every
+    /// `connect-time-wait`), then fetching batches into `sender` until `stop`.
+    fn start_fetching(
+        self: Arc<Self>,
+        jetstream: JetStreamConsume,
+        worker: usize,
+        sender: mpsc::Sender<Delivery>,
+        tasks: &mut JoinSet<()>,
+        stop: CancellationToken,
+    ) {
+        let span = tracing::info_span!("jetstream_input_reader", input = %self.name, worker, stream = %jetstream.stream, durable = %self.queue);
+        let reader = self;
+        tasks.spawn(
+            async move {
+                let options = reader.consumer_options(&jetstream);
+                let wait = reader.config.effective_connect_time_wait();
+                let mut pause = Backoff::new(wait, wait);
+                let mut errors = Throttle::new(Duration::from_secs(30));
+                let mut first = true;
+                'connect: loop {
+                    if !first {
+                        tokio::select! {
+                            _ = stop.cancelled() => return,
+                            _ = tokio::time::sleep(pause.next_delay()) => {}
+                        }
+                    }
+                    first = false;
+                    let bound = async {
+                        let bus = NatsBus::connect(&reader.nats_options(worker)).await?;
+                        let consumer = JetStreamConsumer::bind(&bus, &options).await?;
+                        Ok::<_, gnomon_bus::BusError>((bus, consumer))
+                    };
+                    let (_bus, consumer) = tokio::select! {
+                        _ = stop.cancelled() => return,
+                        bound = bound => match bound {
+                            Ok(bound) => bound,
+                            Err(e) => {
+                                if let Some(suppressed) = errors.allow() {
+                                    tracing::warn!(input = %reader.name, worker, error = %e, suppressed, "JetStream consumer not bound; retrying");
+                                }
+                                continue 'connect;
+                            }
+                        },
+                    };
+                    tracing::info!(input = %reader.name, worker, stream = %options.stream, durable = %options.durable, "JetStream consumer bound");
+                    loop {
+                        let fetched = tokio::select! {
+                            _ = stop.cancelled() => return,
+                            fetched = consumer.fetch(jetstream.fetch_batch_size, FETCH_WAIT) => fetched,
+                        };
+                        match fetched {
+                            Ok(batch) => {
+                                for delivery in batch {
+                                    reader.stats.message();
+                                    if !reader.enqueue(&sender, delivery).await {
+                                        return;
+                                    }
+                                }
+                            }
+                            Err(e) => {
+                                if let Some(suppressed) = errors.allow() {
+                                    tracing::warn!(input = %reader.name, worker, error = %e, suppressed, "JetStream fetch failed; binding again");
+                                }
+                                continue 'connect;
+                            }
+                        }
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
     /// One attempt to connect (unless the bus is shared) and subscribe worker `worker`.
@@ -187,10 +329,17 @@ impl NatsInput {
             BusSource::Shared(bus) => bus.clone(),
             BusSource::Nats => Arc::new(NatsBus::connect(&self.nats_options(worker)).await?),
         };
-        let subscription = bus
-            .subscribe(&self.config.subject, Some(&self.queue))
-            .await?;
-        tracing::info!(input = %self.name, subject = %self.config.subject, queue = %self.queue, worker, "subscribed");
+        // A JetStream input on a shared (in-process) bus: no storage there, the stream's
+        // subjects are read directly.
+        let subject = match &self.config.jetstream {
+            Some(jetstream) => match jetstream.subjects.as_slice() {
+                [one] => one.clone(),
+                _ => format!("{}.>", jetstream.stream),
+            },
+            None => self.config.subject.clone(),
+        };
+        let subscription = bus.subscribe(&subject, Some(&self.queue)).await?;
+        tracing::info!(input = %self.name, subject = %subject, queue = %self.queue, worker, "subscribed");
         Ok((bus, subscription))
     }
 
@@ -296,7 +445,14 @@ impl NatsInput {
             (Some(target), subscription) => {
                 EventMeta::new(target.clone(), subscription.clone().unwrap_or_default())
             }
-            (None, _) => meta_from_subject(&message.subject),
+            (None, _) => match &self.config.jetstream {
+                Some(jetstream) => jetstream_meta(
+                    &message.subject,
+                    &jetstream.stream,
+                    jetstream.subject_format,
+                ),
+                None => meta_from_subject(&message.subject),
+            },
         };
         match decode_response(&message.payload) {
             Ok(response) => {
@@ -487,6 +643,28 @@ impl NatsInput {
         if counts.inserted > 0 {
             metrics::gauge!(crate::stats::SERIES, "output" => output.name().to_string())
                 .set(output.series_count() as f64);
+        }
+    }
+}
+
+/// Source and subscription of a header-less proto message from a JetStream subject, per
+/// the input's `subject-format` (the leading stream name, as gnmic's output writes it, is
+/// skipped).
+fn jetstream_meta(subject: &str, stream: &str, format: InputSubjectFormat) -> EventMeta {
+    let mut tokens = subject.split('.').peekable();
+    if tokens.peek() == Some(&stream) {
+        tokens.next();
+    }
+    let mut next = || tokens.next().unwrap_or_default().to_string();
+    match format {
+        InputSubjectFormat::Static => EventMeta::new(String::new(), String::new()),
+        InputSubjectFormat::SubscriptionTarget => {
+            let subscription = next();
+            EventMeta::new(next(), subscription)
+        }
+        InputSubjectFormat::TargetSubscription => {
+            let source = next();
+            EventMeta::new(source, next())
         }
     }
 }

@@ -37,7 +37,7 @@ use gnomon_bus::Bus;
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
-use gnomon_config::{GnmiServerConfig, GnomonConfig, InputConfig, OutputConfig};
+use gnomon_config::{GnmiServerConfig, GnomonConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
 use gnomon_processors::Processors;
 use std::collections::BTreeMap;
@@ -86,8 +86,9 @@ impl ExporterSettings {
             settings.locker = Some(clustering.locker.clone());
         }
         for (name, input) in &config.inputs {
-            let InputConfig::Nats(parsed) = input;
-            settings.inputs.insert(name.clone(), parsed.clone());
+            settings
+                .inputs
+                .insert(name.clone(), input.settings().clone());
         }
         for (name, output) in &config.outputs {
             match output {
@@ -97,7 +98,7 @@ impl ExporterSettings {
                 OutputConfig::PrometheusWrite(parsed) => {
                     settings.remote_writes.insert(name.clone(), parsed.clone());
                 }
-                OutputConfig::Nats(_) | OutputConfig::File(_) => {}
+                OutputConfig::Nats(_) | OutputConfig::Jetstream(_) | OutputConfig::File(_) => {}
             }
         }
         settings.processors = Arc::new(compile_processors(config)?);
@@ -402,7 +403,11 @@ impl Exporter {
                     )
                 }),
                 name: name.clone(),
-                queue: config.effective_queue(name, &settings.instance_name),
+                // A JetStream input's group is its durable consumer.
+                queue: match &config.jetstream {
+                    Some(_) => config.durable_name(name, &settings.instance_name),
+                    None => config.effective_queue(name, &settings.instance_name),
+                },
                 client_name: config.client_name(name, &settings.instance_name),
                 config: config.clone(),
                 outputs: fed,
@@ -513,6 +518,7 @@ pub fn compile_processors(config: &GnomonConfig) -> anyhow::Result<Processors> {
     for (name, output) in &config.outputs {
         let list = match output {
             OutputConfig::Nats(o) => &o.event_processors,
+            OutputConfig::Jetstream(o) => &o.nats.event_processors,
             OutputConfig::File(o) => &o.event_processors,
             OutputConfig::Prometheus(o) => &o.event_processors,
             OutputConfig::PrometheusWrite(o) => &o.event_processors,
@@ -520,7 +526,7 @@ pub fn compile_processors(config: &GnomonConfig) -> anyhow::Result<Processors> {
         users.push((format!("outputs.{name}"), list.clone()));
     }
     for (name, input) in &config.inputs {
-        let InputConfig::Nats(input) = input;
+        let input = input.settings();
         users.push((format!("inputs.{name}"), input.event_processors.clone()));
     }
     Processors::from_config_for(&config.processors, &users).map_err(anyhow::Error::msg)

@@ -4,6 +4,7 @@
 //! two sides agree on (subjects, headers, target status) is the [`contract`].
 
 pub mod contract;
+pub mod jetstream;
 mod memory;
 mod nats;
 mod subject;
@@ -43,6 +44,8 @@ pub enum BusError {
     Publish { subject: String, reason: String },
     #[error("subscribe to {subject:?} failed: {reason}")]
     Subscribe { subject: String, reason: String },
+    #[error("JetStream stream {stream:?}: {reason}")]
+    Stream { stream: String, reason: String },
     #[error("invalid NATS option {option}: {reason}")]
     Options {
         option: &'static str,
@@ -66,6 +69,40 @@ pub trait Bus: Send + Sync {
         subject: &str,
         queue: Option<&str>,
     ) -> Result<BusSubscription, BusError>;
+}
+
+/// The publishing half of a transport: what an output needs. Core NATS and the in-process
+/// bus hand a message over; JetStream ([`jetstream::JetStreamPublisher`]) also waits for
+/// the server's ack within a bounded window.
+#[async_trait]
+pub trait Publish: Send + Sync {
+    /// Publishes one message (an unacknowledged JetStream publish is retried, not returned).
+    async fn send(&self, message: BusMessage) -> Result<(), BusError>;
+
+    /// Waits until what was sent is flushed (NATS) or acknowledged (JetStream).
+    async fn settle(&self) -> Result<(), BusError>;
+}
+
+#[async_trait]
+impl Publish for std::sync::Arc<dyn Bus> {
+    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
+        self.as_ref().publish(message).await
+    }
+
+    async fn settle(&self) -> Result<(), BusError> {
+        self.as_ref().flush().await
+    }
+}
+
+#[async_trait]
+impl Publish for NatsBus {
+    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
+        Bus::publish(self, message).await
+    }
+
+    async fn settle(&self) -> Result<(), BusError> {
+        Bus::flush(self).await
+    }
 }
 
 /// A stream of messages from one subscription.

@@ -175,7 +175,7 @@ fn connect_failure(error: &async_nats::ConnectError, tls: bool) -> String {
     }
 }
 
-fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
+pub(crate) fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
     let mut map = HeaderMap::new();
     if let Some(target) = &headers.target {
         map.insert(HEADER_TARGET, target.as_str());

@@ -1,4 +1,4 @@
-//! Inputs (gnmic's `inputs` section); only `nats`, which the exporter consumes.
+//! Inputs (gnmic's `inputs` section): `nats` and `jetstream`, which the exporter consumes.
 
 use super::nats_input::NatsInputConfig;
 use super::reader::Section;
@@ -11,6 +11,8 @@ use serde::Serialize;
 pub enum InputConfig {
     /// The exporter's NATS input.
     Nats(NatsInputConfig),
+    /// The exporter's JetStream input: the NATS input's keys with its `jetstream` part set.
+    Jetstream(NatsInputConfig),
 }
 
 impl InputConfig {
@@ -19,16 +21,26 @@ impl InputConfig {
         let Some(kind) = section.string("type")? else {
             return Err(ConfigError::Missing {
                 key: section.key_path("type"),
-                expected: "expected nats".into(),
+                expected: "expected nats or jetstream".into(),
             });
         };
         match kind.trim().to_ascii_lowercase().as_str() {
             "nats" => Ok(Self::Nats(NatsInputConfig::from_section(name, section)?)),
+            "jetstream" => Ok(Self::Jetstream(super::jetstream::input_from_section(
+                name, section,
+            )?)),
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),
-                "is not a supported input type (expected nats)",
+                "is not a supported input type (expected nats or jetstream)",
             )),
+        }
+    }
+
+    /// The input's settings (a JetStream input has its `jetstream` part set).
+    pub fn settings(&self) -> &NatsInputConfig {
+        match self {
+            Self::Nats(config) | Self::Jetstream(config) => config,
         }
     }
 }

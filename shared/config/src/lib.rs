@@ -19,6 +19,7 @@ pub mod expand;
 pub mod gnmi_server;
 pub mod gotemplate;
 mod input;
+pub mod jetstream;
 pub mod loader;
 pub mod locker;
 pub mod names;
@@ -460,7 +461,7 @@ impl GnomonConfig {
             }
         }
         for (name, input) in &self.inputs {
-            let InputConfig::Nats(nats) = input;
+            let nats = input.settings();
             for output in &nats.outputs {
                 if !self.outputs.contains_key(output) {
                     return Err(self.unknown_output(&format!("inputs.{name}.outputs"), output));

@@ -93,6 +93,10 @@ pub struct NatsInputConfig {
     /// Outputs to feed; empty means all.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub outputs: Vec<String>,
+    /// Set for a `type: jetstream` input: the stream and durable consumer to read instead
+    /// of the core-NATS `subject` / `queue`.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    pub jetstream: Option<crate::jetstream::JetStreamConsume>,
 }
 
 impl Default for NatsInputConfig {
@@ -115,6 +119,7 @@ impl Default for NatsInputConfig {
             debug: false,
             event_processors: Vec::new(),
             outputs: Vec::new(),
+            jetstream: None,
         }
     }
 }
@@ -137,6 +142,7 @@ impl fmt::Debug for NatsInputConfig {
             .field("tls", &self.tls)
             .field("event_processors", &self.event_processors)
             .field("outputs", &self.outputs)
+            .field("jetstream", &self.jetstream)
             .finish()
     }
 }
@@ -164,6 +170,28 @@ impl NatsInputConfig {
         } else {
             self.queue.clone()
         }
+    }
+
+    /// The durable consumer of a JetStream input: `name` when set, else
+    /// `<instance>-<input>` (or `<input>`), with what JetStream refuses in a name written
+    /// `_`. Stable across restarts, so a restarted exporter resumes where it stopped.
+    pub fn durable_name(&self, input_name: &str, instance_name: &str) -> String {
+        let base = if !self.name.is_empty() {
+            self.name.clone()
+        } else if instance_name.is_empty() {
+            input_name.to_string()
+        } else {
+            format!("{instance_name}-{input_name}")
+        };
+        base.chars()
+            .map(|c| {
+                if c.is_whitespace() || matches!(c, '.' | '>' | '*' | '/' | '\\') {
+                    '_'
+                } else {
+                    c
+                }
+            })
+            .collect()
     }
 
     /// Reconnect wait; zero or negative falls back to 2 s.

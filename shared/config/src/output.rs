@@ -1,4 +1,4 @@
-//! Outputs (gnmic's `outputs` section): `nats` and `file` here; `prometheus` and
+//! Outputs (gnmic's `outputs` section): `nats`, `jetstream` and `file` here; `prometheus` and
 //! `prometheus_write` are the exporter's.
 
 use super::address::check_nats_servers;
@@ -95,7 +95,7 @@ fn warn_unsupported_output_keys(section: &Section<'_>) {
 }
 
 impl NatsOutputConfig {
-    fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
+    pub(crate) fn from_section(name: &str, section: &Section<'_>) -> Result<Self, ConfigError> {
         let format = match section.string("format")? {
             None => NatsFormat::Event,
             Some(text) => match text.trim().to_ascii_lowercase().as_str() {
@@ -331,6 +331,7 @@ impl FileOutputConfig {
 #[allow(clippy::large_enum_variant)] // built once at start; never moved in a hot path
 pub enum OutputConfig {
     Nats(NatsOutputConfig),
+    Jetstream(super::jetstream::JetStreamOutputConfig),
     File(FileOutputConfig),
     /// The exporter's Prometheus output.
     Prometheus(PrometheusOutputConfig),
@@ -345,11 +346,15 @@ impl OutputConfig {
         let Some(kind) = section.string("type")? else {
             return Err(ConfigError::Missing {
                 key: section.key_path("type"),
-                expected: "expected one of nats, file, prometheus, prometheus_write".into(),
+                expected: "expected one of nats, jetstream, file, prometheus, prometheus_write"
+                    .into(),
             });
         };
         match kind.trim().to_ascii_lowercase().as_str() {
             "nats" => Ok(Self::Nats(NatsOutputConfig::from_section(name, section)?)),
+            "jetstream" => Ok(Self::Jetstream(
+                super::jetstream::JetStreamOutputConfig::from_section(name, section)?,
+            )),
             "file" => Ok(Self::File(FileOutputConfig::from_section(section)?)),
             "prometheus" => Ok(Self::Prometheus(PrometheusOutputConfig::from_section(
                 name, section,
@@ -360,7 +365,7 @@ impl OutputConfig {
             _ => Err(ConfigError::invalid(
                 section.key_path("type"),
                 &serde_json::Value::String(kind),
-                "is not a supported output type (expected nats, file, prometheus or prometheus_write)",
+                "is not a supported output type (expected nats, jetstream, file, prometheus or prometheus_write)",
             )),
         }
     }
@@ -369,6 +374,7 @@ impl OutputConfig {
     pub fn type_name(&self) -> &'static str {
         match self {
             Self::Nats(_) => "nats",
+            Self::Jetstream(_) => "jetstream",
             Self::File(_) => "file",
             Self::Prometheus(_) => "prometheus",
             Self::PrometheusWrite(_) => "prometheus_write",

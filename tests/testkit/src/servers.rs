@@ -112,6 +112,9 @@ pub struct NatsServerOptions {
     pub token: Option<String>,
     /// Operator-mode configuration text (`operator`, `resolver`, ...), added verbatim.
     pub extra_config: Option<String>,
+    /// Enables JetStream with its store in the server's temporary directory (kept across
+    /// [`NatsServer::restart`], so file-backed streams survive it).
+    pub jetstream: bool,
 }
 
 /// A quoted string for nats-server's configuration format.
@@ -124,8 +127,14 @@ fn nats_quoted_path(path: &Path) -> String {
 }
 
 impl NatsServerOptions {
-    fn config_text(&self, port: u16) -> String {
+    fn config_text(&self, port: u16, dir: &Path) -> String {
         let mut text = format!("listen: \"127.0.0.1:{port}\"\nserver_name: gnomon-test\n");
+        if self.jetstream {
+            text.push_str(&format!(
+                "jetstream {{\n  store_dir: {}\n}}\n",
+                nats_quoted_path(&dir.join("jetstream"))
+            ));
+        }
         if let Some(tls) = &self.tls {
             text.push_str(&format!(
                 "tls {{\n  cert_file: {}\n  key_file: {}\n  ca_file: {}\n  verify: {}\n  timeout: 2\n}}\n",
@@ -178,13 +187,21 @@ impl NatsServer {
         })
     }
 
+    /// Starts nats-server with JetStream (store in its temporary directory).
+    pub fn start_jetstream() -> anyhow::Result<Self> {
+        Self::start_with(NatsServerOptions {
+            jetstream: true,
+            ..Default::default()
+        })
+    }
+
     /// Starts nats-server with TLS and / or authentication, from a configuration file in
     /// its temporary directory.
     pub fn start_with(options: NatsServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let port = free_port();
         let config = dir.path().join("nats-server.conf");
-        std::fs::write(&config, options.config_text(port))?;
+        std::fs::write(&config, options.config_text(port, dir.path()))?;
         let process = Self::spawn(port, &dir, Some(&config))?;
         Ok(Self {
             process,

@@ -275,6 +275,7 @@ fn compile_processors(
         .iter()
         .filter_map(|(name, config)| match config {
             OutputConfig::Nats(c) => Some((name.clone(), c.event_processors.clone())),
+            OutputConfig::Jetstream(c) => Some((name.clone(), c.nats.event_processors.clone())),
             OutputConfig::File(c) => Some((name.clone(), c.event_processors.clone())),
             OutputConfig::Prometheus(_) | OutputConfig::PrometheusWrite(_) => None,
         })
@@ -339,6 +340,24 @@ impl Outputs {
                         index,
                         name,
                         nats_config,
+                        chain,
+                        shared_bus.clone(),
+                        stop.clone(),
+                    );
+                    senders.insert(name.clone(), sender);
+                    workers.extend(handles);
+                }
+                OutputConfig::Jetstream(js_config) => {
+                    let chain =
+                        chain_of(&processors, &chains, name, &js_config.nats.event_processors)?;
+                    if chain.is_some() && js_config.nats.format == gnomon_config::NatsFormat::Proto
+                    {
+                        tracing::info!(output = %name, "event-processors apply to the event format only; the proto format forwards responses as received (as gnmic)");
+                    }
+                    let (sender, handles) = nats::start_jetstream(
+                        index,
+                        name,
+                        js_config,
                         chain,
                         shared_bus.clone(),
                         stop.clone(),

@@ -1,18 +1,29 @@
-//! gnmic's `nats` output: core NATS publishes, one connection per worker, subject
-//! `subject` or `<subject-prefix>.<source>.<subscription>`, payload `event` JSON or the
-//! SubscribeResponse bytes (`proto`, forwarded as received). Every message carries the
-//! target / subscription / fencing-token headers. Target up/down reports go to
-//! `subject_for(target, "gnomon_target_up")` with that subscription header, always as
-//! event JSON (what the exporter expects; see [`gnomon_bus::contract`]). A host process may hand in a shared bus
-//! (`gnomon demo`, tests); the workers then publish on it instead of connecting.
+//! gnmic's `nats` and `jetstream` outputs: one connection per worker, subject `subject` or
+//! `<subject-prefix>.<source>.<subscription>` (NATS) or `<stream>.…` per `subject-format`
+//! (JetStream), payload `event` JSON or the SubscribeResponse bytes (`proto`, forwarded as
+//! received). Every message carries the target / subscription / fencing-token headers, on
+//! both transports: the exporter checks them with the same code. Target up/down reports go
+//! to the subject of the pseudo-subscription `gnomon_target_up` with that subscription
+//! header, always as event JSON (what the exporter expects; see [`gnomon_bus::contract`]).
+//!
+//! The two transports differ only in what a worker publishes through ([`Publish`]): core
+//! NATS hands the message to the connection; JetStream waits for the server's ack within a
+//! bounded window and retries unacknowledged messages from a bounded buffer
+//! ([`gnomon_bus::jetstream`]), counting what it drops (`reason="not_acknowledged"`).
+//! A host process may hand in a shared bus (`gnomon demo`, tests); the workers then publish
+//! on it instead of connecting (a JetStream output then has no storage, same subjects).
 
 use super::TargetUpReport;
 use super::{dropped_counter, Collected, OutputItem, OutputSender};
 use bytes::Bytes;
 use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
-use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
+use gnomon_bus::jetstream::{
+    JetStreamPublisher, PublisherOptions, StreamRetention, StreamSetup, StreamSpec, StreamStorage,
+};
+use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls, Publish};
 use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
+use gnomon_config::jetstream::{self as js_config, JetStreamOutputConfig, JetStreamSubjectFormat};
 use gnomon_config::{NatsFormat, NatsOutputConfig};
 use gnomon_gnmi::event::{event_to_json, events_to_json, response_to_events};
 use gnomon_processors::{Chain, LiveChain, Record};
@@ -26,13 +37,94 @@ use tracing::Instrument;
 /// Messages taken from the queue per wake-up.
 const BATCH: usize = 256;
 
+/// JetStream publishes awaiting their ack, per worker.
+const ACK_WINDOW: usize = 1024;
+/// How long a JetStream ack is waited for.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// gnmic's subject for a message of `target` / `subscription` on this output.
 pub fn subject_for(config: &NatsOutputConfig, target: &str, subscription: &str) -> String {
-    let scheme = match &config.subject_prefix {
-        Some(prefix) => SubjectScheme::Prefixed(prefix),
-        None => SubjectScheme::Fixed(&config.subject),
-    };
-    contract::subject_for(scheme, target, subscription)
+    Subjects::of_nats(config).subject(target, subscription)
+}
+
+/// How a worker names subjects (owned form of [`SubjectScheme`]).
+#[derive(Clone, Debug)]
+enum Subjects {
+    Fixed(String),
+    /// `<prefix>.<target>.<subscription>`.
+    Prefixed(String),
+    /// `<prefix>.<subscription>.<target>` (JetStream `subscription.target`).
+    SubscriptionFirst(String),
+}
+
+impl Subjects {
+    fn of_nats(config: &NatsOutputConfig) -> Self {
+        match &config.subject_prefix {
+            Some(prefix) => Self::Prefixed(prefix.clone()),
+            None => Self::Fixed(config.subject.clone()),
+        }
+    }
+
+    fn of_jetstream(config: &JetStreamOutputConfig) -> Self {
+        match config.subject_format {
+            JetStreamSubjectFormat::Static => Self::Fixed(config.static_subject()),
+            JetStreamSubjectFormat::TargetSubscription => Self::Prefixed(config.stream.clone()),
+            JetStreamSubjectFormat::SubscriptionTarget => {
+                Self::SubscriptionFirst(config.stream.clone())
+            }
+        }
+    }
+
+    fn subject(&self, target: &str, subscription: &str) -> String {
+        match self {
+            Self::Fixed(subject) => contract::subject_for(SubjectScheme::Fixed(subject), "", ""),
+            Self::Prefixed(prefix) => {
+                contract::subject_for(SubjectScheme::Prefixed(prefix), target, subscription)
+            }
+            // The contract's prefixed form with the two parts swapped.
+            Self::SubscriptionFirst(prefix) => {
+                let mut subject = prefix.replace(' ', "_");
+                let target = target.replace('.', "-").replace(' ', "_");
+                for part in [subscription.replace(' ', "_"), target] {
+                    if !part.is_empty() {
+                        subject.push('.');
+                        subject.push_str(&part);
+                    }
+                }
+                subject
+            }
+        }
+    }
+}
+
+/// What a worker publishes through.
+#[derive(Clone)]
+enum Transport {
+    Nats,
+    JetStream(Arc<JetStreamOutputConfig>),
+}
+
+fn jetstream_setup(config: &JetStreamOutputConfig) -> StreamSetup {
+    match &config.stream_setup {
+        js_config::StreamSetup::Assume => StreamSetup::Assume,
+        js_config::StreamSetup::UseExisting => StreamSetup::Existing,
+        js_config::StreamSetup::Create(create) => StreamSetup::Create(StreamSpec {
+            description: create.description.clone(),
+            subjects: create.subjects.clone(),
+            storage: match create.storage {
+                js_config::StreamStorage::Memory => StreamStorage::Memory,
+                js_config::StreamStorage::File => StreamStorage::File,
+            },
+            retention: match create.retention_policy {
+                js_config::StreamRetention::Limits => StreamRetention::Limits,
+                js_config::StreamRetention::Workqueue => StreamRetention::WorkQueue,
+            },
+            max_msgs: create.max_msgs,
+            max_bytes: create.max_bytes,
+            max_age: create.max_age,
+            max_msg_size: create.max_msg_size,
+        }),
+    }
 }
 
 fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
@@ -51,12 +143,55 @@ fn options(config: &NatsOutputConfig, worker: usize) -> NatsOptions {
     options
 }
 
-/// Starts the workers of output `name` (slot `index` in stream subject caches), publishing
-/// on `shared_bus` when given, else each on its own NATS connection.
+/// Starts the workers of NATS output `name` (slot `index` in stream subject caches),
+/// publishing on `shared_bus` when given, else each on its own NATS connection.
 pub fn start(
     index: usize,
     name: &str,
     config: &NatsOutputConfig,
+    chain: Option<LiveChain>,
+    shared_bus: Option<Arc<dyn Bus>>,
+    stop: CancellationToken,
+) -> (OutputSender, Vec<JoinHandle<()>>) {
+    let subjects = Subjects::of_nats(config);
+    start_workers(
+        index,
+        name,
+        config,
+        (Transport::Nats, subjects),
+        chain,
+        shared_bus,
+        stop,
+    )
+}
+
+/// Starts the workers of JetStream output `name`, as [`start`].
+pub fn start_jetstream(
+    index: usize,
+    name: &str,
+    config: &JetStreamOutputConfig,
+    chain: Option<LiveChain>,
+    shared_bus: Option<Arc<dyn Bus>>,
+    stop: CancellationToken,
+) -> (OutputSender, Vec<JoinHandle<()>>) {
+    let subjects = Subjects::of_jetstream(config);
+    let transport = Transport::JetStream(Arc::new(config.clone()));
+    start_workers(
+        index,
+        name,
+        &config.nats,
+        (transport, subjects),
+        chain,
+        shared_bus,
+        stop,
+    )
+}
+
+fn start_workers(
+    index: usize,
+    name: &str,
+    config: &NatsOutputConfig,
+    (transport, subjects): (Transport, Subjects),
     chain: Option<LiveChain>,
     shared_bus: Option<Arc<dyn Bus>>,
     stop: CancellationToken,
@@ -73,7 +208,14 @@ pub fn start(
     for worker in 0..config.num_workers {
         let (sender, receiver) = mpsc::channel(per_worker);
         senders.push(sender);
-        let worker_state = Worker::new(index, name, worker, config.clone(), chain.clone());
+        let worker_state = Worker::new(
+            index,
+            name,
+            worker,
+            config.clone(),
+            (transport.clone(), subjects.clone()),
+            chain.clone(),
+        );
         handles.push(tokio::spawn(worker_state.run(
             receiver,
             shared_bus.clone(),
@@ -91,12 +233,15 @@ struct Worker {
     output: String,
     index: usize,
     config: Arc<NatsOutputConfig>,
+    transport: Transport,
+    subjects: Subjects,
     /// The output's event processors (event format only).
     chain: Option<Arc<Mutex<Chain>>>,
     sent: metrics::Counter,
     bytes: metrics::Counter,
     publish_errors: metrics::Counter,
     not_connected: metrics::Counter,
+    not_acknowledged: metrics::Counter,
 }
 
 impl Worker {
@@ -105,6 +250,7 @@ impl Worker {
         output: &str,
         index: usize,
         config: Arc<NatsOutputConfig>,
+        (transport, subjects): (Transport, Subjects),
         chain: Option<Arc<Mutex<Chain>>>,
     ) -> Self {
         let labels = [("output", output.to_string())];
@@ -113,11 +259,14 @@ impl Worker {
             output: output.to_string(),
             index,
             config,
+            transport,
+            subjects,
             chain,
             sent: metrics::counter!("gnomon_output_messages_total", &labels),
             bytes: metrics::counter!("gnomon_output_bytes_total", &labels),
             publish_errors: dropped_counter(output, "publish_error"),
             not_connected: dropped_counter(output, "not_connected"),
+            not_acknowledged: dropped_counter(output, "not_acknowledged"),
         }
     }
 
@@ -127,17 +276,17 @@ impl Worker {
         &self,
         receiver: &mut mpsc::Receiver<OutputItem>,
         stop: &CancellationToken,
-    ) -> Option<Arc<dyn Bus>> {
+    ) -> Option<Arc<dyn Publish>> {
         let options = options(&self.config, self.index);
         // gnmic's `connect-time-wait` between attempts (never below the backoff's floor, so
         // a zero cannot spin), one log line per 30 s.
         let mut pause = Backoff::new(self.config.connect_time_wait, self.config.connect_time_wait);
         let mut errors = Throttle::new(Duration::from_secs(30));
         loop {
-            match NatsBus::connect(&options).await {
-                Ok(bus) => {
+            match self.open(&options).await {
+                Ok(publisher) => {
                     tracing::info!(output = %self.output, worker = self.index, address = %self.config.address, "connected to NATS");
-                    return Some(Arc::new(bus));
+                    return Some(publisher);
                 }
                 Err(error) => {
                     if let Some(suppressed) = errors.allow() {
@@ -160,14 +309,44 @@ impl Worker {
         }
     }
 
+    /// Connects once; a JetStream worker also makes sure of its stream.
+    async fn open(&self, options: &NatsOptions) -> Result<Arc<dyn Publish>, gnomon_bus::BusError> {
+        let bus = NatsBus::connect(options).await?;
+        match &self.transport {
+            Transport::Nats => Ok(Arc::new(bus)),
+            Transport::JetStream(config) => {
+                let publisher = JetStreamPublisher::new(
+                    &bus,
+                    PublisherOptions {
+                        stream: config.stream.clone(),
+                        setup: jetstream_setup(config),
+                        window: ACK_WINDOW,
+                        retry_capacity: self.config.buffer_size.max(ACK_WINDOW),
+                        ack_timeout: ACK_TIMEOUT,
+                        retry_wait: self.config.connect_time_wait,
+                        id_prefix: format!(
+                            "{}-{}-{}",
+                            self.config.name,
+                            self.index,
+                            unique_suffix()
+                        ),
+                    },
+                    self.not_acknowledged.clone(),
+                )
+                .await?;
+                Ok(Arc::new(publisher))
+            }
+        }
+    }
+
     async fn run(
         self,
         mut receiver: mpsc::Receiver<OutputItem>,
         shared_bus: Option<Arc<dyn Bus>>,
         stop: CancellationToken,
     ) {
-        let bus = match shared_bus {
-            Some(bus) => bus,
+        let bus: Arc<dyn Publish> = match shared_bus {
+            Some(bus) => Arc::new(bus),
             None => match self.connect(&mut receiver, &stop).await {
                 Some(bus) => bus,
                 None => return,
@@ -197,12 +376,12 @@ impl Worker {
                 self.publish(bus, &item).await;
             }
         }
-        if let Err(error) = bus.flush().await {
+        if let Err(error) = bus.settle().await {
             tracing::warn!(output = %self.output, %error, "final NATS flush failed");
         }
     }
 
-    async fn publish(&self, bus: &dyn Bus, item: &OutputItem) {
+    async fn publish(&self, bus: &dyn Publish, item: &OutputItem) {
         match item {
             OutputItem::Response(collected) => {
                 match collected.stream.first_traceparent(self.slot) {
@@ -228,14 +407,14 @@ impl Worker {
         }
     }
 
-    async fn publish_target_up(&self, bus: &dyn Bus, report: &TargetUpReport) {
+    async fn publish_target_up(&self, bus: &dyn Publish, report: &TargetUpReport) {
         let headers = MessageHeaders {
             target: Some(report.target().to_string()),
             subscription: Some(TARGET_STATUS.to_string()),
             fencing_token: report.fencing_token(),
             traceparent: None,
         };
-        let subject = subject_for(&self.config, report.target(), TARGET_STATUS);
+        let subject = self.subjects.subject(report.target(), TARGET_STATUS);
         self.send(bus, &subject, headers, report.payload().clone())
             .await;
     }
@@ -243,13 +422,13 @@ impl Worker {
     /// Publishes one response; `traceparent` (if any) goes on its first message only.
     async fn publish_response(
         &self,
-        bus: &dyn Bus,
+        bus: &dyn Publish,
         item: &Collected,
         mut traceparent: Option<String>,
     ) {
         let stream = &item.stream;
         let subject = stream.subject(self.slot, || {
-            subject_for(&self.config, &stream.target, &stream.subscription)
+            self.subjects.subject(&stream.target, &stream.subscription)
         });
         let mut headers = || MessageHeaders {
             target: Some(stream.target.clone()),
@@ -294,14 +473,20 @@ impl Worker {
         }
     }
 
-    async fn send(&self, bus: &dyn Bus, subject: &str, headers: MessageHeaders, payload: Bytes) {
+    async fn send(
+        &self,
+        bus: &dyn Publish,
+        subject: &str,
+        headers: MessageHeaders,
+        payload: Bytes,
+    ) {
         let size = payload.len() as u64;
         let message = BusMessage {
             subject: subject.to_string(),
             headers,
             payload,
         };
-        match bus.publish(message).await {
+        match bus.send(message).await {
             Ok(()) => {
                 self.sent.increment(1);
                 self.bytes.increment(size);
@@ -312,6 +497,16 @@ impl Worker {
             }
         }
     }
+}
+
+/// Distinguishes this process's `Nats-Msg-Id`s from those of a previous run of the same
+/// output (JetStream drops a repeated id within its duplicate window).
+fn unique_suffix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{:x}-{nanos:x}", std::process::id())
 }
 
 /// The events of one response through the output's processors, as JSON payloads (one per
