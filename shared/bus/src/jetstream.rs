@@ -8,9 +8,11 @@
 //! * [`JetStreamPublisher`] keeps at most `window` publishes waiting for the server's ack;
 //!   a full window waits for its oldest. A publish that is not acknowledged (server down,
 //!   ack timeout, no stream) goes to a bounded retry buffer and is published again, with
-//!   the same `Nats-Msg-Id`, once `retry_wait` has passed — the stream's duplicate window
-//!   drops a copy whose first attempt did land. Past the buffer's bound the oldest message
-//!   is dropped and counted (the caller's counter): memory stays bounded during an outage.
+//!   the same `Nats-Msg-Id`, once `retry_wait` has passed (the oldest alone first, as a
+//!   probe) — the stream's duplicate window drops a copy whose first attempt did land. Past
+//!   the buffer's bound the oldest message is dropped and counted (the caller's counter):
+//!   memory stays bounded during an outage. The count is of messages gnomon gave up on; a
+//!   few of them may still reach the stream from the connection's own reconnect buffer.
 //! * [`JetStreamConsumer`] fetches batches from a durable consumer with explicit acks; a
 //!   [`Delivery`] is acknowledged only after the exporter has processed it, so an exporter
 //!   killed mid-batch gets the unacknowledged messages again when it comes back.
@@ -120,7 +122,8 @@ impl JetStreamPublisher {
     ) -> Result<Self, BusError> {
         let context = jetstream::ContextBuilder::new()
             .timeout(options.ack_timeout)
-            .max_ack_inflight(options.window.max(1))
+            // The window, plus the retry probe (sent while the window may be full).
+            .max_ack_inflight(options.window.max(1) + 1)
             .backpressure_on_inflight(true)
             .build(bus.client().clone());
         setup_stream(&context, &options.stream, &options.setup).await?;
@@ -198,13 +201,28 @@ impl JetStreamPublisher {
         }
     }
 
-    /// Publishes the retry buffer again once its pause has passed (or when `force`).
+    /// Publishes the retry buffer again once its pause has passed (or when `force`). The
+    /// oldest message goes first, alone: while JetStream is still away a round costs one
+    /// ack timeout, not one per kept message, and the round ends there until the next pause.
     async fn retry(&self, state: &mut State, force: bool) {
         let due = state.retry_at.is_some_and(|at| Instant::now() >= at);
         if state.retry.is_empty() || !(due || force) {
             return;
         }
         state.retry_at = None;
+        let Some(probe) = state.retry.pop_front() else {
+            return;
+        };
+        let failed = match self.start(probe).await {
+            Ok(wait) => wait.await.err(),
+            Err(failed) => Some(failed),
+        };
+        if let Some((probe, reason)) = failed {
+            tracing::debug!(stream = %self.options.stream, reason, kept = state.retry.len() + 1, "JetStream still not acknowledging; retrying later");
+            state.retry.push_front(probe);
+            state.retry_at = Some(Instant::now() + self.options.retry_wait);
+            return;
+        }
         let again: Vec<Pending> = state.retry.drain(..).collect();
         for pending in again {
             self.launch(state, pending).await;

@@ -428,3 +428,179 @@ pub(crate) fn input_from_section(
     config.validate(name)?;
     Ok(config)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{load_config_with_env, ConfigFormat, InputConfig, OutputConfig};
+
+    fn load(yaml: &str) -> Result<crate::GnomonConfig, String> {
+        load_config_with_env(yaml, ConfigFormat::Yaml, &[]).map_err(|e| e.to_string())
+    }
+
+    fn output(yaml: &str) -> JetStreamOutputConfig {
+        match load(yaml).unwrap().outputs.into_values().next() {
+            Some(OutputConfig::Jetstream(config)) => config,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    fn warnings(yaml: &str) -> Vec<String> {
+        load(yaml)
+            .unwrap()
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn output_defaults_follow_gnmic() {
+        let config = output("outputs:\n  js:\n    type: jetstream\n    stream: tele\n");
+        assert_eq!(config.nats.address, "localhost:4222");
+        assert_eq!(config.subject_format, JetStreamSubjectFormat::Static);
+        assert_eq!(config.static_subject(), "tele.telemetry");
+        assert_eq!(config.stream_setup, StreamSetup::Assume);
+        assert_eq!(config.nats.name, "js");
+
+        let created = output(
+            "outputs:\n  js:\n    type: jetstream\n    stream: tele\n    subject-format: subscription.target\n    create-stream:\n      storage: file\n      retention-policy: WorkQueue\n      max-msgs: 10\n      max-age: 1h\n",
+        );
+        let StreamSetup::Create(create) = created.stream_setup else {
+            panic!("no create-stream");
+        };
+        assert_eq!(create.subjects, vec!["tele.>".to_string()]);
+        assert_eq!(create.storage, StreamStorage::File);
+        assert_eq!(create.retention_policy, StreamRetention::Workqueue);
+        assert_eq!(create.max_msgs, 10);
+        assert_eq!(create.max_age, Duration::from_secs(3600));
+        assert_eq!(
+            created.subject_format,
+            JetStreamSubjectFormat::SubscriptionTarget
+        );
+    }
+
+    #[test]
+    fn output_refusals_name_the_key() {
+        let cases = [
+            (
+                "    subject-format: subscription.target.path\n",
+                "outputs.js.subject-format",
+            ),
+            ("    subject-format: other\n", "outputs.js.subject-format"),
+            ("    subject-prefix: x\n", "outputs.js.subject-prefix"),
+            (
+                "    use-existing-stream: true\n    create-stream: {}\n",
+                "outputs.js.use-existing-stream",
+            ),
+            (
+                "    create-stream:\n      storage: disk\n",
+                "outputs.js.create-stream.storage",
+            ),
+            (
+                "    create-stream:\n      retention-policy: interest\n",
+                "outputs.js.create-stream.retention-policy",
+            ),
+            (
+                "    create-stream:\n      max-msgs: -1\n",
+                "outputs.js.create-stream.max-msgs",
+            ),
+            (
+                "    create-stream:\n      subjects: [\"a..b\"]\n",
+                "outputs.js.create-stream.subjects[0]",
+            ),
+            ("    format: protojson\n", "outputs.js.format"),
+        ];
+        for (extra, key) in cases {
+            let err = load(&format!(
+                "outputs:\n  js:\n    type: jetstream\n    stream: tele\n{extra}"
+            ))
+            .unwrap_err();
+            assert!(err.contains(key), "{extra:?}: {err}");
+        }
+        let missing = load("outputs:\n  js:\n    type: jetstream\n").unwrap_err();
+        assert!(missing.contains("outputs.js.stream"), "{missing}");
+        let bad_name = load("outputs:\n  js:\n    type: jetstream\n    stream: a.b\n").unwrap_err();
+        assert!(bad_name.contains("outputs.js.stream"), "{bad_name}");
+    }
+
+    #[test]
+    fn unsupported_output_keys_are_named() {
+        let warned = warnings(
+            "outputs:\n  js:\n    type: jetstream\n    stream: tele\n    msg-template: x\n    add-target: overwrite\n    bogus: 1\n",
+        );
+        for key in [
+            "outputs.js.msg-template",
+            "outputs.js.add-target",
+            "outputs.js.bogus",
+        ] {
+            assert!(
+                warned.iter().any(|w| w.starts_with(key)),
+                "{key}: {warned:#?}"
+            );
+        }
+        let clean = warnings(
+            "outputs:\n  js:\n    type: jetstream\n    stream: tele\n    use-existing-stream: true\n    subject: s\n    num-workers: 2\n    buffer-size: 10\n    write-timeout: 1s\n    connect-time-wait: 1s\n    split-events: true\n",
+        );
+        assert!(clean.is_empty(), "{clean:#?}");
+    }
+
+    fn input(yaml: &str) -> NatsInputConfig {
+        match load(yaml).unwrap().inputs.into_values().next() {
+            Some(InputConfig::Jetstream(config)) => config,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn input_defaults_follow_gnmic_and_keys_are_read() {
+        let config = input("inputs:\n  in:\n    type: jetstream\n    stream: tele\n");
+        let js = config.jetstream.clone().unwrap();
+        assert_eq!(config.buffer_size, DEFAULT_INPUT_BUFFER_SIZE);
+        assert_eq!(js.fetch_batch_size, DEFAULT_FETCH_BATCH_SIZE);
+        assert_eq!(js.max_ack_pending, DEFAULT_MAX_ACK_PENDING);
+        assert_eq!(js.deliver_policy, DeliverPolicy::All);
+        assert_eq!(config.durable_name("in", "gnomon-1"), "gnomon-1-in");
+        assert_eq!(config.durable_name("in", ""), "in");
+
+        let text = "inputs:\n  in:\n    type: jetstream\n    name: js-consumer\n    stream: tele\n    subjects: [tele.a.*, tele.b.>]\n    format: proto\n    deliver-policy: last-per-subject\n    subject-format: target.subscription\n    num-workers: 2\n    buffer-size: 10\n    fetch-batch-size: 20\n    max-ack-pending: 30\n    connect-time-wait: 3s\n";
+        assert!(warnings(text).is_empty(), "{:#?}", warnings(text));
+        let config = input(text);
+        let js = config.jetstream.clone().unwrap();
+        assert_eq!(js.subjects.len(), 2);
+        assert_eq!(js.deliver_policy, DeliverPolicy::LastPerSubject);
+        assert_eq!(js.subject_format, InputSubjectFormat::TargetSubscription);
+        assert_eq!((js.fetch_batch_size, js.max_ack_pending), (20, 30));
+        assert_eq!(config.buffer_size, 10);
+        assert_eq!(config.durable_name("in", "gnomon-1"), "js-consumer");
+
+        let queue =
+            warnings("inputs:\n  in:\n    type: jetstream\n    stream: tele\n    queue: q\n");
+        assert!(
+            queue.iter().any(|w| w.starts_with("inputs.in.queue")),
+            "{queue:#?}"
+        );
+    }
+
+    #[test]
+    fn input_refusals_name_the_key() {
+        for (extra, key) in [
+            ("    deliver-policy: by-time\n", "inputs.in.deliver-policy"),
+            ("    subject-format: x\n", "inputs.in.subject-format"),
+            ("    subjects: [\"a b\"]\n", "inputs.in.subjects[0]"),
+            ("    name: a.b\n", "inputs.in.name"),
+            (
+                "    fetch-batch-size: 2000000\n",
+                "inputs.in.fetch-batch-size",
+            ),
+        ] {
+            let err = load(&format!(
+                "inputs:\n  in:\n    type: jetstream\n    stream: tele\n{extra}"
+            ))
+            .unwrap_err();
+            assert!(err.contains(key), "{extra:?}: {err}");
+        }
+        let missing = load("inputs:\n  in:\n    type: jetstream\n").unwrap_err();
+        assert!(missing.contains("inputs.in.stream"), "{missing}");
+    }
+}

@@ -176,7 +176,7 @@ fn error_of(text: &str) -> String {
 #[test]
 fn unknown_output_type_names_the_key() {
     let err = error_of("outputs:\n  out1:\n    type: kafka\n");
-    assert_eq!(err, "outputs.out1.type: \"kafka\" is not a supported output type (expected nats, file, prometheus or prometheus_write)");
+    assert_eq!(err, "outputs.out1.type: \"kafka\" is not a supported output type (expected nats, jetstream, file, prometheus or prometheus_write)");
 }
 
 #[test]
@@ -505,13 +505,14 @@ fn processors_and_event_processor_lists_are_kept_without_warnings() {
     for output in config.outputs.values() {
         let lists = match output {
             OutputConfig::Nats(n) => &n.event_processors,
+            OutputConfig::Jetstream(j) => &j.nats.event_processors,
             OutputConfig::File(f) => &f.event_processors,
             OutputConfig::Prometheus(p) => &p.event_processors,
             OutputConfig::PrometheusWrite(p) => &p.event_processors,
         };
         assert_eq!(lists, &["up"]);
     }
-    let InputConfig::Nats(input) = &config.inputs["i"];
+    let input = config.inputs["i"].settings();
     assert_eq!(input.event_processors, ["up"]);
     assert!(load("").unwrap().processors.is_null());
 }
@@ -813,16 +814,14 @@ fn one_tls_files_type_and_one_secret_type_everywhere() {
             OutputConfig::Nats(n) => n.tls.as_ref().unwrap(),
             other => panic!("{other:?}"),
         },
-        match &config.inputs["i"] {
-            InputConfig::Nats(i) => i.tls.as_ref().unwrap(),
-        },
+        config.inputs["i"].settings().tls.as_ref().unwrap(),
     ];
     let cas: Vec<_> = files
         .iter()
         .map(|f| f.ca_file.as_deref().unwrap())
         .collect();
     assert_eq!(cas, ["c.pem", "e.pem", "n.pem", "i.pem"]);
-    let InputConfig::Nats(input) = &config.inputs["i"];
+    let input = config.inputs["i"].settings();
     let secrets: [&Option<Secret>; 2] = [&input.password, &input.token];
     assert_eq!(secrets[0].as_ref().map(Secret::expose), Some("in-pw"));
     let OutputConfig::Prometheus(prom) = &config.outputs["p"] else {
