@@ -27,6 +27,10 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         ("loader_1000_targets_s", cluster::loader_1000_targets_s),
         ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
         ("collector_cpu_us_per_update", collector::cpu_us_per_update),
+        (
+            "jetstream_collector_cpu_us_per_update",
+            collector::jetstream_cpu_us_per_update,
+        ),
         ("scrape_1m_series_s", exporter::scrape_1m_series),
         ("exporter_bytes_per_series", exporter::bytes_per_series),
         ("exporter_cpu_us_per_update", exporter::cpu_us_per_update),
