@@ -104,7 +104,9 @@ impl NatsInput {
 
     /// Starts every worker in `tasks`, running until `shutdown`. Workers whose NATS is
     /// reachable are subscribed when this returns (messages published afterwards arrive);
-    /// the others keep retrying every `connect-time-wait` in the background.
+    /// the others keep retrying every `connect-time-wait` in the background. JetStream
+    /// workers bind their durable consumer in the background (the stream keeps what is
+    /// published meanwhile).
     pub async fn start(
         self: Arc<Self>,
         source: BusSource,
@@ -728,6 +730,35 @@ fn apply_add_target(event: &mut Event, mode: AddTarget) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jetstream_subjects_name_source_and_subscription_per_subject_format() {
+        let meta = |subject: &str, format| {
+            let meta = jetstream_meta(subject, "tele", format);
+            (meta.source, meta.subscription_name)
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            meta("tele.r1.port-stats", InputSubjectFormat::TargetSubscription),
+            pair("r1", "port-stats")
+        );
+        assert_eq!(
+            meta("tele.port-stats.r1", InputSubjectFormat::SubscriptionTarget),
+            pair("r1", "port-stats")
+        );
+        assert_eq!(
+            meta("r1.port-stats", InputSubjectFormat::TargetSubscription),
+            pair("r1", "port-stats")
+        );
+        assert_eq!(
+            meta("tele.r1.port-stats", InputSubjectFormat::Static),
+            pair("", "")
+        );
+        assert_eq!(
+            meta("tele", InputSubjectFormat::TargetSubscription),
+            pair("", "")
+        );
+    }
 
     #[test]
     fn add_target_uses_the_default_template() {

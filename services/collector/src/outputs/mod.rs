@@ -158,7 +158,7 @@ pub fn describe_metrics() {
     );
     metrics::describe_counter!(
         "gnomon_output_dropped_total",
-        "Messages an output dropped, by reason (queue full, write timeout, publish error)."
+        "Messages an output dropped, by reason (queue full, write timeout, publish error, not acknowledged by JetStream)."
     );
 }
 

@@ -571,4 +571,36 @@ mod tests {
         let single = nats_config("outputs:\n  n:\n    type: nats\n");
         assert_eq!(subject_for(&single, "10.0.0.1:57400", "s"), "telemetry");
     }
+
+    fn jetstream_subjects(extra: &str) -> Subjects {
+        let yaml = format!("outputs:\n  js:\n    type: jetstream\n    stream: tele\n{extra}");
+        let config = load_config_with_env(&yaml, ConfigFormat::Yaml, &[]).unwrap();
+        match config.outputs.into_values().next() {
+            Some(OutputConfig::Jetstream(c)) => Subjects::of_jetstream(&c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn jetstream_subjects_start_with_the_stream() {
+        let target = "10.0.0.1:57400";
+        assert_eq!(
+            jetstream_subjects("").subject(target, "port stats"),
+            "tele.telemetry"
+        );
+        assert_eq!(
+            jetstream_subjects("    subject: s1\n").subject(target, "x"),
+            "tele.s1"
+        );
+        assert_eq!(
+            jetstream_subjects("    subject-format: target.subscription\n")
+                .subject(target, "port stats"),
+            "tele.10-0-0-1:57400.port_stats"
+        );
+        assert_eq!(
+            jetstream_subjects("    subject-format: subscription.target\n")
+                .subject(target, "port stats"),
+            "tele.port_stats.10-0-0-1:57400"
+        );
+    }
 }
