@@ -7,19 +7,17 @@
 //! collector and the exporter run the same code (headers, fencing) on both transports.
 
 use super::nats_input::NatsInputConfig;
-use super::output::NatsOutputConfig;
+use super::nats_output::{NatsOutputConfig, NATS_SKIP_VERIFY};
 use super::reader::Section;
 use super::serde_section::deserialize_section;
 use super::ConfigError;
 use serde::Serialize;
 use std::time::Duration;
 
-/// gnmic's default per-worker buffer of the JetStream input.
-pub const DEFAULT_INPUT_BUFFER_SIZE: usize = 500;
-/// gnmic's default `fetch-batch-size`.
-pub const DEFAULT_FETCH_BATCH_SIZE: usize = 500;
-/// gnmic's default `max-ack-pending`.
-pub const DEFAULT_MAX_ACK_PENDING: i64 = 1000;
+pub use super::jetstream_consume::{
+    DeliverPolicy, InputSubjectFormat, JetStreamConsume, DEFAULT_FETCH_BATCH_SIZE,
+    DEFAULT_INPUT_BUFFER_SIZE, DEFAULT_MAX_ACK_PENDING,
+};
 
 /// gnmic's `subject-format` of the JetStream output. Subjects always start with the
 /// stream name, as gnmic's do.
@@ -284,45 +282,6 @@ impl JetStreamOutputConfig {
     }
 }
 
-/// gnmic's `deliver-policy`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeliverPolicy {
-    #[default]
-    All,
-    Last,
-    New,
-    LastPerSubject,
-}
-
-/// How the JetStream input reads source and subscription from a subject when a message has
-/// no gnomon headers (proto format only; gnmic's input `subject-format`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub enum InputSubjectFormat {
-    /// Nothing is read from the subject.
-    #[default]
-    #[serde(rename = "static")]
-    Static,
-    #[serde(rename = "subscription.target")]
-    SubscriptionTarget,
-    #[serde(rename = "target.subscription")]
-    TargetSubscription,
-}
-
-/// The JetStream part of a `type: jetstream` input.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub struct JetStreamConsume {
-    pub stream: String,
-    /// Subject filters of the consumer (empty: the whole stream).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub subjects: Vec<String>,
-    pub deliver_policy: DeliverPolicy,
-    pub subject_format: InputSubjectFormat,
-    pub fetch_batch_size: usize,
-    pub max_ack_pending: i64,
-}
-
 /// The keys of gnmic's JetStream input read through the NATS input's serde type.
 const SHARED_KEYS: &[&str] = &[
     "name",
@@ -407,7 +366,7 @@ pub(crate) fn input_from_section(
         tls.unsupported_unless(
             "skip-verify",
             &serde_json::Value::Bool(false),
-            super::output::NATS_SKIP_VERIFY,
+            NATS_SKIP_VERIFY,
         );
     }
     section.unsupported_unless(

@@ -7,7 +7,7 @@
 use super::address::check_nats_servers;
 use super::defaults;
 use super::names::{self, NameKind};
-use super::output::NATS_SKIP_VERIFY;
+use super::nats_output::NATS_SKIP_VERIFY;
 use super::prometheus_output::GoDuration;
 use super::reader::Section;
 use super::secret::Secret;
@@ -96,7 +96,7 @@ pub struct NatsInputConfig {
     /// Set for a `type: jetstream` input: the stream and durable consumer to read instead
     /// of the core-NATS `subject` / `queue`.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
-    pub jetstream: Option<crate::jetstream::JetStreamConsume>,
+    pub jetstream: Option<super::jetstream_consume::JetStreamConsume>,
 }
 
 impl Default for NatsInputConfig {
