@@ -27,6 +27,9 @@ use tracing::Instrument;
 pub enum CommandError {
     #[error("unknown instance: {0}")]
     UnknownMember(String),
+    /// The member gave its targets up because its outputs fail (health-driven failover).
+    #[error("member {0} takes no targets: its outputs are failing")]
+    MemberUnhealthy(String),
     #[error("unknown target: {0}")]
     UnknownTarget(String),
     #[error("target {0} is not placed yet: no member holds its lock")]
@@ -249,9 +252,29 @@ impl Term {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => gone.clone())
                 .set(0.0);
         }
-        let joined = new.keys().any(|name| !self.members.contains_key(name));
+        // A member that accepts targets again (its outputs recovered) counts as joining:
+        // the rebalance that follows gives it targets.
+        let joined = new.values().any(|m| {
+            m.accepts_targets
+                && self
+                    .members
+                    .get(&m.name)
+                    .is_none_or(|old| !old.accepts_targets)
+        });
         if new.keys().ne(self.members.keys()) {
             tracing::info!(members = ?new.keys().collect::<Vec<_>>(), "members changed");
+        }
+        for member in new.values() {
+            let before = self.members.get(&member.name).map(|m| m.accepts_targets);
+            match (before, member.accepts_targets) {
+                (Some(false), true) => {
+                    tracing::info!(member = %member.name, "member's outputs recovered: it takes targets again")
+                }
+                (Some(true) | None, false) => {
+                    tracing::warn!(member = %member.name, "member's outputs are failing: placing nothing on it")
+                }
+                _ => {}
+            }
         }
         self.members = new;
         joined
@@ -399,6 +422,7 @@ impl Term {
         }
         self.members
             .values()
+            .filter(|m| m.accepts_targets)
             .map(|m| Candidate {
                 name: m.name.clone(),
                 tags: m.tags.clone(),
@@ -416,6 +440,12 @@ impl Term {
         for candidate in self.candidates() {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => candidate.name)
                 .set(candidate.load as f64);
+        }
+        // Members taking no targets are no candidates; their (draining) count still shows.
+        for member in self.members.values().filter(|m| !m.accepts_targets) {
+            let held = self.holders.values().filter(|o| **o == member.name).count();
+            metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => member.name.clone())
+                .set(held as f64);
         }
     }
 
@@ -607,8 +637,12 @@ impl Term {
         let Some(config) = self.targets.get(target) else {
             return Err(CommandError::UnknownTarget(target.to_string()));
         };
-        if !self.members.contains_key(member) {
-            return Err(CommandError::UnknownMember(member.to_string()));
+        match self.members.get(member) {
+            None => return Err(CommandError::UnknownMember(member.to_string())),
+            Some(m) if !m.accepts_targets => {
+                return Err(CommandError::MemberUnhealthy(member.to_string()))
+            }
+            Some(_) => {}
         }
         if let Some(better) = better_match(&self.candidates(), &target_tags(config), member) {
             return Err(CommandError::WorseMatch {
@@ -642,8 +676,9 @@ impl Term {
     fn owned_by_members(&self) -> BTreeMap<String, Vec<String>> {
         let mut owned: BTreeMap<String, Vec<String>> = self
             .members
-            .keys()
-            .map(|m| (m.clone(), Vec::new()))
+            .values()
+            .filter(|m| m.accepts_targets)
+            .map(|m| (m.name.clone(), Vec::new()))
             .collect();
         for (target, owner) in &self.holders {
             if let Some(list) = owned.get_mut(owner) {
@@ -843,6 +878,7 @@ mod tests {
                     name: name.to_string(),
                     api: format!("http://{name}:7890"),
                     tags,
+                    accepts_targets: true,
                 };
                 (name.to_string(), member)
             })
