@@ -13,12 +13,15 @@ use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
+/// One worker's connection, once it has one.
+type WorkerSlot = Mutex<Option<Arc<dyn Bus>>>;
+
 /// How one output reports its health.
 enum Reporting {
     /// The output cannot tell: counted as healthy.
     Silent,
-    /// One slot per worker: its bus once connected.
-    Workers(Box<[Mutex<Option<Arc<dyn Bus>>>]>),
+    /// One slot per worker.
+    Workers(Box<[WorkerSlot]>),
 }
 
 /// One output's health and delivery count, shared by its workers and the readers.
