@@ -367,6 +367,51 @@ impl fmt::Debug for ServiceRegistrationConfig {
 }
 
 impl ServiceRegistrationConfig {
+    /// The `gnmi-server.service-registration` block: gnmic's keys (address, datacenter,
+    /// username, password, token, name, check-interval, max-fail, tags) and gnomon's
+    /// `use-lock` and `service-address`; an empty `name` means `<cluster>-gnmi-server`.
+    pub fn from_gnmi_server_section(block: &Section<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let max_fail = match block.u64("max-fail")? {
+            None => defaults.max_fail,
+            Some(n) => u32::try_from(n).map_err(|_| {
+                ConfigError::invalid(
+                    block.key_path("max-fail"),
+                    &serde_json::Value::from(n),
+                    "is too large",
+                )
+            })?,
+        };
+        let config = Self {
+            address: block.string_if_set("address")?.unwrap_or(defaults.address),
+            datacenter: block.string_if_set("datacenter")?.unwrap_or_default(),
+            username: block.string_if_set("username")?.unwrap_or_default(),
+            password: block.string_if_set("password")?.map(Secret::new),
+            token: block.string_if_set("token")?.map(Secret::new),
+            name: block.string_if_set("name")?.unwrap_or_default(),
+            check_interval: block
+                .signed_duration("check-interval")?
+                .unwrap_or(defaults.check_interval),
+            max_fail,
+            tags: block.string_list("tags")?,
+            use_lock: block.bool("use-lock")?.unwrap_or(false),
+            service_address: block.string_if_set("service-address")?.unwrap_or_default(),
+            ..defaults
+        };
+        block.warn_unknown_keys();
+        config.validate(block.path())?;
+        Ok(config)
+    }
+
+    /// The gNMI server's service name, defaulting to `<cluster>-gnmi-server`.
+    pub fn gnmi_server_name(&self, cluster_name: &str) -> String {
+        if self.name.is_empty() {
+            format!("{cluster_name}-gnmi-server")
+        } else {
+            self.name.clone()
+        }
+    }
+
     /// The service name, defaulting to `prometheus-<output-name>`.
     pub fn effective_name(&self, output_name: &str) -> String {
         if self.name.is_empty() {

@@ -32,6 +32,11 @@ pub fn prometheus_output(cluster: &str) -> String {
     format!("gnmic/{cluster}/prometheus-output")
 }
 
+/// gNMI-server registration lock key (gnomon: gnmic registers every gNMI server).
+pub fn gnmi_server(cluster: &str) -> String {
+    format!("gnmic/{cluster}/gnmi-server")
+}
+
 /// Service name under which every instance's REST API registers.
 pub fn api_service_name(cluster: &str) -> String {
     format!("{cluster}-gnmic-api")
