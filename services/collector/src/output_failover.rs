@@ -16,6 +16,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+const ACCEPTS_TARGETS: &str = "gnomon_cluster_member_accepts_targets";
+const GIVE_UPS: &str = "gnomon_cluster_member_output_failovers_total";
+
 /// Rates are averaged over this window.
 pub const RATE_WINDOW: Duration = Duration::from_secs(10);
 
@@ -135,6 +138,17 @@ fn tick_for(timeout: Duration) -> Duration {
 /// Watches the outputs of `member`'s collector until `stop`, giving targets up and taking
 /// them again by the rule above, and keeps the member's [`MemberStats`] current.
 pub async fn run(member: ClusterMember, timeout: Duration, stop: CancellationToken) {
+    metrics::describe_gauge!(
+        ACCEPTS_TARGETS,
+        "1 while this member takes targets, 0 while it has given them up because every output fails."
+    );
+    metrics::describe_counter!(
+        GIVE_UPS,
+        "Times this member gave its targets up because every output had failed for output-failure-timeout."
+    );
+    let accepts = metrics::gauge!(ACCEPTS_TARGETS);
+    let give_ups = metrics::counter!(GIVE_UPS);
+    accepts.set(1.0);
     let mut tracker = HealthTracker::new(timeout);
     let mut samples = Samples::default();
     let mut tick = tokio::time::interval(tick_for(timeout));
@@ -150,14 +164,17 @@ pub async fn run(member: ClusterMember, timeout: Duration, stop: CancellationTok
         let now = Instant::now();
         match tracker.observe(all_failing, now) {
             Some(Transition::GiveUp) => {
+                give_ups.increment(1);
+                accepts.set(0.0);
                 member.give_up().await;
             }
-            Some(Transition::TakeAgain) => {
-                if let Err(e) = member.take_targets_again().await {
+            Some(Transition::TakeAgain) => match member.take_targets_again().await {
+                Ok(()) => accepts.set(1.0),
+                Err(e) => {
                     tracing::warn!(error = %e, "registering as healthy again failed; trying again after another healthy window");
                     tracker.stay_unhealthy();
                 }
-            }
+            },
             None => {}
         }
         samples.push(

@@ -102,6 +102,12 @@ async fn a_member_gives_its_targets_up_while_nats_is_gone_and_takes_them_again()
     .await
     .unwrap();
     assert!(member.claimed().is_empty());
+    let metrics = gnomon_telemetry::render_metrics();
+    assert!(
+        metrics.contains("gnomon_cluster_member_accepts_targets 0")
+            && metrics.contains("gnomon_cluster_member_output_failovers_total 1"),
+        "{metrics}"
+    );
     assert_eq!(member.claim("t1"), Err(ClaimError::OutputsFailing));
     let tags = registered_tags(coordination.as_ref()).await.unwrap();
     assert_eq!(
@@ -129,6 +135,11 @@ async fn a_member_gives_its_targets_up_while_nats_is_gone_and_takes_them_again()
     })
     .await
     .unwrap();
+    let metrics = gnomon_telemetry::render_metrics();
+    assert!(
+        metrics.contains("gnomon_cluster_member_accepts_targets 1"),
+        "{metrics}"
+    );
     member.claim("t1").unwrap();
     eventually("t1 held again", Duration::from_secs(10), || async {
         (member.held() == 1).then_some(())
