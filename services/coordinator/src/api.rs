@@ -288,7 +288,8 @@ struct MoveRequest {
 /// as `{"errors":[...]}`: a body that is not that object (400), an unknown target or member
 /// (404), a target no member holds yet, one being placed or moved right now, or a member
 /// whose tags match the target less than another member's — affinity would move it straight
-/// back — (409, naming both members).
+/// back — (409, naming both members), or a member that has given its targets up because its
+/// outputs fail (409).
 async fn move_target(State(state): State<ClusterApiState>, body: axum::body::Bytes) -> Response {
     let request: MoveRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
