@@ -517,6 +517,13 @@ impl Term {
                 return;
             }
             Ok(candidate) => candidate.name.clone(),
+            Err(PlacementError::NoMembers) if !self.members.is_empty() => {
+                self.retry_later(
+                    &target,
+                    "every member has given its targets up: their outputs are failing",
+                );
+                return;
+            }
             Err(e @ (PlacementError::NoMembers | PlacementError::NoSuitableMember)) => {
                 self.retry_later(&target, &e.to_string());
                 return;
@@ -1021,6 +1028,43 @@ mod tests {
         assert!(term.plan_move("cluster-wide", "m3").unwrap().is_some());
         term.holders.insert("cluster-wide".into(), "m3".into());
         assert!(term.affinity_moves().is_empty());
+    }
+
+    #[test]
+    fn a_member_whose_outputs_fail_is_no_destination_and_joins_again_when_it_recovers() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[]), ("m3", &[])],
+            &[("t1", &[]), ("t2", &[]), ("t3", &[]), ("t4", &[])],
+            &[("t1", "m1"), ("t2", "m1"), ("t3", "m1"), ("t4", "m1")],
+        );
+        let failing = |term: &mut Term, accepts: bool| {
+            let mut members: Vec<Member> = term.members.values().cloned().collect();
+            for m in members.iter_mut().filter(|m| m.name == "m3") {
+                m.accepts_targets = accepts;
+            }
+            term.set_members(members)
+        };
+        assert!(!failing(&mut term, false), "losing a member is no join");
+        assert_eq!(
+            term.candidates()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["m1", "m2"]
+        );
+        let moves = term.plan_rebalance(2);
+        assert!(
+            !moves.is_empty() && moves.iter().all(|m| m.to == "m2"),
+            "{moves:?}"
+        );
+        assert!(term.plan_drain("m1").iter().all(|m| m.to == "m2"));
+        assert_eq!(
+            term.plan_move("t1", "m3"),
+            Err(CommandError::MemberUnhealthy("m3".into()))
+        );
+        // Accepting targets again counts as joining: the automatic rebalance runs.
+        assert!(failing(&mut term, true));
+        assert!(term.plan_rebalance(2).iter().any(|m| m.to == "m3"));
     }
 
     #[test]
