@@ -207,7 +207,10 @@ impl ClusterMember {
     /// healthy members at once. Returns how many targets were given up.
     #[tracing::instrument(name = "give_up_targets", skip(self), fields(instance = %self.inner.instance))]
     pub async fn give_up(&self) -> usize {
-        self.inner.unhealthy.store(true, Ordering::Release);
+        {
+            let _claims = self.claims();
+            self.inner.unhealthy.store(true, Ordering::Release);
+        }
         if let Err(e) = self.reregister(true).await {
             tracing::warn!(error = %e, "registering as unhealthy failed; releasing the targets anyway");
         }
@@ -223,8 +226,13 @@ impl ClusterMember {
     /// (at its next rebalance).
     #[tracing::instrument(name = "take_targets_again", skip(self), fields(instance = %self.inner.instance))]
     pub async fn take_targets_again(&self) -> anyhow::Result<()> {
-        self.reregister(false).await?;
+        // Claims are accepted before the registration says healthy: the leader may act on
+        // the new registration before this call returns.
         self.inner.unhealthy.store(false, Ordering::Release);
+        if let Err(e) = self.reregister(false).await {
+            self.inner.unhealthy.store(true, Ordering::Release);
+            return Err(e);
+        }
         tracing::info!("outputs healthy again: registered as healthy, taking targets");
         Ok(())
     }
@@ -247,6 +255,9 @@ impl ClusterMember {
     /// is lost or the claim is dropped. A new claim replaces an earlier one. Refused while
     /// the member has given its targets up.
     pub fn claim(&self, name: &str) -> Result<(), ClaimError> {
+        // Checked under the claims lock, which `give_up` takes to set the flag: a claim is
+        // either refused or inserted before `give_up` drains the claims, never left behind.
+        let mut claims = self.claims();
         if self.is_unhealthy() {
             return Err(ClaimError::OutputsFailing);
         }
@@ -259,9 +270,7 @@ impl ClusterMember {
         let task = tokio::spawn(
             async move { hold_and_collect(inner, target, token).await }.instrument(span),
         );
-        let previous = self
-            .claims()
-            .insert(name.to_string(), Claim { cancel, task });
+        let previous = claims.insert(name.to_string(), Claim { cancel, task });
         if let Some(previous) = previous {
             previous.cancel.cancel();
         }
