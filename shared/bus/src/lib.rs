@@ -59,6 +59,13 @@ pub trait Bus: Send + Sync {
     /// Flushes what was published so far (NATS: waits for the server's PONG).
     async fn flush(&self) -> Result<(), BusError>;
 
+    /// Whether publishes reach the transport's server right now (NATS: the connection is
+    /// up; false while the client reconnects). An in-process bus is always connected.
+    /// Outputs report it as their health; see the collector's health-driven failover.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Subscribes to `subject` (NATS wildcards `*` and `>` allowed). Subscribers that
     /// share a `queue` name split the stream; without one every subscriber gets every message.
     async fn subscribe(

@@ -211,6 +211,11 @@ async fn leader_places_targets_on_members_over_https_with_the_token() {
             member["number-of-locked-nodes"].as_u64().unwrap() >= 1,
             "{cluster}"
         );
+        // The member's figures were fetched over HTTPS with the client certificate and
+        // token (a member refusing the call would show `stats-error` instead).
+        assert!(member.get("stats-error").is_none(), "{member}");
+        assert_eq!(member["output-health"], "healthy", "{member}");
+        assert!(member["targets-held"].is_u64(), "{member}");
     }
     eventually(
         "one subscription per device",

@@ -7,7 +7,7 @@
 //! (`gnomon demo`, tests); the workers then publish on it instead of connecting.
 
 use super::TargetUpReport;
-use super::{dropped_counter, Collected, OutputItem, OutputSender};
+use super::{dropped_counter, Collected, OutputItem, OutputProbe, OutputSender};
 use bytes::Bytes;
 use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls};
@@ -67,13 +67,21 @@ pub fn start(
         tracing::warn!(output = %name, "tls.skip-verify is not supported for NATS; the server certificate is verified");
     }
     let per_worker = (config.buffer_size / config.num_workers).max(1);
+    let probe = OutputProbe::with_workers(name, config.num_workers);
     let config = Arc::new(config.clone());
     let mut senders = Vec::with_capacity(config.num_workers);
     let mut handles = Vec::with_capacity(config.num_workers);
     for worker in 0..config.num_workers {
         let (sender, receiver) = mpsc::channel(per_worker);
         senders.push(sender);
-        let worker_state = Worker::new(index, name, worker, config.clone(), chain.clone());
+        let worker_state = Worker::new(
+            index,
+            name,
+            worker,
+            config.clone(),
+            chain.clone(),
+            probe.clone(),
+        );
         handles.push(tokio::spawn(worker_state.run(
             receiver,
             shared_bus.clone(),
@@ -81,7 +89,7 @@ pub fn start(
         )));
     }
     (
-        OutputSender::new(name, senders, true, config.write_timeout),
+        OutputSender::new(name, senders, true, config.write_timeout).with_probe(probe),
         handles,
     )
 }
@@ -97,6 +105,8 @@ struct Worker {
     bytes: metrics::Counter,
     publish_errors: metrics::Counter,
     not_connected: metrics::Counter,
+    /// The output's health: this worker's connection, and the updates it delivered.
+    probe: Arc<OutputProbe>,
 }
 
 impl Worker {
@@ -106,6 +116,7 @@ impl Worker {
         index: usize,
         config: Arc<NatsOutputConfig>,
         chain: Option<Arc<Mutex<Chain>>>,
+        probe: Arc<OutputProbe>,
     ) -> Self {
         let labels = [("output", output.to_string())];
         Self {
@@ -118,6 +129,7 @@ impl Worker {
             bytes: metrics::counter!("gnomon_output_bytes_total", &labels),
             publish_errors: dropped_counter(output, "publish_error"),
             not_connected: dropped_counter(output, "not_connected"),
+            probe,
         }
     }
 
@@ -173,6 +185,7 @@ impl Worker {
                 None => return,
             },
         };
+        self.probe.connected(self.index, bus.clone());
         let bus = bus.as_ref();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -205,7 +218,7 @@ impl Worker {
     async fn publish(&self, bus: &dyn Bus, item: &OutputItem) {
         match item {
             OutputItem::Response(collected) => {
-                match collected.stream.first_traceparent(self.slot) {
+                let delivered = match collected.stream.first_traceparent(self.slot) {
                     None => self.publish_response(bus, collected, None).await,
                     Some(parent) => {
                         // A stream's first message: publish it in a span continuing the
@@ -221,6 +234,13 @@ impl Worker {
                         self.publish_response(bus, collected, traceparent)
                             .instrument(span)
                             .await
+                    }
+                };
+                if delivered {
+                    if let crate::codec::ResponseKind::Notification { updates, .. } =
+                        collected.response.kind
+                    {
+                        self.probe.delivered(u64::from(updates));
                     }
                 }
             }
@@ -241,12 +261,13 @@ impl Worker {
     }
 
     /// Publishes one response; `traceparent` (if any) goes on its first message only.
+    /// Returns whether every message of it reached the transport.
     async fn publish_response(
         &self,
         bus: &dyn Bus,
         item: &Collected,
         mut traceparent: Option<String>,
-    ) {
+    ) -> bool {
         let stream = &item.stream;
         let subject = stream.subject(self.slot, || {
             subject_for(&self.config, &stream.target, &stream.subscription)
@@ -264,37 +285,50 @@ impl Worker {
             }
             NatsFormat::Event => {
                 let Some(response) = item.response.decoded() else {
-                    return;
+                    return false;
                 };
                 let events = response_to_events(response, &stream.meta);
                 if events.is_empty() {
-                    return;
+                    return false;
                 }
+                let mut delivered = true;
                 if let Some(chain) = &self.chain {
-                    for payload in processed_payloads(chain, events, self.config.split_events) {
-                        self.send(bus, subject, headers(), payload).await;
+                    let payloads = processed_payloads(chain, events, self.config.split_events);
+                    if payloads.is_empty() {
+                        return false;
                     }
-                    return;
-                }
-                if self.config.split_events {
+                    for payload in payloads {
+                        delivered &= self.send(bus, subject, headers(), payload).await;
+                    }
+                } else if self.config.split_events {
                     for event in &events {
-                        self.send(bus, subject, headers(), Bytes::from(event_to_json(event)))
+                        delivered &= self
+                            .send(bus, subject, headers(), Bytes::from(event_to_json(event)))
                             .await;
                     }
                 } else {
-                    self.send(
-                        bus,
-                        subject,
-                        headers(),
-                        Bytes::from(events_to_json(&events)),
-                    )
-                    .await;
+                    delivered = self
+                        .send(
+                            bus,
+                            subject,
+                            headers(),
+                            Bytes::from(events_to_json(&events)),
+                        )
+                        .await;
                 }
+                delivered
             }
         }
     }
 
-    async fn send(&self, bus: &dyn Bus, subject: &str, headers: MessageHeaders, payload: Bytes) {
+    /// Publishes one message; returns whether it reached the transport.
+    async fn send(
+        &self,
+        bus: &dyn Bus,
+        subject: &str,
+        headers: MessageHeaders,
+        payload: Bytes,
+    ) -> bool {
         let size = payload.len() as u64;
         let message = BusMessage {
             subject: subject.to_string(),
@@ -305,10 +339,12 @@ impl Worker {
             Ok(()) => {
                 self.sent.increment(1);
                 self.bytes.increment(size);
+                true
             }
             Err(error) => {
                 self.publish_errors.increment(1);
                 tracing::debug!(output = %self.output, %error, "NATS publish failed; message dropped");
+                false
             }
         }
     }
