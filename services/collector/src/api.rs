@@ -14,6 +14,7 @@ use axum::routing::{get, patch};
 use axum::Router;
 use gnomon_api_server::{errors, health_routes, json, metrics_route, ok_empty, ApiServerOptions};
 use gnomon_config::ApiConfig;
+use gnomon_coordination::member_stats::MEMBER_STATS_PATH;
 use gnomon_coordination::{SubscriptionStore, TargetStore, ASSIGNMENT_HEADER};
 use tracing::Instrument;
 
@@ -65,6 +66,7 @@ fn routes(state: ApiState) -> Router {
             "/api/v1/config/subscriptions/{name}",
             get(get_subscription).delete(delete_subscription),
         )
+        .route(MEMBER_STATS_PATH, get(member_stats))
         .route("/api/v1/config", get(effective_config))
         .route("/api/v1/config/{section}", get(config_section))
         .layer(middleware::from_fn(join_caller_trace))
@@ -131,6 +133,18 @@ pub fn clustered_api_routes(
     })
 }
 
+/// `GET /api/v1/cluster/member/stats` (gnomon's): this member's targets held, updates per
+/// second in and out, and output health, for the coordinator's `GET /api/v1/cluster`.
+async fn member_stats(State(ApiState { cluster, .. }): State<ApiState>) -> Response {
+    match cluster {
+        Some(cluster) => json(StatusCode::OK, &cluster.member.stats()),
+        None => errors(
+            StatusCode::NOT_FOUND,
+            "not a cluster member: member stats exist only with clustering",
+        ),
+    }
+}
+
 async fn list_targets(State(ApiState { collector, .. }): State<ApiState>) -> Response {
     json(StatusCode::OK, &collector.targets())
 }
@@ -153,8 +167,10 @@ async fn start_target(
         if collector.target_config(&name).is_none() {
             return errors(StatusCode::NOT_FOUND, format!("target {name:?} not found"));
         }
-        cluster.member.claim(&name);
-        return ok_empty();
+        return match cluster.member.claim(&name) {
+            Ok(()) => ok_empty(),
+            Err(refused) => errors(StatusCode::SERVICE_UNAVAILABLE, refused.to_string()),
+        };
     }
     match collector.start_target(&name, None) {
         Ok(()) => ok_empty(),

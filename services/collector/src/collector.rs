@@ -2,7 +2,7 @@
 //! A coordinator drives it through [`CollectorHandle::start_target`] /
 //! [`CollectorHandle::stop_target`]; standalone, every configured target is started.
 
-use crate::outputs::{OutputError, Outputs};
+use crate::outputs::{OutputError, OutputHealthView, Outputs};
 use crate::state::{StatusView, TargetStatus};
 use crate::target::{Ownership, RunSpec, SubscriptionPlan, TargetRun};
 use crate::target_metrics::TargetSample;
@@ -11,6 +11,7 @@ use gnomon_bus::Bus;
 use gnomon_config::{ConfigError, GnomonConfig, SubscriptionConfig, TargetConfig};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::Duration;
 use tokio::task::JoinHandle;
@@ -68,6 +69,8 @@ struct Inner {
     outputs: Mutex<Option<Outputs>>,
     running: Mutex<HashMap<String, RunningTarget>>,
     target_up_interval: Duration,
+    /// Updates received by targets no longer running here, so the member's total only grows.
+    retired_updates: AtomicU64,
 }
 
 impl gnomon_telemetry::ExpositionSource for Inner {
@@ -125,6 +128,7 @@ impl CollectorHandle {
             config: RwLock::new(config),
             outputs: Mutex::new(Some(outputs)),
             running: Mutex::new(HashMap::new()),
+            retired_updates: AtomicU64::new(0),
             target_up_interval: deps.target_up_interval.unwrap_or(REPORT_INTERVAL),
         });
         let weak = Arc::downgrade(&inner);
@@ -293,6 +297,7 @@ impl CollectorHandle {
             },
         );
         if let Some(previous) = previous {
+            self.retire(&previous);
             previous.cancel.cancel();
             tokio::spawn(finish(previous, FinalReport::Nothing));
         }
@@ -437,6 +442,7 @@ impl CollectorHandle {
         let Some(running) = lock(&self.inner.running).remove(name) else {
             return false;
         };
+        self.retire(&running);
         let report = if deleted {
             FinalReport::Deleted
         } else if running.owned_by_lock {
@@ -447,6 +453,38 @@ impl CollectorHandle {
         running.cancel.cancel();
         finish(running, report).await;
         true
+    }
+
+    /// Keeps the updates of a target leaving the running table in the member's total.
+    fn retire(&self, running: &RunningTarget) {
+        let updates = running.status.updates.load(Ordering::Relaxed);
+        self.inner
+            .retired_updates
+            .fetch_add(updates, Ordering::Relaxed);
+    }
+
+    /// Updates (leaf values) received from targets since the collector started.
+    pub fn updates_received_total(&self) -> u64 {
+        let running: u64 = lock(&self.inner.running)
+            .values()
+            .map(|r| r.status.updates.load(Ordering::Relaxed))
+            .sum();
+        self.inner.retired_updates.load(Ordering::Relaxed) + running
+    }
+
+    /// Updates the outputs delivered since they started (summed over outputs).
+    pub fn updates_delivered_total(&self) -> u64 {
+        lock(&self.inner.outputs)
+            .as_ref()
+            .map_or(0, Outputs::delivered_total)
+    }
+
+    /// Every output's health (none after shutdown).
+    pub fn output_health(&self) -> Vec<OutputHealthView> {
+        lock(&self.inner.outputs)
+            .as_ref()
+            .map(Outputs::health)
+            .unwrap_or_default()
     }
 
     /// Names of the running targets.

@@ -11,6 +11,8 @@ mod client;
 pub mod codec;
 mod collector;
 mod connection;
+mod member_stats;
+pub mod output_failover;
 pub mod outputs;
 mod request;
 pub mod runtime_config;

@@ -1,19 +1,38 @@
 //! The cluster operations API in gnmic's shapes: `/api/v1/cluster…`. Read-only routes answer
 //! on any instance from the coordination store; leader-only routes answer 400 "not leader"
 //! elsewhere, as gnmic does.
+//!
+//! Member objects carry gnmic's fields unchanged, plus gnomon's: whether the member takes
+//! targets (health-driven failover) and the figures the member reports about itself
+//! (targets held, updates per second in and out, output health).
+//!
+//! Why those figures come from the member's API and not from the store: members already
+//! serve an API the coordinator calls (the assignment handshake), so asking each member
+//! when `GET /api/v1/cluster` is served costs one short call per member, only when someone
+//! asks, and the answer is current. Publishing them in the store instead would mean a
+//! write per member every few seconds forever (Raft writes on etcd and Consul, Lease
+//! updates on Kubernetes) for figures that are read rarely. The cost here: the request
+//! waits for the slowest member, bounded by [`STATS_TIMEOUT`]; a member that does not
+//! answer in time is listed with `stats-error` instead of figures.
 
 use crate::election::{CoordinatorHandle, LeaderRequestError};
 use crate::leader::CommandError;
+use crate::member_client::{MemberClient, MemberClientOptions};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gnomon_coordination::member_stats::{MemberStats, OutputHealth, OutputStatus};
 use gnomon_coordination::target_store::TargetConfigError;
 use gnomon_coordination::{keys, Coordination, TargetStore};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long `GET /api/v1/cluster` waits for a member's figures (one attempt).
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the cluster routes need.
 #[derive(Clone)]
@@ -23,6 +42,20 @@ pub struct ClusterApiState {
     /// The local coordinator, when this process campaigns; leader-only routes answer
     /// "not leader" without one.
     pub handle: Option<CoordinatorHandle>,
+    /// Asks members for their figures (see [`stats_client`]).
+    pub members: MemberClient,
+}
+
+/// A member client for the figures: one attempt bounded by [`STATS_TIMEOUT`], with the
+/// cluster's TLS and token from `options`.
+pub fn stats_client(
+    options: &MemberClientOptions,
+) -> Result<MemberClient, crate::member_client::MemberCallError> {
+    MemberClient::new(&MemberClientOptions {
+        timeout: STATS_TIMEOUT,
+        retries: 0,
+        ..options.clone()
+    })
 }
 
 impl ClusterApiState {
@@ -31,8 +64,8 @@ impl ClusterApiState {
     }
 }
 
-/// gnmic's member object.
-#[derive(Serialize, Debug, Clone, PartialEq, Eq)]
+/// gnmic's member object, plus gnomon's fields (after gnmic's).
+#[derive(Serialize, Debug, Clone, PartialEq)]
 pub struct MemberView {
     pub name: String,
     #[serde(rename = "api-endpoint")]
@@ -43,6 +76,32 @@ pub struct MemberView {
     pub number_of_locked_nodes: usize,
     #[serde(rename = "locked-targets")]
     pub locked_targets: Vec<String>,
+    /// gnomon: false while the member has given its targets up (its outputs fail); the
+    /// leader places nothing on it.
+    #[serde(rename = "accepts-targets")]
+    pub accepts_targets: bool,
+    /// gnomon: the member's own figures, absent when it did not answer (see `stats-error`).
+    #[serde(rename = "targets-held", skip_serializing_if = "Option::is_none")]
+    pub targets_held: Option<usize>,
+    #[serde(
+        rename = "updates-in-per-second",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updates_in_per_second: Option<f64>,
+    #[serde(
+        rename = "updates-out-per-second",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub updates_out_per_second: Option<f64>,
+    /// `healthy`, `failing`, `unhealthy` or `recovering`; from the registration
+    /// (`unhealthy`) when the member did not answer.
+    #[serde(rename = "output-health", skip_serializing_if = "Option::is_none")]
+    pub output_health: Option<OutputHealth>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub outputs: Option<Vec<OutputStatus>>,
+    /// Why the member's figures are missing.
+    #[serde(rename = "stats-error", skip_serializing_if = "Option::is_none")]
+    pub stats_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -108,15 +167,37 @@ async fn snapshot(state: &ClusterApiState) -> Result<(String, Vec<MemberView>, u
             .or_default()
             .push(keys::target_name_from_key(key).to_string());
     }
+    let stats = futures::future::join_all(
+        members
+            .iter()
+            .map(|m| async { state.members.member_stats(&m.api).await }),
+    )
+    .await;
     let mut views: Vec<MemberView> = members
         .into_iter()
-        .map(|m| {
+        .zip(stats)
+        .map(|(m, stats)| {
             let mut locked = owned.get(&m.name).cloned().unwrap_or_default();
             locked.sort();
+            let (stats, stats_error) = match stats {
+                Ok(stats) => (Some(stats), None),
+                Err(e) => (None, Some(e.to_string())),
+            };
+            let stats: Option<MemberStats> = stats;
             MemberView {
                 is_leader: m.name == leader,
                 number_of_locked_nodes: locked.len(),
                 locked_targets: locked,
+                accepts_targets: m.accepts_targets,
+                targets_held: stats.as_ref().map(|s| s.targets_held),
+                updates_in_per_second: stats.as_ref().map(|s| s.updates_in_per_second),
+                updates_out_per_second: stats.as_ref().map(|s| s.updates_out_per_second),
+                output_health: stats
+                    .as_ref()
+                    .map(|s| s.output_health)
+                    .or((!m.accepts_targets).then_some(OutputHealth::Unhealthy)),
+                outputs: stats.map(|s| s.outputs),
+                stats_error,
                 api_endpoint: m.api,
                 name: m.name,
             }
@@ -207,7 +288,8 @@ struct MoveRequest {
 /// as `{"errors":[...]}`: a body that is not that object (400), an unknown target or member
 /// (404), a target no member holds yet, one being placed or moved right now, or a member
 /// whose tags match the target less than another member's — affinity would move it straight
-/// back — (409, naming both members).
+/// back — (409, naming both members), or a member that has given its targets up because its
+/// outputs fail (409).
 async fn move_target(State(state): State<ClusterApiState>, body: axum::body::Bytes) -> Response {
     let request: MoveRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -231,7 +313,8 @@ async fn move_target(State(state): State<ClusterApiState>, body: axum::body::Byt
                 CommandError::UnknownTarget(_) | CommandError::UnknownMember(_) => {
                     StatusCode::NOT_FOUND
                 }
-                CommandError::NotPlaced(_)
+                CommandError::MemberUnhealthy(_)
+                | CommandError::NotPlaced(_)
                 | CommandError::Busy(_)
                 | CommandError::OwnerNotMember { .. }
                 | CommandError::WorseMatch { .. } => StatusCode::CONFLICT,

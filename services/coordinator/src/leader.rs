@@ -27,6 +27,9 @@ use tracing::Instrument;
 pub enum CommandError {
     #[error("unknown instance: {0}")]
     UnknownMember(String),
+    /// The member gave its targets up because its outputs fail (health-driven failover).
+    #[error("member {0} takes no targets: its outputs are failing")]
+    MemberUnhealthy(String),
     #[error("unknown target: {0}")]
     UnknownTarget(String),
     #[error("target {0} is not placed yet: no member holds its lock")]
@@ -249,9 +252,29 @@ impl Term {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => gone.clone())
                 .set(0.0);
         }
-        let joined = new.keys().any(|name| !self.members.contains_key(name));
+        // A member that accepts targets again (its outputs recovered) counts as joining:
+        // the rebalance that follows gives it targets.
+        let joined = new.values().any(|m| {
+            m.accepts_targets
+                && self
+                    .members
+                    .get(&m.name)
+                    .is_none_or(|old| !old.accepts_targets)
+        });
         if new.keys().ne(self.members.keys()) {
             tracing::info!(members = ?new.keys().collect::<Vec<_>>(), "members changed");
+        }
+        for member in new.values() {
+            let before = self.members.get(&member.name).map(|m| m.accepts_targets);
+            match (before, member.accepts_targets) {
+                (Some(false), true) => {
+                    tracing::info!(member = %member.name, "member's outputs recovered: it takes targets again")
+                }
+                (Some(true) | None, false) => {
+                    tracing::warn!(member = %member.name, "member's outputs are failing: placing nothing on it")
+                }
+                _ => {}
+            }
         }
         self.members = new;
         joined
@@ -399,6 +422,7 @@ impl Term {
         }
         self.members
             .values()
+            .filter(|m| m.accepts_targets)
             .map(|m| Candidate {
                 name: m.name.clone(),
                 tags: m.tags.clone(),
@@ -416,6 +440,12 @@ impl Term {
         for candidate in self.candidates() {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => candidate.name)
                 .set(candidate.load as f64);
+        }
+        // Members taking no targets are no candidates; their (draining) count still shows.
+        for member in self.members.values().filter(|m| !m.accepts_targets) {
+            let held = self.holders.values().filter(|o| **o == member.name).count();
+            metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => member.name.clone())
+                .set(held as f64);
         }
     }
 
@@ -487,6 +517,13 @@ impl Term {
                 return;
             }
             Ok(candidate) => candidate.name.clone(),
+            Err(PlacementError::NoMembers) if !self.members.is_empty() => {
+                self.retry_later(
+                    &target,
+                    "every member has given its targets up: their outputs are failing",
+                );
+                return;
+            }
             Err(e @ (PlacementError::NoMembers | PlacementError::NoSuitableMember)) => {
                 self.retry_later(&target, &e.to_string());
                 return;
@@ -607,8 +644,12 @@ impl Term {
         let Some(config) = self.targets.get(target) else {
             return Err(CommandError::UnknownTarget(target.to_string()));
         };
-        if !self.members.contains_key(member) {
-            return Err(CommandError::UnknownMember(member.to_string()));
+        match self.members.get(member) {
+            None => return Err(CommandError::UnknownMember(member.to_string())),
+            Some(m) if !m.accepts_targets => {
+                return Err(CommandError::MemberUnhealthy(member.to_string()))
+            }
+            Some(_) => {}
         }
         if let Some(better) = better_match(&self.candidates(), &target_tags(config), member) {
             return Err(CommandError::WorseMatch {
@@ -642,8 +683,9 @@ impl Term {
     fn owned_by_members(&self) -> BTreeMap<String, Vec<String>> {
         let mut owned: BTreeMap<String, Vec<String>> = self
             .members
-            .keys()
-            .map(|m| (m.clone(), Vec::new()))
+            .values()
+            .filter(|m| m.accepts_targets)
+            .map(|m| (m.name.clone(), Vec::new()))
             .collect();
         for (target, owner) in &self.holders {
             if let Some(list) = owned.get_mut(owner) {
@@ -843,6 +885,7 @@ mod tests {
                     name: name.to_string(),
                     api: format!("http://{name}:7890"),
                     tags,
+                    accepts_targets: true,
                 };
                 (name.to_string(), member)
             })
@@ -985,6 +1028,43 @@ mod tests {
         assert!(term.plan_move("cluster-wide", "m3").unwrap().is_some());
         term.holders.insert("cluster-wide".into(), "m3".into());
         assert!(term.affinity_moves().is_empty());
+    }
+
+    #[test]
+    fn a_member_whose_outputs_fail_is_no_destination_and_joins_again_when_it_recovers() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[]), ("m3", &[])],
+            &[("t1", &[]), ("t2", &[]), ("t3", &[]), ("t4", &[])],
+            &[("t1", "m1"), ("t2", "m1"), ("t3", "m1"), ("t4", "m1")],
+        );
+        let failing = |term: &mut Term, accepts: bool| {
+            let mut members: Vec<Member> = term.members.values().cloned().collect();
+            for m in members.iter_mut().filter(|m| m.name == "m3") {
+                m.accepts_targets = accepts;
+            }
+            term.set_members(members)
+        };
+        assert!(!failing(&mut term, false), "losing a member is no join");
+        assert_eq!(
+            term.candidates()
+                .iter()
+                .map(|c| c.name.as_str())
+                .collect::<Vec<_>>(),
+            ["m1", "m2"]
+        );
+        let moves = term.plan_rebalance(2);
+        assert!(
+            !moves.is_empty() && moves.iter().all(|m| m.to == "m2"),
+            "{moves:?}"
+        );
+        assert!(term.plan_drain("m1").iter().all(|m| m.to == "m2"));
+        assert_eq!(
+            term.plan_move("t1", "m3"),
+            Err(CommandError::MemberUnhealthy("m3".into()))
+        );
+        // Accepting targets again counts as joining: the automatic rebalance runs.
+        assert!(failing(&mut term, true));
+        assert!(term.plan_rebalance(2).iter().any(|m| m.to == "m3"));
     }
 
     #[test]

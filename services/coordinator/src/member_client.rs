@@ -30,6 +30,7 @@ pub struct MemberCall {
     pub assignment: bool,
 }
 
+use gnomon_coordination::member_stats::{MemberStats, MEMBER_STATS_PATH};
 use gnomon_coordination::ASSIGNMENT_HEADER;
 
 /// A member's answer: status and body.
@@ -58,6 +59,9 @@ pub enum MemberCallError {
         status: u16,
         body: String,
     },
+    /// The member answered 200 with a body that is not what the call expects.
+    #[error("GET {url}: unexpected answer: {reason}")]
+    Decode { url: String, reason: String },
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -243,6 +247,23 @@ impl MemberClient {
         .map(|_| ())
     }
 
+    /// `GET <api>/api/v1/cluster/member/stats`: the member's own figures.
+    pub async fn member_stats(&self, api: &str) -> Result<MemberStats, MemberCallError> {
+        let url = format!("{api}{MEMBER_STATS_PATH}");
+        let reply = self
+            .send(MemberCall {
+                method: reqwest::Method::GET,
+                url: url.clone(),
+                body: None,
+                assignment: false,
+            })
+            .await?;
+        serde_json::from_slice(&reply.body).map_err(|e| MemberCallError::Decode {
+            url,
+            reason: e.to_string(),
+        })
+    }
+
     /// `POST <api>/api/v1/targets/<name>`: start collecting (the member takes the lock first).
     pub async fn start_target(&self, api: &str, name: &str) -> Result<(), MemberCallError> {
         self.call_target(reqwest::Method::POST, api, name).await
@@ -342,6 +363,40 @@ mod tests {
         hits.store(0, Ordering::SeqCst);
         let err = client.start_target(&api, "r1").await.unwrap_err();
         assert!(err.to_string().contains("HTTP 500"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn member_stats_are_decoded_and_a_bad_body_is_named() {
+        let router = axum::Router::new().route(
+            MEMBER_STATS_PATH,
+            axum::routing::get(|| async {
+                r#"{"name":"m1","targets-held":2,"updates-in-per-second":4.5,"updates-out-per-second":4.0,"output-health":"failing","outputs":[{"name":"n","healthy":false}]}"#
+            }),
+        );
+        let api = serve(router).await;
+        let client = MemberClient::new(&MemberClientOptions::default()).unwrap();
+        let stats = client.member_stats(&api).await.unwrap();
+        assert_eq!(stats.name, "m1");
+        assert_eq!(stats.targets_held, 2);
+        assert_eq!(stats.updates_in_per_second, 4.5);
+        assert_eq!(
+            stats.output_health,
+            gnomon_coordination::member_stats::OutputHealth::Failing
+        );
+        assert!(!stats.outputs[0].healthy);
+
+        let wrong = serve(axum::Router::new().route(
+            MEMBER_STATS_PATH,
+            axum::routing::get(|| async { r#"{"name":"m1"}"# }),
+        ))
+        .await;
+        let err = client.member_stats(&wrong).await.unwrap_err();
+        assert!(
+            matches!(err, MemberCallError::Decode { .. })
+                && err.to_string().contains("/api/v1/cluster/member/stats")
+                && err.to_string().contains("missing field"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

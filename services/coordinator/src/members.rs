@@ -34,6 +34,9 @@ pub struct Member {
     pub api: String,
     /// Registration tags in order.
     pub tags: Vec<String>,
+    /// False while the member has given its targets up because its outputs fail (it
+    /// registered with [`keys::UNHEALTHY_TAG`]): the leader places nothing on it.
+    pub accepts_targets: bool,
 }
 
 impl Member {
@@ -55,6 +58,7 @@ impl Member {
         Self {
             name,
             api: format!("{scheme}://{}", service.host_port()),
+            accepts_targets: !service.tags.iter().any(|t| t == keys::UNHEALTHY_TAG),
             tags: service.tags.clone(),
         }
     }
@@ -80,6 +84,10 @@ mod tests {
         let member = Member::from_service(&service);
         assert_eq!(member.name, "gnomon1");
         assert_eq!(member.api, "https://127.0.0.1:7890");
+        assert!(member.accepts_targets);
+        let mut failing = service.clone();
+        failing.tags.push(keys::UNHEALTHY_TAG.to_string());
+        assert!(!Member::from_service(&failing).accepts_targets);
         let bare = ServiceInstance {
             tags: vec![],
             ..service

@@ -9,6 +9,8 @@ use gnomon_coordination::{
     keys, Coordination, LockGuard, LockerConfig, MemoryCoordination, MemoryStore, ServiceHandle,
     ServiceRegistration,
 };
+use gnomon_coordinator::api::{router, stats_client, ClusterApiState};
+use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::{spawn, CoordinatorSettings, TargetStore};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -568,7 +570,6 @@ async fn move_when_settled(
 /// instance from the store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_moves_to_the_named_member_on_request() {
-    use gnomon_coordinator::api::{router, ClusterApiState};
     let store = MemoryStore::named("leader-move-on-request");
     let observer: Arc<dyn Coordination> = Arc::new(observer(&store));
     let targets = TargetStore::new(observer.clone(), CLUSTER);
@@ -585,6 +586,7 @@ async fn a_target_moves_to_the_named_member_on_request() {
         cluster_name: CLUSTER.into(),
         coordination: observer.clone(),
         handle: None,
+        members: stats_client(&MemberClientOptions::default()).unwrap(),
     });
     let (status, body) = call(&reader, "GET", "/api/v1/cluster/assignments", "").await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -621,6 +623,7 @@ async fn a_target_moves_to_the_named_member_on_request() {
             cluster_name: CLUSTER.into(),
             coordination: observer.clone(),
             handle: Some(handle),
+            members: stats_client(&MemberClientOptions::default()).unwrap(),
         })
     };
     let (leader, follower) = (api(handle_a), api(handle_b));
@@ -727,4 +730,82 @@ async fn a_target_moves_to_the_named_member_on_request() {
 
     shutdown.cancel();
     drop((m1, m2, m3));
+}
+
+/// Issue 19.2: a member registered with the unhealthy tag (its outputs fail) gets no target
+/// and cannot be moved to; registered again without it, the rebalance gives it a share.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_outputs_fail_gets_no_targets_until_it_recovers() {
+    let store = MemoryStore::new();
+    let observer = observer(&store);
+    let m1 = FakeMember::start(&store, "m1", &[]).await;
+    let failing = FakeMember::start(&store, "m2", &[keys::UNHEALTHY_TAG]).await;
+    let coordination: Arc<dyn Coordination> = m1.coordination.clone();
+    let targets = TargetStore::new(coordination.clone(), CLUSTER);
+    put_targets(&targets, 6).await;
+    let shutdown = CancellationToken::new();
+    let (handle, _task) = spawn(
+        settings("coordinator-a"),
+        coordination.clone(),
+        shutdown.clone(),
+    )
+    .unwrap();
+    let placed = wait_owners(&observer, "6 targets placed", |o| o.len() == 6).await;
+    // Eligible, m2 would have had half of them (placement goes to the least loaded).
+    assert!(placed.values().all(|m| m == "m1"), "{placed:?}");
+    assert!(failing.started().is_empty(), "{:?}", failing.started());
+
+    let api = router(ClusterApiState {
+        cluster_name: CLUSTER.into(),
+        coordination: coordination.clone(),
+        handle: Some(handle),
+        members: stats_client(&MemberClientOptions::default()).unwrap(),
+    });
+    let (status, body) = move_when_settled(&api, "t0", "m2").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(
+        body,
+        serde_json::json!({"errors": ["member m2 takes no targets: its outputs are failing"]})
+    );
+    // The cluster view says so, from the registration (the fake serves no figures).
+    let (status, cluster) = call(&api, "GET", "/api/v1/cluster", "").await;
+    assert_eq!(status, StatusCode::OK, "{cluster}");
+    let m2 = cluster["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "m2")
+        .unwrap()
+        .clone();
+    assert_eq!(m2["accepts-targets"], false, "{m2}");
+    assert_eq!(m2["output-health"], "unhealthy", "{m2}");
+    assert!(
+        m2["stats-error"].as_str().unwrap().contains("HTTP 404"),
+        "{m2}"
+    );
+
+    // Outputs recovered: m2 registers again without the tag and gets a share.
+    // (The old registration has the same ID: wait until it is gone, as a member does.)
+    drop(failing);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while observer
+        .services(&keys::api_service_name(CLUSTER), &[])
+        .await
+        .unwrap()
+        .iter()
+        .any(|s| s.id == keys::api_service_id("m2"))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "m2 not deregistered"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let m2 = FakeMember::start(&store, "m2", &[]).await;
+    wait_owners(&observer, "m2 gets a share", |o| {
+        o.len() == 6 && o.values().filter(|m| *m == "m2").count() >= 2
+    })
+    .await;
+    shutdown.cancel();
+    drop((m1, m2));
 }

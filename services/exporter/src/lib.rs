@@ -35,7 +35,7 @@ pub use stats::ExporterStats;
 use anyhow::Context;
 use gnomon_bus::Bus;
 use gnomon_config::nats_input::NatsInputConfig;
-use gnomon_config::prometheus_output::PrometheusOutputConfig;
+use gnomon_config::prometheus_output::{PrometheusOutputConfig, ServiceRegistrationConfig};
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::{GnmiServerConfig, GnomonConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
@@ -169,11 +169,18 @@ pub struct Exporter {
     tasks: JoinSet<()>,
     shutdown: CancellationToken,
     owned_coordination: Vec<Arc<dyn Coordination>>,
-    gnmi_server: Option<(SocketAddr, Arc<gnmi_cache::GnmiCache>)>,
+    gnmi_server: Option<RunningGnmiServer>,
 }
 
-fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
-    let registration = output.service_registration.as_ref()?;
+struct RunningGnmiServer {
+    listen: SocketAddr,
+    cache: Arc<gnmi_cache::GnmiCache>,
+    /// True while its `service-registration` is registered.
+    registered: Arc<AtomicBool>,
+}
+
+/// A registration-only Consul client for a `service-registration` block (no cluster store).
+fn consul_locker_for(registration: &ServiceRegistrationConfig) -> LockerConfig {
     let mut locker = LockerConfig::new(LockerType::Consul);
     locker.address = Some(registration.address.clone());
     let non_empty = |s: &String| (!s.is_empty()).then(|| s.clone());
@@ -185,7 +192,7 @@ fn consul_locker_for(output: &PrometheusOutputConfig) -> Option<LockerConfig> {
     locker.password = set(&registration.password);
     // gnmic: session TTL = 2 × check-interval.
     locker.session_ttl = registration.effective_check_interval() * 2;
-    Some(locker)
+    locker
 }
 
 impl Exporter {
@@ -249,8 +256,7 @@ impl Exporter {
                     let coordination = match &cluster_coordination {
                         Some(cluster) => cluster.clone(),
                         None => {
-                            let locker = consul_locker_for(config)
-                                .context("registration without settings")?;
+                            let locker = consul_locker_for(registration_config);
                             let c = coordination::connect(&locker, &instance_name)
                                 .await
                                 .with_context(|| {
@@ -264,16 +270,19 @@ impl Exporter {
                         registration::announced_address(registration_config, &config.listen, bound);
                     let service = registration::service_registration(
                         registration_config,
-                        name,
+                        registration_config.effective_name(name),
                         &settings.instance_name,
                         &settings.cluster_name,
                         announced,
                     );
                     let registrar = registration::Registrar {
+                        what: "Prometheus output",
                         coordination: coordination.clone(),
                         service: service.clone(),
                         use_lock: registration_config.use_lock,
-                        lock_key: registration::Registrar::lock_key(&settings.cluster_name),
+                        lock_key: gnomon_coordination::keys::prometheus_output(
+                            &settings.cluster_name,
+                        ),
                         registered: registered.clone(),
                     };
                     tasks.spawn(registrar.run(shutdown.clone()));
@@ -285,9 +294,17 @@ impl Exporter {
             };
 
             let app = http::router(output.clone(), discovery);
+            let tls = config
+                .listener_tls(name)
+                .map_err(anyhow::Error::msg)?
+                .map(|tls| {
+                    gnomon_api_server::tls_config("Prometheus output tls", &tls.server_options())
+                })
+                .transpose()
+                .with_context(|| format!("outputs.{name}.tls"))?;
             let serving = listener.spawn(
                 app,
-                None,
+                tls,
                 gnomon_api_server::ListenerOptions::default(),
                 shutdown.clone(),
             );
@@ -358,7 +375,45 @@ impl Exporter {
             let bound =
                 gnmi_server::start(config.clone(), cache.clone(), &mut tasks, shutdown.clone())
                     .await?;
-            gnmi = Some((bound, cache));
+            let registered = Arc::new(AtomicBool::new(false));
+            if let Some(registration_config) = &config.service_registration {
+                let coordination = match &cluster_coordination {
+                    Some(cluster) => cluster.clone(),
+                    None => {
+                        let c = coordination::connect(
+                            &consul_locker_for(registration_config),
+                            &instance_name,
+                        )
+                        .await
+                        .context("gnmi-server.service-registration.address")?;
+                        owned_coordination.push(c.clone());
+                        c
+                    }
+                };
+                let service = registration::service_registration(
+                    registration_config,
+                    registration_config.gnmi_server_name(&settings.cluster_name),
+                    &settings.instance_name,
+                    &settings.cluster_name,
+                    registration::announced_address(registration_config, &config.address, bound),
+                );
+                tasks.spawn(
+                    registration::Registrar {
+                        what: "gNMI server",
+                        coordination,
+                        service,
+                        use_lock: registration_config.use_lock,
+                        lock_key: gnomon_coordination::keys::gnmi_server(&settings.cluster_name),
+                        registered: registered.clone(),
+                    }
+                    .run(shutdown.clone()),
+                );
+            }
+            gnmi = Some(RunningGnmiServer {
+                listen: bound,
+                cache,
+                registered,
+            });
         }
         let fencing = match &cluster_coordination {
             Some(cluster) => {
@@ -385,7 +440,7 @@ impl Exporter {
                         .map(|(_, output)| Arc::clone(output)),
                 )
                 .collect();
-            let gnmi_cache = gnmi.as_ref().map(|(_, cache)| cache.clone());
+            let gnmi_cache = gnmi.as_ref().map(|g| g.cache.clone());
             if fed.is_empty() && gnmi_cache.is_none() {
                 tracing::warn!(input = %name, outputs = ?config.outputs, "this NATS input feeds no Prometheus output; gnomon's inputs feed Prometheus outputs only, so it is not started");
                 continue;
@@ -438,12 +493,12 @@ impl Exporter {
 
     /// The gNMI server's bound address, when `gnmi-server` is configured.
     pub fn gnmi_server_addr(&self) -> Option<SocketAddr> {
-        self.gnmi_server.as_ref().map(|(addr, _)| *addr)
+        self.gnmi_server.as_ref().map(|g| g.listen)
     }
 
     /// The gNMI server's cache, when `gnmi-server` is configured.
     pub fn gnmi_cache(&self) -> Option<Arc<gnmi_cache::GnmiCache>> {
-        self.gnmi_server.as_ref().map(|(_, cache)| cache.clone())
+        self.gnmi_server.as_ref().map(|g| g.cache.clone())
     }
 
     /// The bound address of output `name`'s listener.
@@ -466,6 +521,13 @@ impl Exporter {
         self.outputs
             .get(output)
             .is_some_and(|o| o.registered.load(Ordering::SeqCst))
+    }
+
+    /// Whether the gNMI server is registered (its `service-registration`).
+    pub fn is_gnmi_server_registered(&self) -> bool {
+        self.gnmi_server
+            .as_ref()
+            .is_some_and(|g| g.registered.load(Ordering::SeqCst))
     }
 
     /// The processor chains of the outputs and inputs (a SIGHUP rebuilds them).

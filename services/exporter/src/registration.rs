@@ -1,17 +1,16 @@
-//! gnmic's `service-registration` of the Prometheus output, through the coordination
-//! layer (Consul services, or the same layout in etcd / memory).
+//! gnmic's `service-registration` of the Prometheus output and of the gNMI server, through
+//! the coordination layer (Consul services, or the same layout in etcd / memory).
 //!
-//! With `use-lock`, the exporter first takes `gnmic/<cluster>/prometheus-output` and is
-//! registered only while it holds it: when the lock is lost (session expired, process
-//! gone) the registration is dropped and the loop goes back to waiting for the lock, so
-//! exactly one exporter of the cluster is discoverable and another takes over when it dies.
+//! With `use-lock`, the exporter first takes the service's lock
+//! (`gnmic/<cluster>/prometheus-output`, `gnmic/<cluster>/gnmi-server`) and is registered
+//! only while it holds it: when the lock is lost (session expired, process gone) the
+//! registration is dropped and the loop goes back to waiting for the lock, so exactly one
+//! exporter of the cluster is discoverable and another takes over when it dies.
 
 use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
 use gnomon_config::prometheus_output::{split_host_port, ServiceRegistrationConfig};
-use gnomon_coordination::{
-    keys, Coordination, CoordinationError, ServiceHandle, ServiceRegistration,
-};
+use gnomon_coordination::{Coordination, CoordinationError, ServiceHandle, ServiceRegistration};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -22,8 +21,10 @@ use tracing::Instrument;
 /// Pause after a failed store call before retrying (gnmic: 1 s on errors).
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(1);
 
-/// One output's registration, ready to run.
+/// One service's registration, ready to run.
 pub struct Registrar {
+    /// What is registered, for logs ("Prometheus output", "gNMI server").
+    pub what: &'static str,
     pub coordination: Arc<dyn Coordination>,
     pub service: ServiceRegistration,
     pub use_lock: bool,
@@ -66,15 +67,15 @@ pub fn announced_address(
     (host, port)
 }
 
-/// Builds the registration gnmic would make for output `output_name`.
+/// Builds the registration gnmic would make for the service `name` (see
+/// `ServiceRegistrationConfig::effective_name` and `gnmi_server_name`).
 pub fn service_registration(
     config: &ServiceRegistrationConfig,
-    output_name: &str,
+    name: String,
     instance_name: &str,
     cluster_name: &str,
     address: (String, u16),
 ) -> ServiceRegistration {
-    let name = config.effective_name(output_name);
     let id = if instance_name.is_empty() {
         format!("{name}-{}", uuid::Uuid::new_v4())
     } else {
@@ -94,11 +95,6 @@ pub fn service_registration(
 }
 
 impl Registrar {
-    /// Lock key for `cluster`.
-    pub fn lock_key(cluster_name: &str) -> String {
-        keys::prometheus_output(cluster_name)
-    }
-
     /// Registers (retrying on errors) until `stop`; returns the handle or None when stopped.
     async fn register(&self, stop: &CancellationToken) -> Option<ServiceHandle> {
         let mut retry = ErrorRetry::new();
@@ -109,7 +105,7 @@ impl Registrar {
                 .await
             {
                 Ok(handle) => {
-                    tracing::info!(service = %self.service.name, id = %self.service.id, "Prometheus output registered");
+                    tracing::info!(service = %self.service.name, id = %self.service.id, "{} registered", self.what);
                     self.registered.store(true, Ordering::SeqCst);
                     return Some(handle);
                 }
@@ -127,7 +123,7 @@ impl Registrar {
     async fn deregister(&self, handle: ServiceHandle) {
         self.registered.store(false, Ordering::SeqCst);
         match tokio::time::timeout(Duration::from_secs(5), handle.deregister()).await {
-            Ok(Ok(())) => tracing::info!(id = %self.service.id, "Prometheus output deregistered"),
+            Ok(Ok(())) => tracing::info!(id = %self.service.id, "{} deregistered", self.what),
             Ok(Err(e)) => {
                 tracing::warn!(id = %self.service.id, error = %e, "deregistration failed")
             }
@@ -137,7 +133,7 @@ impl Registrar {
 
     /// Runs until `shutdown`, then deregisters (and releases the lock).
     pub async fn run(self, shutdown: CancellationToken) {
-        let span = tracing::info_span!("prometheus_registration", service = %self.service.name, id = %self.service.id, use_lock = self.use_lock);
+        let span = tracing::info_span!("service_registration", what = self.what, service = %self.service.name, id = %self.service.id, use_lock = self.use_lock);
         async move {
             if !self.use_lock {
                 if let Some(handle) = self.register(&shutdown).await {
@@ -152,7 +148,7 @@ impl Registrar {
                     Ok(Some(guard)) => guard,
                     Ok(None) => return,
                     Err(e) => {
-                        let delay = retry.failed(&e, "acquiring the Prometheus output lock failed");
+                        let delay = retry.failed(&e, "acquiring the registration lock failed");
                         tokio::select! {
                             _ = shutdown.cancelled() => return,
                             _ = tokio::time::sleep(delay) => {}
@@ -171,7 +167,7 @@ impl Registrar {
                 if let Some(handle) = registered {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
-                        _ = lost.cancelled() => tracing::warn!(key = %self.lock_key, "Prometheus output lock lost; deregistering"),
+                        _ = lost.cancelled() => tracing::warn!(key = %self.lock_key, "{} lock lost; deregistering", self.what),
                     }
                     self.deregister(handle).await;
                 }
@@ -232,7 +228,7 @@ mod tests {
         let bound: SocketAddr = "127.0.0.1:9804".parse().unwrap();
         let reg = service_registration(
             &config,
-            "prom",
+            config.effective_name("prom"),
             "gnomon-1",
             "lab",
             announced_address(&config, "127.0.0.1:9804", bound),

@@ -589,3 +589,210 @@ async fn a_slow_subscriber_is_ended_and_the_others_keep_receiving() {
     assert_eq!(until_sync(&mut again).await.len(), 1);
     f.exporter.stop().await;
 }
+
+/// 1 000 STREAM on-change subscribers of every device's counters, 100 devices, rounds of one
+/// new sample per device (their sample interval, compressed into a round the subscribers
+/// have read before the next): every subscriber receives every sample, the input drops
+/// nothing, and one subscriber of a high-volume path that never reads is ended with
+/// RESOURCE_EXHAUSTED meanwhile, without holding the others back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_subscribers_keep_up_and_a_stalled_one_is_ended() {
+    const SUBSCRIBERS: usize = 1_000;
+    const DEVICES: usize = 100;
+    const ROUNDS: usize = 5;
+    const COUNTER: &str = "interface[name=eth0]/state/counters/in-octets";
+    const BULK: &str = "interface[name=bulk]/state/description";
+    let f = start(|c| {
+        c.max_subscriptions = SUBSCRIBERS as u64 + 1;
+        c.max_subscriber_lag = 4 * DEVICES as u64;
+    })
+    .await;
+    let device = |d: usize| format!("d{d}");
+    for d in 0..DEVICES {
+        publish(&f.bus, &device(d), 1, &[(COUNTER, uint_value(0))]).await;
+    }
+    let mut probe = client(f.addr, false).await;
+    wait_cached(&mut probe, DEVICES).await;
+
+    // Subscribers share 10 connections (HTTP/2 streams), as many clients behind few hosts.
+    let mut channels = Vec::new();
+    for _ in 0..10 {
+        channels.push(client(f.addr, false).await);
+    }
+    let counters = || {
+        list(
+            subscription_list::Mode::Stream,
+            "*",
+            "/interfaces/interface[name=eth0]/state/counters",
+            SubscriptionMode::OnChange,
+        )
+    };
+    // Per subscriber: samples received after its initial sync.
+    let received: Arc<Vec<std::sync::atomic::AtomicUsize>> =
+        Arc::new((0..SUBSCRIBERS).map(|_| Default::default()).collect());
+    let mut readers = Vec::new();
+    for i in 0..SUBSCRIBERS {
+        let connection = i % channels.len();
+        let (keep, mut stream) = subscribe(&mut channels[connection], counters()).await;
+        assert_eq!(
+            until_sync(&mut stream).await.len(),
+            DEVICES,
+            "subscriber {i}"
+        );
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let _keep = keep;
+            loop {
+                match stream.message().await {
+                    Ok(Some(response)) => {
+                        received[i].fetch_add(
+                            updates_of(&response).len(),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                    }
+                    other => return other.map(|_| ()),
+                }
+            }
+        }));
+    }
+    let mut stalled_client = client(f.addr, true).await;
+    let (_keep_stalled, mut stalled) = subscribe(
+        &mut stalled_client,
+        list(
+            subscription_list::Mode::Stream,
+            "*",
+            "/interfaces/interface[name=bulk]",
+            SubscriptionMode::OnChange,
+        ),
+    )
+    .await;
+    assert!(until_sync(&mut stalled).await.is_empty());
+
+    let bulk = "v".repeat(8 * 1024);
+    let mut bulk_sent = 0;
+    for round in 1..=ROUNDS {
+        for d in 0..DEVICES {
+            let ts = 1 + round as i64;
+            publish(
+                &f.bus,
+                &device(d),
+                ts,
+                &[(COUNTER, uint_value(round as u64))],
+            )
+            .await;
+        }
+        // The stalled subscriber's path gets 8 KiB values it never reads.
+        for _ in 0..150 {
+            bulk_sent += 1;
+            publish(
+                &f.bus,
+                "d0",
+                bulk_sent,
+                &[(BULK, string_value(&format!("{bulk_sent}{bulk}")))],
+            )
+            .await;
+        }
+        let wanted = round * DEVICES;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let behind = received
+                .iter()
+                .filter(|n| n.load(std::sync::atomic::Ordering::Relaxed) < wanted)
+                .count();
+            if behind == 0 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {behind} subscribers have not received every device's sample"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    for (i, n) in received.iter().enumerate() {
+        assert_eq!(
+            n.load(std::sync::atomic::Ordering::Relaxed),
+            ROUNDS * DEVICES,
+            "subscriber {i} received more than was published"
+        );
+    }
+    assert!(
+        readers.iter().all(|r| !r.is_finished()),
+        "a reading subscriber was ended"
+    );
+    let status = loop {
+        match next(&mut stalled).await {
+            Ok(Some(_)) => continue,
+            Ok(None) => panic!("the stalled subscription ended without a status"),
+            Err(status) => break status,
+        }
+    };
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    let stats = f.exporter.stats();
+    assert_eq!(stats.dropped_total(), 0, "the input dropped messages");
+    assert_eq!(
+        stats.messages_total(),
+        (DEVICES * (ROUNDS + 1)) as u64 + bulk_sent as u64
+    );
+    for reader in readers {
+        reader.abort();
+    }
+    f.exporter.stop().await;
+}
+
+/// A device snapshot of 5 MiB under one timestamp is dumped as several notifications of at
+/// most about 1 MiB, so a client with gRPC's default 4 MiB limit reads it (PROTO and JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_same_timestamp_snapshot_is_split_for_default_clients() {
+    const LEAVES: usize = 5_000;
+    let f = start(|_| {}).await;
+    let value = "d".repeat(1024);
+    let paths: Vec<String> = (0..LEAVES)
+        .map(|i| format!("interface[name=eth{i}]/state/description"))
+        .collect();
+    let updates: Vec<(&str, TypedValue)> = paths
+        .iter()
+        .map(|p| (p.as_str(), string_value(&value)))
+        .collect();
+    publish(&f.bus, "big", 42, &updates).await;
+    // Get answers in one message: the probe accepts a large one.
+    let mut probe = client(f.addr, false)
+        .await
+        .max_decoding_message_size(64 << 20);
+    wait_cached(&mut probe, LEAVES).await;
+    let mut client = client(f.addr, false).await;
+    for encoding in [Encoding::Proto, Encoding::Json] {
+        let mut request = list(
+            subscription_list::Mode::Once,
+            "big",
+            "/interfaces",
+            SubscriptionMode::TargetDefined,
+        );
+        request.encoding = encoding as i32;
+        let (_keep, mut stream) = subscribe(&mut client, request).await;
+        let mut notifications = 0;
+        let mut leaves = 0;
+        loop {
+            let response = next(&mut stream)
+                .await
+                .unwrap_or_else(|s| panic!("{encoding:?}: {s}"))
+                .expect("ended before sync");
+            if is_sync(&response) {
+                break;
+            }
+            assert!(
+                prost::Message::encoded_len(&response) < (1 << 20) + (64 << 10),
+                "{encoding:?}: a notification of {} bytes",
+                prost::Message::encoded_len(&response)
+            );
+            notifications += 1;
+            leaves += updates_of(&response).len();
+        }
+        assert_eq!(leaves, LEAVES, "{encoding:?}");
+        assert!(
+            notifications >= 5,
+            "{encoding:?}: {notifications} notifications"
+        );
+    }
+    f.exporter.stop().await;
+}

@@ -9,7 +9,9 @@ use gnomon_collector::{clustered_api_routes, CollectorHandle};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::{ApiConfig, ClusteringConfig, GnomonConfig};
 use gnomon_coordination::{self as coordination, Coordination, SubscriptionStore, TargetStore};
-use gnomon_coordinator::api::{router as cluster_router, target_config_router, ClusterApiState};
+use gnomon_coordinator::api::{
+    router as cluster_router, stats_client, target_config_router, ClusterApiState,
+};
 use gnomon_coordinator::discovery::Discovery;
 use gnomon_coordinator::member_client::MemberClientOptions;
 use gnomon_coordinator::CoordinatorSettings;
@@ -242,10 +244,13 @@ pub async fn run_node(
             (None, _, _, _) => router = router.merge(gnomon_collector::base_routes()),
         }
         if let (Some(c), Some(coord)) = (&clustering, &coordination) {
+            let member_client = coordinator_settings(c, Some(api)).member_client;
             router = router.merge(cluster_router(ClusterApiState {
                 cluster_name: c.cluster_name.clone(),
                 coordination: coord.clone(),
                 handle: coordinator.as_ref().map(|(handle, _)| handle.clone()),
+                members: stats_client(&member_client)
+                    .context("the member client for GET /api/v1/cluster")?,
             }));
         }
         let options = gnomon_collector::api_server_options(api);
@@ -299,6 +304,11 @@ pub async fn run_node(
             .register(&member_address(c, api)?)
             .await
             .context("registering the API service")?;
+        followers.push(tokio::spawn(gnomon_collector::output_failover::run(
+            member.clone(),
+            c.output_failure_timeout,
+            shutdown.clone(),
+        )));
     } else if let Some(collector) = &collector {
         for name in config.targets.keys() {
             collector

@@ -28,6 +28,7 @@ use futures::future::BoxFuture;
 use futures::StreamExt;
 use std::collections::VecDeque;
 use std::future::IntoFuture;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// How the stream is made sure of before publishing (gnmic's `create-stream` /
@@ -105,7 +106,10 @@ struct State {
 
 /// An acknowledged JetStream publisher (see the module documentation).
 pub struct JetStreamPublisher {
+    client: async_nats::Client,
     context: jetstream::Context,
+    /// Messages in the retry buffer, as of the last send or settle (read by `delivers`).
+    kept: AtomicUsize,
     options: PublisherOptions,
     state: tokio::sync::Mutex<State>,
     dropped: metrics::Counter,
@@ -128,6 +132,8 @@ impl JetStreamPublisher {
             .build(bus.client().clone());
         setup_stream(&context, &options.stream, &options.setup).await?;
         Ok(Self {
+            client: bus.client().clone(),
+            kept: AtomicUsize::new(0),
             context,
             state: tokio::sync::Mutex::new(State {
                 in_flight: VecDeque::with_capacity(options.window),
@@ -244,6 +250,7 @@ impl Publish for JetStreamPublisher {
         let id = format!("{}-{}", self.options.id_prefix, state.next_id);
         state.next_id += 1;
         self.launch(&mut state, Pending { id, message }).await;
+        self.kept.store(state.retry.len(), Ordering::Relaxed);
         Ok(())
     }
 
@@ -260,6 +267,7 @@ impl Publish for JetStreamPublisher {
         }
         let lost = state.retry.len();
         state.retry.clear();
+        self.kept.store(0, Ordering::Relaxed);
         if lost > 0 {
             self.dropped.increment(lost as u64);
             return Err(BusError::Publish {
@@ -268,6 +276,11 @@ impl Publish for JetStreamPublisher {
             });
         }
         Ok(())
+    }
+
+    fn delivers(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+            && self.kept.load(Ordering::Relaxed) == 0
     }
 }
 

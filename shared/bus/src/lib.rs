@@ -62,6 +62,13 @@ pub trait Bus: Send + Sync {
     /// Flushes what was published so far (NATS: waits for the server's PONG).
     async fn flush(&self) -> Result<(), BusError>;
 
+    /// Whether publishes reach the transport's server right now (NATS: the connection is
+    /// up; false while the client reconnects). An in-process bus is always connected.
+    /// Outputs report it as their health; see the collector's health-driven failover.
+    fn is_connected(&self) -> bool {
+        true
+    }
+
     /// Subscribes to `subject` (NATS wildcards `*` and `>` allowed). Subscribers that
     /// share a `queue` name split the stream; without one every subscriber gets every message.
     async fn subscribe(
@@ -81,6 +88,10 @@ pub trait Publish: Send + Sync {
 
     /// Waits until what was sent is flushed (NATS) or acknowledged (JetStream).
     async fn settle(&self) -> Result<(), BusError>;
+
+    /// Whether what is sent reaches the server right now (the output's health; see
+    /// [`Bus::is_connected`]). JetStream: connected and nothing waiting for a retry.
+    fn delivers(&self) -> bool;
 }
 
 #[async_trait]
@@ -92,6 +103,10 @@ impl Publish for std::sync::Arc<dyn Bus> {
     async fn settle(&self) -> Result<(), BusError> {
         self.as_ref().flush().await
     }
+
+    fn delivers(&self) -> bool {
+        self.as_ref().is_connected()
+    }
 }
 
 #[async_trait]
@@ -102,6 +117,25 @@ impl Publish for NatsBus {
 
     async fn settle(&self) -> Result<(), BusError> {
         Bus::flush(self).await
+    }
+
+    fn delivers(&self) -> bool {
+        Bus::is_connected(self)
+    }
+}
+
+#[async_trait]
+impl Publish for MemoryBus {
+    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
+        Bus::publish(self, message).await
+    }
+
+    async fn settle(&self) -> Result<(), BusError> {
+        Bus::flush(self).await
+    }
+
+    fn delivers(&self) -> bool {
+        Bus::is_connected(self)
     }
 }
 

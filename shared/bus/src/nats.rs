@@ -234,6 +234,10 @@ impl Bus for NatsBus {
             })
     }
 
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
     async fn subscribe(
         &self,
         subject: &str,

@@ -32,11 +32,20 @@ pub struct ClusteringConfig {
     /// gnomon: when a member joins and the most and least loaded members differ by at least
     /// this many targets, the leader rebalances (`rebalance-threshold`, default 2; 0 disables).
     pub rebalance_threshold: u64,
+    /// gnomon: how long every output of a member must have been failing before it gives its
+    /// targets up and registers as unhealthy (`output-failure-timeout`, default 10 s; 0 turns
+    /// health-driven failover off). It takes targets again once its outputs have been healthy
+    /// for as long. See docs/adr/0012-health-driven-failover.md.
+    #[serde(serialize_with = "serialize_ns")]
+    pub output_failure_timeout: Duration,
     /// The coordination store (its `type` picks the backend); secrets shown as `****`.
     pub locker: LockerConfig,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsFiles>,
 }
+
+/// Default `output-failure-timeout`.
+pub const DEFAULT_OUTPUT_FAILURE_TIMEOUT: Duration = defaults::OUTPUT_FAILURE_TIMEOUT;
 
 /// Default `rebalance-threshold`: gnmic's rebalance stops below a spread of 2.
 pub const DEFAULT_REBALANCE_THRESHOLD: u64 = defaults::REBALANCE_THRESHOLD;
@@ -95,6 +104,10 @@ impl ClusteringConfig {
             rebalance_threshold: section
                 .u64("rebalance-threshold")?
                 .unwrap_or(DEFAULT_REBALANCE_THRESHOLD),
+            // Unlike the other timers, 0 is meaningful here: failover off.
+            output_failure_timeout: section
+                .duration("output-failure-timeout")?
+                .unwrap_or(DEFAULT_OUTPUT_FAILURE_TIMEOUT),
             locker,
             tls: TlsFiles::read(section, "tls")?,
         };

@@ -44,6 +44,9 @@ pub const TARGET_ASSIGNMENT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const LEADER_WAIT_TIMER: Duration = Duration::from_secs(5);
 /// gnomon: `clustering.rebalance-threshold` (gnmic's rebalance stops below a spread of 2).
 pub const REBALANCE_THRESHOLD: u64 = 2;
+/// gnomon: `clustering.output-failure-timeout` (how long every output may fail before the
+/// member gives its targets up).
+pub const OUTPUT_FAILURE_TIMEOUT: Duration = Duration::from_secs(10);
 /// `clustering.locker.session-ttl`.
 pub const LOCKER_SESSION_TTL: Duration = Duration::from_secs(10);
 /// `clustering.locker.delay` (lock-delay).

@@ -8,6 +8,7 @@
 
 use super::address::check_host_port;
 use super::api::ApiTls;
+use super::prometheus_output::ServiceRegistrationConfig;
 use super::reader::Section;
 use super::secret::Secret;
 use super::ConfigError;
@@ -28,20 +29,6 @@ pub const DEFAULT_CACHE_EXPIRATION: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_CACHE_PATHS: u64 = 1_000_000;
 /// gnomon: responses a subscriber may have queued before it is ended as too slow.
 pub const DEFAULT_MAX_SUBSCRIBER_LAG: u64 = 1_000;
-
-/// gnmic's `gnmi-server.service-registration` (read, not applied: see the warning).
-#[derive(Clone, Debug, PartialEq, Default)]
-pub struct GnmiServiceRegistration {
-    pub address: Option<String>,
-    pub datacenter: Option<String>,
-    pub username: Option<String>,
-    pub password: Option<Secret>,
-    pub token: Option<Secret>,
-    pub check_interval: Option<Duration>,
-    pub max_fail: Option<u64>,
-    pub name: Option<String>,
-    pub tags: Vec<String>,
-}
 
 /// The `gnmi-server` block.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,7 +55,11 @@ pub struct GnmiServerConfig {
     pub max_cache_paths: u64,
     /// gnomon `max-subscriber-lag`.
     pub max_subscriber_lag: u64,
-    pub service_registration: Option<GnmiServiceRegistration>,
+    /// gnmic's `service-registration` (Consul's TTL-checked service, or the same layout in
+    /// the cluster's store); `name` defaults to `<cluster>-gnmi-server`. gnomon adds
+    /// `use-lock` (register only while holding `gnmic/<cluster>/gnmi-server`) and
+    /// `service-address`, as on the Prometheus output.
+    pub service_registration: Option<ServiceRegistrationConfig>,
 }
 
 impl Default for GnmiServerConfig {
@@ -174,35 +165,10 @@ impl GnmiServerConfig {
             keepalive.warn_unknown_keys();
         }
         if let Some(tls) = block.section("tls")? {
-            let parsed = ApiTls {
-                ca_file: tls.path_if_set("ca-file")?,
-                cert_file: tls.path_if_set("cert-file")?,
-                key_file: tls.path_if_set("key-file")?,
-                client_auth: tls.string_if_set("client-auth")?,
-            };
-            if let Some(mode) = &parsed.client_auth {
-                if gnomon_common::tls::ClientAuth::parse(mode).is_none() {
-                    return Err(ConfigError::invalid(
-                        tls.key_path("client-auth"),
-                        &Value::String(mode.clone()),
-                        "is not a client-auth mode (expected request, require, verify-if-given or require-verify)",
-                    ));
-                }
-            }
-            if parsed.cert_file.is_some() != parsed.key_file.is_some() {
-                return Err(ConfigError::invalid(
-                    tls.key_path("cert-file"),
-                    &Value::String(String::new()),
-                    "and key-file go together (set both, or neither for a self-signed certificate)",
-                ));
-            }
-            tls.unsupported_unless(
-                "skip-verify",
-                &Value::Bool(false),
+            config.tls = Some(ApiTls::from_section(
+                &tls,
                 "client certificates are verified when ca-file is set (see client-auth)",
-            );
-            tls.warn_unknown_keys();
-            config.tls = Some(parsed);
+            )?);
         }
         block.unsupported_unless(
             "skip-verify",
@@ -261,23 +227,9 @@ impl GnmiServerConfig {
         config.max_subscriber_lag =
             positive(block, "max-subscriber-lag", DEFAULT_MAX_SUBSCRIBER_LAG)?;
         if let Some(registration) = block.section("service-registration")? {
-            let parsed = GnmiServiceRegistration {
-                address: registration.string_if_set("address")?,
-                datacenter: registration.string_if_set("datacenter")?,
-                username: registration.string_if_set("username")?,
-                password: registration.string_if_set("password")?.map(Secret::new),
-                token: registration.string_if_set("token")?.map(Secret::new),
-                check_interval: registration.duration("check-interval")?,
-                max_fail: registration.u64("max-fail")?,
-                name: registration.string_if_set("name")?,
-                tags: registration.string_list("tags")?,
-            };
-            registration.warn_unknown_keys();
-            super::warning::warn(
-                block.key_path("service-registration"),
-                "read but not applied: the gNMI server is not registered in Consul (register its address by other means)",
+            config.service_registration = Some(
+                ServiceRegistrationConfig::from_gnmi_server_section(&registration)?,
             );
-            config.service_registration = Some(parsed);
         }
         block.unsupported(
             "unary-rpc-timeout",
@@ -321,17 +273,7 @@ impl GnmiServerConfig {
 
     /// The server TLS options, when TLS is configured.
     pub fn server_tls(&self) -> Option<gnomon_common::tls::ServerTlsOptions> {
-        self.tls
-            .as_ref()
-            .map(|tls| gnomon_common::tls::ServerTlsOptions {
-                cert_file: tls.cert_file.clone(),
-                key_file: tls.key_file.clone(),
-                ca_file: tls.ca_file.clone(),
-                client_auth: tls
-                    .client_auth
-                    .as_deref()
-                    .and_then(gnomon_common::tls::ClientAuth::parse),
-            })
+        self.tls.as_ref().map(ApiTls::server_options)
     }
 
     /// A subscription's sample interval within gnmic's bounds: 0 → default, below the
@@ -352,7 +294,7 @@ mod tests {
     #[test]
     fn defaults_and_keys_applied_or_named() {
         let config = load_config_with_env(
-            "gnmi-server:\n  address: 127.0.0.1:0\n  min-sample-interval: 10ms\n  max-subscriptions: 3\n  username: admin\n  password: s3cr3t-gnmi\n  cache:\n    expiration: 0s\n    address: redis:6379\n  service-registration:\n    address: consul:8500\n    password: consul-pw-9\n  rate-limit: 10\n  bogus: 1\n",
+            "gnmi-server:\n  address: 127.0.0.1:0\n  min-sample-interval: 10ms\n  max-subscriptions: 3\n  username: admin\n  password: s3cr3t-gnmi\n  cache:\n    expiration: 0s\n    address: redis:6379\n  service-registration:\n    address: consul:8500\n    username: reg\n    password: consul-pw-9\n    use-lock: true\n    tags: [east]\n    enable-http-check: true\n  rate-limit: 10\n  bogus: 1\n",
             ConfigFormat::Yaml,
             &[],
         )
@@ -367,16 +309,29 @@ mod tests {
         assert_eq!(server.password.as_ref().unwrap().expose(), "s3cr3t-gnmi");
         assert_eq!(server.sample_interval(0), Duration::from_secs(1));
         assert_eq!(server.sample_interval(1), Duration::from_millis(10));
+        let registration = server.service_registration.clone().unwrap();
+        assert_eq!(registration.address, "consul:8500");
+        assert!(registration.use_lock);
+        assert_eq!(registration.tags, ["east"]);
+        assert_eq!(registration.gnmi_server_name("lab"), "lab-gnmi-server");
+        assert_eq!(
+            registration.effective_check_interval(),
+            Duration::from_secs(5)
+        );
         let keys: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
         for key in [
             "gnmi-server.cache.address",
-            "gnmi-server.service-registration",
+            "gnmi-server.service-registration.enable-http-check",
             "gnmi-server.rate-limit",
             "gnmi-server.bogus",
         ] {
             assert!(keys.contains(&key), "{key} not in {keys:?}");
         }
         assert!(!keys.contains(&"gnmi-server"), "{keys:?}");
+        assert!(
+            !keys.contains(&"gnmi-server.service-registration"),
+            "{keys:?}"
+        );
         let shown = format!("{server:?} {:?}", config.warnings);
         assert!(!shown.contains("s3cr3t-gnmi"), "{shown}");
         assert!(!shown.contains("consul-pw-9"), "{shown}");
@@ -387,6 +342,14 @@ mod tests {
         for (yaml, key) in [
             ("gnmi-server:\n  address: nonsense\n", "gnmi-server.address"),
             ("gnmi-server:\n  username: a\n", "gnmi-server.password"),
+            (
+                "gnmi-server:\n  service-registration:\n    check-interval: -1s\n",
+                "gnmi-server.service-registration.check-interval",
+            ),
+            (
+                "gnmi-server:\n  service-registration:\n    address: a:b:c:d\n",
+                "gnmi-server.service-registration.address",
+            ),
             (
                 "gnmi-server:\n  cache:\n    type: redis\n",
                 "gnmi-server.cache.type",

@@ -4,6 +4,7 @@
 //! Durations are Go duration strings (`"60s"`, `"1m30s"`, `"-1s"`); see [`GoDuration`].
 
 use super::address::{check_host_optional_port, check_host_port};
+use super::api::ApiTls;
 use super::defaults;
 use super::reader::Section;
 use super::secret::Secret;
@@ -70,10 +71,11 @@ pub struct PrometheusOutputConfig {
     /// Publish the output's own metrics.
     pub enable_metrics: bool,
     pub debug: bool,
-    /// gnmic's gNMI cache mode; not supported by gnomon (rejected by [`Self::validate`]).
+    /// gnmic's cache mode: `oc` is what the exposition is (see `check_cache`); remote types
+    /// are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<serde_json::Value>,
-    /// TLS for the listener; not supported by gnomon yet (rejected by [`Self::validate`]).
+    /// TLS for the listener (read by [`Self::listener_tls`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<serde_json::Value>,
     /// Registration of this output as a discoverable service.
@@ -204,6 +206,76 @@ impl PrometheusOutputConfig {
         Ok(config)
     }
 
+    /// gnmic's `cache`: its in-process (`oc`) form is what the exposition already is — the
+    /// latest value of every series — so it is accepted; remote caches are refused. The one
+    /// difference is named at start: processors run as messages arrive, not over the whole
+    /// cache at scrape time.
+    fn check_cache(&self, key: &str) -> Result<(), ConfigError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        if cache.is_null() {
+            return self.warn_cache_mode(key);
+        }
+        let section = Section::from_value(key, cache)?;
+        if let Some(kind) = section.string("type")? {
+            if !kind.is_empty() && kind != "oc" {
+                return Err(ConfigError::invalid(
+                    section.key_path("type"),
+                    &serde_json::Value::String(kind),
+                    "is a remote cache; gnomon's Prometheus output keeps the latest values in \
+                     process (use type oc or remove the cache block)",
+                ));
+            }
+        }
+        section.unsupported("expiration", "series live for the output's expiration");
+        section.unsupported_unless(
+            "debug",
+            &serde_json::Value::Bool(false),
+            "use RUST_LOG=gnomon_exporter=debug",
+        );
+        for remote in [
+            "address",
+            "username",
+            "password",
+            "max-bytes",
+            "max-msgs-per-subscription",
+            "fetch-batch-size",
+            "fetch-wait-time",
+        ] {
+            section.unsupported(remote, "applies to a remote cache");
+        }
+        section.warn_unknown_keys();
+        self.warn_cache_mode(key)
+    }
+
+    fn warn_cache_mode(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.event_processors.is_empty() {
+            super::warning::warn(
+                key.to_string(),
+                "the exposition is the latest-value cache; event-processors run on each \
+                 message as it arrives, not on all cached events at scrape time",
+            );
+        }
+        Ok(())
+    }
+
+    /// The listener's TLS (gnmic's `tls`: cert-file, key-file, ca-file, client-auth).
+    pub fn listener_tls(&self, output_name: &str) -> Result<Option<ApiTls>, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        if tls.is_null() {
+            return Ok(None);
+        }
+        let section = Section::from_value(format!("outputs.{output_name}.tls"), tls)?;
+        ApiTls::from_section(
+            &section,
+            "client certificates are verified when ca-file is set (see client-auth)",
+        )
+        .map(Some)
+    }
+
     /// Rejects values gnomon cannot honor, naming the key.
     pub fn validate(&self, output_name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("outputs.{output_name}.{k}");
@@ -218,18 +290,8 @@ impl PrometheusOutputConfig {
             }
         }
         check_host_port(&key("listen"), &self.listen, true, true)?;
-        if self.cache.is_some() {
-            return Err(ConfigError::Message(format!(
-                "{}: gNMI cache mode is not supported by gnomon (remove the cache block)",
-                key("cache")
-            )));
-        }
-        if self.tls.is_some() {
-            return Err(ConfigError::Message(format!(
-                "{}: TLS on the Prometheus listener is not supported yet (remove the tls block)",
-                key("tls")
-            )));
-        }
+        self.check_cache(&key("cache"))?;
+        self.listener_tls(output_name)?;
         if let Some(template) = &self.target_template {
             if !template.is_empty() {
                 return Err(ConfigError::invalid(
@@ -367,6 +429,51 @@ impl fmt::Debug for ServiceRegistrationConfig {
 }
 
 impl ServiceRegistrationConfig {
+    /// The `gnmi-server.service-registration` block: gnmic's keys (address, datacenter,
+    /// username, password, token, name, check-interval, max-fail, tags) and gnomon's
+    /// `use-lock` and `service-address`; an empty `name` means `<cluster>-gnmi-server`.
+    pub fn from_gnmi_server_section(block: &Section<'_>) -> Result<Self, ConfigError> {
+        let defaults = Self::default();
+        let max_fail = match block.u64("max-fail")? {
+            None => defaults.max_fail,
+            Some(n) => u32::try_from(n).map_err(|_| {
+                ConfigError::invalid(
+                    block.key_path("max-fail"),
+                    &serde_json::Value::from(n),
+                    "is too large",
+                )
+            })?,
+        };
+        let config = Self {
+            address: block.string_if_set("address")?.unwrap_or(defaults.address),
+            datacenter: block.string_if_set("datacenter")?.unwrap_or_default(),
+            username: block.string_if_set("username")?.unwrap_or_default(),
+            password: block.string_if_set("password")?.map(Secret::new),
+            token: block.string_if_set("token")?.map(Secret::new),
+            name: block.string_if_set("name")?.unwrap_or_default(),
+            check_interval: block
+                .signed_duration("check-interval")?
+                .unwrap_or(defaults.check_interval),
+            max_fail,
+            tags: block.string_list("tags")?,
+            use_lock: block.bool("use-lock")?.unwrap_or(false),
+            service_address: block.string_if_set("service-address")?.unwrap_or_default(),
+            ..defaults
+        };
+        block.warn_unknown_keys();
+        config.validate(block.path())?;
+        Ok(config)
+    }
+
+    /// The gNMI server's service name, defaulting to `<cluster>-gnmi-server`.
+    pub fn gnmi_server_name(&self, cluster_name: &str) -> String {
+        if self.name.is_empty() {
+            format!("{cluster_name}-gnmi-server")
+        } else {
+            self.name.clone()
+        }
+    }
+
     /// The service name, defaulting to `prometheus-<output-name>`.
     pub fn effective_name(&self, output_name: &str) -> String {
         if self.name.is_empty() {
@@ -512,11 +619,13 @@ mod tests {
     #[test]
     fn unsupported_modes_are_named() {
         let config: PrometheusOutputConfig = serde_yaml::from_str("cache: {}").unwrap();
-        assert!(config
-            .validate("prom")
-            .unwrap_err()
-            .to_string()
-            .contains("outputs.prom.cache"));
+        config.validate("prom").unwrap();
+        let config: PrometheusOutputConfig =
+            serde_yaml::from_str("cache: {type: jetstream}").unwrap();
+        assert_eq!(
+            config.validate("prom").unwrap_err().key(),
+            Some("outputs.prom.cache.type")
+        );
         let config: PrometheusOutputConfig = serde_yaml::from_str("listen: nope").unwrap();
         assert_eq!(
             config.validate("prom").unwrap_err().key(),

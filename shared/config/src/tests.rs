@@ -266,9 +266,26 @@ fn clustering_defaults_and_short_timers() {
     assert_eq!(clustering.targets_watch_timer, Duration::from_secs(5));
     assert_eq!(clustering.leader_wait_timer, Duration::from_secs(5));
     assert_eq!(clustering.rebalance_threshold, 2);
+    assert_eq!(clustering.output_failure_timeout, Duration::from_secs(10));
     assert_eq!(clustering.locker.kind, locker::LockerType::Consul);
     let err = error_of("clustering:\n  cluster-name: c\n");
     assert!(err.starts_with("clustering.locker: missing"), "{err}");
+}
+
+#[test]
+fn output_failure_timeout_is_read_and_zero_turns_it_off() {
+    let with = |value: &str| {
+        load(&format!(
+            "clustering:\n  output-failure-timeout: {value}\n  locker:\n    type: etcd\n    address: 127.0.0.1:2379\n"
+        ))
+        .map(|c| c.clustering.unwrap().output_failure_timeout)
+    };
+    assert_eq!(with("2s").unwrap(), Duration::from_secs(2));
+    assert_eq!(with("0").unwrap(), Duration::ZERO);
+    let err = error_of(
+        "clustering:\n  output-failure-timeout: soon\n  locker:\n    type: etcd\n    address: 127.0.0.1:2379\n",
+    );
+    assert!(err.contains("clustering.output-failure-timeout"), "{err}");
 }
 
 #[test]

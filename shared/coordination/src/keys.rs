@@ -32,6 +32,11 @@ pub fn prometheus_output(cluster: &str) -> String {
     format!("gnmic/{cluster}/prometheus-output")
 }
 
+/// gNMI-server registration lock key (gnomon: gnmic registers every gNMI server).
+pub fn gnmi_server(cluster: &str) -> String {
+    format!("gnmic/{cluster}/gnmi-server")
+}
+
 /// Service name under which every instance's REST API registers.
 pub fn api_service_name(cluster: &str) -> String {
     format!("{cluster}-gnmic-api")
@@ -41,6 +46,14 @@ pub fn api_service_name(cluster: &str) -> String {
 pub fn api_service_id(instance: &str) -> String {
     format!("{instance}-api")
 }
+
+/// The tag a member adds to its API registration while its outputs fail (gnomon's
+/// health-driven failover): the leader places nothing on a member carrying it, and the
+/// member holds no target lock meanwhile. gnmic ignores unknown tags, so its members and
+/// tools still see the instance. Tags are the one part of a registration every backend
+/// stores and lists the same way (etcd and memory records, Consul service tags, the
+/// registration record next to a Kubernetes EndpointSlice), hence a tag and not a field.
+pub const UNHEALTHY_TAG: &str = "gnomon-output-health=failing";
 
 /// Keys gnomon keeps for itself (the etcd backend's lock-delay emulation); callers may not
 /// use them, and listings and watches leave them out.

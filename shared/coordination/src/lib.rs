@@ -30,6 +30,7 @@ pub mod etcd;
 pub mod k8s;
 pub mod keys;
 mod kv_services;
+pub mod member_stats;
 pub mod memory;
 mod retry_loop;
 pub mod target_store;
@@ -370,7 +371,10 @@ pub trait Coordination: Send + Sync {
     async fn watch_prefix(&self, prefix: &str) -> Result<WatchEvents>;
 
     /// Registers a service kept alive in the background for as long as the returned handle
-    /// (and this process) lives.
+    /// (and this process) lives. A registration's tags are fixed: to change them, deregister
+    /// through the handle and register again with the same ID (readers may see the instance
+    /// absent in between; a member marking itself unhealthy with [`keys::UNHEALTHY_TAG`]
+    /// relies on nothing more).
     async fn register_service(&self, registration: ServiceRegistration) -> Result<ServiceHandle>;
 
     /// Healthy instances of `name` carrying every tag in `tags`.

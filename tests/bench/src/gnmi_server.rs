@@ -1,8 +1,13 @@
 //! gNMI server benchmarks (issue 18). The exporter's gNMI server runs in-process on
 //! 127.0.0.1 over its real cache; data enters through the real ingest path (proto
 //! SubscribeResponses with collector headers handed to the NATS input's message handler,
-//! which fences, decodes and feeds the cache), and tonic gNMI clients in the same process
-//! read it back over TCP — so client decoding shares the machine with the server.
+//! which fences, decodes and feeds the cache), and gNMI clients in the same process read it
+//! back over TCP — so client work shares the machine with the server. The headline figures
+//! use gnomon's collector client (`RawSubscribeCodec`: a response is kept as received and
+//! only its top-level framing is scanned to count updates, as a collector forwarding proto
+//! does — a gnomon cluster subscribing to another's gNMI server); each is followed by the
+//! same measurement with clients that decode every response in full with prost
+//! (`…_decoding_clients`), which on 2 shared cores measures mostly the clients.
 //!
 //! - `gnmi_server_fanout_updates_per_s`: 100 STREAM on-change subscribers (target `*`,
 //!   `/interfaces/interface/state/counters`, PROTO) over 10 connections; one thread feeds
@@ -12,12 +17,13 @@
 //!   update received. Goal ≥ 2 M/s.
 //! - `gnmi_server_initial_sync_1m_paths_s`: 1 M paths cached (1000 targets × 125 interfaces
 //!   × 8 counters), one STREAM subscriber to everything; wall time from sending the
-//!   SubscriptionList to receiving sync_response, every update decoded and counted. Goal
-//!   ≤ 1 s. The same for ONCE as `gnmi_server_initial_sync_1m_paths_once_s`.
+//!   SubscriptionList to receiving sync_response, every update counted. Goal ≤ 1 s. The same
+//!   for ONCE as `gnmi_server_initial_sync_1m_paths_once_s`.
 
 use crate::report;
 use bytes::Bytes;
 use gnomon_bus::{BusMessage, MessageHeaders};
+use gnomon_collector::codec::{RawResponse, RawSubscribeCodec, ResponseKind};
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_config::GnmiServerConfig;
 use gnomon_exporter::gnmi_cache::GnmiCache;
@@ -165,11 +171,81 @@ fn server(max_paths: u64, lag: u64) -> anyhow::Result<Server> {
     })
 }
 
-async fn connect(addr: SocketAddr) -> anyhow::Result<GNmiClient<Channel>> {
-    let channel = Endpoint::from_shared(format!("http://{addr}"))?
+async fn connect(addr: SocketAddr) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
-        .await?;
-    Ok(GNmiClient::new(channel).max_decoding_message_size(256 << 20))
+        .await?)
+}
+
+/// How the benchmark's clients read responses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Client {
+    /// gnomon's collector client: responses kept as bytes, top-level framing scanned.
+    Collector,
+    /// tonic's generated client: every response decoded in full.
+    Decoding,
+}
+
+/// What a client learned from one response.
+enum Received {
+    Updates(u64),
+    Sync,
+}
+
+/// A Subscribe stream read the way `client` reads it.
+enum Responses {
+    Collector(tonic::Streaming<RawResponse>),
+    Decoding(tonic::Streaming<SubscribeResponse>),
+}
+
+impl Responses {
+    async fn open(
+        client: Client,
+        channel: Channel,
+        request: SubscribeRequest,
+    ) -> Result<Self, tonic::Status> {
+        let outbound = futures::stream::iter(vec![request]);
+        match client {
+            Client::Decoding => Ok(Self::Decoding(
+                GNmiClient::new(channel)
+                    .max_decoding_message_size(256 << 20)
+                    .subscribe(outbound)
+                    .await?
+                    .into_inner(),
+            )),
+            Client::Collector => {
+                let mut grpc =
+                    tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+                grpc.ready()
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+                let path =
+                    tonic::codegen::http::uri::PathAndQuery::from_static("/gnmi.gNMI/Subscribe");
+                Ok(Self::Collector(
+                    grpc.streaming(tonic::Request::new(outbound), path, RawSubscribeCodec)
+                        .await?
+                        .into_inner(),
+                ))
+            }
+        }
+    }
+
+    /// The next response; `None` when the stream ended.
+    async fn next(&mut self) -> Result<Option<Received>, tonic::Status> {
+        Ok(match self {
+            Self::Collector(stream) => stream.message().await?.map(|r| match r.kind {
+                ResponseKind::Sync => Received::Sync,
+                _ => Received::Updates(r.update_count().into()),
+            }),
+            Self::Decoding(stream) => stream.message().await?.map(|r| {
+                if is_sync(&r) {
+                    Received::Sync
+                } else {
+                    Received::Updates(updates_in(&r))
+                }
+            }),
+        })
+    }
 }
 
 fn request(mode: subscription_list::Mode, path: Path) -> SubscribeRequest {
@@ -218,6 +294,14 @@ fn is_sync(response: &SubscribeResponse) -> bool {
 }
 
 pub fn fanout_updates_per_s() -> anyhow::Result<()> {
+    fanout(Client::Collector, "gnmi_server_fanout_updates_per_s")?;
+    fanout(
+        Client::Decoding,
+        "gnmi_server_fanout_updates_per_s_decoding_clients",
+    )
+}
+
+fn fanout(client_kind: Client, name: &str) -> anyhow::Result<()> {
     let server = server(1_000_000, 1 << 16)?;
     let feeder_input = input(server.cache.clone());
     // Every path exists before the subscribers start, so each fed notification is a change.
@@ -236,17 +320,14 @@ pub fn fanout_updates_per_s() -> anyhow::Result<()> {
     }
     let mut readers = Vec::new();
     for subscriber in 0..SUBSCRIBERS {
-        let mut client = clients[subscriber % CONNECTIONS].clone();
+        let channel = clients[subscriber % CONNECTIONS].clone();
         let received = received.clone();
         let failed = failed.clone();
         let synced = synced_tx.clone();
         readers.push(server.runtime.spawn(async move {
-            let outbound = futures::stream::iter(vec![request(
-                subscription_list::Mode::Stream,
-                counters_path(),
-            )]);
-            let mut stream = match client.subscribe(outbound).await {
-                Ok(response) => response.into_inner(),
+            let subscription = request(subscription_list::Mode::Stream, counters_path());
+            let mut stream = match Responses::open(client_kind, channel, subscription).await {
+                Ok(stream) => stream,
                 Err(e) => {
                     eprintln!("subscribe failed: {e}");
                     failed.store(true, Ordering::Relaxed);
@@ -255,14 +336,14 @@ pub fn fanout_updates_per_s() -> anyhow::Result<()> {
                 }
             };
             loop {
-                match stream.message().await {
-                    Ok(Some(response)) if is_sync(&response) => {
+                match stream.next().await {
+                    Ok(Some(Received::Sync)) => {
                         let _ = synced.send(()).await;
                     }
                     // Updates of the initial dump count too, but only after sync is
                     // the feeder running; they are subtracted below.
-                    Ok(Some(response)) => {
-                        received[subscriber].fetch_add(updates_in(&response), Ordering::Relaxed);
+                    Ok(Some(Received::Updates(n))) => {
+                        received[subscriber].fetch_add(n, Ordering::Relaxed);
                     }
                     Ok(None) => return,
                     Err(status) => {
@@ -326,13 +407,9 @@ pub fn fanout_updates_per_s() -> anyhow::Result<()> {
         .map(|r| r.load(Ordering::Relaxed) - initial)
         .sum();
     eprintln!(
-        "{SUBSCRIBERS} subscribers, {fed} notifications × {per_notification} updates fed, {delivered} updates delivered in {elapsed:.3} s"
+        "{name}: {SUBSCRIBERS} subscribers ({client_kind:?} clients), {fed} notifications × {per_notification} updates fed, {delivered} updates delivered in {elapsed:.3} s"
     );
-    report(
-        "gnmi_server_fanout_updates_per_s",
-        delivered as f64 / elapsed,
-        "updates/s",
-    );
+    report(name, delivered as f64 / elapsed, "updates/s");
     server.shutdown.cancel();
     Ok(())
 }
@@ -358,33 +435,40 @@ pub fn initial_sync_1m_paths_s() -> anyhow::Result<()> {
         elem: vec![elem("...")],
         ..Default::default()
     };
-    for (name, mode) in [
+    for (name, mode, client) in [
         (
             "gnmi_server_initial_sync_1m_paths_s",
             subscription_list::Mode::Stream,
+            Client::Collector,
         ),
         (
             "gnmi_server_initial_sync_1m_paths_once_s",
             subscription_list::Mode::Once,
+            Client::Collector,
+        ),
+        (
+            "gnmi_server_initial_sync_1m_paths_s_decoding_client",
+            subscription_list::Mode::Stream,
+            Client::Decoding,
         ),
     ] {
         let (elapsed, updates) = server.runtime.block_on(async {
-            let mut client = connect(server.addr).await?;
+            let channel = connect(server.addr).await?;
             let started = Instant::now();
-            let outbound = futures::stream::iter(vec![request(mode, everything.clone())]);
-            let mut stream = client.subscribe(outbound).await?.into_inner();
+            let mut stream =
+                Responses::open(client, channel, request(mode, everything.clone())).await?;
             let mut updates = 0;
             loop {
-                match stream.message().await? {
-                    Some(response) if is_sync(&response) => break,
-                    Some(response) => updates += updates_in(&response),
+                match stream.next().await? {
+                    Some(Received::Sync) => break,
+                    Some(Received::Updates(n)) => updates += n,
                     None => anyhow::bail!("the stream ended before sync_response"),
                 }
             }
             anyhow::Ok((started.elapsed().as_secs_f64(), updates))
         })?;
         anyhow::ensure!(updates == paths as u64, "{updates} updates before sync");
-        eprintln!("{name}: {updates} updates until sync_response");
+        eprintln!("{name}: {updates} updates until sync_response ({client:?} client)");
         report(name, elapsed, "s");
     }
     server.shutdown.cancel();

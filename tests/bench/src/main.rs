@@ -13,6 +13,7 @@ mod collector;
 mod coordination;
 mod exporter;
 mod gnmi_server;
+mod latency;
 mod simulator;
 
 type Benchmark = fn() -> anyhow::Result<()>;
@@ -44,6 +45,7 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
             exporter::scrape_1m_series_value_tag,
         ),
         ("simulator_updates_per_s", simulator::updates_per_s),
+        ("e2e_latency_p99_ms", latency::e2e_latency_p99_ms),
         (
             "gnmi_server_fanout_updates_per_s",
             gnmi_server::fanout_updates_per_s,

@@ -8,7 +8,11 @@
 
 use gnomon_gnmi::path::{parse_path, path_to_string};
 use gnomon_gnmi::proto::gnmi::g_nmi_client::GNmiClient;
-use gnomon_gnmi::proto::gnmi::{typed_value, Encoding, GetRequest, GetResponse, Path};
+use gnomon_gnmi::proto::gnmi::{
+    subscribe_request, subscribe_response, subscription_list, typed_value, Encoding, GetRequest,
+    GetResponse, Path, SubscribeRequest, Subscription, SubscriptionList, SubscriptionMode,
+};
+use gnomon_testkit::cluster::{exactly_one_each, Harness};
 use gnomon_testkit::{
     eventually, free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
     TestPki,
@@ -16,6 +20,7 @@ use gnomon_testkit::{
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request};
@@ -146,6 +151,24 @@ impl Pipeline {
             .unwrap_or_else(|e| panic!("{e}\n{}", pipeline.logs()));
         pipeline
     }
+}
+
+impl Served for Pipeline {
+    fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    fn devices(&self) -> &[(String, u16)] {
+        &self.devices
+    }
+
+    fn gnmi_port(&self) -> u16 {
+        self.gnmi_port
+    }
+
+    fn tls(&self) -> Option<&ClientTls> {
+        self.tls.as_ref()
+    }
 
     fn logs(&self) -> String {
         self.processes
@@ -153,10 +176,20 @@ impl Pipeline {
             .map(|p| format!("--- {} ---\n{}", p.name(), p.log()))
             .collect()
     }
+}
+
+/// A gNMI server under test as its clients see it, with the logs to show when they fail.
+trait Served {
+    fn dir(&self) -> &std::path::Path;
+    /// (target name, simulated device port).
+    fn devices(&self) -> &[(String, u16)];
+    fn gnmi_port(&self) -> u16;
+    fn tls(&self) -> Option<&ClientTls>;
+    fn logs(&self) -> String;
 
     async fn client(&self) -> GNmiClient<Channel> {
-        let endpoint = match &self.tls {
-            Some(tls) => Endpoint::from_shared(format!("https://127.0.0.1:{}", self.gnmi_port))
+        let endpoint = match self.tls() {
+            Some(tls) => Endpoint::from_shared(format!("https://127.0.0.1:{}", self.gnmi_port()))
                 .unwrap()
                 .tls_config(
                     ClientTlsConfig::new()
@@ -168,7 +201,9 @@ impl Pipeline {
                         .domain_name("localhost"),
                 )
                 .unwrap(),
-            None => Endpoint::from_shared(format!("http://127.0.0.1:{}", self.gnmi_port)).unwrap(),
+            None => {
+                Endpoint::from_shared(format!("http://127.0.0.1:{}", self.gnmi_port())).unwrap()
+            }
         };
         GNmiClient::new(
             endpoint
@@ -205,7 +240,7 @@ impl Pipeline {
     /// Waits until the server has every counter of every device.
     async fn wait_served(&self) {
         let client = self.client().await;
-        let wanted = DEVICES * INTERFACES * 8;
+        let wanted = self.devices().len() * INTERFACES * 8;
         let result = eventually("every counter of every device served", WAIT, || {
             let mut client = client.clone();
             async move {
@@ -229,17 +264,17 @@ impl Pipeline {
                     .join(script),
             )
             .args(args)
-            .args(["--server-port", &self.gnmi_port.to_string()])
+            .args(["--server-port", &self.gnmi_port().to_string()])
             .args(["--interfaces", &INTERFACES.to_string()])
             .args(["--username", USERNAME, "--password", PASSWORD])
-            .env("TMPDIR", self.dir.path())
+            .env("TMPDIR", self.dir())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true);
-        for (name, port) in &self.devices {
+        for (name, port) in self.devices() {
             command.arg("--device").arg(format!("{name}={port}"));
         }
-        if let Some(tls) = &self.tls {
+        if let Some(tls) = self.tls() {
             command
                 .arg("--ca")
                 .arg(&tls.ca)
@@ -445,4 +480,260 @@ async fn event_format_get_returns_the_keyed_paths_and_the_devices_values() {
             "{path}: {value:?}"
         );
     }
+}
+
+/// The gNMI server of one member of a 3-member cluster (`gnomon all` on etcd and
+/// nats-server) whose devices are all collected by the two other members.
+struct ClusterServer {
+    harness: Harness,
+    devices: Vec<(String, u16)>,
+    gnmi_port: u16,
+}
+
+impl Served for ClusterServer {
+    fn dir(&self) -> &std::path::Path {
+        self.harness.dir.path()
+    }
+
+    fn devices(&self) -> &[(String, u16)] {
+        &self.devices
+    }
+
+    fn gnmi_port(&self) -> u16 {
+        self.gnmi_port
+    }
+
+    fn tls(&self) -> Option<&ClientTls> {
+        None
+    }
+
+    fn logs(&self) -> String {
+        self.harness.logs()
+    }
+}
+
+/// Devices of the cluster test: enough that both collecting members hold some.
+const CLUSTER_DEVICES: usize = 4;
+
+impl ClusterServer {
+    /// g2 and g3 start first and take every device; g1 joins afterwards (without automatic
+    /// rebalancing a member joining takes only orphans), with the NATS input and the gNMI
+    /// server.
+    async fn start() -> Self {
+        let mut harness = Harness::start("etcd", CLUSTER_DEVICES).await.unwrap();
+        let targets: BTreeMap<String, Vec<String>> = (0..CLUSTER_DEVICES)
+            .map(|i| (format!("t{i}"), Vec::new()))
+            .collect();
+        let names: Vec<String> = targets.keys().cloned().collect();
+        // No rebalance when g1 joins: the devices stay with g2 and g3.
+        let config = |harness: &Harness, member: &str| {
+            harness
+                .config(member, &[], &targets)
+                .replace("clustering:\n", "clustering:\n  rebalance-threshold: 0\n")
+        };
+        for member in ["g2", "g3"] {
+            let text = config(&harness, member);
+            harness.start_member_with_config(member, &text).unwrap();
+        }
+        let collecting = &harness;
+        collecting
+            .wait_until("g2 and g3 collect every device", WAIT, || async {
+                collecting
+                    .target_stats()
+                    .await
+                    .is_ok_and(|s| exactly_one_each(&s, &names))
+            })
+            .await;
+        let gnmi_port = free_port();
+        let prom = free_port();
+        let config = config(&harness, "g1")
+            + &format!(
+                "  prom: {{type: prometheus, listen: \"127.0.0.1:{prom}\"}}\ninputs:\n  nats-in: {{type: nats, address: \"{nats}\", subject: \"telemetry.>\", format: proto, outputs: [prom]}}\ngnmi-server:\n  address: 127.0.0.1:{gnmi_port}\n  username: {USERNAME}\n  password: {PASSWORD}\n",
+                nats = harness.nats.address()
+            );
+        harness.start_member_with_config("g1", &config).unwrap();
+        wait_for_tcp(&format!("127.0.0.1:{gnmi_port}"), WAIT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", harness.logs()));
+        let devices = harness
+            .devices
+            .iter()
+            .enumerate()
+            .map(|(i, address)| {
+                let port = address.rsplit(':').next().unwrap().parse().unwrap();
+                (format!("t{i}"), port)
+            })
+            .collect();
+        Self {
+            harness,
+            devices,
+            gnmi_port,
+        }
+    }
+
+    /// Target → owning member, once every target has exactly one owner.
+    async fn owners(&self) -> BTreeMap<String, String> {
+        let names: Vec<String> = self.devices.iter().map(|(n, _)| n.clone()).collect();
+        eventually("one owner per target", WAIT, || {
+            let names = names.clone();
+            async move {
+                let owners = self.harness.owners().await.ok()?;
+                (names.iter().all(|n| owners.contains_key(n))).then_some(owners)
+            }
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+}
+
+/// Device timestamp (ns) of the newest notification received per target.
+type Newest = Arc<Mutex<BTreeMap<String, i64>>>;
+
+/// Opens a STREAM on-change subscription to every target's counters and records, per
+/// target, the newest device timestamp received; the returned handle ends with the
+/// stream's status (the stream is never reopened).
+async fn watch_every_target(
+    client: &mut GNmiClient<Channel>,
+    newest: Newest,
+) -> tokio::task::JoinHandle<Result<(), tonic::Status>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    sender
+        .send(SubscribeRequest {
+            request: Some(subscribe_request::Request::Subscribe(SubscriptionList {
+                prefix: Some(Path {
+                    target: "*".into(),
+                    ..Default::default()
+                }),
+                subscription: vec![Subscription {
+                    path: Some(parse_path(COUNTERS).unwrap()),
+                    mode: SubscriptionMode::OnChange as i32,
+                    ..Default::default()
+                }],
+                mode: subscription_list::Mode::Stream as i32,
+                encoding: Encoding::Proto as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    request
+        .metadata_mut()
+        .insert("username", USERNAME.parse().unwrap());
+    request
+        .metadata_mut()
+        .insert("password", PASSWORD.parse().unwrap());
+    let mut stream = client.subscribe(request).await.unwrap().into_inner();
+    tokio::spawn(async move {
+        // Keeps the request stream open for as long as the subscription lives.
+        let _sender = sender;
+        while let Some(response) = stream.message().await? {
+            if let Some(subscribe_response::Response::Update(n)) = response.response {
+                let target = n.prefix.map(|p| p.target).unwrap_or_default();
+                let mut newest = newest.lock().unwrap();
+                let at = newest.entry(target).or_insert(0);
+                *at = (*at).max(n.timestamp);
+            }
+        }
+        Ok(())
+    })
+}
+
+fn unix_now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Issue 18 in a cluster: pygnmi and aiognmi read, from g1's gNMI server, the devices g2 and
+/// g3 collect (values checked against the simulator); then the member holding the most
+/// devices is SIGKILLed, and a STREAM subscription opened before the kill keeps receiving
+/// fresh samples of every device that moved, from their new owners, without resubscribing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_members_gnmi_server_serves_the_others_devices_through_a_failover() {
+    let pygnmi = python(".venv", "pygnmi");
+    let aiognmi = python(".venv/aiognmi", "aiognmi");
+    let mut cluster = ClusterServer::start().await;
+    let before = cluster.owners().await;
+    assert!(
+        before.values().all(|owner| owner != "g1"),
+        "g1 joined last and should hold no device: {before:?}"
+    );
+    cluster.wait_served().await;
+    cluster
+        .run_script(pygnmi, "pygnmi_client.py", &["all"])
+        .await;
+    cluster.run_script(aiognmi, "aiognmi_client.py", &[]).await;
+
+    let newest: Newest = Arc::default();
+    let mut client = cluster.client().await;
+    let watching = watch_every_target(&mut client, newest.clone()).await;
+    let names: Vec<String> = cluster.devices.iter().map(|(n, _)| n.clone()).collect();
+    eventually("the stream to carry every device", WAIT, || {
+        let ready = names
+            .iter()
+            .all(|n| newest.lock().unwrap().get(n).is_some_and(|ts| *ts > 0));
+        async move { ready.then_some(()) }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+
+    let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+    for owner in before.values() {
+        *load.entry(owner.as_str()).or_default() += 1;
+    }
+    let victim = load
+        .iter()
+        .max_by_key(|(member, n)| (**n, std::cmp::Reverse(**member)))
+        .map(|(member, _)| member.to_string())
+        .unwrap();
+    let moved: Vec<String> = before
+        .iter()
+        .filter(|(_, owner)| **owner == victim)
+        .map(|(target, _)| target.clone())
+        .collect();
+    let killed_at = unix_now_ns();
+    cluster.harness.member(&victim).process.kill();
+
+    let result = eventually(
+        "every moved device streaming again through the same subscription",
+        WAIT,
+        || {
+            let fresh = moved.iter().all(|t| {
+                newest
+                    .lock()
+                    .unwrap()
+                    .get(t)
+                    .is_some_and(|ts| *ts > killed_at)
+            });
+            async move { fresh.then_some(()) }
+        },
+    )
+    .await;
+    result.unwrap_or_else(|e| panic!("{e}\n{}", cluster.logs()));
+    assert!(!watching.is_finished(), "the subscription ended");
+    let after = cluster.owners().await;
+    for target in &moved {
+        assert_ne!(
+            after[target], victim,
+            "{target} still owned by the killed member"
+        );
+    }
+    let gaps: Vec<String> = moved
+        .iter()
+        .map(|t| {
+            let ts = newest.lock().unwrap()[t];
+            format!(
+                "{t}→{} ({:.1} s after the kill)",
+                after[t],
+                (ts - killed_at) as f64 / 1e9
+            )
+        })
+        .collect();
+    println!(
+        "{victim} killed; moved and streamed again: {}",
+        gaps.join(", ")
+    );
+    watching.abort();
 }

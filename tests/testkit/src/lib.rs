@@ -3,12 +3,14 @@
 
 pub mod cluster;
 mod process;
+mod proxy;
 mod servers;
 
 pub use process::{
     free_port, gnomon_binary, process_cpu_time, signal_pid, spawn_gnomon, wait_for_tcp,
     workspace_binary, ChildProcess,
 };
+pub use proxy::TcpProxy;
 pub use servers::{
     CertFiles, EtcdServer, EtcdServerOptions, NatsOperator, NatsServer, NatsServerOptions,
     PrometheusServer, ServerTls, TestPki,

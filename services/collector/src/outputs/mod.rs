@@ -10,10 +10,12 @@
 //! processors only when it builds events).
 
 mod file;
+mod health;
 mod nats;
 mod rotation;
 mod status;
 
+pub use health::{OutputHealthView, OutputProbe};
 pub use status::TargetUpReport;
 
 pub use nats::subject_for as nats_subject;
@@ -130,6 +132,8 @@ pub struct OutputSender {
     write_timeout: Duration,
     dropped_full: Counter,
     dropped_closed: Counter,
+    /// Health and deliveries (see [`health`]); silent unless the output wires one.
+    probe: Arc<OutputProbe>,
 }
 
 impl std::fmt::Debug for OutputSender {
@@ -181,7 +185,14 @@ impl OutputSender {
             write_timeout,
             dropped_full: dropped_counter(name, "buffer_full"),
             dropped_closed: dropped_counter(name, "closed"),
+            probe: OutputProbe::silent(name),
         }
+    }
+
+    /// The same sender reporting through `probe`.
+    fn with_probe(mut self, probe: Arc<OutputProbe>) -> Self {
+        self.probe = probe;
+        self
     }
 
     /// The output's name.
@@ -406,6 +417,19 @@ impl Outputs {
                 .filter_map(|n| self.senders.get(n).cloned())
                 .collect()
         }
+    }
+
+    /// Every output's health, by name.
+    pub fn health(&self) -> Vec<OutputHealthView> {
+        self.senders.values().map(|s| s.probe.view()).collect()
+    }
+
+    /// Updates every output delivered so far, summed.
+    pub fn delivered_total(&self) -> u64 {
+        self.senders
+            .values()
+            .map(|s| s.probe.delivered_total())
+            .sum()
     }
 
     /// Whether an output of that name runs here.

@@ -14,7 +14,7 @@
 //! on it instead of connecting (a JetStream output then has no storage, same subjects).
 
 use super::TargetUpReport;
-use super::{dropped_counter, Collected, OutputItem, OutputSender};
+use super::{dropped_counter, Collected, OutputItem, OutputProbe, OutputSender};
 use bytes::Bytes;
 use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::jetstream::{
@@ -202,6 +202,7 @@ fn start_workers(
         tracing::warn!(output = %name, "tls.skip-verify is not supported for NATS; the server certificate is verified");
     }
     let per_worker = (config.buffer_size / config.num_workers).max(1);
+    let probe = OutputProbe::with_workers(name, config.num_workers);
     let config = Arc::new(config.clone());
     let mut senders = Vec::with_capacity(config.num_workers);
     let mut handles = Vec::with_capacity(config.num_workers);
@@ -215,6 +216,7 @@ fn start_workers(
             config.clone(),
             (transport.clone(), subjects.clone()),
             chain.clone(),
+            probe.clone(),
         );
         handles.push(tokio::spawn(worker_state.run(
             receiver,
@@ -223,7 +225,7 @@ fn start_workers(
         )));
     }
     (
-        OutputSender::new(name, senders, true, config.write_timeout),
+        OutputSender::new(name, senders, true, config.write_timeout).with_probe(probe),
         handles,
     )
 }
@@ -242,6 +244,8 @@ struct Worker {
     publish_errors: metrics::Counter,
     not_connected: metrics::Counter,
     not_acknowledged: metrics::Counter,
+    /// The output's health: this worker's connection, and the updates it delivered.
+    probe: Arc<OutputProbe>,
 }
 
 impl Worker {
@@ -252,6 +256,7 @@ impl Worker {
         config: Arc<NatsOutputConfig>,
         (transport, subjects): (Transport, Subjects),
         chain: Option<Arc<Mutex<Chain>>>,
+        probe: Arc<OutputProbe>,
     ) -> Self {
         let labels = [("output", output.to_string())];
         Self {
@@ -267,6 +272,7 @@ impl Worker {
             publish_errors: dropped_counter(output, "publish_error"),
             not_connected: dropped_counter(output, "not_connected"),
             not_acknowledged: dropped_counter(output, "not_acknowledged"),
+            probe,
         }
     }
 
@@ -352,6 +358,7 @@ impl Worker {
                 None => return,
             },
         };
+        self.probe.connected(self.index, bus.clone());
         let bus = bus.as_ref();
         let mut batch = Vec::with_capacity(BATCH);
         loop {
@@ -384,7 +391,7 @@ impl Worker {
     async fn publish(&self, bus: &dyn Publish, item: &OutputItem) {
         match item {
             OutputItem::Response(collected) => {
-                match collected.stream.first_traceparent(self.slot) {
+                let delivered = match collected.stream.first_traceparent(self.slot) {
                     None => self.publish_response(bus, collected, None).await,
                     Some(parent) => {
                         // A stream's first message: publish it in a span continuing the
@@ -400,6 +407,13 @@ impl Worker {
                         self.publish_response(bus, collected, traceparent)
                             .instrument(span)
                             .await
+                    }
+                };
+                if delivered {
+                    if let crate::codec::ResponseKind::Notification { updates, .. } =
+                        collected.response.kind
+                    {
+                        self.probe.delivered(u64::from(updates));
                     }
                 }
             }
@@ -420,12 +434,13 @@ impl Worker {
     }
 
     /// Publishes one response; `traceparent` (if any) goes on its first message only.
+    /// Returns whether every message of it reached the transport.
     async fn publish_response(
         &self,
         bus: &dyn Publish,
         item: &Collected,
         mut traceparent: Option<String>,
-    ) {
+    ) -> bool {
         let stream = &item.stream;
         let subject = stream.subject(self.slot, || {
             self.subjects.subject(&stream.target, &stream.subscription)
@@ -443,43 +458,50 @@ impl Worker {
             }
             NatsFormat::Event => {
                 let Some(response) = item.response.decoded() else {
-                    return;
+                    return false;
                 };
                 let events = response_to_events(response, &stream.meta);
                 if events.is_empty() {
-                    return;
+                    return false;
                 }
+                let mut delivered = true;
                 if let Some(chain) = &self.chain {
-                    for payload in processed_payloads(chain, events, self.config.split_events) {
-                        self.send(bus, subject, headers(), payload).await;
+                    let payloads = processed_payloads(chain, events, self.config.split_events);
+                    if payloads.is_empty() {
+                        return false;
                     }
-                    return;
-                }
-                if self.config.split_events {
+                    for payload in payloads {
+                        delivered &= self.send(bus, subject, headers(), payload).await;
+                    }
+                } else if self.config.split_events {
                     for event in &events {
-                        self.send(bus, subject, headers(), Bytes::from(event_to_json(event)))
+                        delivered &= self
+                            .send(bus, subject, headers(), Bytes::from(event_to_json(event)))
                             .await;
                     }
                 } else {
-                    self.send(
-                        bus,
-                        subject,
-                        headers(),
-                        Bytes::from(events_to_json(&events)),
-                    )
-                    .await;
+                    delivered = self
+                        .send(
+                            bus,
+                            subject,
+                            headers(),
+                            Bytes::from(events_to_json(&events)),
+                        )
+                        .await;
                 }
+                delivered
             }
         }
     }
 
+    /// Publishes one message; returns whether it reached the transport.
     async fn send(
         &self,
         bus: &dyn Publish,
         subject: &str,
         headers: MessageHeaders,
         payload: Bytes,
-    ) {
+    ) -> bool {
         let size = payload.len() as u64;
         let message = BusMessage {
             subject: subject.to_string(),
@@ -490,10 +512,12 @@ impl Worker {
             Ok(()) => {
                 self.sent.increment(1);
                 self.bytes.increment(size);
+                true
             }
             Err(error) => {
                 self.publish_errors.increment(1);
                 tracing::debug!(output = %self.output, %error, "NATS publish failed; message dropped");
+                false
             }
         }
     }
