@@ -699,6 +699,213 @@ mod tests {
         PrometheusWriteOutputConfig::from_section(&section).unwrap()
     }
 
+    /// What a receiver saw of one request.
+    #[derive(Clone, Debug, Default)]
+    struct Seen {
+        headers: Vec<(String, String)>,
+        series: usize,
+        /// Metric family names of the request's metadata entries.
+        metadata: Vec<String>,
+    }
+
+    /// An HTTPS remote-write receiver requiring a client certificate of `pki`'s CA; it
+    /// records each request's headers and decoded series count.
+    async fn receiver(
+        pki: &gnomon_testkit::TestPki,
+    ) -> (String, Arc<std::sync::Mutex<Vec<Seen>>>, CancellationToken) {
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let recorded = seen.clone();
+        let app = axum::Router::new().route(
+            "/push",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let recorded = recorded.clone();
+                    async move {
+                        let request = decode(&body).unwrap_or_default();
+                        let series = request.timeseries.len();
+                        let metadata = request
+                            .metadata
+                            .iter()
+                            .map(|m| m.metric_family_name.clone())
+                            .collect();
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().to_string())
+                            })
+                            .collect();
+                        recorded.lock().unwrap().push(Seen {
+                            headers,
+                            series,
+                            metadata,
+                        });
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        );
+        let server = pki.issue("receiver").unwrap();
+        let tls = gnomon_api_server::tls_config(
+            "receiver",
+            &gnomon_common::tls::ServerTlsOptions {
+                cert_file: Some(server.cert_file),
+                key_file: Some(server.key_file),
+                ca_file: Some(pki.ca_file().to_path_buf()),
+                client_auth: Some(gnomon_common::tls::ClientAuth::RequireVerify),
+            },
+        )
+        .unwrap();
+        let listener = gnomon_api_server::Listener::bind("receiver", "127.0.0.1:0")
+            .await
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}/push", listener.local_addr().port());
+        let stop = CancellationToken::new();
+        listener.spawn(app, Some(tls), Default::default(), stop.clone());
+        (url, seen, stop)
+    }
+
+    fn one_series() -> Bytes {
+        let buffer = WriteBuffer::new("rw", &config("url: http://x/push"));
+        buffer.push(
+            b"m{a=\"1\"}",
+            "m",
+            [("a", "1")].into_iter(),
+            1.0,
+            1_700_000_000_000_000_000,
+        );
+        let (request, _) = buffer.take_batch().unwrap();
+        Bytes::from(encode(&request))
+    }
+
+    #[tokio::test]
+    async fn writes_go_over_mutual_tls_with_gnmics_auth_and_headers() {
+        gnomon_testkit::install_crypto_provider();
+        let pki = gnomon_testkit::TestPki::new("rw").unwrap();
+        let (url, seen, stop) = receiver(&pki).await;
+        let client_cert = pki.issue("gnomon").unwrap();
+        let tls = format!(
+            "tls:\n  ca-file: {}\n  cert-file: {}\n  key-file: {}\n",
+            pki.ca_file().display(),
+            client_cert.cert_file.display(),
+            client_cert.key_file.display()
+        );
+        let basic = config(&format!(
+            "url: {url}\nheaders: {{X-Scope-OrgID: tenant-a}}\nauthentication: {{username: rw, password: s3cret}}\n{tls}"
+        ));
+        RemoteWriteClient::new("rw", &basic)
+            .unwrap()
+            .write(one_series())
+            .await
+            .unwrap();
+        let bearer = config(&format!(
+            "url: {url}\nauthorization: {{credentials: tok-9}}\n{tls}"
+        ));
+        RemoteWriteClient::new("rw", &bearer)
+            .unwrap()
+            .write(one_series())
+            .await
+            .unwrap();
+        // Without a client certificate the receiver refuses the connection.
+        let anonymous = config(&format!(
+            "url: {url}\ntls:\n  ca-file: {}\n",
+            pki.ca_file().display()
+        ));
+        let refused = RemoteWriteClient::new("rw", &anonymous)
+            .unwrap()
+            .write(one_series())
+            .await;
+        assert!(
+            matches!(refused, Err(RemoteWriteError::Transport { .. })),
+            "{refused:?}"
+        );
+        stop.cancel();
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let header = |i: usize, name: &str| {
+            seen[i]
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        for i in 0..2 {
+            assert_eq!(seen[i].series, 1);
+            assert_eq!(header(i, "content-encoding").as_deref(), Some("snappy"));
+            assert_eq!(
+                header(i, "content-type").as_deref(),
+                Some("application/x-protobuf")
+            );
+            assert_eq!(
+                header(i, "x-prometheus-remote-write-version").as_deref(),
+                Some("0.1.0")
+            );
+        }
+        // rw:s3cret in base64.
+        assert_eq!(
+            header(0, "authorization").as_deref(),
+            Some("Basic cnc6czNjcmV0")
+        );
+        assert_eq!(header(0, "x-scope-orgid").as_deref(), Some("tenant-a"));
+        assert_eq!(header(1, "authorization").as_deref(), Some("Bearer tok-9"));
+    }
+
+    #[tokio::test]
+    async fn metadata_of_every_metric_name_is_sent_in_chunks() {
+        gnomon_testkit::install_crypto_provider();
+        let pki = gnomon_testkit::TestPki::new("rw-meta").unwrap();
+        let (url, seen, stop) = receiver(&pki).await;
+        let client_cert = pki.issue("gnomon").unwrap();
+        let config = config(&format!(
+            "url: {url}\ninterval: 50ms\nmetadata: {{include: true, interval: 50ms, max-entries-per-write: 2}}\ntls:\n  ca-file: {}\n  cert-file: {}\n  key-file: {}\n",
+            pki.ca_file().display(),
+            client_cert.cert_file.display(),
+            client_cert.key_file.display()
+        ));
+        let buffer = Arc::new(WriteBuffer::new("rw", &config));
+        for name in ["m_a", "m_b", "m_c"] {
+            buffer.push(
+                format!("{name}{{a=\"1\"}}").as_bytes(),
+                name,
+                [("a", "1")].into_iter(),
+                1.0,
+                1_700_000_000_000_000_000,
+            );
+        }
+        let client = RemoteWriteClient::new("rw", &config).unwrap();
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            buffer.clone(),
+            client,
+            config.clone(),
+            writer_stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let names = loop {
+            let requests = seen.lock().unwrap().clone();
+            let mut names: Vec<String> = requests
+                .iter()
+                .filter(|r| !r.metadata.is_empty())
+                .flat_map(|r| r.metadata.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            if names.len() == 3 {
+                assert!(
+                    requests.iter().all(|r| r.metadata.len() <= 2),
+                    "{requests:?}"
+                );
+                break names;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{requests:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(names, ["m_a", "m_b", "m_c"]);
+        writer_stop.cancel();
+        writer.await.unwrap();
+        stop.cancel();
+    }
+
     #[test]
     fn a_batch_round_trips_through_snappy_and_protobuf() {
         let buffer = WriteBuffer::new(
