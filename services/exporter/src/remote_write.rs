@@ -829,8 +829,8 @@ mod tests {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.clone())
         };
-        for i in 0..2 {
-            assert_eq!(seen[i].series, 1);
+        for (i, request) in seen.iter().enumerate() {
+            assert_eq!(request.series, 1);
             assert_eq!(header(i, "content-encoding").as_deref(), Some("snappy"));
             assert_eq!(
                 header(i, "content-type").as_deref(),
