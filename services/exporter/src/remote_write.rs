@@ -30,13 +30,14 @@
 
 use crate::stats;
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 use gnomon_common::log::Throttle;
 use gnomon_common::retry::{Backoff, RetryClassify, RetryPolicy};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::Secret;
 use prost::Message;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +154,9 @@ pub struct WriteCounts {
 }
 
 struct BufferState {
-    pending: Vec<Pending>,
+    /// Oldest first; a deque so taking a batch off the front costs the batch, not the
+    /// whole buffer (a `Vec` moved up to `buffer-size` entries per request).
+    pending: VecDeque<Pending>,
     names: BTreeSet<String>,
     full_warning: Throttle,
 }
@@ -178,7 +181,7 @@ impl WriteBuffer {
             batch: config.max_time_series_per_write.max(1),
             keep_names: config.metadata.include,
             state: Mutex::new(BufferState {
-                pending: Vec::new(),
+                pending: VecDeque::new(),
                 names: BTreeSet::new(),
                 full_warning: Throttle::new(Duration::from_secs(60)),
             }),
@@ -202,6 +205,26 @@ impl WriteBuffer {
         value: f64,
         timestamp_ns: i64,
     ) -> bool {
+        // The sample is built before taking the lock, which ingest and the writer share.
+        let mut all: Vec<Label> = Vec::with_capacity(8);
+        all.push(Label {
+            name: "__name__".into(),
+            value: name.into(),
+        });
+        all.extend(labels.map(|(n, v)| Label {
+            name: n.into(),
+            value: v.into(),
+        }));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let timestamp_ms = if timestamp_ns == 0 {
+            unix_now_ms()
+        } else {
+            timestamp_ns.div_euclid(1_000_000)
+        };
+        let key: Box<str> = match std::str::from_utf8(key) {
+            Ok(text) => text.into(),
+            Err(_) => String::from_utf8_lossy(key).into(),
+        };
         let mut state = self.lock();
         if state.pending.len() >= self.capacity {
             self.counts
@@ -218,27 +241,12 @@ impl WriteBuffer {
             }
             return false;
         }
-        let mut all: Vec<Label> = Vec::with_capacity(8);
-        all.push(Label {
-            name: "__name__".into(),
-            value: name.into(),
-        });
-        all.extend(labels.map(|(n, v)| Label {
-            name: n.into(),
-            value: v.into(),
-        }));
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        let timestamp_ms = if timestamp_ns == 0 {
-            unix_now_ms()
-        } else {
-            timestamp_ns.div_euclid(1_000_000)
-        };
         if self.keep_names && state.names.len() < MAX_METADATA_NAMES && !state.names.contains(name)
         {
             state.names.insert(name.to_string());
         }
-        state.pending.push(Pending {
-            key: String::from_utf8_lossy(key).into(),
+        state.pending.push_back(Pending {
+            key,
             labels: all,
             sample: Sample {
                 value,
@@ -272,7 +280,7 @@ impl WriteBuffer {
         if state.pending.is_empty() {
             return None;
         }
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut index: HashMap<&str, usize, FixedState> = HashMap::default();
         let mut taken = 0;
         for pending in &state.pending {
             if !index.contains_key(&*pending.key) {
@@ -308,7 +316,7 @@ impl WriteBuffer {
 /// one sample per timestamp (the last one pushed).
 fn group(pending: Vec<Pending>) -> WriteRequest {
     let mut series: Vec<TimeSeries> = Vec::new();
-    let mut index: HashMap<Box<str>, usize> = HashMap::new();
+    let mut index: HashMap<Box<str>, usize, FixedState> = HashMap::default();
     for p in pending {
         match index.get(&p.key) {
             Some(&i) => series[i].samples.push(p.sample),
