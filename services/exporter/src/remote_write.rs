@@ -274,8 +274,9 @@ impl WriteBuffer {
         &self.counts
     }
 
-    /// Takes the oldest samples of at most `batch` distinct series, as one request.
-    fn take_batch(&self) -> Option<(WriteRequest, u64)> {
+    /// Takes the oldest samples of at most `batch` distinct series, as one request (what the
+    /// writer sends next), with the number of samples in it.
+    pub fn take_batch(&self) -> Option<(WriteRequest, u64)> {
         let mut state = self.lock();
         if state.pending.is_empty() {
             return None;
