@@ -998,7 +998,7 @@ impl Subscriber {
         }
     }
 
-    /// A whole dump, in memory (sample ticks; JSON encodings).
+    /// A whole dump, in memory (JSON encodings).
     fn dump(&self, patterns: &[Path]) -> (Vec<Encoded>, Vec<(Arc<str>, u64)>) {
         if self.plan.encoding == ValueEncoding::Proto {
             let mut responses = Vec::new();
@@ -1148,11 +1148,10 @@ impl Subscriber {
                     }
                 }
                 index = next_sample => {
+                    // A tick is a dump: queued in batches as the client reads (within the
+                    // dump timeout), not all at once into a queue sized for changes.
                     let paths = samplers[index].0.clone();
-                    let (responses, _) = self.dump(&paths);
-                    for response in responses {
-                        self.send_change(response)?;
-                    }
+                    self.send_full_dump(&paths, true).await?;
                 }
                 change = changes.recv(), if !self.plan.on_change.is_empty() => match change {
                     Ok(change) => {

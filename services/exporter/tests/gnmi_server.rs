@@ -796,3 +796,42 @@ async fn a_large_same_timestamp_snapshot_is_split_for_default_clients() {
     }
     f.exporter.stop().await;
 }
+
+/// A sample tick over more targets than `max-subscriber-lag` is a dump the client reads as it
+/// comes, not a burst that overflows the subscriber's queue: the subscription keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_ticks_larger_than_the_lag_bound_keep_the_subscription() {
+    const TARGETS: usize = 40;
+    let f = start(|c| c.max_subscriber_lag = 8).await;
+    for t in 0..TARGETS {
+        publish(
+            &f.bus,
+            &format!("s{t}"),
+            1,
+            &[(
+                "interface[name=eth0]/state/counters/in-octets",
+                uint_value(t as u64),
+            )],
+        )
+        .await;
+    }
+    let mut client = client(f.addr, false).await;
+    wait_cached(&mut client, TARGETS).await;
+    let mut request = list(
+        subscription_list::Mode::Stream,
+        "*",
+        "/interfaces",
+        SubscriptionMode::Sample,
+    );
+    request.subscription[0].sample_interval = 50_000_000;
+    let (_keep, mut stream) = subscribe(&mut client, request).await;
+    assert_eq!(until_sync(&mut stream).await.len(), TARGETS);
+    let mut sampled = 0;
+    while sampled < 3 * TARGETS {
+        match next(&mut stream).await {
+            Ok(Some(response)) => sampled += updates_of(&response).len(),
+            other => panic!("the sample subscription ended after {sampled} updates: {other:?}"),
+        }
+    }
+    f.exporter.stop().await;
+}

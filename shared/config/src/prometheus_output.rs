@@ -56,7 +56,7 @@ pub struct PrometheusOutputConfig {
     /// gnmic's add-target (`overwrite` / `if-not-present`); sets the `target` tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub add_target: Option<String>,
-    /// gnmic's target-template (a Go template). Only the default template is supported.
+    /// gnmic's target-template (a Go template, in the subset `gotemplate` renders).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_template: Option<String>,
     /// Names of event processors to apply.
@@ -260,6 +260,18 @@ impl PrometheusOutputConfig {
         Ok(())
     }
 
+    /// gnmic's `target-template` (used with `add-target`), parsed; `None` when unset or empty
+    /// (gnmic's default: the subscription's target, else the source without its port).
+    pub fn parsed_target_template(
+        &self,
+        output_name: &str,
+    ) -> Result<Option<super::gotemplate::GoTemplate>, ConfigError> {
+        parse_target_template(
+            &format!("outputs.{output_name}.target-template"),
+            self.target_template.as_deref(),
+        )
+    }
+
     /// The listener's TLS (gnmic's `tls`: cert-file, key-file, ca-file, client-auth).
     pub fn listener_tls(&self, output_name: &str) -> Result<Option<ApiTls>, ConfigError> {
         let Some(tls) = &self.tls else {
@@ -292,15 +304,7 @@ impl PrometheusOutputConfig {
         check_host_port(&key("listen"), &self.listen, true, true)?;
         self.check_cache(&key("cache"))?;
         self.listener_tls(output_name)?;
-        if let Some(template) = &self.target_template {
-            if !template.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("target-template"),
-                    &text(template),
-                    "is a custom Go template, which gnomon does not support (expected none)",
-                ));
-            }
-        }
+        self.parsed_target_template(output_name)?;
         if let Some(mode) = &self.add_target {
             if !mode.is_empty() && mode != "overwrite" && mode != "if-not-present" {
                 return Err(ConfigError::invalid(
@@ -530,6 +534,25 @@ impl ServiceRegistrationConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// A `target-template` value parsed (with `key` named in the error); empty means none.
+pub fn parse_target_template(
+    key: &str,
+    template: Option<&str>,
+) -> Result<Option<super::gotemplate::GoTemplate>, ConfigError> {
+    match template.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => super::gotemplate::GoTemplate::parse(text)
+            .map(Some)
+            .map_err(|why| {
+                ConfigError::invalid(
+                    key,
+                    &serde_json::Value::String(text.to_string()),
+                    format!("is not a template gnomon renders: {why}"),
+                )
+            }),
     }
 }
 

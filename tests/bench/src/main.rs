@@ -14,6 +14,7 @@ mod coordination;
 mod exporter;
 mod gnmi_server;
 mod latency;
+mod remote_write;
 mod simulator;
 
 type Benchmark = fn() -> anyhow::Result<()>;
@@ -46,6 +47,7 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         ),
         ("simulator_updates_per_s", simulator::updates_per_s),
         ("e2e_latency_p99_ms", latency::e2e_latency_p99_ms),
+        ("remote_write_samples_per_s", remote_write::samples_per_s),
         (
             "gnmi_server_fanout_updates_per_s",
             gnmi_server::fanout_updates_per_s,
