@@ -184,7 +184,8 @@ fn promtool_check(text: &str) {
 async fn wait_for_series(addr: SocketAddr, count: usize) -> String {
     eventually(
         &format!("{count} series"),
-        Duration::from_secs(10),
+        // Generous: a loaded 2-core machine has taken over 10 s here.
+        Duration::from_secs(30),
         || async move {
             let text = scrape(addr).await;
             (samples(&text).len() == count).then_some(text)

@@ -136,6 +136,20 @@ pub fn check_nats_servers(key: &str, servers: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
+/// Splits `host[:port]` (IPv6 in brackets allowed) into the host and the port, None when
+/// absent (what Go's `net.SplitHostPort` gives for an address that has a port).
+pub fn host_optional_port(address: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = address.strip_prefix('[') {
+        if let Some((host, tail)) = rest.split_once(']') {
+            return (host, tail.strip_prefix(':'));
+        }
+    }
+    match address.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') => (host, Some(port)),
+        _ => (address, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

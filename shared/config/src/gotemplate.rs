@@ -239,11 +239,7 @@ fn evaluate(piped: &Piped, data: &Value) -> Result<Evaluated, String> {
         result = match function {
             Function::Host => {
                 let text = result.printed();
-                Evaluated::Text(
-                    super::prometheus_output::split_host_port(&text)
-                        .0
-                        .to_string(),
-                )
+                Evaluated::Text(super::address::host_optional_port(&text).0.to_string())
             }
         };
     }

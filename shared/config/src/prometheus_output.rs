@@ -556,18 +556,8 @@ pub fn parse_target_template(
     }
 }
 
-/// Splits `host[:port]` (IPv6 in brackets allowed); the port is None when absent.
-pub fn split_host_port(address: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = address.strip_prefix('[') {
-        if let Some((host, tail)) = rest.split_once(']') {
-            return (host, tail.strip_prefix(':'));
-        }
-    }
-    match address.rsplit_once(':') {
-        Some((host, port)) if !host.contains(':') => (host, Some(port)),
-        _ => (address, None),
-    }
-}
+/// Splits `host[:port]`; see [`super::address::host_optional_port`].
+pub use super::address::host_optional_port as split_host_port;
 
 #[cfg(test)]
 mod tests {
