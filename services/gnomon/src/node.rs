@@ -3,6 +3,7 @@
 
 use anyhow::Context;
 use axum::Router;
+use futures::StreamExt;
 use gnomon_bus::Bus;
 use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, CollectorHandle};
@@ -88,6 +89,9 @@ fn member_address(clustering: &ClusteringConfig, api: &ApiConfig) -> anyhow::Res
     })
 }
 
+/// Target writes `seed_store` keeps in flight at once.
+const SEED_WRITES_IN_FLIGHT: usize = 64;
+
 /// Copies the file's targets and subscriptions into the cluster store where they are
 /// missing (runtime changes made through the API are kept).
 async fn seed_store(
@@ -96,13 +100,23 @@ async fn seed_store(
     config: &GnomonConfig,
 ) -> anyhow::Result<()> {
     let existing = store.list().await?;
-    for (name, target) in &config.targets {
-        if !existing.contains_key(name) {
-            store
-                .put(&target.to_wire_json())
-                .await
-                .with_context(|| format!("storing target {name}"))?;
-        }
+    // Many writes in flight: a file of 10 000 targets written one round trip at a time
+    // would hold the start of every member for seconds.
+    let mut writes = futures::stream::iter(
+        config
+            .targets
+            .iter()
+            .filter(|(name, _)| !existing.contains_key(*name)),
+    )
+    .map(|(name, target)| async move {
+        store
+            .put(&target.to_wire_json())
+            .await
+            .with_context(|| format!("storing target {name}"))
+    })
+    .buffer_unordered(SEED_WRITES_IN_FLIGHT);
+    while let Some(written) = writes.next().await {
+        written?;
     }
     let existing = subscriptions.list().await?;
     for (name, subscription) in &config.subscriptions {
