@@ -233,6 +233,16 @@ impl Harness {
     /// Starts the store (`etcd`, `consul` or `k8s`), nats-server and a simulator with `devices`
     /// devices (1 s counter steps).
     pub async fn start(store_kind: &str, devices: usize) -> anyhow::Result<Self> {
+        Self::start_with(store_kind, devices, 2).await
+    }
+
+    /// [`Harness::start`] with `interfaces` interfaces per device (8 counters each under
+    /// `/interfaces/interface/state/counters`).
+    pub async fn start_with(
+        store_kind: &str,
+        devices: usize,
+        interfaces: u32,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Store::start(store_kind, dir.path())?;
         let nats = NatsServer::start()?;
@@ -245,7 +255,7 @@ impl Harness {
             "--count",
             &devices.to_string(),
             "--interfaces",
-            "2",
+            &interfaces.to_string(),
         ])
         .args([
             "--update-rate",
@@ -288,7 +298,9 @@ impl Harness {
                 harness.controller.clone(),
             ));
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A fleet of 10 000 devices takes a while to bind on a loaded machine.
+        let deadline =
+            Instant::now() + Duration::from_secs(20) + devices as u32 * Duration::from_millis(5);
         loop {
             if let Ok(stats) = harness.stats().await {
                 if stats.len() == devices {
