@@ -28,7 +28,7 @@ fn poll_interval(targets: usize) -> Duration {
 async fn wait_for(
     what: &str,
     timeout: Duration,
-    mut ok: impl AsyncFnMut() -> bool,
+    ok: impl AsyncFnMut() -> bool,
 ) -> anyhow::Result<Duration> {
     wait_polling(what, timeout, Duration::from_millis(20), ok).await
 }
