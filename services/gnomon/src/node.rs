@@ -102,19 +102,23 @@ async fn seed_store(
     let existing = store.list().await?;
     // Many writes in flight: a file of 10 000 targets written one round trip at a time
     // would hold the start of every member for seconds.
-    let mut writes = futures::stream::iter(
-        config
-            .targets
-            .iter()
-            .filter(|(name, _)| !existing.contains_key(*name)),
-    )
-    .map(|(name, target)| async move {
-        store
-            .put(&target.to_wire_json())
-            .await
-            .with_context(|| format!("storing target {name}"))
-    })
-    .buffer_unordered(SEED_WRITES_IN_FLIGHT);
+    let missing: Vec<_> = config
+        .targets
+        .iter()
+        .filter(|(name, _)| !existing.contains_key(*name))
+        .map(|(name, target)| (name.clone(), target.to_wire_json()))
+        .collect();
+    let mut writes = futures::stream::iter(missing)
+        .map(|(name, document)| {
+            let store = store.clone();
+            async move {
+                store
+                    .put(&document)
+                    .await
+                    .with_context(|| format!("storing target {name}"))
+            }
+        })
+        .buffer_unordered(SEED_WRITES_IN_FLIGHT);
     while let Some(written) = writes.next().await {
         written?;
     }
