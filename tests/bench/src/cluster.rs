@@ -50,17 +50,22 @@ async fn wait_polling(
     Ok(start.elapsed())
 }
 
-/// Lets this process and the processes it starts (simulator, members) open the sockets of
-/// `devices` devices: a listener and an accepted connection each in the simulator, the
-/// client connections in the members, plus the store's and the bus's.
+/// Lets this process and the processes it starts (simulators, members) open the sockets of
+/// `devices` devices: a simulator holds a listener and an accepted connection per device
+/// (the harness splits the fleet over processes by the limit), a member a client connection
+/// per target it collects (all of them, at worst), plus the store's and the bus's.
 fn allow_sockets_for(devices: usize) -> anyhow::Result<()> {
     let wanted = 2 * devices as u64 + 4096;
     let limit = gnomon_testkit::raise_fd_limit(wanted)?;
+    let needed = devices as u64 + 1024;
     anyhow::ensure!(
-        limit >= wanted,
-        "open-file limit {limit} is below the {wanted} that {devices} devices need (raise `ulimit -n`)"
+        limit >= needed,
+        "open-file limit {limit} is below the {needed} a member collecting {devices} devices needs (raise `ulimit -n`)"
     );
-    eprintln!("open-file limit: {limit}");
+    eprintln!(
+        "open-file limit: {limit}; simulator processes: {:?} devices",
+        gnomon_testkit::cluster::simulator_shards(devices)
+    );
     Ok(())
 }
 
