@@ -3,7 +3,6 @@
 
 use anyhow::Context;
 use axum::Router;
-use futures::StreamExt;
 use gnomon_bus::Bus;
 use gnomon_collector::cluster_member::{ClusterMember, MemberAddress};
 use gnomon_collector::{clustered_api_routes, CollectorHandle};
@@ -89,9 +88,6 @@ fn member_address(clustering: &ClusteringConfig, api: &ApiConfig) -> anyhow::Res
     })
 }
 
-/// Target writes `seed_store` keeps in flight at once.
-const SEED_WRITES_IN_FLIGHT: usize = 64;
-
 /// Copies the file's targets and subscriptions into the cluster store where they are
 /// missing (runtime changes made through the API are kept).
 async fn seed_store(
@@ -100,28 +96,18 @@ async fn seed_store(
     config: &GnomonConfig,
 ) -> anyhow::Result<()> {
     let existing = store.list().await?;
-    // Many writes in flight: a file of 10 000 targets written one round trip at a time
-    // would hold the start of every member for seconds.
+    // One store request per many targets: a file of 10 000 targets written one request at
+    // a time, by every member at once, floods the store.
     let missing: Vec<_> = config
         .targets
         .iter()
         .filter(|(name, _)| !existing.contains_key(*name))
-        .map(|(name, target)| (name.clone(), target.to_wire_json()))
+        .map(|(_, target)| target.to_wire_json())
         .collect();
-    let mut writes = futures::stream::iter(missing)
-        .map(|(name, document)| {
-            let store = store.clone();
-            async move {
-                store
-                    .put(&document)
-                    .await
-                    .with_context(|| format!("storing target {name}"))
-            }
-        })
-        .buffer_unordered(SEED_WRITES_IN_FLIGHT);
-    while let Some(written) = writes.next().await {
-        written?;
-    }
+    store
+        .put_many(&missing)
+        .await
+        .with_context(|| format!("storing {} targets", missing.len()))?;
     let existing = subscriptions.list().await?;
     for (name, subscription) in &config.subscriptions {
         if !existing.contains_key(name) {
