@@ -89,6 +89,12 @@ struct PlacementRetry {
     log: Throttle,
 }
 
+/// Placements (not moves) in flight at once. The assignment timeout runs from the moment a
+/// member accepted a target until it holds the lock; members take locks at a finite rate, so
+/// with thousands handed out at once the last ones time out only because they queued, get
+/// unassigned and start over elsewhere. A bounded window keeps each timeout about the member.
+const PLACEMENTS_IN_FLIGHT: usize = 512;
+
 /// Most watch events applied before the leader reconciles (and serves its other inputs).
 const MAX_EVENT_BATCH: usize = 4096;
 
@@ -114,6 +120,9 @@ struct Term {
     retries: HashMap<String, PlacementRetry>,
     /// Target names in the store that can never be placed (logged once each).
     unplaceable: HashSet<String>,
+    /// Whether the last reconcile left unowned targets for want of room in the placement
+    /// window: finished placements then make room for them.
+    backlog: bool,
     /// Whether targets and locks were read from the store in full at least once this term.
     /// The watch replays existing keys in key order (configs before locks), so until a full
     /// read, held targets would look unowned and be placed a second time.
@@ -193,6 +202,7 @@ async fn lead(
         cancel,
         retries: HashMap::new(),
         unplaceable: HashSet::new(),
+        backlog: false,
         synced: false,
     };
     let mut reconcile_tick = tokio::time::interval(
@@ -238,7 +248,14 @@ async fn lead(
                     term.reconcile();
                 }
             }
-            Some((target, outcome)) = results.recv() => term.finish_assignment(target, outcome),
+            Some((target, outcome)) = results.recv() => {
+                term.finish_assignment(target, outcome);
+                // Refill the placement window in chunks, not per finished placement (each
+                // reconcile is a pass over every target).
+                if term.backlog && term.in_flight.len() <= PLACEMENTS_IN_FLIGHT / 2 {
+                    term.reconcile();
+                }
+            }
             Some(command) = commands.recv() => {
                 if let Some(end) = term.command(command).await { return Ok(end); }
             }
@@ -513,7 +530,12 @@ impl Term {
         // One load count for the whole pass, kept current as targets are placed: counting
         // the locks again per target would make placing a fleet quadratic.
         let mut candidates = self.candidates();
+        self.backlog = false;
         for target in unowned {
+            if self.in_flight.len() >= PLACEMENTS_IN_FLIGHT {
+                self.backlog = true;
+                break;
+            }
             if let Some(problem) = gnomon_config::names::problem(&target) {
                 if self.unplaceable.insert(target.clone()) {
                     tracing::error!(target = %Escaped(&target), problem = %problem, "target name in the store cannot be used; not placing it (delete it)");
@@ -980,6 +1002,7 @@ mod tests {
             cancel: CancellationToken::new(),
             retries: HashMap::new(),
             unplaceable: HashSet::new(),
+            backlog: false,
             synced: true,
         }
     }
@@ -1026,6 +1049,29 @@ mod tests {
         assert_eq!(t5.borrow_and_update().as_deref(), Some("m2"));
         assert!(!t6.has_changed().unwrap());
         assert_eq!(*t6.borrow(), None);
+    }
+
+    #[tokio::test]
+    async fn placements_in_flight_are_bounded_and_the_rest_wait_for_room() {
+        let targets: Vec<String> = (0..PLACEMENTS_IN_FLIGHT + 100)
+            .map(|i| format!("t{i}"))
+            .collect();
+        let target_refs: Vec<(&str, &[&str])> =
+            targets.iter().map(|t| (t.as_str(), &[][..])).collect();
+        let mut term = term(&[("m1", &[]), ("m2", &[])], &target_refs, &[]);
+        term.reconcile();
+        assert_eq!(term.in_flight.len(), PLACEMENTS_IN_FLIGHT);
+        assert!(term.backlog);
+        // Placements finish (their locks are taken): the next pass places the rest.
+        let placed: Vec<String> = term.in_flight.keys().cloned().collect();
+        for target in placed {
+            let member = term.in_flight[&target].member.clone();
+            term.holders.insert(target.clone(), member);
+            term.finish_assignment(target, Assignment::Placed);
+        }
+        term.reconcile();
+        assert_eq!(term.in_flight.len(), 100);
+        assert!(!term.backlog);
     }
 
     #[test]
