@@ -19,7 +19,8 @@
 //! copy of each response into its HTTP/2 stream; per PROTO dump one copy of the matching
 //! leaves' bytes (JSON: a copy of the entries, then an encode). Not implemented yet: Get/Set relayed to targets
 //! (Get is answered from the cache; Set is UNIMPLEMENTED), `heartbeat_interval`,
-//! `suppress_redundant`, `origin: gnmic` paths, and Consul registration of the server.
+//! `suppress_redundant` and `origin: gnmic` paths. Registration as a service is
+//! `crate::registration`'s, as for the Prometheus output.
 
 use crate::gnmi_cache::{Change, Entry, GnmiCache, TargetSnapshot};
 use crate::gnmi_wire::{notification, Encoded, EncodedCodec};
@@ -60,6 +61,10 @@ pub const DUMP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Encoded bytes of a PROTO dump queued at once: the client reads one batch while the next
 /// is encoded, and a large dump never sits in memory whole.
 const DUMP_BATCH_BYTES: usize = 1 << 20;
+/// Largest notification of a dump, in update bytes: leaves sharing a timestamp are split
+/// into notifications of at most this much, so none nears the 4 MiB a gRPC client accepts
+/// by default (a device's snapshot often carries one timestamp for all its leaves).
+const MAX_NOTIFICATION_BYTES: usize = 1 << 20;
 
 /// The peer of a connection, in each request's extensions.
 #[derive(Clone, Copy, Debug)]
@@ -443,6 +448,8 @@ fn dump_notifications(snapshot: TargetSnapshot, encoding: ValueEncoding) -> Vec<
     let mut out: Vec<Notification> = Vec::new();
     let mut entries: Vec<Entry> = snapshot.entries;
     entries.sort_by_key(|e| e.timestamp);
+    // Update bytes in the last notification (capped like PROTO dumps).
+    let mut bytes = 0;
     for entry in entries {
         let timestamp = entry.timestamp;
         let update = Update {
@@ -450,14 +457,21 @@ fn dump_notifications(snapshot: TargetSnapshot, encoding: ValueEncoding) -> Vec<
             val: Some(encoding.encode(&entry.leaf.value)),
             ..Default::default()
         };
+        let size = prost::Message::encoded_len(&update);
         match out.last_mut() {
-            Some(last) if last.timestamp == timestamp => last.update.push(update),
-            _ => out.push(Notification {
-                timestamp,
-                prefix: Some(target_prefix(&snapshot.target)),
-                update: vec![update],
-                ..Default::default()
-            }),
+            Some(last) if last.timestamp == timestamp && bytes + size <= MAX_NOTIFICATION_BYTES => {
+                bytes += size;
+                last.update.push(update)
+            }
+            _ => {
+                bytes = size;
+                out.push(Notification {
+                    timestamp,
+                    prefix: Some(target_prefix(&snapshot.target)),
+                    update: vec![update],
+                    ..Default::default()
+                })
+            }
         }
     }
     out
@@ -871,16 +885,34 @@ impl Plan {
 fn encode_entries(target: &str, entries: &[&Entry], out: &mut Vec<Encoded>) -> usize {
     let mut written = 0;
     for group in entries.chunk_by(|a, b| a.timestamp == b.timestamp) {
-        let response = notification(
-            group[0].timestamp,
-            target,
-            group.iter().map(|e| e.leaf.encoded.as_ref()),
-            &[],
-        );
-        written += response.0.len();
-        out.push(response);
+        let mut rest = group;
+        while !rest.is_empty() {
+            let take = within_bytes(rest, |e| e.leaf.encoded.len());
+            let response = notification(
+                rest[0].timestamp,
+                target,
+                rest[..take].iter().map(|e| e.leaf.encoded.as_ref()),
+                &[],
+            );
+            written += response.0.len();
+            out.push(response);
+            rest = &rest[take..];
+        }
     }
     written
+}
+
+/// How many leading `items` fit in [`MAX_NOTIFICATION_BYTES`] (at least one).
+fn within_bytes<T>(items: &[T], size: impl Fn(&T) -> usize) -> usize {
+    let mut bytes = 0;
+    items
+        .iter()
+        .position(|item| {
+            bytes += size(item);
+            bytes > MAX_NOTIFICATION_BYTES
+        })
+        .unwrap_or(items.len())
+        .max(1)
 }
 
 fn update_response(notification: Notification) -> SubscribeResponse {
@@ -966,7 +998,7 @@ impl Subscriber {
         }
     }
 
-    /// A whole dump, in memory (sample ticks; JSON encodings).
+    /// A whole dump, in memory (JSON encodings).
     fn dump(&self, patterns: &[Path]) -> (Vec<Encoded>, Vec<(Arc<str>, u64)>) {
         if self.plan.encoding == ValueEncoding::Proto {
             let mut responses = Vec::new();
@@ -1116,11 +1148,10 @@ impl Subscriber {
                     }
                 }
                 index = next_sample => {
+                    // A tick is a dump: queued in batches as the client reads (within the
+                    // dump timeout), not all at once into a queue sized for changes.
                     let paths = samplers[index].0.clone();
-                    let (responses, _) = self.dump(&paths);
-                    for response in responses {
-                        self.send_change(response)?;
-                    }
+                    self.send_full_dump(&paths, true).await?;
                 }
                 change = changes.recv(), if !self.plan.on_change.is_empty() => match change {
                     Ok(change) => {

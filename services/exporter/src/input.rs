@@ -17,6 +17,7 @@ use futures::StreamExt;
 use gnomon_bus::{Bus, BusMessage, BusSubscription, NatsBus, NatsOptions, NatsTls};
 use gnomon_common::log::{Escaped, Throttle};
 use gnomon_common::retry::Backoff;
+use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
 use gnomon_gnmi::event::response_to_events;
@@ -320,7 +321,7 @@ impl NatsInput {
                         Some(mode) => {
                             let mut targeted = events.clone();
                             for event in &mut targeted {
-                                apply_add_target(event, mode);
+                                apply_add_target(event, &mode);
                             }
                             let targeted_views: Vec<WireEvent<'_>> =
                                 targeted.iter().map(WireEvent::borrowed).collect();
@@ -472,7 +473,7 @@ impl NatsInput {
             let mut batch = records.clone();
             if let Some(mode) = add_target_mode(output) {
                 for record in &mut batch {
-                    apply_add_target_record(record, mode);
+                    apply_add_target_record(record, &mode);
                 }
             }
             let counts = output.ingest_records(batch, Batching::Message);
@@ -491,59 +492,78 @@ impl NatsInput {
     }
 }
 
-/// gnmic's `add-target` of the Prometheus output, applied to proto messages only (as gnmic
-/// applies it in its proto `Write` path).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum AddTarget {
-    Overwrite,
-    IfNotPresent,
+/// gnmic's `add-target` of the Prometheus output, with its `target-template` (`None`: the
+/// default), applied to proto messages only (as gnmic applies it in its proto `Write` path).
+#[derive(Clone, Copy, Debug)]
+enum AddTarget<'o> {
+    Overwrite(Option<&'o GoTemplate>),
+    IfNotPresent(Option<&'o GoTemplate>),
 }
 
-fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget> {
+fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget<'_>> {
+    let template = output.target_template();
     match output.config().add_target.as_deref() {
-        Some("overwrite") => Some(AddTarget::Overwrite),
-        Some("if-not-present") => Some(AddTarget::IfNotPresent),
+        Some("overwrite") => Some(AddTarget::Overwrite(template)),
+        Some("if-not-present") => Some(AddTarget::IfNotPresent(template)),
         _ => None,
     }
 }
 
-/// [`apply_add_target`] on a record.
-fn apply_add_target_record(record: &mut Record, mode: AddTarget) {
-    if mode == AddTarget::IfNotPresent && record.tags.contains_key("target") {
-        return;
-    }
-    let value = match record.tag("subscription-target").filter(|t| !t.is_empty()) {
-        Some(subscription_target) => Str::from(subscription_target),
-        None => Str::from(split_host_port(record.tag("source").unwrap_or_default()).0),
-    };
-    if !value.is_empty() {
-        record.tags.insert("target", value);
+impl AddTarget<'_> {
+    /// The `target` tag for an event with `tags`, or `None` to leave the event as it is:
+    /// `if-not-present` and a target already there, an empty result, or a template that
+    /// fails (logged; gnmic leaves the message unchanged too).
+    fn target<'t>(&self, tags: impl Iterator<Item = (&'t str, &'t str)> + Clone) -> Option<String> {
+        let template = match self {
+            Self::IfNotPresent(_) if tags.clone().any(|(k, _)| k == "target") => return None,
+            Self::Overwrite(template) | Self::IfNotPresent(template) => template,
+        };
+        let value = match template {
+            // gnmic's default template, without rendering one.
+            None => match tags
+                .clone()
+                .find(|(k, v)| *k == "subscription-target" && !v.is_empty())
+            {
+                Some((_, subscription_target)) => subscription_target.to_string(),
+                None => {
+                    let source = tags.clone().find(|(k, _)| *k == "source").map(|(_, v)| v);
+                    split_host_port(source.unwrap_or_default()).0.to_string()
+                }
+            },
+            // gnmic renders its templates over the message's metadata; the event's tags
+            // carry it (source, subscription-name, subscription-target…).
+            Some(template) => {
+                let data: serde_json::Map<String, serde_json::Value> = tags
+                    .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+                    .collect();
+                match template.render(&serde_json::Value::Object(data)) {
+                    Ok(text) => text,
+                    Err(error) => {
+                        tracing::debug!(template = template.source(), %error, "target-template failed");
+                        return None;
+                    }
+                }
+            }
+        };
+        (!value.is_empty()).then_some(value)
     }
 }
 
-/// Sets the `target` tag from gnmic's default target template: the subscription's
-/// `subscription-target` if set, else the `source` without its port.
-fn apply_add_target(event: &mut Event, mode: AddTarget) {
-    if mode == AddTarget::IfNotPresent && event.tags.contains_key("target") {
-        return;
+/// [`apply_add_target`] on a record.
+fn apply_add_target_record(record: &mut Record, mode: &AddTarget<'_>) {
+    let target = mode.target(record.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(target) = target {
+        record.tags.insert("target", Str::from(target));
     }
-    let value = match event
-        .tags
-        .get("subscription-target")
-        .filter(|t| !t.is_empty())
-    {
-        Some(subscription_target) => subscription_target.clone(),
-        None => {
-            let source = event
-                .tags
-                .get("source")
-                .map(String::as_str)
-                .unwrap_or_default();
-            split_host_port(source).0.to_string()
-        }
-    };
-    if !value.is_empty() {
-        event.tags.insert("target".to_string(), value);
+}
+
+/// Sets the `target` tag as gnmic's `add-target` does, from the output's `target-template`
+/// (default: the subscription's `subscription-target` if set, else the `source` without its
+/// port).
+fn apply_add_target(event: &mut Event, mode: &AddTarget<'_>) {
+    let target = mode.target(event.tags.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    if let Some(target) = target {
+        event.tags.insert("target".to_string(), target);
     }
 }
 
@@ -557,15 +577,38 @@ mod tests {
         event.tags.insert("source".into(), "10.0.0.1:57400".into());
         event.tags.insert("target".into(), "from-prefix".into());
         let mut kept = event.clone();
-        apply_add_target(&mut kept, AddTarget::IfNotPresent);
+        apply_add_target(&mut kept, &AddTarget::IfNotPresent(None));
         assert_eq!(kept.tags["target"], "from-prefix");
-        apply_add_target(&mut event, AddTarget::Overwrite);
+        apply_add_target(&mut event, &AddTarget::Overwrite(None));
         assert_eq!(event.tags["target"], "10.0.0.1");
         event
             .tags
             .insert("subscription-target".into(), "sub-t".into());
-        apply_add_target(&mut event, AddTarget::Overwrite);
+        apply_add_target(&mut event, &AddTarget::Overwrite(None));
         assert_eq!(event.tags["target"], "sub-t");
+    }
+
+    #[test]
+    fn add_target_renders_a_custom_template_over_the_tags() {
+        let template = GoTemplate::parse(
+            "{{ index . \"subscription-name\" }}@{{ index . \"source\" | host }}",
+        )
+        .unwrap();
+        let mut event = Event::default();
+        event.tags.insert("source".into(), "r1.lab:57400".into());
+        event
+            .tags
+            .insert("subscription-name".into(), "ports".into());
+        apply_add_target(&mut event, &AddTarget::Overwrite(Some(&template)));
+        assert_eq!(event.tags["target"], "ports@r1.lab");
+        let mut record = Record::from(event.clone());
+        record.tags.insert("target", Str::from("kept"));
+        apply_add_target_record(&mut record, &AddTarget::IfNotPresent(Some(&template)));
+        assert_eq!(record.tag("target"), Some("kept"));
+        // A template that renders nothing leaves the event alone.
+        let empty = GoTemplate::parse("{{ if .nothing }}x{{ end }}").unwrap();
+        apply_add_target(&mut event, &AddTarget::Overwrite(Some(&empty)));
+        assert_eq!(event.tags["target"], "ports@r1.lab");
     }
 
     fn proto_message(values: &[(&str, u64)]) -> BusMessage {

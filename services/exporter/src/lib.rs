@@ -293,9 +293,17 @@ impl Exporter {
             };
 
             let app = http::router(output.clone(), discovery);
+            let tls = config
+                .listener_tls(name)
+                .map_err(anyhow::Error::msg)?
+                .map(|tls| {
+                    gnomon_api_server::tls_config("Prometheus output tls", &tls.server_options())
+                })
+                .transpose()
+                .with_context(|| format!("outputs.{name}.tls"))?;
             let serving = listener.spawn(
                 app,
-                None,
+                tls,
                 gnomon_api_server::ListenerOptions::default(),
                 shutdown.clone(),
             );

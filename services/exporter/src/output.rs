@@ -17,6 +17,7 @@ use crate::processing::{self, Batching, SharedChain};
 use crate::remote_write::WriteBuffer;
 use crate::wire::WireEvent;
 use gnomon_common::log::Throttle;
+use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_processors::{Chain, Record};
@@ -64,6 +65,8 @@ pub struct PrometheusOutput {
     chain: Option<SharedChain>,
     /// A `prometheus_write` output: samples go to its buffer, not to the exposition.
     remote: Option<Arc<WriteBuffer>>,
+    /// `target-template` for `add-target` (`None`: gnmic's default).
+    target_template: Option<GoTemplate>,
 }
 
 fn unix_now_ns() -> i64 {
@@ -80,8 +83,16 @@ impl PrometheusOutput {
             append_subscription_name: config.append_subscription_name,
             strings_as_labels: config.strings_as_labels,
         };
+        let target_template = config
+            .parsed_target_template(name)
+            .inspect_err(
+                |e| tracing::warn!(output = name, error = %e, "target-template not applied"),
+            )
+            .ok()
+            .flatten();
         Self {
             name: name.to_string(),
+            target_template,
             expiration: config.effective_expiration(),
             state: Mutex::new(State {
                 exposition: Exposition::new(config.export_timestamps)
@@ -112,6 +123,7 @@ impl PrometheusOutput {
             append_subscription_name: config.append_subscription_name,
             strings_as_labels: config.strings_as_labels,
             add_target: config.add_target.clone(),
+            target_template: config.target_template.clone(),
             event_processors: config.event_processors.clone(),
             ..PrometheusOutputConfig::default()
         };
@@ -119,6 +131,11 @@ impl PrometheusOutput {
         output.expiration = None;
         output.remote = Some(buffer);
         output
+    }
+
+    /// The parsed `target-template` (`None`: gnmic's default) for `add-target`.
+    pub fn target_template(&self) -> Option<&GoTemplate> {
+        self.target_template.as_ref()
     }
 
     /// The remote write buffer of a `prometheus_write` output.

@@ -30,13 +30,14 @@
 
 use crate::stats;
 use bytes::Bytes;
+use foldhash::fast::FixedState;
 use gnomon_common::log::Throttle;
 use gnomon_common::retry::{Backoff, RetryClassify, RetryPolicy};
 use gnomon_common::tls::ClientTlsOptions;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::Secret;
 use prost::Message;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -153,7 +154,9 @@ pub struct WriteCounts {
 }
 
 struct BufferState {
-    pending: Vec<Pending>,
+    /// Oldest first; a deque so taking a batch off the front costs the batch, not the
+    /// whole buffer (a `Vec` moved up to `buffer-size` entries per request).
+    pending: VecDeque<Pending>,
     names: BTreeSet<String>,
     full_warning: Throttle,
 }
@@ -178,7 +181,7 @@ impl WriteBuffer {
             batch: config.max_time_series_per_write.max(1),
             keep_names: config.metadata.include,
             state: Mutex::new(BufferState {
-                pending: Vec::new(),
+                pending: VecDeque::new(),
                 names: BTreeSet::new(),
                 full_warning: Throttle::new(Duration::from_secs(60)),
             }),
@@ -202,6 +205,26 @@ impl WriteBuffer {
         value: f64,
         timestamp_ns: i64,
     ) -> bool {
+        // The sample is built before taking the lock, which ingest and the writer share.
+        let mut all: Vec<Label> = Vec::with_capacity(8);
+        all.push(Label {
+            name: "__name__".into(),
+            value: name.into(),
+        });
+        all.extend(labels.map(|(n, v)| Label {
+            name: n.into(),
+            value: v.into(),
+        }));
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        let timestamp_ms = if timestamp_ns == 0 {
+            unix_now_ms()
+        } else {
+            timestamp_ns.div_euclid(1_000_000)
+        };
+        let key: Box<str> = match std::str::from_utf8(key) {
+            Ok(text) => text.into(),
+            Err(_) => String::from_utf8_lossy(key).into(),
+        };
         let mut state = self.lock();
         if state.pending.len() >= self.capacity {
             self.counts
@@ -218,27 +241,12 @@ impl WriteBuffer {
             }
             return false;
         }
-        let mut all: Vec<Label> = Vec::with_capacity(8);
-        all.push(Label {
-            name: "__name__".into(),
-            value: name.into(),
-        });
-        all.extend(labels.map(|(n, v)| Label {
-            name: n.into(),
-            value: v.into(),
-        }));
-        all.sort_by(|a, b| a.name.cmp(&b.name));
-        let timestamp_ms = if timestamp_ns == 0 {
-            unix_now_ms()
-        } else {
-            timestamp_ns.div_euclid(1_000_000)
-        };
         if self.keep_names && state.names.len() < MAX_METADATA_NAMES && !state.names.contains(name)
         {
             state.names.insert(name.to_string());
         }
-        state.pending.push(Pending {
-            key: String::from_utf8_lossy(key).into(),
+        state.pending.push_back(Pending {
+            key,
             labels: all,
             sample: Sample {
                 value,
@@ -266,13 +274,14 @@ impl WriteBuffer {
         &self.counts
     }
 
-    /// Takes the oldest samples of at most `batch` distinct series, as one request.
-    fn take_batch(&self) -> Option<(WriteRequest, u64)> {
+    /// Takes the oldest samples of at most `batch` distinct series, as one request (what the
+    /// writer sends next), with the number of samples in it.
+    pub fn take_batch(&self) -> Option<(WriteRequest, u64)> {
         let mut state = self.lock();
         if state.pending.is_empty() {
             return None;
         }
-        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut index: HashMap<&str, usize, FixedState> = HashMap::default();
         let mut taken = 0;
         for pending in &state.pending {
             if !index.contains_key(&*pending.key) {
@@ -308,7 +317,7 @@ impl WriteBuffer {
 /// one sample per timestamp (the last one pushed).
 fn group(pending: Vec<Pending>) -> WriteRequest {
     let mut series: Vec<TimeSeries> = Vec::new();
-    let mut index: HashMap<Box<str>, usize> = HashMap::new();
+    let mut index: HashMap<Box<str>, usize, FixedState> = HashMap::default();
     for p in pending {
         match index.get(&p.key) {
             Some(&i) => series[i].samples.push(p.sample),
@@ -697,6 +706,213 @@ mod tests {
         let value: serde_json::Value = serde_yaml::from_str(yaml).unwrap();
         let section = gnomon_config::Section::from_value("outputs.rw", &value).unwrap();
         PrometheusWriteOutputConfig::from_section(&section).unwrap()
+    }
+
+    /// What a receiver saw of one request.
+    #[derive(Clone, Debug, Default)]
+    struct Seen {
+        headers: Vec<(String, String)>,
+        series: usize,
+        /// Metric family names of the request's metadata entries.
+        metadata: Vec<String>,
+    }
+
+    /// An HTTPS remote-write receiver requiring a client certificate of `pki`'s CA; it
+    /// records each request's headers and decoded series count.
+    async fn receiver(
+        pki: &gnomon_testkit::TestPki,
+    ) -> (String, Arc<std::sync::Mutex<Vec<Seen>>>, CancellationToken) {
+        let seen: Arc<std::sync::Mutex<Vec<Seen>>> = Arc::default();
+        let recorded = seen.clone();
+        let app = axum::Router::new().route(
+            "/push",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let recorded = recorded.clone();
+                    async move {
+                        let request = decode(&body).unwrap_or_default();
+                        let series = request.timeseries.len();
+                        let metadata = request
+                            .metadata
+                            .iter()
+                            .map(|m| m.metric_family_name.clone())
+                            .collect();
+                        let headers = headers
+                            .iter()
+                            .map(|(k, v)| {
+                                (k.to_string(), v.to_str().unwrap_or_default().to_string())
+                            })
+                            .collect();
+                        recorded.lock().unwrap().push(Seen {
+                            headers,
+                            series,
+                            metadata,
+                        });
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                },
+            ),
+        );
+        let server = pki.issue("receiver").unwrap();
+        let tls = gnomon_api_server::tls_config(
+            "receiver",
+            &gnomon_common::tls::ServerTlsOptions {
+                cert_file: Some(server.cert_file),
+                key_file: Some(server.key_file),
+                ca_file: Some(pki.ca_file().to_path_buf()),
+                client_auth: Some(gnomon_common::tls::ClientAuth::RequireVerify),
+            },
+        )
+        .unwrap();
+        let listener = gnomon_api_server::Listener::bind("receiver", "127.0.0.1:0")
+            .await
+            .unwrap();
+        let url = format!("https://127.0.0.1:{}/push", listener.local_addr().port());
+        let stop = CancellationToken::new();
+        listener.spawn(app, Some(tls), Default::default(), stop.clone());
+        (url, seen, stop)
+    }
+
+    fn one_series() -> Bytes {
+        let buffer = WriteBuffer::new("rw", &config("url: http://x/push"));
+        buffer.push(
+            b"m{a=\"1\"}",
+            "m",
+            [("a", "1")].into_iter(),
+            1.0,
+            1_700_000_000_000_000_000,
+        );
+        let (request, _) = buffer.take_batch().unwrap();
+        Bytes::from(encode(&request))
+    }
+
+    #[tokio::test]
+    async fn writes_go_over_mutual_tls_with_gnmics_auth_and_headers() {
+        gnomon_testkit::install_crypto_provider();
+        let pki = gnomon_testkit::TestPki::new("rw").unwrap();
+        let (url, seen, stop) = receiver(&pki).await;
+        let client_cert = pki.issue("gnomon").unwrap();
+        let tls = format!(
+            "tls:\n  ca-file: {}\n  cert-file: {}\n  key-file: {}\n",
+            pki.ca_file().display(),
+            client_cert.cert_file.display(),
+            client_cert.key_file.display()
+        );
+        let basic = config(&format!(
+            "url: {url}\nheaders: {{X-Scope-OrgID: tenant-a}}\nauthentication: {{username: rw, password: s3cret}}\n{tls}"
+        ));
+        RemoteWriteClient::new("rw", &basic)
+            .unwrap()
+            .write(one_series())
+            .await
+            .unwrap();
+        let bearer = config(&format!(
+            "url: {url}\nauthorization: {{credentials: tok-9}}\n{tls}"
+        ));
+        RemoteWriteClient::new("rw", &bearer)
+            .unwrap()
+            .write(one_series())
+            .await
+            .unwrap();
+        // Without a client certificate the receiver refuses the connection.
+        let anonymous = config(&format!(
+            "url: {url}\ntls:\n  ca-file: {}\n",
+            pki.ca_file().display()
+        ));
+        let refused = RemoteWriteClient::new("rw", &anonymous)
+            .unwrap()
+            .write(one_series())
+            .await;
+        assert!(
+            matches!(refused, Err(RemoteWriteError::Transport { .. })),
+            "{refused:?}"
+        );
+        stop.cancel();
+
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+        let header = |i: usize, name: &str| {
+            seen[i]
+                .headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        };
+        for (i, request) in seen.iter().enumerate() {
+            assert_eq!(request.series, 1);
+            assert_eq!(header(i, "content-encoding").as_deref(), Some("snappy"));
+            assert_eq!(
+                header(i, "content-type").as_deref(),
+                Some("application/x-protobuf")
+            );
+            assert_eq!(
+                header(i, "x-prometheus-remote-write-version").as_deref(),
+                Some("0.1.0")
+            );
+        }
+        // rw:s3cret in base64.
+        assert_eq!(
+            header(0, "authorization").as_deref(),
+            Some("Basic cnc6czNjcmV0")
+        );
+        assert_eq!(header(0, "x-scope-orgid").as_deref(), Some("tenant-a"));
+        assert_eq!(header(1, "authorization").as_deref(), Some("Bearer tok-9"));
+    }
+
+    #[tokio::test]
+    async fn metadata_of_every_metric_name_is_sent_in_chunks() {
+        gnomon_testkit::install_crypto_provider();
+        let pki = gnomon_testkit::TestPki::new("rw-meta").unwrap();
+        let (url, seen, stop) = receiver(&pki).await;
+        let client_cert = pki.issue("gnomon").unwrap();
+        let config = config(&format!(
+            "url: {url}\ninterval: 50ms\nmetadata: {{include: true, interval: 50ms, max-entries-per-write: 2}}\ntls:\n  ca-file: {}\n  cert-file: {}\n  key-file: {}\n",
+            pki.ca_file().display(),
+            client_cert.cert_file.display(),
+            client_cert.key_file.display()
+        ));
+        let buffer = Arc::new(WriteBuffer::new("rw", &config));
+        for name in ["m_a", "m_b", "m_c"] {
+            buffer.push(
+                format!("{name}{{a=\"1\"}}").as_bytes(),
+                name,
+                [("a", "1")].into_iter(),
+                1.0,
+                1_700_000_000_000_000_000,
+            );
+        }
+        let client = RemoteWriteClient::new("rw", &config).unwrap();
+        let writer_stop = CancellationToken::new();
+        let writer = tokio::spawn(run_writer(
+            buffer.clone(),
+            client,
+            config.clone(),
+            writer_stop.clone(),
+        ));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let names = loop {
+            let requests = seen.lock().unwrap().clone();
+            let mut names: Vec<String> = requests
+                .iter()
+                .filter(|r| !r.metadata.is_empty())
+                .flat_map(|r| r.metadata.clone())
+                .collect();
+            names.sort();
+            names.dedup();
+            if names.len() == 3 {
+                assert!(
+                    requests.iter().all(|r| r.metadata.len() <= 2),
+                    "{requests:?}"
+                );
+                break names;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{requests:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(names, ["m_a", "m_b", "m_c"]);
+        writer_stop.cancel();
+        writer.await.unwrap();
+        stop.cancel();
     }
 
     #[test]

@@ -739,3 +739,99 @@ async fn a_thousand_subscribers_keep_up_and_a_stalled_one_is_ended() {
     }
     f.exporter.stop().await;
 }
+
+/// A device snapshot of 5 MiB under one timestamp is dumped as several notifications of at
+/// most about 1 MiB, so a client with gRPC's default 4 MiB limit reads it (PROTO and JSON).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_same_timestamp_snapshot_is_split_for_default_clients() {
+    const LEAVES: usize = 5_000;
+    let f = start(|_| {}).await;
+    let value = "d".repeat(1024);
+    let paths: Vec<String> = (0..LEAVES)
+        .map(|i| format!("interface[name=eth{i}]/state/description"))
+        .collect();
+    let updates: Vec<(&str, TypedValue)> = paths
+        .iter()
+        .map(|p| (p.as_str(), string_value(&value)))
+        .collect();
+    publish(&f.bus, "big", 42, &updates).await;
+    // Get answers in one message: the probe accepts a large one.
+    let mut probe = client(f.addr, false)
+        .await
+        .max_decoding_message_size(64 << 20);
+    wait_cached(&mut probe, LEAVES).await;
+    let mut client = client(f.addr, false).await;
+    for encoding in [Encoding::Proto, Encoding::Json] {
+        let mut request = list(
+            subscription_list::Mode::Once,
+            "big",
+            "/interfaces",
+            SubscriptionMode::TargetDefined,
+        );
+        request.encoding = encoding as i32;
+        let (_keep, mut stream) = subscribe(&mut client, request).await;
+        let mut notifications = 0;
+        let mut leaves = 0;
+        loop {
+            let response = next(&mut stream)
+                .await
+                .unwrap_or_else(|s| panic!("{encoding:?}: {s}"))
+                .expect("ended before sync");
+            if is_sync(&response) {
+                break;
+            }
+            assert!(
+                prost::Message::encoded_len(&response) < (1 << 20) + (64 << 10),
+                "{encoding:?}: a notification of {} bytes",
+                prost::Message::encoded_len(&response)
+            );
+            notifications += 1;
+            leaves += updates_of(&response).len();
+        }
+        assert_eq!(leaves, LEAVES, "{encoding:?}");
+        assert!(
+            notifications >= 5,
+            "{encoding:?}: {notifications} notifications"
+        );
+    }
+    f.exporter.stop().await;
+}
+
+/// A sample tick over more targets than `max-subscriber-lag` is a dump the client reads as it
+/// comes, not a burst that overflows the subscriber's queue: the subscription keeps going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sample_ticks_larger_than_the_lag_bound_keep_the_subscription() {
+    const TARGETS: usize = 40;
+    let f = start(|c| c.max_subscriber_lag = 8).await;
+    for t in 0..TARGETS {
+        publish(
+            &f.bus,
+            &format!("s{t}"),
+            1,
+            &[(
+                "interface[name=eth0]/state/counters/in-octets",
+                uint_value(t as u64),
+            )],
+        )
+        .await;
+    }
+    let mut client = client(f.addr, false).await;
+    wait_cached(&mut client, TARGETS).await;
+    let mut request = list(
+        subscription_list::Mode::Stream,
+        "*",
+        "/interfaces",
+        SubscriptionMode::Sample,
+    );
+    request.subscription[0].sample_interval = 50_000_000;
+    let (_keep, mut stream) = subscribe(&mut client, request).await;
+    assert_eq!(until_sync(&mut stream).await.len(), TARGETS);
+    let mut sampled = 0;
+    while sampled < 3 * TARGETS {
+        match next(&mut stream).await {
+            Ok(Some(response)) => sampled += updates_of(&response).len(),
+            other => panic!("the sample subscription ended after {sampled} updates: {other:?}"),
+        }
+    }
+    f.exporter.stop().await;
+}

@@ -27,6 +27,56 @@ pub struct ApiTls {
     pub client_auth: Option<String>,
 }
 
+impl ApiTls {
+    /// Reads a server `tls` block (gnmic's keys for the API, the gNMI server and the
+    /// Prometheus listener): a bad `client-auth`, or `cert-file` without `key-file`, names the
+    /// key. `skip_verify_why` is the warning a `skip-verify: true` gets on this server.
+    pub fn from_section(tls: &Section<'_>, skip_verify_why: &str) -> Result<Self, ConfigError> {
+        let parsed = Self {
+            ca_file: tls.path_if_set("ca-file")?,
+            cert_file: tls.path_if_set("cert-file")?,
+            key_file: tls.path_if_set("key-file")?,
+            client_auth: tls.string_if_set("client-auth")?,
+        };
+        if let Some(mode) = &parsed.client_auth {
+            if gnomon_common::tls::ClientAuth::parse(mode).is_none() {
+                return Err(ConfigError::invalid(
+                    tls.key_path("client-auth"),
+                    &serde_json::Value::String(mode.clone()),
+                    "is not a client-auth mode (expected request, require, verify-if-given or require-verify)",
+                ));
+            }
+        }
+        if parsed.cert_file.is_some() != parsed.key_file.is_some() {
+            return Err(ConfigError::invalid(
+                tls.key_path("cert-file"),
+                &serde_json::Value::String(String::new()),
+                "and key-file go together (set both, or neither for a self-signed certificate)",
+            ));
+        }
+        tls.unsupported_unless(
+            "skip-verify",
+            &serde_json::Value::Bool(false),
+            skip_verify_why,
+        );
+        tls.warn_unknown_keys();
+        Ok(parsed)
+    }
+
+    /// The options the TLS server is built from.
+    pub fn server_options(&self) -> gnomon_common::tls::ServerTlsOptions {
+        gnomon_common::tls::ServerTlsOptions {
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            ca_file: self.ca_file.clone(),
+            client_auth: self
+                .client_auth
+                .as_deref()
+                .and_then(gnomon_common::tls::ClientAuth::parse),
+        }
+    }
+}
+
 /// The API server settings.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "kebab-case")]
@@ -86,27 +136,10 @@ impl ApiConfig {
             config.timeout = timeout;
         }
         if let Some(tls) = block.section("tls")? {
-            config.tls = Some(ApiTls {
-                ca_file: tls.path_if_set("ca-file")?,
-                cert_file: tls.path_if_set("cert-file")?,
-                key_file: tls.path_if_set("key-file")?,
-                client_auth: tls.string_if_set("client-auth")?,
-            });
-            if let Some(mode) = config.tls.as_ref().and_then(|t| t.client_auth.clone()) {
-                if gnomon_common::tls::ClientAuth::parse(&mode).is_none() {
-                    return Err(ConfigError::invalid(
-                        tls.key_path("client-auth"),
-                        &serde_json::Value::String(mode),
-                        "is not a client-auth mode (expected request, require, verify-if-given or require-verify)",
-                    ));
-                }
-            }
-            tls.unsupported_unless(
-                "skip-verify",
-                &serde_json::Value::Bool(false),
+            config.tls = Some(ApiTls::from_section(
+                &tls,
                 "it has no meaning for the API's server certificate",
-            );
-            tls.warn_unknown_keys();
+            )?);
         }
         // gnomon serves /metrics on the API whatever this says; it never logs /healthz
         // requests (gnmic's `healthz-disable-logging: true`).
@@ -152,17 +185,7 @@ impl ApiConfig {
 
     /// The server TLS options, when TLS is configured.
     pub fn server_tls(&self) -> Option<gnomon_common::tls::ServerTlsOptions> {
-        self.tls
-            .as_ref()
-            .map(|tls| gnomon_common::tls::ServerTlsOptions {
-                cert_file: tls.cert_file.clone(),
-                key_file: tls.key_file.clone(),
-                ca_file: tls.ca_file.clone(),
-                client_auth: tls
-                    .client_auth
-                    .as_deref()
-                    .and_then(gnomon_common::tls::ClientAuth::parse),
-            })
+        self.tls.as_ref().map(ApiTls::server_options)
     }
 
     /// The socket address to bind: gnmic's `:7890` means every interface.

@@ -165,35 +165,10 @@ impl GnmiServerConfig {
             keepalive.warn_unknown_keys();
         }
         if let Some(tls) = block.section("tls")? {
-            let parsed = ApiTls {
-                ca_file: tls.path_if_set("ca-file")?,
-                cert_file: tls.path_if_set("cert-file")?,
-                key_file: tls.path_if_set("key-file")?,
-                client_auth: tls.string_if_set("client-auth")?,
-            };
-            if let Some(mode) = &parsed.client_auth {
-                if gnomon_common::tls::ClientAuth::parse(mode).is_none() {
-                    return Err(ConfigError::invalid(
-                        tls.key_path("client-auth"),
-                        &Value::String(mode.clone()),
-                        "is not a client-auth mode (expected request, require, verify-if-given or require-verify)",
-                    ));
-                }
-            }
-            if parsed.cert_file.is_some() != parsed.key_file.is_some() {
-                return Err(ConfigError::invalid(
-                    tls.key_path("cert-file"),
-                    &Value::String(String::new()),
-                    "and key-file go together (set both, or neither for a self-signed certificate)",
-                ));
-            }
-            tls.unsupported_unless(
-                "skip-verify",
-                &Value::Bool(false),
+            config.tls = Some(ApiTls::from_section(
+                &tls,
                 "client certificates are verified when ca-file is set (see client-auth)",
-            );
-            tls.warn_unknown_keys();
-            config.tls = Some(parsed);
+            )?);
         }
         block.unsupported_unless(
             "skip-verify",
@@ -298,17 +273,7 @@ impl GnmiServerConfig {
 
     /// The server TLS options, when TLS is configured.
     pub fn server_tls(&self) -> Option<gnomon_common::tls::ServerTlsOptions> {
-        self.tls
-            .as_ref()
-            .map(|tls| gnomon_common::tls::ServerTlsOptions {
-                cert_file: tls.cert_file.clone(),
-                key_file: tls.key_file.clone(),
-                ca_file: tls.ca_file.clone(),
-                client_auth: tls
-                    .client_auth
-                    .as_deref()
-                    .and_then(gnomon_common::tls::ClientAuth::parse),
-            })
+        self.tls.as_ref().map(ApiTls::server_options)
     }
 
     /// A subscription's sample interval within gnmic's bounds: 0 → default, below the

@@ -1,6 +1,8 @@
-//! The small part of Go's `text/template` that gnmic's loaders and actions use in practice:
-//! `{{ . }}`, field access (`{{ .Input }}`, `{{ .Meta.site }}`), `{{ index .Meta "key" }}`,
-//! `{{ json . }}` and `{{ join .Tags "," }}`, with `{{-` / `-}}` trimming.
+//! The small part of Go's `text/template` that gnmic's loaders, actions and target templates
+//! use in practice: `{{ . }}`, field access (`{{ .Input }}`, `{{ .Meta.site }}`),
+//! `{{ index .Meta "key" }}`, `{{ json . }}`, `{{ join .Tags "," }}`, gnmic's `host`
+//! function as a pipe (`{{ index . "source" | host }}`) and `{{ if … }}…{{ else }}…{{ end }}`,
+//! with `{{-` / `-}}` trimming.
 //!
 //! Why a subset and not a template engine: gnmic's templates are Go templates; a different
 //! engine would accept a different language and render differently. Everything outside this
@@ -26,7 +28,46 @@ impl fmt::Debug for GoTemplate {
 #[derive(Clone, Debug, PartialEq)]
 enum Node {
     Text(String),
-    Action(Pipeline),
+    Action(Piped),
+    /// `{{ if cond }}then{{ else }}otherwise{{ end }}`.
+    If {
+        cond: Piped,
+        then: Vec<Node>,
+        otherwise: Vec<Node>,
+    },
+}
+
+/// A pipeline and the functions its result is piped through (`| host`).
+#[derive(Clone, Debug, PartialEq)]
+struct Piped {
+    pipeline: Pipeline,
+    functions: Vec<Function>,
+}
+
+/// Functions a result can be piped through.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Function {
+    /// gnmic's `host`: the host part of `host:port`.
+    Host,
+}
+
+/// An `if` being parsed: its condition, its `then` nodes, and its `else` nodes once seen.
+struct OpenIf {
+    cond: Piped,
+    then: Vec<Node>,
+    otherwise: Option<Vec<Node>>,
+}
+
+/// Where parsed nodes go: the innermost open `if`'s current branch, else the top level.
+fn current<'a>(nodes: &'a mut Vec<Node>, open: &'a mut [OpenIf]) -> &'a mut Vec<Node> {
+    match open.last_mut() {
+        Some(OpenIf {
+            otherwise: Some(otherwise),
+            ..
+        }) => otherwise,
+        Some(frame) => &mut frame.then,
+        None => nodes,
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -46,13 +87,13 @@ enum Key {
 }
 
 /// What the subset supports, for error messages.
-const SUPPORTED: &str =
-    "supported: {{ . }}, {{ .Field.sub }}, {{ index .Field \"key\" }}, {{ json .Field }}, {{ join .Field \"sep\" }}";
+const SUPPORTED: &str = "supported: {{ . }}, {{ .Field.sub }}, {{ index .Field \"key\" }}, {{ json .Field }}, {{ join .Field \"sep\" }}, | host, {{ if … }}{{ else }}{{ end }}";
 
 impl GoTemplate {
     /// Parses `source`, or says which construct is not supported.
     pub fn parse(source: &str) -> Result<Self, String> {
         let mut nodes = Vec::new();
+        let mut open: Vec<OpenIf> = Vec::new();
         let mut rest = source;
         let mut trim_next = false;
         while let Some(start) = rest.find("{{") {
@@ -69,7 +110,7 @@ impl GoTemplate {
                 text = text.trim_end();
             }
             if !text.is_empty() {
-                nodes.push(Node::Text(text.to_string()));
+                current(&mut nodes, &mut open).push(Node::Text(text.to_string()));
             }
             let end = find_close(after)
                 .ok_or_else(|| format!("unclosed action at {:?}", clip(&rest[start..])))?;
@@ -81,8 +122,35 @@ impl GoTemplate {
                     trim_next = true;
                 }
             }
-            nodes.push(Node::Action(parse_action(inner.trim())?));
+            let action = inner.trim();
+            if let Some(cond) = action.strip_prefix("if ") {
+                open.push(OpenIf {
+                    cond: parse_piped(cond.trim())?,
+                    then: Vec::new(),
+                    otherwise: None,
+                });
+            } else if action == "else" {
+                match open.last_mut() {
+                    Some(frame) if frame.otherwise.is_none() => frame.otherwise = Some(Vec::new()),
+                    _ => return Err(format!("{{{{ else }}}} without an open if ({SUPPORTED})")),
+                }
+            } else if action == "end" {
+                let frame = open
+                    .pop()
+                    .ok_or_else(|| format!("{{{{ end }}}} without an open if ({SUPPORTED})"))?;
+                current(&mut nodes, &mut open).push(Node::If {
+                    cond: frame.cond,
+                    then: frame.then,
+                    otherwise: frame.otherwise.unwrap_or_default(),
+                });
+            } else {
+                let piped = parse_piped(action)?;
+                current(&mut nodes, &mut open).push(Node::Action(piped));
+            }
             rest = &after[end + 2..];
+        }
+        if !open.is_empty() {
+            return Err(format!("{{{{ if }}}} without {{{{ end }}}} ({SUPPORTED})"));
         }
         let text = if trim_next { rest.trim_start() } else { rest };
         if !text.is_empty() {
@@ -110,14 +178,76 @@ impl GoTemplate {
     /// is an error, as in Go.
     pub fn render(&self, data: &Value) -> Result<String, String> {
         let mut out = String::new();
-        for node in &self.nodes {
-            match node {
-                Node::Text(text) => out.push_str(text),
-                Node::Action(pipeline) => out.push_str(&run(pipeline, data)?),
-            }
-        }
+        render_nodes(&self.nodes, data, &mut out)?;
         Ok(out)
     }
+}
+
+fn render_nodes(nodes: &[Node], data: &Value, out: &mut String) -> Result<(), String> {
+    for node in nodes {
+        match node {
+            Node::Text(text) => out.push_str(text),
+            Node::Action(piped) => out.push_str(&evaluate(piped, data)?.printed()),
+            Node::If {
+                cond,
+                then,
+                otherwise,
+            } => {
+                let branch = if evaluate(cond, data)?.truthy() {
+                    then
+                } else {
+                    otherwise
+                };
+                render_nodes(branch, data, out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// What a pipeline produced: a value of the data, or text a function made.
+enum Evaluated {
+    Value(Option<Value>),
+    Text(String),
+}
+
+impl Evaluated {
+    fn printed(&self) -> String {
+        match self {
+            Self::Value(value) => go_print(value.as_ref()),
+            Self::Text(text) => text.clone(),
+        }
+    }
+
+    /// Go's truth: false, 0, nil, and empty strings, lists and maps are false.
+    fn truthy(&self) -> bool {
+        match self {
+            Self::Text(text) => !text.is_empty(),
+            Self::Value(None | Some(Value::Null)) => false,
+            Self::Value(Some(Value::Bool(b))) => *b,
+            Self::Value(Some(Value::Number(n))) => n.as_f64().is_some_and(|f| f != 0.0),
+            Self::Value(Some(Value::String(s))) => !s.is_empty(),
+            Self::Value(Some(Value::Array(items))) => !items.is_empty(),
+            Self::Value(Some(Value::Object(map))) => !map.is_empty(),
+        }
+    }
+}
+
+fn evaluate(piped: &Piped, data: &Value) -> Result<Evaluated, String> {
+    let mut result = run(&piped.pipeline, data)?;
+    for function in &piped.functions {
+        result = match function {
+            Function::Host => {
+                let text = result.printed();
+                Evaluated::Text(
+                    super::prometheus_output::split_host_port(&text)
+                        .0
+                        .to_string(),
+                )
+            }
+        };
+    }
+    Ok(result)
 }
 
 /// Finds the `}}` closing an action, skipping quoted strings.
@@ -213,6 +343,24 @@ fn field_path(token: &str, action: &str) -> Result<Vec<String>, String> {
     Ok(parts)
 }
 
+/// A pipeline with its `| function`s.
+fn parse_piped(action: &str) -> Result<Piped, String> {
+    let mut parts = action.split('|');
+    let pipeline = parse_action(parts.next().unwrap_or_default().trim())?;
+    let functions = parts
+        .map(|name| match name.trim() {
+            "host" => Ok(Function::Host),
+            other => Err(format!(
+                "{{{{ {action} }}}}: the function {other:?} is not supported ({SUPPORTED})"
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Piped {
+        pipeline,
+        functions,
+    })
+}
+
 fn parse_action(action: &str) -> Result<Pipeline, String> {
     if action.starts_with("/*") {
         return Err(format!("comments are not supported ({SUPPORTED})"));
@@ -222,7 +370,7 @@ fn parse_action(action: &str) -> Result<Pipeline, String> {
         return Err(format!("empty action {{{{}}}} ({SUPPORTED})"));
     };
     let unsupported = || format!("{{{{ {action} }}}} is not supported ({SUPPORTED})");
-    if action.contains('|') || action.contains('$') || action.contains('(') {
+    if action.contains('$') || action.contains('(') {
         return Err(unsupported());
     }
     match first.as_str() {
@@ -263,12 +411,14 @@ fn lookup<'a>(data: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
-fn run(pipeline: &Pipeline, data: &Value) -> Result<String, String> {
+fn run(pipeline: &Pipeline, data: &Value) -> Result<Evaluated, String> {
     match pipeline {
-        Pipeline::Value(path) => Ok(go_print(lookup(data, path))),
-        Pipeline::Json(path) => Ok(lookup(data, path)
-            .map(Value::to_string)
-            .unwrap_or_else(|| "null".to_string())),
+        Pipeline::Value(path) => Ok(Evaluated::Value(lookup(data, path).cloned())),
+        Pipeline::Json(path) => Ok(Evaluated::Text(
+            lookup(data, path)
+                .map(Value::to_string)
+                .unwrap_or_else(|| "null".to_string()),
+        )),
         Pipeline::Index(path, keys) => {
             let mut value = lookup(data, path);
             for key in keys {
@@ -301,7 +451,7 @@ fn run(pipeline: &Pipeline, data: &Value) -> Result<String, String> {
                     }
                 };
             }
-            Ok(go_print(value))
+            Ok(Evaluated::Value(value.cloned()))
         }
         Pipeline::Join(path, separator) => match lookup(data, path) {
             Some(Value::Array(items)) => items
@@ -314,7 +464,7 @@ fn run(pipeline: &Pipeline, data: &Value) -> Result<String, String> {
                     )),
                 })
                 .collect::<Result<Vec<_>, _>>()
-                .map(|parts| parts.join(separator)),
+                .map(|parts| Evaluated::Text(parts.join(separator))),
             Some(other) => Err(format!(
                 "join: .{} is {}, not a list",
                 path.join("."),
@@ -382,8 +532,11 @@ mod tests {
     #[test]
     fn refuses_what_it_does_not_implement() {
         for template in [
-            "{{ if .A }}x{{ end }}",
             "{{ range .Tags }}{{ . }}{{ end }}",
+            "{{ if .A }}x",
+            "x{{ else }}y",
+            "{{ end }}",
+            "{{ .A | upper }}",
             "{{ .A | json }}",
             "{{ $x := 1 }}",
             "{{ printf \"%s\" .A }}",
@@ -395,9 +548,44 @@ mod tests {
             assert!(
                 error.contains("not supported")
                     || error.contains("unclosed")
-                    || error.contains("not a field"),
+                    || error.contains("not a field")
+                    || error.contains("without"),
                 "{template}: {error}"
             );
+        }
+    }
+
+    #[test]
+    fn gnmics_target_templates_render_as_in_gnmic() {
+        let default = GoTemplate::parse(
+            "{{- if index . \"subscription-target\" -}}\n{{ index . \"subscription-target\" }}\n{{- else -}}\n{{ index . \"source\" | host }}\n{{- end -}}",
+        )
+        .unwrap();
+        for (meta, expected) in [
+            (
+                json!({"source": "r1:57400", "subscription-target": ""}),
+                "r1",
+            ),
+            (json!({"source": "r1:57400"}), "r1"),
+            (json!({"source": "[::1]:57400"}), "::1"),
+            (
+                json!({"source": "r1:57400", "subscription-target": "core"}),
+                "core",
+            ),
+        ] {
+            assert_eq!(default.render(&meta).unwrap(), expected, "{meta}");
+        }
+        let nested = GoTemplate::parse(
+            "{{ if .A }}a{{ if .B }}b{{ else }}!b{{ end }}{{ else }}!a{{ end }}-{{ .C | host }}",
+        )
+        .unwrap();
+        for (data, expected) in [
+            (json!({"A": true, "B": "x", "C": "h:1"}), "ab-h"),
+            (json!({"A": 1, "B": [], "C": "h"}), "a!b-h"),
+            (json!({"A": "", "C": "h:2"}), "!a-h"),
+            (json!({"A": {}, "C": "h"}), "!a-h"),
+        ] {
+            assert_eq!(nested.render(&data).unwrap(), expected, "{data}");
         }
     }
 

@@ -4,6 +4,7 @@
 //! Durations are Go duration strings (`"60s"`, `"1m30s"`, `"-1s"`); see [`GoDuration`].
 
 use super::address::{check_host_optional_port, check_host_port};
+use super::api::ApiTls;
 use super::defaults;
 use super::reader::Section;
 use super::secret::Secret;
@@ -55,7 +56,7 @@ pub struct PrometheusOutputConfig {
     /// gnmic's add-target (`overwrite` / `if-not-present`); sets the `target` tag.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub add_target: Option<String>,
-    /// gnmic's target-template (a Go template). Only the default template is supported.
+    /// gnmic's target-template (a Go template, in the subset `gotemplate` renders).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target_template: Option<String>,
     /// Names of event processors to apply.
@@ -70,10 +71,11 @@ pub struct PrometheusOutputConfig {
     /// Publish the output's own metrics.
     pub enable_metrics: bool,
     pub debug: bool,
-    /// gnmic's gNMI cache mode; not supported by gnomon (rejected by [`Self::validate`]).
+    /// gnmic's cache mode: `oc` is what the exposition is (see `check_cache`); remote types
+    /// are refused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<serde_json::Value>,
-    /// TLS for the listener; not supported by gnomon yet (rejected by [`Self::validate`]).
+    /// TLS for the listener (read by [`Self::listener_tls`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<serde_json::Value>,
     /// Registration of this output as a discoverable service.
@@ -204,6 +206,88 @@ impl PrometheusOutputConfig {
         Ok(config)
     }
 
+    /// gnmic's `cache`: its in-process (`oc`) form is what the exposition already is — the
+    /// latest value of every series — so it is accepted; remote caches are refused. The one
+    /// difference is named at start: processors run as messages arrive, not over the whole
+    /// cache at scrape time.
+    fn check_cache(&self, key: &str) -> Result<(), ConfigError> {
+        let Some(cache) = &self.cache else {
+            return Ok(());
+        };
+        if cache.is_null() {
+            return self.warn_cache_mode(key);
+        }
+        let section = Section::from_value(key, cache)?;
+        if let Some(kind) = section.string("type")? {
+            if !kind.is_empty() && kind != "oc" {
+                return Err(ConfigError::invalid(
+                    section.key_path("type"),
+                    &serde_json::Value::String(kind),
+                    "is a remote cache; gnomon's Prometheus output keeps the latest values in \
+                     process (use type oc or remove the cache block)",
+                ));
+            }
+        }
+        section.unsupported("expiration", "series live for the output's expiration");
+        section.unsupported_unless(
+            "debug",
+            &serde_json::Value::Bool(false),
+            "use RUST_LOG=gnomon_exporter=debug",
+        );
+        for remote in [
+            "address",
+            "username",
+            "password",
+            "max-bytes",
+            "max-msgs-per-subscription",
+            "fetch-batch-size",
+            "fetch-wait-time",
+        ] {
+            section.unsupported(remote, "applies to a remote cache");
+        }
+        section.warn_unknown_keys();
+        self.warn_cache_mode(key)
+    }
+
+    fn warn_cache_mode(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.event_processors.is_empty() {
+            super::warning::warn(
+                key.to_string(),
+                "the exposition is the latest-value cache; event-processors run on each \
+                 message as it arrives, not on all cached events at scrape time",
+            );
+        }
+        Ok(())
+    }
+
+    /// gnmic's `target-template` (used with `add-target`), parsed; `None` when unset or empty
+    /// (gnmic's default: the subscription's target, else the source without its port).
+    pub fn parsed_target_template(
+        &self,
+        output_name: &str,
+    ) -> Result<Option<super::gotemplate::GoTemplate>, ConfigError> {
+        parse_target_template(
+            &format!("outputs.{output_name}.target-template"),
+            self.target_template.as_deref(),
+        )
+    }
+
+    /// The listener's TLS (gnmic's `tls`: cert-file, key-file, ca-file, client-auth).
+    pub fn listener_tls(&self, output_name: &str) -> Result<Option<ApiTls>, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        if tls.is_null() {
+            return Ok(None);
+        }
+        let section = Section::from_value(format!("outputs.{output_name}.tls"), tls)?;
+        ApiTls::from_section(
+            &section,
+            "client certificates are verified when ca-file is set (see client-auth)",
+        )
+        .map(Some)
+    }
+
     /// Rejects values gnomon cannot honor, naming the key.
     pub fn validate(&self, output_name: &str) -> Result<(), ConfigError> {
         let key = |k: &str| format!("outputs.{output_name}.{k}");
@@ -218,27 +302,9 @@ impl PrometheusOutputConfig {
             }
         }
         check_host_port(&key("listen"), &self.listen, true, true)?;
-        if self.cache.is_some() {
-            return Err(ConfigError::Message(format!(
-                "{}: gNMI cache mode is not supported by gnomon (remove the cache block)",
-                key("cache")
-            )));
-        }
-        if self.tls.is_some() {
-            return Err(ConfigError::Message(format!(
-                "{}: TLS on the Prometheus listener is not supported yet (remove the tls block)",
-                key("tls")
-            )));
-        }
-        if let Some(template) = &self.target_template {
-            if !template.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("target-template"),
-                    &text(template),
-                    "is a custom Go template, which gnomon does not support (expected none)",
-                ));
-            }
-        }
+        self.check_cache(&key("cache"))?;
+        self.listener_tls(output_name)?;
+        self.parsed_target_template(output_name)?;
         if let Some(mode) = &self.add_target {
             if !mode.is_empty() && mode != "overwrite" && mode != "if-not-present" {
                 return Err(ConfigError::invalid(
@@ -471,6 +537,25 @@ impl ServiceRegistrationConfig {
     }
 }
 
+/// A `target-template` value parsed (with `key` named in the error); empty means none.
+pub fn parse_target_template(
+    key: &str,
+    template: Option<&str>,
+) -> Result<Option<super::gotemplate::GoTemplate>, ConfigError> {
+    match template.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => super::gotemplate::GoTemplate::parse(text)
+            .map(Some)
+            .map_err(|why| {
+                ConfigError::invalid(
+                    key,
+                    &serde_json::Value::String(text.to_string()),
+                    format!("is not a template gnomon renders: {why}"),
+                )
+            }),
+    }
+}
+
 /// Splits `host[:port]` (IPv6 in brackets allowed); the port is None when absent.
 pub fn split_host_port(address: &str) -> (&str, Option<&str>) {
     if let Some(rest) = address.strip_prefix('[') {
@@ -557,11 +642,13 @@ mod tests {
     #[test]
     fn unsupported_modes_are_named() {
         let config: PrometheusOutputConfig = serde_yaml::from_str("cache: {}").unwrap();
-        assert!(config
-            .validate("prom")
-            .unwrap_err()
-            .to_string()
-            .contains("outputs.prom.cache"));
+        config.validate("prom").unwrap();
+        let config: PrometheusOutputConfig =
+            serde_yaml::from_str("cache: {type: jetstream}").unwrap();
+        assert_eq!(
+            config.validate("prom").unwrap_err().key(),
+            Some("outputs.prom.cache.type")
+        );
         let config: PrometheusOutputConfig = serde_yaml::from_str("listen: nope").unwrap();
         assert_eq!(
             config.validate("prom").unwrap_err().key(),

@@ -98,6 +98,9 @@ pub struct PrometheusWriteOutputConfig {
     /// gnmic's add-target (`overwrite` / `if-not-present`), as on the Prometheus output.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub add_target: Option<String>,
+    /// gnmic's target-template for `add-target`, as on the Prometheus output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_template: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub event_processors: Vec<String>,
 }
@@ -230,14 +233,13 @@ impl PrometheusWriteOutputConfig {
                 ));
             }
         }
-        if let Some(template) = section.string_if_set("target-template")? {
-            return Err(ConfigError::invalid(
-                section.key_path("target-template"),
-                &serde_json::Value::String(template),
-                "is a custom Go template, which gnomon does not support (expected none)",
-            ));
-        }
+        let target_template = section.string_if_set("target-template")?;
+        super::prometheus_output::parse_target_template(
+            &section.key_path("target-template"),
+            target_template.as_deref(),
+        )?;
         let config = Self {
+            target_template,
             url: url.trim().to_string(),
             headers,
             authentication,

@@ -954,7 +954,7 @@ fn prometheus_write_refuses_bad_values_naming_the_key() {
         ),
         ("    add-target: always\n", "outputs.rw.add-target"),
         (
-            "    target-template: '{{.x}}'\n",
+            "    target-template: '{{ range .x }}{{ end }}'\n",
             "outputs.rw.target-template",
         ),
         ("    tls: {cert-file: /c.pem}\n", "outputs.rw.tls.key-file"),

@@ -240,3 +240,59 @@ fn a_posted_subscription_names_what_is_wrong() {
         assert!(error.contains(named), "{body}: {error}");
     }
 }
+
+#[test]
+fn prometheus_cache_is_the_exposition_and_remote_caches_are_refused() {
+    let base = "processors:\n  up:\n    event-strings:\n      value-names: [\".*\"]\n      transforms: [{to-upper: {apply-on: name}}]\noutputs:\n  p:\n    type: prometheus\n    event-processors: [up]\n";
+    // `cache:` left empty is no cache block at all (as in gnmic).
+    for cache in [
+        "    cache: {}\n",
+        "    cache: {type: oc, expiration: 10s}\n",
+    ] {
+        let config = load(&format!("{base}{cache}")).unwrap();
+        let keys: Vec<&str> = config.warnings.iter().map(|w| w.key.as_str()).collect();
+        assert!(keys.contains(&"outputs.p.cache"), "{cache}: {keys:?}");
+        assert_eq!(
+            keys.contains(&"outputs.p.cache.expiration"),
+            cache.contains("expiration"),
+            "{keys:?}"
+        );
+    }
+    let err = error_of(&format!(
+        "{base}    cache: {{type: redis, address: r:6379}}\n"
+    ));
+    assert!(
+        err.starts_with("outputs.p.cache.type: \"redis\" is a remote cache"),
+        "{err}"
+    );
+}
+
+#[test]
+fn prometheus_listener_tls_is_read_and_checked() {
+    let config = load(
+        "outputs:\n  p:\n    type: prometheus\n    tls:\n      cert-file: /c.pem\n      key-file: /k.pem\n      ca-file: /ca.pem\n",
+    )
+    .unwrap();
+    let crate::output::OutputConfig::Prometheus(prom) = &config.outputs["p"] else {
+        panic!("not a prometheus output: {:?}", config.outputs["p"]);
+    };
+    let tls = prom.listener_tls("p").unwrap().unwrap();
+    let options = tls.server_options();
+    assert_eq!(
+        options.ca_file.as_deref(),
+        Some(std::path::Path::new("/ca.pem"))
+    );
+    assert!(
+        options.client_auth.is_none(),
+        "gnmic's default follows ca-file"
+    );
+    for (tls, key) in [
+        ("{cert-file: /c.pem}", "outputs.p.tls.cert-file"),
+        ("{client-auth: sometimes}", "outputs.p.tls.client-auth"),
+    ] {
+        let err = error_of(&format!(
+            "outputs:\n  p:\n    type: prometheus\n    tls: {tls}\n"
+        ));
+        assert!(err.starts_with(key), "{err}");
+    }
+}

@@ -13,6 +13,8 @@ mod collector;
 mod coordination;
 mod exporter;
 mod gnmi_server;
+mod latency;
+mod remote_write;
 mod simulator;
 
 type Benchmark = fn() -> anyhow::Result<()>;
@@ -46,6 +48,8 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
             exporter::scrape_1m_series_value_tag,
         ),
         ("simulator_updates_per_s", simulator::updates_per_s),
+        ("e2e_latency_p99_ms", latency::e2e_latency_p99_ms),
+        ("remote_write_samples_per_s", remote_write::samples_per_s),
         (
             "gnmi_server_fanout_updates_per_s",
             gnmi_server::fanout_updates_per_s,

@@ -123,6 +123,48 @@ async fn api_tls_with_a_client_ca_refuses_clients_without_a_certificate() {
     );
 }
 
+/// gnmic's Prometheus output `tls` (cert-file, key-file, ca-file, client-auth): /metrics is
+/// served over HTTPS to a client with the CA's certificate, refused without one, and plain
+/// HTTP on the port gets no metrics.
+#[tokio::test]
+async fn the_prometheus_listener_serves_tls_with_client_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsServer::start().unwrap();
+    let pki = TestPki::new("prom").unwrap();
+    let server = pki.issue("exporter").unwrap();
+    let scraper = pki.issue("prometheus").unwrap();
+    let prom = free_port();
+    let config = format!(
+        "outputs:\n  prom:\n    type: prometheus\n    listen: 127.0.0.1:{prom}\n    cache: {{}}\n    tls:\n      cert-file: {}\n      key-file: {}\n      ca-file: {}\n      client-auth: require-verify\ninputs:\n  in:\n    type: nats\n    address: {}\n    subject: telemetry.>\n",
+        server.cert_file.display(),
+        server.key_file.display(),
+        pki.ca_file().display(),
+        nats.address()
+    );
+    let exporter =
+        gnomon_testkit::spawn_gnomon(dir.path(), "exporter", "exporter", &config).unwrap();
+    if let Err(e) =
+        gnomon_testkit::wait_for_tcp(&format!("127.0.0.1:{prom}"), Duration::from_secs(20))
+    {
+        panic!("{e}\n{}", exporter.log());
+    }
+    let url = format!("https://127.0.0.1:{prom}/metrics");
+
+    let anonymous = https_client(pki.ca_file(), None);
+    let refused = anonymous.get(&url).send().await;
+    assert!(refused.is_err(), "{refused:?}\n{}", exporter.log());
+    let trusted = https_client(pki.ca_file(), Some(&scraper));
+    let (status, body) = send(trusted.get(&url)).await.unwrap();
+    assert_eq!(status, 200, "{body}\n{}", exporter.log());
+    let plain = gnomon_testkit::http_client()
+        .get(format!("http://127.0.0.1:{prom}/metrics"))
+        .send()
+        .await;
+    assert!(
+        plain.map(|r| !r.status().is_success()).unwrap_or(true),
+        "plain HTTP was served"
+    );
+}
 /// The config of member `name`: API over HTTPS requiring client certificates and the
 /// token; the leader's client TLS (`clustering.tls`) presents the member's certificate.
 fn member_config(
