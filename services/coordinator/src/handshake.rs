@@ -6,7 +6,6 @@
 
 use crate::member_client::{MemberCallError, MemberClient};
 use bytes::Bytes;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -32,7 +31,8 @@ pub(crate) enum Assignment {
 /// The calls of one assignment.
 pub(crate) struct Handshake {
     pub client: MemberClient,
-    pub holders: watch::Receiver<BTreeMap<String, String>>,
+    /// The target's lock holder as the leader sees it.
+    pub owner: watch::Receiver<Option<String>>,
     pub timeout: Duration,
 }
 
@@ -52,7 +52,7 @@ impl Handshake {
                 reason: AssignmentError::Refused(e),
             };
         }
-        if self.wait_for_owner(target, member).await {
+        if self.wait_for_owner(member).await {
             return Assignment::Placed;
         }
         if let Err(e) = self.client.stop_target(api, target).await {
@@ -82,7 +82,7 @@ impl Handshake {
         if let Err(e) = self.client.stop_target(from_api, target).await {
             tracing::warn!(error = %e, "stopping the old owner failed; waiting for its lock to expire");
         }
-        if self.wait_for_owner(target, to).await {
+        if self.wait_for_owner(to).await {
             return Assignment::Placed;
         }
         let _ = self.client.stop_target(to_api, target).await;
@@ -97,10 +97,9 @@ impl Handshake {
         self.client.start_target(api, target).await
     }
 
-    async fn wait_for_owner(&mut self, target: &str, member: &str) -> bool {
-        let owned =
-            |holders: &BTreeMap<String, String>| holders.get(target).is_some_and(|h| h == member);
-        tokio::time::timeout(self.timeout, self.holders.wait_for(owned))
+    async fn wait_for_owner(&mut self, member: &str) -> bool {
+        let owned = |holder: &Option<String>| holder.as_deref() == Some(member);
+        tokio::time::timeout(self.timeout, self.owner.wait_for(owned))
             .await
             .is_ok_and(|r| r.is_ok())
     }

@@ -10,7 +10,7 @@ use crate::placement::{
 };
 use crate::settings::CoordinatorSettings;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use gnomon_common::log::{Escaped, Throttle};
 use gnomon_common::retry::Backoff;
 use gnomon_coordination::target_store::{target_tags, TargetStore};
@@ -89,6 +89,15 @@ struct PlacementRetry {
     log: Throttle,
 }
 
+/// Placements (not moves) in flight at once. The assignment timeout runs from the moment a
+/// member accepted a target until it holds the lock; members take locks at a finite rate, so
+/// with thousands handed out at once the last ones time out only because they queued, get
+/// unassigned and start over elsewhere. A bounded window keeps each timeout about the member.
+const PLACEMENTS_IN_FLIGHT: usize = 512;
+
+/// Most watch events applied before the leader reconciles (and serves its other inputs).
+const MAX_EVENT_BATCH: usize = 4096;
+
 /// First delay before placing a target again after every member refused it.
 const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(200);
 
@@ -100,7 +109,10 @@ struct Term {
     members: BTreeMap<String, Member>,
     targets: BTreeMap<String, serde_json::Value>,
     holders: BTreeMap<String, String>,
-    holders_tx: watch::Sender<BTreeMap<String, String>>,
+    /// The holder of each target a handshake waits on, one channel per target: a lock
+    /// change wakes the one handshake it concerns, not every one in flight (10 000
+    /// placements would otherwise be woken by each of 10 000 lock writes).
+    owner_watches: HashMap<String, watch::Sender<Option<String>>>,
     in_flight: HashMap<String, Placement>,
     results: mpsc::Sender<(String, Assignment)>,
     cancel: CancellationToken,
@@ -108,6 +120,9 @@ struct Term {
     retries: HashMap<String, PlacementRetry>,
     /// Target names in the store that can never be placed (logged once each).
     unplaceable: HashSet<String>,
+    /// Whether the last reconcile left unowned targets for want of room in the placement
+    /// window: finished placements then make room for them.
+    backlog: bool,
     /// Whether targets and locks were read from the store in full at least once this term.
     /// The watch replays existing keys in key order (configs before locks), so until a full
     /// read, held targets would look unowned and be placed a second time.
@@ -173,7 +188,6 @@ async fn lead(
         .watch_prefix(&format!("gnmic/{cluster}/"))
         .await?;
     let (results_tx, mut results) = mpsc::channel(1024);
-    let (holders_tx, _) = watch::channel(BTreeMap::new());
     let mut term = Term {
         settings,
         coordination,
@@ -182,12 +196,13 @@ async fn lead(
         members: BTreeMap::new(),
         targets: BTreeMap::new(),
         holders: BTreeMap::new(),
-        holders_tx,
+        owner_watches: HashMap::new(),
         in_flight: HashMap::new(),
         results: results_tx,
         cancel,
         retries: HashMap::new(),
         unplaceable: HashSet::new(),
+        backlog: false,
         synced: false,
     };
     let mut reconcile_tick = tokio::time::interval(
@@ -216,16 +231,31 @@ async fn lead(
                 term.reconcile();
             }
             Some(event) = cluster_watch.next() => {
-                if event.key().starts_with(&locks_prefix) {
-                    term.apply_lock_event(event);
-                } else if term.store.name_of(event.key()).is_some() {
-                    term.apply_config_event(event).await;
-                } else {
-                    continue;
+                // Take every event already delivered before deciding anything: a fleet's
+                // worth of config writes or lock changes arrives in bursts, and reconciling
+                // after each one would cost a pass over every target per event.
+                let mut relevant = false;
+                let mut next = Some(event);
+                let mut batch = 0;
+                while let Some(event) = next.take() {
+                    relevant |= term.apply_cluster_event(event, &locks_prefix);
+                    batch += 1;
+                    if batch < MAX_EVENT_BATCH {
+                        next = cluster_watch.next().now_or_never().flatten();
+                    }
                 }
-                term.reconcile();
+                if relevant {
+                    term.reconcile();
+                }
             }
-            Some((target, outcome)) = results.recv() => term.finish_assignment(target, outcome),
+            Some((target, outcome)) = results.recv() => {
+                term.finish_assignment(target, outcome);
+                // Refill the placement window in chunks, not per finished placement (each
+                // reconcile is a pass over every target).
+                if term.backlog && term.in_flight.len() <= PLACEMENTS_IN_FLIGHT / 2 {
+                    term.reconcile();
+                }
+            }
             Some(command) = commands.recv() => {
                 if let Some(end) = term.command(command).await { return Ok(end); }
             }
@@ -280,23 +310,48 @@ impl Term {
         joined
     }
 
+    /// Applies one event of the cluster's keys; returns whether it was a lock or a target
+    /// config (what placement depends on).
+    fn apply_cluster_event(&mut self, event: WatchEvent, locks_prefix: &str) -> bool {
+        if event.key().starts_with(locks_prefix) {
+            self.apply_lock_event(event);
+        } else if self.store.name_of(event.key()).is_some() {
+            self.apply_config_event(event);
+        } else {
+            return false;
+        }
+        true
+    }
+
     fn apply_lock_event(&mut self, event: WatchEvent) {
-        match event {
-            WatchEvent::Put { key, value } => {
-                self.holders
-                    .insert(keys::target_name_from_key(&key).to_string(), value);
+        let target = keys::target_name_from_key(event.key()).to_string();
+        let holder = match event {
+            WatchEvent::Put { value, .. } => {
+                self.holders.insert(target.clone(), value.clone());
+                Some(value)
             }
-            WatchEvent::Delete { key } => {
-                let target = keys::target_name_from_key(&key).to_string();
+            WatchEvent::Delete { .. } => {
                 if let Some(previous) = self.holders.remove(&target) {
                     tracing::info!(target = %target, previous_owner = %previous, "target lock gone");
                 }
+                None
             }
+        };
+        if let Some(owner) = self.owner_watches.get(&target) {
+            owner.send_replace(holder);
         }
-        self.holders_tx.send_replace(self.holders.clone());
     }
 
-    async fn apply_config_event(&mut self, event: WatchEvent) {
+    /// The holder of `target` as it changes, for a handshake waiting on its lock.
+    fn watch_owner(&mut self, target: &str) -> watch::Receiver<Option<String>> {
+        let holder = self.holders.get(target).cloned();
+        self.owner_watches
+            .entry(target.to_string())
+            .or_insert_with(|| watch::channel(holder).0)
+            .subscribe()
+    }
+
+    fn apply_config_event(&mut self, event: WatchEvent) {
         match event {
             WatchEvent::Put { key, value } => {
                 if let Some((name, config)) = self.store.decode(&key, &value) {
@@ -379,7 +434,16 @@ impl Term {
                     .into_iter()
                     .map(|(k, v)| (keys::target_name_from_key(&k).to_string(), v))
                     .collect();
-                self.holders_tx.send_replace(self.holders.clone());
+                for (target, owner) in &self.owner_watches {
+                    let holder = self.holders.get(target);
+                    owner.send_if_modified(|seen| {
+                        let changed = seen.as_ref() != holder;
+                        if changed {
+                            seen.clone_from(&holder.cloned());
+                        }
+                        changed
+                    });
+                }
             }
             Err(e) => {
                 complete = false;
@@ -463,14 +527,22 @@ impl Term {
             .filter(|t| self.retries.get(*t).is_none_or(|r| r.not_before <= now))
             .cloned()
             .collect();
+        // One load count for the whole pass, kept current as targets are placed: counting
+        // the locks again per target would make placing a fleet quadratic.
+        let mut candidates = self.candidates();
+        self.backlog = false;
         for target in unowned {
+            if self.in_flight.len() >= PLACEMENTS_IN_FLIGHT {
+                self.backlog = true;
+                break;
+            }
             if let Some(problem) = gnomon_config::names::problem(&target) {
                 if self.unplaceable.insert(target.clone()) {
                     tracing::error!(target = %Escaped(&target), problem = %problem, "target name in the store cannot be used; not placing it (delete it)");
                 }
                 continue;
             }
-            self.place(target, HashSet::new());
+            self.place_among(&mut candidates, target, HashSet::new());
         }
     }
 
@@ -504,12 +576,22 @@ impl Term {
     }
 
     fn place(&mut self, target: String, denied: HashSet<String>) {
+        let mut candidates = self.candidates();
+        self.place_among(&mut candidates, target, denied);
+    }
+
+    /// Places `target` on the best of `candidates` (whose load it then counts).
+    fn place_among(
+        &mut self,
+        candidates: &mut [Candidate],
+        target: String,
+        denied: HashSet<String>,
+    ) {
         let Some(config) = self.targets.get(&target) else {
             return;
         };
         let tags = target_tags(config);
-        let candidates = self.candidates();
-        let member = match select_member(&candidates, &tags, &denied) {
+        let member = match select_member(candidates, &tags, &denied) {
             // gnmic's rules pick a lone (or the only matching) member even when it refused;
             // then every possible member has refused: wait before asking again.
             Ok(candidate) if denied.contains(&candidate.name) => {
@@ -532,6 +614,9 @@ impl Term {
         let Some(api) = self.members.get(&member).map(|m| m.api.clone()) else {
             return;
         };
+        if let Some(chosen) = candidates.iter_mut().find(|c| c.name == member) {
+            chosen.load += 1;
+        }
         let body = Bytes::from(serde_json::to_vec(config).unwrap_or_default());
         self.in_flight.insert(
             target.clone(),
@@ -544,7 +629,7 @@ impl Term {
             tracing::info_span!(parent: None, "placement", target = %target, member = %member);
         let handshake = Handshake {
             client: self.client.clone(),
-            holders: self.holders_tx.subscribe(),
+            owner: self.watch_owner(&target),
             timeout: self.settings.target_assignment_timeout,
         };
         let results = self.results.clone();
@@ -565,6 +650,7 @@ impl Term {
         let Some(placement) = self.in_flight.remove(&target) else {
             return;
         };
+        self.owner_watches.remove(&target);
         match outcome {
             Assignment::Placed => {
                 self.retries.remove(&target);
@@ -817,8 +903,10 @@ impl Term {
             if self.in_flight.contains_key(&mv.target) {
                 continue;
             }
-            let (Some(from), Some(to)) = (self.members.get(&mv.from), self.members.get(&mv.to))
-            else {
+            let (Some(from_api), Some(to_api)) = (
+                self.members.get(&mv.from).map(|m| m.api.clone()),
+                self.members.get(&mv.to).map(|m| m.api.clone()),
+            ) else {
                 continue;
             };
             let Some(config) = self.targets.get(&mv.target) else {
@@ -835,10 +923,9 @@ impl Term {
             );
             let handshake = Handshake {
                 client: self.client.clone(),
-                holders: self.holders_tx.subscribe(),
+                owner: self.watch_owner(&mv.target),
                 timeout: self.settings.target_assignment_timeout,
             };
-            let (from_api, to_api) = (from.api.clone(), to.api.clone());
             let results = self.results.clone();
             let cancel = self.cancel.clone();
             let span = tracing::info_span!(parent: None, "move", target = %mv.target, from = %mv.from, to = %mv.to);
@@ -871,7 +958,6 @@ mod tests {
         let settings = CoordinatorSettings::new("c1", "leader");
         let coordination: Arc<dyn Coordination> = Arc::new(MemoryCoordination::new("leader"));
         let (results, _) = mpsc::channel(1);
-        let (holders_tx, _) = watch::channel(BTreeMap::new());
         let members = members
             .iter()
             .map(|(name, custom)| {
@@ -910,12 +996,13 @@ mod tests {
             members,
             targets,
             holders,
-            holders_tx,
+            owner_watches: HashMap::new(),
             in_flight: HashMap::new(),
             results,
             cancel: CancellationToken::new(),
             retries: HashMap::new(),
             unplaceable: HashSet::new(),
+            backlog: false,
             synced: true,
         }
     }
@@ -926,6 +1013,66 @@ mod tests {
         "__protocol=http",
         "site=dc2",
     ];
+
+    #[tokio::test]
+    async fn one_pass_spreads_unowned_targets_evenly_counting_its_own_placements() {
+        let targets: Vec<String> = (0..10).map(|i| format!("t{i}")).collect();
+        let target_refs: Vec<(&str, &[&str])> =
+            targets.iter().map(|t| (t.as_str(), &[][..])).collect();
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[]), ("m3", &[])],
+            &target_refs,
+            &[("t0", "m1"), ("t1", "m1")],
+        );
+        term.reconcile();
+        let mut load: BTreeMap<&str, usize> = BTreeMap::new();
+        for owner in term.holders.values() {
+            *load.entry(owner).or_default() += 1;
+        }
+        for placement in term.in_flight.values() {
+            *load.entry(&placement.member).or_default() += 1;
+        }
+        // m1 held two already: the eight placements even the three out (3, 3, 4 in some order
+        // with m1 no higher than the others).
+        assert_eq!(term.in_flight.len(), 8);
+        assert_eq!(load.values().sum::<usize>(), 10);
+        assert!(load.values().all(|l| (3..=4).contains(l)), "{load:?}");
+        // Each placement waits on its own target's holder only.
+        assert_eq!(term.owner_watches.len(), 8);
+        let mut t5 = term.owner_watches["t5"].subscribe();
+        let t6 = term.owner_watches["t6"].subscribe();
+        term.apply_lock_event(WatchEvent::Put {
+            key: format!("{}/t5", keys::targets_prefix("c1")),
+            value: "m2".into(),
+        });
+        assert!(t5.has_changed().unwrap());
+        assert_eq!(t5.borrow_and_update().as_deref(), Some("m2"));
+        assert!(!t6.has_changed().unwrap());
+        assert_eq!(*t6.borrow(), None);
+    }
+
+    #[tokio::test]
+    async fn placements_in_flight_are_bounded_and_the_rest_wait_for_room() {
+        let targets: Vec<String> = (0..PLACEMENTS_IN_FLIGHT + 100)
+            .map(|i| format!("t{i}"))
+            .collect();
+        let target_refs: Vec<(&str, &[&str])> =
+            targets.iter().map(|t| (t.as_str(), &[][..])).collect();
+        let mut term = term(&[("m1", &[]), ("m2", &[])], &target_refs, &[]);
+        term.reconcile();
+        assert_eq!(term.in_flight.len(), PLACEMENTS_IN_FLIGHT);
+        assert!(term.backlog);
+        // Placements finish (their locks are taken): the next pass places the rest.
+        let placed: Vec<String> = term.in_flight.keys().cloned().collect();
+        for target in placed {
+            let member = term.in_flight[&target].member.clone();
+            term.holders.insert(target.clone(), member);
+            term.finish_assignment(target, Assignment::Placed);
+        }
+        term.reconcile();
+        assert_eq!(term.in_flight.len(), 100);
+        assert!(!term.backlog);
+    }
 
     #[test]
     fn a_move_goes_from_the_holder_to_the_named_member() {

@@ -96,14 +96,18 @@ async fn seed_store(
     config: &GnomonConfig,
 ) -> anyhow::Result<()> {
     let existing = store.list().await?;
-    for (name, target) in &config.targets {
-        if !existing.contains_key(name) {
-            store
-                .put(&target.to_wire_json())
-                .await
-                .with_context(|| format!("storing target {name}"))?;
-        }
-    }
+    // One store request per many targets: a file of 10 000 targets written one request at
+    // a time, by every member at once, floods the store.
+    let missing: Vec<_> = config
+        .targets
+        .iter()
+        .filter(|(name, _)| !existing.contains_key(*name))
+        .map(|(_, target)| target.to_wire_json())
+        .collect();
+    store
+        .put_many(&missing)
+        .await
+        .with_context(|| format!("storing {} targets", missing.len()))?;
     let existing = subscriptions.list().await?;
     for (name, subscription) in &config.subscriptions {
         if !existing.contains_key(name) {

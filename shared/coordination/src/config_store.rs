@@ -50,6 +50,31 @@ impl JsonDirectory {
         name: &str,
         document: &serde_json::Value,
     ) -> Result<(), ConfigDocumentError> {
+        let (key, text) = self.entry(name, document)?;
+        self.coordination.put(&key, &text).await?;
+        Ok(())
+    }
+
+    /// Stores every (name, document) as [`JsonDirectory::put`] does, in as few store
+    /// requests as the store allows; nothing is written when one of them is refused.
+    pub async fn put_many(
+        &self,
+        documents: &[(String, serde_json::Value)],
+    ) -> Result<(), ConfigDocumentError> {
+        let entries = documents
+            .iter()
+            .map(|(name, document)| self.entry(name, document))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.coordination.put_many(&entries).await?;
+        Ok(())
+    }
+
+    /// The store key and text of `document` stored as `name`.
+    fn entry(
+        &self,
+        name: &str,
+        document: &serde_json::Value,
+    ) -> Result<(String, String), ConfigDocumentError> {
         if !document.is_object() {
             return Err(ConfigDocumentError::Json("expected a JSON object".into()));
         }
@@ -65,10 +90,7 @@ impl JsonDirectory {
         }
         let text = serde_json::to_string(&document)
             .map_err(|e| ConfigDocumentError::Json(e.to_string()))?;
-        self.coordination
-            .put(&format!("{}{name}", self.prefix), &text)
-            .await?;
-        Ok(())
+        Ok((format!("{}{name}", self.prefix), text))
     }
 
     /// Removes `name`; returns whether it existed.

@@ -392,6 +392,20 @@ pub trait Coordination: Send + Sync {
     /// Plain KV write (not tied to the session; ignores locks).
     async fn put(&self, key: &str, value: &str) -> Result<()>;
 
+    /// Plain KV writes of many keys (as [`Coordination::put`]), in as few requests as the
+    /// store allows: seeding a fleet of 10 000 target configs one request each floods the
+    /// store. Every key is checked first (a refused key writes nothing); not atomic beyond
+    /// that: a store failure may leave some written.
+    async fn put_many(&self, entries: &[(String, String)]) -> Result<()> {
+        for (key, _) in entries {
+            check_key(key)?;
+        }
+        for (key, value) in entries {
+            self.put(key, value).await?;
+        }
+        Ok(())
+    }
+
     /// Plain KV delete (ignores locks).
     async fn delete(&self, key: &str) -> Result<()>;
 

@@ -83,6 +83,23 @@ impl TargetStore {
         self.directory.put(&name, config).await?;
         Ok(name)
     }
+
+    /// Stores every one of `configs` (target config JSON objects) in as few store requests
+    /// as the store allows; nothing is written when one of them is refused.
+    pub async fn put_many(&self, configs: &[serde_json::Value]) -> Result<(), TargetConfigError> {
+        let documents = configs
+            .iter()
+            .map(|config| {
+                if !config.is_object() {
+                    return Err(TargetConfigError::Json("expected a JSON object".into()));
+                }
+                let name = target_name(config).ok_or(TargetConfigError::MissingName)?;
+                Ok((name, config.clone()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.directory.put_many(&documents).await?;
+        Ok(())
+    }
 }
 
 impl std::ops::Deref for TargetStore {

@@ -25,7 +25,13 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         // (benchmarks)
         ("failover_p99_s", cluster::failover_p99_s),
         ("failover_p99_s_k8s", cluster::failover_p99_s_k8s),
+        ("failover_10k_p99_s", cluster::failover_10k_p99_s),
         ("place_1000_targets_s", cluster::place_1000_targets_s),
+        ("place_10k_targets_s", cluster::place_10k_targets_s),
+        (
+            "collector_rss_bytes_per_target",
+            cluster::collector_rss_bytes_per_target,
+        ),
         ("loader_1000_targets_s", cluster::loader_1000_targets_s),
         ("lock_takeover_p99_s", coordination::lock_takeover_p99_s),
         ("collector_cpu_us_per_update", collector::cpu_us_per_update),

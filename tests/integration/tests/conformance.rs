@@ -640,6 +640,27 @@ mod suite {
         observer.shutdown().await;
     }
 
+    /// Many keys written at once (more than one etcd txn holds) are all there, values intact,
+    /// and a key the store refuses fails the whole call before anything is written.
+    pub async fn put_many_writes_every_entry(h: &Harness) {
+        let cluster = unique("many");
+        let prefix = format!("gnmic/{cluster}/config/targets/");
+        let member = h.member("writer", Duration::ZERO).await;
+        let entries: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("{prefix}t{i}"), format!("{{\"n\":{i}}}")))
+            .collect();
+        member.put_many(&entries).await.unwrap();
+        let stored = member.get_prefix(&prefix).await.unwrap();
+        assert_eq!(stored, entries.iter().cloned().collect());
+        let refused = vec![
+            (format!("{prefix}fresh"), "x".to_string()),
+            (String::new(), "y".to_string()),
+        ];
+        assert!(member.put_many(&refused).await.is_err());
+        assert_eq!(member.get(&format!("{prefix}fresh")).await.unwrap(), None);
+        member.shutdown().await;
+    }
+
     /// A registered service is listed and watched while its process lives, and disappears
     /// from healthy listings when the process is killed.
     pub async fn service_disappears_when_holder_killed(h: &Harness) {
@@ -828,6 +849,12 @@ macro_rules! conformance {
             async fn watchers_see_acquire_and_expiry() {
                 let Some(h) = $harness.await else { return };
                 suite::watchers_see_acquire_and_expiry(&h).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn put_many_writes_every_entry() {
+                let Some(h) = $harness.await else { return };
+                suite::put_many_writes_every_entry(&h).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -201,8 +201,13 @@ pub struct Harness {
     pub dir: tempfile::TempDir,
     pub store: Store,
     pub nats: NatsServer,
+    /// The (first) simulator process and its `/stats`.
     pub simulator: ChildProcess,
     pub stats_url: String,
+    /// Further simulator processes when the fleet is larger than one process may serve
+    /// within the open-file limit (see [`simulator_shards`]), and every `/stats` URL.
+    more_simulators: Vec<ChildProcess>,
+    stats_urls: Vec<String>,
     /// Device addresses in port order; target `t<i>` is device i.
     pub devices: Vec<String>,
     pub members: Vec<Member>,
@@ -233,28 +238,48 @@ impl Harness {
     /// Starts the store (`etcd`, `consul` or `k8s`), nats-server and a simulator with `devices`
     /// devices (1 s counter steps).
     pub async fn start(store_kind: &str, devices: usize) -> anyhow::Result<Self> {
+        Self::start_with(store_kind, devices, 2).await
+    }
+
+    /// [`Harness::start`] with `interfaces` interfaces per device (8 counters each under
+    /// `/interfaces/interface/state/counters`).
+    pub async fn start_with(
+        store_kind: &str,
+        devices: usize,
+        interfaces: u32,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
         let store = Store::start(store_kind, dir.path())?;
         let nats = NatsServer::start()?;
-        let stats_port = free_port();
-        let mut cmd = Command::new(gnomon_binary()?);
-        cmd.args([
-            "simulator",
-            "--listen",
-            "127.0.0.1:0",
-            "--count",
-            &devices.to_string(),
-            "--interfaces",
-            "2",
-        ])
-        .args([
-            "--update-rate",
-            "1s",
-            "--stats-listen",
-            &format!("127.0.0.1:{stats_port}"),
-        ]);
-        let simulator = ChildProcess::spawn("simulator", cmd, dir.path())?;
-        let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
+        let mut simulators = Vec::new();
+        let mut stats_urls = Vec::new();
+        for (shard, count) in simulator_shards(devices).into_iter().enumerate() {
+            let stats_port = free_port();
+            let mut cmd = Command::new(gnomon_binary()?);
+            cmd.args([
+                "simulator",
+                "--listen",
+                "127.0.0.1:0",
+                "--count",
+                &count.to_string(),
+                "--interfaces",
+                &interfaces.to_string(),
+            ])
+            .args([
+                "--update-rate",
+                "1s",
+                "--stats-listen",
+                &format!("127.0.0.1:{stats_port}"),
+            ]);
+            let name = match shard {
+                0 => "simulator".to_string(),
+                n => format!("simulator-{n}"),
+            };
+            simulators.push(ChildProcess::spawn(&name, cmd, dir.path())?);
+            stats_urls.push(format!("http://127.0.0.1:{stats_port}/stats"));
+        }
+        let simulator = simulators.remove(0);
+        let stats_url = stats_urls[0].clone();
         let http = crate::http_client_builder()
             .timeout(Duration::from_secs(5))
             .build()?;
@@ -264,6 +289,8 @@ impl Harness {
             nats,
             simulator,
             stats_url,
+            more_simulators: simulators,
+            stats_urls,
             devices: Vec::new(),
             members: Vec::new(),
             http,
@@ -288,7 +315,9 @@ impl Harness {
                 harness.controller.clone(),
             ));
         }
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // A fleet of 10 000 devices takes a while to bind on a loaded machine.
+        let deadline =
+            Instant::now() + Duration::from_secs(20) + devices as u32 * Duration::from_millis(5);
         loop {
             if let Ok(stats) = harness.stats().await {
                 if stats.len() == devices {
@@ -305,8 +334,13 @@ impl Harness {
             }
             anyhow::ensure!(
                 Instant::now() < deadline,
-                "simulator did not come up: {}",
-                harness.simulator.log()
+                "simulator did not come up: {}{}",
+                harness.simulator.log(),
+                harness
+                    .more_simulators
+                    .iter()
+                    .map(ChildProcess::log)
+                    .collect::<String>()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -319,8 +353,12 @@ impl Harness {
         struct Report {
             targets: BTreeMap<String, DeviceStats>,
         }
-        let report: Report = self.http.get(&self.stats_url).send().await?.json().await?;
-        Ok(report.targets)
+        let mut targets = BTreeMap::new();
+        for url in &self.stats_urls {
+            let report: Report = self.http.get(url).send().await?.json().await?;
+            targets.extend(report.targets);
+        }
+        Ok(targets)
     }
 
     /// Stats keyed by target name (`t<i>` for device i).
@@ -534,7 +572,7 @@ impl Harness {
     /// A `/stats` reader that can run in its own task while the harness is used elsewhere.
     pub fn duplicate_probe(&self) -> DuplicateProbe {
         DuplicateProbe {
-            stats_url: self.stats_url.clone(),
+            stats_urls: self.stats_urls.clone(),
             devices: self.devices.clone(),
             http: self.http.clone(),
         }
@@ -577,6 +615,21 @@ impl Harness {
     }
 }
 
+/// How many devices each simulator process serves for a fleet of `devices`: every device
+/// holds a listener and an accepted connection, so one process serves at most half its
+/// open-file limit (less a margin). Where the hard limit cannot be raised (a container
+/// without CAP_SYS_RESOURCE: 20 000 here), 10 000 devices take two processes.
+pub fn simulator_shards(devices: usize) -> Vec<usize> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+        .current
+        .unwrap_or(u64::MAX);
+    let per_process = (limit.saturating_sub(1024) / 2).clamp(1, 10_000) as usize;
+    let processes = devices.div_ceil(per_process).max(1);
+    (0..processes)
+        .map(|i| devices / processes + usize::from(i < devices % processes))
+        .collect()
+}
+
 /// Whether every one of `targets` has exactly one Subscribe stream.
 pub fn exactly_one_each(stats: &BTreeMap<String, DeviceStats>, targets: &[String]) -> bool {
     targets
@@ -586,37 +639,47 @@ pub fn exactly_one_each(stats: &BTreeMap<String, DeviceStats>, targets: &[String
 
 /// Watches the simulator's `/stats` for devices with two or more Subscribe streams.
 pub struct DuplicateProbe {
-    stats_url: String,
+    stats_urls: Vec<String>,
     devices: Vec<String>,
     http: reqwest::Client,
 }
 
 impl DuplicateProbe {
+    /// Every simulator's devices (address → stats), or `None` when one did not answer.
+    async fn read_all(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        let mut targets = serde_json::Map::new();
+        for url in &self.stats_urls {
+            let report: serde_json::Value =
+                self.http.get(url).send().await.ok()?.json().await.ok()?;
+            targets.extend(report["targets"].as_object()?.clone());
+        }
+        Some(targets)
+    }
+
     /// Polls every 100 ms until `stop`; returns the longest time any device had two or more
     /// subscribers (zero when it never happened).
     pub async fn worst_duplicate(&self, stop: tokio_util::sync::CancellationToken) -> Duration {
         let mut since: BTreeMap<String, Instant> = BTreeMap::new();
         let mut worst = Duration::ZERO;
         while !stop.is_cancelled() {
-            if let Ok(response) = self.http.get(&self.stats_url).send().await {
-                if let Ok(report) = response.json::<serde_json::Value>().await {
-                    for device in &self.devices {
-                        let subs = report["targets"][device]["subscriptions"]
-                            .as_u64()
-                            .unwrap_or(0);
-                        if subs >= 2 {
-                            let start = *since.entry(device.clone()).or_insert_with(Instant::now);
-                            if start.elapsed() > worst {
-                                println!(
-                                    "double subscription on {device} for {:?}: {}",
-                                    start.elapsed(),
-                                    report["targets"][device]
-                                );
-                            }
-                            worst = worst.max(start.elapsed());
-                        } else {
-                            since.remove(device);
+            if let Some(targets) = self.read_all().await {
+                for device in &self.devices {
+                    let subs = targets
+                        .get(device)
+                        .and_then(|d| d["subscriptions"].as_u64())
+                        .unwrap_or(0);
+                    if subs >= 2 {
+                        let start = *since.entry(device.clone()).or_insert_with(Instant::now);
+                        if start.elapsed() > worst {
+                            println!(
+                                "double subscription on {device} for {:?}: {}",
+                                start.elapsed(),
+                                targets[device]
+                            );
                         }
+                        worst = worst.max(start.elapsed());
+                    } else {
+                        since.remove(device);
                     }
                 }
             }

@@ -7,8 +7,8 @@ mod proxy;
 mod servers;
 
 pub use process::{
-    free_port, gnomon_binary, process_cpu_time, signal_pid, spawn_gnomon, wait_for_tcp,
-    workspace_binary, ChildProcess,
+    free_port, gnomon_binary, process_cpu_time, raise_fd_limit, resident_bytes, signal_pid,
+    spawn_gnomon, wait_for_tcp, workspace_binary, ChildProcess,
 };
 pub use proxy::TcpProxy;
 pub use servers::{

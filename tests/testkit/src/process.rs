@@ -46,6 +46,46 @@ fn below_ephemeral_range() -> (u16, u16) {
     (10_000, start)
 }
 
+/// Raises this process's open-file limit to at least `wanted` (children inherit it): a
+/// fleet of 10 000 simulated devices holds a listener and an accepted connection per device
+/// in one process. The soft limit goes up to the hard one; the hard one goes up too when
+/// the process may (root). Returns the soft limit in force afterwards.
+pub fn raise_fd_limit(wanted: u64) -> anyhow::Result<u64> {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    // `None` is unlimited.
+    let soft = limit.current.unwrap_or(u64::MAX);
+    let hard = limit.maximum.unwrap_or(u64::MAX);
+    if soft >= wanted {
+        return Ok(soft);
+    }
+    let raised = Rlimit {
+        current: Some(wanted),
+        maximum: Some(hard.max(wanted)),
+    };
+    if setrlimit(Resource::Nofile, raised).is_ok() {
+        return Ok(wanted);
+    }
+    let soft_only = Rlimit {
+        current: Some(hard),
+        maximum: Some(hard),
+    };
+    setrlimit(Resource::Nofile, soft_only)
+        .map_err(|e| anyhow::anyhow!("setrlimit(RLIMIT_NOFILE, {hard}): {e}"))?;
+    Ok(hard)
+}
+
+/// Resident memory of process `pid` (`VmRSS` in `/proc/<pid>/status`), in bytes.
+pub fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next()?.parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
+}
+
 /// Waits until something accepts TCP connections on `addr`.
 pub fn wait_for_tcp(addr: &str, timeout: Duration) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;

@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 /// Added to TLS failures, and to connection failures when TLS is on: an untrusted server
@@ -52,7 +53,16 @@ pub(super) struct Etcd {
     /// Cancelled by [`Coordination::shutdown`](crate::Coordination::shutdown): every
     /// background task of the backend ends.
     pub(super) shutdown: CancellationToken,
+    /// Bounds the calls in flight (see [`CALLS_IN_FLIGHT`]).
+    in_flight: Arc<Semaphore>,
 }
+
+/// Unary calls one backend instance has in flight at most. A member given thousands of
+/// targets at once takes thousands of locks; sent all at once they outrun etcd's apply
+/// loop ("etcdserver: too many requests") and starve the session's own renewals, so
+/// leadership and every lock are lost. Streams (watches, lease keep-alive) are opened
+/// through the limit but do not hold it.
+const CALLS_IN_FLIGHT: usize = 64;
 
 impl Etcd {
     /// Prepares the connections; with a user and password, logs in (and fails here on a wrong
@@ -83,6 +93,7 @@ impl Etcd {
             client,
             link,
             shutdown: CancellationToken::new(),
+            in_flight: Arc::new(Semaphore::new(CALLS_IN_FLIGHT)),
         })
     }
 
@@ -95,6 +106,8 @@ impl Etcd {
         &self,
         call: impl Future<Output = gnomon_etcd::Result<T>>,
     ) -> Result<T> {
+        // Closed only if the Etcd is gone; then the call goes ahead unbounded.
+        let _permit = self.in_flight.acquire().await;
         match call.await {
             Ok(value) => {
                 self.link.answered.store(true, Ordering::Relaxed);

@@ -10,6 +10,9 @@
 //! Each module only uses the ones listed before it; this one puts them together behind
 //! [`Coordination`].
 
+/// Puts per txn in [`Coordination::put_many`]: etcd's default `--max-txn-ops`.
+const TXN_PUTS: usize = 128;
+
 mod client;
 mod lock;
 mod services;
@@ -26,6 +29,7 @@ use crate::{
     ServiceWatch, WatchEvents,
 };
 use async_trait::async_trait;
+use gnomon_etcd::{Txn, TxnOp};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,6 +197,22 @@ impl Coordination for EtcdCoordination {
             .call(self.etcd().client().put(key, value, None))
             .await
             .map(|_| ())
+    }
+
+    /// One txn per [`TXN_PUTS`] entries (etcd refuses larger ones by default).
+    async fn put_many(&self, entries: &[(String, String)]) -> Result<()> {
+        for (key, _) in entries {
+            check_key(key)?;
+        }
+        for chunk in entries.chunks(TXN_PUTS) {
+            let txn = Txn::new().and_then(
+                chunk
+                    .iter()
+                    .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None)),
+            );
+            self.etcd().call(self.etcd().client().txn(txn)).await?;
+        }
+        Ok(())
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
