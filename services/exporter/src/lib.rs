@@ -179,6 +179,25 @@ struct RunningGnmiServer {
     registered: Arc<AtomicBool>,
 }
 
+/// With a cluster store the registration goes there: the block's own Consul settings are not
+/// used, and a start names the ones that were set rather than ignoring them quietly.
+fn warn_unused_registry_settings(key: &str, registration: &ServiceRegistrationConfig) {
+    let defaults = ServiceRegistrationConfig::default();
+    let set = [
+        ("address", registration.address != defaults.address),
+        ("datacenter", !registration.datacenter.is_empty()),
+        ("username", !registration.username.is_empty()),
+        ("password", registration.password.is_some()),
+        ("token", registration.token.is_some()),
+    ];
+    for (name, _) in set.iter().filter(|(_, is_set)| *is_set) {
+        tracing::warn!(
+            key = %format!("{key}.{name}"),
+            "not used: the service is registered in the cluster's coordination store"
+        );
+    }
+}
+
 /// A registration-only Consul client for a `service-registration` block (no cluster store).
 fn consul_locker_for(registration: &ServiceRegistrationConfig) -> LockerConfig {
     let mut locker = LockerConfig::new(LockerType::Consul);
@@ -254,7 +273,13 @@ impl Exporter {
                 },
                 Some(registration_config) => {
                     let coordination = match &cluster_coordination {
-                        Some(cluster) => cluster.clone(),
+                        Some(cluster) => {
+                            warn_unused_registry_settings(
+                                &format!("outputs.{name}.service-registration"),
+                                registration_config,
+                            );
+                            cluster.clone()
+                        }
                         None => {
                             let locker = consul_locker_for(registration_config);
                             let c = coordination::connect(&locker, &instance_name)
@@ -378,7 +403,13 @@ impl Exporter {
             let registered = Arc::new(AtomicBool::new(false));
             if let Some(registration_config) = &config.service_registration {
                 let coordination = match &cluster_coordination {
-                    Some(cluster) => cluster.clone(),
+                    Some(cluster) => {
+                        warn_unused_registry_settings(
+                            "gnmi-server.service-registration",
+                            registration_config,
+                        );
+                        cluster.clone()
+                    }
                     None => {
                         let c = coordination::connect(
                             &consul_locker_for(registration_config),
