@@ -9,6 +9,12 @@
 //! served the unacknowledged messages again when it comes back, and one that was down
 //! resumes where its consumer stopped.
 //!
+//! Sharded ([`crate::shard`]): an input feeding a sharded output subscribes, per worker, to
+//! the subjects of the held shard's targets only, following the shard held and the
+//! cluster's targets; every message is checked against the shard held before it is decoded
+//! (a subject shared by two target names, or a message in flight across a handover, is
+//! dropped and counted as `other_shard`).
+//!
 //! Fencing ([`crate::fencing`]): collectors stamp each message with the fencing token of
 //! their target lock; a message the judge does not attribute to the lock's current holder is
 //! dropped and counted, before it is decoded. The JetStream path carries the same headers
@@ -19,6 +25,7 @@ use crate::gnmi_cache::{notification_of_event, typed_of_number, GnmiCache};
 use crate::naming::SampleValue;
 use crate::output::{IngestCounts, PrometheusOutput, TARGET_UP};
 use crate::processing::{records_of_message, Batching, SharedChain};
+use crate::shard::{ShardState, ShardSubjects};
 use crate::stats::ExporterStats;
 use crate::wire::{decode_events, decode_response, meta_from_subject, WireEvent};
 use futures::StreamExt;
@@ -34,12 +41,156 @@ use gnomon_gnmi::event::response_to_events;
 use gnomon_gnmi::event::{Event, EventMeta};
 use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value, TypedValue};
 use gnomon_processors::{Record, Str};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
+
+/// One worker's subscriptions of a sharded input: one per target of the held shard.
+struct ShardSubscriptions {
+    bus: Arc<dyn Bus>,
+    shard: InputShard,
+    held: watch::Receiver<Option<u32>>,
+    queue: String,
+    /// Open subscriptions by target.
+    open: tokio_stream::StreamMap<String, BusSubscription>,
+    /// Targets removed from the cluster whose subscription closes at the instant given.
+    leaving: BTreeMap<String, tokio::time::Instant>,
+    /// The shard the open subscriptions belong to.
+    serving: Option<u32>,
+    /// Set when a subscription failed: reconcile again then.
+    retry_at: Option<tokio::time::Instant>,
+    errors: Throttle,
+}
+
+impl ShardSubscriptions {
+    fn new(bus: Arc<dyn Bus>, shard: InputShard, queue: String) -> Self {
+        Self {
+            bus,
+            held: shard.state.subscribe(),
+            shard,
+            queue,
+            open: tokio_stream::StreamMap::new(),
+            leaving: BTreeMap::new(),
+            serving: None,
+            retry_at: None,
+            errors: Throttle::new(Duration::from_secs(30)),
+        }
+    }
+
+    /// Opens the subscriptions of the held shard's targets and closes the others (a target
+    /// removed from the cluster after [`REMOVED_TARGET_GRACE`]; all at once on a shard change).
+    async fn reconcile(&mut self, input: &str) {
+        let held = *self.held.borrow_and_update();
+        let targets = self.shard.targets.borrow_and_update().clone();
+        let now = tokio::time::Instant::now();
+        if held != self.serving {
+            let closed = self.open.len();
+            self.open = tokio_stream::StreamMap::new();
+            self.leaving.clear();
+            self.serving = held;
+            tracing::info!(input, shard = ?held, closed, "shard changed; subscriptions follow");
+        }
+        let Some(shard) = held else {
+            return;
+        };
+        let shards = self.shard.state.shards();
+        let wanted = |t: &String| targets.contains(t) && crate::shard::shard_of(t, shards) == shard;
+        let gone: Vec<String> = self.open.keys().filter(|t| !wanted(t)).cloned().collect();
+        for target in gone {
+            let until = *self
+                .leaving
+                .entry(target.clone())
+                .or_insert(now + REMOVED_TARGET_GRACE);
+            if until <= now {
+                self.open.remove(&target);
+                self.leaving.remove(&target);
+            }
+        }
+        self.leaving
+            .retain(|t, _| !wanted(t) && self.open.contains_key(t));
+        self.retry_at = None;
+        let mut opened = 0usize;
+        for target in targets.iter().filter(|t| wanted(t)) {
+            if self.open.contains_key(target) {
+                continue;
+            }
+            let Some(subject) = self.shard.subjects.for_target(target) else {
+                if let Some(suppressed) = self.errors.allow() {
+                    tracing::warn!(input, target = %Escaped(target), suppressed, "target name cannot be a NATS subject token; its data is not subscribed");
+                }
+                continue;
+            };
+            match self.bus.subscribe(&subject, Some(&self.queue)).await {
+                Ok(subscription) => {
+                    self.open.insert(target.clone(), subscription);
+                    opened += 1;
+                }
+                Err(e) => {
+                    if let Some(suppressed) = self.errors.allow() {
+                        tracing::warn!(input, subject = %subject, error = %e, suppressed, "shard subscription failed; retrying");
+                    }
+                    self.retry_at = Some(now + Duration::from_secs(1));
+                }
+            }
+        }
+        if opened > 0 {
+            tracing::debug!(
+                input,
+                shard,
+                opened,
+                open = self.open.len(),
+                "shard subscriptions opened"
+            );
+        }
+    }
+
+    /// Waits for the next message of any open subscription, or for something to
+    /// reconcile: the shard held, the targets, a removed target's grace ending, a failed
+    /// subscription's retry.
+    async fn next_event(&mut self) -> ShardEvent {
+        let deadline = self.leaving.values().copied().chain(self.retry_at).min();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let open = &mut self.open;
+        let message = async {
+            if open.is_empty() {
+                std::future::pending::<()>().await;
+            }
+            match open.next().await {
+                Some((_, message)) => message,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            message = message => ShardEvent::Message(message),
+            changed = self.held.changed() => match changed {
+                Ok(()) => ShardEvent::Reconcile,
+                Err(_) => ShardEvent::Closed,
+            },
+            changed = self.shard.targets.changed() => match changed {
+                Ok(()) => ShardEvent::Reconcile,
+                Err(_) => ShardEvent::Closed,
+            },
+            _ = timer => ShardEvent::Reconcile,
+        }
+    }
+}
+
+/// What a sharded worker does next.
+enum ShardEvent {
+    Message(BusMessage),
+    Reconcile,
+    /// The shard state or the target list is gone (shutting down).
+    Closed,
+}
 
 /// Whether a target-status event says the target is down (every value 0).
 fn reports_down(event: &WireEvent<'_>) -> bool {
@@ -53,6 +204,21 @@ pub const ENQUEUE_TIMEOUT: Duration = Duration::from_secs(5);
 const FETCH_WAIT: Duration = Duration::from_secs(1);
 /// How long JetStream waits for an ack before delivering a message again.
 const ACK_WAIT: Duration = Duration::from_secs(10);
+
+/// How long a removed target's subscription stays open, so the collector's last word on
+/// it (the target-status delete) still arrives.
+pub const REMOVED_TARGET_GRACE: Duration = Duration::from_secs(5);
+
+/// What an input feeding a sharded output subscribes to.
+#[derive(Clone)]
+pub struct InputShard {
+    /// The shard held now.
+    pub state: ShardState,
+    /// The per-target subjects, from the input's `subject`.
+    pub subjects: ShardSubjects,
+    /// The cluster's target names.
+    pub targets: watch::Receiver<Arc<BTreeSet<String>>>,
+}
 
 /// Where an input's subscriptions come from.
 #[derive(Clone)]
@@ -76,6 +242,8 @@ pub struct NatsInput {
     pub chain: Option<SharedChain>,
     /// The gNMI server's cache, fed with every accepted notification before processors.
     pub gnmi_cache: Option<Arc<GnmiCache>>,
+    /// Set when the input feeds a sharded output: subscribe to the held shard only.
+    pub shard: Option<InputShard>,
 }
 
 impl NatsInput {
@@ -117,6 +285,10 @@ impl NatsInput {
         for worker in 0..self.config.effective_num_workers() {
             let (sender, receiver) = mpsc::channel::<Delivery>(self.config.effective_buffer_size());
             match (&self.config.jetstream, &source) {
+                (None, _) if self.shard.is_some() => {
+                    self.clone()
+                        .start_sharded(&source, worker, sender, tasks, shutdown.clone());
+                }
                 (Some(jetstream), BusSource::Nats) => {
                     self.clone().start_fetching(
                         jetstream.clone(),
@@ -212,6 +384,64 @@ impl NatsInput {
                         .await
                     {
                         break;
+                    }
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    /// Sharded: one task per worker keeping a subscription per target of the held shard
+    /// (on one connection), following the shard held and the cluster's targets.
+    fn start_sharded(
+        self: Arc<Self>,
+        source: &BusSource,
+        worker: usize,
+        sender: mpsc::Sender<Delivery>,
+        tasks: &mut JoinSet<()>,
+        stop: CancellationToken,
+    ) {
+        let source = source.clone();
+        let span = tracing::info_span!("nats_input_shard_reader", input = %self.name, worker);
+        let reader = self;
+        tasks.spawn(
+            async move {
+                let Some(shard) = reader.shard.clone() else {
+                    return;
+                };
+                let wait = reader.config.effective_connect_time_wait();
+                let mut pause = Backoff::new(wait, wait);
+                let mut errors = Throttle::new(Duration::from_secs(30));
+                let bus = loop {
+                    match reader.connect(&source, worker).await {
+                        Ok(bus) => break bus,
+                        Err(e) => {
+                            if let Some(suppressed) = errors.allow() {
+                                tracing::warn!(input = %reader.name, worker, error = %e, suppressed, "NATS connection failed; retrying");
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = stop.cancelled() => return,
+                        _ = tokio::time::sleep(pause.next_delay()) => {}
+                    }
+                };
+                let mut subscriptions = ShardSubscriptions::new(bus, shard, reader.queue.clone());
+                subscriptions.reconcile(&reader.name).await;
+                loop {
+                    let event = tokio::select! {
+                        _ = stop.cancelled() => break,
+                        event = subscriptions.next_event() => event,
+                    };
+                    match event {
+                        ShardEvent::Message(message) => {
+                            reader.stats.message();
+                            if !reader.enqueue(&sender, Delivery::unacknowledged(message)).await {
+                                break;
+                            }
+                        }
+                        ShardEvent::Reconcile => subscriptions.reconcile(&reader.name).await,
+                        ShardEvent::Closed => break,
                     }
                 }
             }
@@ -322,16 +552,21 @@ impl NatsInput {
         );
     }
 
+    /// Worker `worker`'s bus: the shared one, or a new NATS connection.
+    async fn connect(&self, source: &BusSource, worker: usize) -> anyhow::Result<Arc<dyn Bus>> {
+        Ok(match source {
+            BusSource::Shared(bus) => bus.clone(),
+            BusSource::Nats => Arc::new(NatsBus::connect(&self.nats_options(worker)).await?),
+        })
+    }
+
     /// One attempt to connect (unless the bus is shared) and subscribe worker `worker`.
     async fn subscribe_once(
         &self,
         source: &BusSource,
         worker: usize,
     ) -> anyhow::Result<(Arc<dyn Bus>, BusSubscription)> {
-        let bus: Arc<dyn Bus> = match source {
-            BusSource::Shared(bus) => bus.clone(),
-            BusSource::Nats => Arc::new(NatsBus::connect(&self.nats_options(worker)).await?),
-        };
+        let bus = self.connect(source, worker).await?;
         // A JetStream input on a shared (in-process) bus: no storage there, the stream's
         // subjects are read directly.
         let subject = match &self.config.jetstream {
@@ -376,6 +611,18 @@ impl NatsInput {
     pub fn process(&self, message: &BusMessage) {
         if message.payload.is_empty() {
             return;
+        }
+        if let Some(shard) = &self.shard {
+            let in_shard = match message.headers.target.as_deref() {
+                Some(target) => shard.state.accepts(target),
+                None => shard
+                    .state
+                    .accepts(&gnomon_bus::contract::source_from_subject(&message.subject).0),
+            };
+            if !in_shard {
+                self.stats.dropped("other_shard");
+                return;
+            }
         }
         let token = message.headers.fencing_token;
         let target = message.headers.target.as_deref();
@@ -873,6 +1120,7 @@ mod tests {
             stats: Arc::new(ExporterStats::default()),
             chain,
             gnmi_cache: None,
+            shard: None,
         }
     }
 

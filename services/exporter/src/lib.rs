@@ -9,7 +9,8 @@
 //! exporter's own metrics, [`processing`] applies gnmic's event processors where gnmic does
 //! (input after decoding, output before naming), [`gnmi_cache`] keeps the latest value of
 //! every path for [`gnmi_server`], gnmic's `gnmi-server` on the cluster's data,
-//! [`remote_write`] is gnmic's `prometheus_write` output (the same series, pushed).
+//! [`remote_write`] is gnmic's `prometheus_write` output (the same series, pushed),
+//! [`shard`] splits the cluster's targets between exporters (`service-registration.shards`).
 
 pub mod exposition;
 pub mod fencing;
@@ -24,6 +25,7 @@ pub mod output;
 pub mod processing;
 pub mod registration;
 pub mod remote_write;
+pub mod shard;
 pub mod stats;
 pub mod wire;
 
@@ -40,10 +42,11 @@ use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::{GnmiServerConfig, GnomonConfig, OutputConfig};
 use gnomon_coordination::{self as coordination, Coordination, LockerConfig, LockerType};
 use gnomon_processors::Processors;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -133,6 +136,76 @@ impl ExporterSettings {
                 .check_names(&format!("inputs.{name}"), &input.event_processors)
                 .map_err(anyhow::Error::msg)?;
         }
+        self.validate_sharding()
+    }
+
+    /// The sharded Prometheus output, if any (`service-registration.shards` > 1).
+    pub fn sharded_output(&self) -> Option<(&String, u32)> {
+        self.outputs.iter().find_map(|(name, output)| {
+            let registration = output.service_registration.as_ref()?;
+            registration
+                .is_sharded()
+                .then_some((name, registration.shards))
+        })
+    }
+
+    /// A sharded output's inputs subscribe per target of the shard: they must read core
+    /// NATS subjects of the `<prefix>.>` form and feed that output alone.
+    fn validate_sharding(&self) -> anyhow::Result<()> {
+        let Some((sharded, _)) = self.sharded_output() else {
+            return Ok(());
+        };
+        let sharded_outputs: Vec<&String> = self
+            .outputs
+            .iter()
+            .filter(|(_, o)| {
+                o.service_registration
+                    .as_ref()
+                    .is_some_and(|r| r.is_sharded())
+            })
+            .map(|(name, _)| name)
+            .collect();
+        if sharded_outputs.len() > 1 {
+            anyhow::bail!(
+                "outputs.{}.service-registration.shards: only one Prometheus output per exporter may be sharded (also sharded: {})",
+                sharded_outputs[1],
+                sharded_outputs[0]
+            );
+        }
+        if self.gnmi_server.is_some() {
+            anyhow::bail!(
+                "gnmi-server: not supported on an exporter whose output {sharded} is sharded (it would serve only the shard's targets)"
+            );
+        }
+        for (name, input) in &self.inputs {
+            if !input.feeds(sharded) {
+                continue;
+            }
+            if input.jetstream.is_some() {
+                anyhow::bail!(
+                    "inputs.{name}.type: a jetstream input cannot feed the sharded output {sharded} (sharding subscribes per target on core NATS; use type nats)"
+                );
+            }
+            shard::ShardSubjects::from_input_subject(&input.subject)
+                .map_err(|why| anyhow::anyhow!("inputs.{name}.subject {why}"))?;
+            let others: Vec<&String> = self
+                .outputs
+                .keys()
+                .chain(self.remote_writes.keys())
+                .filter(|o| *o != sharded && input.feeds(o))
+                .collect();
+            if !others.is_empty() {
+                anyhow::bail!(
+                    "inputs.{name}.outputs: an input feeding the sharded output {sharded} receives only the shard's targets, so it may feed no other output (also feeds: {others:?}); list outputs: [{sharded}]"
+                );
+            }
+            if !input.queue.is_empty() {
+                tracing::warn!(
+                    key = %format!("inputs.{name}.queue"),
+                    "not used: an input feeding a sharded output reads all of its shard's messages, in a queue group of its own instance"
+                );
+            }
+        }
         Ok(())
     }
 
@@ -156,6 +229,8 @@ struct RunningOutput {
     output: Arc<PrometheusOutput>,
     listen: SocketAddr,
     registered: Arc<AtomicBool>,
+    /// Set when the output is sharded.
+    shard: Option<shard::ShardState>,
 }
 
 /// A running exporter.
@@ -250,8 +325,28 @@ impl Exporter {
                 }
                 (None, None) => None,
             };
+        // Sharding: the shard held, and the cluster's targets that the inputs subscribe by.
+        let sharding = match (settings.sharded_output(), &cluster_coordination) {
+            (None, _) => None,
+            (Some((name, _)), None) => anyhow::bail!(
+                "outputs.{name}.service-registration.shards: sharding needs the cluster's coordination store (clustering.locker) for the shard locks and the target list; a standalone exporter serves one shard"
+            ),
+            (Some((name, shards)), Some(cluster)) => {
+                let (targets, follow) = watch::channel(Arc::new(BTreeSet::new()));
+                tasks.spawn(shard::follow_targets(
+                    coordination::TargetStore::new(cluster.clone(), &settings.cluster_name),
+                    targets,
+                    shutdown.clone(),
+                ));
+                Some((name.clone(), shard::ShardState::new(shards), follow))
+            }
+        };
         let chains = gnomon_processors::ChainSet::default();
         for (name, config) in &settings.outputs {
+            let shard_state = sharding
+                .as_ref()
+                .filter(|(sharded, _, _)| sharded == name)
+                .map(|(_, state, _)| state.clone());
             let chain = settings
                 .processors
                 .chain_for(&format!("outputs.{name}"), &config.event_processors)
@@ -300,17 +395,32 @@ impl Exporter {
                         &settings.cluster_name,
                         announced,
                     );
-                    let registrar = registration::Registrar {
-                        what: "Prometheus output",
-                        coordination: coordination.clone(),
-                        service: service.clone(),
-                        use_lock: registration_config.use_lock,
-                        lock_key: gnomon_coordination::keys::prometheus_output(
-                            &settings.cluster_name,
-                        ),
-                        registered: registered.clone(),
-                    };
-                    tasks.spawn(registrar.run(shutdown.clone()));
+                    match &shard_state {
+                        Some(state) => {
+                            let holder = shard::ShardHolder {
+                                coordination: coordination.clone(),
+                                cluster: settings.cluster_name.clone(),
+                                service: service.clone(),
+                                state: state.clone(),
+                                registered: registered.clone(),
+                                output: output.clone(),
+                            };
+                            tasks.spawn(holder.run(shutdown.clone()));
+                        }
+                        None => {
+                            let registrar = registration::Registrar {
+                                what: "Prometheus output",
+                                coordination: coordination.clone(),
+                                service: service.clone(),
+                                use_lock: registration_config.use_lock,
+                                lock_key: gnomon_coordination::keys::prometheus_output(
+                                    &settings.cluster_name,
+                                ),
+                                registered: registered.clone(),
+                            };
+                            tasks.spawn(registrar.run(shutdown.clone()));
+                        }
+                    }
                     http::Discovery::Registered {
                         coordination,
                         service_name: service.name,
@@ -362,6 +472,7 @@ impl Exporter {
                     output,
                     listen: bound,
                     registered,
+                    shard: shard_state,
                 },
             );
         }
@@ -480,6 +591,17 @@ impl Exporter {
                 .processors
                 .chain_for(&format!("inputs.{name}"), &config.event_processors)
                 .map_err(anyhow::Error::msg)?;
+            let shard = match &sharding {
+                Some((sharded, state, targets)) if config.feeds(sharded) => {
+                    Some(input::InputShard {
+                        state: state.clone(),
+                        subjects: shard::ShardSubjects::from_input_subject(&config.subject)
+                            .map_err(|why| anyhow::anyhow!("inputs.{name}.subject {why}"))?,
+                        targets: targets.clone(),
+                    })
+                }
+                _ => None,
+            };
             let input = Arc::new(input::NatsInput {
                 chain: processing::SharedChain::new(chain).inspect(|chain| {
                     chains.register(
@@ -489,10 +611,12 @@ impl Exporter {
                     )
                 }),
                 name: name.clone(),
-                // A JetStream input's group is its durable consumer.
-                queue: match &config.jetstream {
-                    Some(_) => config.durable_name(name, &settings.instance_name),
-                    None => config.effective_queue(name, &settings.instance_name),
+                // A JetStream input's group is its durable consumer; a sharded input's is its
+                // own instance's (the shard's holder reads all of the shard's messages).
+                queue: match (&config.jetstream, &shard) {
+                    (Some(_), _) => config.durable_name(name, &settings.instance_name),
+                    (None, Some(_)) => config.client_name(name, &instance_name),
+                    (None, None) => config.effective_queue(name, &settings.instance_name),
                 },
                 client_name: config.client_name(name, &settings.instance_name),
                 config: config.clone(),
@@ -500,6 +624,7 @@ impl Exporter {
                 fencing: fencing.clone(),
                 stats: stats.clone(),
                 gnmi_cache,
+                shard,
             });
             let source = match &deps.bus {
                 Some(bus) => BusSource::Shared(bus.clone()),
@@ -552,6 +677,14 @@ impl Exporter {
         self.outputs
             .get(output)
             .is_some_and(|o| o.registered.load(Ordering::SeqCst))
+    }
+
+    /// The shard output `name` serves now (`None`: a spare, or not sharded).
+    pub fn held_shard(&self, output: &str) -> Option<u32> {
+        self.outputs
+            .get(output)
+            .and_then(|o| o.shard.as_ref())
+            .and_then(shard::ShardState::held)
     }
 
     /// Whether the gNMI server is registered (its `service-registration`).

@@ -378,6 +378,16 @@ impl PrometheusOutput {
         out
     }
 
+    /// Drops every series (a sharded exporter that stops serving its shard: what it held
+    /// belongs to the shard's next holder now).
+    pub fn clear(&self) -> usize {
+        let mut state = self.lock();
+        let dropped = state.exposition.len();
+        state.exposition = Exposition::new(self.config.export_timestamps)
+            .with_series_cap(self.config.series_cap());
+        dropped
+    }
+
     /// Number of series.
     pub fn series_count(&self) -> usize {
         self.lock().exposition.len()

@@ -96,7 +96,7 @@ pub fn service_registration(
 
 impl Registrar {
     /// Registers (retrying on errors) until `stop`; returns the handle or None when stopped.
-    async fn register(&self, stop: &CancellationToken) -> Option<ServiceHandle> {
+    pub(crate) async fn register(&self, stop: &CancellationToken) -> Option<ServiceHandle> {
         let mut retry = ErrorRetry::new();
         loop {
             match self
@@ -120,7 +120,7 @@ impl Registrar {
         }
     }
 
-    async fn deregister(&self, handle: ServiceHandle) {
+    pub(crate) async fn deregister(&self, handle: ServiceHandle) {
         self.registered.store(false, Ordering::SeqCst);
         match tokio::time::timeout(Duration::from_secs(5), handle.deregister()).await {
             Ok(Ok(())) => tracing::info!(id = %self.service.id, "{} deregistered", self.what),
@@ -188,13 +188,13 @@ impl Registrar {
 /// Delays and logging for a store call that keeps failing: backoff from
 /// [`RETRY_AFTER_ERROR`] (up to 30 s when a credential is refused, which will not fix
 /// itself soon; else up to 5 s), one log line per 30 s.
-struct ErrorRetry {
+pub(crate) struct ErrorRetry {
     backoff: Backoff,
     log: Throttle,
 }
 
 impl ErrorRetry {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             backoff: Backoff::new(RETRY_AFTER_ERROR, Duration::from_secs(30)),
             log: Throttle::new(Duration::from_secs(30)),
@@ -202,7 +202,7 @@ impl ErrorRetry {
     }
 
     /// Logs `error` (throttled) and returns how long to wait before the next attempt.
-    fn failed(&mut self, error: &CoordinationError, what: &str) -> Duration {
+    pub(crate) fn failed(&mut self, error: &CoordinationError, what: &str) -> Duration {
         let delay = if error.credential().is_some() {
             self.backoff.next_delay()
         } else {

@@ -361,7 +361,12 @@ const REGISTRATION_KEYS: &[&str] = &[
     "http-check-address",
     "use-lock",
     "service-address",
+    "shards",
 ];
+
+/// Most shards a sharded output may have: each shard is a lock and a registration, and
+/// more shards than exporters leaves shards unserved.
+pub const MAX_SHARDS: u32 = 1024;
 
 /// gnmic's `service-registration` block of the Prometheus output.
 #[derive(Clone, Serialize, Deserialize, PartialEq)]
@@ -390,6 +395,10 @@ pub struct ServiceRegistrationConfig {
     pub use_lock: bool,
     /// Address announced for the service (`host[:port]`); empty means from `listen`.
     pub service_address: String,
+    /// gnomon extension: split the cluster's targets into this many shards, one exporter
+    /// per shard (locks `gnmic/<cluster>/prometheus-output/<i>`); 1 (the default) keeps
+    /// gnmic's single `use-lock` holder. More than 1 needs `use-lock` and a cluster store.
+    pub shards: u32,
 }
 
 impl Default for ServiceRegistrationConfig {
@@ -408,6 +417,7 @@ impl Default for ServiceRegistrationConfig {
             http_check_address: String::new(),
             use_lock: false,
             service_address: String::new(),
+            shards: 1,
         }
     }
 }
@@ -428,6 +438,7 @@ impl fmt::Debug for ServiceRegistrationConfig {
             .field("http_check_address", &self.http_check_address)
             .field("use_lock", &self.use_lock)
             .field("service_address", &self.service_address)
+            .field("shards", &self.shards)
             .finish()
     }
 }
@@ -509,7 +520,26 @@ impl ServiceRegistrationConfig {
         self.effective_check_interval() * self.effective_max_fail()
     }
 
+    /// Whether the output is sharded (more than one shard).
+    pub fn is_sharded(&self) -> bool {
+        self.shards > 1
+    }
+
     fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if self.shards == 0 || self.shards > MAX_SHARDS {
+            return Err(ConfigError::invalid(
+                format!("{key}.shards"),
+                &self.shards.into(),
+                format!("is out of range (expected 1 to {MAX_SHARDS})"),
+            ));
+        }
+        if self.is_sharded() && !self.use_lock {
+            return Err(ConfigError::invalid(
+                format!("{key}.shards"),
+                &self.shards.into(),
+                "needs use-lock: true (each shard is served by the exporter holding its lock)",
+            ));
+        }
         if self.check_interval.is_negative() {
             return Err(ConfigError::invalid(
                 format!("{key}.check-interval"),
@@ -627,6 +657,33 @@ mod tests {
             !debug.contains("hunter2") && !debug.contains("secret-token"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn shards_default_to_one_and_are_checked() {
+        let plain: PrometheusOutputConfig =
+            serde_yaml::from_str("service-registration: {use-lock: true}").unwrap();
+        let registration = plain.service_registration.clone().unwrap();
+        assert_eq!(registration.shards, 1);
+        assert!(!registration.is_sharded());
+        plain.validate("prom").unwrap();
+        let sharded: PrometheusOutputConfig =
+            serde_yaml::from_str("service-registration: {use-lock: true, shards: 4}").unwrap();
+        sharded.validate("prom").unwrap();
+        assert!(sharded.service_registration.unwrap().is_sharded());
+        for bad in [
+            "service-registration: {use-lock: true, shards: 0}",
+            "service-registration: {use-lock: true, shards: 5000}",
+            "service-registration: {shards: 2}",
+        ] {
+            let config: PrometheusOutputConfig = serde_yaml::from_str(bad).unwrap();
+            let error = config.validate("prom").unwrap_err();
+            assert_eq!(
+                error.key(),
+                Some("outputs.prom.service-registration.shards"),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

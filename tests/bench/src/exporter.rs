@@ -97,6 +97,7 @@ fn exporter_input_with(output: Arc<PrometheusOutput>, chain: Option<SharedChain>
         stats: Arc::new(ExporterStats::default()),
         chain,
         gnmi_cache: None,
+        shard: None,
     }
 }
 

@@ -129,6 +129,7 @@ fn input(cache: Arc<GnmiCache>) -> NatsInput {
         stats: Arc::new(ExporterStats::default()),
         chain: None,
         gnmi_cache: Some(cache),
+        shard: None,
     }
 }
 

@@ -81,6 +81,7 @@ fn exporter_input() -> anyhow::Result<NatsInput> {
         stats: Arc::new(ExporterStats::default()),
         chain: None,
         gnmi_cache: None,
+        shard: None,
     })
 }
 
