@@ -5,7 +5,9 @@
 //! `/sd` answers `[{"targets":["host:port"],"labels":{"__meta_gnomon_service_id":…,
 //! "__meta_gnomon_service_name":…,"__meta_gnomon_tags":",t1,t2,"}}]`, one group per
 //! registered instance (only `__meta_` labels, so nothing is added to scraped series
-//! unless relabeling asks for it). Without a service registration it lists this exporter.
+//! unless relabeling asks for it). A sharded output's instances also carry
+//! `__meta_gnomon_shard` (from their `shard=<i>` tag), for a relabel rule copying it into a
+//! `shard` label. Without a service registration it lists this exporter.
 
 use crate::output::PrometheusOutput;
 use crate::stats::{SCRAPE_BYTES, SCRAPE_DURATION};
@@ -28,6 +30,9 @@ use std::time::{Duration, Instant};
 pub const EXPOSITION_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// Path of the http_sd endpoint.
 pub const SD_PATH: &str = "/sd";
+
+/// The `/sd` label naming a sharded instance's shard.
+pub const SD_SHARD_LABEL: &str = "__meta_gnomon_shard";
 
 /// Where `/sd` finds the exporters to list.
 #[derive(Clone)]
@@ -180,6 +185,9 @@ async fn service_discovery(State(state): State<HttpState>) -> Response {
                         "__meta_gnomon_tags".to_string(),
                         format!(",{},", instance.tags.join(",")),
                     );
+                    if let Some(shard) = crate::shard::shard_from_tags(&instance.tags) {
+                        labels.insert(SD_SHARD_LABEL.to_string(), shard.to_string());
+                    }
                     TargetGroup {
                         targets: vec![instance.host_port()],
                         labels,
