@@ -98,6 +98,13 @@ impl ShardState {
         }
     }
 
+    /// A state holding `shard` for good: an input fed directly (benchmarks, tests).
+    pub fn fixed(shards: u32, shard: u32) -> Self {
+        let state = Self::new(shards);
+        state.set(Some(shard));
+        state
+    }
+
     pub fn shards(&self) -> u32 {
         self.shards
     }

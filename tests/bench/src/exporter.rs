@@ -225,6 +225,78 @@ pub fn scrape_1m_series() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Sources of the sharded benchmark: 10 000 × 100 interfaces × 10 counters = 10 M series.
+const SHARDED_SOURCES: usize = 10_000;
+const SHARDED_SHARDS: u32 = 4;
+
+/// `sharded_scrape_10m_series_s`: 10 M series over 4 shards, each shard an output fed by a
+/// sharded input holding its shard (the shards are separate processes in a deployment, one
+/// process here). Every message goes to every shard's input, whose shard check keeps only
+/// its own targets (a deployment's subjects would not even deliver the others). The result
+/// is the slowest shard's scrape (render, median of 3); `sharded_bytes_per_series` is the
+/// resident memory growth over all shards divided by the 10 M series.
+pub fn sharded_scrape_10m_series() -> anyhow::Result<()> {
+    let before = resident_bytes();
+    let (_, targets) = tokio::sync::watch::channel(Arc::new(std::collections::BTreeSet::new()));
+    let shards: Vec<(Arc<PrometheusOutput>, NatsInput)> = (0..SHARDED_SHARDS)
+        .map(|shard| {
+            let output = new_output();
+            let mut input = exporter_input(output.clone());
+            input.shard = Some(gnomon_exporter::input::InputShard {
+                state: gnomon_exporter::shard::ShardState::fixed(SHARDED_SHARDS, shard),
+                subjects: gnomon_exporter::shard::ShardSubjects::from_input_subject("telemetry.>")
+                    .map_err(anyhow::Error::msg)?,
+                targets: targets.clone(),
+            });
+            Ok((output, input))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    for source in 0..SHARDED_SOURCES {
+        for interface in 0..INTERFACES {
+            let message = message(source, interface, 1);
+            for (_, input) in &shards {
+                input.process(&message);
+            }
+        }
+    }
+    let after = resident_bytes();
+    let counts: Vec<usize> = shards.iter().map(|(o, _)| o.series_count()).collect();
+    let series: usize = counts.iter().sum();
+    anyhow::ensure!(
+        series == SHARDED_SOURCES * INTERFACES * COUNTERS.len(),
+        "expected 10 M series over the shards, have {series} ({counts:?})"
+    );
+    let mut slowest: f64 = 0.0;
+    for (shard, (output, _)) in shards.iter().enumerate() {
+        let mut times = Vec::new();
+        for _ in 0..3 {
+            let started = Instant::now();
+            let (body, _) = gnomon_exporter::http::render_body(output, false)?;
+            times.push(started.elapsed().as_secs_f64());
+            drop(body);
+        }
+        let time = median(times);
+        eprintln!(
+            "shard {shard}: {} series, scrape {time:.3} s",
+            output.series_count()
+        );
+        slowest = slowest.max(time);
+    }
+    report("sharded_scrape_10m_series_s", slowest, "s");
+    report(
+        "sharded_bytes_per_series",
+        after.saturating_sub(before) as f64 / series as f64,
+        "bytes",
+    );
+    let heap: usize = shards.iter().map(|(o, _)| o.heap_bytes()).sum();
+    report(
+        "sharded_heap_bytes_per_series",
+        heap as f64 / series as f64,
+        "bytes",
+    );
+    Ok(())
+}
+
 /// `exporter_bytes_per_series`: resident memory growth per series at 1 M series.
 pub fn bytes_per_series() -> anyhow::Result<()> {
     let before = resident_bytes();
