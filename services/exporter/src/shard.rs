@@ -8,9 +8,10 @@
 //!   be a breaking change.
 //! * Shard i is held through the lock `gnmic/<cluster>/prometheus-output/<i>` ([`lock_key`];
 //!   N = 1 keeps gnmic's `gnmic/<cluster>/prometheus-output`). An exporter holds at most one
-//!   shard; one holding none is a spare that tries every shard's lock each
-//!   [`RETRY_INTERVAL`], so it takes over a dead holder's shard at most a retry interval
-//!   after the holder's session expires (session TTL + lock-delay).
+//!   shard; one holding none is a spare waiting on every shard's lock at once (the store's
+//!   blocking acquire, woken by the key's change and at least every `retry-timer`), so it
+//!   takes over a dead holder's shard as soon as the holder's session expires (session
+//!   TTL + lock-delay).
 //! * The holder registers its output with the tag `shard=<i>` ([`shard_tag`]), which `/sd`
 //!   also exposes as `__meta_gnomon_shard`, and subscribes on NATS only to the subjects of
 //!   its shard's targets (`<prefix>.<target>.>`, see [`ShardSubjects`]), so other shards'
@@ -20,8 +21,9 @@
 //!   once: the registration is dropped, the subscriptions closed and the output's series
 //!   cleared, since the next holder serves them now.
 //!
-//! Cost: one lock attempt per shard per [`RETRY_INTERVAL`] per spare, and one NATS
-//! subscription per target of the shard per input worker.
+//! Cost: per spare, one blocking acquire per shard (a watch on the key, an attempt per
+//! change or `retry-timer`); per holder, one NATS subscription per target of the shard per
+//! input worker.
 
 use crate::output::PrometheusOutput;
 use crate::registration::{ErrorRetry, Registrar};
@@ -38,8 +40,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How often a spare tries the shard locks (bounds the takeover after a lock expires).
-pub const RETRY_INTERVAL: Duration = Duration::from_millis(500);
+/// Pause before waiting on the shard locks again after every wait ended without a lock.
+const RETRY_INTERVAL: Duration = Duration::from_millis(500);
 
 /// The prefix of the registration tag naming the shard (`shard=<i>`).
 pub const SHARD_TAG_PREFIX: &str = "shard=";
@@ -305,38 +307,65 @@ impl ShardHolder {
         .await
     }
 
-    /// Tries every shard's lock until one is won (`Some`) or `shutdown` (`None`).
+    /// Waits on every shard's lock at once (the store's blocking acquire: it retries when
+    /// the key changes, so a lock is taken as soon as it is freed or expires) until one is
+    /// won (`Some`) or `shutdown` (`None`). A second lock won in the same instant is given
+    /// back at once.
     async fn acquire_any(
         &self,
         shutdown: &CancellationToken,
     ) -> Option<(u32, gnomon_coordination::LockGuard)> {
         let shards = self.state.shards();
         let mut retry = ErrorRetry::new();
-        // Start at a per-instance offset so spares starting together do not all race for
-        // shard 0 first.
-        let offset = (fnv1a64(self.service.id.as_bytes()) % u64::from(shards)) as u32;
         loop {
-            let mut delay = RETRY_INTERVAL;
-            for step in 0..shards {
-                let shard = (offset + step) % shards;
+            let cancel = shutdown.child_token();
+            let mut attempts = tokio::task::JoinSet::new();
+            for shard in 0..shards {
+                let coordination = self.coordination.clone();
                 let key = lock_key(&self.cluster, shard, shards);
-                let attempt = tokio::select! {
-                    _ = shutdown.cancelled() => return None,
-                    attempt = self.coordination.acquire(&key, &self.service.id) => attempt,
+                let value = self.service.id.clone();
+                let cancel = cancel.clone();
+                attempts.spawn(async move {
+                    let result = coordination.acquire_blocking(&key, &value, &cancel).await;
+                    (shard, result)
+                });
+            }
+            let mut held = None;
+            let mut failed = None;
+            while let Some(joined) = attempts.join_next().await {
+                let Ok((shard, result)) = joined else {
+                    continue;
                 };
-                match attempt {
-                    Ok(Some(guard)) if shutdown.is_cancelled() => {
-                        let _ = guard.release().await;
-                        return None;
+                match result {
+                    Ok(Some(guard)) if held.is_none() => {
+                        held = Some((shard, guard));
+                        cancel.cancel();
                     }
-                    Ok(Some(guard)) => return Some((shard, guard)),
+                    Ok(Some(extra)) => {
+                        if let Err(e) = extra.release().await {
+                            tracing::warn!(shard, error = %e, "releasing a second shard lock failed");
+                        }
+                    }
                     Ok(None) => {}
                     Err(e) => {
-                        delay = delay.max(retry.failed(&e, "acquiring a shard lock failed"));
-                        break;
+                        failed = Some(e);
+                        cancel.cancel();
                     }
                 }
             }
+            if let Some((shard, guard)) = held {
+                if !shutdown.is_cancelled() {
+                    return Some((shard, guard));
+                }
+                if let Err(e) = guard.release().await {
+                    tracing::warn!(shard, error = %e, "shard lock release failed");
+                }
+                return None;
+            }
+            let delay = match failed {
+                Some(e) => retry.failed(&e, "acquiring a shard lock failed"),
+                None => RETRY_INTERVAL,
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = tokio::time::sleep(delay) => {}
