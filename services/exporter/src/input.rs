@@ -612,14 +612,10 @@ impl NatsInput {
         if message.payload.is_empty() {
             return;
         }
-        if let Some(shard) = &self.shard {
-            let in_shard = match message.headers.target.as_deref() {
-                Some(target) => shard.state.accepts(target),
-                None => shard
-                    .state
-                    .accepts(&gnomon_bus::contract::source_from_subject(&message.subject).0),
-            };
-            if !in_shard {
+        // A message without a target header cannot prove its owner and is dropped by the
+        // fencing judge below (sharding needs the cluster store, so fencing follows it).
+        if let (Some(shard), Some(target)) = (&self.shard, message.headers.target.as_deref()) {
+            if !shard.state.accepts(target) {
                 self.stats.dropped("other_shard");
                 return;
             }
