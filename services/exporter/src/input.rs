@@ -1104,6 +1104,42 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_sharded_input_keeps_only_its_shards_targets() {
+        let output = Arc::new(PrometheusOutput::new("p", Default::default()));
+        let mut input = input_with(None, vec![output.clone()]);
+        input.config.format = NatsInputFormat::Event;
+        let mine = crate::shard::shard_of("r1", 2);
+        let other = (0..100)
+            .map(|i| format!("r{i}"))
+            .find(|t| crate::shard::shard_of(t, 2) != mine)
+            .unwrap();
+        let (_keep, targets) = watch::channel(Arc::new(BTreeSet::new()));
+        input.shard = Some(InputShard {
+            state: ShardState::fixed(2, mine),
+            subjects: ShardSubjects::from_input_subject("telemetry.>").unwrap(),
+            targets,
+        });
+        let message = |target: &str| BusMessage {
+            subject: format!("telemetry.{target}.s"),
+            headers: gnomon_bus::MessageHeaders {
+                target: Some(target.to_string()),
+                subscription: Some("s".into()),
+                fencing_token: None,
+                traceparent: None,
+            },
+            payload: bytes::Bytes::from(format!(
+                r#"[{{"name":"s","timestamp":1,"tags":{{"source":"{target}"}},"values":{{"v":1}}}}]"#
+            )),
+        };
+        input.process(&message("r1"));
+        input.process(&message(&other));
+        let text = String::from_utf8(output.render()).unwrap();
+        assert!(text.contains("source=\"r1\""), "{text}");
+        assert!(!text.contains(&format!("source=\"{other}\"")), "{text}");
+        assert_eq!(input.stats.dropped_total(), 1);
+    }
+
     fn input_with(chain: Option<SharedChain>, outputs: Vec<Arc<PrometheusOutput>>) -> NatsInput {
         let config: NatsInputConfig = serde_yaml::from_str("format: proto").unwrap();
         NatsInput {
