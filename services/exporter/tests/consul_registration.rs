@@ -259,3 +259,80 @@ async fn without_use_lock_every_gnmi_server_is_registered() {
     second.stop().await;
     observer.shutdown().await;
 }
+
+/// Sharded outputs with Consul as the cluster store: each holder is a Consul service
+/// instance tagged `shard=<i>` (what Consul SD users relabel on), one per shard.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shard_holders_register_in_consul_with_their_shard_tag() {
+    let consul = ConsulDouble::start_with(DoubleConfig {
+        session_ttl_min: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let bus = std::sync::Arc::new(gnomon_bus::MemoryBus::new());
+    let mut exporters = Vec::new();
+    for instance in ["s1", "s2", "s3"] {
+        let mut locker = LockerConfig::new(LockerType::Consul);
+        locker.address = Some(consul.address().to_string());
+        locker.session_ttl = Duration::from_secs(2);
+        locker.delay = Duration::ZERO;
+        let mut settings = ExporterSettings {
+            instance_name: instance.into(),
+            cluster_name: "lab".into(),
+            locker: Some(locker),
+            ..Default::default()
+        };
+        settings.inputs.insert(
+            "in".into(),
+            serde_yaml::from_str("subject: telemetry.>").unwrap(),
+        );
+        settings.outputs.insert(
+            "prom".into(),
+            serde_yaml::from_str(
+                "listen: 127.0.0.1:0\nservice-registration:\n  name: sharded\n  use-lock: true\n  shards: 2",
+            )
+            .unwrap(),
+        );
+        let deps = ExporterDeps {
+            bus: Some(bus.clone()),
+            ..Default::default()
+        };
+        exporters.push(
+            Exporter::start(settings, deps, CancellationToken::new())
+                .await
+                .unwrap(),
+        );
+    }
+    let observer = consul_observer(&consul).await;
+    let tags = eventually(
+        "two shard holders in Consul",
+        Duration::from_secs(20),
+        || {
+            let observer = observer.clone();
+            async move {
+                let services = observer.services("sharded", &[]).await.ok()?;
+                let mut shards: Vec<String> = services
+                    .iter()
+                    .flat_map(|s| s.tags.iter().filter(|t| t.starts_with("shard=")).cloned())
+                    .collect();
+                shards.sort();
+                (services.len() == 2 && shards == ["shard=0", "shard=1"]).then_some(services)
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let held: Vec<Option<u32>> = exporters.iter().map(|e| e.held_shard("prom")).collect();
+    assert_eq!(held.iter().filter(|h| h.is_none()).count(), 1, "{held:?}");
+    for service in &tags {
+        assert!(
+            service.tags.contains(&"gnmic-cluster=lab".to_string()),
+            "{service:?}"
+        );
+    }
+    for exporter in exporters {
+        exporter.stop().await;
+    }
+    observer.shutdown().await;
+}
