@@ -15,7 +15,8 @@ pub const STALE_DROPPED: &str = "gnomon_exporter_stale_dropped_total";
 pub const UNCONFIRMED_DROPPED: &str = "gnomon_exporter_unconfirmed_dropped_total";
 /// Messages that could not be decoded, by `reason`.
 pub const MALFORMED: &str = "gnomon_exporter_malformed_total";
-/// Messages dropped because the input buffer stayed full.
+/// Messages dropped by `reason`: `buffer_full` (the input buffer stayed full),
+/// `other_shard` (a sharded input's message of a target outside the held shard).
 pub const DROPPED: &str = "gnomon_exporter_dropped_total";
 /// Series currently held, per output.
 pub const SERIES: &str = "gnomon_exporter_series";
@@ -94,7 +95,7 @@ pub fn describe_metrics() {
     describe_counter!(MALFORMED, "Messages that could not be decoded, by reason.");
     describe_counter!(
         DROPPED,
-        "Messages dropped because an input buffer stayed full."
+        "Messages dropped, by reason (buffer_full: an input buffer stayed full; other_shard: a sharded input's message of a target outside the held shard)."
     );
     describe_gauge!(SERIES, "Series currently held by a Prometheus output.");
     describe_counter!(EXPIRED, "Series removed by expiration.");
