@@ -251,6 +251,9 @@ impl ShardHolder {
     /// Runs until `shutdown`, then deregisters and releases the held lock.
     pub async fn run(self, shutdown: CancellationToken) {
         let span = tracing::info_span!("shard_holder", service = %self.service.name, id = %self.service.id, shards = self.state.shards());
+        let held_gauge =
+            metrics::gauge!(crate::stats::SHARD_HELD, "output" => self.output.name().to_string());
+        held_gauge.set(-1.0);
         async move {
             loop {
                 let Some((shard, guard)) = self.acquire_any(&shutdown).await else {
@@ -258,6 +261,7 @@ impl ShardHolder {
                 };
                 tracing::info!(shard, key = %guard.key(), "shard lock acquired; serving the shard");
                 self.state.set(Some(shard));
+                held_gauge.set(f64::from(shard));
                 let mut service = self.service.clone();
                 service.tags.push(shard_tag(shard));
                 let registrar = Registrar {
@@ -285,6 +289,7 @@ impl ShardHolder {
                     tracing::warn!(shard, "shard lock lost; no longer serving the shard");
                 }
                 self.state.set(None);
+                held_gauge.set(-1.0);
                 let dropped = self.output.clear();
                 tracing::info!(
                     shard,

@@ -18,6 +18,8 @@ pub const MALFORMED: &str = "gnomon_exporter_malformed_total";
 /// Messages dropped by `reason`: `buffer_full` (the input buffer stayed full),
 /// `other_shard` (a sharded input's message of a target outside the held shard).
 pub const DROPPED: &str = "gnomon_exporter_dropped_total";
+/// The shard a sharded output serves, per output; -1 while a spare.
+pub const SHARD_HELD: &str = "gnomon_exporter_shard";
 /// Series currently held, per output.
 pub const SERIES: &str = "gnomon_exporter_series";
 /// Samples dropped because they would add a series beyond the output's `max-series`.
@@ -98,6 +100,10 @@ pub fn describe_metrics() {
         "Messages dropped, by reason (buffer_full: an input buffer stayed full; other_shard: a sharded input's message of a target outside the held shard)."
     );
     describe_gauge!(SERIES, "Series currently held by a Prometheus output.");
+    describe_gauge!(
+        SHARD_HELD,
+        "The shard a sharded Prometheus output serves (-1: a spare holding none)."
+    );
     describe_counter!(EXPIRED, "Series removed by expiration.");
     describe_counter!(
         SERIES_CAP_DROPPED,
