@@ -58,8 +58,8 @@ fn sources(text: &[u8]) -> BTreeSet<String> {
         .collect()
 }
 
-/// A collector stand-in: holds the target locks and publishes every target's counter
-/// every 100 ms with its fencing token, as collectors do.
+/// A collector stand-in: holds the target locks and publishes every target's counter (the
+/// publishing round's number) every 100 ms with its fencing token, as collectors do.
 struct Collector {
     stop: CancellationToken,
 }
@@ -78,11 +78,13 @@ impl Collector {
             let mut tokens: BTreeMap<String, u64> = BTreeMap::new();
             let mut guards = Vec::new();
             let mut tick = tokio::time::interval(Duration::from_millis(100));
+            let mut round = 0u64;
             loop {
                 tokio::select! {
                     _ = publishing.cancelled() => return,
                     _ = tick.tick() => {}
                 }
+                round += 1;
                 let names = targets.lock().unwrap().clone();
                 for target in names {
                     if !tokens.contains_key(&target) {
@@ -95,7 +97,7 @@ impl Collector {
                         guards.push(guard);
                     }
                     let payload = format!(
-                        r#"[{{"name":"stats","timestamp":1700000000000000000,"tags":{{"source":"{target}","subscription-name":"stats"}},"values":{{"in-octets":"7"}}}}]"#
+                        r#"[{{"name":"stats","timestamp":1700000000000000000,"tags":{{"source":"{target}","subscription-name":"stats"}},"values":{{"in-octets":"{round}"}}}}]"#
                     );
                     bus.publish(BusMessage {
                         subject: format!("telemetry.{target}.stats"),
@@ -344,4 +346,85 @@ async fn a_sharded_output_refuses_what_it_cannot_shard() {
         message.starts_with("outputs.prom.service-registration.shards"),
         "{message}"
     );
+}
+
+/// The value of `source`'s series in an exposition.
+fn value_of(text: &[u8], source: &str) -> Option<f64> {
+    let text = String::from_utf8_lossy(text);
+    let needle = format!("source=\"{source}\"");
+    text.lines()
+        .find(|l| !l.starts_with('#') && l.contains(&needle))?
+        .rsplit(' ')
+        .next()?
+        .parse()
+        .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_target_is_unsubscribed_after_its_grace() {
+    let store = MemoryStore::new();
+    let bus = Arc::new(MemoryBus::new());
+    let names: Vec<String> = (0..20).map(|i| format!("dev{i}")).collect();
+    let admin: Arc<dyn Coordination> = Arc::new(memory_coordination(&store, "admin"));
+    let target_store = TargetStore::new(admin.clone(), "lab");
+    for name in &names {
+        target_store
+            .put(&serde_json::json!({"name": name}))
+            .await
+            .unwrap();
+    }
+    let published = Arc::new(std::sync::Mutex::new(names.clone()));
+    let (_collector, _) = Collector::start(&store, bus.clone(), published).await;
+    let exporter = Exporter::start(
+        settings("x1", "", SHARDED),
+        ExporterDeps {
+            coordination: Some(Arc::new(memory_coordination(&store, "x1"))),
+            bus: Some(bus.clone()),
+        },
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    let output = exporter.output("prom").unwrap();
+    let shard = eventually("a shard held", Duration::from_secs(10), || {
+        let held = exporter.held_shard("prom");
+        async move { held }
+    })
+    .await
+    .unwrap();
+    let mine: Vec<&String> = names
+        .iter()
+        .filter(|n| shard_of(n, SHARDS) == shard)
+        .collect();
+    assert!(mine.len() >= 2, "{mine:?}");
+    let (removed, kept) = (mine[0].clone(), mine[1].clone());
+    eventually("both served", Duration::from_secs(10), || {
+        let text = output.render();
+        let ok = value_of(&text, &removed).is_some() && value_of(&text, &kept).is_some();
+        async move { ok.then_some(()) }
+    })
+    .await
+    .unwrap();
+
+    // Deleted from the cluster while its collector still publishes: the subscription closes
+    // after the grace, so its series falls behind the kept target's (2 s of rounds).
+    let deleted_at = Instant::now();
+    target_store.delete(&removed).await.unwrap();
+    eventually(
+        "the removed target no longer received",
+        Duration::from_secs(30),
+        || {
+            let text = output.render();
+            let gap = value_of(&text, &kept).unwrap_or(0.0)
+                - value_of(&text, &removed).unwrap_or(f64::MAX);
+            async move { (gap >= 20.0).then_some(()) }
+        },
+    )
+    .await
+    .unwrap();
+    assert!(
+        deleted_at.elapsed() >= gnomon_exporter::input::REMOVED_TARGET_GRACE,
+        "closed before its grace"
+    );
+    exporter.stop().await;
 }
