@@ -124,7 +124,18 @@ impl ShardSubscriptions {
                 }
                 continue;
             };
-            match self.bus.subscribe(&subject, Some(&self.queue)).await {
+            let subscribed = tokio::time::timeout(
+                SUBSCRIBE_TIMEOUT,
+                self.bus.subscribe(&subject, Some(&self.queue)),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(gnomon_bus::BusError::Subscribe {
+                    subject: subject.clone(),
+                    reason: format!("no answer within {SUBSCRIBE_TIMEOUT:?}"),
+                })
+            });
+            match subscribed {
                 Ok(subscription) => {
                     self.open.insert(target.clone(), subscription);
                     opened += 1;
@@ -208,6 +219,9 @@ const ACK_WAIT: Duration = Duration::from_secs(10);
 /// How long a removed target's subscription stays open, so the collector's last word on
 /// it (the target-status delete) still arrives.
 pub const REMOVED_TARGET_GRACE: Duration = Duration::from_secs(5);
+
+/// How long one per-target subscription of a sharded input may take.
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What an input feeding a sharded output subscribes to.
 #[derive(Clone)]
