@@ -42,6 +42,10 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
         ("scrape_1m_series_s", exporter::scrape_1m_series),
         ("exporter_bytes_per_series", exporter::bytes_per_series),
         ("exporter_cpu_us_per_update", exporter::cpu_us_per_update),
+        (
+            "exporter_cpu_us_per_update_proto",
+            exporter::cpu_us_per_update_proto,
+        ),
         ("processors_ns_per_event", exporter::processors_ns_per_event),
         (
             "exporter_cpu_us_per_update_with_processors",
