@@ -6,7 +6,7 @@ use bytes::{Buf, Bytes};
 use gnomon_gnmi::proto::gnmi::{SubscribeRequest, SubscribeResponse};
 use prost::Message;
 use std::sync::OnceLock;
-use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::Status;
 
 /// What kind of SubscribeResponse arrived.
@@ -145,6 +145,14 @@ fn scan_notification(bytes: &[u8]) -> Result<ResponseKind, &'static str> {
     Ok(ResponseKind::Notification { updates, deletes })
 }
 
+/// First capacity of a stream's request buffer: a SubscribeRequest is a few hundred bytes,
+/// and the buffer lives as long as the stream (tonic's default, 8 KiB, is kept per target).
+const REQUEST_BUFFER_BYTES: usize = 512;
+/// First capacity of a stream's response buffer; it grows to the largest message seen.
+const RESPONSE_BUFFER_BYTES: usize = 2048;
+/// tonic's default: how much is encoded or decoded before yielding.
+const YIELD_THRESHOLD_BYTES: usize = 32 * 1024;
+
 /// Encodes requests with prost, keeps responses raw.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RawSubscribeCodec;
@@ -180,6 +188,10 @@ impl Encoder for RequestEncoder {
         item.encode(dst)
             .map_err(|e| Status::internal(format!("encoding SubscribeRequest: {e}")))
     }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(REQUEST_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
+    }
 }
 
 impl Decoder for RawResponseDecoder {
@@ -191,6 +203,10 @@ impl Decoder for RawResponseDecoder {
         RawResponse::scan(bytes).map(Some).map_err(|reason| {
             Status::internal(format!("malformed SubscribeResponse from target: {reason}"))
         })
+    }
+
+    fn buffer_settings(&self) -> BufferSettings {
+        BufferSettings::new(RESPONSE_BUFFER_BYTES, YIELD_THRESHOLD_BYTES)
     }
 }
 

@@ -127,6 +127,11 @@ struct Term {
     /// The watch replays existing keys in key order (configs before locks), so until a full
     /// read, held targets would look unowned and be placed a second time.
     synced: bool,
+    /// A member joined (or accepts targets again) since the last automatic rebalance. The
+    /// rebalance waits until no placement is in flight: planned earlier, it would count a
+    /// member whose placements are still landing as empty and move targets onto it instead
+    /// of onto the member that joined.
+    rebalance_due: bool,
 }
 
 /// Runs one leadership term while `guard` is held.
@@ -204,6 +209,7 @@ async fn lead(
         unplaceable: HashSet::new(),
         backlog: false,
         synced: false,
+        rebalance_due: false,
     };
     let mut reconcile_tick = tokio::time::interval(
         term.settings
@@ -223,11 +229,7 @@ async fn lead(
             _ = guard.lost() => return Ok(TermEnd::LockLost),
             _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
             Some(list) = member_watch.next() => {
-                let joined = term.set_members(list.iter().map(Member::from_service).collect());
-                if joined {
-                    term.follow_affinity();
-                    term.auto_rebalance().await;
-                }
+                term.set_members(list.iter().map(Member::from_service).collect());
                 term.reconcile();
             }
             Some(event) = cluster_watch.next() => {
@@ -271,6 +273,7 @@ async fn lead(
                 }
             }
         }
+        term.rebalance_when_settled();
     }
 }
 
@@ -307,7 +310,18 @@ impl Term {
             }
         }
         self.members = new;
+        self.rebalance_due |= joined;
         joined
+    }
+
+    /// Runs the automatic rebalance a join asked for once the placements in flight have
+    /// landed (their members' loads are then known).
+    fn rebalance_when_settled(&mut self) {
+        if self.rebalance_due && self.synced && self.in_flight.is_empty() {
+            self.rebalance_due = false;
+            self.follow_affinity();
+            self.auto_rebalance();
+        }
     }
 
     /// Applies one event of the cluster's keys; returns whether it was a lock or a target
@@ -885,7 +899,7 @@ impl Term {
         }
     }
 
-    async fn auto_rebalance(&mut self) {
+    fn auto_rebalance(&mut self) {
         let Some(threshold) = self.settings.rebalance_threshold else {
             return;
         };
@@ -1004,6 +1018,7 @@ mod tests {
             unplaceable: HashSet::new(),
             backlog: false,
             synced: true,
+            rebalance_due: false,
         }
     }
 
@@ -1212,6 +1227,52 @@ mod tests {
         // Accepting targets again counts as joining: the automatic rebalance runs.
         assert!(failing(&mut term, true));
         assert!(term.plan_rebalance(2).iter().any(|m| m.to == "m3"));
+    }
+
+    #[test]
+    fn a_join_rebalances_only_once_the_placements_in_flight_have_landed() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[])],
+            &[
+                ("t1", &[]),
+                ("t2", &[]),
+                ("t3", &[]),
+                ("t4", &[]),
+                ("t5", &[]),
+                ("t6", &[]),
+            ],
+            &[("t1", "m1"), ("t2", "m1"), ("t3", "m1")],
+        );
+        for target in ["t4", "t5", "t6"] {
+            let placement = Placement {
+                member: "m2".into(),
+                denied: HashSet::new(),
+            };
+            term.in_flight.insert(target.into(), placement);
+        }
+        let mut members: Vec<Member> = term.members.values().cloned().collect();
+        let mut m3 = members[0].clone();
+        m3.name = "m3".into();
+        m3.api = "http://m3:7890".into();
+        members.push(m3);
+        assert!(term.set_members(members));
+        // m2's placements are still landing: a plan now would take m1's targets to m2.
+        term.rebalance_when_settled();
+        assert!(term.rebalance_due, "the rebalance waits");
+        assert!(term
+            .in_flight
+            .keys()
+            .all(|t| ["t4", "t5", "t6"].contains(&t.as_str())));
+        // They landed: the plan moves targets to the member that joined.
+        for target in ["t4", "t5", "t6"] {
+            term.in_flight.remove(target);
+            term.holders.insert(target.into(), "m2".into());
+        }
+        let moves = term.plan_rebalance(2);
+        assert!(
+            !moves.is_empty() && moves.iter().all(|m| m.to == "m3"),
+            "{moves:?}"
+        );
     }
 
     #[test]

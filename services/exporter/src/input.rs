@@ -37,10 +37,11 @@ use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::jetstream::{self as js_config, InputSubjectFormat, JetStreamConsume};
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
-use gnomon_gnmi::event::response_to_events;
+use gnomon_gnmi::event::{plain_events, response_to_events};
 use gnomon_gnmi::event::{Event, EventMeta};
 use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value, TypedValue};
 use gnomon_processors::{Record, Str};
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -717,6 +718,9 @@ impl NatsInput {
         match decode_response(&message.payload) {
             Ok(response) => {
                 self.cache_response(message, &meta, &response);
+                if self.deliver_plain(&response, &meta) {
+                    return true;
+                }
                 let events = response_to_events(&response, &meta);
                 if let Some(chain) = &self.chain {
                     let mut records: Vec<Record> = events.into_iter().map(Record::from).collect();
@@ -751,6 +755,48 @@ impl NatsInput {
                 false
             }
         }
+    }
+
+    /// Delivers a notification in the shape most telemetry has (scalars at key-less
+    /// paths, see [`plain_events`]) to outputs that take events as they are, without
+    /// building a map per event; `false` when the general path must take it.
+    fn deliver_plain(
+        &self,
+        response: &gnomon_gnmi::proto::gnmi::SubscribeResponse,
+        meta: &EventMeta,
+    ) -> bool {
+        let Some(subscribe_response::Response::Update(notification)) = &response.response else {
+            return false;
+        };
+        if self.chain.is_some()
+            || self
+                .outputs
+                .iter()
+                .any(|o| o.has_processors() || add_target_mode(o).is_some())
+        {
+            return false;
+        }
+        let Some(plain) = plain_events(notification, meta) else {
+            return false;
+        };
+        let tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = plain
+            .tags
+            .iter()
+            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .collect();
+        let views: Vec<WireEvent<'_>> = plain
+            .values
+            .iter()
+            .map(|(key, value)| WireEvent {
+                name: Cow::Borrowed(plain.name),
+                timestamp: plain.timestamp,
+                tags: tags.clone(),
+                values: vec![(Cow::Borrowed(key.as_str()), plain_sample(value))],
+                deletes: Vec::new(),
+            })
+            .collect();
+        self.deliver(&views);
+        true
     }
 
     /// Feeds the gNMI cache with a proto message's notification, under the message's
@@ -935,6 +981,20 @@ fn jetstream_meta(subject: &str, stream: &str, format: InputSubjectFormat) -> Ev
 enum AddTarget<'o> {
     Overwrite(Option<&'o GoTemplate>),
     IfNotPresent(Option<&'o GoTemplate>),
+}
+
+/// A value [`plain_events`] lets through, as the general path reads it (through JSON:
+/// integers as floats, strings as text).
+fn plain_sample(value: &typed_value::Value) -> SampleValue<'_> {
+    match value {
+        typed_value::Value::IntVal(i) => SampleValue::Number(*i as f64),
+        typed_value::Value::UintVal(u) => SampleValue::Number(*u as f64),
+        typed_value::Value::BoolVal(b) => SampleValue::Bool(*b),
+        typed_value::Value::StringVal(s) | typed_value::Value::AsciiVal(s) => {
+            SampleValue::Text(Cow::Borrowed(s))
+        }
+        _ => SampleValue::Other,
+    }
 }
 
 fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget<'_>> {
@@ -1167,6 +1227,69 @@ mod tests {
             chain,
             gnmi_cache: None,
             shard: None,
+        }
+    }
+
+    #[test]
+    fn plain_notifications_give_what_the_general_path_gives() {
+        use gnomon_gnmi::path::parse_path;
+        use gnomon_gnmi::proto::gnmi::{
+            subscribe_response, typed_value::Value as V, Notification, SubscribeResponse,
+            TypedValue, Update,
+        };
+        let update = |path: &str, value: V| Update {
+            path: Some(parse_path(path).unwrap()),
+            val: Some(TypedValue { value: Some(value) }),
+            ..Default::default()
+        };
+        let mut prefix = parse_path("/interfaces/interface[name=e1]/state").unwrap();
+        prefix.target = "leaf1".into();
+        let response = SubscribeResponse {
+            response: Some(subscribe_response::Response::Update(Notification {
+                timestamp: 1_700_000_000_000_000_000,
+                prefix: Some(prefix),
+                update: vec![
+                    update("counters/in-octets", V::UintVal(u64::MAX)),
+                    update("mtu", V::IntVal(-9000)),
+                    update("enabled", V::BoolVal(true)),
+                    update("oper-status", V::StringVal("UP".into())),
+                    update("counters/out-octets", V::StringVal("12.5".into())),
+                ],
+                ..Default::default()
+            })),
+            ..Default::default()
+        };
+        let mut message = proto_message(&[]);
+        message.payload = prost::Message::encode_to_vec(&response).into();
+        let noop = gnomon_processors::Processors::from_config(&serde_json::json!({
+            "noop": {"event-delete": {"value-names": ["^nothing$"]}}
+        }))
+        .unwrap();
+        for yaml in ["{}", "strings-as-labels: true"] {
+            let output = || {
+                Arc::new(PrometheusOutput::new(
+                    "p",
+                    serde_yaml::from_str(yaml).unwrap(),
+                ))
+            };
+            let (fast, general) = (output(), output());
+            input_with(None, vec![fast.clone()]).process(&message);
+            // An output with processors next to it sends the plain one the general way.
+            let processed = Arc::new(
+                PrometheusOutput::new("q", serde_yaml::from_str(yaml).unwrap())
+                    .with_chain(noop.chain(&["noop"]).unwrap()),
+            );
+            input_with(None, vec![general.clone(), processed]).process(&message);
+            let (fast, general) = (fast.render(), general.render());
+            assert_eq!(
+                String::from_utf8_lossy(&fast),
+                String::from_utf8_lossy(&general)
+            );
+            assert!(
+                String::from_utf8_lossy(&fast).contains("interface_name=\"e1\""),
+                "{}",
+                String::from_utf8_lossy(&fast)
+            );
         }
     }
 

@@ -357,20 +357,10 @@ impl<'a> Context<'a> {
     /// means "exactly `shared_tags`".
     fn key_and_tags(&self, path: Option<&Path>) -> (String, Option<BTreeMap<String, String>>) {
         let Some(path) = path else {
-            let mut key = String::with_capacity(self.prefix_key.len() + 1);
-            key.push_str(&self.prefix_key);
-            key.push('/');
-            return (key, None);
+            return (self.value_key(None, &[]), None);
         };
         let elems = elems_of(path);
-        let mut key =
-            String::with_capacity(self.prefix_key.len() + 1 + keyless_len(&path.origin, &elems));
-        key.push_str(&self.prefix_key);
-        key.push('/');
-        let own_start = key.len();
-        push_without_keys(&mut key, &path.origin, &elems);
-        let leading_slashes = key[own_start..].bytes().take_while(|b| *b == b'/').count();
-        key.drain(own_start..own_start + leading_slashes);
+        let key = self.value_key(Some(path), &elems);
 
         let own_tags = key_tags(&elems, &path.target);
         if own_tags.is_empty() {
@@ -391,6 +381,86 @@ impl<'a> Context<'a> {
         add_meta_tags(&mut tags, &self.meta_tags);
         (key, Some(tags))
     }
+}
+
+impl Context<'_> {
+    /// The value key of an update at `path` (whose elements are `elems`): the prefix's
+    /// key-less path, `/`, the path's own without leading slashes.
+    fn value_key(&self, path: Option<&Path>, elems: &[PathElem]) -> String {
+        let Some(path) = path else {
+            let mut key = String::with_capacity(self.prefix_key.len() + 1);
+            key.push_str(&self.prefix_key);
+            key.push('/');
+            return key;
+        };
+        let mut key =
+            String::with_capacity(self.prefix_key.len() + 1 + keyless_len(&path.origin, elems));
+        key.push_str(&self.prefix_key);
+        key.push('/');
+        let own_start = key.len();
+        push_without_keys(&mut key, &path.origin, elems);
+        let leading_slashes = key[own_start..].bytes().take_while(|b| *b == b'/').count();
+        key.drain(own_start..own_start + leading_slashes);
+        key
+    }
+}
+
+/// The events of a notification in the shape most telemetry has — every update a scalar
+/// at a path without keys or target, no deletes — kept as what they share plus one
+/// `(value key, value)` per update, so that a reader needs no map per event.
+#[derive(Debug)]
+pub struct PlainEvents<'n> {
+    pub name: &'n str,
+    pub timestamp: i64,
+    /// The tags of every event, sorted by name.
+    pub tags: Vec<(String, String)>,
+    /// One event per update, in update order: its value key and value.
+    pub values: Vec<(String, &'n typed_value::Value)>,
+}
+
+/// [`notification_to_events`] of `n` as [`PlainEvents`] when every update carries an int,
+/// uint, bool or string value at a path without keys or target and nothing is deleted;
+/// `None` otherwise (the caller then takes [`notification_to_events`]). Each `values`
+/// entry stands for the event `{name, timestamp, tags, values: {key: value}}`.
+pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<PlainEvents<'n>> {
+    use typed_value::Value as V;
+    if !n.delete.is_empty() {
+        return None;
+    }
+    let plain_value = |u: &'n crate::proto::gnmi::Update| match u.val.as_ref()?.value.as_ref()? {
+        value @ (V::IntVal(_)
+        | V::UintVal(_)
+        | V::BoolVal(_)
+        | V::StringVal(_)
+        | V::AsciiVal(_)) => Some(value),
+        _ => None,
+    };
+    let keyless = |path: Option<&Path>| {
+        path.is_none_or(|p| p.target.is_empty() && elems_of(p).iter().all(|e| e.key.is_empty()))
+    };
+    if !n
+        .update
+        .iter()
+        .all(|u| keyless(u.path.as_ref()) && plain_value(u).is_some())
+    {
+        return None;
+    }
+    let context = Context::new(n, meta);
+    let mut values = Vec::with_capacity(n.update.len());
+    for u in &n.update {
+        let value = plain_value(u)?;
+        let key = match u.path.as_ref() {
+            Some(path) => context.value_key(Some(path), &elems_of(path)),
+            None => context.value_key(None, &[]),
+        };
+        values.push((key, value));
+    }
+    Some(PlainEvents {
+        name: meta.event_name(),
+        timestamp: n.timestamp,
+        tags: context.shared_tags.into_iter().collect(),
+        values,
+    })
 }
 
 /// Tags from a path's keys and target; a later element's tag replaces an
@@ -560,6 +630,106 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn plain_events_are_notification_to_events_without_the_maps() {
+        let mut with_target = p("/interfaces/interface[name=e1]/state");
+        with_target.target = "dev1".into();
+        let mut origin = p("/system/state");
+        origin.origin = "openconfig".into();
+        let mut meta_with_extras = meta();
+        meta_with_extras
+            .extra_tags
+            .insert("source".into(), "ignored".into());
+        meta_with_extras
+            .extra_tags
+            .insert("site".into(), "dc1".into());
+        let plain = [
+            notif(
+                Some(p("/interfaces/interface[name=e1]/state/counters")),
+                vec![
+                    upd("in-octets", V::UintVal(u64::MAX)),
+                    upd("/out-octets", V::IntVal(-3)),
+                    upd("oper", V::StringVal("UP".into())),
+                    upd("enabled", V::BoolVal(true)),
+                    upd("a/b", V::AsciiVal("x".into())),
+                ],
+                vec![],
+            ),
+            notif(
+                Some(with_target),
+                vec![upd("counters/x", V::UintVal(1))],
+                vec![],
+            ),
+            notif(
+                Some(origin),
+                vec![upd("hostname", V::StringVal("h".into()))],
+                vec![],
+            ),
+            notif(None, vec![upd("/a/b/c", V::UintVal(7))], vec![]),
+            notif(
+                Some(p("/a")),
+                vec![Update {
+                    path: None,
+                    val: Some(TypedValue {
+                        value: Some(V::UintVal(2)),
+                    }),
+                    ..Default::default()
+                }],
+                vec![],
+            ),
+            notif(Some(p("/a")), vec![], vec![]),
+        ];
+        for meta in [meta(), meta_with_extras, EventMeta::new("r1", "")] {
+            for n in &plain {
+                let got = plain_events(n, &meta).unwrap_or_else(|| panic!("{n:?}"));
+                let want = notification_to_events(n, &meta);
+                let rebuilt: Vec<Event> = got
+                    .values
+                    .iter()
+                    .map(|(key, value)| Event {
+                        name: got.name.to_string(),
+                        timestamp: got.timestamp,
+                        tags: got.tags.iter().cloned().collect(),
+                        values: [(
+                            key.clone(),
+                            value::to_json(&TypedValue {
+                                value: Some((*value).clone()),
+                            }),
+                        )]
+                        .into(),
+                        deletes: vec![],
+                    })
+                    .collect();
+                assert_eq!(rebuilt, want, "{n:?}");
+                assert!(got.tags.is_sorted(), "{:?}", got.tags);
+            }
+        }
+        // Anything else takes the general conversion.
+        let not_plain = [
+            notif(None, vec![upd("/a[k=1]/b", V::UintVal(1))], vec![]),
+            notif(None, vec![upd("/a", V::DoubleVal(1.5))], vec![]),
+            notif(None, vec![upd("/a", V::JsonVal(b"{}".to_vec()))], vec![]),
+            notif(None, vec![upd("/a", V::UintVal(1))], vec![p("/b")]),
+            notif(
+                None,
+                vec![Update {
+                    path: Some(Path {
+                        target: "t".into(),
+                        ..p("/a")
+                    }),
+                    val: Some(TypedValue {
+                        value: Some(V::UintVal(1)),
+                    }),
+                    ..Default::default()
+                }],
+                vec![],
+            ),
+        ];
+        for n in &not_plain {
+            assert!(plain_events(n, &meta()).is_none(), "{n:?}");
+        }
     }
 
     #[test]

@@ -387,6 +387,130 @@ pub fn cpu_us_per_update_with_processors() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `exporter_cpu_us_per_update_proto`: [`cpu_us_per_update`] for the collector's default
+/// format — one `gnmi.SubscribeResponse` per message (prefix with the interface's key, ten
+/// `uint_val` counters), as gnmic's proto NATS input reads it — next to the same run's prost
+/// decode of those messages alone (`_prost_decode_part`).
+pub fn cpu_us_per_update_proto() -> anyhow::Result<()> {
+    let messages: Vec<Vec<BusMessage>> = (0..4u64)
+        .map(|round| {
+            (0..100)
+                .flat_map(|s| (0..INTERFACES).map(move |i| proto_message(s, i, round)))
+                .collect()
+        })
+        .collect();
+    let output = new_output();
+    let mut input = exporter_input(output.clone());
+    input.config.format = gnomon_config::nats_input::NatsInputFormat::Proto;
+    for message in &messages[0] {
+        input.process(message);
+    }
+    let inserted = output.series_count();
+    anyhow::ensure!(
+        inserted == 100 * INTERFACES * COUNTERS.len(),
+        "the first round inserted {inserted} series"
+    );
+    let rounds: Vec<f64> = (0..UPDATE_ROUNDS)
+        .map(|r| {
+            let started = thread_cpu_seconds();
+            for message in &messages[1 + r % (messages.len() - 1)] {
+                input.process(message);
+            }
+            (thread_cpu_seconds() - started) * 1e6 / inserted as f64
+        })
+        .collect();
+    anyhow::ensure!(
+        output.series_count() == inserted,
+        "updates must not add series"
+    );
+    let decode = (0..5)
+        .map(|_| {
+            let started = thread_cpu_seconds();
+            let mut updates = 0usize;
+            for message in messages[1..].iter().flatten() {
+                use prost::Message as _;
+                updates +=
+                    gnomon_gnmi::proto::gnmi::SubscribeResponse::decode(message.payload.as_ref())
+                        .map_or(0, |r| match r.response {
+                            Some(
+                                gnomon_gnmi::proto::gnmi::subscribe_response::Response::Update(n),
+                            ) => n.update.len(),
+                            _ => 0,
+                        });
+            }
+            (thread_cpu_seconds() - started) * 1e6 / updates.max(1) as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    report("exporter_cpu_us_per_update_proto", median(rounds), "us");
+    report(
+        "exporter_cpu_us_per_update_proto_prost_decode_part",
+        decode,
+        "us",
+    );
+    Ok(())
+}
+
+/// One proto message: the notification of `interface` on `source`, prefix
+/// `/interfaces/interface[name=…]/state/counters`, one update per counter.
+fn proto_message(source: usize, interface: usize, round: u64) -> BusMessage {
+    use gnomon_gnmi::proto::gnmi::{
+        subscribe_response, typed_value, Notification, Path, PathElem, SubscribeResponse,
+        TypedValue, Update,
+    };
+    use prost::Message as _;
+    let elem = |name: &str, keys: &[(&str, String)]| PathElem {
+        name: name.to_string(),
+        key: keys
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect(),
+    };
+    let prefix = Path {
+        elem: vec![
+            elem("interfaces", &[]),
+            elem("interface", &[("name", format!("ethernet-1/{interface}"))]),
+            elem("state", &[]),
+            elem("counters", &[]),
+        ],
+        ..Default::default()
+    };
+    let update = COUNTERS
+        .iter()
+        .enumerate()
+        .map(|(i, counter)| Update {
+            path: Some(Path {
+                elem: vec![elem(counter, &[])],
+                ..Default::default()
+            }),
+            val: Some(TypedValue {
+                value: Some(typed_value::Value::UintVal(
+                    round * 1_000_003 + (source * INTERFACES + interface) as u64 * 7 + i as u64,
+                )),
+            }),
+            ..Default::default()
+        })
+        .collect();
+    let response = SubscribeResponse {
+        response: Some(subscribe_response::Response::Update(Notification {
+            timestamp: (TS + round) as i64,
+            prefix: Some(prefix),
+            update,
+            ..Default::default()
+        })),
+        ..Default::default()
+    };
+    BusMessage {
+        subject: format!("telemetry.router-{source}.port-stats"),
+        headers: MessageHeaders {
+            target: Some(format!("router-{source}")),
+            subscription: Some("port-stats".into()),
+            fencing_token: Some(1),
+            traceparent: None,
+        },
+        payload: Bytes::from(response.encode_to_vec()),
+    }
+}
+
 /// Rounds of updates measured per input (each round updates all 100 k series once).
 const UPDATE_ROUNDS: usize = 9;
 

@@ -18,9 +18,7 @@ use gnomon_bus::{Bus, NatsBus, NatsOptions};
 use gnomon_config::nats_input::NatsInputConfig;
 use gnomon_exporter::input::NatsInput;
 use gnomon_exporter::{ExporterStats, Fencing, PrometheusOutput};
-use gnomon_testkit::{
-    free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
-};
+use gnomon_testkit::{spawn_gnomon, start_simulator, ChildProcess, NatsServer, SimulatorSpec};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -38,32 +36,11 @@ fn unix_now_ns() -> i64 {
 
 /// Starts the simulator and returns it with its device addresses.
 async fn simulator(dir: &std::path::Path) -> anyhow::Result<(ChildProcess, Vec<String>)> {
-    let stats_port = free_port();
-    let mut command = std::process::Command::new(gnomon_binary()?);
-    command
-        .args(["simulator", "--listen", "127.0.0.1:0"])
-        .args(["--count", &DEVICES.to_string()])
-        .args(["--interfaces", &INTERFACES.to_string()])
-        .args(["--update-rate", "1s", "--flap-period", "0s"])
-        .args(["--stats-listen", &format!("127.0.0.1:{stats_port}")]);
-    let process = ChildProcess::spawn("simulator", command, dir)?;
-    wait_for_tcp(&format!("127.0.0.1:{stats_port}"), Duration::from_secs(60))
-        .with_context(|| process.log())?;
-    let stats: serde_json::Value =
-        gnomon_testkit::http_get(format!("http://127.0.0.1:{stats_port}/stats"))
-            .await?
-            .json()
-            .await?;
-    let devices: Vec<String> = stats["targets"]
-        .as_object()
-        .map(|targets| targets.keys().cloned().collect())
-        .unwrap_or_default();
-    anyhow::ensure!(
-        devices.len() == DEVICES,
-        "simulator serves {} devices",
-        devices.len()
-    );
-    Ok((process, devices))
+    let spec = SimulatorSpec::new(DEVICES, INTERFACES)
+        .update_rate("1s")
+        .args(["--flap-period", "0s"]);
+    let simulator = start_simulator(dir, "simulator", &spec, Duration::from_secs(60)).await?;
+    Ok((simulator.process, simulator.devices))
 }
 
 fn exporter_input() -> anyhow::Result<NatsInput> {

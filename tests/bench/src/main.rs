@@ -46,6 +46,10 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
             exporter::sharded_scrape_10m_series,
         ),
         ("exporter_cpu_us_per_update", exporter::cpu_us_per_update),
+        (
+            "exporter_cpu_us_per_update_proto",
+            exporter::cpu_us_per_update_proto,
+        ),
         ("processors_ns_per_event", exporter::processors_ns_per_event),
         (
             "exporter_cpu_us_per_update_with_processors",

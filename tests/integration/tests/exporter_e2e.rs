@@ -3,7 +3,8 @@
 //! finds the registered exporter through http_sd. Then the lock holder is SIGKILLed.
 
 use gnomon_testkit::{
-    free_port, gnomon_binary, wait_for_tcp, ChildProcess, EtcdServer, NatsServer, PrometheusServer,
+    free_port, gnomon_binary, start_simulator, wait_for_tcp, ChildProcess, EtcdServer, NatsServer,
+    PrometheusServer, SimulatorSpec,
 };
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,36 +58,15 @@ async fn simulator_to_prometheus_through_the_registered_exporter() {
         .build()
         .unwrap();
 
-    let sim_stats = free_port();
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args([
+    let simulator = start_simulator(
+        dir.path(),
         "simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--count",
-        "2",
-        "--interfaces",
-        "2",
-        "--update-rate",
-        "1s",
-    ])
-    .args(["--stats-listen", &format!("127.0.0.1:{sim_stats}")]);
-    let _simulator = ChildProcess::spawn("simulator", cmd, dir.path()).unwrap();
-    wait_for_tcp(&format!("127.0.0.1:{sim_stats}"), Duration::from_secs(20)).unwrap();
-    let stats: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{sim_stats}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let devices: Vec<String> = stats["targets"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
+        &SimulatorSpec::new(2, 2),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let devices = simulator.devices.clone();
 
     let mut collector_config = String::from("insecure: true\nencoding: proto\ntargets:\n");
     for (i, device) in devices.iter().enumerate() {

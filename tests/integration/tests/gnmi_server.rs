@@ -14,12 +14,12 @@ use gnomon_gnmi::proto::gnmi::{
 };
 use gnomon_testkit::cluster::{exactly_one_each, Harness};
 use gnomon_testkit::{
-    eventually, free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
-    TestPki,
+    eventually, free_port, spawn_gnomon, start_simulator, wait_for_tcp, ChildProcess, NatsServer,
+    SimulatorSpec, TestPki,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
@@ -74,33 +74,20 @@ impl Pipeline {
         gnomon_testkit::install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
         let nats = NatsServer::start().unwrap();
-        let sim_stats = free_port();
-        let mut cmd = Command::new(gnomon_binary().unwrap());
-        cmd.args(["simulator", "--listen", "127.0.0.1:0"])
-            .args(["--count", &DEVICES.to_string()])
-            .args(["--interfaces", &INTERFACES.to_string()])
-            .args(["--update-rate", "100ms"])
-            .args(["--stats-listen", &format!("127.0.0.1:{sim_stats}")]);
-        let simulator = ChildProcess::spawn("simulator", cmd, dir.path()).unwrap();
-        wait_for_tcp(&format!("127.0.0.1:{sim_stats}"), Duration::from_secs(30)).unwrap();
-        let stats: serde_json::Value =
-            gnomon_testkit::http_get(format!("http://127.0.0.1:{sim_stats}/stats"))
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-        let devices: Vec<(String, u16)> = stats["targets"]
-            .as_object()
-            .unwrap()
-            .keys()
+        let simulator = start_simulator(
+            dir.path(),
+            "simulator",
+            &SimulatorSpec::new(DEVICES, INTERFACES).update_rate("100ms"),
+            Duration::from_secs(30),
+        )
+        .await
+        .unwrap();
+        let devices: Vec<(String, u16)> = simulator
+            .ports()
+            .into_iter()
             .enumerate()
-            .map(|(i, address)| {
-                let port = address.rsplit(':').next().unwrap().parse().unwrap();
-                (format!("dev{i}"), port)
-            })
+            .map(|(i, port)| (format!("dev{i}"), port))
             .collect();
-        assert_eq!(devices.len(), DEVICES, "{stats}");
 
         let mut collector = String::from("insecure: true\nencoding: proto\ntargets:\n");
         for (name, port) in &devices {
@@ -145,7 +132,7 @@ impl Pipeline {
             tls: client_tls,
             _pki: pki,
             _nats: nats,
-            processes: vec![simulator, collector, exporter],
+            processes: vec![simulator.process, collector, exporter],
         };
         wait_for_tcp(&format!("127.0.0.1:{gnmi_port}"), Duration::from_secs(30))
             .unwrap_or_else(|e| panic!("{e}\n{}", pipeline.logs()));

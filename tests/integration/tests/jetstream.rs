@@ -16,11 +16,9 @@ use gnomon_bus::jetstream::{
 };
 use gnomon_bus::{BusMessage, MessageHeaders, NatsBus, NatsOptions, Publish};
 use gnomon_testkit::{
-    eventually, free_port, gnomon_binary, spawn_gnomon, wait_for_tcp, ChildProcess, NatsServer,
-    PrometheusServer,
+    eventually, spawn_gnomon, start_simulator, NatsServer, PrometheusServer, SimulatorSpec,
 };
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 fn unix_now() -> f64 {
@@ -77,37 +75,15 @@ async fn an_exporter_killed_for_10s_resumes_from_its_durable_consumer_without_a_
         .build()
         .unwrap();
 
-    let sim_stats = free_port();
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args([
+    let simulator = start_simulator(
+        dir.path(),
         "simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--count",
-        "2",
-        "--interfaces",
-        "1",
-        "--update-rate",
-        "1s",
-    ])
-    .args(["--stats-listen", &format!("127.0.0.1:{sim_stats}")]);
-    let _simulator = ChildProcess::spawn("simulator", cmd, dir.path()).unwrap();
-    wait_for_tcp(&format!("127.0.0.1:{sim_stats}"), Duration::from_secs(20)).unwrap();
-    let stats: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{sim_stats}/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let devices: Vec<String> = stats["targets"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .cloned()
-        .collect();
-    assert_eq!(devices.len(), 2);
+        &SimulatorSpec::new(2, 1),
+        Duration::from_secs(20),
+    )
+    .await
+    .unwrap();
+    let devices = simulator.devices.clone();
 
     let mut collector_config = String::from("insecure: true\nencoding: proto\ntargets:\n");
     for (i, device) in devices.iter().enumerate() {

@@ -4,7 +4,8 @@
 //! counters, and promtool accepts the scrape.
 
 use gnomon_testkit::{
-    eventually, free_port, gnomon_binary, promtool_check, wait_for_tcp, ChildProcess, NatsServer,
+    eventually, free_port, gnomon_binary, promtool_check, start_simulator, ChildProcess,
+    NatsServer, SimulatorSpec,
 };
 use std::process::Command;
 use std::time::Duration;
@@ -16,18 +17,15 @@ async fn serves_counters_under(verb: &str) {
         .timeout(Duration::from_secs(3))
         .build()
         .unwrap();
-    let (device_a, device_b, stats) = (free_port(), free_port(), free_port());
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args(["simulator", "--listen", &format!("127.0.0.1:{device_a}")])
-        .args(["--count", "1", "--interfaces", "2", "--update-rate", "1s"])
-        .args(["--stats-listen", &format!("127.0.0.1:{stats}")]);
-    let _sim_a = ChildProcess::spawn("sim-a", cmd, dir.path()).unwrap();
-    let mut cmd = Command::new(gnomon_binary().unwrap());
-    cmd.args(["simulator", "--listen", &format!("127.0.0.1:{device_b}")])
-        .args(["--count", "1", "--interfaces", "2", "--update-rate", "1s"]);
-    let _sim_b = ChildProcess::spawn("sim-b", cmd, dir.path()).unwrap();
-    wait_for_tcp(&format!("127.0.0.1:{device_a}"), Duration::from_secs(20)).unwrap();
-    wait_for_tcp(&format!("127.0.0.1:{device_b}"), Duration::from_secs(20)).unwrap();
+    let spec = SimulatorSpec::new(1, 2);
+    let timeout = Duration::from_secs(20);
+    let sim_a = start_simulator(dir.path(), "sim-a", &spec, timeout)
+        .await
+        .unwrap();
+    let sim_b = start_simulator(dir.path(), "sim-b", &spec, timeout)
+        .await
+        .unwrap();
+    let (device_a, device_b) = (sim_a.ports()[0], sim_b.ports()[0]);
 
     let listen = format!("127.0.0.1:{}", free_port());
     let config = format!(

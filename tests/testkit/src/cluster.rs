@@ -7,6 +7,7 @@
 //! probes every member's `/healthz` and keeps one EndpointSlice per member (ready or not)
 //! for the headless Service `<cluster>-gnmic-api`.
 
+use crate::simulator::{port_of, spawn_simulator, SimulatorSpec};
 use crate::{
     free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess, EtcdServer, NatsServer,
 };
@@ -254,29 +255,14 @@ impl Harness {
         let mut simulators = Vec::new();
         let mut stats_urls = Vec::new();
         for (shard, count) in simulator_shards(devices).into_iter().enumerate() {
-            let stats_port = free_port();
-            let mut cmd = Command::new(gnomon_binary()?);
-            cmd.args([
-                "simulator",
-                "--listen",
-                "127.0.0.1:0",
-                "--count",
-                &count.to_string(),
-                "--interfaces",
-                &interfaces.to_string(),
-            ])
-            .args([
-                "--update-rate",
-                "1s",
-                "--stats-listen",
-                &format!("127.0.0.1:{stats_port}"),
-            ]);
             let name = match shard {
                 0 => "simulator".to_string(),
                 n => format!("simulator-{n}"),
             };
-            simulators.push(ChildProcess::spawn(&name, cmd, dir.path())?);
-            stats_urls.push(format!("http://127.0.0.1:{stats_port}/stats"));
+            let spec = SimulatorSpec::new(count, interfaces as usize);
+            let (process, stats_url) = spawn_simulator(dir.path(), &name, &spec)?;
+            simulators.push(process);
+            stats_urls.push(stats_url);
         }
         let simulator = simulators.remove(0);
         let stats_url = stats_urls[0].clone();
@@ -322,12 +308,7 @@ impl Harness {
             if let Ok(stats) = harness.stats().await {
                 if stats.len() == devices {
                     let mut addrs: Vec<String> = stats.keys().cloned().collect();
-                    addrs.sort_by_key(|a| {
-                        a.rsplit(':')
-                            .next()
-                            .and_then(|p| p.parse::<u16>().ok())
-                            .unwrap_or(0)
-                    });
+                    addrs.sort_by_key(|a| port_of(a));
                     harness.devices = addrs;
                     break;
                 }

@@ -5,6 +5,7 @@ pub mod cluster;
 mod process;
 mod proxy;
 mod servers;
+mod simulator;
 
 pub use process::{
     free_port, gnomon_binary, process_cpu_time, raise_fd_limit, resident_bytes, signal_pid,
@@ -14,6 +15,9 @@ pub use proxy::TcpProxy;
 pub use servers::{
     CertFiles, EtcdServer, EtcdServerOptions, NatsOperator, NatsServer, NatsServerOptions,
     PrometheusServer, ServerTls, TestPki,
+};
+pub use simulator::{
+    device_subscriptions, port_of, spawn_simulator, start_simulator, Simulator, SimulatorSpec,
 };
 
 use std::time::{Duration, Instant};

@@ -4,19 +4,12 @@
 
 #![allow(dead_code)]
 
-use gnomon_testkit::{free_port, gnomon_binary, wait_for_tcp, CertFiles, ChildProcess};
-use std::collections::BTreeMap;
+use gnomon_testkit::{gnomon_binary, wait_for_tcp, CertFiles, ChildProcess};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// A `gnomon simulator` process and its devices.
-pub struct Simulator {
-    pub process: ChildProcess,
-    pub stats_url: String,
-    /// Device addresses, in port order.
-    pub devices: Vec<String>,
-}
+pub use gnomon_testkit::Simulator;
 
 /// Starts `count` simulated devices; with `credentials` every RPC needs that username and
 /// password.
@@ -25,74 +18,11 @@ pub async fn start_simulator(
     count: usize,
     credentials: Option<(&str, &str)>,
 ) -> anyhow::Result<Simulator> {
-    let stats_port = free_port();
-    let mut cmd = Command::new(gnomon_binary()?);
-    cmd.args(["simulator", "--listen", "127.0.0.1:0"])
-        .args(["--count", &count.to_string(), "--interfaces", "2"])
-        .args(["--update-rate", "1s"])
-        .args(["--stats-listen", &format!("127.0.0.1:{stats_port}")]);
+    let mut spec = gnomon_testkit::SimulatorSpec::new(count, 2);
     if let Some((user, password)) = credentials {
-        cmd.args(["--username", user, "--password", password]);
+        spec = spec.args(["--username", user, "--password", password]);
     }
-    let process = ChildProcess::spawn("simulator", cmd, dir)?;
-    let stats_url = format!("http://127.0.0.1:{stats_port}/stats");
-    let http = gnomon_testkit::http_client_builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
-    let devices = gnomon_testkit::eventually("simulated devices", Duration::from_secs(20), || {
-        let (http, url) = (http.clone(), stats_url.clone());
-        async move {
-            let stats = device_stats_with(&http, &url).await.ok()?;
-            let mut devices: Vec<String> = stats.into_keys().collect();
-            devices.sort_by_key(|a| port_of(a));
-            (devices.len() == count).then_some(devices)
-        }
-    })
-    .await
-    .map_err(|e| anyhow::anyhow!("{e}: {}", process.log()))?;
-    Ok(Simulator {
-        process,
-        stats_url,
-        devices,
-    })
-}
-
-fn port_of(address: &str) -> u16 {
-    address
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn device_stats_with(
-    http: &reqwest::Client,
-    url: &str,
-) -> anyhow::Result<BTreeMap<String, usize>> {
-    #[derive(serde::Deserialize)]
-    struct Device {
-        subscriptions: usize,
-    }
-    #[derive(serde::Deserialize)]
-    struct Report {
-        targets: BTreeMap<String, Device>,
-    }
-    let report: Report = http.get(url).send().await?.json().await?;
-    Ok(report
-        .targets
-        .into_iter()
-        .map(|(address, device)| (address, device.subscriptions))
-        .collect())
-}
-
-impl Simulator {
-    /// Active Subscribe streams per device address.
-    pub async fn subscriptions(&self) -> anyhow::Result<BTreeMap<String, usize>> {
-        let http = gnomon_testkit::http_client_builder()
-            .timeout(Duration::from_secs(5))
-            .build()?;
-        device_stats_with(&http, &self.stats_url).await
-    }
+    gnomon_testkit::start_simulator(dir, "simulator", &spec, Duration::from_secs(20)).await
 }
 
 /// Starts `gnomon <command> --config <dir>/<name>.yaml` with debug logging (so span fields
