@@ -14,6 +14,7 @@
 
 pub mod exposition;
 pub mod fencing;
+mod follow;
 pub mod gnmi_cache;
 pub mod gnmi_server;
 pub mod gnmi_wire;

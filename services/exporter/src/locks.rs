@@ -10,7 +10,7 @@
 
 use crate::fencing::LockTable;
 use futures::StreamExt;
-use gnomon_common::log::{Escaped, Throttle};
+use gnomon_common::log::Escaped;
 use gnomon_common::retry::Backoff;
 use gnomon_coordination::{keys, Coordination};
 use std::collections::HashMap;
@@ -28,23 +28,16 @@ pub async fn follow_locks(
     table: Arc<LockTable>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut errors = Throttle::new(Duration::from_secs(30));
-    loop {
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = follow_once(&*coordination, &cluster, &table, &mut backoff) => result,
-        };
-        if let Err(error) = result {
-            if let Some(suppressed) = errors.allow() {
-                tracing::warn!(%error, suppressed, "following the target locks failed; fencing keeps the last known tokens");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
+    crate::follow::until_cancelled(
+        &shutdown,
+        "following the target locks failed; fencing keeps the last known tokens",
+        |backoff| {
+            let (coordination, cluster, table) =
+                (coordination.clone(), cluster.clone(), table.clone());
+            Box::pin(async move { follow_once(&*coordination, &cluster, &table, backoff).await })
+        },
+    )
+    .await;
 }
 
 /// One run: full read, then watch until the watch ends or a read fails.

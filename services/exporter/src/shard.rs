@@ -29,7 +29,6 @@ use crate::output::PrometheusOutput;
 use crate::registration::{ErrorRetry, Registrar};
 use futures::StreamExt;
 use gnomon_bus::contract::{subject_for, SubjectScheme};
-use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
 use gnomon_coordination::{keys, Coordination, ServiceRegistration, TargetStore, WatchEvent};
 use std::collections::BTreeSet;
@@ -181,23 +180,15 @@ pub async fn follow_targets(
     targets: watch::Sender<Arc<BTreeSet<String>>>,
     shutdown: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-    let mut errors = Throttle::new(Duration::from_secs(30));
-    loop {
-        let result = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            result = follow_targets_once(&store, &targets, &mut backoff) => result,
-        };
-        if let Err(error) = result {
-            if let Some(suppressed) = errors.allow() {
-                tracing::warn!(%error, suppressed, "following the cluster's targets failed; the shard keeps the targets it knows");
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(backoff.next_delay()) => {}
-        }
-    }
+    crate::follow::until_cancelled(
+        &shutdown,
+        "following the cluster's targets failed; the shard keeps the targets it knows",
+        |backoff| {
+            let (store, targets) = (store.clone(), targets.clone());
+            Box::pin(async move { follow_targets_once(&store, &targets, backoff).await })
+        },
+    )
+    .await;
 }
 
 async fn follow_targets_once(
