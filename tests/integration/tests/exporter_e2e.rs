@@ -125,21 +125,7 @@ async fn simulator_to_prometheus_through_the_registered_exporter() {
         exporters[0].listen, exporters[1].listen
     ))
     .unwrap();
-    let query = |q: &'static str| {
-        let http = http.clone();
-        let url = prometheus.url();
-        async move {
-            let body: serde_json::Value = http
-                .get(format!("{url}/api/v1/query?query={q}"))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            body["data"]["result"].as_array().cloned()
-        }
-    };
+    let query = |q: &'static str| prometheus.query(&http, q);
     let started = Instant::now();
     let samples = loop {
         if let Some(result) = query("interfaces_interface_state_counters_in_octets").await {

@@ -35,19 +35,11 @@ async fn raw_samples(
     metric: &str,
     range: u64,
 ) -> Option<BTreeMap<String, Vec<(f64, f64)>>> {
-    let body: serde_json::Value = http
-        .get(format!(
-            "{}/api/v1/query?query={metric}%5B{range}s%5D",
-            prometheus.url()
-        ))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let result = prometheus
+        .query(http, &format!("{metric}[{range}s]"))
+        .await?;
     let mut out = BTreeMap::new();
-    for series in body["data"]["result"].as_array()? {
+    for series in &result {
         let source = series["metric"]["source"].as_str()?.to_string();
         let samples = series["values"]
             .as_array()?

@@ -28,18 +28,6 @@ fn sources(text: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// Percent-encodes a query parameter value.
-fn url_encoded(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 async fn scrape(http: &reqwest::Client, listen: &str) -> Option<BTreeSet<String>> {
     let text = http
         .get(format!("http://{listen}/metrics"))
@@ -183,21 +171,8 @@ async fn two_shards_three_exporters_each_target_on_exactly_one_shard() {
         "global: {{scrape_interval: 1s, evaluation_interval: 1s}}\nscrape_configs:\n  - job_name: gnomon\n    honor_labels: true\n    relabel_configs:\n      - source_labels: [__meta_gnomon_shard]\n        target_label: shard\n    http_sd_configs:\n{sd}"
     ))
     .unwrap();
-    let query = |q: String| {
-        let http = http.clone();
-        let url = prometheus.url();
-        async move {
-            let body: serde_json::Value = http
-                .get(format!("{url}/api/v1/query?query={}", url_encoded(&q)))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            body["data"]["result"].as_array().cloned()
-        }
-    };
+    let (prometheus, http) = (&prometheus, &http);
+    let query = |q: String| async move { prometheus.query(http, &q).await };
     let started = Instant::now();
     loop {
         let up = query("up{job=\"gnomon\"} == 1".into())
@@ -234,8 +209,8 @@ async fn two_shards_three_exporters_each_target_on_exactly_one_shard() {
     let spare_listen = exporters[spare].listen.clone();
     let expected = of_shard(0);
     loop {
-        let served = scrape(&http, &spare_listen).await.unwrap_or_default();
-        let listed = sd_shards(&http, &spare_listen).await.unwrap_or_default();
+        let served = scrape(http, &spare_listen).await.unwrap_or_default();
+        let listed = sd_shards(http, &spare_listen).await.unwrap_or_default();
         if served == expected && listed.get(&spare_listen).map(String::as_str) == Some("0") {
             break;
         }

@@ -614,4 +614,17 @@ impl PrometheusServer {
     pub fn port(&self) -> u16 {
         self.port
     }
+
+    /// The `data.result` of an instant PromQL query (`None` while Prometheus does not answer
+    /// or answers something else).
+    pub async fn query(
+        &self,
+        http: &reqwest::Client,
+        promql: &str,
+    ) -> Option<Vec<serde_json::Value>> {
+        let mut url = reqwest::Url::parse(&format!("{}/api/v1/query", self.url())).ok()?;
+        url.query_pairs_mut().append_pair("query", promql);
+        let body: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
+        body["data"]["result"].as_array().cloned()
+    }
 }
