@@ -69,6 +69,12 @@ fn message_with_status(
         ));
     }
     json.push(']');
+    collector_message(source, Bytes::from(json))
+}
+
+/// A message as a collector publishes it for `router-<source>` (subject, headers, fencing
+/// token 1).
+fn collector_message(source: usize, payload: Bytes) -> BusMessage {
     BusMessage {
         subject: format!("telemetry.router-{source}.port-stats"),
         headers: MessageHeaders {
@@ -77,7 +83,7 @@ fn message_with_status(
             fencing_token: Some(1),
             traceparent: None,
         },
-        payload: Bytes::from(json),
+        payload,
     }
 }
 
@@ -499,16 +505,7 @@ fn proto_message(source: usize, interface: usize, round: u64) -> BusMessage {
         })),
         ..Default::default()
     };
-    BusMessage {
-        subject: format!("telemetry.router-{source}.port-stats"),
-        headers: MessageHeaders {
-            target: Some(format!("router-{source}")),
-            subscription: Some("port-stats".into()),
-            fencing_token: Some(1),
-            traceparent: None,
-        },
-        payload: Bytes::from(response.encode_to_vec()),
-    }
+    collector_message(source, Bytes::from(response.encode_to_vec()))
 }
 
 /// Rounds of updates measured per input (each round updates all 100 k series once).
