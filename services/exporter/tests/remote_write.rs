@@ -1,8 +1,8 @@
 //! The `prometheus_write` output against a real Prometheus (2.42, remote write receiver on):
 //! messages go in through the in-process bus (the exporter's real input path: fencing,
 //! decoding, naming), Prometheus' query API shows the series. Then Prometheus goes away
-//! for 10 s: ingest keeps running and the drops are counted; a new Prometheus on the same port gets
-//! the writes again.
+//! for 10 s: ingest keeps running and the drops are counted; a new Prometheus on the same
+//! port gets the writes again.
 
 use gnomon_bus::{Bus, BusMessage, MemoryBus, MessageHeaders};
 use gnomon_config::nats_input::NatsInputConfig;
