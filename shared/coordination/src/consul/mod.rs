@@ -135,7 +135,16 @@ impl ConsulCoordination {
     }
 
     /// Keeps a TTL-checked registration passing; registers again when the agent forgot it.
-    async fn keep_service(&self, registration: ServiceRegistration, stop: CancellationToken) {
+    /// A call in flight is finished, never dropped, and nothing is sent once `stop` fired;
+    /// `_done` closes when the loop has returned, so a deregistration that waits for it
+    /// cannot be followed by this loop's re-registration of the old definition (which would
+    /// replace a newer registration of the same ID, e.g. one with other tags).
+    async fn keep_service(
+        &self,
+        registration: ServiceRegistration,
+        stop: CancellationToken,
+        _done: tokio::sync::oneshot::Sender<()>,
+    ) {
         let check_id = ConsulClient::check_id(&registration.id);
         let period = (registration.ttl / 2).max(Duration::from_millis(100));
         let mut retry = RetryLoop::new("consul service check", period);
@@ -148,6 +157,7 @@ impl ConsulCoordination {
             }
             let result = match self.client().check_pass(&check_id).await {
                 Ok(true) => Ok(()),
+                Ok(false) if stop.is_cancelled() => return,
                 Ok(false) => {
                     tracing::warn!(id = %registration.id, "consul forgot the service check; registering again");
                     self.client().service_register(&registration).await
@@ -349,11 +359,18 @@ impl LockAttempts for ConsulCoordination {
 
 struct ConsulDeregister {
     coordination: ConsulCoordination,
+    /// Closes when the registration's keep-alive loop has returned.
+    keeper_done: tokio::sync::Mutex<Option<tokio::sync::oneshot::Receiver<()>>>,
 }
 
 #[async_trait]
 impl ServiceDeregister for ConsulDeregister {
     async fn deregister_service(&self, id: &str) -> Result<()> {
+        // The handle stopped the keep-alive; its call in flight (at most one, bounded by the
+        // client's timeout) lands before the deregistration does.
+        if let Some(done) = self.keeper_done.lock().await.take() {
+            let _closed = done.await;
+        }
         self.coordination
             .inner
             .services
@@ -493,12 +510,14 @@ impl Coordination for ConsulCoordination {
         let me = self.clone();
         let stop = keeper.clone();
         let id = registration.id.clone();
-        tokio::spawn(async move { me.keep_service(registration, stop).await });
+        let (done, keeper_done) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move { me.keep_service(registration, stop, done).await });
         Ok(ServiceHandle::new(
             &id,
             keeper,
             Arc::new(ConsulDeregister {
                 coordination: self.clone(),
+                keeper_done: tokio::sync::Mutex::new(Some(keeper_done)),
             }),
         ))
     }
