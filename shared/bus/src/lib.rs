@@ -109,35 +109,27 @@ impl Publish for std::sync::Arc<dyn Bus> {
     }
 }
 
-#[async_trait]
-impl Publish for NatsBus {
-    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
-        Bus::publish(self, message).await
-    }
+/// A core bus publishes as its [`Bus`] does: send is publish, settle is flush.
+macro_rules! publish_through_bus {
+    ($($bus:ty),+) => {$(
+        #[async_trait]
+        impl Publish for $bus {
+            async fn send(&self, message: BusMessage) -> Result<(), BusError> {
+                Bus::publish(self, message).await
+            }
 
-    async fn settle(&self) -> Result<(), BusError> {
-        Bus::flush(self).await
-    }
+            async fn settle(&self) -> Result<(), BusError> {
+                Bus::flush(self).await
+            }
 
-    fn delivers(&self) -> bool {
-        Bus::is_connected(self)
-    }
+            fn delivers(&self) -> bool {
+                Bus::is_connected(self)
+            }
+        }
+    )+};
 }
 
-#[async_trait]
-impl Publish for MemoryBus {
-    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
-        Bus::publish(self, message).await
-    }
-
-    async fn settle(&self) -> Result<(), BusError> {
-        Bus::flush(self).await
-    }
-
-    fn delivers(&self) -> bool {
-        Bus::is_connected(self)
-    }
-}
+publish_through_bus!(NatsBus, MemoryBus);
 
 /// A stream of messages from one subscription.
 pub struct BusSubscription {
