@@ -147,6 +147,9 @@ struct KnownSeries {
     waiting: u32,
     /// Scratch of [`WriteBuffer::take_batch`]: its position in the batch being taken.
     batch_slot: u32,
+    /// The newest millisecond of this series taken in an earlier batch (`i64::MIN` before
+    /// the first): a later sample at or before it is refused by the backend.
+    newest_taken_ms: i64,
 }
 
 const NOT_IN_BATCH: u32 = u32::MAX;
@@ -180,6 +183,9 @@ pub struct WriteCounts {
     pub dropped_send_failed: AtomicU64,
     /// Samples dropped because the backend refused them (4xx other than 429).
     pub dropped_refused: AtomicU64,
+    /// Samples dropped because a sample of their series at the same or a later millisecond
+    /// was already taken for writing (the backend would refuse the whole request).
+    pub dropped_out_of_order: AtomicU64,
     /// Requests that succeeded.
     pub requests_ok: AtomicU64,
     /// Metadata entries accepted.
@@ -214,6 +220,7 @@ pub struct WriteBuffer {
     batch_ready: Notify,
     counts: WriteCounts,
     dropped_full: metrics::Counter,
+    dropped_out_of_order: metrics::Counter,
 }
 
 /// Idle series kept at least (a fleet's worth: their next samples cost no allocation).
@@ -241,6 +248,7 @@ impl WriteBuffer {
             batch_ready: Notify::new(),
             counts: WriteCounts::default(),
             dropped_full: dropped_counter(output, "buffer_full"),
+            dropped_out_of_order: dropped_counter(output, "out_of_order"),
         }
     }
 
@@ -299,6 +307,7 @@ impl WriteBuffer {
                     labels: encode_labels(name, labels).into(),
                     waiting: 0,
                     batch_slot: NOT_IN_BATCH,
+                    newest_taken_ms: i64::MIN,
                 };
                 state.insert(series)
             }
@@ -341,7 +350,40 @@ impl WriteBuffer {
     /// Takes the oldest samples of at most `batch` distinct series, as one request body
     /// (what the writer sends next). The lock is held only to take them; grouping,
     /// encoding and compression happen after.
+    ///
+    /// Prometheus (and Mimir, Thanos, VictoriaMetrics' strict mode) refuses a whole
+    /// request when one sample is not after its series' newest — two updates of a value
+    /// within one millisecond, or a device's clock going back — losing every other series
+    /// in it. Within a batch the last sample of a millisecond wins (see [`encode_series`]);
+    /// a sample at or before a millisecond of its series taken in an earlier batch is
+    /// dropped here and counted (`reason="out_of_order"`).
     pub fn take_batch(&self) -> Option<Batch> {
+        // Each round takes at least one sample, so this ends.
+        let (labels, samples) = loop {
+            let (labels, samples) = self.take_samples()?;
+            if !samples.is_empty() {
+                break (labels, samples);
+            }
+        };
+        let sample_count = samples.len() as u64;
+        let (raw, series) = encode_series(&labels, samples);
+        // Compressing a byte slice into a fresh vector cannot fail but for sizes beyond
+        // 4 GiB, which a batch of at most 100 000 series never reaches.
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .unwrap_or_default();
+        Some(Batch {
+            body,
+            samples: sample_count,
+            series,
+        })
+    }
+
+    /// Under the lock: the encoded labels of the next batch's series and its samples
+    /// `(series' batch position, ms, value)`, those out of order already dropped; `None`
+    /// when nothing waits.
+    #[allow(clippy::type_complexity)]
+    fn take_samples(&self) -> Option<(Vec<Arc<[u8]>>, Vec<(u32, i64, f64)>)> {
         let mut guard = self.lock();
         let state = &mut *guard;
         if state.pending.is_empty() {
@@ -368,10 +410,20 @@ impl WriteBuffer {
             taken += 1;
         }
         let mut samples: Vec<(u32, i64, f64)> = Vec::with_capacity(taken);
+        let mut out_of_order = 0;
         for waiting in state.pending.drain(..taken) {
             if let Some(series) = state.series[waiting.series as usize].as_mut() {
                 series.waiting -= 1;
+                if waiting.timestamp_ms <= series.newest_taken_ms {
+                    out_of_order += 1;
+                    continue;
+                }
                 samples.push((series.batch_slot, waiting.timestamp_ms, waiting.value));
+            }
+        }
+        for &(slot, timestamp_ms, _) in &samples {
+            if let Some(series) = state.series[order[slot as usize] as usize].as_mut() {
+                series.newest_taken_ms = series.newest_taken_ms.max(timestamp_ms);
             }
         }
         for id in order {
@@ -380,17 +432,13 @@ impl WriteBuffer {
             }
         }
         drop(guard);
-        let raw = encode_series(&labels, samples);
-        // Compressing a byte slice into a fresh vector cannot fail but for sizes beyond
-        // 4 GiB, which a batch of at most 100 000 series never reaches.
-        let body = snap::raw::Encoder::new()
-            .compress_vec(&raw)
-            .unwrap_or_default();
-        Some(Batch {
-            body,
-            samples: taken as u64,
-            series: labels.len(),
-        })
+        if out_of_order > 0 {
+            self.counts
+                .dropped_out_of_order
+                .fetch_add(out_of_order, Ordering::Relaxed);
+            self.dropped_out_of_order.increment(out_of_order);
+        }
+        Some((labels, samples))
     }
 
     fn metadata(&self) -> Vec<MetricMetadata> {
@@ -476,8 +524,9 @@ fn encode_labels<'l>(name: &str, labels: impl Iterator<Item = (&'l str, &'l str)
 
 /// A `WriteRequest` of the series whose encoded labels are `labels` (batch order) and the
 /// samples `(series' batch position, ms, value)`: each series' samples sorted by time, one
-/// per timestamp (the last pushed).
-fn encode_series(labels: &[Arc<[u8]>], mut samples: Vec<(u32, i64, f64)>) -> Vec<u8> {
+/// per timestamp (the last pushed); series without samples are left out. Also returns how
+/// many series it holds.
+fn encode_series(labels: &[Arc<[u8]>], mut samples: Vec<(u32, i64, f64)>) -> (Vec<u8>, usize) {
     use prost::encoding::{encode_key, encode_varint, encoded_len_varint, WireType};
     // Stable: among equal timestamps of a series the last pushed stays last.
     samples.sort_by_key(|&(slot, timestamp, _)| (slot, timestamp));
@@ -492,8 +541,13 @@ fn encode_series(labels: &[Arc<[u8]>], mut samples: Vec<(u32, i64, f64)>) -> Vec
     let mut out =
         Vec::with_capacity(labels.iter().map(|l| l.len() + 6).sum::<usize>() + samples.len() * 24);
     let mut rest = samples.as_slice();
+    let mut series = 0;
     for (slot, series_labels) in labels.iter().enumerate() {
         let run = rest.iter().take_while(|s| s.0 as usize == slot).count();
+        if run == 0 {
+            continue;
+        }
+        series += 1;
         let (own, next) = rest.split_at(run);
         rest = next;
         let body_len = series_labels.len()
@@ -516,7 +570,7 @@ fn encode_series(labels: &[Arc<[u8]>], mut samples: Vec<(u32, i64, f64)>) -> Vec
             encode_varint(timestamp as u64, &mut out);
         }
     }
-    out
+    (out, series)
 }
 
 fn unix_now_ms() -> i64 {
@@ -1132,6 +1186,58 @@ mod tests {
         assert_eq!(decoded.timeseries[1].labels[0].value, "out");
         assert_eq!(decoded.timeseries[1].samples[0].value, 1.5);
         assert!(buffer.take_batch().is_none());
+    }
+
+    #[test]
+    fn a_sample_not_after_its_series_newest_written_one_is_dropped_not_sent() {
+        let buffer = WriteBuffer::new(
+            "rw",
+            &config("url: http://x/push\nmax-time-series-per-write: 10"),
+        );
+        let push = |key: &str, value: f64, ms: i64| {
+            assert!(buffer.push(
+                key.as_bytes(),
+                key,
+                std::iter::empty(),
+                value,
+                ms * 1_000_000
+            ));
+        };
+        push("a", 41.0, 5);
+        push("b", 1.0, 5);
+        assert_eq!(buffer.take_batch().unwrap().samples, 2);
+        // The same millisecond with another value (an update within 1 ms), an earlier one
+        // (a clock going back), and a later one: only the later one goes; the other series
+        // of the batch are not lost to Prometheus' refusal of the whole request.
+        push("a", 42.0, 5);
+        push("a", 40.0, 4);
+        push("a", 43.0, 6);
+        push("b", 2.0, 6);
+        let batch = buffer.take_batch().unwrap();
+        assert_eq!((batch.samples, batch.series), (2, 2));
+        let decoded = decode(&batch.body).unwrap();
+        let sent: Vec<(&str, i64, f64)> = decoded
+            .timeseries
+            .iter()
+            .flat_map(|t| {
+                t.samples
+                    .iter()
+                    .map(|s| (t.labels[0].value.as_str(), s.timestamp, s.value))
+            })
+            .collect();
+        assert_eq!(sent, [("a", 6, 43.0), ("b", 6, 2.0)]);
+        assert_eq!(
+            buffer.counts().dropped_out_of_order.load(Ordering::Relaxed),
+            2
+        );
+        // A batch of nothing but such samples is not sent at all.
+        push("a", 44.0, 6);
+        assert!(buffer.take_batch().is_none());
+        assert_eq!(
+            buffer.counts().dropped_out_of_order.load(Ordering::Relaxed),
+            3
+        );
+        assert!(buffer.is_empty());
     }
 
     #[test]

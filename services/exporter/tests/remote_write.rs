@@ -10,7 +10,7 @@ use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_config::Section;
 use gnomon_exporter::{Exporter, ExporterDeps, ExporterSettings};
 use gnomon_testkit::{eventually, PrometheusServer};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
@@ -20,11 +20,22 @@ const WAIT: Duration = Duration::from_secs(30);
 const OUTAGE: Duration = Duration::from_secs(10);
 const METRIC: &str = "gnmic_port_stats_interfaces_interface_state_counters_in_octets";
 
-fn now_ns() -> i64 {
-    SystemTime::now()
+/// A timestamp (ns) at least 1 ms after the previous one: Prometheus refuses a sample of
+/// a series at the millisecond of its last one with another value ("duplicate sample for
+/// timestamp") and rolls back the whole request, so two updates of a series in one
+/// millisecond written in two batches would lose the second.
+fn next_timestamp_ns() -> i64 {
+    static LAST_MS: AtomicI64 = AtomicI64::new(0);
+    let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
-        .as_nanos() as i64
+        .as_millis() as i64;
+    let previous = LAST_MS
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |last| {
+            Some(now_ms.max(last + 1))
+        })
+        .unwrap_or(0);
+    now_ms.max(previous + 1) * 1_000_000
 }
 
 fn remote_write_config(url: &str) -> PrometheusWriteOutputConfig {
@@ -41,7 +52,7 @@ fn remote_write_config(url: &str) -> PrometheusWriteOutputConfig {
 async fn publish(bus: &MemoryBus, source: &str, value: u64) {
     let payload = format!(
         r#"[{{"name":"port-stats","timestamp":{},"tags":{{"source":"{source}","interface_name":"e1/1","subscription-name":"port-stats"}},"values":{{"/interfaces/interface/state/counters/in-octets":{value}}}}}]"#,
-        now_ns()
+        next_timestamp_ns()
     );
     bus.publish(BusMessage {
         subject: format!("telemetry.{source}.port-stats"),
