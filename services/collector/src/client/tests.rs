@@ -20,7 +20,8 @@ fn target(yaml_body: &str, address: SocketAddr) -> TargetConfig {
     config.targets["t1"].clone()
 }
 
-/// An h2c server answering every request with `respond()`, recording the request headers.
+/// An h2c server answering every request with `respond()`, recording the request headers
+/// (and its URI as `x-recorded-uri`).
 async fn grpc_server(
     respond: fn() -> HttpResponse<String>,
 ) -> (SocketAddr, Arc<Mutex<Vec<HeaderMap>>>) {
@@ -33,7 +34,9 @@ async fn grpc_server(
             let recorded = recorded.clone();
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: HttpRequest<Incoming>| {
-                    recorded.lock().unwrap().push(request.headers().clone());
+                    let mut headers = request.headers().clone();
+                    headers.insert("x-recorded-uri", request.uri().to_string().parse().unwrap());
+                    recorded.lock().unwrap().push(headers);
                     async move { Ok::<_, Infallible>(respond()) }
                 });
                 let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
@@ -76,6 +79,18 @@ async fn metadata_gzip_and_credentials_reach_the_target() {
     assert_eq!(headers["grpc-encoding"], "gzip");
     assert_eq!(headers["username"], "admin");
     assert_eq!(headers["password"], "pw1");
+    // What any gRPC server checks: the method's full URI (`:scheme`, `:authority`, path),
+    // the content type, trailers, and who calls.
+    assert_eq!(
+        headers["x-recorded-uri"],
+        format!("http://{address}/gnmi.gNMI/Subscribe").as_str()
+    );
+    assert_eq!(headers["content-type"], "application/grpc");
+    assert_eq!(headers["te"], "trailers");
+    assert!(headers["user-agent"]
+        .to_str()
+        .unwrap()
+        .starts_with("gnomon/"));
 
     // Without gzip nothing is compressed.
     let (address, seen) = grpc_server(unimplemented).await;
