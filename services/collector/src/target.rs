@@ -168,9 +168,11 @@ impl TargetRun {
         loop {
             let spec = spec_rx.borrow_and_update().clone();
             self.status.set(TargetState::Connecting, None);
+            // Boxed: dialing (TCP, TLS, HTTP/2 handshakes) is the largest state of this
+            // loop, and only transient; inline, every target's task would keep its ~7 KB.
             let client = tokio::select! {
                 _ = stop.cancelled() => break,
-                result = dial(&spec.config) => result,
+                result = Box::pin(dial(&spec.config)) => result,
             };
             let error = match client {
                 Err(error) => error.to_string(),

@@ -148,7 +148,8 @@ struct KnownSeries {
     /// Scratch of [`WriteBuffer::take_batch`]: its position in the batch being taken.
     batch_slot: u32,
     /// The newest millisecond of this series taken in an earlier batch (`i64::MIN` before
-    /// the first): a later sample at or before it is refused by the backend.
+    /// the first): a later sample at that millisecond with another value is refused by
+    /// every backend.
     newest_taken_ms: i64,
 }
 
@@ -183,9 +184,9 @@ pub struct WriteCounts {
     pub dropped_send_failed: AtomicU64,
     /// Samples dropped because the backend refused them (4xx other than 429).
     pub dropped_refused: AtomicU64,
-    /// Samples dropped because a sample of their series at the same or a later millisecond
-    /// was already taken for writing (the backend would refuse the whole request).
-    pub dropped_out_of_order: AtomicU64,
+    /// Samples dropped because a sample of their series at the same millisecond was
+    /// already taken for writing (the backend would refuse the whole request).
+    pub dropped_duplicate_timestamp: AtomicU64,
     /// Requests that succeeded.
     pub requests_ok: AtomicU64,
     /// Metadata entries accepted.
@@ -220,7 +221,7 @@ pub struct WriteBuffer {
     batch_ready: Notify,
     counts: WriteCounts,
     dropped_full: metrics::Counter,
-    dropped_out_of_order: metrics::Counter,
+    dropped_duplicate_timestamp: metrics::Counter,
 }
 
 /// Idle series kept at least (a fleet's worth: their next samples cost no allocation).
@@ -248,7 +249,7 @@ impl WriteBuffer {
             batch_ready: Notify::new(),
             counts: WriteCounts::default(),
             dropped_full: dropped_counter(output, "buffer_full"),
-            dropped_out_of_order: dropped_counter(output, "out_of_order"),
+            dropped_duplicate_timestamp: dropped_counter(output, "duplicate_timestamp"),
         }
     }
 
@@ -351,12 +352,13 @@ impl WriteBuffer {
     /// (what the writer sends next). The lock is held only to take them; grouping,
     /// encoding and compression happen after.
     ///
-    /// Prometheus (and Mimir, Thanos, VictoriaMetrics' strict mode) refuses a whole
-    /// request when one sample is not after its series' newest — two updates of a value
-    /// within one millisecond, or a device's clock going back — losing every other series
-    /// in it. Within a batch the last sample of a millisecond wins (see [`encode_series`]);
-    /// a sample at or before a millisecond of its series taken in an earlier batch is
-    /// dropped here and counted (`reason="out_of_order"`).
+    /// Prometheus (and Mimir, Thanos) refuses a whole request when one sample has the
+    /// millisecond of its series' newest with another value ("duplicate sample for
+    /// timestamp": two updates of a value within one millisecond), losing every other
+    /// series in it. Within a batch the last sample of a millisecond wins (see
+    /// [`encode_series`]); a sample at the newest millisecond of its series taken in an
+    /// earlier batch is dropped here and counted (`reason="duplicate_timestamp"`). Older
+    /// samples are sent: whether they are accepted is the backend's out-of-order setting.
     pub fn take_batch(&self) -> Option<Batch> {
         // Each round takes at least one sample, so this ends.
         let (labels, samples) = loop {
@@ -380,7 +382,7 @@ impl WriteBuffer {
     }
 
     /// Under the lock: the encoded labels of the next batch's series and its samples
-    /// `(series' batch position, ms, value)`, those out of order already dropped; `None`
+    /// `(series' batch position, ms, value)`, duplicate timestamps already dropped; `None`
     /// when nothing waits.
     #[allow(clippy::type_complexity)]
     fn take_samples(&self) -> Option<(Vec<Arc<[u8]>>, Vec<(u32, i64, f64)>)> {
@@ -410,12 +412,12 @@ impl WriteBuffer {
             taken += 1;
         }
         let mut samples: Vec<(u32, i64, f64)> = Vec::with_capacity(taken);
-        let mut out_of_order = 0;
+        let mut duplicates = 0;
         for waiting in state.pending.drain(..taken) {
             if let Some(series) = state.series[waiting.series as usize].as_mut() {
                 series.waiting -= 1;
-                if waiting.timestamp_ms <= series.newest_taken_ms {
-                    out_of_order += 1;
+                if waiting.timestamp_ms == series.newest_taken_ms {
+                    duplicates += 1;
                     continue;
                 }
                 samples.push((series.batch_slot, waiting.timestamp_ms, waiting.value));
@@ -432,11 +434,11 @@ impl WriteBuffer {
             }
         }
         drop(guard);
-        if out_of_order > 0 {
+        if duplicates > 0 {
             self.counts
-                .dropped_out_of_order
-                .fetch_add(out_of_order, Ordering::Relaxed);
-            self.dropped_out_of_order.increment(out_of_order);
+                .dropped_duplicate_timestamp
+                .fetch_add(duplicates, Ordering::Relaxed);
+            self.dropped_duplicate_timestamp.increment(duplicates);
         }
         Some((labels, samples))
     }
@@ -1189,7 +1191,7 @@ mod tests {
     }
 
     #[test]
-    fn a_sample_not_after_its_series_newest_written_one_is_dropped_not_sent() {
+    fn a_sample_at_its_series_newest_written_millisecond_is_dropped_not_sent() {
         let buffer = WriteBuffer::new(
             "rw",
             &config("url: http://x/push\nmax-time-series-per-write: 10"),
@@ -1206,15 +1208,16 @@ mod tests {
         push("a", 41.0, 5);
         push("b", 1.0, 5);
         assert_eq!(buffer.take_batch().unwrap().samples, 2);
-        // The same millisecond with another value (an update within 1 ms), an earlier one
-        // (a clock going back), and a later one: only the later one goes; the other series
-        // of the batch are not lost to Prometheus' refusal of the whole request.
+        // The same millisecond with another value (an update within 1 ms) is dropped, so the
+        // other series of the batch are not lost to Prometheus' refusal of the whole
+        // request; an earlier one (late data) goes, for a backend accepting out-of-order
+        // samples to take.
         push("a", 42.0, 5);
         push("a", 40.0, 4);
         push("a", 43.0, 6);
         push("b", 2.0, 6);
         let batch = buffer.take_batch().unwrap();
-        assert_eq!((batch.samples, batch.series), (2, 2));
+        assert_eq!((batch.samples, batch.series), (3, 2));
         let decoded = decode(&batch.body).unwrap();
         let sent: Vec<(&str, i64, f64)> = decoded
             .timeseries
@@ -1225,17 +1228,23 @@ mod tests {
                     .map(|s| (t.labels[0].value.as_str(), s.timestamp, s.value))
             })
             .collect();
-        assert_eq!(sent, [("a", 6, 43.0), ("b", 6, 2.0)]);
+        assert_eq!(sent, [("a", 4, 40.0), ("a", 6, 43.0), ("b", 6, 2.0)]);
         assert_eq!(
-            buffer.counts().dropped_out_of_order.load(Ordering::Relaxed),
-            2
+            buffer
+                .counts()
+                .dropped_duplicate_timestamp
+                .load(Ordering::Relaxed),
+            1
         );
         // A batch of nothing but such samples is not sent at all.
         push("a", 44.0, 6);
         assert!(buffer.take_batch().is_none());
         assert_eq!(
-            buffer.counts().dropped_out_of_order.load(Ordering::Relaxed),
-            3
+            buffer
+                .counts()
+                .dropped_duplicate_timestamp
+                .load(Ordering::Relaxed),
+            2
         );
         assert!(buffer.is_empty());
     }

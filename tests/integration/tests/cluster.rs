@@ -92,6 +92,13 @@ async fn cluster_places_fails_over_drains_and_follows_runtime_changes(store: &st
         },
     )
     .await;
+    // Streaming follows the lock, but a store that judges leases by their renewal time
+    // (Kubernetes) can list one as lapsed for a moment on a loaded machine: wait for the
+    // store to show every lock.
+    h.wait_until("30 locks listed", Duration::from_secs(30), || async {
+        h.owners().await.is_ok_and(|o| o.len() == 30)
+    })
+    .await;
     let owners = h.owners().await.unwrap();
     assert!(
         ["t0", "t1"]

@@ -8,8 +8,8 @@ mod servers;
 mod simulator;
 
 pub use process::{
-    free_port, gnomon_binary, process_cpu_time, raise_fd_limit, resident_bytes, signal_pid,
-    spawn_gnomon, wait_for_tcp, workspace_binary, ChildProcess,
+    free_port, gnomon_binary, raise_fd_limit, resident_bytes, signal_pid, spawn_gnomon,
+    wait_for_tcp, workspace_binary, ChildProcess,
 };
 pub use proxy::TcpProxy;
 pub use servers::{

@@ -289,9 +289,3 @@ pub fn signal_pid(pid: u32, signal: i32) {
         let _gone = rustix::process::kill_process(pid, signal);
     }
 }
-
-/// CPU time (user + system) this process has used so far, all threads together.
-pub fn process_cpu_time() -> Duration {
-    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ProcessCPUTime);
-    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
-}
