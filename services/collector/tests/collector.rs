@@ -524,8 +524,8 @@ subscriptions:
     // hundreds. (Counted, not timed as CPU: the other tests of this binary share the
     // process.)
     let errors = || async {
-        let text = collector.get("/metrics").await.ok()?.1;
-        metric_value(&text, "gnomon_target_errors_total{name=\"flaky\"}")
+        let text = collector.get("/metrics").await?.1;
+        metric_value(&text, "gnomon_target_errors_total{target=\"flaky\"}")
     };
     let errors_before = errors().await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
