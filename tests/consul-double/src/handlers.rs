@@ -44,10 +44,8 @@ pub fn router(shared: Shr) -> Router {
         .route("/v1/kv/{*key}", get(kv_get).put(kv_put).delete(kv_delete))
         .route("/v1/agent/service/register", put(service_register))
         .route("/v1/agent/service/deregister/{id}", put(service_deregister))
-        .route("/v1/agent/check/pass/{id}", put(check_pass))
-        .route("/v1/agent/check/warn/{id}", put(check_warn))
-        .route("/v1/agent/check/fail/{id}", put(check_fail))
         .route("/v1/agent/check/update/{id}", put(check_update))
+        .route("/v1/agent/check/{verb}/{id}", put(check_pass_warn_fail))
         .route("/v1/health/service/{name}", get(health_service))
         .route("/v1/catalog/service/{name}", get(catalog_service))
         .route("/v1/catalog/services", get(catalog_services))
@@ -907,49 +905,22 @@ fn update_check(shared: &Shared, id: &str, status: &str, output: &str) -> Reply 
     }
 }
 
-async fn check_pass(
+/// `PUT /v1/agent/check/{pass,warn,fail}/:id`: a TTL check's status, with `?note=` as its
+/// output.
+async fn check_pass_warn_fail(
     Ax(shared): Ax<Shr>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    Path((verb, id)): Path<(String, String)>,
     Query(params): Params,
 ) -> Reply {
+    let status = match verb.as_str() {
+        "pass" => "passing",
+        "warn" => "warning",
+        "fail" => "critical",
+        _ => return Err(StatusCode::NOT_FOUND.into_response()),
+    };
     gate(&shared, &headers, &params)?;
-    update_check(
-        &shared,
-        &id,
-        "passing",
-        first(&params, "note").unwrap_or(""),
-    )
-}
-
-async fn check_warn(
-    Ax(shared): Ax<Shr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(params): Params,
-) -> Reply {
-    gate(&shared, &headers, &params)?;
-    update_check(
-        &shared,
-        &id,
-        "warning",
-        first(&params, "note").unwrap_or(""),
-    )
-}
-
-async fn check_fail(
-    Ax(shared): Ax<Shr>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    Query(params): Params,
-) -> Reply {
-    gate(&shared, &headers, &params)?;
-    update_check(
-        &shared,
-        &id,
-        "critical",
-        first(&params, "note").unwrap_or(""),
-    )
+    update_check(&shared, &id, status, first(&params, "note").unwrap_or(""))
 }
 
 async fn check_update(
