@@ -54,8 +54,23 @@ pub struct TargetClient {
     max_msg_size: usize,
     /// How long opening a Subscribe (until the target's response headers) may take.
     open_timeout: Duration,
-    /// The connection's sockets, to wait for them to close when the target stops.
+    /// The sockets of the target's connections, to wait for them to close when it stops.
     sockets: Arc<OpenSockets>,
+    /// Ends the connection when the last clone of this client is gone.
+    _connection_task: Arc<AbortOnDrop>,
+}
+
+/// The task driving a target's HTTP/2 connection, aborted (its socket dropped) when the
+/// target's client is gone. Left alone, hyper would close the connection gracefully — a
+/// GOAWAY and a wait on the peer — and a stopped target's socket could outlive the lock the
+/// member then gives back, so the device would see its next owner while the old stream is
+/// still open.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 pub use gnomon_common::error_text::error_chain;
@@ -155,9 +170,14 @@ fn tls_config(target: &TargetConfig) -> Result<rustls::ClientConfig, DialError> 
         .map_err(|e| DialError::Tls(e.to_string()))
 }
 
-/// Connects to the first reachable address of `target` within its `timeout`.
-#[tracing::instrument(name = "gnmi.dial", skip(target), fields(target = %target.name))]
-pub async fn dial(target: &TargetConfig) -> Result<TargetClient, DialError> {
+/// Connects to the first reachable address of `target` within its `timeout`, counting the
+/// connection's socket in `sockets` (the target run's, so that stopping or replacing the run
+/// can wait for every socket it opened to be closed).
+#[tracing::instrument(name = "gnmi.dial", skip(target, sockets), fields(target = %target.name))]
+pub async fn dial(
+    target: &TargetConfig,
+    sockets: &Arc<OpenSockets>,
+) -> Result<TargetClient, DialError> {
     let tls = if target.insecure {
         None
     } else {
@@ -165,10 +185,9 @@ pub async fn dial(target: &TargetConfig) -> Result<TargetClient, DialError> {
     };
     let metadata = request_metadata(target)?;
     let mut last_error = None;
-    let sockets = Arc::new(OpenSockets::default());
     for address in target.addresses() {
-        match dial_address(address, target, tls.clone(), &sockets).await {
-            Ok((connection, origin)) => {
+        match dial_address(address, target, tls.clone(), sockets).await {
+            Ok(((connection, task), origin)) => {
                 return Ok(TargetClient {
                     connection,
                     origin,
@@ -176,7 +195,8 @@ pub async fn dial(target: &TargetConfig) -> Result<TargetClient, DialError> {
                     gzip: target.gzip,
                     max_msg_size: target.max_msg_size,
                     open_timeout: target.timeout,
-                    sockets,
+                    sockets: sockets.clone(),
+                    _connection_task: Arc::new(task),
                 })
             }
             Err(error) => last_error = Some(error),
@@ -233,13 +253,13 @@ impl tower::Service<http::Request<Body>> for H2Connection {
     }
 }
 
-/// The HTTP/2 handshake over `io`; the connection is driven by a task of its own that ends
-/// when every handle to it is gone (or the peer goes away).
+/// The HTTP/2 handshake over `io`; the connection is driven by a task of its own, ended by
+/// the returned guard (or when the peer goes away).
 async fn h2_handshake<I>(
     io: I,
     target: &TargetConfig,
     address: &str,
-) -> Result<H2Connection, DialError>
+) -> Result<(H2Connection, AbortOnDrop), DialError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -250,12 +270,12 @@ where
             address: address.to_string(),
             reason: format!("HTTP/2 handshake: {}", error_chain(&e)),
         })?;
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(error = %error_chain(&error), "target connection ended");
         }
     });
-    Ok(H2Connection { sender })
+    Ok((H2Connection { sender }, AbortOnDrop(task.abort_handle())))
 }
 
 /// Opens the TCP connection with gnmic's TCP keepalive (`tcp-keepalive`).
@@ -276,7 +296,7 @@ async fn dial_address(
     target: &TargetConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     sockets: &Arc<OpenSockets>,
-) -> Result<(H2Connection, Uri), DialError> {
+) -> Result<((H2Connection, AbortOnDrop), Uri), DialError> {
     let origin: Uri = format!("http://{address}")
         .parse()
         .map_err(|e: http::uri::InvalidUri| DialError::Address {

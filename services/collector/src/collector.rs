@@ -2,9 +2,10 @@
 //! A coordinator drives it through [`CollectorHandle::start_target`] /
 //! [`CollectorHandle::stop_target`]; standalone, every configured target is started.
 
+use crate::connection::OpenSockets;
 use crate::outputs::{OutputError, OutputHealthView, Outputs};
 use crate::state::{StatusView, TargetStatus};
-use crate::target::{Ownership, RunSpec, SubscriptionPlan, TargetRun};
+use crate::target::{Ownership, RunSpec, SubscriptionPlan, TargetRun, SOCKET_CLOSE_GRACE};
 use crate::target_metrics::TargetSample;
 use crate::target_up::{TargetUpReporter, TargetUpState, REPORT_INTERVAL};
 use gnomon_bus::Bus;
@@ -51,6 +52,8 @@ struct RunningTarget {
     /// Whether a coordinator granted the target (it may then move to another member).
     owned_by_lock: bool,
     up_reporter: Option<TargetUpReporter>,
+    /// The run's sockets: a stop waits for them to close before the lock is given back.
+    sockets: Arc<OpenSockets>,
 }
 
 /// What to publish about a target once it is stopped.
@@ -275,6 +278,8 @@ impl CollectorHandle {
             config: target.clone(),
             plans,
         }));
+        let sockets = Arc::new(OpenSockets::default());
+        let mut running = lock(&self.inner.running);
         let run = TargetRun {
             name: target.name.clone(),
             spec: spec_rx,
@@ -282,9 +287,11 @@ impl CollectorHandle {
             ownership,
             output_slots: slots,
             up_reporter: up_reporter.clone(),
+            sockets: sockets.clone(),
+            replaces: running.get(&target.name).map(|r| r.sockets.clone()),
         };
         let task = tokio::spawn(run.run(cancel.clone()));
-        let previous = lock(&self.inner.running).insert(
+        let previous = running.insert(
             target.name.clone(),
             RunningTarget {
                 cancel,
@@ -294,8 +301,10 @@ impl CollectorHandle {
                 fencing_token,
                 owned_by_lock,
                 up_reporter,
+                sockets,
             },
         );
+        drop(running);
         if let Some(previous) = previous {
             self.retire(&previous);
             previous.cancel.cancel();
@@ -559,6 +568,11 @@ async fn finish(running: RunningTarget, report: FinalReport) {
     {
         tracing::warn!(target = %running.spec.borrow().config.name, "target did not stop in time; aborted");
         abort.abort();
+    }
+    // An aborted run drops its client, which aborts the connection; either way the lock is
+    // given back only once the device's stream is gone (or the grace is over).
+    if !running.sockets.wait_closed(SOCKET_CLOSE_GRACE).await {
+        tracing::warn!(target = %running.spec.borrow().config.name, "the target's connection did not close in time");
     }
     running.status.set(crate::state::TargetState::Stopped, None);
     if let Some(reporter) = &running.up_reporter {

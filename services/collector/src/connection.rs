@@ -1,11 +1,12 @@
-//! The sockets of one target's gNMI connection, counted, so that stopping a target can wait
-//! until its connection is really closed before the target's lock is given back.
+//! The sockets of one target run's gNMI connections, counted, so that stopping (or
+//! replacing) the run can wait until they are really closed before the target's lock is
+//! given back (or the new run dials).
 //!
-//! Why: dropping a tonic channel only asks its background task to close the connection; the
-//! socket closes a moment later. A member that released the lock in that moment let the new
-//! owner subscribe while the device still saw the old stream — two subscribers on one
-//! device, which the cluster promises never to cause. Waiting for the socket costs a few
-//! milliseconds per stop and nothing on the data path.
+//! Why: ending a connection is asynchronous — the task driving it drops the socket a moment
+//! later. A member that released the lock in that moment let the new owner subscribe while
+//! the device still saw the old stream — two subscribers on one device, which the cluster
+//! promises never to cause. Waiting for the socket costs a few milliseconds per stop and
+//! nothing on the data path.
 
 use std::io;
 use std::pin::Pin;
@@ -29,7 +30,7 @@ impl OpenSockets {
         self.open.fetch_add(1, Ordering::AcqRel);
         Counted {
             inner: io,
-            sockets: self.clone(),
+            _count: Count(self.clone()),
         }
     }
 
@@ -57,13 +58,20 @@ impl OpenSockets {
 #[derive(Debug)]
 pub struct Counted<T> {
     inner: T,
-    sockets: Arc<OpenSockets>,
+    /// Declared after `inner`, so it is dropped after it: the count falls only once the
+    /// socket itself is closed (a `Drop` on `Counted` would run before its fields drop, and
+    /// a waiter on another thread could dial while the old socket is still open).
+    _count: Count,
 }
 
-impl<T> Drop for Counted<T> {
+/// One counted socket; uncounts it when dropped.
+#[derive(Debug)]
+struct Count(Arc<OpenSockets>);
+
+impl Drop for Count {
     fn drop(&mut self) {
-        self.sockets.open.fetch_sub(1, Ordering::AcqRel);
-        self.sockets.closed.notify_waiters();
+        self.0.open.fetch_sub(1, Ordering::AcqRel);
+        self.0.closed.notify_waiters();
     }
 }
 

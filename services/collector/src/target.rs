@@ -4,6 +4,7 @@
 
 use crate::client::{dial, TargetClient};
 use crate::codec::ResponseKind;
+use crate::connection::OpenSockets;
 use crate::outputs::{Collected, OutputSender, StreamInfo};
 use crate::request::{poll_request, subscribe_request};
 use crate::state::{SubscriptionCounters, TargetState, TargetStatus};
@@ -21,8 +22,9 @@ use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-/// How long a stopping target waits for its connection's socket to close.
-const SOCKET_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How long a stopping target waits for its connection's socket to close, and how long a
+/// run replacing another waits for the other's sockets before dialing.
+pub const SOCKET_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The first reconnect delay (or `retry-timer`, when that is smaller); later ones double up
 /// to `retry-timer`.
@@ -89,6 +91,11 @@ pub struct TargetRun {
     pub output_slots: usize,
     /// Publishes `gnomon_target_up` while the target runs (when an output carries it).
     pub up_reporter: Option<TargetUpReporter>,
+    /// The sockets this run opens, counted so that whoever stops it can wait for them.
+    pub sockets: Arc<OpenSockets>,
+    /// The sockets of the run this one replaces: waited for (bounded) before the first
+    /// dial, so the device never sees the new stream while the old one is open.
+    pub replaces: Option<Arc<OpenSockets>>,
 }
 
 /// How one subscription stream (or a round of them) ended without error.
@@ -164,6 +171,11 @@ impl TargetRun {
 
     /// Dials and subscribes, retrying with backoff, until `stop` fires.
     async fn collect(&self, stop: &CancellationToken) {
+        if let Some(previous) = &self.replaces {
+            if !previous.wait_closed(SOCKET_CLOSE_GRACE).await {
+                tracing::warn!("the replaced run's connection is still open; dialing anyway");
+            }
+        }
         let mut spec_rx = self.spec.clone();
         let mut backoff = Backoff::new(FIRST_RECONNECT_DELAY, spec_rx.borrow().config.retry_timer);
         loop {
@@ -173,7 +185,7 @@ impl TargetRun {
             // loop, and only transient; inline, every target's task would keep its ~7 KB.
             let client = tokio::select! {
                 _ = stop.cancelled() => break,
-                result = Box::pin(dial(&spec.config)) => result,
+                result = Box::pin(dial(&spec.config, &self.sockets)) => result,
             };
             let error = match client {
                 Err(error) => error.to_string(),

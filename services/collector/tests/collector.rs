@@ -918,3 +918,59 @@ subscriptions:
     collector.shutdown().await;
     sim.stop().await;
 }
+
+/// A target started again while it runs (a repeated claim or start) replaces its run: the
+/// new run dials only once the old run's connection is closed, so the device never holds
+/// two of our connections at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_run_dials_only_after_the_old_connection_closed() {
+    use gnomon_collector::{CollectorHandle, TargetState};
+    let mut args = SimulatorArgs::on_free_ports(1);
+    args.update_rate = Duration::from_millis(100);
+    let sim = simulator(args).await;
+    let device = sim.device_addresses()[0];
+    let yaml = format!(
+        r#"
+insecure: true
+targets:
+  dev:
+    address: {device}
+subscriptions:
+  counters:
+    paths: ["/interfaces/interface/state/counters"]
+    stream-mode: sample
+    sample-interval: 100ms
+"#
+    );
+    let collector = CollectorHandle::new(load(&yaml)).unwrap();
+    collector.start_target("dev", None).unwrap();
+    let mut most = 0;
+    for round in 0..5 {
+        eventually("the stream open", Duration::from_secs(10), || async {
+            (established_to(device) == 1).then_some(())
+        })
+        .await
+        .unwrap();
+        collector.start_target("dev", None).unwrap();
+        // Sample the client sockets until the new run is connected.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let open = established_to(device);
+            most = most.max(open);
+            let streaming = collector
+                .target("dev")
+                .is_some_and(|t| t.status.state == TargetState::Streaming);
+            if open == 1 && streaming {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "round {round}: not connected again"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    assert_eq!(most, 1, "the device saw two of our connections at once");
+    collector.shutdown().await;
+    sim.stop().await;
+}

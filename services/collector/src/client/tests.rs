@@ -58,7 +58,7 @@ fn unimplemented() -> HttpResponse<String> {
 }
 
 async fn subscribe_once(target: &TargetConfig) -> Result<Streaming<RawResponse>, Status> {
-    let client = dial(target).await.expect("dial");
+    let client = dial(target, &Arc::default()).await.expect("dial");
     client
         .subscribe(tokio_stream::iter(vec![SubscribeRequest::default()]))
         .await
@@ -152,7 +152,7 @@ async fn a_silent_peer_fails_within_the_timeout() {
     for tls in ["    insecure: true\n", "    skip-verify: true\n"] {
         let target = target(&format!("{tls}    timeout: 400ms\n"), address);
         let started = Instant::now();
-        let outcome = match dial(&target).await {
+        let outcome = match dial(&target, &Arc::default()).await {
             Err(error) => error.to_string(),
             Ok(client) => client
                 .subscribe(tokio_stream::iter(vec![SubscribeRequest::default()]))
@@ -221,7 +221,7 @@ async fn tls_versions_are_applied() {
         "    skip-verify: true\n    tls-max-version: \"1.2\"\n",
         only_13,
     );
-    let error = dial(&refused)
+    let error = dial(&refused, &Arc::default())
         .await
         .err()
         .expect("TLS 1.2 only vs 1.3 only");
@@ -230,13 +230,13 @@ async fn tls_versions_are_applied() {
         "    skip-verify: true\n    tls-min-version: \"1.3\"\n",
         only_13,
     );
-    dial(&accepted).await.expect("TLS 1.3");
+    dial(&accepted, &Arc::default()).await.expect("TLS 1.3");
 
     let only_12 = tls_server(server_config(&[&rustls::version::TLS12], &[])).await;
     let refused = target("    skip-verify: true\n    tls-version: \"1.3\"\n", only_12);
-    assert!(dial(&refused).await.is_err());
+    assert!(dial(&refused, &Arc::default()).await.is_err());
     let accepted = target("    skip-verify: true\n    tls-version: \"1.2\"\n", only_12);
-    dial(&accepted).await.expect("TLS 1.2");
+    dial(&accepted, &Arc::default()).await.expect("TLS 1.2");
 }
 
 #[tokio::test]
@@ -250,12 +250,14 @@ async fn cipher_suites_are_applied() {
         "    skip-verify: true\n    cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256]\n",
         server,
     );
-    assert!(dial(&other).await.is_err());
+    assert!(dial(&other, &Arc::default()).await.is_err());
     let same = target(
         "    skip-verify: true\n    cipher-suites: [TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384]\n",
         server,
     );
-    dial(&same).await.expect("the server's suite");
+    dial(&same, &Arc::default())
+        .await
+        .expect("the server's suite");
 }
 
 /// The socket's keepalive options: SO_KEEPALIVE, TCP_KEEPIDLE and TCP_KEEPINTVL.
