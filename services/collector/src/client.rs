@@ -5,7 +5,7 @@
 //! never speaks fails within it.
 
 use crate::codec::{RawResponse, RawSubscribeCodec};
-use crate::connection::OpenSockets;
+use crate::connection::{KillOnDrop, OpenSockets};
 use gnomon_common::tls::{client_config_with, server_name, ClientTlsOptions, TlsNegotiation};
 use gnomon_config::{defaults, TargetConfig, TlsVersion};
 use gnomon_gnmi::proto::gnmi::SubscribeRequest;
@@ -56,21 +56,8 @@ pub struct TargetClient {
     open_timeout: Duration,
     /// The sockets of the target's connections, to wait for them to close when it stops.
     sockets: Arc<OpenSockets>,
-    /// Ends the connection when the last clone of this client is gone.
-    _connection_task: Arc<AbortOnDrop>,
-}
-
-/// The task driving a target's HTTP/2 connection, aborted (its socket dropped) when the
-/// target's client is gone. Left alone, hyper would close the connection gracefully — a
-/// GOAWAY and a wait on the peer — and a stopped target's socket could outlive the lock the
-/// member then gives back, so the device would see its next owner while the old stream is
-/// still open.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
+    /// Kills the connection's socket when the last clone of this client is gone.
+    _kill: Arc<KillOnDrop>,
 }
 
 pub use gnomon_common::error_text::error_chain;
@@ -187,7 +174,7 @@ pub async fn dial(
     let mut last_error = None;
     for address in target.addresses() {
         match dial_address(address, target, tls.clone(), sockets).await {
-            Ok(((connection, task), origin)) => {
+            Ok((connection, kill, origin)) => {
                 return Ok(TargetClient {
                     connection,
                     origin,
@@ -196,7 +183,7 @@ pub async fn dial(
                     max_msg_size: target.max_msg_size,
                     open_timeout: target.timeout,
                     sockets: sockets.clone(),
-                    _connection_task: Arc::new(task),
+                    _kill: Arc::new(kill),
                 })
             }
             Err(error) => last_error = Some(error),
@@ -253,13 +240,13 @@ impl tower::Service<http::Request<Body>> for H2Connection {
     }
 }
 
-/// The HTTP/2 handshake over `io`; the connection is driven by a task of its own, ended by
-/// the returned guard (or when the peer goes away).
+/// The HTTP/2 handshake over `io`; the connection is driven by a task of its own that ends
+/// when its socket is killed or the peer goes away.
 async fn h2_handshake<I>(
     io: I,
     target: &TargetConfig,
     address: &str,
-) -> Result<(H2Connection, AbortOnDrop), DialError>
+) -> Result<H2Connection, DialError>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -270,12 +257,12 @@ where
             address: address.to_string(),
             reason: format!("HTTP/2 handshake: {}", error_chain(&e)),
         })?;
-    let task = tokio::spawn(async move {
+    tokio::spawn(async move {
         if let Err(error) = connection.await {
             tracing::debug!(error = %error_chain(&error), "target connection ended");
         }
     });
-    Ok((H2Connection { sender }, AbortOnDrop(task.abort_handle())))
+    Ok(H2Connection { sender })
 }
 
 /// Opens the TCP connection with gnmic's TCP keepalive (`tcp-keepalive`).
@@ -296,7 +283,7 @@ async fn dial_address(
     target: &TargetConfig,
     tls: Option<Arc<rustls::ClientConfig>>,
     sockets: &Arc<OpenSockets>,
-) -> Result<((H2Connection, AbortOnDrop), Uri), DialError> {
+) -> Result<(H2Connection, KillOnDrop, Uri), DialError> {
     let origin: Uri = format!("http://{address}")
         .parse()
         .map_err(|e: http::uri::InvalidUri| DialError::Address {
@@ -313,7 +300,10 @@ async fn dial_address(
             .await
             .map_err(connect_error)?;
         match tls {
-            None => h2_handshake(sockets.track(tcp), target, address).await,
+            None => {
+                let (io, kill) = sockets.track(tcp);
+                Ok((h2_handshake(io, target, address).await?, kill))
+            }
             Some(config) => {
                 let name = server_name(address, target.tls_server_name.as_deref())
                     .map_err(|e| DialError::Tls(e.to_string()))?;
@@ -321,17 +311,18 @@ async fn dial_address(
                     .connect(name, tcp)
                     .await
                     .map_err(connect_error)?;
-                h2_handshake(sockets.track(stream), target, address).await
+                let (io, kill) = sockets.track(stream);
+                Ok((h2_handshake(io, target, address).await?, kill))
             }
         }
     };
-    let connection = tokio::time::timeout(target.timeout, connecting)
+    let (connection, kill) = tokio::time::timeout(target.timeout, connecting)
         .await
         .map_err(|_| DialError::Connect {
             address: address.to_string(),
             reason: format!("no connection within {:?}", target.timeout),
         })??;
-    Ok((connection, origin))
+    Ok((connection, kill, origin))
 }
 
 fn metadata_value(text: &str, what: &str) -> Result<MetadataValue<Ascii>, DialError> {
