@@ -7,9 +7,11 @@
 //! duplicates every open descriptor into the child until it execs, which keeps a socket
 //! we have closed open for that moment. Nothing here spawns a process.
 
+use gnomon_collector::CollectorHandle;
 use gnomon_config::{load_config_with_env, ConfigFormat, GnomonConfig};
 use gnomon_simulator::{Simulator, SimulatorArgs};
 use gnomon_testkit::eventually;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 fn load(yaml: &str) -> GnomonConfig {
@@ -17,12 +19,8 @@ fn load(yaml: &str) -> GnomonConfig {
         .unwrap_or_else(|e| panic!("config: {e}\n{yaml}"))
 }
 
-async fn simulator(args: SimulatorArgs) -> Simulator {
-    Simulator::start(args).await.expect("simulator starts")
-}
-
 /// Established client connections on this host to `peer` (from /proc/net/tcp: state 01).
-fn established_to(peer: std::net::SocketAddr) -> usize {
+fn established_to(peer: SocketAddr) -> usize {
     let port = format!("{:04X}", peer.port());
     std::fs::read_to_string("/proc/net/tcp")
         .unwrap_or_default()
@@ -38,15 +36,12 @@ fn established_to(peer: std::net::SocketAddr) -> usize {
         .count()
 }
 
-/// The chaos run's two-subscriber moment: a member stopped a target and released its lock
-/// while its socket to the device was still open, so the next owner could subscribe before
-/// the device saw the old stream end. Stopping now returns only after the socket is closed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_target_has_closed_its_connection_when_stop_returns() {
-    use gnomon_collector::CollectorHandle;
+/// One in-process device whose counters change every 100 ms, and a collector configured
+/// for it (target `dev`: a sampled and an on-change subscription), not started.
+async fn device_and_collector() -> (Simulator, SocketAddr, CollectorHandle) {
     let mut args = SimulatorArgs::on_free_ports(1);
     args.update_rate = Duration::from_millis(100);
-    let sim = simulator(args).await;
+    let sim = Simulator::start(args).await.expect("simulator starts");
     let device = sim.device_addresses()[0];
     let yaml = format!(
         r#"
@@ -65,6 +60,15 @@ subscriptions:
 "#
     );
     let collector = CollectorHandle::new(load(&yaml)).unwrap();
+    (sim, device, collector)
+}
+
+/// The chaos run's two-subscriber moment: a member stopped a target and released its lock
+/// while its socket to the device was still open, so the next owner could subscribe before
+/// the device saw the old stream end. Stopping now returns only after the socket is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_target_has_closed_its_connection_when_stop_returns() {
+    let (sim, device, collector) = device_and_collector().await;
     for round in 0..5 {
         collector.start_target("dev", None).unwrap();
         eventually("both streams open", Duration::from_secs(10), || async {
@@ -90,25 +94,8 @@ subscriptions:
 /// two of our connections at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_run_dials_only_after_the_old_connection_closed() {
-    use gnomon_collector::{CollectorHandle, TargetState};
-    let mut args = SimulatorArgs::on_free_ports(1);
-    args.update_rate = Duration::from_millis(100);
-    let sim = simulator(args).await;
-    let device = sim.device_addresses()[0];
-    let yaml = format!(
-        r#"
-insecure: true
-targets:
-  dev:
-    address: {device}
-subscriptions:
-  counters:
-    paths: ["/interfaces/interface/state/counters"]
-    stream-mode: sample
-    sample-interval: 100ms
-"#
-    );
-    let collector = CollectorHandle::new(load(&yaml)).unwrap();
+    use gnomon_collector::TargetState;
+    let (sim, device, collector) = device_and_collector().await;
     collector.start_target("dev", None).unwrap();
     let mut most = 0;
     for round in 0..5 {
