@@ -569,8 +569,8 @@ async fn finish(running: RunningTarget, report: FinalReport) {
         tracing::warn!(target = %running.spec.borrow().config.name, "target did not stop in time; aborted");
         abort.abort();
     }
-    // An aborted run drops its client, which aborts the connection; either way the lock is
-    // given back only once the device's stream is gone (or the grace is over).
+    // An aborted run drops its client, which kills the socket; either way the lock is given
+    // back only once the device's stream is gone (or the grace is over).
     if !running.sockets.wait_closed(SOCKET_CLOSE_GRACE).await {
         tracing::warn!(target = %running.spec.borrow().config.name, "the target's connection did not close in time");
     }

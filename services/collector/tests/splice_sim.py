@@ -1,7 +1,7 @@
 """Starts splice-gnmi's simulated OpenROADM device on 127.0.0.1:PORT (test peer only).
 
-Arguments: PORT [POLL_SECONDS [READY_PATH]]: serving starts once the cache holds data under
-READY_PATH (default /org-openroadm-device), the path the tests ask with ONCE.
+Arguments: PORT [POLL_SECONDS]. Serving starts once the cache holds data under
+/org-openroadm-device, the path the tests ask with ONCE.
 """
 import logging
 import sys
@@ -14,7 +14,7 @@ from splice.pathing import is_path_prefix, normalize_path  # noqa: E402
 
 port = int(sys.argv[1])
 poll_seconds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
-ready_path = normalize_path(sys.argv[3] if len(sys.argv) > 3 else "/org-openroadm-device")
+ready_path = normalize_path("/org-openroadm-device")
 device = Device("sim://openroadm", simulate="openroadm")
 device.connect()
 tops = sorted({"/" + p.split("/")[1] for p in device.catalog_paths})
