@@ -324,11 +324,15 @@ impl Term {
         }
     }
 
-    /// Applies one event of the cluster's keys; returns whether it was a lock or a target
-    /// config (what placement depends on).
+    /// Applies one event of the cluster's keys; returns whether it may leave a target to
+    /// place: a lock gone or a target config changed. A lock taken never does, and skipping
+    /// the pass over every target for it keeps placing a fleet linear (each of 10 000 lock
+    /// writes would otherwise cost a pass over 10 000 targets).
     fn apply_cluster_event(&mut self, event: WatchEvent, locks_prefix: &str) -> bool {
         if event.key().starts_with(locks_prefix) {
+            let released = matches!(event, WatchEvent::Delete { .. });
             self.apply_lock_event(event);
+            return released;
         } else if self.store.name_of(event.key()).is_some() {
             self.apply_config_event(event);
         } else {
@@ -1064,6 +1068,27 @@ mod tests {
         assert_eq!(t5.borrow_and_update().as_deref(), Some("m2"));
         assert!(!t6.has_changed().unwrap());
         assert_eq!(*t6.borrow(), None);
+    }
+
+    #[tokio::test]
+    async fn only_a_lock_gone_or_a_config_change_asks_for_a_placement_pass() {
+        let mut term = term(&[("m1", &[])], &[("t0", &[]), ("t1", &[])], &[("t0", "m1")]);
+        let locks = format!("{}/", keys::targets_prefix("c1"));
+        let lock = |target: &str| format!("{locks}{target}");
+        let taken = WatchEvent::Put {
+            key: lock("t1"),
+            value: "m1".into(),
+        };
+        assert!(!term.apply_cluster_event(taken, &locks));
+        assert_eq!(term.holders.get("t1").map(String::as_str), Some("m1"));
+        assert!(term.apply_cluster_event(WatchEvent::Delete { key: lock("t0") }, &locks));
+        assert!(!term.holders.contains_key("t0"));
+        let config = WatchEvent::Put {
+            key: "gnmic/c1/config/targets/t2".to_string(),
+            value: r#"{"name":"t2","address":"10.0.0.2:57400"}"#.into(),
+        };
+        assert!(term.apply_cluster_event(config, &locks));
+        assert!(term.targets.contains_key("t2"));
     }
 
     #[tokio::test]

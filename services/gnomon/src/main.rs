@@ -44,7 +44,7 @@ struct ConfigArg {
 #[derive(Subcommand)]
 enum Command {
     /// Serve many simulated gNMI devices from one process.
-    Simulator(gnomon_simulator::SimulatorArgs),
+    Simulator(Box<gnomon_simulator::SimulatorArgs>),
     /// Subscribe to gNMI targets and publish to the outputs (clustered with a `clustering` block).
     Collector(ConfigArg),
     /// Campaign for leadership and place targets on the collectors.
@@ -221,7 +221,7 @@ async fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Simulator(args) => gnomon_simulator::run(args, shutdown).await,
+        Command::Simulator(args) => gnomon_simulator::run(*args, shutdown).await,
         Command::Collector(_) => run(config, only(true, false, false), shutdown).await,
         Command::Coordinator(_) => run(config, only(false, true, false), shutdown).await,
         Command::Exporter(_) => run(config, only(false, false, true), shutdown).await,

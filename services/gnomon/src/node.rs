@@ -96,18 +96,24 @@ async fn seed_store(
     config: &GnomonConfig,
 ) -> anyhow::Result<()> {
     let existing = store.list().await?;
-    // One store request per many targets: a file of 10 000 targets written one request at
-    // a time, by every member at once, floods the store.
+    // One store request per many targets, each written only while absent: members started
+    // together seed the same file, and each write is an event for every watcher.
     let missing: Vec<_> = config
         .targets
         .iter()
         .filter(|(name, _)| !existing.contains_key(*name))
         .map(|(_, target)| target.to_wire_json())
         .collect();
-    store
-        .put_many(&missing)
+    let written = store
+        .create_many(&missing)
         .await
         .with_context(|| format!("storing {} targets", missing.len()))?;
+    if written > 0 {
+        tracing::info!(
+            targets = written,
+            "stored the file's targets in the cluster"
+        );
+    }
     let existing = subscriptions.list().await?;
     for (name, subscription) in &config.subscriptions {
         if !existing.contains_key(name) {

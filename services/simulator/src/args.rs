@@ -70,6 +70,13 @@ pub struct SimulatorArgs {
     /// Device hostnames are this prefix followed by the device index (0-based): `sim-0`, `sim-1`, ….
     #[arg(long, default_value = "sim-")]
     pub name_prefix: String,
+
+    /// With `--listen` port 0: bind the devices to the free ports from this one upward,
+    /// skipping taken ones, instead of to ports the kernel picks. Thousands of listeners
+    /// on kernel-picked (ephemeral) ports make every bind and every outgoing connect on the
+    /// host search longer for a free port; a range below the ephemeral one avoids both.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub search_from: Option<u16>,
 }
 
 /// Wrapper used to obtain the clap defaults without a command line.
@@ -121,6 +128,7 @@ impl fmt::Debug for SimulatorArgs {
             .field("load", &self.load)
             .field("updates_per_notification", &self.updates_per_notification)
             .field("name_prefix", &self.name_prefix)
+            .field("search_from", &self.search_from)
             .finish()
     }
 }

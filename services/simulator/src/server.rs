@@ -46,6 +46,31 @@ fn device_listen_address(first: SocketAddr, index: u32) -> anyhow::Result<Socket
     Ok(SocketAddr::new(first.ip(), port))
 }
 
+/// `--search-from`: the next port to try; ports are tried upward and taken ones skipped.
+struct FreePorts {
+    ip: std::net::IpAddr,
+    next: u16,
+}
+
+impl FreePorts {
+    async fn bind(&mut self, index: u32) -> anyhow::Result<TcpListener> {
+        loop {
+            let address = SocketAddr::new(self.ip, self.next);
+            let Some(next) = self.next.checked_add(1) else {
+                anyhow::bail!("no free port left above {address} for device {index}");
+            };
+            self.next = next;
+            match TcpListener::bind(address).await {
+                Ok(listener) => return Ok(listener),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => {
+                    return Err(e).with_context(|| format!("binding device {index} to {address}"))
+                }
+            }
+        }
+    }
+}
+
 impl Simulator {
     /// Binds every device (and `/stats`) and starts serving. Fails if any address is taken.
     pub async fn start(args: SimulatorArgs) -> anyhow::Result<Simulator> {
@@ -85,11 +110,23 @@ impl Simulator {
         let mut device_addresses = Vec::new();
         let mut hostnames = Vec::new();
 
+        let mut free_ports = args
+            .search_from
+            .filter(|_| args.listen.port() == 0)
+            .map(|first| FreePorts {
+                ip: args.listen.ip(),
+                next: first,
+            });
         for index in 0..args.count {
-            let wanted = device_listen_address(args.listen, index)?;
-            let listener = TcpListener::bind(wanted)
-                .await
-                .with_context(|| format!("binding device {index} to {wanted}"))?;
+            let listener = match &mut free_ports {
+                Some(ports) => ports.bind(index).await?,
+                None => {
+                    let wanted = device_listen_address(args.listen, index)?;
+                    TcpListener::bind(wanted)
+                        .await
+                        .with_context(|| format!("binding device {index} to {wanted}"))?
+                }
+            };
             let address = listener.local_addr()?;
             let hostname = format!("{}{index}", args.name_prefix);
             let stats = Arc::new(DeviceStats::default());
@@ -253,5 +290,31 @@ mod tests {
         assert_eq!(device_listen_address(any, 5).unwrap(), any);
         let high: SocketAddr = "127.0.0.1:65535".parse().unwrap();
         assert!(device_listen_address(high, 1).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_port_search_skips_taken_ports_and_goes_upward() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let first = taken.local_addr().unwrap().port();
+        let mut ports = FreePorts {
+            ip: "127.0.0.1".parse().unwrap(),
+            next: first,
+        };
+        let a = ports.bind(0).await.unwrap().local_addr().unwrap().port();
+        let b = ports.bind(1).await.unwrap().local_addr().unwrap().port();
+        assert!(first < a && a < b, "taken {first}, devices on {a} and {b}");
+    }
+
+    #[tokio::test]
+    async fn a_port_search_past_the_last_port_says_so() {
+        let mut ports = FreePorts {
+            ip: "127.0.0.1".parse().unwrap(),
+            next: u16::MAX,
+        };
+        let error = ports.bind(7).await.err().map(|e| e.to_string());
+        assert!(
+            error.as_deref().is_some_and(|e| e.contains("device 7")),
+            "{error:?}"
+        );
     }
 }

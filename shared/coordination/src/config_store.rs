@@ -55,18 +55,18 @@ impl JsonDirectory {
         Ok(())
     }
 
-    /// Stores every (name, document) as [`JsonDirectory::put`] does, in as few store
-    /// requests as the store allows; nothing is written when one of them is refused.
-    pub async fn put_many(
+    /// Stores every (name, document) whose name is not stored yet, as [`JsonDirectory::put`]
+    /// does, in as few store requests as the store allows (see
+    /// [`Coordination::create_many`]); nothing is written when one of them is refused.
+    pub async fn create_many(
         &self,
         documents: &[(String, serde_json::Value)],
-    ) -> Result<(), ConfigDocumentError> {
+    ) -> Result<usize, ConfigDocumentError> {
         let entries = documents
             .iter()
             .map(|(name, document)| self.entry(name, document))
             .collect::<Result<Vec<_>, _>>()?;
-        self.coordination.put_many(&entries).await?;
-        Ok(())
+        Ok(self.coordination.create_many(&entries).await?)
     }
 
     /// The store key and text of `document` stored as `name`.

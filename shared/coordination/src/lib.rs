@@ -392,18 +392,27 @@ pub trait Coordination: Send + Sync {
     /// Plain KV write (not tied to the session; ignores locks).
     async fn put(&self, key: &str, value: &str) -> Result<()>;
 
-    /// Plain KV writes of many keys (as [`Coordination::put`]), in as few requests as the
-    /// store allows: seeding a fleet of 10 000 target configs one request each floods the
-    /// store. Every key is checked first (a refused key writes nothing); not atomic beyond
-    /// that: a store failure may leave some written.
-    async fn put_many(&self, entries: &[(String, String)]) -> Result<()> {
+    /// Writes those of `entries` whose key does not exist (plain KV, as [`Coordination::put`])
+    /// and never overwrites one, in as few requests as the store allows: members started
+    /// together each seed the same file of 10 000 targets, and every write is an event for
+    /// every watcher. Every key is checked first (a refused key writes nothing); not atomic
+    /// beyond that: a store failure may leave some written. Returns how many were written.
+    ///
+    /// This default reads each key before writing it, so two callers racing on one key may
+    /// both write it (with the same value when they seed the same file); stores with
+    /// conditional multi-key writes (etcd) write each key once.
+    async fn create_many(&self, entries: &[(String, String)]) -> Result<usize> {
         for (key, _) in entries {
             check_key(key)?;
         }
+        let mut written = 0;
         for (key, value) in entries {
-            self.put(key, value).await?;
+            if self.get(key).await?.is_none() {
+                self.put(key, value).await?;
+                written += 1;
+            }
         }
-        Ok(())
+        Ok(written)
     }
 
     /// Plain KV delete (ignores locks).

@@ -84,9 +84,13 @@ impl TargetStore {
         Ok(name)
     }
 
-    /// Stores every one of `configs` (target config JSON objects) in as few store requests
-    /// as the store allows; nothing is written when one of them is refused.
-    pub async fn put_many(&self, configs: &[serde_json::Value]) -> Result<(), TargetConfigError> {
+    /// Stores those of `configs` (target config JSON objects) whose name is not stored yet,
+    /// in as few store requests as the store allows; nothing is written when one of them is
+    /// refused. Returns how many were written.
+    pub async fn create_many(
+        &self,
+        configs: &[serde_json::Value],
+    ) -> Result<usize, TargetConfigError> {
         let documents = configs
             .iter()
             .map(|config| {
@@ -97,8 +101,7 @@ impl TargetStore {
                 Ok((name, config.clone()))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        self.directory.put_many(&documents).await?;
-        Ok(())
+        Ok(self.directory.create_many(&documents).await?)
     }
 }
 

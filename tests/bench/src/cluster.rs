@@ -209,6 +209,15 @@ fn failover(store: &str, result: &str, count: usize, kills: usize) -> anyhow::Re
     })
 }
 
+/// With `GNOMON_BENCH_MEMBER_LOGS=<file>`, writes the members' logs there (the harness's
+/// directory goes away with it): where a placement's time went, by the members' clocks.
+fn keep_member_logs(h: &Harness) -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os("GNOMON_BENCH_MEMBER_LOGS") {
+        std::fs::write(&path, h.logs())?;
+    }
+    Ok(())
+}
+
 async fn leader_api(h: &Harness) -> anyhow::Result<String> {
     let cluster = h.cluster().await?;
     let leader = cluster["leader"].as_str().unwrap_or_default().to_string();
@@ -259,6 +268,7 @@ fn place(result: &str, count: usize) -> anyhow::Result<()> {
             *load.entry(owner).or_default() += 1;
         }
         eprintln!("placement of {count} targets: {took:?}, load {load:?}");
+        keep_member_logs(&h)?;
         report(result, took.as_secs_f64(), "s");
         Ok(())
     })

@@ -640,23 +640,32 @@ mod suite {
         observer.shutdown().await;
     }
 
-    /// Many keys written at once (more than one etcd txn holds) are all there, values intact,
-    /// and a key the store refuses fails the whole call before anything is written.
-    pub async fn put_many_writes_every_entry(h: &Harness) {
+    /// Many keys written at once (more than one etcd txn holds) are all there, values intact;
+    /// keys that exist keep their values (only absent ones are written); and a key the store
+    /// refuses fails the whole call before anything is written.
+    pub async fn create_many_writes_every_absent_entry(h: &Harness) {
         let cluster = unique("many");
         let prefix = format!("gnmic/{cluster}/config/targets/");
         let member = h.member("writer", Duration::ZERO).await;
         let entries: Vec<(String, String)> = (0..300)
             .map(|i| (format!("{prefix}t{i}"), format!("{{\"n\":{i}}}")))
             .collect();
-        member.put_many(&entries).await.unwrap();
+        // Two existing keys, in different chunks: their values stay.
+        member.put(&entries[5].0, "kept-5").await.unwrap();
+        member.put(&entries[200].0, "kept-200").await.unwrap();
+        assert_eq!(member.create_many(&entries).await.unwrap(), 298);
         let stored = member.get_prefix(&prefix).await.unwrap();
-        assert_eq!(stored, entries.iter().cloned().collect());
+        let mut expected: std::collections::BTreeMap<String, String> =
+            entries.iter().cloned().collect();
+        expected.insert(entries[5].0.clone(), "kept-5".into());
+        expected.insert(entries[200].0.clone(), "kept-200".into());
+        assert_eq!(stored, expected);
+        assert_eq!(member.create_many(&entries).await.unwrap(), 0);
         let refused = vec![
             (format!("{prefix}fresh"), "x".to_string()),
             (String::new(), "y".to_string()),
         ];
-        assert!(member.put_many(&refused).await.is_err());
+        assert!(member.create_many(&refused).await.is_err());
         assert_eq!(member.get(&format!("{prefix}fresh")).await.unwrap(), None);
         member.shutdown().await;
     }
@@ -852,9 +861,9 @@ macro_rules! conformance {
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn put_many_writes_every_entry() {
+            async fn create_many_writes_every_absent_entry() {
                 let Some(h) = $harness.await else { return };
-                suite::put_many_writes_every_entry(&h).await;
+                suite::create_many_writes_every_absent_entry(&h).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -9,13 +9,20 @@
 
 use crate::simulator::{port_of, spawn_simulator, SimulatorSpec};
 use crate::{
-    free_port, gnomon_binary, wait_for_tcp, workspace_binary, ChildProcess, EtcdServer, NatsServer,
+    free_port, gnomon_binary, process::FLEET_PORTS_FROM, wait_for_tcp, workspace_binary,
+    ChildProcess, EtcdServer, NatsServer,
 };
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// From this many devices, simulators bind ports searched upward from [`FLEET_PORTS_FROM`]
+/// (below the ephemeral range) instead of kernel-picked ones: thousands of listeners in the
+/// ephemeral range make every bind and every member's connect search long for a free port
+/// (seconds of CPU at 10 000 devices).
+const LARGE_FLEET: usize = 1000;
 
 /// The cluster name the harness uses.
 pub const CLUSTER: &str = "it";
@@ -259,7 +266,10 @@ impl Harness {
                 0 => "simulator".to_string(),
                 n => format!("simulator-{n}"),
             };
-            let spec = SimulatorSpec::new(count, interfaces as usize);
+            let mut spec = SimulatorSpec::new(count, interfaces as usize);
+            if devices >= LARGE_FLEET {
+                spec = spec.args(["--search-from", &FLEET_PORTS_FROM.to_string()]);
+            }
             let (process, stats_url) = spawn_simulator(dir.path(), &name, &spec)?;
             simulators.push(process);
             stats_urls.push(stats_url);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 /// A port that was free on 127.0.0.1 a moment ago, for a server a test starts later.
 ///
-/// Chosen at random below the kernel's ephemeral range: a port from that range (what binding
+/// Chosen at random below the kernel's ephemeral range (and below [`FLEET_PORTS_FROM`]): a port from that range (what binding
 /// port 0 returns) can be handed to any process binding port 0 — a simulator, a client —
 /// between this call and the server's bind, which made tests fail with "address in use" or
 /// talk to the wrong server. Ports already handed out by this process are not reused.
@@ -36,14 +36,18 @@ pub fn free_port() -> u16 {
         .unwrap_or_else(|e| panic!("cannot bind a loopback port: {e}"))
 }
 
-/// `[10000, start of the ephemeral range)`, or `[10000, 32768)` when it cannot be read.
+/// Where simulated fleets bind their devices (`--search-from`): from here up to the
+/// ephemeral range, apart from the ports [`free_port`] hands out.
+pub const FLEET_PORTS_FROM: u16 = 20_000;
+
+/// `[10000, 20000)`, cut at the start of the ephemeral range when that is lower.
 fn below_ephemeral_range() -> (u16, u16) {
     let start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
         .ok()
         .and_then(|text| text.split_whitespace().next()?.parse::<u16>().ok())
         .filter(|start| *start > 12_000)
         .unwrap_or(32_768);
-    (10_000, start)
+    (10_000, start.min(FLEET_PORTS_FROM))
 }
 
 /// Raises this process's open-file limit to at least `wanted` (children inherit it): a

@@ -10,8 +10,11 @@
 //! Each module only uses the ones listed before it; this one puts them together behind
 //! [`Coordination`].
 
-/// Puts per txn in [`Coordination::put_many`]: etcd's default `--max-txn-ops`.
+/// Puts per txn in [`Coordination::create_many`]: etcd's default `--max-txn-ops`.
 const TXN_PUTS: usize = 128;
+
+/// Txns [`Coordination::create_many`] tries per chunk while its keys change under it.
+const CREATE_ATTEMPTS: usize = 8;
 
 mod client;
 mod lock;
@@ -24,13 +27,13 @@ use self::lock::Locks;
 use self::session::Sessions;
 use crate::LockInfo;
 use crate::{
-    acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination, LockAttempts,
-    LockGuard, LockerConfig, Result, ServiceHandle, ServiceInstance, ServiceRegistration,
-    ServiceWatch, WatchEvents,
+    acquire_once, acquire_until, check_key, keys, kv_services, Attempt, Coordination,
+    CoordinationError, LockAttempts, LockGuard, LockerConfig, Result, ServiceHandle,
+    ServiceInstance, ServiceRegistration, ServiceWatch, WatchEvents,
 };
 use async_trait::async_trait;
-use gnomon_etcd::{Txn, TxnOp};
-use std::collections::BTreeMap;
+use gnomon_etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -78,6 +81,48 @@ impl EtcdCoordination {
 
     fn etcd(&self) -> &Etcd {
         &self.inner.etcd
+    }
+
+    /// [`Coordination::create_many`] for at most [`TXN_PUTS`] entries. Each failed txn
+    /// removes the keys it found; one that found none (they were deleted meanwhile) is
+    /// retried, a bounded number of times.
+    async fn create_chunk(&self, chunk: &[(String, String)]) -> Result<usize> {
+        let mut missing: Vec<&(String, String)> = chunk.iter().collect();
+        for _ in 0..CREATE_ATTEMPTS {
+            if missing.is_empty() {
+                return Ok(0);
+            }
+            let txn =
+                Txn::new()
+                    .when(missing.iter().map(|(key, _)| {
+                        Compare::create_revision(key.as_str(), CompareOp::Equal, 0)
+                    }))
+                    .and_then(
+                        missing
+                            .iter()
+                            .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None)),
+                    )
+                    .or_else(missing.iter().map(|(key, _)| {
+                        TxnOp::get(key.as_str(), Some(GetOptions::new().with_keys_only()))
+                    }));
+            let answer = self.etcd().call(self.etcd().client().txn(txn)).await?;
+            if answer.succeeded {
+                return Ok(missing.len());
+            }
+            let existing: HashSet<Vec<u8>> = answer
+                .responses
+                .into_iter()
+                .filter_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs.into_iter().next().map(|kv| kv.key),
+                    _ => None,
+                })
+                .collect();
+            missing.retain(|(key, _)| !existing.contains(key.as_bytes()));
+        }
+        Err(CoordinationError::backend(format!(
+            "writing {} absent keys: they kept appearing and disappearing over {CREATE_ATTEMPTS} attempts",
+            missing.len()
+        )))
     }
 }
 
@@ -199,20 +244,18 @@ impl Coordination for EtcdCoordination {
             .map(|_| ())
     }
 
-    /// One txn per [`TXN_PUTS`] entries (etcd refuses larger ones by default).
-    async fn put_many(&self, entries: &[(String, String)]) -> Result<()> {
+    /// Per [`TXN_PUTS`] entries (etcd refuses larger txns by default), one txn that writes
+    /// them if none exists; when some do, the failed txn names them (keys only) and the next
+    /// writes the rest. A racing seeder's chunk thus costs one read-only txn, no writes.
+    async fn create_many(&self, entries: &[(String, String)]) -> Result<usize> {
         for (key, _) in entries {
             check_key(key)?;
         }
+        let mut written = 0;
         for chunk in entries.chunks(TXN_PUTS) {
-            let txn = Txn::new().and_then(
-                chunk
-                    .iter()
-                    .map(|(key, value)| TxnOp::put(key.as_str(), value.as_str(), None)),
-            );
-            self.etcd().call(self.etcd().client().txn(txn)).await?;
+            written += self.create_chunk(chunk).await?;
         }
-        Ok(())
+        Ok(written)
     }
 
     async fn delete(&self, key: &str) -> Result<()> {
