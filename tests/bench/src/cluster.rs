@@ -134,6 +134,7 @@ fn failover(store: &str, result: &str, count: usize, kills: usize) -> anyhow::Re
                 continue;
             }
             h.member(&victim).process.kill();
+            eprintln!("kill {trial}: {victim} killed at {} UTC", utc_time_of_day());
             let took = wait_polling("failover", settle, poll, async || {
                 let moved = h
                     .owners()
@@ -204,6 +205,7 @@ fn failover(store: &str, result: &str, count: usize, kills: usize) -> anyhow::Re
             samples.len()
         );
         eprintln!("failover samples (s): {samples:?}");
+        keep_member_logs(&h)?;
         report(result, percentile(&mut samples, 99.0), "s");
         Ok(())
     })
@@ -216,6 +218,21 @@ fn keep_member_logs(h: &Harness) -> anyhow::Result<()> {
         std::fs::write(&path, h.logs())?;
     }
     Ok(())
+}
+
+/// Now as `HH:MM:SS.mmm` (UTC), to compare with the members' log timestamps.
+fn utc_time_of_day() -> String {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ms = since_epoch.as_millis() % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        ms / 3_600_000,
+        ms / 60_000 % 60,
+        ms / 1000 % 60,
+        ms % 1000
+    )
 }
 
 async fn leader_api(h: &Harness) -> anyhow::Result<String> {
