@@ -88,9 +88,12 @@ impl EtcdCoordination {
     /// retried, a bounded number of times.
     async fn create_chunk(&self, chunk: &[(String, String)]) -> Result<usize> {
         let mut missing: Vec<&(String, String)> = chunk.iter().collect();
-        for _ in 0..CREATE_ATTEMPTS {
+        for attempt in 0..=CREATE_ATTEMPTS {
             if missing.is_empty() {
                 return Ok(0);
+            }
+            if attempt == CREATE_ATTEMPTS {
+                break;
             }
             let txn =
                 Txn::new()
