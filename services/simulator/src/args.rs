@@ -71,7 +71,7 @@ pub struct SimulatorArgs {
     #[arg(long, default_value = "sim-")]
     pub name_prefix: String,
 
-    /// With `--listen` port 0: bind the devices to the free ports from this one upward,
+    /// With `--listen` port 0 (refused with any other port): bind the devices to the free ports from this one upward,
     /// skipping taken ones, instead of to ports the kernel picks. Thousands of listeners
     /// on kernel-picked (ephemeral) ports make every bind and every outgoing connect on the
     /// host search longer for a free port; a range below the ephemeral one avoids both.

@@ -110,13 +110,16 @@ impl Simulator {
         let mut device_addresses = Vec::new();
         let mut hostnames = Vec::new();
 
-        let mut free_ports = args
-            .search_from
-            .filter(|_| args.listen.port() == 0)
-            .map(|first| FreePorts {
+        let mut free_ports = match (args.search_from, args.listen.port()) {
+            (None, _) => None,
+            (Some(first), 0) => Some(FreePorts {
                 ip: args.listen.ip(),
                 next: first,
-            });
+            }),
+            (Some(_), port) => anyhow::bail!(
+                "--search-from needs --listen with port 0 (given port {port}: the devices take that port and the ones after it)"
+            ),
+        };
         for index in 0..args.count {
             let listener = match &mut free_ports {
                 Some(ports) => ports.bind(index).await?,
@@ -303,6 +306,21 @@ mod tests {
         let a = ports.bind(0).await.unwrap().local_addr().unwrap().port();
         let b = ports.bind(1).await.unwrap().local_addr().unwrap().port();
         assert!(first < a && a < b, "taken {first}, devices on {a} and {b}");
+    }
+
+    #[tokio::test]
+    async fn a_port_search_with_a_fixed_first_port_is_refused_by_name() {
+        let args = SimulatorArgs {
+            search_from: Some(20_000),
+            ..SimulatorArgs::default()
+        };
+        let error = Simulator::start(args).await.err().map(|e| e.to_string());
+        assert!(
+            error
+                .as_deref()
+                .is_some_and(|e| e.contains("--search-from")),
+            "{error:?}"
+        );
     }
 
     #[tokio::test]
