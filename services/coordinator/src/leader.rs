@@ -15,7 +15,7 @@ use gnomon_common::log::{Escaped, Throttle};
 use gnomon_common::retry::Backoff;
 use gnomon_coordination::target_store::{target_tags, TargetStore};
 use gnomon_coordination::{keys, Coordination, LockGuard, WatchEvent};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -114,6 +114,10 @@ struct Term {
     /// placements would otherwise be woken by each of 10 000 lock writes).
     owner_watches: HashMap<String, watch::Sender<Option<String>>>,
     in_flight: HashMap<String, Placement>,
+    /// Targets of a member being drained whose placement or move was in flight when the drain
+    /// was asked (target → drained member): moved off once that ends. Skipping them would
+    /// leave the drain waiting for targets nobody moves.
+    drain_after: HashMap<String, String>,
     results: mpsc::Sender<(String, Assignment)>,
     cancel: CancellationToken,
     /// Targets waiting before their next placement attempt.
@@ -203,6 +207,7 @@ async fn lead(
         holders: BTreeMap::new(),
         owner_watches: HashMap::new(),
         in_flight: HashMap::new(),
+        drain_after: HashMap::new(),
         results: results_tx,
         cancel,
         retries: HashMap::new(),
@@ -669,6 +674,10 @@ impl Term {
             return;
         };
         self.owner_watches.remove(&target);
+        let landed_on = match &outcome {
+            Assignment::Placed => Some(placement.member.clone()),
+            Assignment::Failed { .. } => self.holders.get(&target).cloned(),
+        };
         match outcome {
             Assignment::Placed => {
                 self.retries.remove(&target);
@@ -685,9 +694,29 @@ impl Term {
                 let mut denied = placement.denied;
                 denied.insert(member);
                 if !self.holders.contains_key(&target) {
-                    self.place(target, denied);
+                    self.place(target.clone(), denied);
                 }
             }
+        }
+        self.continue_drain(&target, landed_on);
+    }
+
+    /// Moves `target` off the member being drained now that its placement or move in flight
+    /// has ended, if it ended there (`landed_on`); one that went elsewhere needs nothing.
+    fn continue_drain(&mut self, target: &str, landed_on: Option<String>) {
+        let Some(drained) = self.drain_after.remove(target) else {
+            return;
+        };
+        if let Some(again) = self.in_flight.get(target) {
+            // A failed placement was started again: wait for that one if it may land there.
+            if again.member == drained {
+                self.drain_after.insert(target.to_string(), drained);
+            }
+            return;
+        }
+        if landed_on.as_deref() == Some(drained.as_str()) {
+            let moves = self.plan_drain(&drained, &[target.to_string()]);
+            self.execute_moves(moves);
         }
     }
 
@@ -701,22 +730,14 @@ impl Term {
                 // Plan from the store's current state, not from watch events still in flight.
                 self.refresh().await;
                 let moves = self.plan_rebalance(2);
-                let count = moves.len();
-                self.execute_moves(moves);
+                let count = self.execute_moves(moves);
                 let _ = reply.send(Ok(count));
                 None
             }
             LeaderCommand::Drain { member, reply } => {
                 self.refresh().await;
                 tracing::debug!(holders = self.holders.len(), member = %member, "draining");
-                if !self.members.contains_key(&member) {
-                    let _ = reply.send(Err(CommandError::UnknownMember(member)));
-                    return None;
-                }
-                let moves = self.plan_drain(&member);
-                let count = moves.len();
-                self.execute_moves(moves);
-                let _ = reply.send(Ok(count));
+                let _ = reply.send(self.drain(member));
                 None
             }
             LeaderCommand::Move {
@@ -728,8 +749,7 @@ impl Term {
                 let result = self.plan_move(&target, &member).map(|planned| match planned {
                     Some(mv) => {
                         tracing::info!(target = %Escaped(&mv.target), from = %mv.from, to = %mv.to, "moving a target on request");
-                        self.execute_moves(vec![mv]);
-                        1
+                        self.execute_moves(vec![mv])
                     }
                     None => 0,
                 });
@@ -818,7 +838,44 @@ impl Term {
             .collect()
     }
 
-    fn plan_drain(&self, member: &str) -> Vec<Move> {
+    /// Starts moving every target off `member`; answers how many moves that is, counting
+    /// those that start once the target's placement or move in flight ends.
+    fn drain(&mut self, member: String) -> Result<usize, CommandError> {
+        if !self.members.contains_key(&member) {
+            return Err(CommandError::UnknownMember(member));
+        }
+        let (settled, in_flight): (Vec<String>, Vec<String>) = self
+            .targets_on(&member)
+            .into_iter()
+            .partition(|t| !self.in_flight.contains_key(t));
+        let moves = self.plan_drain(&member, &settled);
+        let count = self.execute_moves(moves) + in_flight.len();
+        for target in in_flight {
+            self.drain_after.insert(target, member.clone());
+        }
+        Ok(count)
+    }
+
+    /// The targets `member` holds or is being given (a placement or move to it in flight),
+    /// in name order.
+    fn targets_on(&self, member: &str) -> Vec<String> {
+        let held = self
+            .holders
+            .iter()
+            .filter(|(_, owner)| *owner == member)
+            .map(|(target, _)| target);
+        let arriving = self
+            .in_flight
+            .iter()
+            .filter(|(_, placement)| placement.member == member)
+            .map(|(target, _)| target);
+        let targets: BTreeSet<&String> = held.chain(arriving).collect();
+        targets.into_iter().cloned().collect()
+    }
+
+    /// Moves taking `targets` off `member`, each to the best other candidate (load counted
+    /// as the plan goes); stops at the first target no other member can take.
+    fn plan_drain(&self, member: &str, targets: &[String]) -> Vec<Move> {
         let denied: HashSet<String> = [member.to_string()].into();
         let mut candidates: Vec<Candidate> = self
             .candidates()
@@ -826,13 +883,6 @@ impl Term {
             .filter(|c| c.name != member)
             .collect();
         let mut moves = Vec::new();
-        let mut targets: Vec<&String> = self
-            .holders
-            .iter()
-            .filter(|(_, o)| *o == member)
-            .map(|(t, _)| t)
-            .collect();
-        targets.sort();
         for target in targets {
             let tags = self
                 .targets
@@ -916,7 +966,10 @@ impl Term {
 
     /// Moves targets with a handover: the new owner is started first (it waits for the
     /// lock), then the old owner stops and releases the lock, so the new owner takes over at once.
-    fn execute_moves(&mut self, moves: Vec<Move>) {
+    /// Starts the hand-over of each move; answers how many started (a target already in
+    /// flight, or whose member or config is gone, is skipped).
+    fn execute_moves(&mut self, moves: Vec<Move>) -> usize {
+        let mut started = 0;
         for mv in moves {
             if self.in_flight.contains_key(&mv.target) {
                 continue;
@@ -947,6 +1000,7 @@ impl Term {
             let results = self.results.clone();
             let cancel = self.cancel.clone();
             let span = tracing::info_span!(parent: None, "move", target = %mv.target, from = %mv.from, to = %mv.to);
+            started += 1;
             tokio::spawn(
                 async move {
                     let outcome = tokio::select! {
@@ -958,6 +1012,7 @@ impl Term {
                 .instrument(span),
             );
         }
+        started
     }
 }
 
@@ -1016,6 +1071,7 @@ mod tests {
             holders,
             owner_watches: HashMap::new(),
             in_flight: HashMap::new(),
+            drain_after: HashMap::new(),
             results,
             cancel: CancellationToken::new(),
             retries: HashMap::new(),
@@ -1244,7 +1300,10 @@ mod tests {
             !moves.is_empty() && moves.iter().all(|m| m.to == "m2"),
             "{moves:?}"
         );
-        assert!(term.plan_drain("m1").iter().all(|m| m.to == "m2"));
+        assert!(term
+            .plan_drain("m1", &term.targets_on("m1"))
+            .iter()
+            .all(|m| m.to == "m2"));
         assert_eq!(
             term.plan_move("t1", "m3"),
             Err(CommandError::MemberUnhealthy("m3".into()))
@@ -1252,6 +1311,55 @@ mod tests {
         // Accepting targets again counts as joining: the automatic rebalance runs.
         assert!(failing(&mut term, true));
         assert!(term.plan_rebalance(2).iter().any(|m| m.to == "m3"));
+    }
+
+    /// A drain asked while a target's move to the drained member is still in flight (the
+    /// lock already moved, the hand-over not yet reported) moves it once that lands; a
+    /// target whose placement elsewhere was in flight is left where it lands.
+    #[tokio::test]
+    async fn a_drain_moves_targets_whose_move_to_the_member_was_in_flight_once_it_lands() {
+        let mut term = term(
+            &[("m1", &[]), ("m2", &[])],
+            &[("t1", &[]), ("t2", &[]), ("t3", &[])],
+            &[("t1", "m1"), ("t2", "m1"), ("t3", "m1")],
+        );
+        assert_eq!(term.execute_moves(vec![move_of("t1", "m2", "m1")]), 1);
+        term.in_flight.insert(
+            "t3".into(),
+            Placement {
+                member: "m2".into(),
+                denied: HashSet::new(),
+            },
+        );
+        // t2 moves now; t1 and t3 wait for their hand-overs in flight.
+        assert_eq!(term.drain("m1".into()), Ok(3));
+        assert_eq!(term.in_flight["t2"].member, "m2");
+        assert_eq!(
+            term.drain_after
+                .keys()
+                .map(String::as_str)
+                .collect::<BTreeSet<_>>(),
+            BTreeSet::from(["t1", "t3"])
+        );
+        // t1's move onto m1 lands: it is moved off at once.
+        term.finish_assignment("t1".into(), Assignment::Placed);
+        assert_eq!(term.in_flight["t1"].member, "m2");
+        // t3's move to m2 lands: nothing more to do for it.
+        term.finish_assignment("t3".into(), Assignment::Placed);
+        assert!(!term.in_flight.contains_key("t3"));
+        assert!(term.drain_after.is_empty());
+        assert_eq!(
+            term.drain("m9".into()),
+            Err(CommandError::UnknownMember("m9".into()))
+        );
+    }
+
+    fn move_of(target: &str, from: &str, to: &str) -> Move {
+        Move {
+            target: target.into(),
+            from: from.into(),
+            to: to.into(),
+        }
     }
 
     #[test]

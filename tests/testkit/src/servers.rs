@@ -9,7 +9,7 @@ use rcgen::{
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 /// A throwaway certificate authority whose certificates and keys are PEM files in a
@@ -390,16 +390,34 @@ impl EtcdServer {
     /// port answers. Authentication is switched on afterwards with [`EtcdServer::enable_auth`].
     pub fn start_with(options: EtcdServerOptions) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        let client_port = free_port();
-        let peer_port = free_port();
-        let process = Self::spawn(client_port, peer_port, &dir, &options)?;
-        Ok(Self {
-            process,
-            client_port,
-            peer_port,
-            dir,
-            options,
-        })
+        // A port found free can be taken before etcd binds it; etcd then exits, and a fresh
+        // pair of ports is tried.
+        let mut attempt = 1;
+        loop {
+            let client_port = free_port();
+            let peer_port = free_port();
+            match Self::spawn(client_port, peer_port, &dir, &options)? {
+                EtcdStart::Ready(process) => {
+                    return Ok(Self {
+                        process,
+                        client_port,
+                        peer_port,
+                        dir,
+                        options,
+                    })
+                }
+                EtcdStart::Exited(log) if attempt < 3 => {
+                    eprintln!(
+                        "etcd exited at start (attempt {attempt}), trying other ports:\n{log}"
+                    );
+                    let _ = std::fs::remove_dir_all(dir.path().join("data"));
+                    attempt += 1;
+                }
+                EtcdStart::Exited(log) => {
+                    anyhow::bail!("etcd exited before serving clients:\n{log}")
+                }
+            }
+        }
     }
 
     fn spawn(
@@ -407,7 +425,7 @@ impl EtcdServer {
         peer_port: u16,
         dir: &TempDir,
         options: &EtcdServerOptions,
-    ) -> anyhow::Result<ChildProcess> {
+    ) -> anyhow::Result<EtcdStart> {
         let scheme = if options.tls.is_some() {
             "https"
         } else {
@@ -447,9 +465,26 @@ impl EtcdServer {
         if let Some(ttl) = options.auth_token_ttl {
             cmd.arg(format!("--auth-token-ttl={}", ttl.as_secs().max(1)));
         }
-        let process = ChildProcess::spawn("etcd", cmd, dir.path())?;
-        wait_for_tcp(&format!("127.0.0.1:{client_port}"), Duration::from_secs(20))?;
-        Ok(process)
+        let mut process = ChildProcess::spawn("etcd", cmd, dir.path())?;
+        // etcd binds its client port well before it serves: wait for the line it logs once
+        // it does, so a test's first request meets a server, not a listener that may still die.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let log = process.log();
+            if log.contains("ready to serve client requests") {
+                return Ok(EtcdStart::Ready(process));
+            }
+            if !process.is_running() {
+                return Ok(EtcdStart::Exited(log_tail(&log, 20)));
+            }
+            if Instant::now() >= deadline {
+                anyhow::bail!(
+                    "etcd not ready to serve on port {client_port} after 20 s:\n{}",
+                    log_tail(&log, 20)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
     }
 
     /// `http://127.0.0.1:<client port>` (`https://` with TLS).
@@ -532,7 +567,11 @@ impl EtcdServer {
     /// Starts etcd again on the same ports, options and data.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.process.kill();
-        self.process = Self::spawn(self.client_port, self.peer_port, &self.dir, &self.options)?;
+        self.process =
+            match Self::spawn(self.client_port, self.peer_port, &self.dir, &self.options)? {
+                EtcdStart::Ready(process) => process,
+                EtcdStart::Exited(log) => anyhow::bail!("etcd exited at restart:\n{log}"),
+            };
         Ok(())
     }
 
@@ -627,4 +666,17 @@ impl PrometheusServer {
         let body: serde_json::Value = http.get(url).send().await.ok()?.json().await.ok()?;
         body["data"]["result"].as_array().cloned()
     }
+}
+
+/// How an etcd start ended.
+enum EtcdStart {
+    Ready(ChildProcess),
+    /// It exited before serving (the end of its log).
+    Exited(String),
+}
+
+/// The last `lines` lines of `log`.
+fn log_tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
 }
