@@ -16,6 +16,8 @@ pub(crate) enum AssignmentError {
     Refused(#[source] MemberCallError),
     #[error("no lock within {0:?}")]
     NoLock(Duration),
+    #[error("the member left the cluster")]
+    MemberLeft,
 }
 
 /// Outcome of one assignment handshake.

@@ -2,7 +2,7 @@
 //! that has no owner; rebalance, drain and step down on request. The term ends when the
 //! leader lock is lost, on step-down, or at shutdown.
 
-use crate::handshake::{Assignment, Handshake};
+use crate::handshake::{Assignment, AssignmentError, Handshake};
 use crate::member_client::MemberClient;
 use crate::members::Member;
 use crate::placement::{
@@ -79,6 +79,19 @@ pub enum TermEnd {
 struct Placement {
     member: String,
     denied: HashSet<String>,
+    /// Fails the handshake at once: its member left, and waiting out the assignment timeout
+    /// would hold a place in the window (and the target) for nothing.
+    abandon: CancellationToken,
+}
+
+impl Placement {
+    fn new(member: &str, denied: HashSet<String>) -> Self {
+        Placement {
+            member: member.to_string(),
+            denied,
+            abandon: CancellationToken::new(),
+        }
+    }
 }
 
 /// A target that could not be placed: when to try again, and its log throttle, so a target
@@ -234,8 +247,7 @@ async fn lead(
             _ = guard.lost() => return Ok(TermEnd::LockLost),
             _ = shutdown.cancelled() => return Ok(TermEnd::Shutdown),
             Some(list) = member_watch.next() => {
-                term.set_members(list.iter().map(Member::from_service).collect());
-                term.reconcile();
+                term.members_now(list.iter().map(Member::from_service).collect()).await;
             }
             Some(event) = cluster_watch.next() => {
                 // Take every event already delivered before deciding anything: a fleet's
@@ -274,7 +286,7 @@ async fn lead(
             _ = term.next_retry() => term.reconcile(),
             _ = members_refresh.tick() => {
                 if let Ok(members) = crate::members::registered(term.coordination.as_ref(), &cluster).await {
-                    term.set_members(members);
+                    term.members_now(members).await;
                 }
             }
         }
@@ -283,6 +295,31 @@ async fn lead(
 }
 
 impl Term {
+    /// Takes the registered members as they are now and places what that leaves unowned.
+    /// When a member that held targets is gone, the locks are listed again first: a
+    /// session's end frees its registration and its locks together (one etcd lease revoke),
+    /// but the lock watch delivers thousands of deletions later than the one registration
+    /// change, and placing waits for them otherwise.
+    async fn members_now(&mut self, list: Vec<Member>) {
+        let owner_left = self.holders.values().any(|owner| {
+            self.members.contains_key(owner) && !list.iter().any(|m| &m.name == owner)
+        });
+        let changed = list.len() != self.members.len()
+            || list.iter().any(|m| {
+                self.members
+                    .get(&m.name)
+                    .is_none_or(|known| known.accepts_targets != m.accepts_targets)
+            });
+        self.set_members(list);
+        self.abandon_assignments_to_gone_members();
+        if owner_left {
+            self.refresh_holders().await;
+        }
+        if changed {
+            self.reconcile();
+        }
+    }
+
     /// Replaces the member list; returns whether a member joined.
     fn set_members(&mut self, list: Vec<Member>) -> bool {
         let new: BTreeMap<String, Member> = list.into_iter().map(|m| (m.name.clone(), m)).collect();
@@ -422,10 +459,19 @@ impl Term {
         );
     }
 
-    /// Re-reads everything from the store (the periodic safety net).
-    /// Re-reads every target config and lock; stops orphans only after a complete read.
+    /// Re-reads every target config and lock from the store (the periodic safety net);
+    /// stops orphans only after a complete read.
     async fn refresh(&mut self) {
-        let mut complete = true;
+        let configs = self.refresh_configs().await;
+        let holders = self.refresh_holders().await;
+        if configs && holders {
+            self.synced = true;
+            self.stop_orphans();
+        }
+    }
+
+    /// Reads every target config from the store; false when it could not.
+    async fn refresh_configs(&mut self) -> bool {
         match self.store.list().await {
             Ok(targets) => {
                 let removed: Vec<String> = self
@@ -438,12 +484,17 @@ impl Term {
                 for name in removed {
                     self.remove_everywhere(&name);
                 }
+                true
             }
             Err(e) => {
-                complete = false;
                 tracing::warn!(error = %e, "cannot list target configs");
+                false
             }
         }
+    }
+
+    /// Reads every target lock's holder from the store; false when it could not.
+    async fn refresh_holders(&mut self) -> bool {
         match self
             .coordination
             .list(&format!(
@@ -467,15 +518,12 @@ impl Term {
                         changed
                     });
                 }
+                true
             }
             Err(e) => {
-                complete = false;
                 tracing::warn!(error = %e, "cannot list target locks");
+                false
             }
-        }
-        if complete {
-            self.synced = true;
-            self.stop_orphans();
         }
     }
 
@@ -641,32 +689,70 @@ impl Term {
             chosen.load += 1;
         }
         let body = Bytes::from(serde_json::to_vec(config).unwrap_or_default());
-        self.in_flight.insert(
-            target.clone(),
-            Placement {
-                member: member.clone(),
-                denied,
-            },
-        );
         let span =
             tracing::info_span!(parent: None, "placement", target = %target, member = %member);
-        let handshake = Handshake {
+        let handshake = self.handshake(&target);
+        let (name, to) = (target.clone(), member.clone());
+        self.run_handshake(target, Placement::new(&member, denied), span, async move {
+            handshake.assign(&api, &name, &to, body).await
+        });
+    }
+
+    fn handshake(&mut self, target: &str) -> Handshake {
+        Handshake {
             client: self.client.clone(),
-            owner: self.watch_owner(&target),
+            owner: self.watch_owner(target),
             timeout: self.settings.target_assignment_timeout,
-        };
+        }
+    }
+
+    /// Records `placement` of `target` as in flight and runs `handshake` for it in `span`;
+    /// the outcome comes back through `results`, a failure at once when the placement is
+    /// abandoned, nothing when the term ends.
+    fn run_handshake(
+        &mut self,
+        target: String,
+        placement: Placement,
+        span: tracing::Span,
+        handshake: impl std::future::Future<Output = Assignment> + Send + 'static,
+    ) {
+        let abandon = placement.abandon.clone();
+        let member = placement.member.clone();
+        self.in_flight.insert(target.clone(), placement);
         let results = self.results.clone();
         let cancel = self.cancel.clone();
         tokio::spawn(
             async move {
                 let outcome = tokio::select! {
                     _ = cancel.cancelled() => return,
-                    outcome = handshake.assign(&api, &target, &member, body) => outcome,
+                    _ = abandon.cancelled() => Assignment::Failed {
+                        member,
+                        reason: AssignmentError::MemberLeft,
+                    },
+                    outcome = handshake => outcome,
                 };
                 let _ = results.send((target, outcome)).await;
             }
             .instrument(span),
         );
+    }
+
+    /// Fails at once the placements and moves in flight to members no longer registered.
+    fn abandon_assignments_to_gone_members(&self) {
+        let abandoned: Vec<&Placement> = self
+            .in_flight
+            .values()
+            .filter(|p| !self.members.contains_key(&p.member))
+            .collect();
+        if !abandoned.is_empty() {
+            tracing::info!(
+                assignments = abandoned.len(),
+                "their member left: abandoning the assignments in flight to it"
+            );
+        }
+        for placement in abandoned {
+            placement.abandon.cancel();
+        }
     }
 
     fn finish_assignment(&mut self, target: String, outcome: Assignment) {
@@ -684,10 +770,13 @@ impl Term {
                 tracing::info!(target = %Escaped(&target), member = %placement.member, "target placed")
             }
             Assignment::Failed { member, reason } => {
-                if self
-                    .retries
-                    .get(&target)
-                    .is_none_or(|r| r.log.would_allow())
+                // Abandoned assignments were logged together when their member left.
+                let left = matches!(reason, AssignmentError::MemberLeft);
+                if !left
+                    && self
+                        .retries
+                        .get(&target)
+                        .is_none_or(|r| r.log.would_allow())
                 {
                     tracing::warn!(target = %Escaped(&target), member = %member, reason = %reason, "assignment failed; choosing another member");
                 }
@@ -985,32 +1074,16 @@ impl Term {
                 continue;
             };
             let body = Bytes::from(serde_json::to_vec(config).unwrap_or_default());
-            self.in_flight.insert(
-                mv.target.clone(),
-                Placement {
-                    member: mv.to.clone(),
-                    denied: HashSet::new(),
-                },
-            );
-            let handshake = Handshake {
-                client: self.client.clone(),
-                owner: self.watch_owner(&mv.target),
-                timeout: self.settings.target_assignment_timeout,
-            };
-            let results = self.results.clone();
-            let cancel = self.cancel.clone();
+            let handshake = self.handshake(&mv.target);
             let span = tracing::info_span!(parent: None, "move", target = %mv.target, from = %mv.from, to = %mv.to);
+            let placement = Placement::new(&mv.to, HashSet::new());
+            let target = mv.target.clone();
             started += 1;
-            tokio::spawn(
-                async move {
-                    let outcome = tokio::select! {
-                        _ = cancel.cancelled() => return,
-                        outcome = handshake.hand_over(&from_api, &to_api, &mv.target, &mv.to, body) => outcome,
-                    };
-                    let _ = results.send((mv.target, outcome)).await;
-                }
-                .instrument(span),
-            );
+            self.run_handshake(target, placement, span, async move {
+                handshake
+                    .hand_over(&from_api, &to_api, &mv.target, &mv.to, body)
+                    .await
+            });
         }
         started
     }
@@ -1220,13 +1293,8 @@ mod tests {
                 owner: "gone".into()
             })
         );
-        term.in_flight.insert(
-            "t1".into(),
-            Placement {
-                member: "m2".into(),
-                denied: HashSet::new(),
-            },
-        );
+        term.in_flight
+            .insert("t1".into(), Placement::new("m2", HashSet::new()));
         assert_eq!(
             term.plan_move("t1", "m2"),
             Err(CommandError::Busy("t1".into()))
@@ -1245,13 +1313,8 @@ mod tests {
             &[("pinned", "m2"), ("cluster-wide", "m1")],
         );
         // Refused even while a move of it is in flight: waiting would not help.
-        term.in_flight.insert(
-            "pinned".into(),
-            Placement {
-                member: "m2".into(),
-                denied: HashSet::new(),
-            },
-        );
+        term.in_flight
+            .insert("pinned".into(), Placement::new("m2", HashSet::new()));
         let refused = term.plan_move("pinned", "m3").unwrap_err();
         term.in_flight.clear();
         assert_eq!(
@@ -1324,13 +1387,8 @@ mod tests {
             &[("t1", "m1"), ("t2", "m1"), ("t3", "m1")],
         );
         assert_eq!(term.execute_moves(vec![move_of("t1", "m2", "m1")]), 1);
-        term.in_flight.insert(
-            "t3".into(),
-            Placement {
-                member: "m2".into(),
-                denied: HashSet::new(),
-            },
-        );
+        term.in_flight
+            .insert("t3".into(), Placement::new("m2", HashSet::new()));
         // t2 moves now; t1 and t3 wait for their hand-overs in flight.
         assert_eq!(term.drain("m1".into()), Ok(3));
         assert_eq!(term.in_flight["t2"].member, "m2");
@@ -1352,6 +1410,33 @@ mod tests {
             term.drain("m9".into()),
             Err(CommandError::UnknownMember("m9".into()))
         );
+    }
+
+    /// A member that leaves fails the handshakes in flight to it at once, instead of after
+    /// the assignment timeout: they hold places in the placement window meanwhile.
+    #[tokio::test]
+    async fn assignments_in_flight_to_a_member_that_left_fail_at_once() {
+        let mut term = term(&[("m1", &[]), ("m2", &[])], &[], &[]);
+        let (results, mut outcomes) = mpsc::channel(4);
+        term.results = results;
+        for (target, member) in [("t1", "m2"), ("t2", "m1")] {
+            let span = tracing::Span::none();
+            let placement = Placement::new(member, HashSet::new());
+            term.run_handshake(target.into(), placement, span, std::future::pending());
+        }
+        let m1 = term.members["m1"].clone();
+        term.members_now(vec![m1]).await;
+        let (target, outcome) = outcomes.recv().await.expect("an outcome");
+        assert_eq!(target, "t1");
+        assert!(matches!(
+            outcome,
+            Assignment::Failed {
+                reason: AssignmentError::MemberLeft,
+                ..
+            }
+        ));
+        assert!(!term.in_flight["t2"].abandon.is_cancelled());
+        assert!(outcomes.try_recv().is_err(), "t2's member is still here");
     }
 
     fn move_of(target: &str, from: &str, to: &str) -> Move {
@@ -1377,10 +1462,7 @@ mod tests {
             &[("t1", "m1"), ("t2", "m1"), ("t3", "m1")],
         );
         for target in ["t4", "t5", "t6"] {
-            let placement = Placement {
-                member: "m2".into(),
-                denied: HashSet::new(),
-            };
+            let placement = Placement::new("m2", HashSet::new());
             term.in_flight.insert(target.into(), placement);
         }
         let mut members: Vec<Member> = term.members.values().cloned().collect();
