@@ -462,17 +462,22 @@ impl Term {
     /// Re-reads every target config and lock from the store (the periodic safety net);
     /// stops orphans only after a complete read.
     async fn refresh(&mut self) {
-        let configs = self.refresh_configs().await;
-        let holders = self.refresh_holders().await;
+        // Both reads at once: a new leader places nothing before they are done.
+        let (configs, locks) = tokio::join!(self.store.list(), self.list_holders());
+        let configs = self.apply_configs(configs);
+        let holders = self.apply_holders(locks);
         if configs && holders {
             self.synced = true;
             self.stop_orphans();
         }
     }
 
-    /// Reads every target config from the store; false when it could not.
-    async fn refresh_configs(&mut self) -> bool {
-        match self.store.list().await {
+    /// Takes every target config as read from the store; false when it could not be read.
+    fn apply_configs(
+        &mut self,
+        read: gnomon_coordination::Result<BTreeMap<String, serde_json::Value>>,
+    ) -> bool {
+        match read {
             Ok(targets) => {
                 let removed: Vec<String> = self
                     .targets
@@ -495,14 +500,22 @@ impl Term {
 
     /// Reads every target lock's holder from the store; false when it could not.
     async fn refresh_holders(&mut self) -> bool {
-        match self
-            .coordination
-            .list(&format!(
-                "{}/",
-                keys::targets_prefix(&self.settings.cluster_name)
-            ))
-            .await
-        {
+        let read = self.list_holders().await;
+        self.apply_holders(read)
+    }
+
+    /// Every target lock in the store: key → holder.
+    async fn list_holders(&self) -> gnomon_coordination::Result<BTreeMap<String, String>> {
+        let prefix = format!("{}/", keys::targets_prefix(&self.settings.cluster_name));
+        self.coordination.list(&prefix).await
+    }
+
+    /// Takes the lock holders as read from the store; false when they could not be read.
+    fn apply_holders(
+        &mut self,
+        read: gnomon_coordination::Result<BTreeMap<String, String>>,
+    ) -> bool {
+        match read {
             Ok(locks) => {
                 self.holders = locks
                     .into_iter()
