@@ -1,9 +1,10 @@
 //! gnomon benchmarks. `cargo run --release -p gnomon-bench -- NAME` runs one benchmark and
 //! prints `RESULT NAME <value> <unit>` lines; `list` prints the known names.
 
-/// The shipped binary's allocator (`services/gnomon/src/main.rs`), transparent huge pages
-/// off as there: the data path's many small allocations cost what they cost in production,
-/// not what glibc's malloc makes them.
+/// The shipped binary's allocator (`services/gnomon/src/main.rs`): the data path's many
+/// small allocations cost what they cost in production, not what glibc's malloc makes them.
+/// As there, transparent huge pages are off for what a collector process runs
+/// (`collector_*`) and on for the exporter's side.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -75,12 +76,14 @@ fn benchmarks() -> Vec<(&'static str, Benchmark)> {
 }
 
 fn main() -> anyhow::Result<()> {
-    if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
-        eprintln!("transparent huge pages stay on: {error}");
-    }
     let name = std::env::args()
         .nth(1)
         .unwrap_or_else(|| "list".to_string());
+    if name.starts_with("collector_") {
+        if let Err(error) = rustix::thread::disable_transparent_huge_pages(true) {
+            eprintln!("transparent huge pages stay on: {error}");
+        }
+    }
     let all = benchmarks();
     if name == "list" {
         for (known, _) in &all {
