@@ -640,6 +640,54 @@ mod suite {
         observer.shutdown().await;
     }
 
+    /// Hundreds of attempts at once from one member (as when it is given many targets): each
+    /// free key is taken exactly once, even when two attempts race for it, keys another member
+    /// holds are refused, and every guard names its key's holder and releases it.
+    pub async fn many_attempts_at_once(h: &Harness) {
+        let prefix = format!("gnmic/{}/targets/", unique("many"));
+        let other = h.member("other", Duration::ZERO).await;
+        let member = h.member("member", Duration::ZERO).await;
+        let key = |n: usize| format!("{prefix}t{n}");
+        let mut held = Vec::new();
+        for n in 0..10 {
+            held.push(other.acquire(&key(n), "other").await.unwrap().unwrap());
+        }
+        let attempts = (0..200).map(|i| {
+            let (member, key) = (member.clone(), key(i % 100));
+            tokio::spawn(async move { (key.clone(), member.acquire(&key, "member").await) })
+        });
+        let mut taken: std::collections::BTreeMap<String, Vec<LockGuard>> = Default::default();
+        for attempt in futures::future::join_all(attempts).await {
+            let (key, outcome) = attempt.unwrap();
+            let guards = taken.entry(key).or_default();
+            guards.extend(outcome.unwrap());
+        }
+        for n in 0..100 {
+            let guards = &taken[&key(n)];
+            let expected = if n < 10 { 0 } else { 1 };
+            assert_eq!(guards.len(), expected, "guards of {}", key(n));
+            let holder = member.holder(&key(n)).await.unwrap();
+            let holder = holder.as_deref();
+            assert_eq!(holder, Some(if n < 10 { "other" } else { "member" }));
+        }
+        let locks = other.list_locks(&prefix).await.unwrap();
+        assert_eq!(locks.len(), 100);
+        for guards in taken.into_values() {
+            for guard in guards {
+                assert!(!guard.is_lost());
+                assert_eq!(locks[guard.key()].fencing_token, guard.fencing_token());
+                let key = guard.key().to_string();
+                guard.release().await.unwrap();
+                assert_eq!(other.holder(&key).await.unwrap(), None);
+            }
+        }
+        for guard in held {
+            guard.release().await.unwrap();
+        }
+        member.shutdown().await;
+        other.shutdown().await;
+    }
+
     /// Many keys written at once (more than one etcd txn holds) are all there, values intact;
     /// keys that exist keep their values (only absent ones are written); and a key the store
     /// refuses fails the whole call before anything is written.
@@ -858,6 +906,12 @@ macro_rules! conformance {
             async fn watchers_see_acquire_and_expiry() {
                 let Some(h) = $harness.await else { return };
                 suite::watchers_see_acquire_and_expiry(&h).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn many_attempts_at_once() {
+                let Some(h) = $harness.await else { return };
+                suite::many_attempts_at_once(&h).await;
             }
 
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -94,6 +94,55 @@ impl ConsulCoordination {
         &self.inner.client
     }
 
+    /// [`LockAttempts::attempt`] once the key is reserved for it.
+    async fn attempt_reserved(&self, key: &str, value: &str) -> Result<Attempt> {
+        let escaped = escape_key(key);
+        for _ in 0..2 {
+            let session = self.session().await?;
+            match self
+                .client()
+                .kv_put(&escaped, value, KvWrite::Acquire(&session.id))
+                .await
+            {
+                Err(error @ CoordinationError::SessionLost { .. }) => {
+                    tracing::warn!(%error, "consul session invalid; creating a new one");
+                    session.lost.cancel();
+                    continue;
+                }
+                Err(e) => return Err(e),
+                Ok(false) => return Ok(Attempt::Busy { since: 0 }),
+                Ok(true) => {}
+            }
+            let lost = session.lost.child_token();
+            self.held().insert(key.to_string(), lost.clone());
+            let release = Arc::new(ConsulRelease {
+                coordination: self.clone(),
+                session: session.id.clone(),
+            });
+            return match self.client().kv_get(&escaped, None).await {
+                Ok((Some(entry), _)) if entry.session.as_deref() == Some(session.id.as_str()) => {
+                    Ok(Attempt::Acquired(LockGuard::new(
+                        key,
+                        value,
+                        entry.modify_index,
+                        lost,
+                        release,
+                    )))
+                }
+                Ok((_, index)) => {
+                    self.held().remove(key);
+                    Ok(Attempt::Busy { since: index })
+                }
+                Err(e) => {
+                    // We hold it but cannot read the token: give it back rather than hold blind.
+                    let _ = release.release_lock(key, 0).await;
+                    Err(e)
+                }
+            };
+        }
+        Ok(Attempt::Busy { since: 0 })
+    }
+
     fn held(&self) -> std::sync::MutexGuard<'_, HashMap<String, CancellationToken>> {
         self.inner.held.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -268,62 +317,57 @@ impl LockRelease for ConsulRelease {
     }
 }
 
+/// A key this instance is attempting: other attempts at it are refused meanwhile. Dropped
+/// without [`Reservation::keep`] (the attempt failed, or was cancelled), it frees the key.
+struct Reservation<'a> {
+    coordination: &'a ConsulCoordination,
+    key: &'a str,
+    kept: bool,
+}
+
+impl<'a> Reservation<'a> {
+    /// `None` when a live guard of this instance holds `key` or an attempt at it is running.
+    fn take(coordination: &'a ConsulCoordination, key: &'a str) -> Option<Self> {
+        let mut held = coordination.held();
+        if held.get(key).is_some_and(|lost| !lost.is_cancelled()) {
+            return None;
+        }
+        held.insert(key.to_string(), CancellationToken::new());
+        Some(Self {
+            coordination,
+            key,
+            kept: false,
+        })
+    }
+
+    /// The attempt took the lock: its guard's entry stays.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.coordination.held().remove(self.key);
+        }
+    }
+}
+
 #[async_trait]
 impl LockAttempts for ConsulCoordination {
     async fn attempt(&self, key: &str, value: &str) -> Result<Attempt> {
         check_key(key)?;
-        if self
-            .held()
-            .get(key)
-            .is_some_and(|lost| !lost.is_cancelled())
-        {
+        // Consul grants a session a key it already holds again: one attempt per key at a
+        // time, and none while a live guard of this instance holds it.
+        let Some(reservation) = Reservation::take(self, key) else {
             return Ok(Attempt::Busy { since: 0 });
+        };
+        let outcome = self.attempt_reserved(key, value).await;
+        if matches!(outcome, Ok(Attempt::Acquired(_))) {
+            reservation.keep();
         }
-        let escaped = escape_key(key);
-        for _ in 0..2 {
-            let session = self.session().await?;
-            match self
-                .client()
-                .kv_put(&escaped, value, KvWrite::Acquire(&session.id))
-                .await
-            {
-                Err(error @ CoordinationError::SessionLost { .. }) => {
-                    tracing::warn!(%error, "consul session invalid; creating a new one");
-                    session.lost.cancel();
-                    continue;
-                }
-                Err(e) => return Err(e),
-                Ok(false) => return Ok(Attempt::Busy { since: 0 }),
-                Ok(true) => {}
-            }
-            let lost = session.lost.child_token();
-            self.held().insert(key.to_string(), lost.clone());
-            let release = Arc::new(ConsulRelease {
-                coordination: self.clone(),
-                session: session.id.clone(),
-            });
-            return match self.client().kv_get(&escaped, None).await {
-                Ok((Some(entry), _)) if entry.session.as_deref() == Some(session.id.as_str()) => {
-                    Ok(Attempt::Acquired(LockGuard::new(
-                        key,
-                        value,
-                        entry.modify_index,
-                        lost,
-                        release,
-                    )))
-                }
-                Ok((_, index)) => {
-                    self.held().remove(key);
-                    Ok(Attempt::Busy { since: index })
-                }
-                Err(e) => {
-                    // We hold it but cannot read the token: give it back rather than hold blind.
-                    let _ = release.release_lock(key, 0).await;
-                    Err(e)
-                }
-            };
-        }
-        Ok(Attempt::Busy { since: 0 })
+        outcome
     }
 
     async fn wait_change(&self, key: &str, since: u64, max_wait: Duration) {

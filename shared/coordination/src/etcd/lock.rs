@@ -2,6 +2,13 @@
 //!
 //! * Acquire: one txn `create_revision(key) == 0` → `put(key, value, lease)`. The fencing
 //!   token is that txn's revision (= the key's create_revision; cluster-wide monotonic).
+//! * Group commit: without lock-delay, the attempts a process makes while one acquire txn is
+//!   in flight go together into the next txn (at most [`LOCK_BATCH`] keys, all compared and
+//!   put at once; the keys share that txn's revision as their fencing token). A member given
+//!   thousands of targets takes their locks in a few hundred txns instead of one each: etcd's
+//!   cost is mostly per txn (raft entry, WAL write, watch response), and so is the client's.
+//!   One busy key fails the whole txn; its answer names every busy key, and the free ones go
+//!   again at once. A lone attempt is sent as soon as it comes, so waiting costs nothing.
 //! * Release: txn `create_revision(key) == token` → delete (never deletes a later holder's
 //!   key).
 //! * Lock-delay emulation (only when `delay > 0`): the acquire txn also writes
@@ -11,16 +18,27 @@
 //!   expiry), it swaps the tenure for `__gnomon/lock-delay/<key>` under a fresh lease of
 //!   TTL = delay (whole seconds, at least etcd's minimum TTL); acquires fail until that lease
 //!   expires. The delay therefore starts when the first contender notices the loss, never
-//!   earlier than the expiry.
+//!   earlier than the expiry. These attempts are not grouped: each may need its own repair.
 
 use super::client::{text, Etcd};
 use super::session::Sessions;
 use crate::keys::INTERNAL_PREFIX;
 use crate::{Attempt, CoordinationError, LockGuard, LockRelease, Result};
 use async_trait::async_trait;
-use gnomon_etcd::{Compare, CompareOp, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions};
+use gnomon_etcd::{
+    Compare, CompareOp, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+/// Keys one grouped acquire txn takes at most: well under etcd's default `--max-txn-ops`
+/// (128). A txn etcd refuses (a lower limit) is retried key by key.
+const LOCK_BATCH: usize = 64;
+
+/// Attempts waiting for the group-commit task; callers wait for room when it is full.
+const QUEUED_ATTEMPTS: usize = 4096;
 
 fn tenure_key(key: &str) -> String {
     format!("{INTERNAL_PREFIX}lock-tenure/{key}")
@@ -30,27 +48,89 @@ fn delay_key(key: &str) -> String {
     format!("{INTERNAL_PREFIX}lock-delay/{key}")
 }
 
-/// Lock attempts and releases of one instance; cheap to clone (a clone is each guard's
-/// releaser).
+/// Lock attempts and releases of one instance; cheap to clone.
 #[derive(Clone)]
 pub(super) struct Locks {
-    etcd: Etcd,
-    sessions: Arc<Sessions>,
-    delay: Duration,
+    single: SingleAttempts,
+    /// The group-commit task's queue; `None` with lock-delay.
+    grouped: Option<mpsc::Sender<Queued>>,
+}
+
+/// One attempt waiting for a grouped txn.
+struct Queued {
+    key: String,
+    value: String,
+    reply: oneshot::Sender<Result<Attempt>>,
 }
 
 impl Locks {
+    /// Must run inside a tokio runtime without lock-delay: it starts the group-commit task,
+    /// which ends with the last clone (or the backend's shutdown).
     pub(super) fn new(etcd: Etcd, sessions: Arc<Sessions>, delay: Duration) -> Self {
-        Self {
+        let releaser = Arc::new(Releaser {
+            etcd: etcd.clone(),
+            delay,
+        });
+        let single = SingleAttempts {
             etcd,
             sessions,
             delay,
-        }
+            releaser,
+        };
+        let grouped = delay.is_zero().then(|| {
+            let (queue, queued) = mpsc::channel(QUEUED_ATTEMPTS);
+            tokio::spawn(single.clone().group_commit(queued));
+            queue
+        });
+        Self { single, grouped }
     }
 
     /// One attempt to take `key` (retried internally only when the session's lease vanished
     /// or the key changed under the attempt).
     pub(super) async fn attempt(&self, key: &str, value: &str) -> Result<Attempt> {
+        if let Some(queue) = &self.grouped {
+            let (reply, answer) = oneshot::channel();
+            let queued = Queued {
+                key: key.to_string(),
+                value: value.to_string(),
+                reply,
+            };
+            if queue.send(queued).await.is_ok() {
+                if let Ok(outcome) = answer.await {
+                    return outcome;
+                }
+            }
+            // The task has ended (shutdown): attempt alone.
+        }
+        self.single.attempt(key, value).await
+    }
+
+    /// Returns when `key` (or its lock-delay marker) changed after revision `since`, or after
+    /// `max_wait`.
+    pub(super) async fn wait_change(&self, key: &str, since: u64, max_wait: Duration) {
+        self.single.wait_change(key, since, max_wait).await
+    }
+}
+
+/// Attempts one key at a time, and the group-commit task that batches them.
+#[derive(Clone)]
+struct SingleAttempts {
+    etcd: Etcd,
+    sessions: Arc<Sessions>,
+    delay: Duration,
+    releaser: Arc<Releaser>,
+}
+
+/// Releases the locks its guards hold.
+struct Releaser {
+    etcd: Etcd,
+    delay: Duration,
+}
+
+impl SingleAttempts {
+    /// One attempt to take `key` on its own (retried internally only when the session's
+    /// lease vanished or the key changed under the attempt).
+    async fn attempt(&self, key: &str, value: &str) -> Result<Attempt> {
         let with_delay = !self.delay.is_zero();
         for _ in 0..3 {
             let session = self.sessions.current().await?;
@@ -92,7 +172,7 @@ impl Locks {
                     value,
                     revision as u64,
                     session.lost.child_token(),
-                    Arc::new(self.clone()),
+                    self.releaser.clone(),
                 )));
             }
             let since = revision.max(0) as u64;
@@ -136,9 +216,7 @@ impl Locks {
         Ok(Attempt::Busy { since: 0 })
     }
 
-    /// Returns when `key` (or its lock-delay marker) changed after revision `since`, or after
-    /// `max_wait`.
-    pub(super) async fn wait_change(&self, key: &str, since: u64, max_wait: Duration) {
+    async fn wait_change(&self, key: &str, since: u64, max_wait: Duration) {
         let wait = async {
             if since == 0 {
                 return std::future::pending::<()>().await;
@@ -159,6 +237,121 @@ impl Locks {
             }
         };
         let _ = tokio::time::timeout(max_wait, wait).await;
+    }
+
+    /// The group-commit task: takes what is queued (up to [`LOCK_BATCH`] distinct keys),
+    /// attempts it, and goes again.
+    async fn group_commit(self, mut queued: mpsc::Receiver<Queued>) {
+        // A second attempt at a key already in the batch waits for the next one: etcd
+        // refuses a txn that puts one key twice.
+        let mut later: Vec<Queued> = Vec::new();
+        loop {
+            let first = match later.pop() {
+                Some(first) => first,
+                None => tokio::select! {
+                    _ = self.etcd.shutdown.cancelled() => return,
+                    next = queued.recv() => match next {
+                        Some(next) => next,
+                        None => return,
+                    },
+                },
+            };
+            let mut keys = HashSet::from([first.key.clone()]);
+            let mut batch = vec![first];
+            let mut held_back = Vec::new();
+            for next in later.drain(..) {
+                if batch.len() < LOCK_BATCH && keys.insert(next.key.clone()) {
+                    batch.push(next);
+                } else {
+                    held_back.push(next);
+                }
+            }
+            while batch.len() < LOCK_BATCH {
+                let Ok(next) = queued.try_recv() else { break };
+                if keys.insert(next.key.clone()) {
+                    batch.push(next);
+                } else {
+                    held_back.push(next);
+                }
+            }
+            later = held_back;
+            self.attempt_together(batch).await;
+        }
+    }
+
+    /// Attempts every key of `batch` in as few txns as etcd allows and answers each caller.
+    async fn attempt_together(&self, mut batch: Vec<Queued>) {
+        for _ in 0..3 {
+            if batch.len() < 2 {
+                break;
+            }
+            let session = match self.sessions.current().await {
+                Ok(session) => session,
+                Err(_) => break,
+            };
+            let txn =
+                Txn::new()
+                    .when(
+                        batch
+                            .iter()
+                            .map(|q| Compare::create_revision(q.key.as_str(), CompareOp::Equal, 0)),
+                    )
+                    .and_then(batch.iter().map(|q| {
+                        TxnOp::put(
+                            q.key.as_str(),
+                            q.value.as_str(),
+                            Some(PutOptions::new().with_lease(session.lease)),
+                        )
+                    }))
+                    .or_else(batch.iter().map(|q| {
+                        TxnOp::get(q.key.as_str(), Some(GetOptions::new().with_keys_only()))
+                    }));
+            let answer = match self.etcd.call(self.etcd.client().txn(txn)).await {
+                Ok(answer) => answer,
+                Err(error @ CoordinationError::SessionLost { .. }) => {
+                    tracing::warn!(%error, "etcd lease vanished; starting a new session");
+                    session.lost.cancel();
+                    continue;
+                }
+                // Each caller gets its own error (or success) from a lone attempt below.
+                Err(_) => break,
+            };
+            let revision = answer.revision;
+            if answer.succeeded {
+                for q in batch {
+                    let guard = LockGuard::new(
+                        &q.key,
+                        &q.value,
+                        revision as u64,
+                        session.lost.child_token(),
+                        self.releaser.clone(),
+                    );
+                    let _ = q.reply.send(Ok(Attempt::Acquired(guard)));
+                }
+                return;
+            }
+            let held: HashSet<Vec<u8>> = answer
+                .responses
+                .into_iter()
+                .filter_map(|op| match op {
+                    TxnOpResponse::Get(get) => get.kvs.into_iter().next().map(|kv| kv.key),
+                    _ => None,
+                })
+                .collect();
+            let since = revision.max(0) as u64;
+            let (busy, free): (Vec<Queued>, Vec<Queued>) = batch
+                .into_iter()
+                .partition(|q| held.contains(q.key.as_bytes()));
+            for q in busy {
+                let _ = q.reply.send(Ok(Attempt::Busy { since }));
+            }
+            batch = free;
+        }
+        let lone = batch.into_iter().map(|q| async move {
+            let outcome = self.attempt(&q.key, &q.value).await;
+            let _ = q.reply.send(outcome);
+        });
+        futures::future::join_all(lone).await;
     }
 
     async fn lease_alive(&self, lease: i64) -> Result<bool> {
@@ -199,7 +392,7 @@ impl Locks {
 }
 
 #[async_trait]
-impl LockRelease for Locks {
+impl LockRelease for Releaser {
     async fn release_lock(&self, key: &str, fencing_token: u64) -> Result<()> {
         let mut ops = vec![TxnOp::delete(key, None)];
         if !self.delay.is_zero() {
