@@ -10,10 +10,11 @@ use axum::http::HeaderMap;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, patch};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use gnomon_api_server::{errors, health_routes, json, metrics_route, ok_empty, ApiServerOptions};
 use gnomon_config::ApiConfig;
+use gnomon_coordination::assignments::{Assignment, AssignmentsReply, ASSIGNMENTS_PATH};
 use gnomon_coordination::member_stats::MEMBER_STATS_PATH;
 use gnomon_coordination::{SubscriptionStore, TargetStore, ASSIGNMENT_HEADER};
 use tracing::Instrument;
@@ -67,6 +68,7 @@ fn routes(state: ApiState) -> Router {
             get(get_subscription).delete(delete_subscription),
         )
         .route(MEMBER_STATS_PATH, get(member_stats))
+        .route(ASSIGNMENTS_PATH, post(post_assignments))
         .route("/api/v1/config", get(effective_config))
         .route("/api/v1/config/{section}", get(config_section))
         .layer(middleware::from_fn(join_caller_trace))
@@ -143,6 +145,57 @@ async fn member_stats(State(ApiState { cluster, .. }): State<ApiState>) -> Respo
             "not a cluster member: member stats exist only with clustering",
         ),
     }
+}
+
+/// `POST /api/v1/cluster/member/assignments` (gnomon's): the leader's assignments of many
+/// targets in one call, each as `POST /api/v1/config/targets` then `POST /api/v1/targets/{name}`
+/// would take it, its claim in a span joining the leader's placement trace. The answer names
+/// each refusal in the request's order.
+async fn post_assignments(
+    State(ApiState { collector, cluster }): State<ApiState>,
+    body: Bytes,
+) -> Response {
+    let Some(cluster) = cluster else {
+        return errors(
+            StatusCode::NOT_FOUND,
+            "not a cluster member: assignments exist only with clustering",
+        );
+    };
+    let assignments: Vec<Assignment> = match serde_json::from_slice(&body) {
+        Ok(assignments) => assignments,
+        Err(error) => {
+            return errors(
+                StatusCode::BAD_REQUEST,
+                format!("invalid assignments (a JSON array of {{\"config\": target}}): {error}"),
+            )
+        }
+    };
+    let refused = assignments
+        .iter()
+        .map(|assignment| assign(&collector, &cluster.member, assignment).err())
+        .collect();
+    json(StatusCode::OK, &AssignmentsReply { refused })
+}
+
+/// Takes one target of a batch: adds its config and claims it.
+fn assign(
+    collector: &CollectorHandle,
+    member: &ClusterMember,
+    assignment: &Assignment,
+) -> Result<(), String> {
+    let target = collector
+        .parse_target(&assignment.config)
+        .map_err(|e| e.to_string())?;
+    let name = target.name.clone();
+    collector
+        .add_target_config(target)
+        .map_err(|e| e.to_string())?;
+    let span = tracing::info_span!("assignment", target = %name);
+    if let Some(traceparent) = &assignment.traceparent {
+        gnomon_telemetry::adopt_traceparent(&span, traceparent);
+    }
+    span.in_scope(|| member.claim(&name))
+        .map_err(|e| e.to_string())
 }
 
 async fn list_targets(State(ApiState { collector, .. }): State<ApiState>) -> Response {

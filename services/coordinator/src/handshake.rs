@@ -1,10 +1,12 @@
 //! gnmic's assignment handshake, as the leader runs it for one target: push the config to
 //! the member, start the target there, wait until the member holds the target's lock; after
 //! `target-assignment-timeout`, unassign. A move starts the new owner first and stops the old
-//! one, so the lock changes hands at once. The member client's concurrency limit bounds the
-//! calls; waiting for a lock costs a watch receiver and holds nothing.
+//! one, so the lock changes hands at once. The push and the start go together, batched with
+//! other handshakes' for the same member ([`MemberStarts`]). The member client's concurrency
+//! limit bounds the calls; waiting for a lock costs a watch receiver and holds nothing.
 
-use crate::member_client::{MemberCallError, MemberClient};
+use crate::member_client::MemberClient;
+use crate::member_starts::{MemberStarts, StartError};
 use bytes::Bytes;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -13,7 +15,7 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum AssignmentError {
     #[error("the member refused")]
-    Refused(#[source] MemberCallError),
+    Refused(#[source] StartError),
     #[error("no lock within {0:?}")]
     NoLock(Duration),
     #[error("the member left the cluster")]
@@ -33,6 +35,7 @@ pub(crate) enum Assignment {
 /// The calls of one assignment.
 pub(crate) struct Handshake {
     pub client: MemberClient,
+    pub starts: MemberStarts,
     /// The target's lock holder as the leader sees it.
     pub owner: watch::Receiver<Option<String>>,
     pub timeout: Duration,
@@ -94,9 +97,8 @@ impl Handshake {
         }
     }
 
-    async fn start(&self, api: &str, target: &str, config: Bytes) -> Result<(), MemberCallError> {
-        self.client.push_target_config(api, config).await?;
-        self.client.start_target(api, target).await
+    async fn start(&self, api: &str, target: &str, config: Bytes) -> Result<(), StartError> {
+        self.starts.start(api, target, config).await
     }
 
     async fn wait_for_owner(&mut self, member: &str) -> bool {

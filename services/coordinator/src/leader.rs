@@ -4,6 +4,7 @@
 
 use crate::handshake::{Assignment, AssignmentError, Handshake};
 use crate::member_client::MemberClient;
+use crate::member_starts::MemberStarts;
 use crate::members::Member;
 use crate::placement::{
     better_match, plan_rebalance, select_member, tag_prefix_match, Candidate, Move, PlacementError,
@@ -118,6 +119,8 @@ struct Term {
     settings: CoordinatorSettings,
     coordination: Arc<dyn Coordination>,
     client: MemberClient,
+    /// Starts of targets on members, batched per member.
+    starts: MemberStarts,
     store: TargetStore,
     members: BTreeMap<String, Member>,
     targets: BTreeMap<String, serde_json::Value>,
@@ -213,6 +216,7 @@ async fn lead(
     let mut term = Term {
         settings,
         coordination,
+        starts: MemberStarts::new(client.clone()),
         client,
         store,
         members: BTreeMap::new(),
@@ -714,6 +718,7 @@ impl Term {
     fn handshake(&mut self, target: &str) -> Handshake {
         Handshake {
             client: self.client.clone(),
+            starts: self.starts.clone(),
             owner: self.watch_owner(target),
             timeout: self.settings.target_assignment_timeout,
         }
@@ -1147,8 +1152,10 @@ mod tests {
             .iter()
             .map(|(t, m)| (t.to_string(), m.to_string()))
             .collect();
+        let client = MemberClient::new(&settings.member_client).unwrap();
         Term {
-            client: MemberClient::new(&settings.member_client).unwrap(),
+            starts: MemberStarts::new(client.clone()),
+            client,
             store: TargetStore::new(coordination.clone(), "c1"),
             settings,
             coordination,

@@ -13,6 +13,7 @@ pub mod election;
 mod handshake;
 pub mod leader;
 pub mod member_client;
+mod member_starts;
 pub mod members;
 pub mod placement;
 pub mod settings;

@@ -30,6 +30,7 @@ pub struct MemberCall {
     pub assignment: bool,
 }
 
+use gnomon_coordination::assignments::{AssignmentsReply, ASSIGNMENTS_PATH};
 use gnomon_coordination::member_stats::{MemberStats, MEMBER_STATS_PATH};
 use gnomon_coordination::ASSIGNMENT_HEADER;
 
@@ -60,7 +61,7 @@ pub enum MemberCallError {
         body: String,
     },
     /// The member answered 200 with a body that is not what the call expects.
-    #[error("GET {url}: unexpected answer: {reason}")]
+    #[error("{url}: unexpected answer: {reason}")]
     Decode { url: String, reason: String },
 }
 
@@ -124,6 +125,15 @@ fn trace_context_headers() -> Vec<(String, String)> {
     let mut headers = Headers(Vec::new());
     opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&context, &mut headers));
     headers.0
+}
+
+/// The current span's W3C `traceparent`, for calls that carry several spans' contexts in
+/// their body.
+pub(crate) fn current_traceparent() -> Option<String> {
+    trace_context_headers()
+        .into_iter()
+        .find(|(name, _)| name == "traceparent")
+        .map(|(_, value)| value)
 }
 
 /// Which member calls are repeated: transport errors and 5xx answers. Every call of the
@@ -245,6 +255,31 @@ impl MemberClient {
         })
         .await
         .map(|_| ())
+    }
+
+    /// `POST <api>/api/v1/cluster/member/assignments` with encoded assignments (see
+    /// [`gnomon_coordination::assignments`]): for each, in order, `None` when the member took
+    /// the target, else why it refused.
+    pub async fn assign_targets(
+        &self,
+        api: &str,
+        assignments: Bytes,
+    ) -> Result<Vec<Option<String>>, MemberCallError> {
+        let url = format!("{api}{ASSIGNMENTS_PATH}");
+        let reply = self
+            .send(MemberCall {
+                method: reqwest::Method::POST,
+                url: url.clone(),
+                body: Some(assignments),
+                assignment: true,
+            })
+            .await?;
+        serde_json::from_slice::<AssignmentsReply>(&reply.body)
+            .map(|reply| reply.refused)
+            .map_err(|e| MemberCallError::Decode {
+                url,
+                reason: e.to_string(),
+            })
     }
 
     /// `GET <api>/api/v1/cluster/member/stats`: the member's own figures.

@@ -24,6 +24,7 @@
 //!   Consul enforces it server-side; etcd emulates it (see [`etcd`]); Kubernetes contenders
 //!   wait `renewTime + leaseDuration + delay` (see [`k8s`]); memory enforces it exactly.
 
+pub mod assignments;
 pub mod config_store;
 pub mod consul;
 pub mod etcd;
