@@ -12,7 +12,7 @@
 //!   else can acquire.
 //! * **Fencing token:** a number that strictly grows with every new holder of a key.
 //!   etcd: the revision of the acquiring txn (= the key's create_revision, cluster-wide
-//!   monotonic). Consul: the key's `ModifyIndex` read right after a successful acquire while
+//!   monotonic; keys taken in one txn share it). Consul: the key's `ModifyIndex` read right after a successful acquire while
 //!   the session still holds it (the Raft index is global and monotonic; `LockIndex` is not
 //!   used because it restarts at 1 when a `Behavior=delete` key is deleted). Kubernetes: the
 //!   Lease collection's `resourceVersion` (etcd's revision) read by the acquiring LIST and

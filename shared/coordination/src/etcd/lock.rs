@@ -285,9 +285,8 @@ impl SingleAttempts {
             if batch.len() < 2 {
                 break;
             }
-            let session = match self.sessions.current().await {
-                Ok(session) => session,
-                Err(_) => break,
+            let Ok(session) = self.sessions.current().await else {
+                break;
             };
             let txn =
                 Txn::new()
