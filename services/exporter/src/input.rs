@@ -757,8 +757,8 @@ impl NatsInput {
         }
     }
 
-    /// Delivers a notification in the shape most telemetry has (scalars at key-less
-    /// paths, see [`plain_events`]) to outputs that take events as they are, without
+    /// Delivers a notification in the shape most telemetry has (scalars, no deletes, see
+    /// [`plain_events`]) to outputs that take events as they are, without
     /// building a map per event; `false` when the general path must take it.
     fn deliver_plain(
         &self,
@@ -779,18 +779,22 @@ impl NatsInput {
         let Some(plain) = plain_events(notification, meta) else {
             return false;
         };
-        let tags: Vec<(Cow<'_, str>, Cow<'_, str>)> = plain
-            .tags
+        let tag_sets: Vec<Vec<(Cow<'_, str>, Cow<'_, str>)>> = plain
+            .tag_sets
             .iter()
-            .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+            .map(|tags| {
+                tags.iter()
+                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
+                    .collect()
+            })
             .collect();
         let views: Vec<WireEvent<'_>> = plain
             .values
             .iter()
-            .map(|(key, value)| WireEvent {
+            .map(|(key, value, set)| WireEvent {
                 name: Cow::Borrowed(plain.name),
                 timestamp: plain.timestamp,
-                tags: tags.clone(),
+                tags: tag_sets[*set].clone(),
                 values: vec![(Cow::Borrowed(key.as_str()), plain_sample(value))],
                 deletes: Vec::new(),
             })

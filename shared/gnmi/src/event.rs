@@ -356,21 +356,33 @@ impl<'a> Context<'a> {
     /// Value key and tags for an update or delete at `path`; `None` tags
     /// means "exactly `shared_tags`".
     fn key_and_tags(&self, path: Option<&Path>) -> (String, Option<BTreeMap<String, String>>) {
+        let (key, tags, _) = self.key_and_tags_renamed(path);
+        (key, tags)
+    }
+
+    /// [`Self::key_and_tags`], and whether a path key clashing with a prefix key of another
+    /// value was renamed after the value key (then the tags belong to this key alone).
+    fn key_and_tags_renamed(
+        &self,
+        path: Option<&Path>,
+    ) -> (String, Option<BTreeMap<String, String>>, bool) {
         let Some(path) = path else {
-            return (self.value_key(None, &[]), None);
+            return (self.value_key(None, &[]), None, false);
         };
         let elems = elems_of(path);
         let key = self.value_key(Some(path), &elems);
 
         let own_tags = key_tags(&elems, &path.target);
         if own_tags.is_empty() {
-            return (key, None);
+            return (key, None, false);
         }
         let mut tags = self.prefix_tags.clone();
+        let mut renamed = false;
         for (tag, v) in own_tags {
             match tags.get(&tag) {
                 Some(existing) if *existing == v => {}
                 Some(_) => {
+                    renamed = true;
                     tags.insert(format!("{key}_{tag}"), v);
                 }
                 None => {
@@ -379,7 +391,7 @@ impl<'a> Context<'a> {
             }
         }
         add_meta_tags(&mut tags, &self.meta_tags);
-        (key, Some(tags))
+        (key, Some(tags), renamed)
     }
 }
 
@@ -405,23 +417,26 @@ impl Context<'_> {
     }
 }
 
-/// The events of a notification in the shape most telemetry has — every update a scalar
-/// at a path without keys or target, no deletes — kept as what they share plus one
-/// `(value key, value)` per update, so that a reader needs no map per event.
+/// The events of a notification in the shape most telemetry has — every update a scalar,
+/// no deletes — kept as the tag sets they share plus one `(value key, value, tag set)` per
+/// update, so that a reader needs no map per event. Updates under the same keyed path
+/// elements (the counters of one interface) share one tag set.
 #[derive(Debug)]
 pub struct PlainEvents<'n> {
     pub name: &'n str,
     pub timestamp: i64,
-    /// The tags of every event, sorted by name.
-    pub tags: Vec<(String, String)>,
-    /// One event per update, in update order: its value key and value.
-    pub values: Vec<(String, &'n typed_value::Value)>,
+    /// The distinct tag sets of the events, each sorted by name; the first is the tags of
+    /// every event whose path has no keys and no target.
+    pub tag_sets: Vec<Vec<(String, String)>>,
+    /// One event per update, in update order: its value key, value and tag set (an index
+    /// into `tag_sets`).
+    pub values: Vec<(String, &'n typed_value::Value, usize)>,
 }
 
 /// [`notification_to_events`] of `n` as [`PlainEvents`] when every update carries an int,
-/// uint, bool or string value at a path without keys or target and nothing is deleted;
-/// `None` otherwise (the caller then takes [`notification_to_events`]). Each `values`
-/// entry stands for the event `{name, timestamp, tags, values: {key: value}}`.
+/// uint, bool or string value and nothing is deleted; `None` otherwise (the caller then
+/// takes [`notification_to_events`]). Each `values` entry stands for the event
+/// `{name, timestamp, tags: tag_sets[i], values: {key: value}}`.
 pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<PlainEvents<'n>> {
     use typed_value::Value as V;
     if !n.delete.is_empty() {
@@ -435,32 +450,54 @@ pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<Plai
         | V::AsciiVal(_)) => Some(value),
         _ => None,
     };
-    let keyless = |path: Option<&Path>| {
-        path.is_none_or(|p| p.target.is_empty() && elems_of(p).iter().all(|e| e.key.is_empty()))
-    };
-    if !n
-        .update
-        .iter()
-        .all(|u| keyless(u.path.as_ref()) && plain_value(u).is_some())
-    {
+    if !n.update.iter().all(|u| plain_value(u).is_some()) {
         return None;
     }
     let context = Context::new(n, meta);
+    let mut tag_sets = vec![context.shared_tags.clone().into_iter().collect()];
     let mut values = Vec::with_capacity(n.update.len());
+    // The last update with tags of its own, when they may be shared (nothing renamed).
+    let mut previous: Option<(&'n Path, usize)> = None;
     for u in &n.update {
         let value = plain_value(u)?;
-        let key = match u.path.as_ref() {
-            Some(path) => context.value_key(Some(path), &elems_of(path)),
-            None => context.value_key(None, &[]),
+        let Some(path) = u.path.as_ref() else {
+            values.push((context.value_key(None, &[]), value, 0));
+            continue;
         };
-        values.push((key, value));
+        let elems = elems_of(path);
+        if path.target.is_empty() && elems.iter().all(|e| e.key.is_empty()) {
+            values.push((context.value_key(Some(path), &elems), value, 0));
+            continue;
+        }
+        if let Some((_, set)) = previous.filter(|(before, _)| same_key_tags(before, path)) {
+            values.push((context.value_key(Some(path), &elems), value, set));
+            continue;
+        }
+        let (key, tags, renamed) = context.key_and_tags_renamed(Some(path));
+        let set = match tags {
+            Some(tags) => {
+                tag_sets.push(tags.into_iter().collect());
+                tag_sets.len() - 1
+            }
+            None => 0,
+        };
+        previous = (!renamed).then_some((path, set));
+        values.push((key, value, set));
     }
     Some(PlainEvents {
         name: meta.event_name(),
         timestamp: n.timestamp,
-        tags: context.shared_tags.into_iter().collect(),
+        tag_sets,
         values,
     })
+}
+
+/// Whether two paths give the same tags from their keys and target: the same target and
+/// the same keyed elements in the same order.
+fn same_key_tags(a: &Path, b: &Path) -> bool {
+    let (a_elems, b_elems) = (elems_of(a), elems_of(b));
+    let keyed = |e: &&PathElem| !e.key.is_empty();
+    a.target == b.target && a_elems.iter().filter(keyed).eq(b_elems.iter().filter(keyed))
 }
 
 /// Tags from a path's keys and target; a later element's tag replaces an
@@ -680,6 +717,53 @@ mod tests {
                 vec![],
             ),
             notif(Some(p("/a")), vec![], vec![]),
+            // Keys on the updates' paths: each interface's counters share one tag set.
+            notif(
+                None,
+                vec![
+                    upd("/interfaces/interface[name=e1]/state/counters/in", V::UintVal(1)),
+                    upd("/interfaces/interface[name=e1]/state/counters/out", V::UintVal(2)),
+                    upd("/interfaces/interface[name=e2]/state/counters/in", V::UintVal(3)),
+                    upd("/system/state/hostname", V::StringVal("h".into())),
+                    upd("/interfaces/interface[name=e2]/state/counters/out", V::UintVal(4)),
+                    upd("/interfaces/interface[name=e1]/state/counters/in", V::UintVal(5)),
+                    upd(
+                        "/interfaces/interface[name=e1]/subinterfaces/subinterface[index=0]/x",
+                        V::UintVal(6),
+                    ),
+                ],
+                vec![],
+            ),
+            // A path key clashing with a prefix key of another value is renamed after each
+            // update's value key: no tag set is shared then.
+            notif(
+                Some(p("/interfaces/interface[name=e1]")),
+                vec![
+                    upd("/x/interface[name=e2]/a", V::UintVal(1)),
+                    upd("/x/interface[name=e2]/b", V::UintVal(2)),
+                    upd("/x/interface[name=e1]/c", V::UintVal(3)),
+                    upd("/y[k=1]/d", V::UintVal(4)),
+                ],
+                vec![],
+            ),
+            // A target on an update's path is a tag of its own.
+            notif(
+                None,
+                vec![
+                    Update {
+                        path: Some(Path {
+                            target: "t".into(),
+                            ..p("/a")
+                        }),
+                        val: Some(TypedValue {
+                            value: Some(V::UintVal(1)),
+                        }),
+                        ..Default::default()
+                    },
+                    upd("/b", V::UintVal(2)),
+                ],
+                vec![],
+            ),
         ];
         for meta in [meta(), meta_with_extras, EventMeta::new("r1", "")] {
             for n in &plain {
@@ -688,10 +772,10 @@ mod tests {
                 let rebuilt: Vec<Event> = got
                     .values
                     .iter()
-                    .map(|(key, value)| Event {
+                    .map(|(key, value, set)| Event {
                         name: got.name.to_string(),
                         timestamp: got.timestamp,
-                        tags: got.tags.iter().cloned().collect(),
+                        tags: got.tag_sets[*set].iter().cloned().collect(),
                         values: [(
                             key.clone(),
                             value::to_json(&TypedValue {
@@ -703,29 +787,24 @@ mod tests {
                     })
                     .collect();
                 assert_eq!(rebuilt, want, "{n:?}");
-                assert!(got.tags.is_sorted(), "{:?}", got.tags);
+                for tags in &got.tag_sets {
+                    assert!(tags.is_sorted(), "{tags:?}");
+                }
             }
         }
+        // Tag sets are shared by consecutive updates under the same keys, not rebuilt.
+        let plain_meta = meta();
+        let shared = plain_events(&plain[6], &plain_meta).unwrap();
+        let sets: Vec<usize> = shared.values.iter().map(|v| v.2).collect();
+        assert_eq!(sets, [1, 1, 2, 0, 2, 3, 4]);
+        let renamed = plain_events(&plain[7], &plain_meta).unwrap();
+        let sets: Vec<usize> = renamed.values.iter().map(|v| v.2).collect();
+        assert_eq!(sets, [1, 2, 3, 4]);
         // Anything else takes the general conversion.
         let not_plain = [
-            notif(None, vec![upd("/a[k=1]/b", V::UintVal(1))], vec![]),
             notif(None, vec![upd("/a", V::DoubleVal(1.5))], vec![]),
             notif(None, vec![upd("/a", V::JsonVal(b"{}".to_vec()))], vec![]),
             notif(None, vec![upd("/a", V::UintVal(1))], vec![p("/b")]),
-            notif(
-                None,
-                vec![Update {
-                    path: Some(Path {
-                        target: "t".into(),
-                        ..p("/a")
-                    }),
-                    val: Some(TypedValue {
-                        value: Some(V::UintVal(1)),
-                    }),
-                    ..Default::default()
-                }],
-                vec![],
-            ),
         ];
         for n in &not_plain {
             assert!(plain_events(n, &meta()).is_none(), "{n:?}");
