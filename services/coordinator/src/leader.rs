@@ -115,6 +115,14 @@ const MAX_EVENT_BATCH: usize = 4096;
 /// First delay before placing a target again after every member refused it.
 const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(200);
 
+/// What a new member list changed.
+struct MembersChange {
+    /// A member joined, or accepts targets again.
+    joined: bool,
+    /// A member joined or left, or accepts targets again or no longer.
+    changed: bool,
+}
+
 struct Term {
     settings: CoordinatorSettings,
     coordination: Arc<dyn Coordination>,
@@ -308,25 +316,25 @@ impl Term {
         let owner_left = self.holders.values().any(|owner| {
             self.members.contains_key(owner) && !list.iter().any(|m| &m.name == owner)
         });
-        let changed = list.len() != self.members.len()
-            || list.iter().any(|m| {
-                self.members
-                    .get(&m.name)
-                    .is_none_or(|known| known.accepts_targets != m.accepts_targets)
-            });
-        self.set_members(list);
+        let change = self.set_members(list);
         self.abandon_assignments_to_gone_members();
         if owner_left {
             self.refresh_holders().await;
         }
-        if changed {
+        if change.changed {
             self.reconcile();
         }
     }
 
-    /// Replaces the member list; returns whether a member joined.
-    fn set_members(&mut self, list: Vec<Member>) -> bool {
+    /// Replaces the member list; says whether a member joined and whether anything changed.
+    fn set_members(&mut self, list: Vec<Member>) -> MembersChange {
         let new: BTreeMap<String, Member> = list.into_iter().map(|m| (m.name.clone(), m)).collect();
+        let changed = new.len() != self.members.len()
+            || new.values().any(|m| {
+                self.members
+                    .get(&m.name)
+                    .is_none_or(|known| known.accepts_targets != m.accepts_targets)
+            });
         for gone in self.members.keys().filter(|name| !new.contains_key(*name)) {
             metrics::gauge!("gnomon_cluster_member_locked_targets", "member" => gone.clone())
                 .set(0.0);
@@ -357,7 +365,7 @@ impl Term {
         }
         self.members = new;
         self.rebalance_due |= joined;
-        joined
+        MembersChange { joined, changed }
     }
 
     /// Runs the automatic rebalance a join asked for once the placements in flight have
@@ -1368,7 +1376,7 @@ mod tests {
             for m in members.iter_mut().filter(|m| m.name == "m3") {
                 m.accepts_targets = accepts;
             }
-            term.set_members(members)
+            term.set_members(members).joined
         };
         assert!(!failing(&mut term, false), "losing a member is no join");
         assert_eq!(
@@ -1490,7 +1498,7 @@ mod tests {
         m3.name = "m3".into();
         m3.api = "http://m3:7890".into();
         members.push(m3);
-        assert!(term.set_members(members));
+        assert!(term.set_members(members).joined);
         // m2's placements are still landing: a plan now would take m1's targets to m2.
         term.rebalance_when_settled();
         assert!(term.rebalance_due, "the rebalance waits");

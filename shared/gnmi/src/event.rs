@@ -497,7 +497,11 @@ pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<Plai
 fn same_key_tags(a: &Path, b: &Path) -> bool {
     let (a_elems, b_elems) = (elems_of(a), elems_of(b));
     let keyed = |e: &&PathElem| !e.key.is_empty();
-    a.target == b.target && a_elems.iter().filter(keyed).eq(b_elems.iter().filter(keyed))
+    a.target == b.target
+        && a_elems
+            .iter()
+            .filter(keyed)
+            .eq(b_elems.iter().filter(keyed))
 }
 
 /// Tags from a path's keys and target; a later element's tag replaces an
@@ -721,12 +725,27 @@ mod tests {
             notif(
                 None,
                 vec![
-                    upd("/interfaces/interface[name=e1]/state/counters/in", V::UintVal(1)),
-                    upd("/interfaces/interface[name=e1]/state/counters/out", V::UintVal(2)),
-                    upd("/interfaces/interface[name=e2]/state/counters/in", V::UintVal(3)),
+                    upd(
+                        "/interfaces/interface[name=e1]/state/counters/in",
+                        V::UintVal(1),
+                    ),
+                    upd(
+                        "/interfaces/interface[name=e1]/state/counters/out",
+                        V::UintVal(2),
+                    ),
+                    upd(
+                        "/interfaces/interface[name=e2]/state/counters/in",
+                        V::UintVal(3),
+                    ),
                     upd("/system/state/hostname", V::StringVal("h".into())),
-                    upd("/interfaces/interface[name=e2]/state/counters/out", V::UintVal(4)),
-                    upd("/interfaces/interface[name=e1]/state/counters/in", V::UintVal(5)),
+                    upd(
+                        "/interfaces/interface[name=e2]/state/counters/out",
+                        V::UintVal(4),
+                    ),
+                    upd(
+                        "/interfaces/interface[name=e1]/state/counters/in",
+                        V::UintVal(5),
+                    ),
                     upd(
                         "/interfaces/interface[name=e1]/subinterfaces/subinterface[index=0]/x",
                         V::UintVal(6),
