@@ -115,14 +115,6 @@ const MAX_EVENT_BATCH: usize = 4096;
 /// First delay before placing a target again after every member refused it.
 const FIRST_PLACEMENT_RETRY: Duration = Duration::from_millis(200);
 
-/// What a new member list changed.
-struct MembersChange {
-    /// A member joined, or accepts targets again.
-    joined: bool,
-    /// A member joined or left, or accepts targets again or no longer.
-    changed: bool,
-}
-
 struct Term {
     settings: CoordinatorSettings,
     coordination: Arc<dyn Coordination>,
@@ -316,18 +308,20 @@ impl Term {
         let owner_left = self.holders.values().any(|owner| {
             self.members.contains_key(owner) && !list.iter().any(|m| &m.name == owner)
         });
-        let change = self.set_members(list);
+        let changed = self.set_members(list);
         self.abandon_assignments_to_gone_members();
         if owner_left {
             self.refresh_holders().await;
         }
-        if change.changed {
+        if changed {
             self.reconcile();
         }
     }
 
-    /// Replaces the member list; says whether a member joined and whether anything changed.
-    fn set_members(&mut self, list: Vec<Member>) -> MembersChange {
+    /// Replaces the member list (a member that joins, or takes targets again, makes a
+    /// rebalance due); returns whether a member joined or left, or accepts targets again or
+    /// no longer.
+    fn set_members(&mut self, list: Vec<Member>) -> bool {
         let new: BTreeMap<String, Member> = list.into_iter().map(|m| (m.name.clone(), m)).collect();
         let changed = new.len() != self.members.len()
             || new.values().any(|m| {
@@ -365,7 +359,7 @@ impl Term {
         }
         self.members = new;
         self.rebalance_due |= joined;
-        MembersChange { joined, changed }
+        changed
     }
 
     /// Runs the automatic rebalance a join asked for once the placements in flight have
@@ -1376,7 +1370,8 @@ mod tests {
             for m in members.iter_mut().filter(|m| m.name == "m3") {
                 m.accepts_targets = accepts;
             }
-            term.set_members(members).joined
+            term.set_members(members);
+            std::mem::take(&mut term.rebalance_due)
         };
         assert!(!failing(&mut term, false), "losing a member is no join");
         assert_eq!(
@@ -1498,7 +1493,8 @@ mod tests {
         m3.name = "m3".into();
         m3.api = "http://m3:7890".into();
         members.push(m3);
-        assert!(term.set_members(members).joined);
+        assert!(term.set_members(members));
+        assert!(term.rebalance_due, "m3 joined");
         // m2's placements are still landing: a plan now would take m1's targets to m2.
         term.rebalance_when_settled();
         assert!(term.rebalance_due, "the rebalance waits");

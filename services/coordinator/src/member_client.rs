@@ -351,6 +351,15 @@ pub(crate) fn encode_segment(segment: &str) -> String {
     out
 }
 
+/// Serves `router` on a free loopback port for a test; returns its base URL.
+#[cfg(test)]
+pub(crate) async fn serve_for_test(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    format!("http://{addr}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,10 +367,7 @@ mod tests {
     use std::sync::Arc;
 
     async fn serve(router: axum::Router) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        format!("http://{addr}")
+        serve_for_test(router).await
     }
 
     #[tokio::test]

@@ -169,17 +169,10 @@ impl MemberStarts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::member_client::MemberClientOptions;
+    use crate::member_client::{serve_for_test as serve, MemberClientOptions};
     use axum::routing::post;
     use gnomon_coordination::assignments::{Assignment, AssignmentsReply, ASSIGNMENTS_PATH};
     use std::time::Duration;
-
-    async fn serve(router: axum::Router) -> String {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        format!("http://{addr}")
-    }
 
     fn starts(retries: u32) -> MemberStarts {
         MemberStarts::new(

@@ -15,8 +15,8 @@
 //! The gnomon-etcd error is kept as the source.
 
 use crate::{keys, CoordinationError, Credential, LockInfo, LockerConfig, Result, TlsConfig};
-use gnomon_etcd::{Client, ConnectOptions, ErrorKind, GetOptions, TlsOptions};
-use std::collections::BTreeMap;
+use gnomon_etcd::{Client, ConnectOptions, ErrorKind, GetOptions, TlsOptions, TxnOpResponse};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -239,6 +239,17 @@ fn map_error(error: gnomon_etcd::Error, link: &Link) -> CoordinationError {
         _ => CoordinationError::backend(reason),
     };
     mapped.caused_by(error)
+}
+
+/// The keys a txn's failure branch of gets found (keys-only or not): those that exist.
+pub(super) fn found_keys(responses: Vec<TxnOpResponse>) -> HashSet<Vec<u8>> {
+    responses
+        .into_iter()
+        .filter_map(|op| match op {
+            TxnOpResponse::Get(get) => get.kvs.into_iter().next().map(|kv| kv.key),
+            _ => None,
+        })
+        .collect()
 }
 
 #[cfg(test)]

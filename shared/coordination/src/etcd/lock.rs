@@ -20,7 +20,7 @@
 //!   expires. The delay therefore starts when the first contender notices the loss, never
 //!   earlier than the expiry. These attempts are not grouped: each may need its own repair.
 
-use super::client::{text, Etcd};
+use super::client::{found_keys, text, Etcd};
 use super::session::Sessions;
 use crate::keys::INTERNAL_PREFIX;
 use crate::{Attempt, CoordinationError, LockGuard, LockRelease, Result};
@@ -329,14 +329,7 @@ impl SingleAttempts {
                 }
                 return;
             }
-            let held: HashSet<Vec<u8>> = answer
-                .responses
-                .into_iter()
-                .filter_map(|op| match op {
-                    TxnOpResponse::Get(get) => get.kvs.into_iter().next().map(|kv| kv.key),
-                    _ => None,
-                })
-                .collect();
+            let held = found_keys(answer.responses);
             let since = revision.max(0) as u64;
             let (busy, free): (Vec<Queued>, Vec<Queued>) = batch
                 .into_iter()

@@ -32,8 +32,8 @@ use crate::{
     ServiceInstance, ServiceRegistration, ServiceWatch, WatchEvents,
 };
 use async_trait::async_trait;
-use gnomon_etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp, TxnOpResponse};
-use std::collections::{BTreeMap, HashSet};
+use gnomon_etcd::{Compare, CompareOp, GetOptions, Txn, TxnOp};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -112,14 +112,7 @@ impl EtcdCoordination {
             if answer.succeeded {
                 return Ok(missing.len());
             }
-            let existing: HashSet<Vec<u8>> = answer
-                .responses
-                .into_iter()
-                .filter_map(|op| match op {
-                    TxnOpResponse::Get(get) => get.kvs.into_iter().next().map(|kv| kv.key),
-                    _ => None,
-                })
-                .collect();
+            let existing = client::found_keys(answer.responses);
             missing.retain(|(key, _)| !existing.contains(key.as_bytes()));
         }
         Err(CoordinationError::backend(format!(
