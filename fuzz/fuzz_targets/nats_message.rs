@@ -1,8 +1,9 @@
 //! What arrives over NATS, in both formats, on every decoder that reads it:
 //! * `event` JSON: the shared owned and zero-copy decoders and the exporter's wire decoder,
 //!   then the exporter's Prometheus naming of each decoded event;
-//! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion, the
-//!   exporter's proto path and the collector's raw top-level scan.
+//! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion (and
+//!   its plain shortcut, which must give the same events), the exporter's proto path and the
+//!   collector's raw top-level scan.
 //!
 //! None may panic. Cheap cross-checks: owned and zero-copy JSON decoders agree, the
 //! exporter's scanner and serde_json decode the same events (or fail alike), decoded
@@ -18,10 +19,10 @@ use gnomon_exporter::wire::{
     decode_events, decode_events_without_scanner, decode_proto, meta_from_subject, WireEvent,
 };
 use gnomon_gnmi::event::{
-    event_views_from_json, events_from_json, events_to_json, response_to_events, response_to_json,
-    Event, EventMeta,
+    event_views_from_json, events_from_json, events_to_json, plain_events, response_to_events,
+    response_to_json, Event, EventMeta,
 };
-use gnomon_gnmi::proto::gnmi::SubscribeResponse;
+use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse, TypedValue};
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
@@ -103,6 +104,28 @@ fn proto_payload(data: &[u8]) {
     let meta = EventMeta::new("router1", "ifcounters");
     if let Ok(response) = SubscribeResponse::decode(data) {
         let events = response_to_events(&response, &meta);
+        if let Some(Response::Update(notification)) = &response.response {
+            if let Some(plain) = plain_events(notification, &meta) {
+                let rebuilt: Vec<Event> = plain
+                    .values
+                    .iter()
+                    .map(|(key, value, set)| Event {
+                        name: plain.name.to_string(),
+                        timestamp: plain.timestamp,
+                        tags: plain.tag_sets[*set].iter().cloned().collect(),
+                        values: [(
+                            key.clone(),
+                            gnomon_gnmi::value::to_json(&TypedValue {
+                                value: Some((*value).clone()),
+                            }),
+                        )]
+                        .into(),
+                        deletes: Vec::new(),
+                    })
+                    .collect();
+                assert_eq!(rebuilt, events, "plain events differ from the general conversion");
+            }
+        }
         match response_to_json(&response, &meta) {
             Some(json) => assert_eq!(
                 json,

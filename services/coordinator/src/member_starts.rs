@@ -5,8 +5,9 @@
 //! dozen calls instead of two per target.
 //!
 //! The queues hold only what handshakes wait for, so the leader's placement window bounds
-//! them. A member that does not know the route (a gnomon from before it, answering 404) gets
-//! gnmic's two calls per target instead.
+//! them. A call carries at most [`CONFIG_BYTES_PER_CALL`] of configs. A member that does not
+//! know the route (a gnomon from before it, answering 404) or refuses the body as too large
+//! (413) gets gnmic's two calls per target instead.
 
 use crate::member_client::{current_traceparent, MemberCallError, MemberClient};
 use bytes::Bytes;
@@ -15,8 +16,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Targets one call assigns at most: a few hundred kilobytes of configs.
+/// Targets one call assigns at most.
 pub(crate) const STARTS_PER_CALL: usize = 128;
+
+/// Config bytes one call carries at most (but always one target): half the members'
+/// request body limit (`gnomon_api_server::DEFAULT_BODY_LIMIT`, 1 MiB).
+const CONFIG_BYTES_PER_CALL: usize = 512 * 1024;
 
 /// Why a member did not start a target.
 #[derive(Clone, Debug, thiserror::Error)]
@@ -103,7 +108,17 @@ impl MemberStarts {
                     queues.remove(&api);
                     return;
                 }
-                let count = queue.waiting.len().min(STARTS_PER_CALL);
+                let mut bytes = 0;
+                let count = queue
+                    .waiting
+                    .iter()
+                    .take(STARTS_PER_CALL)
+                    .take_while(|w| {
+                        bytes += w.config.len();
+                        bytes <= CONFIG_BYTES_PER_CALL
+                    })
+                    .count()
+                    .max(1);
                 queue.waiting.drain(..count).collect()
             };
             self.send(&api, batch).await;
@@ -128,7 +143,10 @@ impl MemberStarts {
                     let _ = waiting.reply.send(outcome);
                 }
             }
-            Err(MemberCallError::Status { status: 404, .. }) => {
+            // A member without the route, or one refusing a body this large.
+            Err(MemberCallError::Status {
+                status: 404 | 413, ..
+            }) => {
                 let singles = batch.into_iter().map(|waiting| async move {
                     let outcome = self.start_alone(api, &waiting).await;
                     let _ = waiting.reply.send(outcome);
@@ -251,6 +269,35 @@ mod tests {
             .start(&api, "t-late", config("t-late"))
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_configs_are_split_over_calls_and_an_oversized_one_goes_alone() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let api = serve(member(calls.clone())).await;
+        let starts = starts(0);
+        // Three configs of 200 KiB fit a call twice; one of 600 KiB goes alone.
+        let padded = |name: &str, kib: usize| {
+            let pad = "x".repeat(kib * 1024);
+            Bytes::from(serde_json::to_vec(&serde_json::json!({"name": name, "pad": pad})).unwrap())
+        };
+        let asked = [
+            ("t1", 200),
+            ("t2", 200),
+            ("t3", 200),
+            ("t4", 600),
+            ("t5", 1),
+        ];
+        let outcomes = futures::future::join_all(
+            asked.map(|(name, kib)| starts.start(&api, name, padded(name, kib))),
+        )
+        .await;
+        assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+        let calls = calls.lock().unwrap().clone();
+        assert_eq!(
+            calls,
+            [vec!["t1", "t2"], vec!["t3"], vec!["t4"], vec!["t5"]]
+        );
     }
 
     #[tokio::test]
