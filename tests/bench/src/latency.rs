@@ -9,7 +9,9 @@
 //! every message of `telemetry.>`, as the exporter's input loop calls it; a message's
 //! latency is the wall clock after the handler returns minus the notification's timestamp
 //! (one clock: everything is on this machine). Also reported: the update rate reached.
-//! Goal: p99 ≤ 10 ms.
+//! The first 15 s are not measured: they hold the subscriptions' start and the creation of
+//! half a million series (1.7 µs each, a backlog of seconds on two cores), not the steady
+//! state the goal is about. Goal: p99 ≤ 10 ms.
 
 use crate::report;
 use anyhow::Context;
@@ -24,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 const DEVICES: usize = 1000;
 const INTERFACES: usize = 63;
-const WARM_UP: Duration = Duration::from_secs(5);
+const WARM_UP: Duration = Duration::from_secs(15);
 const MEASURE: Duration = Duration::from_secs(10);
 
 fn unix_now_ns() -> i64 {
