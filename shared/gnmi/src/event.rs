@@ -433,6 +433,29 @@ pub struct PlainEvents<'n> {
     pub values: Vec<(String, &'n typed_value::Value, usize)>,
 }
 
+impl PlainEvents<'_> {
+    /// The events these stand for (what [`notification_to_events`] gives): for checks, the
+    /// readers of plain events never build them.
+    pub fn events(&self) -> Vec<Event> {
+        self.values
+            .iter()
+            .map(|(key, value, set)| Event {
+                name: self.name.to_string(),
+                timestamp: self.timestamp,
+                tags: self.tag_sets[*set].iter().cloned().collect(),
+                values: [(
+                    key.clone(),
+                    value::to_json(&TypedValue {
+                        value: Some((*value).clone()),
+                    }),
+                )]
+                .into(),
+                deletes: Vec::new(),
+            })
+            .collect()
+    }
+}
+
 /// [`notification_to_events`] of `n` as [`PlainEvents`] when every update carries an int,
 /// uint, bool or string value and nothing is deleted; `None` otherwise (the caller then
 /// takes [`notification_to_events`]). Each `values` entry stands for the event
@@ -724,33 +747,23 @@ mod tests {
             // Keys on the updates' paths: each interface's counters share one tag set.
             notif(
                 None,
-                vec![
-                    upd(
-                        "/interfaces/interface[name=e1]/state/counters/in",
-                        V::UintVal(1),
+                [
+                    ("interface[name=e1]/state/counters/in", 1),
+                    ("interface[name=e1]/state/counters/out", 2),
+                    ("interface[name=e2]/state/counters/in", 3),
+                    ("", 0),
+                    ("interface[name=e2]/state/counters/out", 4),
+                    ("interface[name=e1]/state/counters/in", 5),
+                    (
+                        "interface[name=e1]/subinterfaces/subinterface[index=0]/x",
+                        6,
                     ),
-                    upd(
-                        "/interfaces/interface[name=e1]/state/counters/out",
-                        V::UintVal(2),
-                    ),
-                    upd(
-                        "/interfaces/interface[name=e2]/state/counters/in",
-                        V::UintVal(3),
-                    ),
-                    upd("/system/state/hostname", V::StringVal("h".into())),
-                    upd(
-                        "/interfaces/interface[name=e2]/state/counters/out",
-                        V::UintVal(4),
-                    ),
-                    upd(
-                        "/interfaces/interface[name=e1]/state/counters/in",
-                        V::UintVal(5),
-                    ),
-                    upd(
-                        "/interfaces/interface[name=e1]/subinterfaces/subinterface[index=0]/x",
-                        V::UintVal(6),
-                    ),
-                ],
+                ]
+                .map(|(path, n)| match path {
+                    "" => upd("/system/state/hostname", V::StringVal("h".into())),
+                    _ => upd(&format!("/interfaces/{path}"), V::UintVal(n)),
+                })
+                .to_vec(),
                 vec![],
             ),
             // A path key clashing with a prefix key of another value is renamed after each
@@ -788,24 +801,7 @@ mod tests {
             for n in &plain {
                 let got = plain_events(n, &meta).unwrap_or_else(|| panic!("{n:?}"));
                 let want = notification_to_events(n, &meta);
-                let rebuilt: Vec<Event> = got
-                    .values
-                    .iter()
-                    .map(|(key, value, set)| Event {
-                        name: got.name.to_string(),
-                        timestamp: got.timestamp,
-                        tags: got.tag_sets[*set].iter().cloned().collect(),
-                        values: [(
-                            key.clone(),
-                            value::to_json(&TypedValue {
-                                value: Some((*value).clone()),
-                            }),
-                        )]
-                        .into(),
-                        deletes: vec![],
-                    })
-                    .collect();
-                assert_eq!(rebuilt, want, "{n:?}");
+                assert_eq!(got.events(), want, "{n:?}");
                 for tags in &got.tag_sets {
                     assert!(tags.is_sorted(), "{tags:?}");
                 }
