@@ -104,6 +104,9 @@ impl MemberStarts {
                 let Some(queue) = queues.get_mut(&api) else {
                     return;
                 };
+                // A handshake that gave up (its member left, or the term ended) no longer
+                // waits: its start is not sent.
+                queue.waiting.retain(|w| !w.reply.is_closed());
                 if queue.waiting.is_empty() {
                     queues.remove(&api);
                     return;
@@ -298,6 +301,26 @@ mod tests {
             calls,
             [vec!["t1", "t2"], vec!["t3"], vec!["t4"], vec!["t5"]]
         );
+    }
+
+    #[tokio::test]
+    async fn starts_nobody_waits_for_any_more_are_not_sent() {
+        let calls = Arc::new(Mutex::new(Vec::new()));
+        let api = serve(member(calls.clone())).await;
+        let starts = starts(0);
+        // All three queue before the sender runs; then t2's handshake gives up.
+        let mut t1 = Box::pin(starts.start(&api, "t1", config("t1")));
+        let mut t2 = Box::pin(starts.start(&api, "t2", config("t2")));
+        let t3 = starts.start(&api, "t3", config("t3"));
+        let mut t3 = Box::pin(t3);
+        futures::future::poll_immediate(&mut t1).await;
+        futures::future::poll_immediate(&mut t2).await;
+        futures::future::poll_immediate(&mut t3).await;
+        drop(t2);
+        t1.await.unwrap();
+        t3.await.unwrap();
+        let calls = calls.lock().unwrap().clone();
+        assert!(calls.concat() == ["t1", "t3"], "{calls:?}");
     }
 
     #[tokio::test]
