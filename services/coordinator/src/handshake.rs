@@ -5,7 +5,6 @@
 //! other handshakes' for the same member ([`MemberStarts`]). The member client's concurrency
 //! limit bounds the calls; waiting for a lock costs a watch receiver and holds nothing.
 
-use crate::member_client::MemberClient;
 use crate::member_starts::{MemberStarts, StartError};
 use bytes::Bytes;
 use std::time::Duration;
@@ -34,7 +33,7 @@ pub(crate) enum Assignment {
 
 /// The calls of one assignment.
 pub(crate) struct Handshake {
-    pub client: MemberClient,
+    /// Starts go batched through it; stops through its client.
     pub starts: MemberStarts,
     /// The target's lock holder as the leader sees it.
     pub owner: watch::Receiver<Option<String>>,
@@ -60,7 +59,7 @@ impl Handshake {
         if self.wait_for_owner(member).await {
             return Assignment::Placed;
         }
-        if let Err(e) = self.client.stop_target(api, target).await {
+        if let Err(e) = self.starts.client().stop_target(api, target).await {
             tracing::warn!(error = %e, "unassigning after the timeout failed");
         }
         Assignment::Failed {
@@ -84,13 +83,13 @@ impl Handshake {
                 reason: AssignmentError::Refused(e),
             };
         }
-        if let Err(e) = self.client.stop_target(from_api, target).await {
+        if let Err(e) = self.starts.client().stop_target(from_api, target).await {
             tracing::warn!(error = %e, "stopping the old owner failed; waiting for its lock to expire");
         }
         if self.wait_for_owner(to).await {
             return Assignment::Placed;
         }
-        let _ = self.client.stop_target(to_api, target).await;
+        let _ = self.starts.client().stop_target(to_api, target).await;
         Assignment::Failed {
             member: to.into(),
             reason: AssignmentError::NoLock(self.timeout),

@@ -719,7 +719,6 @@ impl Term {
 
     fn handshake(&mut self, target: &str) -> Handshake {
         Handshake {
-            client: self.client.clone(),
             starts: self.starts.clone(),
             owner: self.watch_owner(target),
             timeout: self.settings.target_assignment_timeout,

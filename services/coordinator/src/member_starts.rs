@@ -69,6 +69,11 @@ impl MemberStarts {
         }
     }
 
+    /// The client the starts go through, for the handshake's other calls.
+    pub(crate) fn client(&self) -> &MemberClient {
+        &self.client
+    }
+
     /// Pushes `target`'s config to the member at `api` and starts it there (the member then
     /// takes its lock); the member's claim joins the current span's trace.
     pub(crate) async fn start(

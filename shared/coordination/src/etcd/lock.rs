@@ -258,23 +258,18 @@ impl SingleAttempts {
             };
             let mut keys = HashSet::from([first.key.clone()]);
             let mut batch = vec![first];
-            let mut held_back = Vec::new();
-            for next in later.drain(..) {
-                if batch.len() < LOCK_BATCH && keys.insert(next.key.clone()) {
-                    batch.push(next);
-                } else {
-                    held_back.push(next);
-                }
-            }
+            let mut held_back = std::mem::take(&mut later).into_iter();
             while batch.len() < LOCK_BATCH {
-                let Ok(next) = queued.try_recv() else { break };
+                let Some(next) = held_back.next().or_else(|| queued.try_recv().ok()) else {
+                    break;
+                };
                 if keys.insert(next.key.clone()) {
                     batch.push(next);
                 } else {
-                    held_back.push(next);
+                    later.push(next);
                 }
             }
-            later = held_back;
+            later.extend(held_back);
             self.attempt_together(batch).await;
         }
     }
