@@ -149,7 +149,10 @@ impl JetStreamPublisher {
     fn start(&self, pending: Pending) -> BoxFuture<'static, Result<AckWait, (Pending, String)>> {
         let context = self.context.clone();
         Box::pin(async move {
-            let mut headers = encode_headers(&pending.message.headers);
+            let mut headers = match encode_headers(pending.message.headers.clone()) {
+                Ok(headers) => headers,
+                Err(reason) => return Err((pending, reason)),
+            };
             headers.insert(async_nats::header::NATS_MESSAGE_ID, pending.id.as_str());
             let publishing = context
                 .publish_with_headers(

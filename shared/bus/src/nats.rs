@@ -5,7 +5,7 @@ use super::{
     HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
 use crate::contract::{format_fencing_token, parse_fencing_token};
-use async_nats::{HeaderMap, ServerAddr};
+use async_nats::{HeaderMap, HeaderName, ServerAddr, Subject};
 use async_trait::async_trait;
 use futures::StreamExt;
 use std::fmt;
@@ -175,21 +175,37 @@ fn connect_failure(error: &async_nats::ConnectError, tls: bool) -> String {
     }
 }
 
-pub(crate) fn encode_headers(headers: &MessageHeaders) -> HeaderMap {
+// Our header names, built once: a name made from a `&str` is a heap copy per message.
+const TARGET: HeaderName = HeaderName::from_static(HEADER_TARGET);
+const SUBSCRIPTION: HeaderName = HeaderName::from_static(HEADER_SUBSCRIPTION);
+const FENCING_TOKEN: HeaderName = HeaderName::from_static(HEADER_FENCING_TOKEN);
+const TRACEPARENT: HeaderName = HeaderName::from_static(HEADER_TRACEPARENT);
+
+/// Our headers as NATS headers, the values moved in (no copy per message). A value NATS
+/// cannot carry (a CR or LF would end the header block) is refused by name: async-nats
+/// would panic on it.
+pub(crate) fn encode_headers(headers: MessageHeaders) -> Result<HeaderMap, String> {
+    let MessageHeaders {
+        target,
+        subscription,
+        fencing_token,
+        traceparent,
+    } = headers;
     let mut map = HeaderMap::new();
-    if let Some(target) = &headers.target {
-        map.insert(HEADER_TARGET, target.as_str());
+    let values = [
+        (TARGET, target),
+        (SUBSCRIPTION, subscription),
+        (FENCING_TOKEN, fencing_token.map(format_fencing_token)),
+        (TRACEPARENT, traceparent),
+    ];
+    for (name, value) in values {
+        let Some(value) = value else { continue };
+        if value.contains(['\r', '\n']) {
+            return Err(format!("header {name} carries a line break"));
+        }
+        map.insert(name, value);
     }
-    if let Some(subscription) = &headers.subscription {
-        map.insert(HEADER_SUBSCRIPTION, subscription.as_str());
-    }
-    if let Some(token) = headers.fencing_token {
-        map.insert(HEADER_FENCING_TOKEN, format_fencing_token(token).as_str());
-    }
-    if let Some(traceparent) = &headers.traceparent {
-        map.insert(HEADER_TRACEPARENT, traceparent.as_str());
-    }
-    map
+    Ok(map)
 }
 
 /// Reads our headers from a NATS message; a missing or malformed fencing token reads as
@@ -211,14 +227,17 @@ pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
 impl Bus for NatsBus {
     async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
         validate_subject(&message.subject, false)?;
-        let headers = encode_headers(&message.headers);
+        let failed = |subject: String, reason: String| BusError::Publish { subject, reason };
+        let headers = match encode_headers(message.headers) {
+            Ok(headers) => headers,
+            Err(reason) => return Err(failed(message.subject, reason)),
+        };
+        // The subject takes the string's buffer; async-nats keeps a shared handle to it.
+        let subject = Subject::from(message.subject);
         self.client
-            .publish_with_headers(message.subject.clone(), headers, message.payload)
+            .publish_with_headers(subject.clone(), headers, message.payload)
             .await
-            .map_err(|e| BusError::Publish {
-                subject: message.subject,
-                reason: e.to_string(),
-            })
+            .map_err(|e| failed(subject.to_string(), e.to_string()))
     }
 
     async fn flush(&self) -> Result<(), BusError> {
@@ -265,5 +284,30 @@ impl Bus for NatsBus {
             headers: decode_headers(m.headers.as_ref()),
             payload: m.payload,
         })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_and_a_line_break_is_refused_by_name() {
+        let headers = MessageHeaders {
+            target: Some("router-1".into()),
+            subscription: Some("port-stats".into()),
+            fencing_token: Some(42),
+            traceparent: None,
+        };
+        let map = encode_headers(headers.clone()).expect("plain values encode");
+        assert_eq!(decode_headers(Some(&map)), headers);
+        for bad in ["router\n1", "router\r1"] {
+            let refused = encode_headers(MessageHeaders {
+                target: Some(bad.into()),
+                ..headers.clone()
+            })
+            .expect_err("a line break cannot travel in a header");
+            assert_eq!(refused, "header Gnomon-Target carries a line break");
+        }
     }
 }

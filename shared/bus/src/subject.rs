@@ -14,19 +14,19 @@ pub fn validate_subject(subject: &str, allow_wildcards: bool) -> Result<(), BusE
     if subject.is_empty() {
         return invalid("empty subject");
     }
-    let tokens: Vec<&str> = subject.split('.').collect();
-    for (i, token) in tokens.iter().enumerate() {
+    let mut tokens = subject.split('.').peekable();
+    while let Some(token) = tokens.next() {
         if token.is_empty() {
             return invalid("empty token (leading, trailing or double '.')");
         }
         if token.chars().any(char::is_whitespace) {
             return invalid("whitespace is not allowed");
         }
-        let wildcard = *token == "*" || *token == ">";
+        let wildcard = token == "*" || token == ">";
         if wildcard && !allow_wildcards {
             return invalid("wildcards are not allowed when publishing");
         }
-        if *token == ">" && i + 1 != tokens.len() {
+        if token == ">" && tokens.peek().is_some() {
             return invalid("'>' must be the last token");
         }
     }
