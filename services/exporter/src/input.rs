@@ -779,27 +779,29 @@ impl NatsInput {
         let Some(plain) = plain_events(notification, meta) else {
             return false;
         };
-        let tag_sets: Vec<Vec<(Cow<'_, str>, Cow<'_, str>)>> = plain
-            .tag_sets
-            .iter()
-            .map(|tags| {
-                tags.iter()
-                    .map(|(k, v)| (Cow::Borrowed(k.as_str()), Cow::Borrowed(v.as_str())))
-                    .collect()
-            })
-            .collect();
-        let views: Vec<WireEvent<'_>> = plain
+        if plain.name == TARGET_UP {
+            return false;
+        }
+        let samples: Vec<(&str, SampleValue<'_>)> = plain
             .values
             .iter()
-            .map(|(key, value, set)| WireEvent {
-                name: Cow::Borrowed(plain.name),
-                timestamp: plain.timestamp,
-                tags: tag_sets[*set].clone(),
-                values: vec![(Cow::Borrowed(key.as_str()), plain_sample(value))],
-                deletes: Vec::new(),
-            })
+            .map(|(key, value, _)| (key.as_str(), plain_sample(value)))
             .collect();
-        self.deliver(&views);
+        // Runs of consecutive values sharing a tag set: (set, start, end).
+        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
+        for (i, (_, _, set)) in plain.values.iter().enumerate() {
+            match runs.last_mut() {
+                Some((last, _, end)) if last == set => *end = i + 1,
+                _ => runs.push((*set, i, i + 1)),
+            }
+        }
+        for output in &self.outputs {
+            let runs = runs
+                .iter()
+                .map(|&(set, start, end)| (&plain.tag_sets[set][..], &samples[start..end]));
+            let counts = output.ingest_runs(plain.name, plain.timestamp, runs);
+            self.count(output, counts);
+        }
         true
     }
 
@@ -1344,5 +1346,130 @@ mod tests {
             "{}",
             text(&shortened)
         );
+    }
+}
+
+#[cfg(test)]
+mod plain_path_tests {
+    use super::*;
+    use gnomon_bus::MessageHeaders;
+    use gnomon_gnmi::proto::gnmi::{Notification, Path, PathElem, SubscribeResponse, Update};
+    use prost::Message as _;
+
+    fn input(format: NatsInputFormat, output: Arc<PrometheusOutput>) -> NatsInput {
+        NatsInput {
+            name: "test".into(),
+            config: NatsInputConfig {
+                format,
+                ..Default::default()
+            },
+            queue: "test".into(),
+            client_name: "test".into(),
+            outputs: vec![output],
+            fencing: Arc::new(Fencing::default()),
+            stats: Arc::new(ExporterStats::default()),
+            chain: None,
+            gnmi_cache: None,
+            shard: None,
+        }
+    }
+
+    fn message(payload: Vec<u8>) -> BusMessage {
+        BusMessage {
+            subject: "telemetry.r1.sub".into(),
+            headers: MessageHeaders {
+                target: Some("r1".into()),
+                subscription: Some("sub".into()),
+                fencing_token: Some(1),
+                traceparent: None,
+            },
+            payload: payload.into(),
+        }
+    }
+
+    fn elem(name: &str, key: &[(&str, &str)]) -> PathElem {
+        PathElem {
+            name: name.into(),
+            key: key
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    fn update(elems: Vec<PathElem>, value: typed_value::Value) -> Update {
+        Update {
+            path: Some(Path {
+                elem: elems,
+                ..Default::default()
+            }),
+            val: Some(TypedValue { value: Some(value) }),
+            ..Default::default()
+        }
+    }
+
+    /// Runs of values under one interface, values of another in between, a string value
+    /// among numbers and a keyless update: the plain path stores what the events do.
+    #[test]
+    fn plain_runs_store_what_one_event_per_value_stores() {
+        use typed_value::Value as V;
+        let counters = |name: &str| {
+            vec![
+                elem("interfaces", &[]),
+                elem("interface", &[("name", name)]),
+                elem("state", &[]),
+                elem("counters", &[]),
+            ]
+        };
+        let with = |mut elems: Vec<PathElem>, leaf: &str| {
+            elems.push(elem(leaf, &[]));
+            elems
+        };
+        let notification = Notification {
+            timestamp: 1_700_000_000_000_000_000,
+            prefix: Some(Path {
+                elem: vec![elem("system", &[("id", "a")])],
+                ..Default::default()
+            }),
+            update: vec![
+                update(with(counters("e1"), "in-octets"), V::UintVal(10)),
+                update(
+                    with(counters("e1"), "description"),
+                    V::StringVal("up".into()),
+                ),
+                update(with(counters("e1"), "out-octets"), V::IntVal(-3)),
+                update(with(counters("e2"), "in-octets"), V::UintVal(20)),
+                update(vec![elem("uptime", &[])], V::IntVal(7)),
+                update(with(counters("e1"), "errors"), V::BoolVal(true)),
+            ],
+            ..Default::default()
+        };
+        let response = SubscribeResponse {
+            response: Some(subscribe_response::Response::Update(notification.clone())),
+            ..Default::default()
+        };
+        let meta = EventMeta::new("r1".to_string(), "sub".to_string());
+        let events = gnomon_gnmi::event::notification_to_events(&notification, &meta);
+        let json = gnomon_gnmi::event::events_to_json(&events);
+        for strings_as_labels in [false, true] {
+            let config = serde_json::json!({"strings-as-labels": strings_as_labels});
+            let output = |name: &str| {
+                let config = serde_json::from_value(config.clone()).expect("output config");
+                Arc::new(PrometheusOutput::new(name, config))
+            };
+            let (plain, evented) = (output("plain"), output("events"));
+            input(NatsInputFormat::Proto, plain.clone())
+                .process(&message(response.encode_to_vec()));
+            input(NatsInputFormat::Event, evented.clone()).process(&message(json.clone()));
+            let rendered = String::from_utf8(plain.render()).expect("utf-8");
+            assert_eq!(
+                rendered,
+                String::from_utf8(evented.render()).expect("utf-8")
+            );
+            assert!(
+                rendered.contains("interface_name=\"e2\""),
+                "strings-as-labels {strings_as_labels}: {rendered}"
+            );
+        }
     }
 }

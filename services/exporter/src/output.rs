@@ -282,6 +282,42 @@ impl PrometheusOutput {
         counts
     }
 
+    /// Stores the values of one notification's plain events (name, timestamp, then runs of
+    /// values sharing a tag set; see `gnomon_gnmi::event::plain_events`) without an event
+    /// per value. A run stands for one event per value: the series are the same, since
+    /// labels come from the tags alone — except with `strings-as-labels`, where a string
+    /// value labels the values of its own event only, so each value goes alone. Not for
+    /// outputs with processors, nor for `gnomon_target_up` (the caller checks).
+    pub fn ingest_runs<'r>(
+        &self,
+        name: &str,
+        timestamp: i64,
+        runs: impl Iterator<Item = (&'r [(String, String)], &'r [(&'r str, SampleValue<'r>)])>,
+    ) -> IngestCounts {
+        let mut counts = IngestCounts::default();
+        let timestamp = if self.config.export_timestamps && self.config.override_timestamps {
+            unix_now_ns()
+        } else {
+            timestamp
+        };
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let now = state.exposition.now();
+        let each_alone = self.config.strings_as_labels;
+        for (tags, values) in runs {
+            let tags = || tags.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+            if each_alone {
+                for value in values {
+                    let value = std::slice::from_ref(value);
+                    self.ingest_event(state, name, timestamp, tags(), value, now, &mut counts);
+                }
+            } else {
+                self.ingest_event(state, name, timestamp, tags(), values, now, &mut counts);
+            }
+        }
+        counts
+    }
+
     /// Stores the samples of one event (tags and values sorted by name).
     #[allow(clippy::too_many_arguments)]
     #[inline]
