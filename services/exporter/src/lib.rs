@@ -26,6 +26,7 @@ pub mod output;
 pub mod processing;
 pub mod registration;
 pub mod remote_write;
+mod series_index;
 pub mod shard;
 pub mod stats;
 pub mod wire;

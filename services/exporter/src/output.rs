@@ -11,7 +11,7 @@
 //! the `target` tag, else `source`). These series never expire; an event with
 //! `"deletes":["gnomon_target_up"]` removes the target's series (target deleted).
 
-use crate::exposition::{Exposition, FamilyKind, Upsert};
+use crate::exposition::{Exposition, ExpositionError, FamilyKind, PendingSample, Upsert};
 use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use crate::processing::{self, Batching, SharedChain};
 use crate::remote_write::WriteBuffer;
@@ -24,6 +24,10 @@ use gnomon_processors::{Chain, Record};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Samples built before they are stored together: enough for their cache misses to
+/// overlap, few enough to stay in the cache themselves.
+const PENDING_SAMPLES: usize = 64;
 
 /// Event name (and value key) of the per-target status the collector publishes.
 pub use gnomon_bus::contract::TARGET_STATUS as TARGET_UP;
@@ -49,6 +53,10 @@ struct State {
     exposition: Exposition,
     builder: SeriesBuilder,
     scratch: Vec<u8>,
+    /// Samples built but not stored yet, stored together ([`Exposition::upsert_many`]).
+    pending: Vec<PendingSample>,
+    /// Their series texts.
+    pending_text: Vec<u8>,
     /// One warning per minute while `max-series` refuses series.
     cap_warning: Throttle,
 }
@@ -99,6 +107,8 @@ impl PrometheusOutput {
                     .with_series_cap(config.series_cap()),
                 builder: SeriesBuilder::new(options),
                 scratch: Vec::new(),
+                pending: Vec::new(),
+                pending_text: Vec::new(),
                 cap_warning: Throttle::new(Duration::from_secs(60)),
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
@@ -253,6 +263,7 @@ impl PrometheusOutput {
                 &mut counts,
             );
         }
+        self.store_pending(state, now, &mut counts);
         counts
     }
 
@@ -279,6 +290,7 @@ impl PrometheusOutput {
                 &mut counts,
             );
         }
+        self.store_pending(state, now, &mut counts);
         counts
     }
 
@@ -315,6 +327,7 @@ impl PrometheusOutput {
                 self.ingest_event(state, name, timestamp, tags(), values, now, &mut counts);
             }
         }
+        self.store_pending(state, now, &mut counts);
         counts
     }
 
@@ -355,36 +368,73 @@ impl PrometheusOutput {
                 counts.skipped += 1;
                 continue;
             };
-            match state.exposition.upsert(
-                FamilyKind::Telemetry,
-                series.text,
-                series.name_len,
-                series.value,
-                timestamp,
-                now,
-            ) {
-                Ok(Upsert::Inserted) => {
-                    counts.stored += 1;
-                    counts.inserted += 1;
+            let start = state.pending_text.len();
+            state.pending_text.extend_from_slice(series.text);
+            state.pending.push(PendingSample {
+                range: start..state.pending_text.len(),
+                name_len: series.name_len,
+                value: series.value,
+                timestamp_ns: timestamp,
+            });
+            if state.pending.len() >= PENDING_SAMPLES {
+                self.store_pending(state, now, counts);
+            }
+        }
+    }
+
+    /// Stores the pending samples (every ingest ends with this).
+    fn store_pending(
+        &self,
+        state: &mut State,
+        now: crate::exposition::Tick,
+        counts: &mut IngestCounts,
+    ) {
+        let State {
+            exposition,
+            pending,
+            pending_text,
+            cap_warning,
+            ..
+        } = state;
+        exposition.upsert_many(
+            FamilyKind::Telemetry,
+            pending_text,
+            pending,
+            now,
+            |outcome| self.count_stored(outcome, cap_warning, counts),
+        );
+        pending.clear();
+        pending_text.clear();
+    }
+
+    fn count_stored(
+        &self,
+        outcome: Result<Upsert, ExpositionError>,
+        cap_warning: &mut Throttle,
+        counts: &mut IngestCounts,
+    ) {
+        match outcome {
+            Ok(Upsert::Inserted) => {
+                counts.stored += 1;
+                counts.inserted += 1;
+            }
+            Ok(Upsert::Updated) => counts.stored += 1,
+            Ok(Upsert::Older) => counts.older += 1,
+            Ok(Upsert::OverCap) => {
+                counts.over_cap += 1;
+                self.over_cap_counter.increment(1);
+                if let Some(suppressed) = cap_warning.allow() {
+                    tracing::warn!(
+                        output = %self.name,
+                        max_series = self.config.max_series,
+                        suppressed,
+                        "new series dropped: the output holds max-series already"
+                    );
                 }
-                Ok(Upsert::Updated) => counts.stored += 1,
-                Ok(Upsert::Older) => counts.older += 1,
-                Ok(Upsert::OverCap) => {
-                    counts.over_cap += 1;
-                    self.over_cap_counter.increment(1);
-                    if let Some(suppressed) = state.cap_warning.allow() {
-                        tracing::warn!(
-                            output = %self.name,
-                            max_series = self.config.max_series,
-                            suppressed,
-                            "new series dropped: the output holds max-series already"
-                        );
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(output = %self.name, error = %e, "series not stored");
-                    counts.skipped += 1;
-                }
+            }
+            Err(e) => {
+                tracing::warn!(output = %self.name, error = %e, "series not stored");
+                counts.skipped += 1;
             }
         }
     }
