@@ -125,7 +125,7 @@ pub struct Exposition {
     families: Vec<Family>,
     family_index: HashMap<Box<str>, u32, FixedState>,
     index: SeriesIndex,
-    /// Per sample of the batch being stored: its hash and where it was found.
+    /// Per sample of the batch being stored: its hash and its candidate location.
     batch: Vec<(u64, Option<Location>)>,
     hasher: FixedState,
     epoch: Instant,
@@ -224,27 +224,30 @@ impl Exposition {
             batch.push((hash, None));
         }
         std::hint::black_box(loads);
-        for (sample, (hash, found)) in samples.iter().zip(batch.iter_mut()) {
-            let series = &text[sample.range.clone()];
-            *found = self
-                .index
-                .find(*hash, |l| location_text(&self.families, l) == series);
-            if let Some((family, slot)) = *found {
-                let slot = &self.families[family as usize].slots[slot as usize];
-                loads = loads.wrapping_add(slot.len);
+        for (hash, candidate) in batch.iter_mut() {
+            *candidate = self.index.candidate(*hash);
+            if let Some((family, slot)) = *candidate {
+                let family = &self.families[family as usize];
+                let slot = &family.slots[slot as usize];
+                let text = family.text(slot);
+                let (first, last) = (text.first(), text.last());
+                loads = loads.wrapping_add(u32::from(*first.unwrap_or(&0)));
+                loads = loads.wrapping_add(u32::from(*last.unwrap_or(&0)));
             }
         }
         std::hint::black_box(loads);
-        for (sample, &(hash, found)) in samples.iter().zip(batch.iter()) {
-            // A series new to this batch may have been added by an earlier sample of it.
-            let found = found.or_else(|| {
-                let series = &text[sample.range.clone()];
-                self.index
-                    .find(hash, |l| location_text(&self.families, l) == series)
-            });
+        for (sample, &(hash, candidate)) in samples.iter().zip(batch.iter()) {
+            let series = &text[sample.range.clone()];
+            let found = candidate
+                .filter(|&l| location_text(&self.families, l) == series)
+                .or_else(|| {
+                    // Another series sharing the 32 bits, or one added by this batch.
+                    self.index
+                        .find(hash, |l| location_text(&self.families, l) == series)
+                });
             outcome(self.store(
                 kind,
-                &text[sample.range.clone()],
+                series,
                 sample.name_len,
                 sample.value,
                 sample.timestamp_ns,

@@ -70,6 +70,13 @@ impl SeriesIndex {
         self.buckets.get(self.home(h)).map_or(0, |b| b.slot)
     }
 
+    /// The first entry sharing `hash`'s 32 bits: almost always the series looked up, if it
+    /// is in the index (the caller confirms). Reads no series text, so a batch can load
+    /// every candidate's slot and text before comparing any.
+    pub fn candidate(&self, hash: u64) -> Option<Location> {
+        self.find(hash, |_| true)
+    }
+
     /// The entry of `hash` for which `is_it` holds (the caller compares the series text).
     pub fn find(&self, hash: u64, mut is_it: impl FnMut(Location) -> bool) -> Option<Location> {
         if self.buckets.is_empty() {
