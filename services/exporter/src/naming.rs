@@ -289,12 +289,12 @@ impl SeriesBuilder {
             self.series.push(b'_');
         }
         let start = self.series.len();
-        sanitize_into(&mut self.series, value_key);
-        let leading = self.series[start..]
-            .iter()
-            .take_while(|&&b| b == b'_')
-            .count();
-        self.series.drain(start..start + leading);
+        // Leading separators and underscores would become underscores that are dropped.
+        let first = value_key
+            .bytes()
+            .position(|b| b.is_ascii_alphanumeric())
+            .unwrap_or(value_key.len());
+        sanitize_into(&mut self.series, &value_key[first..]);
         if self.series.len() == start
             && self.prefix.is_empty()
             && !self.options.append_subscription_name
@@ -373,6 +373,29 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn metric_names_drop_what_sanitizes_to_leading_underscores() {
+        let prefixed = NamingOptions {
+            metric_prefix: "p".into(),
+            ..Default::default()
+        };
+        let plain = NamingOptions::default();
+        for key in [
+            "/a/b", "_a", "/_/a", "é1", "//", "", "a//b", "1abc", "__x_", "ü-é/c",
+        ] {
+            let stripped = sanitize(key).trim_start_matches('_').to_string();
+            let expected = format!("p_{stripped}");
+            assert_eq!(metric_name(&prefixed, "s", key), Some(expected), "{key:?}");
+            let expected = match stripped.as_bytes().first() {
+                None => None,
+                Some(b) if b.is_ascii_digit() => Some(format!("_{stripped}")),
+                Some(_) => Some(stripped.clone()),
+            };
+            assert_eq!(metric_name(&plain, "s", key), expected, "{key:?}");
+        }
+        assert_eq!(sanitize("a-/é_b"), "a__b");
     }
 
     #[test]
