@@ -187,20 +187,23 @@ impl Exposition {
         timestamp_ns: i64,
         now: Tick,
     ) -> Result<Upsert, ExpositionError> {
-        let hash = self.hasher.hash_one(series);
-        let found = self
-            .index
-            .find(hash, |l| location_text(&self.families, l) == series);
-        self.store(
-            kind,
-            series,
+        let sample = PendingSample {
+            range: 0..series.len(),
             name_len,
             value,
             timestamp_ns,
+        };
+        let mut stored = Ok(Upsert::Older);
+        self.upsert_many(
+            kind,
+            series,
+            std::slice::from_ref(&sample),
             now,
-            hash,
-            found,
-        )
+            |outcome| {
+                stored = outcome;
+            },
+        );
+        stored
     }
 
     /// Stores many samples (`samples`, texts in `text`), reporting each one's outcome to
@@ -241,38 +244,31 @@ impl Exposition {
             let series = &text[sample.range.clone()];
             let found = candidate
                 .filter(|&l| location_text(&self.families, l) == series)
-                .or_else(|| {
-                    // Another series sharing the 32 bits, or one added by this batch.
-                    self.index
-                        .find(hash, |l| location_text(&self.families, l) == series)
-                });
-            outcome(self.store(
-                kind,
-                series,
-                sample.name_len,
-                sample.value,
-                sample.timestamp_ns,
-                now,
-                hash,
-                found,
-            ));
+                // Another series sharing the 32 bits, or one added by this batch.
+                .or_else(|| self.find(hash, series));
+            outcome(self.store(kind, series, sample, now, hash, found));
         }
         self.batch = batch;
     }
 
-    /// Updates the series at `found`, or adds it (`series`, hashed `hash`) when `None`.
-    #[allow(clippy::too_many_arguments)]
+    /// Where the series `series` (hashed `hash`) is.
+    fn find(&self, hash: u64, series: &[u8]) -> Option<Location> {
+        self.index
+            .find(hash, |l| location_text(&self.families, l) == series)
+    }
+
+    /// Updates the series at `found` with `sample`, or adds it (`series`, hashed `hash`)
+    /// when `None`.
     fn store(
         &mut self,
         kind: FamilyKind,
         series: &[u8],
-        name_len: usize,
-        value: f64,
-        timestamp_ns: i64,
+        sample: &PendingSample,
         now: Tick,
         hash: u64,
         found: Option<Location>,
     ) -> Result<Upsert, ExpositionError> {
+        let (name_len, value, timestamp_ns) = (sample.name_len, sample.value, sample.timestamp_ns);
         if let Some((family, slot)) = found {
             let slot = &mut self.families[family as usize].slots[slot as usize];
             if timestamp_ns != 0 && slot.timestamp_ns != 0 && timestamp_ns < slot.timestamp_ns {
@@ -319,10 +315,7 @@ impl Exposition {
     /// Removes the series whose text is `series`; true when it existed.
     pub fn remove(&mut self, series: &[u8]) -> bool {
         let hash = self.hasher.hash_one(series);
-        let Some((family, slot)) = self
-            .index
-            .find(hash, |l| location_text(&self.families, l) == series)
-        else {
+        let Some((family, slot)) = self.find(hash, series) else {
             return false;
         };
         let (family, slot) = (family as usize, slot as usize);

@@ -79,6 +79,12 @@ impl SeriesIndex {
 
     /// The entry of `hash` for which `is_it` holds (the caller compares the series text).
     pub fn find(&self, hash: u64, mut is_it: impl FnMut(Location) -> bool) -> Option<Location> {
+        let at = self.probe(hash, |bucket| is_it((bucket.family, bucket.slot)))?;
+        Some((self.buckets[at].family, self.buckets[at].slot))
+    }
+
+    /// The position of the first bucket in `hash`'s run that has its 32 bits and `is_it`.
+    fn probe(&self, hash: u64, mut is_it: impl FnMut(Bucket) -> bool) -> Option<usize> {
         if self.buckets.is_empty() {
             return None;
         }
@@ -89,8 +95,8 @@ impl SeriesIndex {
             if bucket.family == EMPTY {
                 return None;
             }
-            if bucket.h == h && is_it((bucket.family, bucket.slot)) {
-                return Some((bucket.family, bucket.slot));
+            if bucket.h == h && is_it(bucket) {
+                return Some(at);
             }
             at = (at + 1) & self.mask();
         }
@@ -121,28 +127,9 @@ impl SeriesIndex {
         }
     }
 
-    /// The bucket holding exactly `location` under `hash`.
-    fn position(&self, hash: u64, location: Location) -> Option<usize> {
-        if self.buckets.is_empty() {
-            return None;
-        }
-        let h = short_hash(hash);
-        let mut at = self.home(h);
-        loop {
-            let bucket = self.buckets[at];
-            if bucket.family == EMPTY {
-                return None;
-            }
-            if bucket.h == h && (bucket.family, bucket.slot) == location {
-                return Some(at);
-            }
-            at = (at + 1) & self.mask();
-        }
-    }
-
     /// Points the entry of `location` under `hash` at `to` (a slot moved); false when absent.
     pub fn relocate(&mut self, hash: u64, location: Location, to: Location) -> bool {
-        let Some(at) = self.position(hash, location) else {
+        let Some(at) = self.probe(hash, |b| (b.family, b.slot) == location) else {
             return false;
         };
         (self.buckets[at].family, self.buckets[at].slot) = to;
@@ -151,7 +138,7 @@ impl SeriesIndex {
 
     /// Removes the entry of `location` under `hash`; false when absent.
     pub fn remove(&mut self, hash: u64, location: Location) -> bool {
-        let Some(mut hole) = self.position(hash, location) else {
+        let Some(mut hole) = self.probe(hash, |b| (b.family, b.slot) == location) else {
             return false;
         };
         // Backward shift: move each following entry of the run into the hole when its home
