@@ -265,6 +265,19 @@ impl SeriesBuilder {
         self.label_text.push(b'}');
     }
 
+    /// [`Self::start_event`] for an event the caller knows has the previous event's tags
+    /// (events of one message usually do): the labels rendered for those are kept without
+    /// comparing the tags again.
+    pub fn start_event_with_previous_tags<'v>(
+        &mut self,
+        tags: impl Iterator<Item = (&'v str, &'v str)>,
+        values: &[(impl AsRef<str>, SampleValue<'_>)],
+    ) {
+        if !(self.labels_cached && !self.options.strings_as_labels) {
+            self.start_event(tags, values);
+        }
+    }
+
     /// The series for one value of the event prepared by [`Self::start_event`]; None when the
     /// value is not numeric (and strings-as-labels is off) or the name would be empty.
     pub fn series(

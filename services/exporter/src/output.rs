@@ -261,6 +261,7 @@ impl PrometheusOutput {
                 &values,
                 now,
                 &mut counts,
+                false,
             );
         }
         self.store_pending(state, now, &mut counts);
@@ -275,6 +276,8 @@ impl PrometheusOutput {
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = state.exposition.now();
+        // The tags of the last event given to the series builder.
+        let mut previous_tags = None;
         for event in events {
             if event.name == TARGET_UP {
                 ingest_target_status(state, self.remote.as_deref(), event, now, &mut counts);
@@ -288,7 +291,9 @@ impl PrometheusOutput {
                 &event.values,
                 now,
                 &mut counts,
+                previous_tags == Some(&event.tags),
             );
+            previous_tags = Some(&event.tags);
         }
         self.store_pending(state, now, &mut counts);
         counts
@@ -321,17 +326,36 @@ impl PrometheusOutput {
             if each_alone {
                 for value in values {
                     let value = std::slice::from_ref(value);
-                    self.ingest_event(state, name, timestamp, tags(), value, now, &mut counts);
+                    self.ingest_event(
+                        state,
+                        name,
+                        timestamp,
+                        tags(),
+                        value,
+                        now,
+                        &mut counts,
+                        false,
+                    );
                 }
             } else {
-                self.ingest_event(state, name, timestamp, tags(), values, now, &mut counts);
+                self.ingest_event(
+                    state,
+                    name,
+                    timestamp,
+                    tags(),
+                    values,
+                    now,
+                    &mut counts,
+                    false,
+                );
             }
         }
         self.store_pending(state, now, &mut counts);
         counts
     }
 
-    /// Stores the samples of one event (tags and values sorted by name).
+    /// Stores the samples of one event (tags and values sorted by name); `previous_tags`
+    /// when the caller knows its tags are the previous event's.
     #[allow(clippy::too_many_arguments)]
     #[inline]
     fn ingest_event<'t, K: AsRef<str>>(
@@ -343,8 +367,13 @@ impl PrometheusOutput {
         values: &[(K, SampleValue<'_>)],
         now: crate::exposition::Tick,
         counts: &mut IngestCounts,
+        previous_tags: bool,
     ) {
-        state.builder.start_event(tags, values);
+        if previous_tags {
+            state.builder.start_event_with_previous_tags(tags, values);
+        } else {
+            state.builder.start_event(tags, values);
+        }
         if let Some(remote) = &self.remote {
             for (key, value) in values {
                 let Some((series, labels)) =
@@ -566,6 +595,45 @@ mod tests {
 
     fn output(yaml: &str) -> PrometheusOutput {
         PrometheusOutput::new("prom", serde_yaml::from_str(yaml).unwrap())
+    }
+
+    /// Labels follow each event's tags when consecutive events share them, change, or are
+    /// interrupted by a target-status event, within one message and across messages.
+    #[test]
+    fn each_event_keeps_its_own_labels_when_neighbours_share_tags() {
+        let event = |tag: &str, key: &str| {
+            format!(
+                r#"{{"name":"s","timestamp":1,"tags":{{"if":"{tag}"}},"values":{{"{key}":1}}}}"#
+            )
+        };
+        let status = r#"{"name":"gnomon_target_up","timestamp":1,"tags":{"target":"r1"},"values":{"gnomon_target_up":1}}"#;
+        for strings_as_labels in [false, true] {
+            let out = output(&format!("strings-as-labels: {strings_as_labels}"));
+            let first = format!(
+                "[{},{},{status},{},{}]",
+                event("e1", "a"),
+                event("e1", "b"),
+                event("e2", "c"),
+                event("e2", "d")
+            );
+            out.ingest(&decode_events(first.as_bytes()).unwrap());
+            let second = format!("[{},{}]", event("e3", "e"), event("e1", "f"));
+            out.ingest(&decode_events(second.as_bytes()).unwrap());
+            let rendered = text(&out);
+            for (key, tag) in [
+                ("a", "e1"),
+                ("b", "e1"),
+                ("c", "e2"),
+                ("d", "e2"),
+                ("e", "e3"),
+                ("f", "e1"),
+            ] {
+                assert!(
+                    rendered.contains(&format!("\n{key}{{if=\"{tag}\"}} 1\n")),
+                    "{key} with {tag}, strings-as-labels {strings_as_labels}: {rendered}"
+                );
+            }
+        }
     }
 
     fn text(output: &PrometheusOutput) -> String {
