@@ -273,7 +273,7 @@ impl SeriesBuilder {
         tags: impl Iterator<Item = (&'v str, &'v str)>,
         values: &[(impl AsRef<str>, SampleValue<'_>)],
     ) {
-        if !(self.labels_cached && !self.options.strings_as_labels) {
+        if !self.labels_cached || self.options.strings_as_labels {
             self.start_event(tags, values);
         }
     }
