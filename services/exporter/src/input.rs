@@ -787,18 +787,14 @@ impl NatsInput {
             .iter()
             .map(|(key, value, _)| (key.as_str(), plain_sample(value)))
             .collect();
-        // Runs of consecutive values sharing a tag set: (set, start, end).
-        let mut runs: Vec<(usize, usize, usize)> = Vec::new();
-        for (i, (_, _, set)) in plain.values.iter().enumerate() {
-            match runs.last_mut() {
-                Some((last, _, end)) if last == set => *end = i + 1,
-                _ => runs.push((*set, i, i + 1)),
-            }
-        }
         for output in &self.outputs {
-            let runs = runs
-                .iter()
-                .map(|&(set, start, end)| (&plain.tag_sets[set][..], &samples[start..end]));
+            // Runs of consecutive values sharing a tag set, with their samples.
+            let mut start = 0;
+            let runs = plain.values.chunk_by(|a, b| a.2 == b.2).map(|run| {
+                let samples = &samples[start..start + run.len()];
+                start += run.len();
+                (&plain.tag_sets[run[0].2][..], samples)
+            });
             let counts = output.ingest_runs(plain.name, plain.timestamp, runs);
             self.count(output, counts);
         }

@@ -229,8 +229,7 @@ impl PrometheusOutput {
             }
         }
         let mut counts = IngestCounts::default();
-        let override_now =
-            (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns);
+        let override_now = self.override_now();
         let mut values: Vec<(&str, SampleValue<'_>)> = Vec::new();
         let mut guard = self.lock();
         let state = &mut *guard;
@@ -271,8 +270,7 @@ impl PrometheusOutput {
     /// The decoded events, read in place (no processors).
     fn ingest_decoded(&self, events: &[WireEvent<'_>]) -> IngestCounts {
         let mut counts = IngestCounts::default();
-        let override_now =
-            (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns);
+        let override_now = self.override_now();
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = state.exposition.now();
@@ -299,6 +297,12 @@ impl PrometheusOutput {
         counts
     }
 
+    /// The time that replaces every sample's timestamp (`override-timestamps` with
+    /// `export-timestamps`), if any.
+    fn override_now(&self) -> Option<i64> {
+        (self.config.export_timestamps && self.config.override_timestamps).then(unix_now_ns)
+    }
+
     /// Stores the values of one notification's plain events (name, timestamp, then runs of
     /// values sharing a tag set; see `gnomon_gnmi::event::plain_events`) without an event
     /// per value. A run stands for one event per value: the series are the same, since
@@ -312,11 +316,7 @@ impl PrometheusOutput {
         runs: impl Iterator<Item = (&'r [(String, String)], &'r [(&'r str, SampleValue<'r>)])>,
     ) -> IngestCounts {
         let mut counts = IngestCounts::default();
-        let timestamp = if self.config.export_timestamps && self.config.override_timestamps {
-            unix_now_ns()
-        } else {
-            timestamp
-        };
+        let timestamp = self.override_now().unwrap_or(timestamp);
         let mut guard = self.lock();
         let state = &mut *guard;
         let now = state.exposition.now();
