@@ -2,7 +2,8 @@
 //! * `event` JSON: the shared owned and zero-copy decoders and the exporter's wire decoder,
 //!   then the exporter's Prometheus naming of each decoded event;
 //! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion (and
-//!   its plain shortcut, which must give the same events), the exporter's proto path and the
+//!   its plain shortcuts, from the decoded notification and straight from the wire, which
+//!   must give the same events), the exporter's proto path and the
 //!   collector's raw top-level scan.
 //!
 //! None may panic. Cheap cross-checks: owned and zero-copy JSON decoders agree, the
@@ -19,7 +20,7 @@ use gnomon_exporter::wire::{
     decode_events, decode_events_without_scanner, decode_proto, meta_from_subject, WireEvent,
 };
 use gnomon_gnmi::event::{
-    event_views_from_json, events_from_json, events_to_json, plain_events, response_to_events,
+    event_views_from_json, events_from_json, events_to_json, plain_events, plain_events_from_wire, response_to_events,
     response_to_json, Event, EventMeta,
 };
 use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
@@ -102,6 +103,15 @@ fn same_json(a: &serde_json::Value, b: &serde_json::Value) -> bool {
 
 fn proto_payload(data: &[u8]) {
     let meta = EventMeta::new("router1", "ifcounters");
+    // What the wire reader takes, prost reads as the same plain notification.
+    if let Some(wire) = plain_events_from_wire(data, &meta) {
+        let response = SubscribeResponse::decode(data).expect("prost reads what the wire reader took");
+        let Some(Response::Update(notification)) = &response.response else {
+            panic!("the wire reader took a response that is not a notification");
+        };
+        let plain = plain_events(notification, &meta).expect("prost's notification is plain too");
+        assert_eq!(wire.events(), plain.events(), "the wire reader's events differ from prost's");
+    }
     if let Ok(response) = SubscribeResponse::decode(data) {
         let events = response_to_events(&response, &meta);
         if let Some(Response::Update(notification)) = &response.response {

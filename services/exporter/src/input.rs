@@ -37,7 +37,9 @@ use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::jetstream::{self as js_config, InputSubjectFormat, JetStreamConsume};
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
-use gnomon_gnmi::event::{plain_events, response_to_events};
+use gnomon_gnmi::event::{
+    plain_events, plain_events_from_wire, response_to_events, PlainEvents, PlainValue,
+};
 use gnomon_gnmi::event::{Event, EventMeta};
 use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value, TypedValue};
 use gnomon_processors::{Record, Str};
@@ -715,11 +717,25 @@ impl NatsInput {
                 None => meta_from_subject(&message.subject),
             },
         };
+        let plain_path = self.takes_plain_events();
+        if plain_path && self.gnmi_cache.is_none() {
+            if let Some(plain) = plain_events_from_wire(&message.payload, &meta) {
+                if self.deliver_plain(&plain) {
+                    return true;
+                }
+            }
+        }
         match decode_response(&message.payload) {
             Ok(response) => {
                 self.cache_response(message, &meta, &response);
-                if self.deliver_plain(&response, &meta) {
-                    return true;
+                if let Some(subscribe_response::Response::Update(notification)) = &response.response
+                {
+                    let plain = plain_path
+                        .then(|| plain_events(notification, &meta))
+                        .flatten();
+                    if plain.is_some_and(|plain| self.deliver_plain(&plain)) {
+                        return true;
+                    }
                 }
                 let events = response_to_events(&response, &meta);
                 if let Some(chain) = &self.chain {
@@ -757,44 +773,39 @@ impl NatsInput {
         }
     }
 
-    /// Delivers a notification in the shape most telemetry has (scalars, no deletes, see
-    /// [`plain_events`]) to outputs that take events as they are, without
-    /// building a map per event; `false` when the general path must take it.
-    fn deliver_plain(
-        &self,
-        response: &gnomon_gnmi::proto::gnmi::SubscribeResponse,
-        meta: &EventMeta,
-    ) -> bool {
-        let Some(subscribe_response::Response::Update(notification)) = &response.response else {
-            return false;
-        };
-        if self.chain.is_some()
-            || self
+    /// Whether the outputs take plain events (see [`plain_events`]) as they are: no
+    /// processors anywhere and no `add-target`.
+    fn takes_plain_events(&self) -> bool {
+        self.chain.is_none()
+            && !self
                 .outputs
                 .iter()
                 .any(|o| o.has_processors() || add_target_mode(o).is_some())
-        {
-            return false;
-        }
-        let Some(plain) = plain_events(notification, meta) else {
-            return false;
-        };
+    }
+
+    /// Delivers a notification in the shape most telemetry has (scalars, no deletes) to
+    /// the outputs without building a map per event; `false` when the general path must
+    /// take it (gnomon's own target status).
+    fn deliver_plain(&self, plain: &PlainEvents<'_>) -> bool {
         if plain.name == TARGET_UP {
             return false;
         }
         let samples: Vec<(&str, SampleValue<'_>)> = plain
-            .values
+            .entries()
             .iter()
-            .map(|(key, value, _)| (key.as_str(), plain_sample(value)))
+            .map(|entry| (plain.key(entry), plain_sample(entry.value)))
             .collect();
         for output in &self.outputs {
             // Runs of consecutive values sharing a tag set, with their samples.
             let mut start = 0;
-            let runs = plain.values.chunk_by(|a, b| a.2 == b.2).map(|run| {
-                let samples = &samples[start..start + run.len()];
-                start += run.len();
-                (&plain.tag_sets[run[0].2][..], samples)
-            });
+            let runs = plain
+                .entries()
+                .chunk_by(|a, b| a.tag_set == b.tag_set)
+                .map(|run| {
+                    let samples = &samples[start..start + run.len()];
+                    start += run.len();
+                    (&plain.tag_sets[run[0].tag_set][..], samples)
+                });
             let counts = output.ingest_runs(plain.name, plain.timestamp, runs);
             self.count(output, counts);
         }
@@ -985,17 +996,14 @@ enum AddTarget<'o> {
     IfNotPresent(Option<&'o GoTemplate>),
 }
 
-/// A value [`plain_events`] lets through, as the general path reads it (through JSON:
-/// integers as floats, strings as text).
-fn plain_sample(value: &typed_value::Value) -> SampleValue<'_> {
+/// A plain value as the general path reads it (through JSON: integers as floats, strings
+/// as text).
+fn plain_sample(value: PlainValue<'_>) -> SampleValue<'_> {
     match value {
-        typed_value::Value::IntVal(i) => SampleValue::Number(*i as f64),
-        typed_value::Value::UintVal(u) => SampleValue::Number(*u as f64),
-        typed_value::Value::BoolVal(b) => SampleValue::Bool(*b),
-        typed_value::Value::StringVal(s) | typed_value::Value::AsciiVal(s) => {
-            SampleValue::Text(Cow::Borrowed(s))
-        }
-        _ => SampleValue::Other,
+        PlainValue::Int(i) => SampleValue::Number(i as f64),
+        PlainValue::Uint(u) => SampleValue::Number(u as f64),
+        PlainValue::Bool(b) => SampleValue::Bool(b),
+        PlainValue::Text(s) => SampleValue::Text(Cow::Borrowed(s)),
     }
 }
 

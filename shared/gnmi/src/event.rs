@@ -42,12 +42,14 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value as Json;
 
 mod codec;
+mod plain;
 mod view;
 
 pub use codec::{
     event_to_json, events_from_json, events_to_json, notification_to_json, response_to_json,
     EventDecodeError,
 };
+pub use plain::{plain_events, plain_events_from_wire, PlainEntry, PlainEvents, PlainValue};
 pub use view::{event_views_from_json, EventView};
 
 use super::path::{elems_of, keyless_len, push_without_keys, strip_module};
@@ -314,12 +316,17 @@ struct Context<'a> {
 
 impl<'a> Context<'a> {
     fn new(n: &Notification, meta: &'a EventMeta) -> Self {
-        let (mut prefix_key, prefix_tags) = match &n.prefix {
+        Self::of(n.prefix.as_ref(), n.timestamp, meta)
+    }
+
+    /// The context of a notification with `prefix` and `timestamp`.
+    fn of(prefix: Option<&Path>, timestamp: i64, meta: &'a EventMeta) -> Self {
+        let (mut prefix_key, prefix_tags) = match prefix {
             Some(p) => {
                 let elems = elems_of(p);
                 let mut key = String::with_capacity(keyless_len(&p.origin, &elems));
                 push_without_keys(&mut key, &p.origin, &elems);
-                (key, key_tags(&elems, &p.target))
+                (key, key_tags(elem_keys(&elems), &p.target))
             }
             None => (String::new(), Vec::new()),
         };
@@ -330,7 +337,7 @@ impl<'a> Context<'a> {
         add_meta_tags(&mut shared_tags, &meta_tags);
         Context {
             name: meta.event_name(),
-            timestamp: n.timestamp,
+            timestamp,
             prefix_key,
             prefix_tags,
             meta_tags,
@@ -356,25 +363,26 @@ impl<'a> Context<'a> {
     /// Value key and tags for an update or delete at `path`; `None` tags
     /// means "exactly `shared_tags`".
     fn key_and_tags(&self, path: Option<&Path>) -> (String, Option<BTreeMap<String, String>>) {
-        let (key, tags, _) = self.key_and_tags_renamed(path);
-        (key, tags)
-    }
-
-    /// [`Self::key_and_tags`], and whether a path key clashing with a prefix key of another
-    /// value was renamed after the value key (then the tags belong to this key alone).
-    fn key_and_tags_renamed(
-        &self,
-        path: Option<&Path>,
-    ) -> (String, Option<BTreeMap<String, String>>, bool) {
         let Some(path) = path else {
-            return (self.value_key(None, &[]), None, false);
+            return (self.value_key(None, &[]), None);
         };
         let elems = elems_of(path);
         let key = self.value_key(Some(path), &elems);
+        let (tags, _) = self.tags_with(&key, key_tags(elem_keys(&elems), &path.target));
+        (key, tags)
+    }
 
-        let own_tags = key_tags(&elems, &path.target);
+    /// The tags of a value at `key` whose path gives `own_tags` (see [`key_tags`]): the
+    /// prefix's, the path's (one clashing with a prefix tag of another value renamed
+    /// `<key>_<tag>`), then the meta tags; `None` when the path gives none (then they are
+    /// `shared_tags`). Also whether a tag was renamed (then the tags belong to `key` alone).
+    fn tags_with(
+        &self,
+        key: &str,
+        own_tags: Vec<(String, String)>,
+    ) -> (Option<BTreeMap<String, String>>, bool) {
         if own_tags.is_empty() {
-            return (key, None, false);
+            return (None, false);
         }
         let mut tags = self.prefix_tags.clone();
         let mut renamed = false;
@@ -391,7 +399,7 @@ impl<'a> Context<'a> {
             }
         }
         add_meta_tags(&mut tags, &self.meta_tags);
-        (key, Some(tags), renamed)
+        (Some(tags), renamed)
     }
 }
 
@@ -401,135 +409,57 @@ impl Context<'_> {
     fn value_key(&self, path: Option<&Path>, elems: &[PathElem]) -> String {
         let Some(path) = path else {
             let mut key = String::with_capacity(self.prefix_key.len() + 1);
-            key.push_str(&self.prefix_key);
-            key.push('/');
+            self.push_value_key(&mut key, "", std::iter::empty());
             return key;
         };
         let mut key =
             String::with_capacity(self.prefix_key.len() + 1 + keyless_len(&path.origin, elems));
-        key.push_str(&self.prefix_key);
-        key.push('/');
-        let own_start = key.len();
-        push_without_keys(&mut key, &path.origin, elems);
-        let leading_slashes = key[own_start..].bytes().take_while(|b| *b == b'/').count();
-        key.drain(own_start..own_start + leading_slashes);
+        self.push_value_key(
+            &mut key,
+            &path.origin,
+            elems.iter().map(|e| e.name.as_str()),
+        );
         key
     }
+
+    /// Appends [`Self::value_key`] of a path with `origin` and element `names` to `out`.
+    fn push_value_key<'e>(
+        &self,
+        out: &mut String,
+        origin: &str,
+        names: impl Iterator<Item = &'e str>,
+    ) {
+        out.push_str(&self.prefix_key);
+        out.push('/');
+        let own_start = out.len();
+        if !origin.is_empty() {
+            out.push_str(origin);
+            out.push(':');
+        }
+        for name in names.filter(|name| !name.is_empty()) {
+            out.push('/');
+            out.push_str(name);
+        }
+        let leading_slashes = out[own_start..].bytes().take_while(|b| *b == b'/').count();
+        out.drain(own_start..own_start + leading_slashes);
+    }
 }
 
-/// The events of a notification in the shape most telemetry has — every update a scalar,
-/// no deletes — kept as the tag sets they share plus one `(value key, value, tag set)` per
-/// update, so that a reader needs no map per event. Updates under the same keyed path
-/// elements (the counters of one interface) share one tag set.
-#[derive(Debug)]
-pub struct PlainEvents<'n> {
-    pub name: &'n str,
-    pub timestamp: i64,
-    /// The distinct tag sets of the events, each sorted by name; the first is the tags of
-    /// every event whose path has no keys and no target.
-    pub tag_sets: Vec<Vec<(String, String)>>,
-    /// One event per update, in update order: its value key, value and tag set (an index
-    /// into `tag_sets`).
-    pub values: Vec<(String, &'n typed_value::Value, usize)>,
-}
-
-impl PlainEvents<'_> {
-    /// The events these stand for (what [`notification_to_events`] gives): for checks, the
-    /// readers of plain events never build them.
-    pub fn events(&self) -> Vec<Event> {
-        self.values
+/// The keys of path elements as `(element name, key, value)`, in order.
+fn elem_keys(elems: &[PathElem]) -> impl Iterator<Item = (&str, &str, &str)> {
+    elems.iter().flat_map(|e| {
+        e.key
             .iter()
-            .map(|(key, value, set)| Event {
-                name: self.name.to_string(),
-                timestamp: self.timestamp,
-                tags: self.tag_sets[*set].iter().cloned().collect(),
-                values: [(
-                    key.clone(),
-                    value::to_json(&TypedValue {
-                        value: Some((*value).clone()),
-                    }),
-                )]
-                .into(),
-                deletes: Vec::new(),
-            })
-            .collect()
-    }
-}
-
-/// [`notification_to_events`] of `n` as [`PlainEvents`] when every update carries an int,
-/// uint, bool or string value and nothing is deleted; `None` otherwise (the caller then
-/// takes [`notification_to_events`]). Each `values` entry stands for the event
-/// `{name, timestamp, tags: tag_sets[i], values: {key: value}}`.
-pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<PlainEvents<'n>> {
-    use typed_value::Value as V;
-    if !n.delete.is_empty() {
-        return None;
-    }
-    let plain_value = |u: &'n crate::proto::gnmi::Update| match u.val.as_ref()?.value.as_ref()? {
-        value @ (V::IntVal(_)
-        | V::UintVal(_)
-        | V::BoolVal(_)
-        | V::StringVal(_)
-        | V::AsciiVal(_)) => Some(value),
-        _ => None,
-    };
-    if !n.update.iter().all(|u| plain_value(u).is_some()) {
-        return None;
-    }
-    let context = Context::new(n, meta);
-    let mut tag_sets = vec![context.shared_tags.clone().into_iter().collect()];
-    let mut values = Vec::with_capacity(n.update.len());
-    // The last update with tags of its own, when they may be shared (nothing renamed).
-    let mut previous: Option<(&'n Path, usize)> = None;
-    for u in &n.update {
-        let value = plain_value(u)?;
-        let Some(path) = u.path.as_ref() else {
-            values.push((context.value_key(None, &[]), value, 0));
-            continue;
-        };
-        let elems = elems_of(path);
-        if path.target.is_empty() && elems.iter().all(|e| e.key.is_empty()) {
-            values.push((context.value_key(Some(path), &elems), value, 0));
-            continue;
-        }
-        if let Some((_, set)) = previous.filter(|(before, _)| same_key_tags(before, path)) {
-            values.push((context.value_key(Some(path), &elems), value, set));
-            continue;
-        }
-        let (key, tags, renamed) = context.key_and_tags_renamed(Some(path));
-        let set = match tags {
-            Some(tags) => {
-                tag_sets.push(tags.into_iter().collect());
-                tag_sets.len() - 1
-            }
-            None => 0,
-        };
-        previous = (!renamed).then_some((path, set));
-        values.push((key, value, set));
-    }
-    Some(PlainEvents {
-        name: meta.event_name(),
-        timestamp: n.timestamp,
-        tag_sets,
-        values,
+            .map(move |(k, v)| (e.name.as_str(), k.as_str(), v.as_str()))
     })
 }
 
-/// Whether two paths give the same tags from their keys and target: the same target and
-/// the same keyed elements in the same order.
-fn same_key_tags(a: &Path, b: &Path) -> bool {
-    let (a_elems, b_elems) = (elems_of(a), elems_of(b));
-    let keyed = |e: &&PathElem| !e.key.is_empty();
-    a.target == b.target
-        && a_elems
-            .iter()
-            .filter(keyed)
-            .eq(b_elems.iter().filter(keyed))
-}
-
-/// Tags from a path's keys and target; a later element's tag replaces an
-/// earlier one of the same name.
-fn key_tags(elems: &[PathElem], target: &str) -> Vec<(String, String)> {
+/// Tags from a path's keys (`(element name, key, value)`, see [`elem_keys`]) and target; a
+/// later key's tag replaces an earlier one of the same name.
+fn key_tags<'k>(
+    keys: impl Iterator<Item = (&'k str, &'k str, &'k str)>,
+    target: &str,
+) -> Vec<(String, String)> {
     let mut tags: Vec<(String, String)> = Vec::new();
     let mut put = |name: String, value: &str| {
         if let Some(slot) = tags.iter_mut().find(|(n, _)| *n == name) {
@@ -538,20 +468,18 @@ fn key_tags(elems: &[PathElem], target: &str) -> Vec<(String, String)> {
             tags.push((name, value.to_owned()));
         }
     };
-    for e in elems {
-        for (k, v) in &e.key {
-            let name = if e.name.is_empty() {
-                k.clone()
-            } else {
-                let elem = strip_module(&e.name);
-                let mut name = String::with_capacity(elem.len() + 1 + k.len());
-                name.push_str(elem);
-                name.push('_');
-                name.push_str(k);
-                name
-            };
-            put(name, v);
-        }
+    for (elem, k, v) in keys {
+        let name = if elem.is_empty() {
+            k.to_owned()
+        } else {
+            let elem = strip_module(elem);
+            let mut name = String::with_capacity(elem.len() + 1 + k.len());
+            name.push_str(elem);
+            name.push('_');
+            name.push_str(k);
+            name
+        };
+        put(name, v);
     }
     if !target.is_empty() {
         put(TAG_TARGET.to_owned(), target);
@@ -660,6 +588,7 @@ mod tests {
     use super::*;
     use crate::path::parse_path;
     use crate::proto::gnmi::{Decimal64, Update};
+    use prost::Message;
     use serde_json::json;
     use typed_value::Value as V;
 
@@ -802,6 +731,16 @@ mod tests {
                 let got = plain_events(n, &meta).unwrap_or_else(|| panic!("{n:?}"));
                 let want = notification_to_events(n, &meta);
                 assert_eq!(got.events(), want, "{n:?}");
+                // Read straight from the wire: the same events in the same tag sets.
+                let encoded = SubscribeResponse {
+                    response: Some(Response::Update(n.clone())),
+                    ..Default::default()
+                }
+                .encode_to_vec();
+                let wire =
+                    plain_events_from_wire(&encoded, &meta).unwrap_or_else(|| panic!("{n:?}"));
+                assert_eq!(wire.events(), want, "{n:?}");
+                assert_eq!(wire.tag_sets, got.tag_sets, "{n:?}");
                 for tags in &got.tag_sets {
                     assert!(tags.is_sorted(), "{tags:?}");
                 }
@@ -810,10 +749,10 @@ mod tests {
         // Tag sets are shared by consecutive updates under the same keys, not rebuilt.
         let plain_meta = meta();
         let shared = plain_events(&plain[6], &plain_meta).unwrap();
-        let sets: Vec<usize> = shared.values.iter().map(|v| v.2).collect();
+        let sets: Vec<usize> = shared.entries().iter().map(|e| e.tag_set).collect();
         assert_eq!(sets, [1, 1, 2, 0, 2, 3, 4]);
         let renamed = plain_events(&plain[7], &plain_meta).unwrap();
-        let sets: Vec<usize> = renamed.values.iter().map(|v| v.2).collect();
+        let sets: Vec<usize> = renamed.entries().iter().map(|e| e.tag_set).collect();
         assert_eq!(sets, [1, 2, 3, 4]);
         // Anything else takes the general conversion.
         let not_plain = [
@@ -823,6 +762,12 @@ mod tests {
         ];
         for n in &not_plain {
             assert!(plain_events(n, &meta()).is_none(), "{n:?}");
+            let encoded = SubscribeResponse {
+                response: Some(Response::Update(n.clone())),
+                ..Default::default()
+            }
+            .encode_to_vec();
+            assert!(plain_events_from_wire(&encoded, &meta()).is_none(), "{n:?}");
         }
     }
 
