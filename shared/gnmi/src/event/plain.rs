@@ -277,12 +277,12 @@ pub fn plain_events_from_wire<'n>(
         let names = path.names.iter().copied();
         if !has_path {
             builder.push(value, "", std::iter::empty(), 0);
-        } else if path.target.is_empty() && path.keys.is_empty() {
+        } else if path.target.is_empty() && path.keyed.is_empty() {
             builder.push(value, path.origin, names, 0);
         } else if let Some(set) = previous_set.filter(|_| path.same_key_tags(&previous)) {
             builder.push(value, path.origin, names, set);
         } else {
-            let own_tags = key_tags(path.keys.iter().copied(), path.target);
+            let own_tags = key_tags(path.keys()?.into_iter(), path.target);
             let (set, renamed) = builder.push_tagged(value, path.origin, names, own_tags);
             previous_set = (!renamed).then_some(set);
             std::mem::swap(&mut path, &mut previous);
@@ -297,15 +297,40 @@ struct WirePath<'n> {
     origin: &'n str,
     target: &'n str,
     names: Vec<&'n str>,
-    /// `(element name, key, value)` in wire order.
-    keys: Vec<(&'n str, &'n str, &'n str)>,
+    /// The encoded elements that have keys, with their names: their keys are read only when
+    /// the tags are built (most updates share the previous update's).
+    keyed: Vec<(&'n str, &'n [u8])>,
 }
 
-impl WirePath<'_> {
-    /// Whether both give the same tags from their keys and target. Keys in another order
-    /// count as different: a tag set of its own, with the same tags.
+impl<'n> WirePath<'n> {
+    /// Whether both give the same tags from their keys and target (the same encoded keyed
+    /// elements: keys written in another order make a tag set of their own, with the same
+    /// tags).
     fn same_key_tags(&self, other: &Self) -> bool {
-        self.target == other.target && self.keys == other.keys
+        self.target == other.target && self.keyed == other.keyed
+    }
+
+    /// The keys as `(element name, key, value)`, in wire order; `None` for invalid UTF-8.
+    fn keys(&self) -> Option<Vec<(&'n str, &'n str, &'n str)>> {
+        let mut keys = Vec::with_capacity(self.keyed.len());
+        for (name, elem) in &self.keyed {
+            for field in Fields(elem) {
+                let (2, Field::Bytes(entry)) = field? else {
+                    continue;
+                };
+                let (mut key, mut value) = ("", "");
+                for field in Fields(entry) {
+                    match field? {
+                        (1, Field::Bytes(text)) => key = utf8(text)?,
+                        (2, Field::Bytes(text)) => value = utf8(text)?,
+                        (1 | 2, _) => return None,
+                        _ => {}
+                    }
+                }
+                keys.push((*name, key, value));
+            }
+        }
+        Some(keys)
     }
 }
 
@@ -326,7 +351,7 @@ fn read_update<'n>(update: &'n [u8], path: &mut WirePath<'n>) -> Option<(bool, P
     path.origin = "";
     path.target = "";
     path.names.clear();
-    path.keys.clear();
+    path.keyed.clear();
     if let Some(bytes) = path_bytes {
         read_path(bytes, path)?;
     }
@@ -363,30 +388,19 @@ fn read_path<'n>(bytes: &'n [u8], path: &mut WirePath<'n>) -> Option<()> {
     Some(())
 }
 
-/// Reads a `PathElem`: its name, and its keys with the name it ends up with (the last).
+/// Reads a `PathElem`'s name (the last, as prost keeps) and whether it has keys.
 fn read_elem<'n>(bytes: &'n [u8], path: &mut WirePath<'n>) -> Option<()> {
-    let (mut name, first_key) = ("", path.keys.len());
+    let (mut name, mut has_keys) = ("", false);
     for field in Fields(bytes) {
         match field? {
             (1, Field::Bytes(text)) => name = utf8(text)?,
-            (2, Field::Bytes(entry)) => {
-                let (mut key, mut value) = ("", "");
-                for field in Fields(entry) {
-                    match field? {
-                        (1, Field::Bytes(text)) => key = utf8(text)?,
-                        (2, Field::Bytes(text)) => value = utf8(text)?,
-                        (1 | 2, _) => return None,
-                        _ => {}
-                    }
-                }
-                path.keys.push(("", key, value));
-            }
+            (2, Field::Bytes(_)) => has_keys = true,
             (1 | 2, _) => return None,
             _ => {}
         }
     }
-    for key in &mut path.keys[first_key..] {
-        key.0 = name;
+    if has_keys {
+        path.keyed.push((name, bytes));
     }
     path.names.push(name);
     Some(())
@@ -640,6 +654,31 @@ mod tests {
                     4,
                     &[
                         bytes_field(1, &bytes_field(3, &bytes_field(1, &[0xff, 0xfe]))),
+                        bytes_field(3, &counter),
+                    ]
+                    .concat(),
+                )),
+            ),
+            (
+                "invalid UTF-8 in a key's value",
+                response(&bytes_field(
+                    4,
+                    &[
+                        bytes_field(
+                            1,
+                            &bytes_field(
+                                3,
+                                &[
+                                    bytes_field(1, b"interface"),
+                                    bytes_field(
+                                        2,
+                                        &[bytes_field(1, b"name"), bytes_field(2, &[0xc3])]
+                                            .concat(),
+                                    ),
+                                ]
+                                .concat(),
+                            ),
+                        ),
                         bytes_field(3, &counter),
                     ]
                     .concat(),
