@@ -396,15 +396,61 @@ pub fn cpu_us_per_update_with_processors() -> anyhow::Result<()> {
 /// `exporter_cpu_us_per_update_proto`: [`cpu_us_per_update`] for the collector's default
 /// format — one `gnmi.SubscribeResponse` per message (prefix with the interface's key, ten
 /// `uint_val` counters), as gnmic's proto NATS input reads it — next to the same run's prost
-/// decode of those messages alone (`_prost_decode_part`).
+/// decode of those messages alone (`_prost_decode_part`). Also `_device_wide`: the same
+/// series in one notification per device (no prefix, every update path keyed by its
+/// interface: the shape the simulator and many devices send, and `e2e_latency_p99_ms`'s).
 pub fn cpu_us_per_update_proto() -> anyhow::Result<()> {
-    let messages: Vec<Vec<BusMessage>> = (0..4u64)
+    let per_interface: Vec<Vec<BusMessage>> = (0..4u64)
         .map(|round| {
             (0..100)
-                .flat_map(|s| (0..INTERFACES).map(move |i| proto_message(s, i, round)))
+                .flat_map(|s| (0..INTERFACES).map(move |i| proto_message(s, i..i + 1, round)))
                 .collect()
         })
         .collect();
+    let device_wide: Vec<Vec<BusMessage>> = (0..4u64)
+        .map(|round| {
+            (0..100)
+                .map(|s| proto_message(s, 0..INTERFACES, round))
+                .collect()
+        })
+        .collect();
+    let per_update = proto_rounds_us(&per_interface)?;
+    let device_wide_per_update = proto_rounds_us(&device_wide)?;
+    let decode = (0..5)
+        .map(|_| {
+            let started = thread_cpu_seconds();
+            let mut updates = 0usize;
+            for message in per_interface[1..].iter().flatten() {
+                use prost::Message as _;
+                updates +=
+                    gnomon_gnmi::proto::gnmi::SubscribeResponse::decode(message.payload.as_ref())
+                        .map_or(0, |r| match r.response {
+                            Some(
+                                gnomon_gnmi::proto::gnmi::subscribe_response::Response::Update(n),
+                            ) => n.update.len(),
+                            _ => 0,
+                        });
+            }
+            (thread_cpu_seconds() - started) * 1e6 / updates.max(1) as f64
+        })
+        .fold(f64::INFINITY, f64::min);
+    report("exporter_cpu_us_per_update_proto", per_update, "us");
+    report(
+        "exporter_cpu_us_per_update_proto_prost_decode_part",
+        decode,
+        "us",
+    );
+    report(
+        "exporter_cpu_us_per_update_proto_device_wide",
+        device_wide_per_update,
+        "us",
+    );
+    Ok(())
+}
+
+/// The median µs of thread CPU time per update of a proto input over rounds of `messages`
+/// after the first (which inserts the series).
+fn proto_rounds_us(messages: &[Vec<BusMessage>]) -> anyhow::Result<f64> {
     let output = new_output();
     let mut input = exporter_input(output.clone());
     input.config.format = gnomon_config::nats_input::NatsInputFormat::Proto;
@@ -429,36 +475,13 @@ pub fn cpu_us_per_update_proto() -> anyhow::Result<()> {
         output.series_count() == inserted,
         "updates must not add series"
     );
-    let decode = (0..5)
-        .map(|_| {
-            let started = thread_cpu_seconds();
-            let mut updates = 0usize;
-            for message in messages[1..].iter().flatten() {
-                use prost::Message as _;
-                updates +=
-                    gnomon_gnmi::proto::gnmi::SubscribeResponse::decode(message.payload.as_ref())
-                        .map_or(0, |r| match r.response {
-                            Some(
-                                gnomon_gnmi::proto::gnmi::subscribe_response::Response::Update(n),
-                            ) => n.update.len(),
-                            _ => 0,
-                        });
-            }
-            (thread_cpu_seconds() - started) * 1e6 / updates.max(1) as f64
-        })
-        .fold(f64::INFINITY, f64::min);
-    report("exporter_cpu_us_per_update_proto", median(rounds), "us");
-    report(
-        "exporter_cpu_us_per_update_proto_prost_decode_part",
-        decode,
-        "us",
-    );
-    Ok(())
+    Ok(median(rounds))
 }
 
-/// One proto message: the notification of `interface` on `source`, prefix
-/// `/interfaces/interface[name=…]/state/counters`, one update per counter.
-fn proto_message(source: usize, interface: usize, round: u64) -> BusMessage {
+/// One proto message: the counters of `interfaces` on `source`, one update per counter. A
+/// single interface goes under the prefix `/interfaces/interface[name=…]/state/counters`;
+/// several have no prefix and the interface's key on every update path.
+fn proto_message(source: usize, interfaces: std::ops::Range<usize>, round: u64) -> BusMessage {
     use gnomon_gnmi::proto::gnmi::{
         subscribe_response, typed_value, Notification, Path, PathElem, SubscribeResponse,
         TypedValue, Update,
@@ -471,35 +494,46 @@ fn proto_message(source: usize, interface: usize, round: u64) -> BusMessage {
             .map(|(k, v)| (k.to_string(), v.clone()))
             .collect(),
     };
-    let prefix = Path {
-        elem: vec![
+    let counters_of = |interface: usize| {
+        vec![
             elem("interfaces", &[]),
             elem("interface", &[("name", format!("ethernet-1/{interface}"))]),
             elem("state", &[]),
             elem("counters", &[]),
-        ],
-        ..Default::default()
+        ]
     };
-    let update = COUNTERS
-        .iter()
-        .enumerate()
-        .map(|(i, counter)| Update {
-            path: Some(Path {
-                elem: vec![elem(counter, &[])],
+    let under_prefix = interfaces.len() == 1;
+    let prefix = under_prefix.then(|| Path {
+        elem: counters_of(interfaces.start),
+        ..Default::default()
+    });
+    let update = interfaces
+        .flat_map(|interface| COUNTERS.iter().enumerate().map(move |c| (interface, c)))
+        .map(|(interface, (i, counter))| {
+            let mut elems = if under_prefix {
+                Vec::new()
+            } else {
+                counters_of(interface)
+            };
+            elems.push(elem(counter, &[]));
+            Update {
+                path: Some(Path {
+                    elem: elems,
+                    ..Default::default()
+                }),
+                val: Some(TypedValue {
+                    value: Some(typed_value::Value::UintVal(
+                        round * 1_000_003 + (source * INTERFACES + interface) as u64 * 7 + i as u64,
+                    )),
+                }),
                 ..Default::default()
-            }),
-            val: Some(TypedValue {
-                value: Some(typed_value::Value::UintVal(
-                    round * 1_000_003 + (source * INTERFACES + interface) as u64 * 7 + i as u64,
-                )),
-            }),
-            ..Default::default()
+            }
         })
         .collect();
     let response = SubscribeResponse {
         response: Some(subscribe_response::Response::Update(Notification {
             timestamp: (TS + round) as i64,
-            prefix: Some(prefix),
+            prefix,
             update,
             ..Default::default()
         })),

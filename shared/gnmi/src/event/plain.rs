@@ -277,12 +277,12 @@ pub fn plain_events_from_wire<'n>(
         let names = path.names.iter().copied();
         if !has_path {
             builder.push(value, "", std::iter::empty(), 0);
-        } else if path.target.is_empty() && path.keyed.is_empty() {
+        } else if path.target.is_none() && path.keyed.is_empty() {
             builder.push(value, path.origin, names, 0);
         } else if let Some(set) = previous_set.filter(|_| path.same_key_tags(&previous)) {
             builder.push(value, path.origin, names, set);
         } else {
-            let own_tags = key_tags(path.keys()?.into_iter(), path.target);
+            let own_tags = key_tags(path.keys()?.into_iter(), path.target.unwrap_or_default());
             let (set, renamed) = builder.push_tagged(value, path.origin, names, own_tags);
             previous_set = (!renamed).then_some(set);
             std::mem::swap(&mut path, &mut previous);
@@ -295,7 +295,11 @@ pub fn plain_events_from_wire<'n>(
 #[derive(Default)]
 struct WirePath<'n> {
     origin: &'n str,
-    target: &'n str,
+    /// `None` when empty. Why not `""`: comparing two empty strings calls `memcmp` with
+    /// their dangling pointers, and glibc's vectorised `memcmp` then loads through them
+    /// under an empty mask, which costs the CPU a slow assist every time (measured: an
+    /// eighth of the exporter's time per message went to comparing empty targets).
+    target: Option<&'n str>,
     names: Vec<&'n str>,
     /// The encoded elements that have keys, with their names: their keys are read only when
     /// the tags are built (most updates share the previous update's).
@@ -349,7 +353,7 @@ fn read_update<'n>(update: &'n [u8], path: &mut WirePath<'n>) -> Option<(bool, P
         }
     }
     path.origin = "";
-    path.target = "";
+    path.target = None;
     path.names.clear();
     path.keyed.clear();
     if let Some(bytes) = path_bytes {
@@ -379,7 +383,9 @@ fn read_path<'n>(bytes: &'n [u8], path: &mut WirePath<'n>) -> Option<()> {
         match field? {
             (2, Field::Bytes(origin)) => path.origin = utf8(origin)?,
             (3, Field::Bytes(elem)) => read_elem(elem, path)?,
-            (4, Field::Bytes(target)) => path.target = utf8(target)?,
+            (4, Field::Bytes(target)) => {
+                path.target = Some(utf8(target)?).filter(|t| !t.is_empty())
+            }
             // Legacy `element` strings (read by prost's types) and wrong wire types.
             (1..=4, _) => return None,
             _ => {}
