@@ -23,6 +23,8 @@ pub(super) fn events(text: &str) -> Option<Vec<WireEvent<'_>>> {
         text,
         bytes: text.as_bytes(),
         pos: 0,
+        last_tags_text: "",
+        last_tags: Vec::new(),
     };
     s.ws();
     let events = match s.peek()? {
@@ -51,6 +53,10 @@ struct Scanner<'a> {
     text: &'a str,
     bytes: &'a [u8],
     pos: usize,
+    /// The text of the last tags object read, and its pairs: the events of a message
+    /// mostly repeat their neighbour's tags byte for byte, and the same bytes read the same.
+    last_tags_text: &'a str,
+    last_tags: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
 impl<'a> Scanner<'a> {
@@ -116,7 +122,7 @@ impl<'a> Scanner<'a> {
             match self.key()? {
                 "name" => event.name = Cow::Borrowed(self.string()?),
                 "timestamp" => event.timestamp = self.integer()?,
-                "tags" => event.tags = self.object(|s| s.string().map(Cow::Borrowed))?,
+                "tags" => event.tags = self.tags()?,
                 "values" => event.values = self.object(Self::sample)?,
                 "deletes" => event.deletes = self.strings()?,
                 _ => return None,
@@ -125,6 +131,21 @@ impl<'a> Scanner<'a> {
                 return Some(event);
             }
         }
+    }
+
+    /// A tags object: the last one's pairs again when its text repeats.
+    fn tags(&mut self) -> Option<Vec<(Cow<'a, str>, Cow<'a, str>)>> {
+        let start = self.pos;
+        if !self.last_tags_text.is_empty()
+            && self.bytes[start..].starts_with(self.last_tags_text.as_bytes())
+        {
+            self.pos += self.last_tags_text.len();
+            return Some(self.last_tags.clone());
+        }
+        let tags = self.object(|s| s.string().map(Cow::Borrowed))?;
+        self.last_tags_text = self.text.get(start..self.pos)?;
+        self.last_tags.clone_from(&tags);
+        Some(tags)
     }
 
     /// An object of `value`s, as key-sorted pairs (repeated keys kept, as serde_json's
@@ -314,6 +335,8 @@ mod tests {
             r#"[{"timestamp":-9223372036854775808},{"timestamp":9223372036854775807}]"#,
             r#"[{"name":"a","name":"b","tags":{"z":"1"},"tags":{"y":"2"}}]"#,
             r#"[{"values":{"n":1e400,"m":-1e-400,"u":"ünïcode ✓"}}]"#,
+            // Neighbours repeating, extending and changing their tags' text.
+            r#"[{"tags":{"b":"2","a":"1"},"values":{"x":1}},{"tags":{"b":"2","a":"1"},"values":{"y":2}},{"tags":{"b":"2","a":"1","c":"3"}},{"tags":{"b":"2","a":"1"}},{"tags":{ "b":"2","a":"1"}},{"tags":{}},{"tags":{}},{"tags":{"b":"2"}}]"#,
         ] {
             same_as_serde(payload, true);
         }
@@ -366,6 +389,8 @@ mod tests {
             r#"[{},]"#,
             r#"[{} {}]"#,
             r#"[{"name":"a"}"#,
+            r#"[{"tags":{"a":"1"}},{"tags":{"a":"1"}x}]"#,
+            r#"[{"tags":{"a":"1"}},{"tags":{"a":"1"}"#,
             r#"[{"name":"a"#,
             r#"[1]"#,
             "",
