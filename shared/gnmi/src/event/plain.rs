@@ -12,9 +12,9 @@
 //! borrows every string from the message and keeps one scratch path per notification.
 //! What it costs: a second reader of the gNMI wire format, kept exact by refusing (`None`:
 //! the caller decodes with prost) everything whose prost reading is not the plain one —
-//! repeated singular messages (prost merges them), legacy `element` paths, deletes,
-//! extensions, other value kinds, invalid UTF-8, malformed bytes. Tests and the
-//! `nats_message` fuzz target hold the two producers to the same events.
+//! repeated singular messages (prost merges them), legacy `element` paths, the deprecated
+//! `Update.value`, deletes, extensions, other value kinds, invalid UTF-8, malformed bytes.
+//! Tests and the `nats_message` fuzz target hold the two producers to the same events.
 
 use std::ops::Range;
 
@@ -345,9 +345,8 @@ fn read_update<'n>(update: &'n [u8], path: &mut WirePath<'n>) -> Option<(bool, P
         match field? {
             (1, Field::Bytes(bytes)) if path_bytes.is_none() => path_bytes = Some(bytes),
             (3, Field::Bytes(bytes)) if value.is_none() => value = Some(read_value(bytes)?),
-            // The deprecated `value` is not read when `val` is set (and without `val` the
-            // update is not plain).
-            (2, Field::Bytes(_)) | (4, Field::Varint(_)) => {}
+            (4, Field::Varint(_)) => {}
+            // The deprecated `value` too: prost would check its contents.
             (1..=4, _) => return None,
             _ => {}
         }
@@ -688,6 +687,13 @@ mod tests {
                         bytes_field(3, &counter),
                     ]
                     .concat(),
+                )),
+            ),
+            (
+                "a deprecated value next to val",
+                response(&bytes_field(
+                    4,
+                    &[update("/a", &counter), bytes_field(2, &varint_field(2, 1))].concat(),
                 )),
             ),
             (
