@@ -21,6 +21,7 @@ use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_processors::{Chain, Record};
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -289,7 +290,7 @@ impl PrometheusOutput {
                 &event.values,
                 now,
                 &mut counts,
-                previous_tags == Some(&event.tags),
+                previous_tags.is_some_and(|previous| same_tags(previous, &event.tags)),
             );
             previous_tags = Some(&event.tags);
         }
@@ -586,6 +587,16 @@ fn ingest_target_status(
             Err(_) => counts.skipped += 1,
         }
     }
+}
+
+/// Whether two events' tags are equal; neighbours' tags often borrow the very same text
+/// (the scanner reads a repeated tags object once), which is equal without comparing bytes.
+fn same_tags(a: &[(Cow<'_, str>, Cow<'_, str>)], b: &[(Cow<'_, str>, Cow<'_, str>)]) -> bool {
+    let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| same(ka, kb) && same(va, vb))
 }
 
 #[cfg(test)]
