@@ -52,7 +52,7 @@ pub use codec::{
 pub use plain::{plain_events, plain_events_from_wire, PlainEntry, PlainEvents, PlainValue};
 pub use view::{event_views_from_json, EventView};
 
-use super::path::{elems_of, keyless_len, push_without_keys, strip_module};
+use super::path::{elem_names, elems_of, keyless_len, push_without_keys, strip_module};
 use super::value::{self, update_value, ValueError};
 use crate::proto::gnmi::{
     subscribe_response::Response, typed_value, Notification, Path, PathElem, SubscribeResponse,
@@ -325,7 +325,7 @@ impl<'a> Context<'a> {
             Some(p) => {
                 let elems = elems_of(p);
                 let mut key = String::with_capacity(keyless_len(&p.origin, &elems));
-                push_without_keys(&mut key, &p.origin, &elems);
+                push_without_keys(&mut key, &p.origin, elem_names(&elems));
                 (key, key_tags(elem_keys(&elems), &p.target))
             }
             None => (String::new(), Vec::new()),
@@ -414,11 +414,7 @@ impl Context<'_> {
         };
         let mut key =
             String::with_capacity(self.prefix_key.len() + 1 + keyless_len(&path.origin, elems));
-        self.push_value_key(
-            &mut key,
-            &path.origin,
-            elems.iter().map(|e| e.name.as_str()),
-        );
+        self.push_value_key(&mut key, &path.origin, elem_names(elems));
         key
     }
 
@@ -432,14 +428,7 @@ impl Context<'_> {
         out.push_str(&self.prefix_key);
         out.push('/');
         let own_start = out.len();
-        if !origin.is_empty() {
-            out.push_str(origin);
-            out.push(':');
-        }
-        for name in names.filter(|name| !name.is_empty()) {
-            out.push('/');
-            out.push_str(name);
-        }
+        push_without_keys(out, origin, names);
         let leading_slashes = out[own_start..].bytes().take_while(|b| *b == b'/').count();
         out.drain(own_start..own_start + leading_slashes);
     }

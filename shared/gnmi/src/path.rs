@@ -256,7 +256,7 @@ fn push_escaped(out: &mut String, s: &str, special: &[char]) {
 pub fn path_without_keys(p: &Path) -> String {
     let elems = elems_of(p);
     let mut out = String::with_capacity(keyless_len(&p.origin, &elems));
-    push_without_keys(&mut out, &p.origin, &elems);
+    push_without_keys(&mut out, &p.origin, elem_names(&elems));
     out
 }
 
@@ -269,17 +269,25 @@ pub(crate) fn keyless_len(origin: &str, elems: &[PathElem]) -> usize {
     origin_len + elems.iter().map(|e| e.name.len() + 1).sum::<usize>()
 }
 
-pub(crate) fn push_without_keys(out: &mut String, origin: &str, elems: &[PathElem]) {
+/// Appends [`path_without_keys`] of a path with `origin` and element `names` to `out`.
+pub(crate) fn push_without_keys<'e>(
+    out: &mut String,
+    origin: &str,
+    names: impl Iterator<Item = &'e str>,
+) {
     if !origin.is_empty() {
         out.push_str(origin);
         out.push(':');
     }
-    for e in elems {
-        if !e.name.is_empty() {
-            out.push('/');
-            out.push_str(&e.name);
-        }
+    for name in names.filter(|name| !name.is_empty()) {
+        out.push('/');
+        out.push_str(name);
     }
+}
+
+/// The names of path elements, for [`push_without_keys`].
+pub(crate) fn elem_names(elems: &[PathElem]) -> impl Iterator<Item = &str> {
+    elems.iter().map(|e| e.name.as_str())
 }
 
 /// The elements of a path. Paths from old peers carry only the deprecated

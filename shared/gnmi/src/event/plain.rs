@@ -22,6 +22,7 @@ use prost::encoding::{decode_key, decode_varint, skip_field, DecodeContext, Wire
 use prost::Message;
 
 use super::{elem_keys, elems_of, key_tags, value, Context, Event, EventMeta};
+use crate::path::elem_names;
 use crate::proto::gnmi::{typed_value, Notification, Path, TypedValue};
 
 /// A value the plain shape carries.
@@ -133,6 +134,13 @@ impl<'n> Builder<'n> {
         }
     }
 
+    /// Appends the value key of a path with `origin` and element `names`; returns where.
+    fn push_key<'e>(&mut self, origin: &str, names: impl Iterator<Item = &'e str>) -> Range<usize> {
+        let start = self.keys.len();
+        self.context.push_value_key(&mut self.keys, origin, names);
+        start..self.keys.len()
+    }
+
     /// Adds an update at a path with `origin` and element `names` whose tags are
     /// `tag_set`'s.
     fn push<'e>(
@@ -142,10 +150,9 @@ impl<'n> Builder<'n> {
         names: impl Iterator<Item = &'e str>,
         tag_set: usize,
     ) {
-        let start = self.keys.len();
-        self.context.push_value_key(&mut self.keys, origin, names);
+        let key = self.push_key(origin, names);
         self.entries.push(PlainEntry {
-            key: start..self.keys.len(),
+            key,
             value,
             tag_set,
         });
@@ -161,20 +168,21 @@ impl<'n> Builder<'n> {
         names: impl Iterator<Item = &'e str>,
         own_tags: Vec<(String, String)>,
     ) -> (usize, bool) {
-        let start = self.keys.len();
-        self.push(value, origin, names, 0);
-        let (tags, renamed) = self.context.tags_with(&self.keys[start..], own_tags);
-        let set = match tags {
+        let key = self.push_key(origin, names);
+        let (tags, renamed) = self.context.tags_with(&self.keys[key.clone()], own_tags);
+        let tag_set = match tags {
             Some(tags) => {
                 self.tag_sets.push(tags.into_iter().collect());
                 self.tag_sets.len() - 1
             }
             None => 0,
         };
-        if let Some(entry) = self.entries.last_mut() {
-            entry.tag_set = set;
-        }
-        (set, renamed)
+        self.entries.push(PlainEntry {
+            key,
+            value,
+            tag_set,
+        });
+        (tag_set, renamed)
     }
 
     fn finish(self) -> PlainEvents<'n> {
@@ -205,7 +213,7 @@ pub fn plain_events<'n>(n: &'n Notification, meta: &'n EventMeta) -> Option<Plai
             continue;
         };
         let elems = elems_of(path);
-        let names = elems.iter().map(|e| e.name.as_str());
+        let names = elem_names(&elems);
         if path.target.is_empty() && elems.iter().all(|e| e.key.is_empty()) {
             builder.push(value, &path.origin, names, 0);
             continue;
