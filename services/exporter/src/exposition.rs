@@ -12,7 +12,8 @@
 //! Per series this costs the label text (~80 bytes for gNMI series) + a 32-byte slot +
 //! 16–32 bytes of index; there is no per-series heap allocation.
 
-use crate::series_index::{Location, SeriesIndex};
+pub use crate::series_index::Location;
+use crate::series_index::SeriesIndex;
 use foldhash::fast::FixedState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -135,6 +136,9 @@ pub struct Exposition {
     max_series: usize,
     /// Data series held (the cap counts these only).
     data_series: usize,
+    /// Counts removals: a [`Location`] learnt while it had another value may point at
+    /// another series now (a removal moves the family's last slot into the hole).
+    removals: u64,
 }
 
 impl Exposition {
@@ -151,7 +155,14 @@ impl Exposition {
             series: 0,
             max_series: usize::MAX,
             data_series: 0,
+            removals: 0,
         }
+    }
+
+    /// Changes whenever a series is removed; the locations an upsert reported stay those
+    /// of the same series while it does not change.
+    pub fn removals(&self) -> u64 {
+        self.removals
     }
 
     /// The exposition with a cap on data series (`max-series`); `None` for none.
@@ -199,15 +210,15 @@ impl Exposition {
             series,
             std::slice::from_ref(&sample),
             now,
-            |outcome| {
+            |outcome, _| {
                 stored = outcome;
             },
         );
         stored
     }
 
-    /// Stores many samples (`samples`, texts in `text`), reporting each one's outcome to
-    /// `outcome` in order. The same as one [`Self::upsert`] per sample, but the index
+    /// Stores many samples (`samples`, texts in `text`), reporting each one's outcome and
+    /// its series' location (when it is stored) to `outcome` in order. The same as one [`Self::upsert`] per sample, but the index
     /// entries, slots and texts of all of them are loaded first, so their cache misses
     /// overlap instead of following one another (the cost of an update at 100 k+ series).
     pub fn upsert_many(
@@ -216,7 +227,7 @@ impl Exposition {
         text: &[u8],
         samples: &[PendingSample],
         now: Tick,
-        mut outcome: impl FnMut(Result<Upsert, ExpositionError>),
+        mut outcome: impl FnMut(Result<Upsert, ExpositionError>, Option<Location>),
     ) {
         let mut batch = std::mem::take(&mut self.batch);
         batch.clear();
@@ -246,7 +257,10 @@ impl Exposition {
                 .filter(|&l| location_text(&self.families, l) == series)
                 // Another series sharing the 32 bits, or one added by this batch.
                 .or_else(|| self.find(hash, series));
-            outcome(self.store(kind, series, sample, now, hash, found));
+            match self.store(kind, series, sample, now, hash, found) {
+                Ok((upsert, location)) => outcome(Ok(upsert), location),
+                Err(e) => outcome(Err(e), None),
+            }
         }
         self.batch = batch;
     }
@@ -257,8 +271,36 @@ impl Exposition {
             .find(hash, |l| location_text(&self.families, l) == series)
     }
 
+    /// Stores `value` (stamped `timestamp_ns`) in the series at `location`, as an upsert
+    /// of that series' text would; `None` when there is no series there.
+    pub fn update_at(
+        &mut self,
+        location: Location,
+        value: f64,
+        timestamp_ns: i64,
+        now: Tick,
+    ) -> Option<Upsert> {
+        let (family, slot) = location;
+        let slot = self
+            .families
+            .get_mut(family as usize)?
+            .slots
+            .get_mut(slot as usize)?;
+        Some(Self::update_slot(slot, value, timestamp_ns, now))
+    }
+
+    fn update_slot(slot: &mut Slot, value: f64, timestamp_ns: i64, now: Tick) -> Upsert {
+        if timestamp_ns != 0 && slot.timestamp_ns != 0 && timestamp_ns < slot.timestamp_ns {
+            return Upsert::Older;
+        }
+        slot.value = value;
+        slot.timestamp_ns = timestamp_ns;
+        slot.touched = now;
+        Upsert::Updated
+    }
+
     /// Updates the series at `found` with `sample`, or adds it (`series`, hashed `hash`)
-    /// when `None`.
+    /// when `None`; returns what it did and where the series is (`None` when not stored).
     fn store(
         &mut self,
         kind: FamilyKind,
@@ -267,21 +309,16 @@ impl Exposition {
         now: Tick,
         hash: u64,
         found: Option<Location>,
-    ) -> Result<Upsert, ExpositionError> {
+    ) -> Result<(Upsert, Option<Location>), ExpositionError> {
         let (name_len, value, timestamp_ns) = (sample.name_len, sample.value, sample.timestamp_ns);
         if let Some((family, slot)) = found {
-            let slot = &mut self.families[family as usize].slots[slot as usize];
-            if timestamp_ns != 0 && slot.timestamp_ns != 0 && timestamp_ns < slot.timestamp_ns {
-                return Ok(Upsert::Older);
-            }
-            slot.value = value;
-            slot.timestamp_ns = timestamp_ns;
-            slot.touched = now;
-            return Ok(Upsert::Updated);
+            let stored = &mut self.families[family as usize].slots[slot as usize];
+            let upsert = Self::update_slot(stored, value, timestamp_ns, now);
+            return Ok((upsert, found));
         }
         let data = kind == FamilyKind::Telemetry;
         if data && self.data_series >= self.max_series {
-            return Ok(Upsert::OverCap);
+            return Ok((Upsert::OverCap, None));
         }
         let len = u32::try_from(series.len())
             .map_err(|_| ExpositionError::SeriesTooLong(series.len()))?;
@@ -309,7 +346,7 @@ impl Exposition {
         if data {
             self.data_series += 1;
         }
-        Ok(Upsert::Inserted)
+        Ok((Upsert::Inserted, Some((family_id, slot_id))))
     }
 
     /// Removes the series whose text is `series`; true when it existed.
@@ -371,6 +408,7 @@ impl Exposition {
         let family = &mut families[family];
         family.garbage += family.slots[slot].len as usize;
         family.slots.swap_remove(slot);
+        self.removals += 1;
         self.series -= 1;
         if family.kind == FamilyKind::Telemetry {
             self.data_series -= 1;

@@ -37,13 +37,10 @@ use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::jetstream::{self as js_config, InputSubjectFormat, JetStreamConsume};
 use gnomon_config::nats_input::{NatsInputConfig, NatsInputFormat};
 use gnomon_config::prometheus_output::split_host_port;
-use gnomon_gnmi::event::{
-    plain_events, plain_events_from_wire, response_to_events, PlainEvents, PlainValue,
-};
+use gnomon_gnmi::event::{plain_events, plain_events_from_wire, response_to_events, PlainEvents};
 use gnomon_gnmi::event::{Event, EventMeta};
 use gnomon_gnmi::proto::gnmi::{subscribe_response, typed_value, TypedValue};
 use gnomon_processors::{Record, Str};
-use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
@@ -793,20 +790,10 @@ impl NatsInput {
         let samples: Vec<(&str, SampleValue<'_>)> = plain
             .entries()
             .iter()
-            .map(|entry| (plain.key(entry), plain_sample(entry.value)))
+            .map(|entry| (plain.key(entry), SampleValue::from(entry.value)))
             .collect();
         for output in &self.outputs {
-            // Runs of consecutive values sharing a tag set, with their samples.
-            let mut start = 0;
-            let runs = plain
-                .entries()
-                .chunk_by(|a, b| a.tag_set == b.tag_set)
-                .map(|run| {
-                    let samples = &samples[start..start + run.len()];
-                    start += run.len();
-                    (&plain.tag_sets[run[0].tag_set][..], samples)
-                });
-            let counts = output.ingest_runs(plain.name, plain.timestamp, runs);
+            let counts = output.ingest_plain(plain, &samples);
             self.count(output, counts);
         }
         true
@@ -998,15 +985,6 @@ enum AddTarget<'o> {
 
 /// A plain value as the general path reads it (through JSON: integers as floats, strings
 /// as text).
-fn plain_sample(value: PlainValue<'_>) -> SampleValue<'_> {
-    match value {
-        PlainValue::Int(i) => SampleValue::Number(i as f64),
-        PlainValue::Uint(u) => SampleValue::Number(u as f64),
-        PlainValue::Bool(b) => SampleValue::Bool(b),
-        PlainValue::Text(s) => SampleValue::Text(Cow::Borrowed(s)),
-    }
-}
-
 fn add_target_mode(output: &PrometheusOutput) -> Option<AddTarget<'_>> {
     let template = output.target_template();
     match output.config().add_target.as_deref() {

@@ -27,6 +27,7 @@ pub mod processing;
 pub mod registration;
 pub mod remote_write;
 mod series_index;
+pub mod shape_cache;
 pub mod shard;
 pub mod stats;
 pub mod wire;

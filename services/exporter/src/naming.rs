@@ -4,6 +4,7 @@
 //! [`SeriesBuilder`] turns one event into series texts (`name{labels}`) and values, reusing
 //! its buffers so steady-state ingest does not allocate.
 
+use gnomon_gnmi::event::PlainValue;
 use std::borrow::Cow;
 
 /// One value of an event, as decoded from the wire.
@@ -24,6 +25,17 @@ impl SampleValue<'_> {
             SampleValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
             SampleValue::Text(s) => gnomon_gnmi::value::str_to_f64(s),
             SampleValue::Other => None,
+        }
+    }
+}
+
+impl<'a> From<PlainValue<'a>> for SampleValue<'a> {
+    fn from(value: PlainValue<'a>) -> Self {
+        match value {
+            PlainValue::Int(i) => SampleValue::Number(i as f64),
+            PlainValue::Uint(u) => SampleValue::Number(u as f64),
+            PlainValue::Bool(b) => SampleValue::Bool(b),
+            PlainValue::Text(s) => SampleValue::Text(Cow::Borrowed(s)),
         }
     }
 }

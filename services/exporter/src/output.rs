@@ -11,15 +11,17 @@
 //! the `target` tag, else `source`). These series never expire; an event with
 //! `"deletes":["gnomon_target_up"]` removes the target's series (target deleted).
 
-use crate::exposition::{Exposition, ExpositionError, FamilyKind, PendingSample, Upsert};
+use crate::exposition::{Exposition, ExpositionError, FamilyKind, Location, PendingSample, Upsert};
 use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use crate::processing::{self, Batching, SharedChain};
 use crate::remote_write::WriteBuffer;
+use crate::shape_cache::{Lookup, ShapeCache, ShapeSlot};
 use crate::wire::WireEvent;
 use gnomon_common::log::Throttle;
 use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
+use gnomon_gnmi::event::PlainEvents;
 use gnomon_processors::{Chain, Record};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -60,7 +62,40 @@ struct State {
     pending_text: Vec<u8>,
     /// One warning per minute while `max-series` refuses series.
     cap_warning: Throttle,
+    /// Series locations of notifications seen before ([`Self::ingest_plain`]).
+    shapes: ShapeCache,
+    /// While a shape is learnt: what each value gave.
+    capture: Option<Capture>,
 }
+
+/// What the values of a notification being learnt gave, in order.
+#[derive(Default)]
+struct Capture {
+    /// Per value: whether it became a pending sample (else it was skipped).
+    pending: Vec<bool>,
+    /// Per pending sample: where it was stored (`None`: refused).
+    stored: Vec<Option<Location>>,
+}
+
+impl Capture {
+    /// One slot per value; `None` when a sample was refused (the shape cannot be learnt:
+    /// its series would be tried again).
+    fn slots(&self) -> Option<Vec<ShapeSlot>> {
+        let mut stored = self.stored.iter();
+        self.pending
+            .iter()
+            .map(|&pending| match pending {
+                false => Some(ShapeSlot::Skipped),
+                true => stored.next().copied().flatten().map(ShapeSlot::At),
+            })
+            .collect()
+    }
+}
+
+/// Entries a shape cache may hold per series of its exposition (plus
+/// [`SHAPE_BUDGET_FLOOR`]): room for every series' shape twice over.
+const SHAPE_BUDGET_PER_SERIES: usize = 2;
+const SHAPE_BUDGET_FLOOR: usize = 64 * 1024;
 
 /// A Prometheus output's series, kept rendered.
 pub struct PrometheusOutput {
@@ -76,6 +111,27 @@ pub struct PrometheusOutput {
     remote: Option<Arc<WriteBuffer>>,
     /// `target-template` for `add-target` (`None`: gnmic's default).
     target_template: Option<GoTemplate>,
+}
+
+/// Values sharing a tag set: the tags, and each value's key and value.
+pub type Run<'r> = (&'r [(String, String)], &'r [(&'r str, SampleValue<'r>)]);
+
+/// The runs of consecutive entries of `plain` sharing a tag set, each with its tags and
+/// its entries' `samples` (one per entry, in entry order).
+fn plain_runs<'r>(
+    plain: &'r PlainEvents<'_>,
+    samples: &'r [(&'r str, SampleValue<'r>)],
+) -> impl Iterator<Item = Run<'r>> {
+    let mut start = 0;
+    plain
+        .entries()
+        .chunk_by(|a, b| a.tag_set == b.tag_set)
+        .map(move |run| {
+            let end = (start + run.len()).min(samples.len());
+            let run_samples = &samples[start.min(end)..end];
+            start = end;
+            (&plain.tag_sets[run[0].tag_set][..], run_samples)
+        })
 }
 
 fn unix_now_ns() -> i64 {
@@ -111,6 +167,8 @@ impl PrometheusOutput {
                 pending: Vec::new(),
                 pending_text: Vec::new(),
                 cap_warning: Throttle::new(Duration::from_secs(60)),
+                shapes: ShapeCache::default(),
+                capture: None,
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
             over_cap_counter: metrics::counter!(crate::stats::SERIES_CAP_DROPPED, "output" => name.to_string()),
@@ -314,12 +372,110 @@ impl PrometheusOutput {
         &self,
         name: &str,
         timestamp: i64,
-        runs: impl Iterator<Item = (&'r [(String, String)], &'r [(&'r str, SampleValue<'r>)])>,
+        runs: impl Iterator<Item = Run<'r>>,
+    ) -> IngestCounts {
+        let mut guard = self.lock();
+        self.ingest_runs_locked(&mut guard, name, timestamp, runs)
+    }
+
+    /// Stores the values of one notification's plain events (`samples`: each entry's value
+    /// key and value, in entry order) as [`Self::ingest_runs`] does; through the series
+    /// locations learnt from an earlier notification of the same shape when it has seen
+    /// one ([`crate::shape_cache`]). Not for outputs with processors, nor for
+    /// `gnomon_target_up` (the caller checks).
+    pub fn ingest_plain(
+        &self,
+        plain: &PlainEvents<'_>,
+        samples: &[(&str, SampleValue<'_>)],
+    ) -> IngestCounts {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        // With strings-as-labels a series depends on its value; remote write keeps none.
+        if self.config.strings_as_labels
+            || self.remote.is_some()
+            || samples.len() != plain.entries().len()
+        {
+            let runs = plain_runs(plain, samples);
+            return self.ingest_runs_locked(state, plain.name, plain.timestamp, runs);
+        }
+        let budget = state
+            .exposition
+            .len()
+            .saturating_mul(SHAPE_BUDGET_PER_SERIES)
+            .saturating_add(SHAPE_BUDGET_FLOOR);
+        let removals = state.exposition.removals();
+        let learn = match state.shapes.lookup(plain, removals, budget) {
+            Lookup::Learnt(fingerprint, slots) => {
+                let timestamp = self.override_now().unwrap_or(plain.timestamp);
+                let State {
+                    exposition,
+                    cap_warning,
+                    ..
+                } = state;
+                match self.store_at(exposition, cap_warning, slots, samples, timestamp) {
+                    Some(counts) => return counts,
+                    // A value changed kind (a number now, or no longer): learn again.
+                    None => Some(fingerprint),
+                }
+            }
+            Lookup::Learn(fingerprint) => Some(fingerprint),
+            Lookup::Unknown => None,
+        };
+        let Some(fingerprint) = learn else {
+            let runs = plain_runs(plain, samples);
+            return self.ingest_runs_locked(state, plain.name, plain.timestamp, runs);
+        };
+        state.capture = Some(Capture::default());
+        let runs = plain_runs(plain, samples);
+        let counts = self.ingest_runs_locked(state, plain.name, plain.timestamp, runs);
+        if let Some(slots) = state.capture.take().and_then(|c| c.slots()) {
+            state.shapes.learn(fingerprint, plain, slots, budget);
+        }
+        counts
+    }
+
+    /// Stores `samples` at the series of a learnt shape's `slots`; `None`, having stored
+    /// nothing, when a value's kind no longer fits its slot.
+    fn store_at(
+        &self,
+        exposition: &mut Exposition,
+        cap_warning: &mut Throttle,
+        slots: &[ShapeSlot],
+        samples: &[(&str, SampleValue<'_>)],
+        timestamp: i64,
+    ) -> Option<IngestCounts> {
+        let fits = slots.len() == samples.len()
+            && slots.iter().zip(samples).all(|(slot, (_, value))| {
+                matches!(slot, ShapeSlot::At(_)) == value.to_f64().is_some()
+            });
+        if !fits {
+            return None;
+        }
+        let now = exposition.now();
+        let mut counts = IngestCounts::default();
+        for (slot, (_, value)) in slots.iter().zip(samples) {
+            let (ShapeSlot::At(location), Some(number)) = (slot, value.to_f64()) else {
+                counts.skipped += 1;
+                continue;
+            };
+            match exposition.update_at(*location, number, timestamp, now) {
+                Some(upsert) => self.count_stored(Ok(upsert), cap_warning, &mut counts),
+                // Locations stay valid while nothing is removed, which the cache checks.
+                None => counts.skipped += 1,
+            }
+        }
+        Some(counts)
+    }
+
+    fn ingest_runs_locked<'r>(
+        &self,
+        state: &mut State,
+        name: &str,
+        timestamp: i64,
+        runs: impl Iterator<Item = Run<'r>>,
     ) -> IngestCounts {
         let mut counts = IngestCounts::default();
         let timestamp = self.override_now().unwrap_or(timestamp);
-        let mut guard = self.lock();
-        let state = &mut *guard;
         let now = state.exposition.now();
         let each_alone = self.config.strings_as_labels;
         for (tags, values) in runs {
@@ -394,7 +550,11 @@ impl PrometheusOutput {
             return;
         }
         for (key, value) in values {
-            let Some(series) = state.builder.series(name, key.as_ref(), value) else {
+            let series = state.builder.series(name, key.as_ref(), value);
+            if let Some(capture) = &mut state.capture {
+                capture.pending.push(series.is_some());
+            }
+            let Some(series) = series else {
                 counts.skipped += 1;
                 continue;
             };
@@ -424,6 +584,7 @@ impl PrometheusOutput {
             pending,
             pending_text,
             cap_warning,
+            capture,
             ..
         } = state;
         exposition.upsert_many(
@@ -431,7 +592,16 @@ impl PrometheusOutput {
             pending_text,
             pending,
             now,
-            |outcome| self.count_stored(outcome, cap_warning, counts),
+            |outcome, location| {
+                if let Some(capture) = capture {
+                    let stored = matches!(
+                        outcome,
+                        Ok(Upsert::Inserted | Upsert::Updated | Upsert::Older)
+                    );
+                    capture.stored.push(location.filter(|_| stored));
+                }
+                self.count_stored(outcome, cap_warning, counts)
+            },
         );
         pending.clear();
         pending_text.clear();
@@ -501,6 +671,8 @@ impl PrometheusOutput {
         let dropped = state.exposition.len();
         state.exposition = Exposition::new(self.config.export_timestamps)
             .with_series_cap(self.config.series_cap());
+        // Their locations were the old exposition's.
+        state.shapes.clear();
         dropped
     }
 
@@ -509,9 +681,10 @@ impl PrometheusOutput {
         self.lock().exposition.len()
     }
 
-    /// Heap bytes held by the exposition.
+    /// Heap bytes held by the exposition and the shapes learnt for it.
     pub fn heap_bytes(&self) -> usize {
-        self.lock().exposition.heap_bytes()
+        let state = self.lock();
+        state.exposition.heap_bytes() + state.shapes.heap_bytes()
     }
 
     /// How often the expiry timer runs (gnmic: every `expiration`), None when series never expire.
@@ -795,5 +968,203 @@ mod tests {
         out.ingest(&decode_events(br#"[{"name":"s","values":{"/a":1}}]"#).unwrap());
         assert_eq!(out.expire(), 0);
         assert_eq!(out.series_count(), 1);
+    }
+
+    /// A notification of interface counters: interfaces `eth{first}`.. (`interfaces` of
+    /// them), each with `counters`, values from `value`.
+    fn counters(
+        timestamp: i64,
+        first: usize,
+        interfaces: usize,
+        counters: &[&str],
+        mut value: impl FnMut() -> gnomon_gnmi::proto::gnmi::typed_value::Value,
+    ) -> gnomon_gnmi::proto::gnmi::Notification {
+        use gnomon_gnmi::path::parse_path;
+        use gnomon_gnmi::proto::gnmi::{Notification, TypedValue, Update};
+        let mut update = Vec::new();
+        for interface in first..first + interfaces {
+            for counter in counters {
+                let path = format!("interface[name=eth{interface}]/state/counters/{counter}");
+                update.push(Update {
+                    path: Some(parse_path(&path).unwrap()),
+                    val: Some(TypedValue {
+                        value: Some(value()),
+                    }),
+                    ..Default::default()
+                });
+            }
+        }
+        Notification {
+            timestamp,
+            prefix: Some(parse_path("/interfaces").unwrap()),
+            update,
+            ..Default::default()
+        }
+    }
+
+    /// A notification stored through learnt series locations gives what the general path
+    /// gives, sample for sample: shapes repeating, overlapping and changing, values
+    /// changing kind (numbers, numeric strings, other strings), older samples, and series
+    /// expiring between notifications (a removal moves other series' slots).
+    #[test]
+    fn learnt_shapes_store_what_the_general_path_stores() {
+        use gnomon_gnmi::event::{plain_events, EventMeta};
+        use gnomon_gnmi::proto::gnmi::typed_value::Value;
+        let config = "export-timestamps: true\nexpiration: 1h";
+        let (learning, general) = (output(config), output(config));
+        // r3's samples are stamped long ago: they expire at every expiry, and the other
+        // series take their slots.
+        let metas = [
+            EventMeta::new("r1", "sub"),
+            EventMeta::new("r2", "sub"),
+            EventMeta::new("r3", "sub"),
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let now = unix_now_ns();
+        let mut expiries = 0;
+        for step in 0..800 {
+            let roll = next();
+            let source = (roll % 3) as usize;
+            let timestamp = match source {
+                2 => 1_000 + step,
+                // Older than the series' last sample, now and then.
+                _ => now + (next() % 50) as i64,
+            };
+            let mut value = || match next() % 64 {
+                0 => Value::StringVal("down".into()),
+                1 => Value::StringVal("42".into()),
+                n => Value::UintVal(n * 1000 + step as u64),
+            };
+            let notification = match (roll >> 8) % 4 {
+                0 => counters(timestamp, 0, 3, &["in", "out"], &mut value),
+                1 => counters(timestamp, 0, 3, &["in", "out", "errors"], &mut value),
+                2 => counters(timestamp, 1, 3, &["in", "out"], &mut value),
+                _ => counters(timestamp, 5, 1, &["in"], &mut value),
+            };
+            let meta = &metas[source];
+            let plain = plain_events(&notification, meta).unwrap();
+            let samples: Vec<(&str, SampleValue<'_>)> = plain
+                .entries()
+                .iter()
+                .map(|entry| (plain.key(entry), SampleValue::from(entry.value)))
+                .collect();
+            let got = learning.ingest_plain(&plain, &samples);
+            let runs = plain_runs(&plain, &samples);
+            let want = general.ingest_runs(plain.name, plain.timestamp, runs);
+            assert_eq!(got, want, "step {step}");
+            if step % 40 == 39 {
+                let expired = learning.expire();
+                assert_eq!(expired, general.expire(), "step {step}");
+                expiries += usize::from(expired > 0);
+            }
+            if step % 40 == 39 {
+                assert_eq!(text(&learning), text(&general), "step {step}");
+            }
+        }
+        assert_eq!(text(&learning), text(&general));
+        let hits = learning.lock().shapes.hits();
+        assert!(hits > 200, "{hits} notifications of learnt shapes");
+        assert!(expiries > 15, "{expiries} expiries removed series");
+    }
+
+    /// A shape is used only when the notification is that shape: one filed under another
+    /// notification's fingerprint (a collision) is learnt again, never used.
+    #[test]
+    fn a_shape_under_another_fingerprint_is_not_used() {
+        use crate::shape_cache::{Lookup, ShapeCache, ShapeSlot};
+        use gnomon_gnmi::event::{plain_events, EventMeta};
+        use gnomon_gnmi::proto::gnmi::{typed_value::Value, Notification, TypedValue, Update};
+        let uint = || Value::UintVal(1);
+        // Updates at `paths`, without a prefix.
+        let at = |paths: [&str; 2]| Notification {
+            update: paths
+                .iter()
+                .map(|path| Update {
+                    path: Some(gnomon_gnmi::path::parse_path(path).unwrap()),
+                    val: Some(TypedValue {
+                        value: Some(uint()),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let (meta, renamed) = (EventMeta::new("r1", "sub"), EventMeta::new("r1", "other"));
+        let slots = vec![ShapeSlot::At((0, 7)), ShapeSlot::At((0, 8))];
+        let cases = [
+            // Other tags, the same keys.
+            (
+                counters(1, 0, 2, &["in"], uint),
+                counters(1, 1, 2, &["in"], uint),
+                &meta,
+            ),
+            // Other keys (of the same lengths), the same tags.
+            (
+                counters(1, 0, 2, &["in"], uint),
+                counters(1, 0, 2, &["on"], uint),
+                &meta,
+            ),
+            // The same keys back to back, split otherwise.
+            (at(["/x/y", "/z"]), at(["/x", "/y/z"]), &meta),
+            // Another subscription.
+            (
+                counters(1, 0, 2, &["in"], uint),
+                counters(1, 0, 2, &["in"], uint),
+                &renamed,
+            ),
+        ];
+        for (i, (a, other, other_meta)) in cases.iter().enumerate() {
+            let a = plain_events(a, &meta).unwrap();
+            let other = plain_events(other, other_meta).unwrap();
+            let mut cache = ShapeCache::default();
+            assert!(matches!(cache.lookup(&a, 0, 100), Lookup::Unknown));
+            let Lookup::Learn(fingerprint) = cache.lookup(&a, 0, 100) else {
+                panic!("case {i}: a shape seen twice is to be learnt");
+            };
+            // As if `other` had `a`'s fingerprint.
+            cache.learn(fingerprint, &other, slots.clone(), 100);
+            let again = cache.lookup(&a, 0, 100);
+            assert!(
+                matches!(again, Lookup::Learn(f) if f == fingerprint),
+                "case {i}"
+            );
+            cache.learn(fingerprint, &a, slots.clone(), 100);
+            let again = cache.lookup(&a, 0, 100);
+            assert!(
+                matches!(again, Lookup::Learnt(_, s) if s == slots),
+                "case {i}"
+            );
+            // A removal in the exposition forgets every shape.
+            assert!(
+                matches!(cache.lookup(&a, 1, 100), Lookup::Unknown),
+                "case {i}"
+            );
+        }
+    }
+
+    /// The cache holds at most its budget of entries: beyond it, it starts again.
+    #[test]
+    fn the_shape_cache_keeps_to_its_budget() {
+        use crate::shape_cache::{Lookup, ShapeCache, ShapeSlot};
+        use gnomon_gnmi::event::{plain_events, EventMeta};
+        use gnomon_gnmi::proto::gnmi::typed_value::Value;
+        let meta = EventMeta::new("r1", "sub");
+        let mut cache = ShapeCache::default();
+        for first in 0..10 {
+            let n = counters(1, first, 4, &["in"], || Value::UintVal(1));
+            let plain = plain_events(&n, &meta).unwrap();
+            cache.lookup(&plain, 0, 10);
+            if let Lookup::Learn(fingerprint) = cache.lookup(&plain, 0, 10) {
+                cache.learn(fingerprint, &plain, vec![ShapeSlot::Skipped; 4], 10);
+            }
+            assert!(cache.size() <= 10, "{} entries", cache.size());
+        }
+        assert!(cache.resets() > 0);
     }
 }

@@ -68,6 +68,14 @@ pub struct PlainEntry<'n> {
     pub tag_set: usize,
 }
 
+impl PlainEntry<'_> {
+    /// Where the entry's value key ends in [`PlainEvents::keys_text`] (keys are back to
+    /// back: it starts where the previous entry's ends).
+    pub fn key_end(&self) -> usize {
+        self.key.end
+    }
+}
+
 /// The events of a plain notification; updates under the same keyed path elements (the
 /// counters of one interface) share one tag set.
 #[derive(Debug)]
@@ -91,6 +99,13 @@ impl<'n> PlainEvents<'n> {
     /// The value key of `entry`.
     pub fn key(&self, entry: &PlainEntry<'_>) -> &str {
         self.keys.get(entry.key.clone()).unwrap_or_default()
+    }
+
+    /// Every entry's value key, back to back in entry order (each ends where
+    /// [`PlainEntry::key_end`] says): with the tag sets and the entries' sets, what makes
+    /// two notifications' events the same series.
+    pub fn keys_text(&self) -> &str {
+        &self.keys
     }
 
     /// The events these stand for (what `notification_to_events` gives): for checks, the
