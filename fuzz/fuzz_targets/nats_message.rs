@@ -16,12 +16,13 @@
 use bytes::Bytes;
 use gnomon_collector::codec::RawResponse;
 use gnomon_exporter::naming::{NamingOptions, SampleValue, SeriesBuilder};
+use gnomon_exporter::output::{plain_runs, PrometheusOutput};
 use gnomon_exporter::wire::{
     decode_events, decode_events_without_scanner, decode_proto, meta_from_subject, WireEvent,
 };
 use gnomon_gnmi::event::{
     event_views_from_json, events_from_json, events_to_json, plain_events, plain_events_from_wire, response_to_events,
-    response_to_json, Event, EventMeta,
+    response_to_json, Event, EventMeta, PlainEvents,
 };
 use gnomon_gnmi::proto::gnmi::{subscribe_response::Response, SubscribeResponse};
 use libfuzzer_sys::fuzz_target;
@@ -111,6 +112,7 @@ fn proto_payload(data: &[u8]) {
         };
         let plain = plain_events(notification, &meta).expect("prost's notification is plain too");
         assert_eq!(wire.events(), plain.events(), "the wire reader's events differ from prost's");
+        learnt_shape_stores_the_same(&wire);
     }
     if let Ok(response) = SubscribeResponse::decode(data) {
         let events = response_to_events(&response, &meta);
@@ -141,6 +143,29 @@ fn proto_payload(data: &[u8]) {
         let _ = raw.update_count();
         let _ = raw.decoded();
     }
+}
+
+/// The notification stored three times through an output's learnt shapes (the third time
+/// through the locations learnt from the second) and three times the general way: the
+/// same outcomes and the same exposition.
+fn learnt_shape_stores_the_same(plain: &PlainEvents<'_>) {
+    let config = || serde_json::from_value(serde_json::json!({})).expect("default config");
+    let (learning, general) = (
+        PrometheusOutput::new("learning", config()),
+        PrometheusOutput::new("general", config()),
+    );
+    let samples: Vec<(&str, SampleValue<'_>)> = plain
+        .entries()
+        .iter()
+        .map(|entry| (plain.key(entry), SampleValue::from(entry.value)))
+        .collect();
+    for round in 0..3 {
+        let learnt = learning.ingest_plain(plain, &samples);
+        let runs = plain_runs(plain, &samples);
+        let general_counts = general.ingest_runs(plain.name, plain.timestamp, runs);
+        assert_eq!(learnt, general_counts, "round {round}: a learnt shape stores otherwise");
+    }
+    assert_eq!(learning.render(), general.render(), "a learnt shape exposes otherwise");
 }
 
 fn naming_variants() -> [NamingOptions; 2] {

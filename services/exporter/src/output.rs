@@ -118,7 +118,7 @@ pub type Run<'r> = (&'r [(String, String)], &'r [(&'r str, SampleValue<'r>)]);
 
 /// The runs of consecutive entries of `plain` sharing a tag set, each with its tags and
 /// its entries' `samples` (one per entry, in entry order).
-fn plain_runs<'r>(
+pub fn plain_runs<'r>(
     plain: &'r PlainEvents<'_>,
     samples: &'r [(&'r str, SampleValue<'r>)],
 ) -> impl Iterator<Item = Run<'r>> {

@@ -414,8 +414,8 @@ pub fn cpu_us_per_update_proto() -> anyhow::Result<()> {
                 .collect()
         })
         .collect();
-    let per_update = proto_rounds_us(&per_interface)?;
-    let device_wide_per_update = proto_rounds_us(&device_wide)?;
+    let (per_update, per_interface_heap) = proto_rounds_us(&per_interface)?;
+    let (device_wide_per_update, device_wide_heap) = proto_rounds_us(&device_wide)?;
     let decode = (0..5)
         .map(|_| {
             let started = thread_cpu_seconds();
@@ -445,12 +445,25 @@ pub fn cpu_us_per_update_proto() -> anyhow::Result<()> {
         device_wide_per_update,
         "us",
     );
+    // What the output holds per series after the rounds: the exposition and the shapes
+    // learnt from the messages.
+    report(
+        "exporter_heap_bytes_per_series_proto",
+        per_interface_heap,
+        "bytes",
+    );
+    report(
+        "exporter_heap_bytes_per_series_proto_device_wide",
+        device_wide_heap,
+        "bytes",
+    );
     Ok(())
 }
 
 /// The median µs of thread CPU time per update of a proto input over rounds of `messages`
-/// after the first (which inserts the series).
-fn proto_rounds_us(messages: &[Vec<BusMessage>]) -> anyhow::Result<f64> {
+/// after the first (which inserts the series), and the output's heap bytes per series
+/// after them.
+fn proto_rounds_us(messages: &[Vec<BusMessage>]) -> anyhow::Result<(f64, f64)> {
     let output = new_output();
     let mut input = exporter_input(output.clone());
     input.config.format = gnomon_config::nats_input::NatsInputFormat::Proto;
@@ -475,7 +488,8 @@ fn proto_rounds_us(messages: &[Vec<BusMessage>]) -> anyhow::Result<f64> {
         output.series_count() == inserted,
         "updates must not add series"
     );
-    Ok(median(rounds))
+    let heap_per_series = output.heap_bytes() as f64 / inserted as f64;
+    Ok((median(rounds), heap_per_series))
 }
 
 /// One proto message: the counters of `interfaces` on `source`, one update per counter. A
