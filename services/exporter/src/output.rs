@@ -1082,7 +1082,7 @@ mod tests {
         use gnomon_gnmi::proto::gnmi::{typed_value::Value, Notification, TypedValue, Update};
         let uint = || Value::UintVal(1);
         // Updates at `paths`, without a prefix.
-        let at = |paths: [&str; 2]| Notification {
+        let at = |paths: &[&str]| Notification {
             update: paths
                 .iter()
                 .map(|path| Update {
@@ -1096,7 +1096,6 @@ mod tests {
             ..Default::default()
         };
         let (meta, renamed) = (EventMeta::new("r1", "sub"), EventMeta::new("r1", "other"));
-        let slots = vec![ShapeSlot::At((0, 7)), ShapeSlot::At((0, 8))];
         let cases = [
             // Other tags, the same keys.
             (
@@ -1111,7 +1110,13 @@ mod tests {
                 &meta,
             ),
             // The same keys back to back, split otherwise.
-            (at(["/x/y", "/z"]), at(["/x", "/y/z"]), &meta),
+            (at(&["/x/y", "/z"]), at(&["/x", "/y/z"]), &meta),
+            // The same tag sets and keys, the middle key under the other tag set.
+            (
+                at(&["/i[n=0]/in", "/i[n=1]/out", "/i[n=1]/err"]),
+                at(&["/i[n=0]/in", "/i[n=0]/out", "/i[n=1]/err"]),
+                &meta,
+            ),
             // Another subscription.
             (
                 counters(1, 0, 2, &["in"], uint),
@@ -1122,6 +1127,9 @@ mod tests {
         for (i, (a, other, other_meta)) in cases.iter().enumerate() {
             let a = plain_events(a, &meta).unwrap();
             let other = plain_events(other, other_meta).unwrap();
+            let slots: Vec<ShapeSlot> = (0..a.entries().len() as u32)
+                .map(|slot| ShapeSlot::At((0, slot)))
+                .collect();
             let mut cache = ShapeCache::default();
             assert!(matches!(cache.lookup(&a, 0, 100), Lookup::Unknown));
             let Lookup::Learn(fingerprint) = cache.lookup(&a, 0, 100) else {

@@ -17,10 +17,10 @@
 //! forgotten when the exposition removes any series (a removal moves another series into
 //! the hole) or when the cache outgrows its budget.
 //!
-//! What it costs: per learnt shape its value keys, tag texts and 16 bytes per entry — about
-//! 60 bytes per series for gNMI paths, a third more memory than the exposition alone — and,
-//! per notification, hashing and comparing its keys and tags (a few per cent of the work it
-//! saves).
+//! What it costs: per learnt shape its tag texts and 20 bytes per entry, the value keys
+//! kept once for all shapes — 30 to 40 bytes per series in the benchmarks, a tenth more
+//! than the exposition holds — and, per notification, hashing and comparing its keys and
+//! tags (a few per cent of the work it saves).
 
 use crate::exposition::Location;
 use foldhash::fast::FixedState;
@@ -53,9 +53,8 @@ struct Shape {
     name: Box<str>,
     /// The tag sets, as [`write_tags`] writes them.
     tags: Box<[u8]>,
-    keys: Box<str>,
-    /// Per entry: where its key ends and its tag set.
-    layout: Box<[(u32, u32)]>,
+    /// Per entry: its value key (in [`Keys`]) and its tag set.
+    entries: Box<[(u32, u32)]>,
     slots: Box<[ShapeSlot]>,
 }
 
@@ -64,22 +63,87 @@ impl Shape {
     fn heap_bytes(&self) -> usize {
         self.name.len()
             + self.tags.len()
-            + self.keys.len()
-            + std::mem::size_of_val(&*self.layout)
+            + std::mem::size_of_val(&*self.entries)
             + std::mem::size_of_val(&*self.slots)
     }
 
-    fn matches(&self, plain: &PlainEvents<'_>, tags: &[u8]) -> bool {
+    fn matches(&self, plain: &PlainEvents<'_>, tags: &[u8], keys: &Keys) -> bool {
         self.name.as_ref() == plain.name
             && self.tags.as_ref() == tags
-            && self.keys.as_ref() == plain.keys_text()
-            && self.layout.len() == plain.entries().len()
+            && self.entries.len() == plain.entries().len()
             && self
-                .layout
+                .entries
                 .iter()
                 .zip(plain.entries())
-                .all(|(&layout, entry)| layout == entry_layout(entry))
+                .zip(entry_keys(plain))
+                .all(|((&(id, tag_set), entry), key)| {
+                    tag_set as usize == entry.tag_set && keys.get(id) == Some(key)
+                })
     }
+}
+
+/// The value keys of the learnt shapes, each kept once: the shapes of a fleet repeat a
+/// handful of keys (the counters of an interface) under many tag sets.
+#[derive(Default)]
+struct Keys {
+    /// The keys back to back.
+    text: Vec<u8>,
+    /// Where each key ends in `text`.
+    ends: Vec<u32>,
+    /// Each key's id.
+    ids: HashMap<Box<[u8]>, u32, FixedState>,
+}
+
+impl Keys {
+    fn get(&self, id: u32) -> Option<&[u8]> {
+        let id = id as usize;
+        let start = match id {
+            0 => 0,
+            _ => *self.ends.get(id - 1)? as usize,
+        };
+        self.text.get(start..*self.ends.get(id)? as usize)
+    }
+
+    /// The id of `key`, added if new; `None` when the text would outgrow its u32 offsets.
+    fn id(&mut self, key: &[u8]) -> Option<u32> {
+        if let Some(&id) = self.ids.get(key) {
+            return Some(id);
+        }
+        let end = u32::try_from(self.text.len() + key.len()).ok()?;
+        let id = u32::try_from(self.ends.len()).ok()?;
+        self.text.extend_from_slice(key);
+        self.ends.push(end);
+        self.ids.insert(key.into(), id);
+        Some(id)
+    }
+
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+        self.ids.clear();
+    }
+
+    fn heap_bytes(&self) -> usize {
+        self.text.capacity() * 2
+            + self.ends.capacity() * 4
+            + self.ids.capacity() * (std::mem::size_of::<(Box<[u8]>, u32)>() + 1)
+    }
+}
+
+/// Each entry's value key, as bytes, in entry order.
+fn entry_keys<'p>(plain: &'p PlainEvents<'_>) -> impl Iterator<Item = &'p [u8]> {
+    let keys = plain.keys_text().as_bytes();
+    let mut start = 0;
+    plain.entries().iter().map(move |entry| {
+        let end = entry.key_end().clamp(start, keys.len());
+        let key = &keys[start..end];
+        start = end;
+        key
+    })
 }
 
 enum Known {
@@ -115,6 +179,8 @@ pub struct ShapeCache {
     size: usize,
     /// Heap bytes of the learnt shapes (the map's own table aside).
     shape_bytes: usize,
+    /// The value keys of the learnt shapes.
+    keys: Keys,
     /// The tag sets of the notification being looked up, written out.
     tags: Vec<u8>,
     /// Times the cache emptied itself on reaching its budget.
@@ -131,6 +197,7 @@ impl Default for ShapeCache {
             removals: 0,
             size: 0,
             shape_bytes: 0,
+            keys: Keys::default(),
             tags: Vec::new(),
             resets: 0,
             hits: 0,
@@ -180,7 +247,7 @@ impl ShapeCache {
         }
         let fingerprint = hasher.finish();
         match self.shapes.get(&fingerprint) {
-            Some(Known::Learnt(shape)) if shape.matches(plain, &self.tags) => {
+            Some(Known::Learnt(shape)) if shape.matches(plain, &self.tags, &self.keys) => {
                 self.hits += 1;
                 // Re-borrowed: the guard above ends the first borrow.
                 match self.shapes.get(&fingerprint) {
@@ -191,7 +258,8 @@ impl ShapeCache {
             // Seen once, or another shape with the same fingerprint: (re)learn.
             Some(_) => Lookup::Learn(fingerprint),
             None => {
-                self.insert(fingerprint, Known::Seen, budget);
+                self.make_room(1, budget);
+                self.insert(fingerprint, Known::Seen);
                 Lookup::Unknown
             }
         }
@@ -209,23 +277,35 @@ impl ShapeCache {
         if slots.len() != plain.entries().len() {
             return;
         }
+        // Room for the entries and, at most, as many new keys.
+        self.make_room(2 * slots.len(), budget);
+        let entries: Option<Box<[(u32, u32)]>> = entry_keys(plain)
+            .zip(plain.entries())
+            .map(|(key, entry)| Some((self.keys.id(key)?, entry.tag_set as u32)))
+            .collect();
+        let Some(entries) = entries else {
+            return;
+        };
         write_tags(&mut self.tags, &plain.tag_sets);
         let shape = Shape {
             name: plain.name.into(),
             tags: self.tags.as_slice().into(),
-            keys: plain.keys_text().into(),
-            layout: plain.entries().iter().map(entry_layout).collect(),
+            entries,
             slots: slots.into_boxed_slice(),
         };
-        self.insert(fingerprint, Known::Learnt(shape), budget);
+        self.insert(fingerprint, Known::Learnt(shape));
     }
 
-    /// Adds `known`, emptying the cache first if it would hold more than `budget` entries.
-    fn insert(&mut self, fingerprint: u64, known: Known, budget: usize) {
-        if self.size + known.size() > budget {
+    /// Empties the cache if `size` more entries would take it beyond `budget`.
+    fn make_room(&mut self, size: usize, budget: usize) {
+        if self.size + self.keys.len() + size > budget {
             self.clear();
             self.resets += 1;
         }
+    }
+
+    /// Adds `known` (replacing what the fingerprint had).
+    fn insert(&mut self, fingerprint: u64, known: Known) {
         self.size += known.size();
         self.shape_bytes += known.heap_bytes();
         if let Some(before) = self.shapes.insert(fingerprint, known) {
@@ -237,6 +317,7 @@ impl ShapeCache {
     /// Forgets every shape.
     pub fn clear(&mut self) {
         self.shapes.clear();
+        self.keys.clear();
         self.size = 0;
         self.shape_bytes = 0;
     }
@@ -245,6 +326,7 @@ impl ShapeCache {
     pub fn heap_bytes(&self) -> usize {
         self.shape_bytes
             + self.shapes.capacity() * (std::mem::size_of::<(u64, Known)>() + 1)
+            + self.keys.heap_bytes()
             + self.tags.capacity()
     }
 
@@ -258,8 +340,9 @@ impl ShapeCache {
         self.hits
     }
 
-    /// Entries held (the size the budget bounds).
+    /// Entries held (the size the budget bounds): the learnt shapes' entries, one per
+    /// fingerprint seen once, one per value key.
     pub fn size(&self) -> usize {
-        self.size
+        self.size + self.keys.len()
     }
 }
