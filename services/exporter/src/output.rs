@@ -242,10 +242,13 @@ impl PrometheusOutput {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        // A panic while holding the lock leaves plain data behind; keep serving it (without
+        // the capture of a shape being learnt, which would otherwise grow forever).
+        self.state.lock().unwrap_or_else(|poisoned| {
+            let mut state = poisoned.into_inner();
+            state.capture = None;
+            state
+        })
     }
 
     /// Stores the samples of `events` (one event-format NATS message's worth). With
@@ -461,7 +464,10 @@ impl PrometheusOutput {
             match exposition.update_at(*location, number, timestamp, now) {
                 Some(upsert) => self.count_stored(Ok(upsert), cap_warning, &mut counts),
                 // Locations stay valid while nothing is removed, which the cache checks.
-                None => counts.skipped += 1,
+                None => {
+                    debug_assert!(false, "a learnt location {location:?} is gone");
+                    counts.skipped += 1;
+                }
             }
         }
         Some(counts)
