@@ -23,7 +23,7 @@
 //! tags (a few per cent of the work it saves).
 
 use crate::exposition::Location;
-use foldhash::fast::FixedState;
+use foldhash::fast::{FixedState, RandomState};
 use gnomon_gnmi::event::PlainEvents;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -91,7 +91,7 @@ struct Keys {
     /// Where each key ends in `text`.
     ends: Vec<u32>,
     /// Each key's id.
-    ids: HashMap<Box<[u8]>, u32, FixedState>,
+    ids: HashMap<Box<[u8]>, u32, RandomState>,
 }
 
 impl Keys {
@@ -171,8 +171,10 @@ impl Known {
 
 /// Series locations by notification shape, for one exposition.
 pub struct ShapeCache {
+    /// By fingerprint (seeded per process: a sender cannot aim notifications at one
+    /// fingerprint).
     shapes: HashMap<u64, Known, FixedState>,
-    hasher: FixedState,
+    hasher: RandomState,
     /// The exposition's removal count the locations are valid for.
     removals: u64,
     /// Entries of the learnt shapes plus one per fingerprint: the cache's size.
@@ -193,7 +195,7 @@ impl Default for ShapeCache {
     fn default() -> Self {
         Self {
             shapes: HashMap::with_hasher(FixedState::with_seed(0x0073_6861_7065)),
-            hasher: FixedState::with_seed(0x6669_6e67_6572),
+            hasher: RandomState::default(),
             removals: 0,
             size: 0,
             shape_bytes: 0,
