@@ -105,6 +105,7 @@ pub struct PrometheusOutput {
     state: Mutex<State>,
     updates_counter: metrics::Counter,
     over_cap_counter: metrics::Counter,
+    shape_resets_counter: metrics::Counter,
     /// The output's `event-processors`, applied at ingest (`None`: none configured).
     chain: Option<SharedChain>,
     /// A `prometheus_write` output: samples go to its buffer, not to the exposition.
@@ -172,6 +173,7 @@ impl PrometheusOutput {
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
             over_cap_counter: metrics::counter!(crate::stats::SERIES_CAP_DROPPED, "output" => name.to_string()),
+            shape_resets_counter: metrics::counter!(crate::stats::SHAPE_CACHE_RESETS, "output" => name.to_string()),
             config,
             chain: None,
             remote: None,
@@ -407,7 +409,9 @@ impl PrometheusOutput {
             .saturating_mul(SHAPE_BUDGET_PER_SERIES)
             .saturating_add(SHAPE_BUDGET_FLOOR);
         let removals = state.exposition.removals();
-        let learn = match state.shapes.lookup(plain, removals, budget) {
+        let resets = state.shapes.resets();
+        let lookup = state.shapes.lookup(plain, removals, budget);
+        let learn = match lookup {
             Lookup::Learnt(fingerprint, slots) => {
                 let timestamp = self.override_now().unwrap_or(plain.timestamp);
                 let State {
@@ -425,6 +429,8 @@ impl PrometheusOutput {
             Lookup::Unknown => None,
         };
         let Some(fingerprint) = learn else {
+            // First seen: the cache may have made room for its fingerprint.
+            self.count_shape_resets(state, resets);
             let runs = plain_runs(plain, samples);
             return self.ingest_runs_locked(state, plain.name, plain.timestamp, runs);
         };
@@ -434,7 +440,16 @@ impl PrometheusOutput {
         if let Some(slots) = state.capture.take().and_then(|c| c.slots()) {
             state.shapes.learn(fingerprint, plain, slots, budget);
         }
+        self.count_shape_resets(state, resets);
         counts
+    }
+
+    /// Counts the times the shape cache emptied itself since it had `before` resets.
+    fn count_shape_resets(&self, state: &State, before: u64) {
+        let resets = state.shapes.resets().saturating_sub(before);
+        if resets > 0 {
+            self.shape_resets_counter.increment(resets);
+        }
     }
 
     /// Stores `samples` at the series of a learnt shape's `slots`; `None`, having stored
@@ -1180,5 +1195,56 @@ mod tests {
             assert!(cache.size() <= 10, "{} entries", cache.size());
         }
         assert!(cache.resets() > 0);
+    }
+
+    /// Notifications that keep changing shape over the same series (on-change subsets)
+    /// fill the shape cache with fingerprints: it empties itself at its bound and counts it.
+    #[test]
+    fn the_shape_cache_empties_itself_at_its_bound_and_counts_it() {
+        use gnomon_gnmi::event::{plain_events, EventMeta};
+        use gnomon_gnmi::path::parse_path;
+        use gnomon_gnmi::proto::gnmi::{typed_value::Value, Notification, TypedValue, Update};
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let out = metrics::with_local_recorder(&recorder, || output("{}"));
+        let meta = EventMeta::new("r1", "sub");
+        const LEAVES: u32 = 17;
+        let paths: Vec<_> = (0..LEAVES)
+            .map(|leaf| parse_path(&format!("/leaf{leaf}")).unwrap())
+            .collect();
+        // Every subset of the leaves is a shape of its own, seen once.
+        let subsets = SHAPE_BUDGET_FLOOR as u32 + 2 * LEAVES + 100;
+        for subset in 1..=subsets {
+            let notification = Notification {
+                timestamp: 1,
+                update: (0..LEAVES)
+                    .filter(|leaf| subset & (1 << leaf) != 0)
+                    .map(|leaf| Update {
+                        path: Some(paths[leaf as usize].clone()),
+                        val: Some(TypedValue {
+                            value: Some(Value::UintVal(u64::from(subset))),
+                        }),
+                        ..Default::default()
+                    })
+                    .collect(),
+                ..Default::default()
+            };
+            let plain = plain_events(&notification, &meta).unwrap();
+            let samples: Vec<(&str, SampleValue<'_>)> = plain
+                .entries()
+                .iter()
+                .map(|entry| (plain.key(entry), SampleValue::from(entry.value)))
+                .collect();
+            out.ingest_plain(&plain, &samples);
+        }
+        assert_eq!(out.series_count(), LEAVES as usize);
+        let resets = out.lock().shapes.resets();
+        assert_eq!(resets, 1);
+        let rendered = handle.render();
+        assert!(
+            rendered.contains("gnomon_exporter_shape_cache_resets_total{output=\"prom\"} 1"),
+            "{rendered}"
+        );
+        assert!(out.lock().shapes.size() < SHAPE_BUDGET_FLOOR + 2 * LEAVES as usize);
     }
 }

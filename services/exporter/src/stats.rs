@@ -26,6 +26,8 @@ pub const SERIES: &str = "gnomon_exporter_series";
 pub const SERIES_CAP_DROPPED: &str = "gnomon_exporter_series_cap_dropped_total";
 /// Series removed by expiry.
 pub const EXPIRED: &str = "gnomon_exporter_expired_total";
+/// Times an output's cache of notification shapes emptied itself on reaching its bound.
+pub const SHAPE_CACHE_RESETS: &str = "gnomon_exporter_shape_cache_resets_total";
 /// Scrape duration, per output.
 pub const SCRAPE_DURATION: &str = "gnomon_exporter_scrape_duration_seconds";
 /// Bytes of the last scrape body (before compression).
@@ -105,6 +107,10 @@ pub fn describe_metrics() {
         "The shard a sharded Prometheus output serves (-1: a spare holding none)."
     );
     describe_counter!(EXPIRED, "Series removed by expiration.");
+    describe_counter!(
+        SHAPE_CACHE_RESETS,
+        "Times a Prometheus output's cache of notification shapes (series locations learnt per notification shape) emptied itself on reaching its bound."
+    );
     describe_counter!(
         SERIES_CAP_DROPPED,
         "Samples dropped because they would add a series beyond the output's max-series."
