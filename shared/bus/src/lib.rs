@@ -129,7 +129,7 @@ macro_rules! publish_through_bus {
     )+};
 }
 
-publish_through_bus!(NatsBus, MemoryBus);
+publish_through_bus!(MemoryBus);
 
 /// A stream of messages from one subscription.
 pub struct BusSubscription {
