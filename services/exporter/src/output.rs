@@ -66,6 +66,8 @@ struct State {
     shapes: ShapeCache,
     /// While a shape is learnt: what each value gave.
     capture: Option<Capture>,
+    /// The numbers of a notification stored through a learnt shape.
+    numbers: Vec<Option<f64>>,
 }
 
 /// What the values of a notification being learnt gave, in order.
@@ -170,6 +172,7 @@ impl PrometheusOutput {
                 cap_warning: Throttle::new(Duration::from_secs(60)),
                 shapes: ShapeCache::default(),
                 capture: None,
+                numbers: Vec::new(),
             }),
             updates_counter: metrics::counter!(crate::stats::UPDATES, "output" => name.to_string()),
             over_cap_counter: metrics::counter!(crate::stats::SERIES_CAP_DROPPED, "output" => name.to_string()),
@@ -417,9 +420,12 @@ impl PrometheusOutput {
                 let State {
                     exposition,
                     cap_warning,
+                    numbers,
                     ..
                 } = state;
-                match self.store_at(exposition, cap_warning, slots, samples, timestamp) {
+                numbers.clear();
+                numbers.extend(samples.iter().map(|(_, value)| value.to_f64()));
+                match self.store_at(exposition, cap_warning, slots, numbers, timestamp) {
                     Some(counts) => return counts,
                     // A value changed kind (a number now, or no longer): learn again.
                     None => Some(fingerprint),
@@ -452,27 +458,29 @@ impl PrometheusOutput {
         }
     }
 
-    /// Stores `samples` at the series of a learnt shape's `slots`; `None`, having stored
-    /// nothing, when a value's kind no longer fits its slot.
+    /// Stores the values' `numbers` (`None`: not a number) at the series of a learnt
+    /// shape's `slots`; `None`, having stored nothing, when a value's kind no longer fits
+    /// its slot.
     fn store_at(
         &self,
         exposition: &mut Exposition,
         cap_warning: &mut Throttle,
         slots: &[ShapeSlot],
-        samples: &[(&str, SampleValue<'_>)],
+        numbers: &[Option<f64>],
         timestamp: i64,
     ) -> Option<IngestCounts> {
-        let fits = slots.len() == samples.len()
-            && slots.iter().zip(samples).all(|(slot, (_, value))| {
-                matches!(slot, ShapeSlot::At(_)) == value.to_f64().is_some()
-            });
+        let fits = slots.len() == numbers.len()
+            && slots
+                .iter()
+                .zip(numbers)
+                .all(|(slot, number)| matches!(slot, ShapeSlot::At(_)) == number.is_some());
         if !fits {
             return None;
         }
         let now = exposition.now();
         let mut counts = IngestCounts::default();
-        for (slot, (_, value)) in slots.iter().zip(samples) {
-            let (ShapeSlot::At(location), Some(number)) = (slot, value.to_f64()) else {
+        for (slot, number) in slots.iter().zip(numbers) {
+            let (ShapeSlot::At(location), Some(number)) = (slot, *number) else {
                 counts.skipped += 1;
                 continue;
             };

@@ -52,9 +52,9 @@ impl MemoryBus {
     }
 }
 
-#[async_trait]
-impl Bus for MemoryBus {
-    async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
+impl MemoryBus {
+    /// [`Bus::publish`] without `async_trait`'s box (see `publish_through_bus!`).
+    pub(crate) async fn publish_message(&self, message: BusMessage) -> Result<(), BusError> {
         validate_subject(&message.subject, false)?;
         let mut subscribers = match self.inner.subscribers.lock() {
             Ok(guard) => guard,
@@ -76,6 +76,13 @@ impl Bus for MemoryBus {
             self.deliver(&members[pick].sender, message.clone());
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Bus for MemoryBus {
+    async fn publish(&self, message: BusMessage) -> Result<(), BusError> {
+        self.publish_message(message).await
     }
 
     async fn flush(&self) -> Result<(), BusError> {

@@ -1,7 +1,7 @@
 //! The NATS transport (core NATS, as gnmic's nats output and input use it).
 
 use super::{
-    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders, Publish,
+    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders,
     HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
 use crate::contract::{format_fencing_token, parse_fencing_token};
@@ -224,10 +224,8 @@ pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
 }
 
 impl NatsBus {
-    /// [`Bus::publish`] and [`Publish::send`] alike; not through `Bus::publish`, whose
-    /// future `async_trait` boxes: `send` boxes its own already (one allocation per message
-    /// less on the collector's hot path).
-    async fn publish_message(&self, message: BusMessage) -> Result<(), BusError> {
+    /// [`Bus::publish`] without `async_trait`'s box (see `publish_through_bus!`).
+    pub(crate) async fn publish_message(&self, message: BusMessage) -> Result<(), BusError> {
         validate_subject(&message.subject, false)?;
         let failed = |subject: String, reason: String| BusError::Publish { subject, reason };
         let headers = match encode_headers(message.headers) {
@@ -240,21 +238,6 @@ impl NatsBus {
             .publish_with_headers(subject.clone(), headers, message.payload)
             .await
             .map_err(|e| failed(subject.to_string(), e.to_string()))
-    }
-}
-
-#[async_trait]
-impl Publish for NatsBus {
-    async fn send(&self, message: BusMessage) -> Result<(), BusError> {
-        self.publish_message(message).await
-    }
-
-    async fn settle(&self) -> Result<(), BusError> {
-        Bus::flush(self).await
-    }
-
-    fn delivers(&self) -> bool {
-        Bus::is_connected(self)
     }
 }
 
