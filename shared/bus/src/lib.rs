@@ -4,6 +4,7 @@
 //! two sides agree on (subjects, headers, target status) is the [`contract`].
 
 pub mod contract;
+mod envelope;
 pub mod jetstream;
 mod memory;
 mod nats;
@@ -12,6 +13,7 @@ mod subject;
 pub use contract::{
     MessageHeaders, HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
+pub use envelope::Envelope;
 pub use memory::MemoryBus;
 pub use nats::{decode_headers, NatsBus, NatsOptions, NatsTls};
 pub use subject::{subject_matches, validate_subject};
@@ -86,6 +88,13 @@ pub trait Publish: Send + Sync {
     /// Publishes one message (an unacknowledged JetStream publish is retried, not returned).
     async fn send(&self, message: BusMessage) -> Result<(), BusError>;
 
+    /// Publishes `payload` under `envelope`'s subject and headers: what [`Self::send`] of
+    /// [`Envelope::message`] does, without writing the subject and headers out again where
+    /// the transport keeps an encoded form (core NATS).
+    async fn send_in(&self, envelope: &Envelope, payload: Bytes) -> Result<(), BusError> {
+        self.send(envelope.message(payload)).await
+    }
+
     /// Waits until what was sent is flushed (NATS) or acknowledged (JetStream).
     async fn settle(&self) -> Result<(), BusError>;
 
@@ -110,15 +119,19 @@ impl Publish for std::sync::Arc<dyn Bus> {
 }
 
 /// A core bus publishes as its [`Bus`] does: send is publish, settle is flush. `send`
-/// calls the bus's own `publish_message`, not the boxed `Bus::publish` (`async_trait`
-/// boxes `send`'s future already: one allocation per message less on the collector's
-/// hot path).
+/// calls the bus's own `publish_message` (and `send_in` its `publish_in`), not the boxed
+/// `Bus::publish` (`async_trait` boxes `send`'s future already: one allocation per message
+/// less on the collector's hot path).
 macro_rules! publish_through_bus {
     ($($bus:ty),+) => {$(
         #[async_trait]
         impl Publish for $bus {
             async fn send(&self, message: BusMessage) -> Result<(), BusError> {
                 self.publish_message(message).await
+            }
+
+            async fn send_in(&self, envelope: &Envelope, payload: Bytes) -> Result<(), BusError> {
+                self.publish_in(envelope, payload).await
             }
 
             async fn settle(&self) -> Result<(), BusError> {

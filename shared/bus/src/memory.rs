@@ -1,8 +1,11 @@
 //! An in-process bus with NATS subject and queue-group semantics, for the single-process
 //! demo and tests. Each subscriber has a bounded queue; a full queue drops and counts.
 
-use super::{subject_matches, validate_subject, Bus, BusError, BusMessage, BusSubscription};
+use super::{
+    subject_matches, validate_subject, Bus, BusError, BusMessage, BusSubscription, Envelope,
+};
 use async_trait::async_trait;
+use bytes::Bytes;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +56,15 @@ impl MemoryBus {
 }
 
 impl MemoryBus {
+    /// [`crate::Publish::send_in`]: the in-process bus hands on plain messages.
+    pub(crate) async fn publish_in(
+        &self,
+        envelope: &Envelope,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        self.publish_message(envelope.message(payload)).await
+    }
+
     /// [`Bus::publish`] without `async_trait`'s box (see `publish_through_bus!`).
     pub(crate) async fn publish_message(&self, message: BusMessage) -> Result<(), BusError> {
         validate_subject(&message.subject, false)?;

@@ -1,12 +1,13 @@
 //! The NATS transport (core NATS, as gnmic's nats output and input use it).
 
 use super::{
-    validate_subject, Bus, BusError, BusMessage, BusSubscription, MessageHeaders,
+    validate_subject, Bus, BusError, BusMessage, BusSubscription, Envelope, MessageHeaders,
     HEADER_FENCING_TOKEN, HEADER_SUBSCRIPTION, HEADER_TARGET, HEADER_TRACEPARENT,
 };
 use crate::contract::{format_fencing_token, parse_fencing_token};
 use async_nats::{HeaderMap, HeaderName, ServerAddr, Subject};
 use async_trait::async_trait;
+use bytes::Bytes;
 use futures::StreamExt;
 use std::fmt;
 use std::path::PathBuf;
@@ -238,6 +239,25 @@ impl NatsBus {
             .publish_with_headers(subject.clone(), headers, message.payload)
             .await
             .map_err(|e| failed(subject.to_string(), e.to_string()))
+    }
+
+    /// [`crate::Publish::send_in`]: the envelope's subject shared, its encoded headers
+    /// cloned; one it could not encode goes the plain way and fails there by name.
+    pub(crate) async fn publish_in(
+        &self,
+        envelope: &Envelope,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
+        let Some((subject, headers)) = &envelope.nats else {
+            return self.publish_message(envelope.message(payload)).await;
+        };
+        self.client
+            .publish_with_headers(subject.clone(), headers.clone(), payload)
+            .await
+            .map_err(|e| BusError::Publish {
+                subject: subject.to_string(),
+                reason: e.to_string(),
+            })
     }
 }
 

@@ -21,11 +21,12 @@ pub use status::TargetUpReport;
 pub use nats::subject_for as nats_subject;
 
 use crate::codec::RawResponse;
-use gnomon_bus::Bus;
+use gnomon_bus::{Bus, Envelope, MessageHeaders};
 use gnomon_config::OutputConfig;
 use gnomon_gnmi::event::EventMeta;
 use gnomon_processors::{ChainSet, LiveChain, Processors};
 use metrics::Counter;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -43,8 +44,9 @@ pub struct StreamInfo {
     pub meta: EventMeta,
     /// Spreads streams over an output's workers (keeps one stream's order).
     route: usize,
-    /// Subject per output index, computed on first use.
-    subjects: Vec<OnceLock<String>>,
+    /// Subject and headers per output index, prepared on first use (a NATS output's
+    /// messages of this stream all share them).
+    envelopes: Vec<OnceLock<Envelope>>,
     /// Trace context of the subscription, when propagation is on.
     trace: Option<StreamTrace>,
 }
@@ -72,7 +74,7 @@ impl StreamInfo {
             fencing_token,
             meta,
             route,
-            subjects: (0..output_count).map(|_| OnceLock::new()).collect(),
+            envelopes: (0..output_count).map(|_| OnceLock::new()).collect(),
             trace: None,
         }
     }
@@ -81,7 +83,7 @@ impl StreamInfo {
     pub fn with_traceparent(mut self, traceparent: Option<String>) -> Self {
         self.trace = traceparent.map(|traceparent| StreamTrace {
             traceparent,
-            handed_out: (0..self.subjects.len())
+            handed_out: (0..self.envelopes.len())
                 .map(|_| std::sync::atomic::AtomicBool::new(false))
                 .collect(),
         });
@@ -95,14 +97,23 @@ impl StreamInfo {
         (!flag.swap(true, std::sync::atomic::Ordering::Relaxed)).then_some(&*trace.traceparent)
     }
 
-    fn subject(&self, output_index: usize, make: impl FnOnce() -> String) -> &str {
-        match self.subjects.get(output_index) {
-            Some(cell) => cell.get_or_init(make),
-            None => {
-                // Only if outputs were added after the stream started; never in practice.
-                static FALLBACK: OnceLock<String> = OnceLock::new();
-                FALLBACK.get_or_init(|| "telemetry".to_string())
-            }
+    /// This stream's subject (`make` writes it) and headers for output `output_index`.
+    fn envelope(&self, output_index: usize, make: impl FnOnce() -> String) -> Cow<'_, Envelope> {
+        let envelope = |subject| {
+            Envelope::new(
+                subject,
+                MessageHeaders {
+                    target: Some(self.target.clone()),
+                    subscription: Some(self.subscription.clone()),
+                    fencing_token: self.fencing_token,
+                    traceparent: None,
+                },
+            )
+        };
+        match self.envelopes.get(output_index) {
+            Some(cell) => Cow::Borrowed(cell.get_or_init(|| envelope(make()))),
+            // Only if outputs were added after the stream started; never in practice.
+            None => Cow::Owned(envelope(make())),
         }
     }
 }

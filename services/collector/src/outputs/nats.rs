@@ -20,7 +20,9 @@ use gnomon_bus::contract::{self, SubjectScheme, TARGET_STATUS};
 use gnomon_bus::jetstream::{
     JetStreamPublisher, PublisherOptions, StreamRetention, StreamSetup, StreamSpec, StreamStorage,
 };
-use gnomon_bus::{Bus, BusMessage, MessageHeaders, NatsBus, NatsOptions, NatsTls, Publish};
+use gnomon_bus::{
+    Bus, BusMessage, Envelope, MessageHeaders, NatsBus, NatsOptions, NatsTls, Publish,
+};
 use gnomon_common::log::Throttle;
 use gnomon_common::retry::Backoff;
 use gnomon_config::jetstream::{self as js_config, JetStreamOutputConfig, JetStreamSubjectFormat};
@@ -428,9 +430,12 @@ impl Worker {
             fencing_token: report.fencing_token(),
             traceparent: None,
         };
-        let subject = self.subjects.subject(report.target(), TARGET_STATUS);
-        self.send(bus, &subject, headers, report.payload().clone())
-            .await;
+        let message = BusMessage {
+            subject: self.subjects.subject(report.target(), TARGET_STATUS),
+            headers,
+            payload: report.payload().clone(),
+        };
+        self.send(bus, message).await;
     }
 
     /// Publishes one response; `traceparent` (if any) goes on its first message only.
@@ -442,20 +447,26 @@ impl Worker {
         mut traceparent: Option<String>,
     ) -> bool {
         let stream = &item.stream;
-        let subject = stream.subject(self.slot, || {
+        let envelope = stream.envelope(self.slot, || {
             self.subjects.subject(&stream.target, &stream.subscription)
         });
-        let mut headers = || MessageHeaders {
-            target: Some(stream.target.clone()),
-            subscription: Some(stream.subscription.clone()),
-            fencing_token: stream.fencing_token,
-            traceparent: traceparent.take(),
+        let mut publish = |payload: Bytes| {
+            let first = traceparent.take();
+            let envelope = &envelope;
+            async move {
+                match first {
+                    // Only a stream's first message carries a trace context.
+                    Some(traceparent) => {
+                        let mut message = envelope.message(payload);
+                        message.headers.traceparent = Some(traceparent);
+                        self.send(bus, message).await
+                    }
+                    None => self.send_in(bus, envelope, payload).await,
+                }
+            }
         };
         match self.config.format {
-            NatsFormat::Proto => {
-                self.send(bus, subject, headers(), item.response.bytes.clone())
-                    .await
-            }
+            NatsFormat::Proto => publish(item.response.bytes.clone()).await,
             NatsFormat::Event => {
                 let Some(response) = item.response.decoded() else {
                     return false;
@@ -471,23 +482,14 @@ impl Worker {
                         return false;
                     }
                     for payload in payloads {
-                        delivered &= self.send(bus, subject, headers(), payload).await;
+                        delivered &= publish(payload).await;
                     }
                 } else if self.config.split_events {
                     for event in &events {
-                        delivered &= self
-                            .send(bus, subject, headers(), Bytes::from(event_to_json(event)))
-                            .await;
+                        delivered &= publish(Bytes::from(event_to_json(event))).await;
                     }
                 } else {
-                    delivered = self
-                        .send(
-                            bus,
-                            subject,
-                            headers(),
-                            Bytes::from(events_to_json(&events)),
-                        )
-                        .await;
+                    delivered = publish(Bytes::from(events_to_json(&events))).await;
                 }
                 delivered
             }
@@ -495,20 +497,22 @@ impl Worker {
     }
 
     /// Publishes one message; returns whether it reached the transport.
-    async fn send(
-        &self,
-        bus: &dyn Publish,
-        subject: &str,
-        headers: MessageHeaders,
-        payload: Bytes,
-    ) -> bool {
+    async fn send(&self, bus: &dyn Publish, message: BusMessage) -> bool {
+        let size = message.payload.len() as u64;
+        let sent = bus.send(message).await;
+        self.count(sent, size)
+    }
+
+    /// Publishes `payload` in a stream's envelope; returns whether it reached the transport.
+    async fn send_in(&self, bus: &dyn Publish, envelope: &Envelope, payload: Bytes) -> bool {
         let size = payload.len() as u64;
-        let message = BusMessage {
-            subject: subject.to_string(),
-            headers,
-            payload,
-        };
-        match bus.send(message).await {
+        let sent = bus.send_in(envelope, payload).await;
+        self.count(sent, size)
+    }
+
+    /// Counts a publish of `size` bytes; whether it reached the transport.
+    fn count(&self, sent: Result<(), gnomon_bus::BusError>, size: u64) -> bool {
+        match sent {
             Ok(()) => {
                 self.sent.increment(1);
                 self.bytes.increment(size);
