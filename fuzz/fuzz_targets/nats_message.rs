@@ -1,6 +1,7 @@
 //! What arrives over NATS, in both formats, on every decoder that reads it:
 //! * `event` JSON: the shared owned and zero-copy decoders and the exporter's wire decoder,
-//!   then the exporter's Prometheus naming of each decoded event;
+//!   then the exporter's Prometheus naming of each decoded event and, for one
+//!   notification's events read as plain events, the learnt shapes against the general path;
 //! * `proto`: prost decoding of `gnmi.SubscribeResponse`, the shared event conversion (and
 //!   its plain shortcuts, from the decoded notification and straight from the wire, which
 //!   must give the same events), the exporter's proto path and the
@@ -56,6 +57,13 @@ fn json_payload(data: &[u8]) {
     if let Ok(events) = decoded {
         for options in naming_variants() {
             expose(options, &events);
+        }
+        // One notification's events, read as plain events, store alike through learnt shapes.
+        if let Some((plain, samples)) = gnomon_exporter::wire::plain_events(&events) {
+            let values: usize = events.iter().map(|e| e.values.len()).sum();
+            assert_eq!(samples.len(), values, "plain events lost or added a value");
+            assert_eq!(plain.entries().len(), values);
+            learnt_shape_stores_the_same(&plain);
         }
     }
 }

@@ -36,6 +36,7 @@ impl<'a> From<PlainValue<'a>> for SampleValue<'a> {
             PlainValue::Uint(u) => SampleValue::Number(u as f64),
             PlainValue::Bool(b) => SampleValue::Bool(b),
             PlainValue::Text(s) => SampleValue::Text(Cow::Borrowed(s)),
+            PlainValue::Float(f) => SampleValue::Number(f),
         }
     }
 }

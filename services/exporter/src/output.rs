@@ -258,9 +258,18 @@ impl PrometheusOutput {
 
     /// Stores the samples of `events` (one event-format NATS message's worth). With
     /// processors, each event goes through them alone first (gnmic's `WriteEvent`);
-    /// without, the decoded events are read in place.
+    /// without, the decoded events are read in place — as plain events through the learnt
+    /// shapes when they are one notification's ([`crate::wire::plain_events`]).
     pub fn ingest(&self, events: &[WireEvent<'_>]) -> IngestCounts {
         if self.chain.is_none() || events.iter().all(|e| e.name == TARGET_UP) {
+            // One notification's events, read as plain events, store through the shapes
+            // learnt before — except with strings-as-labels, where a string labels the
+            // other values of its own event, which plain events do not keep together.
+            if self.chain.is_none() && !self.config.strings_as_labels {
+                if let Some((plain, samples)) = crate::wire::plain_events(events) {
+                    return self.ingest_plain(&plain, &samples);
+                }
+            }
             return self.ingest_decoded(events);
         }
         let status: Vec<&WireEvent<'_>> = events.iter().filter(|e| e.name == TARGET_UP).collect();
@@ -1099,6 +1108,99 @@ mod tests {
         assert_eq!(text(&learning), text(&general));
         let hits = learning.lock().shapes.hits();
         assert!(hits > 200, "{hits} notifications of learnt shapes");
+        assert!(expiries > 15, "{expiries} expiries removed series");
+    }
+
+    /// Event-format messages of one notification are stored through learnt shapes; they
+    /// must store what the general path stores, message for message: random messages over
+    /// a few shapes (values that are numbers, numeric strings, other strings and booleans,
+    /// several values per event, tag sets that repeat apart, now and then a second
+    /// timestamp or a delete that keeps the message on the general path), older samples,
+    /// and a source whose samples expire at every expiry.
+    #[test]
+    fn event_messages_through_learnt_shapes_store_what_the_general_path_stores() {
+        // With strings-as-labels a string labels its own event's values: the general path.
+        for config in [
+            "export-timestamps: true\nexpiration: 1h",
+            "export-timestamps: true\nexpiration: 1h\nstrings-as-labels: true",
+        ] {
+            event_messages_store_alike(config);
+        }
+    }
+
+    fn event_messages_store_alike(config: &str) {
+        let (learning, general) = (output(config), output(config));
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let now = unix_now_ns();
+        let mut expiries = 0;
+        for step in 0..800_i64 {
+            let roll = next();
+            let source = roll % 3;
+            let timestamp = match source {
+                2 => 1_000 + step,
+                _ => now + (next() % 50) as i64,
+            };
+            let value = |roll: u64| match roll % 32 {
+                0 => r#""down""#.to_string(),
+                1 => r#""42""#.to_string(),
+                2 => "true".to_string(),
+                3 => format!("{step}.5"),
+                n => (n * 1000 + step as u64).to_string(),
+            };
+            // Per event: its interface (None: no tags but the source) and value keys.
+            let shape: &[(Option<u32>, &[&str])] = match (roll >> 8) % 4 {
+                0 => &[(Some(1), &["in", "out"]), (Some(1), &["errors"])],
+                1 => &[(Some(1), &["in"]), (Some(2), &["in"]), (Some(1), &["out"])],
+                2 => &[(None, &["cpu", "mem"])],
+                _ => &[(Some(3), &["in", "out", "errors"])],
+            };
+            let events: Vec<String> = shape
+                .iter()
+                .enumerate()
+                .map(|(i, (interface, keys))| {
+                    let tags = match interface {
+                        Some(n) => format!(r#"{{"interface_name":"e{n}","source":"r{source}"}}"#),
+                        None => format!(r#"{{"source":"r{source}"}}"#),
+                    };
+                    let values: Vec<String> =
+                        keys.iter().map(|k| format!(r#""/{k}":{}"#, value(next()))).collect();
+                    // Now and then a second timestamp or a delete: the general path.
+                    let (stamp, deletes) = match (i, next() % 40) {
+                        (1, 0) => (timestamp + 7_000_000_000, ""),
+                        (0, 1) => (timestamp, r#","deletes":["/gone"]"#),
+                        _ => (timestamp, ""),
+                    };
+                    format!(
+                        r#"{{"name":"port","timestamp":{stamp},"tags":{tags},"values":{{{}}}{deletes}}}"#,
+                        values.join(",")
+                    )
+                })
+                .collect();
+            let json = format!("[{}]", events.join(","));
+            let events = decode_events(json.as_bytes()).unwrap();
+            let got = learning.ingest(&events);
+            let want = general.ingest_decoded(&events);
+            assert_eq!(got, want, "step {step}: {json}");
+            if step % 40 == 39 {
+                let expired = learning.expire();
+                assert_eq!(expired, general.expire(), "step {step}");
+                expiries += usize::from(expired > 0);
+                assert_eq!(text(&learning), text(&general), "step {step}");
+            }
+        }
+        assert_eq!(text(&learning), text(&general));
+        let hits = learning.lock().shapes.hits();
+        if config.contains("strings-as-labels") {
+            assert_eq!(hits, 0, "no learnt shapes with strings-as-labels");
+        } else {
+            assert!(hits > 200, "{hits} messages of learnt shapes");
+        }
         assert!(expiries > 15, "{expiries} expiries removed series");
     }
 

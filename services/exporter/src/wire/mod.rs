@@ -13,7 +13,10 @@ use serde_json::value::RawValue;
 use std::borrow::Cow;
 use std::fmt;
 
+mod plain;
 mod scan;
+
+pub use plain::plain_events;
 
 /// One event, borrowing from the payload where it can. Tags and values are kept in
 /// key order (as gnmic's maps are iterated after sorting).

@@ -33,6 +33,9 @@ pub enum PlainValue<'n> {
     Bool(bool),
     /// A `string_val` or `ascii_val`.
     Text(&'n str),
+    /// A number of gnmic's event JSON (read as a float there); the gNMI readers never
+    /// give one (they leave float and double updates to the general conversion).
+    Float(f64),
 }
 
 impl<'n> PlainValue<'n> {
@@ -54,6 +57,7 @@ impl<'n> PlainValue<'n> {
             Self::Uint(u) => V::UintVal(u),
             Self::Bool(b) => V::BoolVal(b),
             Self::Text(s) => V::StringVal(s.to_owned()),
+            Self::Float(f) => V::DoubleVal(f),
         }
     }
 }
@@ -106,6 +110,41 @@ impl<'n> PlainEvents<'n> {
     /// two notifications' events the same series.
     pub fn keys_text(&self) -> &str {
         &self.keys
+    }
+
+    /// Plain events assembled by a reader of another encoding (the exporter's event JSON):
+    /// every event named `name` at `timestamp`, with tag sets and entries added by
+    /// [`Self::push_tag_set`] and [`Self::push_entry`].
+    pub fn assembled(name: &'n str, timestamp: i64, entries: usize) -> Self {
+        PlainEvents {
+            name,
+            timestamp,
+            tag_sets: Vec::new(),
+            keys: String::with_capacity(entries * 48),
+            entries: Vec::with_capacity(entries),
+        }
+    }
+
+    /// Adds a tag set (sorted by name, as every event's tags are); returns its index.
+    pub fn push_tag_set(&mut self, tags: Vec<(String, String)>) -> usize {
+        self.tag_sets.push(tags);
+        self.tag_sets.len() - 1
+    }
+
+    /// Adds an entry: the event `{values: {key: value}}` with the tags of `tag_set`;
+    /// `false`, adding nothing, when there is no such set.
+    pub fn push_entry(&mut self, key: &str, value: PlainValue<'n>, tag_set: usize) -> bool {
+        if tag_set >= self.tag_sets.len() {
+            return false;
+        }
+        let start = self.keys.len();
+        self.keys.push_str(key);
+        self.entries.push(PlainEntry {
+            key: start..self.keys.len(),
+            value,
+            tag_set,
+        });
+        true
     }
 
     /// The events these stand for (what `notification_to_events` gives): for checks, the
