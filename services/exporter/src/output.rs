@@ -858,6 +858,16 @@ mod tests {
         }
     }
 
+    /// A reproducible pseudo-random sequence (xorshift64) from `seed`.
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     fn text(output: &PrometheusOutput) -> String {
         String::from_utf8(output.render()).unwrap()
     }
@@ -1057,13 +1067,7 @@ mod tests {
             EventMeta::new("r2", "sub"),
             EventMeta::new("r3", "sub"),
         ];
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d_u64);
         let now = unix_now_ns();
         let mut expiries = 0;
         for step in 0..800 {
@@ -1130,13 +1134,7 @@ mod tests {
 
     fn event_messages_store_alike(config: &str) {
         let (learning, general) = (output(config), output(config));
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15_u64);
         let now = unix_now_ns();
         let mut expiries = 0;
         for step in 0..800_i64 {
