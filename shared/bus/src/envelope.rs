@@ -39,14 +39,6 @@ impl Envelope {
         }
     }
 
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    pub fn headers(&self) -> &MessageHeaders {
-        &self.headers
-    }
-
     /// One message of the envelope, as a bus without an encoded form takes it.
     pub fn message(&self, payload: Bytes) -> BusMessage {
         BusMessage {
