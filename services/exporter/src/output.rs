@@ -16,14 +16,13 @@ use crate::naming::{NamingOptions, SampleValue, SeriesBuilder};
 use crate::processing::{self, Batching, SharedChain};
 use crate::remote_write::WriteBuffer;
 use crate::shape_cache::{Lookup, ShapeCache, ShapeSlot};
-use crate::wire::WireEvent;
+use crate::wire::{same_tags, WireEvent};
 use gnomon_common::log::Throttle;
 use gnomon_config::gotemplate::GoTemplate;
 use gnomon_config::prometheus_output::PrometheusOutputConfig;
 use gnomon_config::prometheus_write_output::PrometheusWriteOutputConfig;
 use gnomon_gnmi::event::PlainEvents;
 use gnomon_processors::{Chain, Record};
-use std::borrow::Cow;
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -261,15 +260,15 @@ impl PrometheusOutput {
     /// without, the decoded events are read in place — as plain events through the learnt
     /// shapes when they are one notification's ([`crate::wire::plain_events`]).
     pub fn ingest(&self, events: &[WireEvent<'_>]) -> IngestCounts {
-        if self.chain.is_none() || events.iter().all(|e| e.name == TARGET_UP) {
-            // One notification's events, read as plain events, store through the shapes
-            // learnt before — except with strings-as-labels, where a string labels the
-            // other values of its own event, which plain events do not keep together.
-            if self.chain.is_none() && !self.config.strings_as_labels {
-                if let Some((plain, samples)) = crate::wire::plain_events(events) {
-                    return self.ingest_plain(&plain, &samples);
-                }
+        // One notification's events, read as plain events, store through the shapes
+        // learnt before — except with strings-as-labels, where a string labels the other
+        // values of its own event, which plain events do not keep together.
+        if self.chain.is_none() && !self.config.strings_as_labels {
+            if let Some((plain, samples)) = crate::wire::plain_events(events) {
+                return self.ingest_plain(&plain, &samples);
             }
+        }
+        if self.chain.is_none() || events.iter().all(|e| e.name == TARGET_UP) {
             return self.ingest_decoded(events);
         }
         let status: Vec<&WireEvent<'_>> = events.iter().filter(|e| e.name == TARGET_UP).collect();
@@ -798,16 +797,6 @@ fn ingest_target_status(
             Err(_) => counts.skipped += 1,
         }
     }
-}
-
-/// Whether two events' tags are equal; neighbours' tags often borrow the very same text
-/// (the scanner reads a repeated tags object once), which is equal without comparing bytes.
-fn same_tags(a: &[(Cow<'_, str>, Cow<'_, str>)], b: &[(Cow<'_, str>, Cow<'_, str>)]) -> bool {
-    let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
-    a.len() == b.len()
-        && a.iter()
-            .zip(b)
-            .all(|((ka, va), (kb, vb))| same(ka, kb) && same(va, vb))
 }
 
 #[cfg(test)]

@@ -12,8 +12,8 @@
 //! lives (a few hundred bytes per stream and output). Buses without an encoded form
 //! (in-process, JetStream) take the plain message, checked as any other.
 
-use crate::nats::encode_headers;
-use crate::{validate_subject, BusMessage, MessageHeaders};
+use crate::nats::nats_form;
+use crate::{BusMessage, MessageHeaders};
 use bytes::Bytes;
 
 /// A subject and headers for many messages.
@@ -28,10 +28,7 @@ pub struct Envelope {
 
 impl Envelope {
     pub fn new(subject: String, headers: MessageHeaders) -> Self {
-        let nats = validate_subject(&subject, false)
-            .ok()
-            .and_then(|()| encode_headers(headers.clone()).ok())
-            .map(|map| (async_nats::Subject::from(subject.as_str()), map));
+        let nats = nats_form(subject.clone(), headers.clone()).ok();
         Self {
             subject,
             headers,
@@ -52,6 +49,7 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nats::encode_headers;
 
     fn headers(target: &str) -> MessageHeaders {
         MessageHeaders {

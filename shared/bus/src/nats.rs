@@ -224,21 +224,26 @@ pub fn decode_headers(map: Option<&HeaderMap>) -> MessageHeaders {
     }
 }
 
+/// A subject and headers as core NATS takes them: the subject checked, the headers
+/// encoded ([`encode_headers`]); refused by name otherwise. The subject takes the string's
+/// buffer and async-nats keeps a shared handle to it.
+pub(crate) fn nats_form(
+    subject: String,
+    headers: MessageHeaders,
+) -> Result<(Subject, HeaderMap), BusError> {
+    validate_subject(&subject, false)?;
+    match encode_headers(headers) {
+        Ok(map) => Ok((Subject::from(subject), map)),
+        Err(reason) => Err(BusError::Publish { subject, reason }),
+    }
+}
+
 impl NatsBus {
     /// [`Bus::publish`] without `async_trait`'s box (see `publish_through_bus!`).
     pub(crate) async fn publish_message(&self, message: BusMessage) -> Result<(), BusError> {
-        validate_subject(&message.subject, false)?;
-        let failed = |subject: String, reason: String| BusError::Publish { subject, reason };
-        let headers = match encode_headers(message.headers) {
-            Ok(headers) => headers,
-            Err(reason) => return Err(failed(message.subject, reason)),
-        };
-        // The subject takes the string's buffer; async-nats keeps a shared handle to it.
-        let subject = Subject::from(message.subject);
-        self.client
-            .publish_with_headers(subject.clone(), headers, message.payload)
+        let (subject, headers) = nats_form(message.subject, message.headers)?;
+        self.publish_encoded(subject, headers, message.payload)
             .await
-            .map_err(|e| failed(subject.to_string(), e.to_string()))
     }
 
     /// [`crate::Publish::send_in`]: the envelope's subject shared, its encoded headers
@@ -248,11 +253,23 @@ impl NatsBus {
         envelope: &Envelope,
         payload: Bytes,
     ) -> Result<(), BusError> {
-        let Some((subject, headers)) = &envelope.nats else {
-            return self.publish_message(envelope.message(payload)).await;
-        };
+        match &envelope.nats {
+            Some((subject, headers)) => {
+                self.publish_encoded(subject.clone(), headers.clone(), payload)
+                    .await
+            }
+            None => self.publish_message(envelope.message(payload)).await,
+        }
+    }
+
+    async fn publish_encoded(
+        &self,
+        subject: Subject,
+        headers: HeaderMap,
+        payload: Bytes,
+    ) -> Result<(), BusError> {
         self.client
-            .publish_with_headers(subject.clone(), headers.clone(), payload)
+            .publish_with_headers(subject.clone(), headers, payload)
             .await
             .map_err(|e| BusError::Publish {
                 subject: subject.to_string(),

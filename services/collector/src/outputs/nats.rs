@@ -450,23 +450,12 @@ impl Worker {
         let envelope = stream.envelope(self.slot, || {
             self.subjects.subject(&stream.target, &stream.subscription)
         });
-        let mut publish = |payload: Bytes| {
-            let first = traceparent.take();
-            let envelope = &envelope;
-            async move {
-                match first {
-                    // Only a stream's first message carries a trace context.
-                    Some(traceparent) => {
-                        let mut message = envelope.message(payload);
-                        message.headers.traceparent = Some(traceparent);
-                        self.send(bus, message).await
-                    }
-                    None => self.send_in(bus, envelope, payload).await,
-                }
-            }
-        };
+        let envelope = &*envelope;
         match self.config.format {
-            NatsFormat::Proto => publish(item.response.bytes.clone()).await,
+            NatsFormat::Proto => {
+                self.send_in(bus, envelope, traceparent, item.response.bytes.clone())
+                    .await
+            }
             NatsFormat::Event => {
                 let Some(response) = item.response.decoded() else {
                     return false;
@@ -482,14 +471,20 @@ impl Worker {
                         return false;
                     }
                     for payload in payloads {
-                        delivered &= publish(payload).await;
+                        delivered &= self
+                            .send_in(bus, envelope, traceparent.take(), payload)
+                            .await;
                     }
                 } else if self.config.split_events {
                     for event in &events {
-                        delivered &= publish(Bytes::from(event_to_json(event))).await;
+                        let payload = Bytes::from(event_to_json(event));
+                        delivered &= self
+                            .send_in(bus, envelope, traceparent.take(), payload)
+                            .await;
                     }
                 } else {
-                    delivered = publish(Bytes::from(events_to_json(&events))).await;
+                    let payload = Bytes::from(events_to_json(&events));
+                    delivered = self.send_in(bus, envelope, traceparent, payload).await;
                 }
                 delivered
             }
@@ -503,8 +498,20 @@ impl Worker {
         self.count(sent, size)
     }
 
-    /// Publishes `payload` in a stream's envelope; returns whether it reached the transport.
-    async fn send_in(&self, bus: &dyn Publish, envelope: &Envelope, payload: Bytes) -> bool {
+    /// Publishes `payload` in a stream's envelope, with the stream's trace context if it
+    /// is the stream's first message; returns whether it reached the transport.
+    async fn send_in(
+        &self,
+        bus: &dyn Publish,
+        envelope: &Envelope,
+        traceparent: Option<String>,
+        payload: Bytes,
+    ) -> bool {
+        if let Some(traceparent) = traceparent {
+            let mut message = envelope.message(payload);
+            message.headers.traceparent = Some(traceparent);
+            return self.send(bus, message).await;
+        }
         let size = payload.len() as u64;
         let sent = bus.send_in(envelope, payload).await;
         self.count(sent, size)

@@ -18,6 +18,19 @@ mod scan;
 
 pub use plain::plain_events;
 
+/// Whether two events' tags are equal; neighbours' tags often borrow the very same text
+/// (the scanner reads a repeated tags object once), which is equal without comparing bytes.
+pub(crate) fn same_tags(
+    a: &[(Cow<'_, str>, Cow<'_, str>)],
+    b: &[(Cow<'_, str>, Cow<'_, str>)],
+) -> bool {
+    let same = |x: &str, y: &str| std::ptr::eq(x, y) || x == y;
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|((ka, va), (kb, vb))| same(ka, kb) && same(va, vb))
+}
+
 /// One event, borrowing from the payload where it can. Tags and values are kept in
 /// key order (as gnmic's maps are iterated after sorting).
 #[derive(Debug, Default, PartialEq)]

@@ -14,7 +14,7 @@
 //! values. Events with equal tags in a row share one tag set; a set's tags keep the
 //! event's order (sorted by name, as decoded), so the series are the same.
 
-use super::WireEvent;
+use super::{same_tags, WireEvent};
 use crate::naming::SampleValue;
 use gnomon_gnmi::event::{PlainEvents, PlainValue};
 use std::borrow::Cow;
@@ -41,7 +41,7 @@ pub fn plain_events<'e>(
             return None;
         }
         let tag_set = match previous {
-            Some((before, set)) if before.tags == event.tags => set,
+            Some((before, set)) if same_tags(&before.tags, &event.tags) => set,
             _ => plain.push_tag_set(
                 event
                     .tags
